@@ -1,0 +1,267 @@
+"""Typed Mesos v1 wire structures (the subset the daemon reads and writes).
+
+Field names follow ``include/mesos/v1/mesos.proto`` and ``scheduler/scheduler.proto`` in their
+JSON form (snake_case, enums as strings, ``bytes`` as Base64 strings). Decoding ignores unknown
+fields, so a newer master stays readable; fields the daemon must echo back unchanged when it
+launches on an offered resource (reservations, disk, ...) are kept as raw JSON values.
+
+This module owns the shapes only: no I/O, no behaviour beyond small pure helpers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+# --- identifiers and small values -------------------------------------------------------------
+
+
+class Value(msgspec.Struct, omit_defaults=True):
+    """Any of the ``*ID`` messages: ``{"value": "..."}``."""
+
+    value: str
+
+
+class Scalar(msgspec.Struct, omit_defaults=True):
+    value: float
+
+
+class Range(msgspec.Struct, omit_defaults=True):
+    begin: int
+    end: int
+
+
+class Ranges(msgspec.Struct, omit_defaults=True):
+    range: list[Range] = msgspec.field(default_factory=list)
+
+
+class Set(msgspec.Struct, omit_defaults=True):
+    item: list[str] = msgspec.field(default_factory=list)
+
+
+class AllocationInfo(msgspec.Struct, omit_defaults=True):
+    role: str | None = None
+
+
+class Resource(msgspec.Struct, omit_defaults=True):
+    name: str
+    type: str = "SCALAR"
+    scalar: Scalar | None = None
+    ranges: Ranges | None = None
+    set: Set | None = None
+    role: str | None = None
+    allocation_info: AllocationInfo | None = None
+    # Echoed unchanged when launching on this resource.
+    reservations: list[Any] | None = None
+    reservation: Any | None = None
+    disk: Any | None = None
+    revocable: Any | None = None
+    shared: Any | None = None
+    provider_id: Any | None = None
+
+
+class Attribute(msgspec.Struct, omit_defaults=True):
+    name: str
+    type: str = "TEXT"
+    text: Value | None = None
+    scalar: Scalar | None = None
+    ranges: Ranges | None = None
+    set: Set | None = None
+
+    def as_text(self) -> str:
+        """The attribute's value as a string, for constraint matching."""
+        if self.text is not None:
+            return self.text.value
+        if self.scalar is not None:
+            value = self.scalar.value
+            return str(int(value)) if value == int(value) else str(value)
+        if self.ranges is not None:
+            return ",".join(f"[{r.begin}-{r.end}]" for r in self.ranges.range)
+        if self.set is not None:
+            return ",".join(self.set.item)
+        return ""
+
+
+class Offer(msgspec.Struct, omit_defaults=True):
+    id: Value
+    framework_id: Value
+    agent_id: Value
+    hostname: str
+    resources: list[Resource] = msgspec.field(default_factory=list)
+    attributes: list[Attribute] = msgspec.field(default_factory=list)
+    allocation_info: AllocationInfo | None = None
+    url: Any | None = None
+
+
+class Address(msgspec.Struct, omit_defaults=True):
+    hostname: str | None = None
+    ip: str | None = None
+    port: int | None = None
+
+
+class MasterInfo(msgspec.Struct, omit_defaults=True):
+    id: str = ""
+    ip: int = 0
+    port: int = 5050
+    hostname: str | None = None
+    version: str | None = None
+    address: Address | None = None
+    pid: str | None = None
+
+    def host_and_port(self) -> tuple[str, int]:
+        """Where this master listens, preferring ``address`` as Mesos does."""
+        if self.address is not None:
+            host = self.address.hostname or self.address.ip or self.hostname or ""
+            return host, self.address.port or self.port
+        return self.hostname or "", self.port
+
+
+class TaskStatus(msgspec.Struct, omit_defaults=True):
+    task_id: Value
+    state: str
+    message: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    agent_id: Value | None = None
+    executor_id: Value | None = None
+    timestamp: float | None = None
+    uuid: str | None = None
+    healthy: bool | None = None
+    data: str | None = None
+    labels: Any | None = None
+    container_status: Any | None = None
+    unreachable_time: Any | None = None
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class Subscribed(msgspec.Struct, omit_defaults=True):
+    framework_id: Value
+    heartbeat_interval_seconds: float | None = None
+    master_info: MasterInfo | None = None
+
+
+class OffersEvent(msgspec.Struct, omit_defaults=True):
+    offers: list[Offer] = msgspec.field(default_factory=list)
+    inverse_offers: list[Any] = msgspec.field(default_factory=list)
+
+
+class InverseOffersEvent(msgspec.Struct, omit_defaults=True):
+    inverse_offers: list[Any] = msgspec.field(default_factory=list)
+
+
+class RescindEvent(msgspec.Struct, omit_defaults=True):
+    offer_id: Value
+
+
+class RescindInverseOfferEvent(msgspec.Struct, omit_defaults=True):
+    inverse_offer_id: Value
+
+
+class UpdateEvent(msgspec.Struct, omit_defaults=True):
+    status: TaskStatus
+
+
+class MessageEvent(msgspec.Struct, omit_defaults=True):
+    agent_id: Value
+    executor_id: Value
+    data: str = ""
+
+
+class FailureEvent(msgspec.Struct, omit_defaults=True):
+    agent_id: Value | None = None
+    executor_id: Value | None = None
+    status: int | None = None
+
+
+class ErrorEvent(msgspec.Struct, omit_defaults=True):
+    message: str = ""
+
+
+class Event(msgspec.Struct, omit_defaults=True):
+    """One scheduler event; ``type`` names which payload field is set."""
+
+    type: str
+    subscribed: Subscribed | None = None
+    offers: OffersEvent | None = None
+    inverse_offers: InverseOffersEvent | None = None
+    rescind: RescindEvent | None = None
+    rescind_inverse_offer: RescindInverseOfferEvent | None = None
+    update: UpdateEvent | None = None
+    message: MessageEvent | None = None
+    failure: FailureEvent | None = None
+    error: ErrorEvent | None = None
+
+
+# --- what the daemon sends --------------------------------------------------------------------
+
+
+class EnvironmentVariable(msgspec.Struct, omit_defaults=True):
+    name: str
+    value: str
+
+
+class Environment(msgspec.Struct, omit_defaults=True):
+    variables: list[EnvironmentVariable] = msgspec.field(default_factory=list)
+
+
+class CommandInfo(msgspec.Struct, omit_defaults=True):
+    value: str | None = None
+    shell: bool = True
+    environment: Environment | None = None
+    uris: list[Any] | None = None
+    arguments: list[str] | None = None
+
+
+class Label(msgspec.Struct, omit_defaults=True):
+    key: str
+    value: str | None = None
+
+
+class Labels(msgspec.Struct, omit_defaults=True):
+    labels: list[Label] = msgspec.field(default_factory=list)
+
+
+class TaskInfo(msgspec.Struct, omit_defaults=True):
+    name: str
+    task_id: Value
+    agent_id: Value
+    resources: list[Resource] = msgspec.field(default_factory=list)
+    command: CommandInfo | None = None
+    container: Any | None = None
+    labels: Labels | None = None
+
+
+class Filters(msgspec.Struct, omit_defaults=True):
+    refuse_seconds: float
+
+
+TERMINAL_STATES = frozenset(
+    {
+        "TASK_FINISHED",
+        "TASK_FAILED",
+        "TASK_KILLED",
+        "TASK_ERROR",
+        "TASK_LOST",
+        "TASK_DROPPED",
+        "TASK_GONE",
+        "TASK_GONE_BY_OPERATOR",
+    }
+)
+
+
+def scalar(name: str, value: float, like: Resource | None = None) -> Resource:
+    """A scalar resource of ``value``, with the role, reservations and allocation of ``like``."""
+    if like is None:
+        return Resource(name=name, type="SCALAR", scalar=Scalar(value))
+    return msgspec.structs.replace(like, name=name, type="SCALAR", scalar=Scalar(value))
+
+
+_event_decoder = msgspec.json.Decoder(Event)
+
+
+def decode_event(data: bytes | memoryview) -> Event:
+    """Decode one RecordIO record into an ``Event`` (raises ``msgspec.DecodeError``)."""
+    return _event_decoder.decode(data)
