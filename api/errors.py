@@ -1,0 +1,152 @@
+"""Error rendering and request-body helpers.
+
+The spec wants every error as ``text/plain`` with a message a person can act on. Views raise
+``web.HTTPException`` subclasses (or ``ApiError``); ``error_middleware`` renders all of them,
+aiohttp's own 404/405/413 included, and turns anything unexpected into a logged 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from scale_scheduler.api.keys import CONFIG
+from scale_scheduler.state.store import MissingRowError
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_json_encoder = msgspec.json.Encoder()
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=_json_encoder.encode(data),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def text_error(cls: type[web.HTTPException], message: str, **kwargs: Any) -> web.HTTPException:
+    """An HTTP error whose body is ``message`` as text/plain."""
+    return cls(text=message.rstrip("\n") + "\n", content_type="text/plain", **kwargs)
+
+
+def bad_request(message: str) -> web.HTTPException:
+    return text_error(web.HTTPBadRequest, message)
+
+
+def not_found(message: str) -> web.HTTPException:
+    return text_error(web.HTTPNotFound, message)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON, or 400 saying what is wrong with it."""
+    body = await request.read()
+    if not body.strip():
+        raise bad_request("The request body is empty; send a JSON object.")
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise bad_request(f"The request body must be a JSON object, not {_json_kind(data)}.")
+    return data
+
+
+def check_update_fields(data: dict[str, Any], allowed: Iterable[str]) -> None:
+    """The spec's PATCH rules: unexpected fields listed, and at least one field."""
+    allowed_set = set(allowed)
+    unexpected = [key for key in data if key not in allowed_set]
+    if unexpected:
+        raise bad_request(
+            f"Unexpected fields: {', '.join(unexpected)}. "
+            f"Allowed fields: {', '.join(sorted(allowed_set))}."
+        )
+    if not data:
+        raise bad_request(
+            f"No fields specified for update. Allowed fields: {', '.join(sorted(allowed_set))}."
+        )
+
+
+def require_bool(data: dict[str, Any], field: str) -> bool | None:
+    if field not in data:
+        return None
+    value = data[field]
+    if not isinstance(value, bool):
+        raise bad_request(
+            f"Field {field!r} must be a JSON boolean (true or false), not {_json_kind(value)}."
+        )
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+_DEFAULT_MESSAGES = {
+    404: "Not found: {path}. See the README for the API's endpoints.",
+    405: "Method {method} is not allowed on {path}.",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        _ensure_text(exc, request)
+        raise
+    except MissingRowError as exc:
+        log.error("database_row_missing", path=request.path, error=str(exc))
+        raise text_error(web.HTTPInternalServerError, str(exc)) from None
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path)
+        raise text_error(
+            web.HTTPInternalServerError,
+            "Internal server error; the daemon's log has the details.",
+        ) from None
+
+
+def _ensure_text(exc: web.HTTPException, request: web.Request) -> None:
+    """Give aiohttp's own errors (404, 405, 413, ...) a useful text/plain body."""
+    if exc.content_type == "text/plain" and exc.text and not exc.text.startswith(f"{exc.status}:"):
+        return
+    if exc.status == 413:
+        limit = request.app[CONFIG].api.max_body_bytes
+        message = f"The request body is too large: the limit is {limit} bytes (api.max_body_bytes)."
+    else:
+        template = _DEFAULT_MESSAGES.get(exc.status)
+        message = (
+            template.format(path=request.path, method=request.method)
+            if template
+            else (exc.text or exc.reason)
+        )
+    if exc.status == 405 and "Allow" in exc.headers:
+        message += f" Allowed: {exc.headers['Allow']}."
+    exc.text = message + "\n"
+    exc.content_type = "text/plain"

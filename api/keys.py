@@ -1,0 +1,32 @@
+"""Typed application keys: every service the views reach, in one place."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.driver import ConnectionStatus
+from scale_scheduler.state.scheduler import SchedulerRepository
+from scale_scheduler.state.store import Store
+
+ResourceTotals = dict[str, float]
+
+
+class ClusterView(Protocol):
+    """What ``/status/`` reads about the queue and the cluster (the scheduling core)."""
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    def resource_summary(self) -> dict[str, ResourceTotals] | None:
+        """``{"total": ..., "scheduled": ..., "used": ...}`` or None while unknown."""
+        ...
+
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+SCHEDULER = web.AppKey("scheduler", SchedulerRepository)
+CONNECTION = web.AppKey("connection", ConnectionStatus)
+CLUSTER = web.AppKey("cluster", ClusterView)

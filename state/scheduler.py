@@ -1,0 +1,98 @@
+"""The single ``scheduler`` row: global pause flag, in memory and on disk.
+
+Memory is the source for reads on hot paths (offer handling, ``/status/``); every change is
+committed first and applied to memory in the same step (``Store.write``'s ``apply``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from scale_scheduler.state.store import MissingRowError, Statement, Store
+
+log = structlog.get_logger(__name__)
+
+MISSING_MESSAGE = (
+    "The scheduler's database entry is missing (table scheduler, id 1). "
+    "It is recreated when the daemon next starts."
+)
+
+
+class SchedulerRowMissingError(MissingRowError):
+    """The scheduler row was deleted while the daemon runs."""
+
+
+@dataclass
+class SchedulerState:
+    """In-memory copy of the scheduler row."""
+
+    is_paused: bool = False
+    last_modified: float = 0.0
+    listeners: list[Callable[[bool], None]] = field(default_factory=list)
+
+
+class SchedulerRepository:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self.state = SchedulerState()
+
+    async def ensure_and_load(self) -> SchedulerState:
+        """Create the row if missing (start-up only), then load it into memory."""
+        await self._store.write(
+            [
+                Statement(
+                    "INSERT OR IGNORE INTO scheduler (id, is_paused, last_modified) "
+                    "VALUES (1, 0, ?)",
+                    [(self._clock(),)],
+                )
+            ]
+        )
+        row = await self._store.fetchone(
+            "SELECT is_paused, last_modified FROM scheduler WHERE id = 1"
+        )
+        if row is None:  # pragma: no cover - the insert above guarantees it
+            raise SchedulerRowMissingError(MISSING_MESSAGE)
+        self.state.is_paused = bool(row[0])
+        self.state.last_modified = float(row[1])
+        return self.state
+
+    async def check_row(self) -> None:
+        """Raise ``SchedulerRowMissingError`` if the row has been deleted by hand."""
+        if await self._store.fetchone("SELECT 1 FROM scheduler WHERE id = 1") is None:
+            raise SchedulerRowMissingError(MISSING_MESSAGE)
+
+    async def set_paused(self, is_paused: bool) -> SchedulerState:
+        now = self._clock()
+        state = self.state
+
+        def apply() -> SchedulerState:
+            changed = state.is_paused != is_paused
+            state.is_paused = is_paused
+            state.last_modified = now
+            if changed:
+                log.info("scheduler_pause_changed", is_paused=is_paused)
+                for listener in list(state.listeners):
+                    listener(is_paused)
+            return state
+
+        try:
+            result = await self._store.write(
+                [
+                    Statement(
+                        "UPDATE scheduler SET is_paused = ?, last_modified = ? WHERE id = 1",
+                        [(int(is_paused), now)],
+                        expect_rows=True,
+                        missing_message=MISSING_MESSAGE,
+                    )
+                ],
+                apply,
+            )
+        except MissingRowError as exc:
+            raise SchedulerRowMissingError(str(exc)) from None
+        assert result is not None
+        return result

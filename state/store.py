@@ -1,0 +1,308 @@
+"""The SQLite store: one writer with group commit, one reader, migrations at open.
+
+Durability: WAL journal with ``synchronous=FULL``, so a write whose future has resolved is on disk
+and survives ``kill -9`` or a power cut.
+
+Writes go through ``Store.write``: a list of ``Statement``s plus an optional ``apply`` callback.
+A single writer task drains every write waiting at that moment into ONE transaction (group
+commit): consecutive statements with the same SQL are merged into one ``executemany``, so a burst
+of requests costs one fsync and a handful of thread hops, not one per item. After COMMIT, each
+write's ``apply`` runs on the event loop (this is where in-memory state changes: never ahead of
+the commit), then its caller is woken with apply's result. If a group fails, it is rolled back and
+its writes are retried one by one, so one bad write fails alone.
+
+This module knows SQL and transactions, nothing about tasks or offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import aiosqlite
+import structlog
+
+from scale_scheduler.state.migrations import MIGRATIONS, Migration
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+MAX_GROUP = 4096
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked."""
+
+
+class StoreClosedError(StoreError):
+    """A write arrived after ``close`` began."""
+
+
+class MissingRowError(StoreError):
+    """A checked statement matched no row (for example the scheduler row was deleted)."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement run with ``executemany`` over ``rows``.
+
+    ``expect_rows`` makes it a checked statement: if it changes no row, the write it belongs to
+    fails with ``MissingRowError`` and its later statements are skipped. Put a checked statement
+    first in its write.
+    """
+
+    sql: str
+    rows: Sequence[Sequence[Any]] = ((),)
+    expect_rows: bool = False
+    missing_message: str = "database row is missing"
+
+
+@dataclass
+class _Write(Generic[T]):
+    statements: Sequence[Statement]
+    apply: Callable[[], T] | None
+    future: asyncio.Future[T]
+    error: BaseException | None = None
+
+
+@dataclass
+class StoreStats:
+    """Counters for metrics: commits, writes committed, last group size and commit time."""
+
+    commits: int = 0
+    writes: int = 0
+    last_group_size: int = 0
+    last_commit_seconds: float = 0.0
+    commit_seconds_total: float = 0.0
+    group_sizes: list[int] = field(default_factory=list)
+
+
+class Store:
+    """Owns the SQLite connections. Create with ``await Store.open(path)``."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._db = writer
+        self._reader = reader
+        self._queue: asyncio.Queue[_Write[Any] | None] = asyncio.Queue()
+        self._closing = False
+        self._writer_task: asyncio.Task[None] | None = None
+        self.stats = StoreStats()
+        self.on_commit: list[Callable[[int, float], None]] = []
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Store:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await _configure(writer)
+            await _migrate(writer, MIGRATIONS)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout = 5000")
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await writer.close()
+            raise
+        store = cls(path, writer, reader)
+        store._writer_task = asyncio.get_running_loop().create_task(
+            store._run_writer(), name="store-writer"
+        )
+        return store
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def write(
+        self, statements: Sequence[Statement], apply: Callable[[], T] | None = None
+    ) -> T | None:
+        """Commit ``statements`` (grouped with concurrent writes), then run ``apply``."""
+        if self._closing:
+            raise StoreClosedError("the store is shutting down; the write was not made")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Write(statements, apply, future))
+        return await asyncio.shield(future)
+
+    async def _run_writer(self) -> None:
+        """Commit groups until the ``None`` that ``close`` queues behind the last write."""
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group: list[_Write[Any]] = [first]
+            while len(group) < MAX_GROUP and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                group.append(item)
+            await self._commit_group(group)
+
+    async def _commit_group(self, group: list[_Write[Any]]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._transaction(group)
+        except Exception as exc:
+            await self._rollback()
+            if len(group) == 1:
+                group[0].error = exc
+            else:
+                log.warning("store_group_failed", size=len(group), error=repr(exc))
+                for item in group:
+                    item.error = None
+                    await self._commit_group([item])
+                return
+        elapsed = time.perf_counter() - started
+        self.stats.commits += 1
+        self.stats.writes += len(group)
+        self.stats.last_group_size = len(group)
+        self.stats.last_commit_seconds = elapsed
+        self.stats.commit_seconds_total += elapsed
+        for hook in self.on_commit:
+            hook(len(group), elapsed)
+        for item in group:
+            if item.future.done():
+                continue
+            if item.error is not None:
+                item.future.set_exception(item.error)
+                continue
+            try:
+                result = item.apply() if item.apply is not None else None
+            except Exception as exc:  # a bug in apply: the data is committed, report it
+                log.exception("store_apply_failed")
+                item.future.set_exception(exc)
+            else:
+                item.future.set_result(result)
+
+    async def _transaction(self, group: list[_Write[Any]]) -> None:
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        pending_sql: str | None = None
+        pending_rows: list[Sequence[Any]] = []
+
+        async def flush() -> None:
+            nonlocal pending_sql, pending_rows
+            if pending_sql is not None:
+                await db.executemany(pending_sql, pending_rows)
+            pending_sql, pending_rows = None, []
+
+        for item in group:
+            item.error = None
+            for statement in item.statements:
+                if statement.expect_rows:
+                    await flush()
+                    cursor = await db.executemany(statement.sql, statement.rows)
+                    if cursor.rowcount < 1:
+                        item.error = MissingRowError(statement.missing_message)
+                        break
+                    continue
+                if statement.sql != pending_sql:
+                    await flush()
+                    pending_sql = statement.sql
+                pending_rows.extend(statement.rows)
+        await flush()
+        await db.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._db.execute("ROLLBACK")
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read committed data on the reader connection (never blocks the writer)."""
+        async with self._reader.execute(sql, params) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        async with self._reader.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return tuple(row) if row is not None else None
+
+    async def iterate(
+        self, sql: str, params: Sequence[Any] = (), batch: int = 10_000
+    ) -> Iterable[tuple[Any, ...]]:
+        """All rows of a large query, fetched in batches (for loading state at start-up)."""
+        rows: list[tuple[Any, ...]] = []
+        async with self._reader.execute(sql, params) as cursor:
+            while True:
+                chunk = await cursor.fetchmany(batch)
+                if not chunk:
+                    break
+                rows.extend(tuple(r) for r in chunk)
+        return rows
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Refuse new writes, finish the ones queued, then close both connections."""
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.put_nowait(None)
+        if self._writer_task is not None:
+            await self._writer_task
+        await self._reader.close()
+        await self._db.close()
+
+
+async def _configure(db: aiosqlite.Connection) -> None:
+    async with db.execute("PRAGMA journal_mode = WAL") as cursor:
+        row = await cursor.fetchone()
+    if row is None or str(row[0]).lower() != "wal":
+        raise StoreError(f"cannot switch the database to WAL mode (got {row!r})")
+    await db.execute("PRAGMA synchronous = FULL")
+    await db.execute("PRAGMA foreign_keys = ON")
+    await db.execute("PRAGMA busy_timeout = 5000")
+
+
+async def _migrate(db: aiosqlite.Connection, migrations: Sequence[Migration]) -> None:
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    current = int(row[0]) if row else 0
+    known = max((m.version for m in migrations), default=0)
+    if current > known:
+        raise StoreError(
+            f"the database schema is version {current}, newer than this program knows ({known}); "
+            "run the newer release or restore a backup"
+        )
+    for migration in migrations:
+        if migration.version <= current:
+            continue
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await _run_script(db, migration.sql)
+            await db.execute(f"PRAGMA user_version = {int(migration.version)}")
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        log.info("store_migrated", version=migration.version, description=migration.description)
+
+
+async def _run_script(db: aiosqlite.Connection, script: str) -> None:
+    """Run each statement of ``script`` inside the open transaction (executescript would commit)."""
+    for sql in _split_sql(script):
+        await db.execute(sql)
+
+
+def _split_sql(script: str) -> list[str]:
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
