@@ -1,0 +1,62 @@
+"""Fixtures of the driver tests: fake masters and drivers that are always stopped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from driver_fakes import API_URL, FAST, FakeMaster, MakeDriver, MemoryIdStore, driver_config
+
+from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.driver import FrameworkIdStore
+from scale_scheduler.daemon.master_detector import MasterDetector, StaticMasterDetector
+from scale_scheduler.daemon.native_driver import (
+    DriverSettings,
+    NativeDriver,
+    create_native_driver,
+)
+
+
+@pytest.fixture
+async def master() -> AsyncIterator[FakeMaster]:
+    fake = FakeMaster(name="m1")
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def second_master() -> AsyncIterator[FakeMaster]:
+    fake = FakeMaster(name="m2")
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def make_driver() -> AsyncIterator[MakeDriver]:
+    """``make_driver(*urls, store=, framework_id=, config=, settings=, detector=)``."""
+    made: list[NativeDriver] = []
+
+    def make(
+        *urls: str,
+        store: FrameworkIdStore | None = None,
+        framework_id: str | None = None,
+        config: Config | None = None,
+        settings: DriverSettings = FAST,
+        detector: MasterDetector | None = None,
+    ) -> NativeDriver:
+        driver = create_native_driver(
+            config or driver_config(),
+            framework_id,
+            store if store is not None else MemoryIdStore(),
+            api_url=API_URL,
+            detector=detector or StaticMasterDetector(list(urls)),
+            settings=settings,
+        )
+        made.append(driver)
+        return driver
+
+    yield make
+    for driver in made:
+        await driver.stop()

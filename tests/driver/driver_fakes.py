@@ -1,0 +1,302 @@
+"""Test doubles for the native driver: a small scriptable Mesos master, a handler, a store.
+
+``FakeMaster`` speaks just enough of the v1 scheduler API (SUBSCRIBE with a RecordIO stream,
+calls answered 202, GET_FRAMEWORKS on the operator API) and lets a test script failures:
+answer the next subscriptions with given statuses, redirect, require credentials, stop the
+heartbeats, push raw bytes or events onto the open streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from scale_scheduler.daemon.config import Config, MesosConfig
+from scale_scheduler.daemon.driver import Subscription
+from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
+from scale_scheduler.daemon.native_driver import DriverSettings, NativeDriver
+
+API_URL = "http://sched.test:8000/"
+
+FAST = DriverSettings(request_timeout=2.0, backoff_initial=0.05, backoff_max=0.2)
+
+
+MakeDriver = Callable[..., NativeDriver]
+
+
+def driver_config(**mesos: Any) -> Config:
+    """A config whose user and host name need no lookups."""
+    values: dict[str, Any] = {"user": "svc", "hostname": "sched.test"}
+    values.update(mesos)
+    return Config(mesos=MesosConfig(**values))
+
+
+def record(event: dict[str, Any]) -> bytes:
+    payload = json.dumps(event).encode()
+    return b"%d\n%s" % (len(payload), payload)
+
+
+@dataclass
+class Stream:
+    framework_id: str
+    stream_id: str
+    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+
+class FakeMaster:
+    def __init__(self, *, heartbeat: float = 0.2, name: str = "fake") -> None:
+        self.heartbeat = heartbeat
+        self.name = name
+        self.send_heartbeats = True
+        self.statuses: list[int] = []  # answer the next SUBSCRIBEs with these, in order
+        self.redirect_to: str | None = None  # "host:port" of the leader
+        self.required_auth: str | None = None
+        self.call_status = 202
+        self.call_delay = 0.0
+        self.reported_id: str | None = None  # answer SUBSCRIBED with this id instead
+        self.subscribes: list[dict[str, Any]] = []
+        self.subscribe_headers: list[dict[str, str]] = []
+        self.calls: list[dict[str, Any]] = []
+        self.call_headers: list[dict[str, str]] = []
+        self.frameworks: dict[str, dict[str, Any]] = {}
+        self.removed: set[str] = set()
+        self.streams: list[Stream] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.subscribed = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._server: TestServer | None = None
+        app = web.Application()
+        app.router.add_post("/api/v1/scheduler", self._scheduler)
+        app.router.add_post("/api/v1", self._operator)
+        self.app = app
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, port: int | None = None) -> str:
+        self._server = TestServer(self.app, host="127.0.0.1", port=port)
+        await self._server.start_server()
+        return self.url
+
+    async def close(self) -> None:
+        await self.close_streams()
+        if self._server is not None:
+            await self._server.close()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        assert self._server.port is not None
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- scripting ----------------------------------------------------------------------------
+
+    def live_streams(self) -> list[Stream]:
+        return [s for s in self.streams if not s.closed]
+
+    async def push(self, event: dict[str, Any]) -> None:
+        await self.push_raw(record(event))
+
+    async def push_raw(self, data: bytes) -> None:
+        for stream in self.live_streams():
+            stream.queue.put_nowait(data)
+
+    async def close_streams(self) -> None:
+        for stream in self.live_streams():
+            stream.queue.put_nowait(None)
+
+    def calls_of(self, call_type: str) -> list[dict[str, Any]]:
+        return [c for c in self.calls if c["type"] == call_type]
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def _operator(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("type") != "GET_FRAMEWORKS":
+            return web.Response(status=400, text="unsupported")
+        frameworks = [
+            {
+                "framework_info": info,
+                "active": any(s.framework_id == fid for s in self.live_streams()),
+            }
+            for fid, info in self.frameworks.items()
+            if fid not in self.removed
+        ]
+        return web.json_response(
+            {"type": "GET_FRAMEWORKS", "get_frameworks": {"frameworks": frameworks}}
+        )
+
+    async def _scheduler(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if self.required_auth is not None and request.headers.get("Authorization") != (
+            self.required_auth
+        ):
+            return web.Response(status=401, text="Unauthorized")
+        if body.get("type") == "SUBSCRIBE":
+            return await self._subscribe(request, body)
+        return await self._call(request, body)
+
+    async def _call(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.call_delay:
+                await asyncio.sleep(self.call_delay)
+            stream_id = request.headers.get("Mesos-Stream-Id")
+            if not any(s.stream_id == stream_id for s in self.live_streams()):
+                return web.Response(status=400, text="bad stream id")
+            self.calls.append(body)
+            self.call_headers.append(dict(request.headers))
+            if body["type"] == "TEARDOWN":
+                fid = body["framework_id"]["value"]
+                self.removed.add(fid)
+                for stream in self.live_streams():
+                    if stream.framework_id == fid:
+                        stream.queue.put_nowait(None)
+            return web.Response(status=self.call_status)
+        finally:
+            self.in_flight -= 1
+
+    async def _subscribe(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        self.subscribes.append(body)
+        self.subscribe_headers.append(dict(request.headers))
+        if self.statuses:
+            return web.Response(status=self.statuses.pop(0), text="scripted failure")
+        if self.redirect_to is not None:
+            return web.Response(
+                status=307, headers={"Location": f"//{self.redirect_to}/api/v1/scheduler"}
+            )
+        info = body["subscribe"]["framework_info"]
+        fid = (body.get("framework_id") or {}).get("value") or f"{self.name}-fw-{next(self._ids)}"
+        stream = Stream(framework_id=fid, stream_id=str(uuid.uuid4()))
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Mesos-Stream-Id": stream.stream_id}
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        if fid in self.removed:
+            await response.write(
+                record({"type": "ERROR", "error": {"message": "Framework has been removed"}})
+            )
+            return response
+        self.frameworks[fid] = {**info, "id": {"value": fid}}
+        self.streams.append(stream)
+        subscribed = {
+            "framework_id": {"value": self.reported_id or fid},
+            "heartbeat_interval_seconds": self.heartbeat,
+            "master_info": {
+                "id": self.name,
+                "ip": 16777343,
+                "port": self.port,
+                "hostname": f"{self.name}.example",
+                "address": {
+                    "hostname": f"{self.name}.example",
+                    "ip": "127.0.0.1",
+                    "port": self.port,
+                },
+            },
+        }
+        try:
+            await response.write(record({"type": "SUBSCRIBED", "subscribed": subscribed}))
+            self.subscribed.set()
+            while True:
+                try:
+                    data = await asyncio.wait_for(stream.queue.get(), self.heartbeat)
+                except asyncio.TimeoutError:
+                    if self.send_heartbeats:
+                        await response.write(record({"type": "HEARTBEAT"}))
+                    continue
+                if data is None:
+                    break
+                await response.write(data)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            stream.closed = True
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+
+@dataclass
+class RecordingHandler:
+    """An ``EventHandler`` that records every callback (and an optional shared ``order`` log)."""
+
+    order: list[str] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    offers: list[list[Offer]] = field(default_factory=list)
+    rescinds: list[str] = field(default_factory=list)
+    updates: list[TaskStatus] = field(default_factory=list)
+    failures: list[tuple[str | None, str | None]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    disconnects: list[str] = field(default_factory=list)
+
+    def on_subscribed(self, subscription: Subscription) -> None:
+        self.order.append("subscribed")
+        self.subscriptions.append(subscription)
+
+    def on_offers(self, offers: list[Offer]) -> None:
+        self.order.append("offers")
+        self.offers.append(offers)
+
+    def on_rescind(self, offer_id: str) -> None:
+        self.order.append("rescind")
+        self.rescinds.append(offer_id)
+
+    def on_update(self, status: TaskStatus) -> None:
+        self.order.append("update")
+        self.updates.append(status)
+
+    def on_failure(self, agent_id: str | None, executor_id: str | None) -> None:
+        self.order.append("failure")
+        self.failures.append((agent_id, executor_id))
+
+    def on_error(self, message: str) -> None:
+        self.order.append("error")
+        self.errors.append(message)
+
+    def on_disconnected(self, reason: str) -> None:
+        self.order.append("disconnected")
+        self.disconnects.append(reason)
+
+
+class MemoryIdStore:
+    """A ``FrameworkIdStore`` in memory; ``gate`` (when set) holds saves until it is set."""
+
+    def __init__(self, order: list[str] | None = None) -> None:
+        self.saved: list[str] = []
+        self.order = order if order is not None else []
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+
+    async def save_framework_id(self, framework_id: str) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise OSError("disk full")
+        self.saved.append(framework_id)
+        self.order.append("saved")
+
+
+async def eventually(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Wait until ``predicate()`` is true (fails the test after ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
