@@ -137,6 +137,7 @@ class NativeDriver:
         self._interrupt: tuple[_Outcome, str] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._tearing_down = False
         # The live subscription: calls go to this endpoint with this stream id.
         self._endpoint: str | None = None
         self._stream_id: str | None = None
@@ -239,7 +240,14 @@ class NativeDriver:
     async def teardown(self) -> None:
         """Remove the framework and kill all its tasks, then stop subscribing."""
         log.warning("mesos_teardown_requested", framework_id=self._framework_id)
-        await self._call("TEARDOWN", None)
+        # The master closes the stream on TEARDOWN: do not resubscribe meanwhile.
+        self._tearing_down = True
+        try:
+            await self._call("TEARDOWN", None)
+        except BaseException:
+            self._tearing_down = False
+            self._wake.set()
+            raise
         await self.stop()
 
     async def _call(self, call_type: str, payload: Any) -> None:
@@ -288,6 +296,9 @@ class NativeDriver:
         outcome = _Outcome.RETRY
         while not self._stopping:
             self._wake.clear()
+            if self._tearing_down:
+                await self._wake.wait()
+                continue
             candidates = self._detector.candidates()
             if not candidates:
                 self.status.master_online = False
