@@ -800,6 +800,10 @@ class Master:
         """Fault: offer one agent's free resources plus resources of unknown kinds (JSON only)."""
         if fw.subscription is None:
             return 0
+        if fw.offers and not any(
+            self.available(a).scalar("cpus") >= _MIN_CPUS for a in self.agents.values()
+        ):
+            self._remove_offer(next(iter(fw.offers.values())), rescind=True)
         for agent in self.agents.values():
             avail = self.available(agent)
             if avail.scalar("cpus") >= _MIN_CPUS:
