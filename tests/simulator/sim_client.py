@@ -97,9 +97,12 @@ class SchedulerClient:
             if self._front:
                 event: dict[str, Any] | None = self._front.pop(0)
             else:
-                event = await asyncio.wait_for(
-                    self.events.get(), max(deadline - loop.time(), 0.001)
-                )
+                try:
+                    event = await asyncio.wait_for(
+                        self.events.get(), max(deadline - loop.time(), 0.001)
+                    )
+                except asyncio.TimeoutError:  # not the builtin TimeoutError on 3.10
+                    raise TimeoutError(f"no {type_ or 'event'} in {timeout}s") from None
             if event is None:
                 raise EOFError("stream ended")
             if type_ is None or event["type"] == type_:
