@@ -12,7 +12,6 @@ import pytest
 import structlog
 from driver_fakes import FakeMaster, MakeDriver, RecordingHandler, eventually
 from kazoo.client import KazooClient
-from zookeeper import zookeeper  # noqa: F401  (the fixture)
 
 from scale_scheduler.daemon.master_detector import ZooKeeperMasterDetector
 
@@ -59,7 +58,7 @@ class Registry:
 
 
 @pytest.fixture
-async def registry(zookeeper: str) -> AsyncIterator[Registry]:  # noqa: F811
+async def registry(zookeeper: str) -> AsyncIterator[Registry]:
     reg = Registry(zookeeper, f"/mesos-{uuid.uuid4().hex[:8]}")
     await reg.start()
     yield reg
@@ -67,7 +66,7 @@ async def registry(zookeeper: str) -> AsyncIterator[Registry]:  # noqa: F811
 
 
 @pytest.fixture
-async def detector(zookeeper: str, registry: Registry) -> AsyncIterator[Any]:  # noqa: F811
+async def detector(zookeeper: str, registry: Registry) -> AsyncIterator[Any]:
     found = ZooKeeperMasterDetector(f"zk://{zookeeper}{registry.path}", retry_max_delay=1.0)
     changes: list[str | None] = []
     await found.start(lambda: changes.append(found.leader))
@@ -110,7 +109,7 @@ async def test_unreadable_leader_data_means_no_leader(
 
 
 async def test_driver_moves_to_the_new_leader_within_two_heartbeats(
-    zookeeper: str,  # noqa: F811
+    zookeeper: str,
     registry: Registry,
     master: FakeMaster,
     second_master: FakeMaster,
