@@ -63,12 +63,20 @@ def run_parser() -> argparse.ArgumentParser:
         help="agent attributes 'name:value;...'; {i} and {i%%N} expand to the agent index",
     )
     p.add_argument("--hostname", default=a.hostname, help="agent hostname template")
-    p.add_argument("--task-duration", type=float, default=d.task_duration, help="seconds")
-    p.add_argument("--task-start-delay", type=float, default=d.task_start_delay, help="seconds")
-    p.add_argument("--kill-delay", type=float, default=d.kill_delay, help="KILLING->KILLED, s")
+    p.add_argument(
+        "--task-duration", type=float, default=d.task_duration, help="RUNNING time (s) by default"
+    )
+    p.add_argument(
+        "--task-start-delay", type=float, default=d.task_start_delay, help="launch to RUNNING (s)"
+    )
+    p.add_argument("--kill-delay", type=float, default=d.kill_delay, help="KILLING to KILLED (s)")
     p.add_argument("--seed", type=int, default=None, help="random seed (ids, uuids)")
-    p.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval)
-    p.add_argument("--allocation-interval", type=float, default=d.allocation_interval)
+    p.add_argument(
+        "--heartbeat-interval", type=float, default=d.heartbeat_interval, help="HEARTBEAT every s"
+    )
+    p.add_argument(
+        "--allocation-interval", type=float, default=d.allocation_interval, help="offer cycle (s)"
+    )
     p.add_argument("--offer-timeout", type=float, default=None, help="rescind after (s)")
     p.add_argument(
         "--status-update-retry",
@@ -76,7 +84,12 @@ def run_parser() -> argparse.ArgumentParser:
         default=d.status_update_retry,
         help="first resend of an unacknowledged update (s); doubles each time",
     )
-    p.add_argument("--agent-reregister-delay", type=float, default=d.agent_reregister_delay)
+    p.add_argument(
+        "--agent-reregister-delay",
+        type=float,
+        default=d.agent_reregister_delay,
+        help="after a failover, agents re-register with the new leader this late (s)",
+    )
     p.add_argument(
         "--credential",
         action="append",

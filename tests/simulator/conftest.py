@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 from sim_client import FAST, SchedulerClient
+from zookeeper import zookeeper  # noqa: F401  (session fixture from tests/zookeeper.py)
 
 from scale_scheduler.simulator import SimulatedCluster
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from zookeeper import zookeeper  # noqa: F401  (session fixture; the root may import it too)
 
 
 @pytest.fixture

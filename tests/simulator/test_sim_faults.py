@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import aiohttp
 import msgspec
@@ -15,6 +16,7 @@ import pytest
 from sim_client import SchedulerClient
 
 from scale_scheduler.simulator import RAW_KINDS, SimulatedCluster
+from scale_scheduler.simulator.cli import fault_parser, run_parser
 from scale_scheduler.simulator.faults import raw_payload
 
 
@@ -227,3 +229,13 @@ def test_cli_rejects_bad_arguments() -> None:
     done = _run_cli("fault", "--url", "http://127.0.0.1:9", "rescind-offers")
     assert done.returncode == 2
     assert "cannot reach" in done.stderr
+
+
+def test_readme_documents_every_option_and_fault() -> None:
+    readme = (Path(__file__).parents[2] / "simulator" / "README.md").read_text()
+    options = [o for a in run_parser()._actions for o in a.option_strings if o.startswith("--")]
+    missing = [o for o in options if o != "--help" and f"`{o}`" not in readme]
+    assert missing == []
+    sub = next(a for a in fault_parser()._actions if a.dest == "action")
+    undocumented = [name for name in sub.choices if f"`{name}" not in readme]
+    assert undocumented == []
