@@ -50,6 +50,7 @@ from scale_scheduler.daemon.driver import (
 from scale_scheduler.daemon.framework_info import (
     Credentials,
     FrameworkInfo,
+    api_url_from_config,
     build_framework_info,
     read_credentials,
 )
@@ -694,15 +695,21 @@ def create_native_driver(
     settings: DriverSettings | None = None,
     rng: random.Random | None = None,
 ) -> NativeDriver:
-    """The daemon's driver for ``config``; ``framework_id`` is the stored id, if any."""
+    """The daemon's driver for ``config``; ``framework_id`` is the stored id, if any.
+
+    ``api_url`` is where the daemon's API listens (FrameworkInfo's ``webui_url`` unless
+    ``mesos.webui_url`` is set); an empty string derives it from ``api.host`` and ``api.port``.
+    User and host name lookups and the secret file are read in ``start()``, off the loop.
+    """
     mesos = config.mesos
 
     def prepare() -> tuple[FrameworkInfo, Credentials | None]:
+        hostname = config.effective_hostname()
         info = build_framework_info(
             config,
             user=config.effective_user(),
-            hostname=config.effective_hostname(),
-            api_url=api_url,
+            hostname=hostname,
+            api_url=api_url or api_url_from_config(config, hostname),
         )
         return info, read_credentials(mesos)
 

@@ -60,6 +60,7 @@ class FakeMaster:
         self.send_heartbeats = True
         self.statuses: list[int] = []  # answer the next SUBSCRIBEs with these, in order
         self.redirect_to: str | None = None  # "host:port" of the leader
+        self.hang_subscribes = 0  # never answer this many SUBSCRIBEs
         self.required_auth: str | None = None
         self.call_status = 202
         self.call_delay = 0.0
@@ -174,6 +175,9 @@ class FakeMaster:
     async def _subscribe(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         self.subscribes.append(body)
         self.subscribe_headers.append(dict(request.headers))
+        if self.hang_subscribes > 0:
+            self.hang_subscribes -= 1
+            await asyncio.sleep(3600)
         if self.statuses:
             return web.Response(status=self.statuses.pop(0), text="scripted failure")
         if self.redirect_to is not None:

@@ -18,9 +18,11 @@ from driver_fakes import (
     record,
 )
 
+from scale_scheduler.daemon.config import ApiConfig, Config, MesosConfig
 from scale_scheduler.daemon.driver import ConnectionState, DriverError, Launch, NotConnectedError
+from scale_scheduler.daemon.master_detector import StaticMasterDetector
 from scale_scheduler.daemon.mesos_types import Resource, Scalar, TaskInfo, Value
-from scale_scheduler.daemon.native_driver import DriverSettings
+from scale_scheduler.daemon.native_driver import DriverSettings, create_native_driver
 
 OFFER = {
     "id": {"value": "o1"},
@@ -199,7 +201,30 @@ async def test_a_list_of_masters_is_tried_in_turn(
     assert driver.status.master_port == master.port
 
 
+async def test_redirect_loops_are_cut_short(master: FakeMaster, make_driver: MakeDriver) -> None:
+    master.redirect_to = f"127.0.0.1:{master.port}"
+    driver = make_driver(master.url)
+    await driver.start(RecordingHandler())
+    await eventually(lambda: "redirects" in (driver.status.last_error or ""))
+    assert "more than 5 redirects" in (driver.status.last_error or "")
+
+
 # -- liveness -----------------------------------------------------------------------------------
+
+
+async def test_a_master_that_never_answers_subscribe_is_given_up_on(
+    master: FakeMaster, make_driver: MakeDriver
+) -> None:
+    master.hang_subscribes = 1
+    handler = RecordingHandler()
+    settings = DriverSettings(request_timeout=0.3, backoff_initial=0.05, backoff_max=0.2)
+    driver = make_driver(master.url, settings=settings)
+    with structlog.testing.capture_logs() as logs:
+        await driver.start(handler)
+        await subscribed(driver, handler)
+    assert len(master.subscribes) == 2
+    interrupted = [e for e in logs if e["event"] == "mesos_stream_interrupted"]
+    assert interrupted[0]["reason"] == "no event from the master for 0.3s"
 
 
 async def test_missed_heartbeats_close_the_stream_and_resubscribe(
@@ -614,3 +639,23 @@ async def test_status_and_connection_change_logs(
     assert changes[1]["master"] == f"m1.example:{master.port}"
     assert changes[1]["framework_id"] == "m1-fw-1"
     assert driver.status.master_online is False
+
+
+async def test_webui_url_defaults_to_the_api_address(
+    master: FakeMaster, make_driver: MakeDriver
+) -> None:
+    config = Config(
+        mesos=MesosConfig(user="svc", hostname="sched.test"),
+        api=ApiConfig(host="0.0.0.0", port=8123),
+    )
+    handler = RecordingHandler()
+    driver = create_native_driver(
+        config, None, MemoryIdStore(), api_url="", detector=StaticMasterDetector([master.url])
+    )
+    try:
+        await driver.start(handler)
+        await eventually(lambda: handler.subscriptions)
+    finally:
+        await driver.stop()
+    info = master.subscribes[0]["subscribe"]["framework_info"]
+    assert info["webui_url"] == "http://sched.test:8123/"
