@@ -46,7 +46,6 @@ class SimulatedCluster:
         self.faults = CallFaults()
         # Latest FrameworkInfo per framework id: what agents would tell a new leader.
         self.framework_infos: dict[str, dict[str, Any]] = {}
-        self.removed_framework_ids: set[str] = set()
         self.masters: list[Master] = []
         self._runners: list[web.AppRunner] = []
         self._alloc_task: asyncio.Task[None] | None = None
@@ -196,7 +195,8 @@ class SimulatedCluster:
         return [t for a in self.pool.agents.values() for t in a.tasks.values()]
 
     def task(self, task_id: str) -> SimTask | None:
-        return next((t for t in self.tasks() if t.task_id == task_id), None)
+        agents = self.pool.agents.values()
+        return next((t for a in agents for t in a.tasks.values() if t.task_id == task_id), None)
 
     def offers(self) -> list[dict[str, Any]]:
         leader = self.leader

@@ -352,7 +352,6 @@ class Master:
         for key in [k for k in self.unreachable if k[0] == fw.id]:
             del self.unreachable[key]
         self.removed_framework_ids.add(fw.id)
-        self.cluster.removed_framework_ids.add(fw.id)
         fw.active = False
         fw.unregistered_time = self.timers.wall()
         sub, fw.subscription = fw.subscription, None
@@ -926,7 +925,24 @@ class Master:
         return out
 
 
-_PAYLOAD_REQUIRED = frozenset({"ACCEPT", "DECLINE", "KILL", "ACKNOWLEDGE", "UPDATE_FRAMEWORK"})
+# Calls whose payload field Mesos's validation requires (REVIVE, SUPPRESS, TEARDOWN need none).
+_PAYLOAD_REQUIRED = frozenset(
+    {
+        "ACCEPT",
+        "DECLINE",
+        "ACCEPT_INVERSE_OFFERS",
+        "DECLINE_INVERSE_OFFERS",
+        "KILL",
+        "SHUTDOWN",
+        "ACKNOWLEDGE",
+        "ACKNOWLEDGE_OPERATION_STATUS",
+        "RECONCILE",
+        "RECONCILE_OPERATIONS",
+        "MESSAGE",
+        "REQUEST",
+        "UPDATE_FRAMEWORK",
+    }
+)
 
 
 def _roles(body: dict[str, Any]) -> list[str]:

@@ -225,3 +225,10 @@ async def test_teardown_kills_tasks_closes_stream_and_is_recorded(
     assert sim.task("t") is None
     assert sim.framework(client.framework_id) is None
     assert all(a.allocated.is_empty() for a in sim.agents)
+
+
+@pytest.mark.parametrize("call_type", ["ACCEPT", "DECLINE", "KILL", "ACKNOWLEDGE", "RECONCILE"])
+async def test_calls_without_their_payload_are_400(client: SchedulerClient, call_type: str) -> None:
+    status, text = await client.call(call_type)
+    assert status == 400
+    assert f"'{call_type.lower()}'" in text
