@@ -151,8 +151,29 @@ class SchedulerConfig(_Section):
         float, _doc("Seconds between periodic reconciliations of all running tasks.", gt=0)
     ] = 600.0
     launch_timeout: Annotated[
-        float, _doc("Seconds a launched task may go without any status before it is reconciled.")
+        float,
+        _doc(
+            "Seconds a launched task may go without any status before it is reconciled; "
+            "silent as long again after that, it is marked lost.",
+            gt=0,
+        ),
     ] = 300.0
+    reconcile_retry: Annotated[
+        float,
+        _doc(
+            "Seconds before explicit reconciliation is re-sent for tasks that stayed silent "
+            "(doubling each round, three rounds, then implicit reconciliation).",
+            gt=0,
+        ),
+    ] = 5.0
+    agents_refresh_interval: Annotated[
+        float,
+        _doc(
+            "Seconds between reads of the agents' total resources from the master's operator "
+            "API (GET_AGENTS); also read after every SUBSCRIBED.",
+            gt=0,
+        ),
+    ] = 60.0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

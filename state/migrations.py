@@ -32,4 +32,54 @@ MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    Migration(
+        2,
+        "tasks and nodes",
+        """
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            cpus REAL NOT NULL,
+            mem REAL NOT NULL,
+            disk REAL NOT NULL,
+            gpus INTEGER NOT NULL,
+            ports INTEGER NOT NULL,
+            constraints TEXT,
+            spec BLOB NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            failures INTEGER NOT NULL DEFAULT 0,
+            lost_launches INTEGER NOT NULL DEFAULT 0,
+            kill_requested INTEGER NOT NULL DEFAULT 0,
+            agent_id TEXT,
+            hostname TEXT,
+            assigned_ports TEXT,
+            created REAL NOT NULL,
+            queued REAL NOT NULL,
+            launched REAL,
+            started REAL,
+            ended REAL,
+            last_modified REAL NOT NULL,
+            status_state TEXT,
+            status_message TEXT,
+            status_reason TEXT,
+            status_source TEXT,
+            status_time REAL
+        );
+        CREATE INDEX tasks_state_id ON tasks (state, id);
+        CREATE TABLE nodes (
+            id INTEGER PRIMARY KEY,
+            hostname TEXT NOT NULL UNIQUE,
+            agent_id TEXT,
+            is_paused INTEGER NOT NULL DEFAULT 0 CHECK (is_paused IN (0, 1)),
+            pause_reason TEXT,
+            is_active INTEGER NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
+            created REAL NOT NULL,
+            last_modified REAL NOT NULL,
+            last_offer REAL
+        );
+        """,
+    ),
 ]

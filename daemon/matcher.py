@@ -1,0 +1,491 @@
+"""The matcher: offers + queue view + pause flags -> launch and decline decisions. Pure.
+
+Rules:
+- offers are grouped by agent; within an agent, by allocation role (one task's resources all come
+  from one role); nodes that are paused or inactive are declined, and so is everything while the
+  scheduler is paused;
+- tasks are placed by priority (lower first), then submission order, first fit over the agents in
+  offer order; resources are subtracted as they are consumed; launched resources copy the offered
+  resource's role, reservations and allocation info and change only the quantity;
+- a group of tasks (same priority and shape) that fits no agent is skipped whole with one
+  ``WaitReason``, and the tasks behind it keep going (no head-of-line blocking);
+- each shape keeps a cursor over the agents: resources only shrink during a pass, so an agent
+  that could not take a shape once never can later in the same pass. A pass therefore costs
+  about (tasks placed + groups x agents), however long the queue;
+- every offer ends in exactly one decision: part of one agent's launch, or a decline with a
+  filter (``refuse_seconds`` for paused nodes, ``idle_refuse_seconds`` when nothing queued fits).
+
+No I/O, no clock, no logging: the offer pipeline acts on the frozen result.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+
+from scale_scheduler.daemon.mesos_types import Offer, Range, Ranges, Resource, Scalar
+from scale_scheduler.state.tasks import Shape
+
+EPSILON = 1e-6
+SCALARS = ("cpus", "mem", "disk", "gpus")
+
+
+class WaitReason(str, enum.Enum):
+    """Why a group of queued tasks was not placed, most general first."""
+
+    SCHEDULER_PAUSED = "SCHEDULER_PAUSED"
+    NO_OFFERS = "NO_OFFERS"
+    NODES_PAUSED = "NODES_PAUSED"
+    CONSTRAINTS = "CONSTRAINTS"
+    CPUS = "CPUS"
+    MEM = "MEM"
+    DISK = "DISK"
+    GPUS = "GPUS"
+    PORTS = "PORTS"
+    RESOURCES = "RESOURCES"
+    """Every resource is available somewhere, but no offer has them all together."""
+
+
+class DeclineReason(str, enum.Enum):
+    SCHEDULER_PAUSED = "SCHEDULER_PAUSED"
+    NODE_PAUSED = "NODE_PAUSED"
+    NODE_INACTIVE = "NODE_INACTIVE"
+    NOTHING_FITS = "NOTHING_FITS"
+    QUEUE_EMPTY = "QUEUE_EMPTY"
+
+
+class HostBlock(str, enum.Enum):
+    PAUSED = "PAUSED"
+    INACTIVE = "INACTIVE"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchSettings:
+    refuse_seconds: float
+    idle_refuse_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPlacement:
+    task_id: int
+    resources: tuple[Resource, ...]
+    ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLaunch:
+    """One ACCEPT: every offer of one agent and every task placed on it."""
+
+    agent_id: str
+    hostname: str
+    offer_ids: tuple[str, ...]
+    placements: tuple[TaskPlacement, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    offer_ids: tuple[str, ...]
+    refuse_seconds: float
+    reason: DeclineReason
+
+
+@dataclass(frozen=True, slots=True)
+class GroupWaiting:
+    priority: int
+    shape: Shape
+    reason: WaitReason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResult:
+    launches: tuple[AgentLaunch, ...]
+    declines: tuple[Decline, ...]
+    waiting: tuple[GroupWaiting, ...]
+    groups_examined: int = 0
+
+    @property
+    def placed(self) -> int:
+        return sum(len(launch.placements) for launch in self.launches)
+
+
+class GroupView(Protocol):
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def shape(self) -> Shape: ...
+
+
+class QueueView(Protocol):
+    """What the matcher reads of the queue (``QueueIndex`` implements it)."""
+
+    def levels(self) -> Iterator[Sequence[GroupView]]: ...
+
+    def eligible(self, group: GroupView) -> Iterator[int]: ...
+
+
+# --- resource bins -----------------------------------------------------------------------------
+
+
+class _Entry:
+    """One offered resource and what is left of it."""
+
+    __slots__ = ("cache", "left", "resource")
+
+    def __init__(self, resource: Resource, left: float) -> None:
+        self.resource = resource
+        self.left = left
+        self.cache: dict[float, Resource] = {}
+
+    def take(self, amount: float) -> Resource:
+        """A launch resource of ``amount`` shaped like this entry (shared when amounts repeat)."""
+        self.left -= amount
+        resource = self.cache.get(amount)
+        if resource is None:
+            resource = msgspec.structs.replace(self.resource, scalar=Scalar(amount))
+            self.cache[amount] = resource
+        return resource
+
+
+class _PortEntry:
+    __slots__ = ("free", "resource")
+
+    def __init__(self, resource: Resource, free: list[list[int]]) -> None:
+        self.resource = resource
+        self.free = free
+
+
+class _Bin:
+    """Resources of one agent allocated to one role, shrinking as tasks are placed."""
+
+    __slots__ = (
+        "agent",
+        "attributes",
+        "cpus",
+        "disk",
+        "entries",
+        "gpus",
+        "hostname",
+        "mem",
+        "port_entries",
+        "ports",
+    )
+
+    def __init__(self, agent: int, hostname: str, attributes: dict[str, str]) -> None:
+        self.agent = agent
+        self.hostname = hostname
+        self.attributes = attributes
+        self.entries: dict[str, list[_Entry]] = {}
+        self.port_entries: list[_PortEntry] = []
+        self.cpus = self.mem = self.disk = self.gpus = 0.0
+        self.ports = 0
+
+    def add(self, resource: Resource) -> None:
+        if resource.revocable is not None or resource.disk is not None:
+            return  # revocable capacity and volumes are not for ordinary tasks
+        name = resource.name
+        if name in SCALARS and resource.scalar is not None and resource.scalar.value > 0:
+            value = resource.scalar.value
+            self.entries.setdefault(name, []).append(_Entry(resource, value))
+            setattr(self, name, getattr(self, name) + value)
+        elif name == "ports" and resource.ranges is not None:
+            free = [[r.begin, r.end] for r in resource.ranges.range if r.end >= r.begin]
+            if free:
+                self.port_entries.append(_PortEntry(resource, free))
+                self.ports += sum(end - begin + 1 for begin, end in free)
+
+    def fits(self, shape: Shape) -> bool:
+        return (
+            shape.cpus <= self.cpus + EPSILON
+            and shape.mem <= self.mem + EPSILON
+            and shape.disk <= self.disk + EPSILON
+            and shape.gpus <= self.gpus + EPSILON
+            and shape.ports <= self.ports
+            and self.satisfies(shape)
+        )
+
+    def satisfies(self, shape: Shape) -> bool:
+        for name, value in shape.constraints:
+            if name == "hostname":
+                if self.hostname != value:
+                    return False
+            elif self.attributes.get(name) != value:
+                return False
+        return True
+
+    def consume(
+        self, shape: Shape, needs: tuple[tuple[str, float], ...]
+    ) -> tuple[tuple[Resource, ...], tuple[int, ...]]:
+        """Take ``needs`` (the shape's non-zero scalars) and its ports; returns the launch
+        resources and the port numbers."""
+        out: list[Resource] = []
+        entries = self.entries
+        for name, need in needs:
+            setattr(self, name, max(0.0, getattr(self, name) - need))
+            for entry in entries.get(name, ()):
+                left = entry.left
+                if left <= EPSILON:
+                    continue
+                take = need if need <= left + EPSILON else left
+                out.append(entry.take(take))
+                need -= take
+                if need <= EPSILON:
+                    break
+        if not shape.ports:
+            return tuple(out), ()
+        ports = self._take_ports(shape.ports, out)
+        return tuple(out), tuple(ports)
+
+    def _take_ports(self, count: int, out: list[Resource]) -> list[int]:
+        taken: list[int] = []
+        for entry in self.port_entries:
+            ranges: list[Range] = []
+            while entry.free and len(taken) < count:
+                begin, end = entry.free[0]
+                n = min(end - begin + 1, count - len(taken))
+                taken.extend(range(begin, begin + n))
+                ranges.append(Range(begin, begin + n - 1))
+                if begin + n > end:
+                    entry.free.pop(0)
+                else:
+                    entry.free[0][0] = begin + n
+            if ranges:
+                out.append(
+                    msgspec.structs.replace(
+                        entry.resource, type="RANGES", scalar=None, ranges=Ranges(ranges)
+                    )
+                )
+            if len(taken) == count:
+                break
+        self.ports -= len(taken)
+        return taken
+
+
+@dataclass(slots=True)
+class _Agent:
+    agent_id: str
+    hostname: str
+    offer_ids: list[str]
+    bins: list[_Bin]
+    blocked: HostBlock | None
+
+
+def _attributes(offer: Offer) -> dict[str, str]:
+    return {attr.name: attr.as_text() for attr in offer.attributes}
+
+
+def group_offers(offers: Iterable[Offer], blocked_hosts: Mapping[str, HostBlock]) -> list[_Agent]:
+    """Offers by agent in arrival order, each agent's resources split into per-role bins."""
+    agents: dict[str, _Agent] = {}
+    bins_by_role: dict[tuple[str, str], _Bin] = {}
+    for offer in offers:
+        agent_id = offer.agent_id.value
+        agent = agents.get(agent_id)
+        if agent is None:
+            agent = agents[agent_id] = _Agent(
+                agent_id, offer.hostname, [], [], blocked_hosts.get(offer.hostname)
+            )
+        agent.offer_ids.append(offer.id.value)
+        role = offer.allocation_info.role if offer.allocation_info is not None else None
+        key = (agent_id, role or "")
+        bin_ = bins_by_role.get(key)
+        if bin_ is None:
+            bin_ = bins_by_role[key] = _Bin(len(agents) - 1, offer.hostname, _attributes(offer))
+            agent.bins.append(bin_)
+        for resource in offer.resources:
+            bin_.add(resource)
+    return list(agents.values())
+
+
+# --- matching ----------------------------------------------------------------------------------
+
+
+def match(
+    offers: Sequence[Offer],
+    queue: QueueView,
+    *,
+    scheduler_paused: bool,
+    blocked_hosts: Mapping[str, HostBlock],
+    settings: MatchSettings,
+) -> MatchResult:
+    agents = group_offers(offers, blocked_hosts)
+    if scheduler_paused:
+        paused = WaitReason.SCHEDULER_PAUSED
+        waiting = tuple(
+            GroupWaiting(g.priority, g.shape, paused, "the scheduler is paused")
+            for level in queue.levels()
+            for g in level
+        )
+        ids = tuple(oid for agent in agents for oid in agent.offer_ids)
+        declines = (
+            (Decline(ids, settings.refuse_seconds, DeclineReason.SCHEDULER_PAUSED),) if ids else ()
+        )
+        return MatchResult((), declines, waiting)
+
+    usable = [agent for agent in agents if agent.blocked is None]
+    bins = [bin_ for agent in usable for bin_ in agent.bins]
+    placements: dict[int, list[TaskPlacement]] = {}
+    waiting_list: list[GroupWaiting] = []
+    examined = 0
+    had_work = False
+
+    if not bins:
+        if any(agent.blocked is not None for agent in agents):
+            reason, message = WaitReason.NODES_PAUSED, "every offering node is paused or inactive"
+        else:
+            reason, message = WaitReason.NO_OFFERS, "no offers"
+        for level in queue.levels():
+            for group in level:
+                waiting_list.append(GroupWaiting(group.priority, group.shape, reason, message))
+        had_work = bool(waiting_list)
+    else:
+        state = _Pass(bins)
+        for level in queue.levels():
+            examined += len(level)
+            had_work |= state.place_level(level, queue, placements, waiting_list)
+
+    launches = []
+    declines: dict[DeclineReason, list[str]] = {}
+    for index, agent in enumerate(agents):
+        placed = placements.get(index)
+        if placed:
+            launches.append(
+                AgentLaunch(agent.agent_id, agent.hostname, tuple(agent.offer_ids), tuple(placed))
+            )
+            continue
+        if agent.blocked is HostBlock.PAUSED:
+            why = DeclineReason.NODE_PAUSED
+        elif agent.blocked is HostBlock.INACTIVE:
+            why = DeclineReason.NODE_INACTIVE
+        elif had_work:
+            why = DeclineReason.NOTHING_FITS
+        else:
+            why = DeclineReason.QUEUE_EMPTY
+        declines.setdefault(why, []).extend(agent.offer_ids)
+    decisions = tuple(
+        Decline(
+            tuple(ids),
+            settings.refuse_seconds
+            if why in (DeclineReason.NODE_PAUSED, DeclineReason.NODE_INACTIVE)
+            else settings.idle_refuse_seconds,
+            why,
+        )
+        for why, ids in declines.items()
+    )
+    return MatchResult(tuple(launches), decisions, tuple(waiting_list), examined)
+
+
+class _Pass:
+    """Placement state of one pass: bins, per-shape cursors, and upper bounds of free resources."""
+
+    def __init__(self, bins: list[_Bin]) -> None:
+        self.bins = bins
+        self.cursors: dict[Shape, int] = {}
+        self.verdicts: dict[Shape, tuple[WaitReason, str]] = {}
+        self.needs: dict[Shape, tuple[tuple[str, float], ...]] = {}
+        # Resources only shrink during a pass, so the maxima at its start stay upper bounds.
+        self.max_cpus = max(b.cpus for b in bins)
+        self.max_mem = max(b.mem for b in bins)
+        self.max_disk = max(b.disk for b in bins)
+        self.max_gpus = max(b.gpus for b in bins)
+        self.max_ports = max(b.ports for b in bins)
+
+    def quick_reject(self, shape: Shape) -> bool:
+        return (
+            shape.cpus > self.max_cpus + EPSILON
+            or shape.mem > self.max_mem + EPSILON
+            or shape.disk > self.max_disk + EPSILON
+            or shape.gpus > self.max_gpus + EPSILON
+            or shape.ports > self.max_ports
+        )
+
+    def find_bin(self, shape: Shape) -> _Bin | None:
+        bins = self.bins
+        cursor = self.cursors.get(shape, 0)
+        count = len(bins)
+        while cursor < count and not bins[cursor].fits(shape):
+            cursor += 1
+        self.cursors[shape] = cursor
+        return bins[cursor] if cursor < count else None
+
+    def place_level(
+        self,
+        level: Sequence[GroupView],
+        queue: QueueView,
+        placements: dict[int, list[TaskPlacement]],
+        waiting: list[GroupWaiting],
+    ) -> bool:
+        """Place one priority's groups, merged by task id; True if any group had tasks."""
+        heap: list[tuple[int, int, Iterator[int]]] = []
+        had_work = False
+        for position, group in enumerate(level):
+            ids = queue.eligible(group)
+            first = next(ids, None)
+            if first is None:
+                continue
+            had_work = True
+            if self.quick_reject(group.shape):
+                waiting.append(self.explain(group))
+                continue
+            heap.append((first, position, ids))
+        heapq.heapify(heap)
+        while heap:
+            task_id, position, ids = heap[0]
+            group = level[position]
+            bin_ = self.find_bin(group.shape)
+            if bin_ is None:
+                heapq.heappop(heap)
+                waiting.append(self.explain(group))
+                continue
+            shape = group.shape
+            needs = self.needs.get(shape)
+            if needs is None:
+                needs = self.needs[shape] = tuple(
+                    (name, float(getattr(shape, name)))
+                    for name in SCALARS
+                    if getattr(shape, name) > 0
+                )
+            resources, ports = bin_.consume(shape, needs)
+            placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
+            following = next(ids, None)
+            if following is None:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (following, position, ids))
+        return had_work
+
+    def explain(self, group: GroupView) -> GroupWaiting:
+        """One reason for a group that fits nowhere (computed once per shape and pass)."""
+        shape = group.shape
+        verdict = self.verdicts.get(shape)
+        if verdict is None:
+            verdict = self.verdicts[shape] = self._verdict(shape)
+        return GroupWaiting(group.priority, shape, verdict[0], verdict[1])
+
+    def _verdict(self, shape: Shape) -> tuple[WaitReason, str]:
+        """The first resource no candidate offers has enough of, or the constraints."""
+        candidates = [b for b in self.bins if b.satisfies(shape)]
+        if not candidates:
+            wanted = ", ".join(f"{name}={value}" for name, value in shape.constraints)
+            return WaitReason.CONSTRAINTS, f"no offer matches {wanted}"
+        for reason, attr, unit in (
+            (WaitReason.CPUS, "cpus", " cpus"),
+            (WaitReason.MEM, "mem", " MiB mem"),
+            (WaitReason.DISK, "disk", " MiB disk"),
+            (WaitReason.GPUS, "gpus", " gpus"),
+            (WaitReason.PORTS, "ports", " ports"),
+        ):
+            need = getattr(shape, attr)
+            if need > max(getattr(b, attr) for b in candidates) + EPSILON:
+                return reason, f"no offer has {_fmt(need)}{unit}"
+        return WaitReason.RESOURCES, f"no offer has {shape.describe()} together"
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"

@@ -1,0 +1,422 @@
+"""The offer pipeline: every offer is accepted or declined in the pass it arrives in.
+
+One pass, in Marathon's order:
+1. take every pending offer (rescinded ones are already gone);
+2. match (pure); if the matcher raises, decline everything without a filter so offers come back;
+3. persist the launch intents (tasks marked LAUNCHING, new nodes, last offer times) in ONE commit;
+4. send one ACCEPT per agent carrying all its launches, and one DECLINE per filter length
+   carrying many offer ids, concurrently;
+5. revert the tasks of any ACCEPT that could not be sent (or whose offer was rescinded while the
+   intent was being committed) to the queue.
+
+Passes run one at a time; offers that arrive during a pass are handled by the next one, so a
+burst of OFFERS events costs one commit. One ``offer_pass`` log event summarises each pass.
+
+Offer interest: SUPPRESS when nothing is queued or the scheduler is paused; REVIVE (at most once
+per ``revive_interval``, a later request waits for the interval) when work is queued, on unpause
+and on node unpause. The pipeline owns offers in flight and the suppressed flag; task state
+belongs to the task tracker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from scale_scheduler.daemon.config import SchedulerConfig
+from scale_scheduler.daemon.driver import DriverError, Launch, SchedulerDriver
+from scale_scheduler.daemon.matcher import HostBlock, MatchResult, MatchSettings, match
+from scale_scheduler.daemon.mesos_types import (
+    CommandInfo,
+    Environment,
+    EnvironmentVariable,
+    Label,
+    Labels,
+    Offer,
+    TaskInfo,
+    Value,
+)
+from scale_scheduler.daemon.task_tracker import LaunchPlan, PlannedTask, TaskTracker
+from scale_scheduler.state.nodes import NodeRepository, NodeSighting, resources_from_mesos
+from scale_scheduler.state.scheduler import SchedulerState
+from scale_scheduler.state.store import Statement, Store
+from scale_scheduler.state.tasks import spec_decoder
+
+log = structlog.get_logger(__name__)
+
+LAST_OFFER_FLUSH_SECONDS = 60.0
+
+
+def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
+    """The Mesos TaskInfo of one planned launch (resources already shaped by the matcher)."""
+    spec = spec_decoder.decode(item.task.spec)
+    variables = [EnvironmentVariable(k, v) for k, v in (spec.env or {}).items()]
+    ports = item.placement.ports
+    if ports:
+        variables.extend(EnvironmentVariable(f"PORT{i}", str(p)) for i, p in enumerate(ports))
+        variables.append(EnvironmentVariable("PORTS", ",".join(str(p) for p in ports)))
+    environment = Environment(variables) if variables else None
+    container = None
+    if spec.image:
+        container = {
+            "type": "MESOS",
+            "mesos": {"image": {"type": "DOCKER", "docker": {"name": spec.image}}},
+        }
+    if spec.command is not None:
+        command = CommandInfo(value=spec.command, shell=True, environment=environment)
+    else:
+        command = CommandInfo(shell=False, environment=environment)
+    labels = None
+    if spec.labels:
+        labels = Labels([Label(k, v) for k, v in spec.labels.items()])
+    return TaskInfo(
+        name=spec.name,
+        task_id=Value(item.mesos_task_id),
+        agent_id=Value(agent_id),
+        resources=list(item.placement.resources),
+        command=command,
+        container=container,
+        labels=labels,
+    )
+
+
+@dataclass
+class PassStats:
+    offers: int = 0
+    agents: int = 0
+    launched: int = 0
+    reverted: int = 0
+    declined: int = 0
+    rescinded: int = 0
+    waiting_groups: int = 0
+    decline_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class OfferPipeline:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        roles: Sequence[str],
+        store: Store,
+        driver: SchedulerDriver,
+        tracker: TaskTracker,
+        nodes: NodeRepository,
+        scheduler: SchedulerState,
+        clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._roles = list(roles)
+        self._store = store
+        self._driver = driver
+        self._tracker = tracker
+        self._nodes = nodes
+        self._scheduler = scheduler
+        self._clock = clock
+        self._settings = MatchSettings(config.refuse_seconds, config.idle_refuse_seconds)
+        self._pending: dict[str, Offer] = {}
+        self._in_flight: set[str] = set()
+        self._rescinded: set[str] = set()
+        self._ready = asyncio.Event()
+        self._last_offer_flush = 0.0
+        self.suppressed = False
+        self._last_revive = -float("inf")
+        self._revive_timer: asyncio.TimerHandle | None = None
+        self._interest_tasks: set[asyncio.Task[None]] = set()
+        self._interest_lock = asyncio.Lock()
+        self.passes = 0
+        self.last_pass: PassStats | None = None
+
+    # -- events from the driver -----------------------------------------------------------------
+
+    def add_offers(self, offers: Sequence[Offer]) -> None:
+        for offer in offers:
+            self._pending[offer.id.value] = offer
+        if offers:
+            self._ready.set()
+
+    def rescind(self, offer_id: str) -> None:
+        if self._pending.pop(offer_id, None) is not None:
+            log.info("offer_rescinded", offer_id=offer_id, in_pass=False)
+        elif offer_id in self._in_flight:
+            self._rescinded.add(offer_id)
+            log.info("offer_rescinded", offer_id=offer_id, in_pass=True)
+
+    def drop_offers(self) -> None:
+        """The subscription ended: every outstanding offer is void."""
+        self._pending.clear()
+        self._rescinded |= self._in_flight
+
+    def on_subscribed(self) -> None:
+        """A new subscription starts unsuppressed; state our interest again."""
+        self.suppressed = False
+        self._pending.clear()
+        self.sync_interest()
+
+    # -- the pass loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            try:
+                await self.run_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("offer_pass_failed")
+
+    async def run_pass(self) -> PassStats | None:
+        """Handle every pending offer once. Returns the pass's counters (None if no offers)."""
+        if not self._pending:
+            return None
+        offers = list(self._pending.values())
+        self._pending.clear()
+        started = time.perf_counter()
+        now = self._clock()
+        stats = PassStats(offers=len(offers))
+        self._in_flight = {offer.id.value for offer in offers}
+        self._rescinded = set()
+        try:
+            await self._pass(offers, now, stats)
+        finally:
+            self._in_flight = set()
+            self._tracker.index.compact()
+            self.passes += 1
+            self.last_pass = stats
+            log.info(
+                "offer_pass",
+                offers=stats.offers,
+                agents=stats.agents,
+                launched=stats.launched,
+                reverted=stats.reverted,
+                declined=stats.declined,
+                rescinded=stats.rescinded,
+                decline_reasons=stats.decline_reasons,
+                waiting_groups=stats.waiting_groups,
+                queue_depth=self._tracker.queue_depth,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            self.sync_interest()
+        return stats
+
+    async def _pass(self, offers: list[Offer], now: float, stats: PassStats) -> None:
+        node_statements, node_apply, touched = self._observe_nodes(offers, now)
+        blocked = {
+            node.hostname: (HostBlock.PAUSED if node.is_active else HostBlock.INACTIVE)
+            for node in touched
+            if node.blocks_launches
+        }
+        try:
+            result = match(
+                offers,
+                self._tracker.index,
+                scheduler_paused=self._scheduler.is_paused,
+                blocked_hosts=blocked,
+                settings=self._settings,
+            )
+        except Exception:
+            log.exception("offer_match_failed", offers=len(offers))
+            await self._decline([o.id.value for o in offers], None, stats, "MATCH_FAILED")
+            return
+        stats.agents = len({o.agent_id.value for o in offers})
+        stats.waiting_groups = len(result.waiting)
+        self._tracker.record_waiting(result.waiting)
+
+        plan = self._tracker.plan_launch(result.launches, now) if result.launches else None
+        statements: list[Statement] = list(node_statements)
+        if plan is not None or now - self._last_offer_flush >= LAST_OFFER_FLUSH_SECONDS:
+            flush = self._nodes.last_offer_statement(touched)
+            if flush is not None:
+                statements.append(flush)
+                self._last_offer_flush = now
+        if plan is not None:
+            statements.extend(plan.statements)
+        if statements:
+            plan_apply = plan.apply if plan is not None else None
+
+            def apply() -> None:
+                node_apply()
+                if plan_apply is not None:
+                    plan_apply()
+
+            try:
+                await self._store.write(statements, apply)
+            except Exception as exc:
+                log.error("launch_intent_failed", error=repr(exc))
+                if plan is not None:
+                    self._tracker.release(plan)
+                await self._decline([o.id.value for o in offers], None, stats, "INTENT_FAILED")
+                return
+        await self._send(result, plan, stats)
+
+    def _observe_nodes(
+        self, offers: list[Offer], now: float
+    ) -> tuple[list[Statement], Callable[[], None], list]:
+        """Record the offering nodes (new ones are created with this pass's commit)."""
+        sightings = [NodeSighting(o.hostname, o.agent_id.value) for o in offers]
+        statements, apply_new = self._nodes.plan_sightings(sightings, now)
+        offered: dict[str, list[Offer]] = {}
+        for offer in offers:
+            offered.setdefault(offer.hostname, []).append(offer)
+        touched = []
+        for hostname in offered:
+            node = self._nodes.by_hostname.get(hostname)
+            if node is not None:
+                touched.append(node)
+
+        def apply() -> None:
+            apply_new()
+            for hostname, host_offers in offered.items():
+                node = self._nodes.by_hostname.get(hostname)
+                if node is None:
+                    continue
+                node.last_offer = now
+                node.online = True
+                node.note_offered(resources_from_mesos(r for o in host_offers for r in o.resources))
+
+        if not statements:
+            apply()  # nothing durable changes: memory may follow at once
+            return [], lambda: None, touched
+        return statements, apply, touched
+
+    async def _send(self, result: MatchResult, plan: LaunchPlan | None, stats: PassStats) -> None:
+        rescinded = self._rescinded
+        accepts: list[tuple[list[PlannedTask], Launch]] = []
+        dropped: list[PlannedTask] = []
+        if plan is not None:
+            for launch, planned in plan.agents:
+                if rescinded.intersection(launch.offer_ids):
+                    dropped.extend(planned)
+                    stats.rescinded += len(rescinded.intersection(launch.offer_ids))
+                    continue
+                infos = [build_task_info(item, launch.agent_id) for item in planned]
+                accepts.append((planned, Launch(launch.offer_ids, infos)))
+        declines: dict[float | None, list[str]] = {}
+        for decline in result.declines:
+            ids = [oid for oid in decline.offer_ids if oid not in rescinded]
+            stats.rescinded += len(decline.offer_ids) - len(ids)
+            if ids:
+                declines.setdefault(decline.refuse_seconds, []).extend(ids)
+                reason = decline.reason.value
+                stats.decline_reasons[reason] = stats.decline_reasons.get(reason, 0) + len(ids)
+        calls = [
+            self._driver.accept(launch, self._config.refuse_seconds) for _planned, launch in accepts
+        ]
+        calls += [self._driver.decline(ids, refuse) for refuse, ids in declines.items()]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failed: list[PlannedTask] = list(dropped)
+        for (planned, launch), outcome in zip(accepts, results[: len(accepts)], strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning(
+                    "accept_failed",
+                    offers=len(launch.offer_ids),
+                    tasks=len(planned),
+                    error=repr(outcome),
+                )
+                failed.extend(planned)
+            else:
+                stats.launched += len(planned)
+        for outcome, ids in zip(results[len(accepts) :], declines.values(), strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("decline_failed", offers=len(ids), error=repr(outcome))
+            else:
+                stats.declined += len(ids)
+        if failed:
+            stats.reverted = len(failed)
+            try:
+                await self._tracker.revert(failed, "accept not sent")
+            except Exception as exc:
+                # The intent stands; the launch timeout reconciles these tasks and relaunches.
+                log.error("launch_revert_failed", tasks=len(failed), error=repr(exc))
+        if plan is not None:
+            kills = self._tracker.finish_launch(plan)
+            if kills:
+                await self._tracker.kill_now(kills)
+
+    async def _decline(
+        self, offer_ids: list[str], refuse_seconds: float | None, stats: PassStats, reason: str
+    ) -> None:
+        ids = [oid for oid in offer_ids if oid not in self._rescinded]
+        if not ids:
+            return
+        try:
+            await self._driver.decline(ids, refuse_seconds)
+            stats.declined += len(ids)
+            stats.decline_reasons[reason] = stats.decline_reasons.get(reason, 0) + len(ids)
+        except DriverError as exc:
+            log.warning("decline_failed", offers=len(ids), error=repr(exc))
+
+    # -- offer interest: SUPPRESS and REVIVE -----------------------------------------------------
+
+    def wants_offers(self) -> bool:
+        return not self._scheduler.is_paused and self._tracker.queue_depth > 0
+
+    def sync_interest(self) -> None:
+        """Suppress when nothing can be launched; revive (rate-limited) when work waits."""
+        wants = self.wants_offers()
+        if not wants and not self.suppressed:
+            self.suppressed = True
+            self._spawn(self._call("suppress"))
+        elif wants and self.suppressed:
+            self.request_revive()
+
+    def request_revive(self) -> None:
+        """Revive now, or once ``revive_interval`` after the previous revive."""
+        if not self.wants_offers():
+            return
+        if self._revive_timer is not None:
+            return
+        wait = self._last_revive + self._config.revive_interval - self._clock()
+        if wait <= 0:
+            self._revive_now()
+            return
+        loop = asyncio.get_running_loop()
+        self._revive_timer = loop.call_later(wait, self._revive_later)
+
+    def _revive_later(self) -> None:
+        self._revive_timer = None
+        if self.wants_offers():
+            self._revive_now()
+
+    def _revive_now(self) -> None:
+        self._last_revive = self._clock()
+        self.suppressed = False
+        self._spawn(self._call("revive"))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._interest_tasks.add(task)
+        task.add_done_callback(self._interest_tasks.discard)
+
+    async def _call(self, kind: str) -> None:
+        # The lock wakes waiters in FIFO order, so calls reach the driver in the order decided.
+        async with self._interest_lock:
+            try:
+                if kind == "suppress":
+                    await self._driver.suppress(self._roles)
+                    log.info("offers_suppressed", roles=self._roles)
+                else:
+                    await self._driver.revive(self._roles)
+                    log.info(
+                        "offers_revived", roles=self._roles, queue_depth=self._tracker.queue_depth
+                    )
+            except DriverError as exc:
+                log.warning("offer_interest_failed", call=kind, error=str(exc))
+                # Unknown state at the master: state the interest again on the next change.
+                self.suppressed = kind == "revive"
+
+    async def close(self) -> None:
+        if self._revive_timer is not None:
+            self._revive_timer.cancel()
+            self._revive_timer = None
+        for task in list(self._interest_tasks):
+            task.cancel()
+        for task in list(self._interest_tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,254 @@
+"""The scheduling core: the driver's ``EventHandler``, tying tracker, pipeline and nodes together.
+
+``SchedulerCore(config, store, scheduler_repo, driver, clock)`` loads its state in ``start()``
+and runs its background work (offer passes, status bursts, reconciliation, launch timeouts, the
+agents' totals) until ``stop()``. The driver callbacks only queue work and return at once.
+``start()`` does not start the driver: call ``await driver.start(core)`` after it.
+
+It also serves what ``/status/`` reads (``queue_depth``, ``resource_summary()``), and reacts to
+pause changes: the global flag (``SchedulerRepository.state.listeners``) and node flags act on
+the next offer pass, and unpausing revives offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.driver import SchedulerDriver, Subscription
+from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
+from scale_scheduler.daemon.offer_pipeline import OfferPipeline
+from scale_scheduler.daemon.task_tracker import TaskTracker
+from scale_scheduler.state.nodes import AgentTotals, Node, NodeRepository
+from scale_scheduler.state.scheduler import SchedulerRepository
+from scale_scheduler.state.store import Store
+
+log = structlog.get_logger(__name__)
+
+AgentsFetcher = Callable[[], Awaitable[list[AgentTotals]]]
+ResourceTotals = dict[str, float]
+
+
+class SchedulerCore:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        scheduler_repo: SchedulerRepository,
+        driver: SchedulerDriver,
+        clock: Callable[[], float] = time.time,
+        *,
+        fetch_agents: AgentsFetcher | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._settings = config.scheduler
+        self._store = store
+        self.scheduler = scheduler_repo
+        self.driver = driver
+        self._clock = clock
+        self._fetch_agents = fetch_agents
+        self._on_fatal = on_fatal
+        self.nodes = NodeRepository(store, clock)
+        self.tracker = TaskTracker(config.scheduler, store, driver, self.nodes, clock)
+        self.pipeline = OfferPipeline(
+            config.scheduler,
+            config.mesos.roles,
+            store,
+            driver,
+            self.tracker,
+            self.nodes,
+            scheduler_repo.state,
+            clock,
+        )
+        self._background: list[asyncio.Task[None]] = []
+        self._oneshots: set[asyncio.Task[None]] = set()
+        self._reconciling: asyncio.Task[None] | None = None
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load nodes and live tasks from the store, then start the background loops."""
+        started = time.perf_counter()
+        await self.nodes.load()
+        await self.tracker.load()
+        self.scheduler.state.listeners.append(self._on_pause_changed)
+        self.nodes.listeners.append(self._on_node_changed)
+        self.tracker.work_listeners.append(self._on_work)
+        settings = self._settings
+        check = max(0.05, min(settings.launch_timeout / 2, 5.0))
+        self._background = [
+            self._spawn_loop(self.pipeline.run(), "offer-passes"),
+            self._spawn_loop(self.tracker.run_updates(), "status-updates"),
+            self._spawn_loop(
+                self._every(settings.reconcile_interval, self._periodic_reconcile), "reconcile"
+            ),
+            self._spawn_loop(self._every(check, self.tracker.check_launch_timeouts), "timeouts"),
+        ]
+        if self._fetch_agents is not None:
+            self._background.append(
+                self._spawn_loop(
+                    self._every(settings.agents_refresh_interval, self._refresh_quietly), "agents"
+                )
+            )
+        self._started = True
+        log.info(
+            "scheduler_core_started",
+            queue_depth=self.tracker.queue_depth,
+            live_tasks=len(self.tracker.tasks),
+            nodes=len(self.nodes.by_id),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    async def stop(self) -> None:
+        """Stop taking work and cancel the background loops (the driver is stopped by its owner)."""
+        with contextlib.suppress(ValueError):
+            self.scheduler.state.listeners.remove(self._on_pause_changed)
+        with contextlib.suppress(ValueError):
+            self.nodes.listeners.remove(self._on_node_changed)
+        with contextlib.suppress(ValueError):
+            self.tracker.work_listeners.remove(self._on_work)
+        tasks = [*self._background, *self._oneshots]
+        if self._reconciling is not None:
+            tasks.append(self._reconciling)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background = []
+        await self.pipeline.close()
+        self._started = False
+
+    def _spawn_loop(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(coro, name=f"core-{name}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._oneshots.add(task)
+        task.add_done_callback(self._oneshots.discard)
+
+    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background_job_failed", job=getattr(job, "__name__", repr(job)))
+
+    # -- EventHandler ---------------------------------------------------------------------------
+
+    def on_subscribed(self, subscription: Subscription) -> None:
+        log.info(
+            "scheduler_subscribed",
+            framework_id=subscription.framework_id,
+            resubscribed=subscription.resubscribed,
+            queue_depth=self.tracker.queue_depth,
+        )
+        self.pipeline.on_subscribed()
+        self.start_reconciliation()
+        if self._fetch_agents is not None:
+            self._spawn(self._refresh_quietly())
+
+    def on_offers(self, offers: list[Offer]) -> None:
+        self.pipeline.add_offers(offers)
+
+    def on_rescind(self, offer_id: str) -> None:
+        self.pipeline.rescind(offer_id)
+
+    def on_update(self, status: TaskStatus) -> None:
+        self.tracker.on_update(status)
+
+    def on_failure(self, agent_id: str | None, executor_id: str | None) -> None:
+        # A hint only: reconciliation and the tasks' own updates are the truth.
+        log.info("mesos_failure", agent_id=agent_id, executor_id=executor_id)
+        if agent_id and executor_id is None:
+            self.nodes.agent_removed(agent_id)
+
+    def on_error(self, message: str) -> None:
+        log.error("mesos_error_event", message=message)
+        if self._on_fatal is not None:
+            self._on_fatal(message)
+
+    def on_disconnected(self, reason: str) -> None:
+        log.info("scheduler_disconnected", reason=reason)
+        self.pipeline.drop_offers()
+
+    # -- reactions ------------------------------------------------------------------------------
+
+    def _on_pause_changed(self, is_paused: bool) -> None:
+        if is_paused:
+            self.pipeline.sync_interest()
+        else:
+            self.pipeline.request_revive()
+
+    def _on_node_changed(self, node: Node) -> None:
+        if not node.blocks_launches:
+            self.pipeline.request_revive()
+
+    def _on_work(self) -> None:
+        self.pipeline.request_revive()
+
+    # -- reconciliation and agents --------------------------------------------------------------
+
+    def start_reconciliation(self) -> None:
+        """Begin a reconciliation round, replacing one still running."""
+        if self._reconciling is not None and not self._reconciling.done():
+            self._reconciling.cancel()
+        self._reconciling = asyncio.get_running_loop().create_task(
+            self._reconcile_quietly(), name="core-reconcile-round"
+        )
+
+    async def _reconcile_quietly(self) -> None:
+        try:
+            await self.tracker.reconcile()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconcile_round_failed")
+
+    async def _periodic_reconcile(self) -> None:
+        if self.driver.status.subscribed:
+            self.start_reconciliation()
+
+    async def refresh_agents(self) -> None:
+        if self._fetch_agents is None:
+            return
+        agents = await self._fetch_agents()
+        await self.nodes.apply_agents(agents)
+        log.debug("agents_refreshed", agents=len(agents))
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh_agents()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("agents_refresh_failed", error=repr(exc))
+
+    # -- what /status/ reads --------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return self.tracker.queue_depth
+
+    def resource_summary(self) -> dict[str, ResourceTotals] | None:
+        """``total`` (agents' totals), ``scheduled`` (our live tasks), ``used`` (no source yet:
+        zeros, as the spec says); None while no agent's totals are known."""
+        total, scheduled = self.nodes.totals()
+        if total is None:
+            return None
+        return {
+            "total": total.as_dict(gpus=False),
+            "scheduled": scheduled.as_dict(gpus=False),
+            "used": {"cpus": 0.0, "mem": 0.0, "disk": 0.0},
+        }

@@ -1,0 +1,418 @@
+"""Nodes (Mesos agents, one per hostname): durable flags in table ``nodes``, live view in memory.
+
+The durable part is what an operator sets (``is_paused``, ``pause_reason``, ``is_active``) plus
+identity and timestamps. The live part (online or not, total and scheduled resources, running
+tasks, last offer) is memory only: it is rebuilt from offers, the operator API and the task
+table after a restart. A node's own pause flag and the scheduler's global flag are separate
+state; ``state`` combines them for display, and the matcher reads ``blocks_launches``.
+
+Every change is committed first and applied to memory in the write's ``apply`` step. This module
+owns the node table and its records; it sends nothing to Mesos.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+
+from scale_scheduler.state.store import Statement, Store
+from scale_scheduler.state.tasks import Shape, iso
+
+log = structlog.get_logger(__name__)
+
+RESOURCE_NAMES = ("cpus", "mem", "disk", "gpus")
+
+
+class NodeState(str, enum.Enum):
+    READY = "READY"
+    PAUSED = "PAUSED"
+    SCHEDULER_PAUSED = "SCHEDULER_PAUSED"
+    OFFLINE = "OFFLINE"
+    INACTIVE = "INACTIVE"
+
+
+class NodeNotFoundError(LookupError):
+    """No node has that id."""
+
+
+@dataclass(slots=True)
+class Resources:
+    cpus: float = 0.0
+    mem: float = 0.0
+    disk: float = 0.0
+    gpus: float = 0.0
+
+    def add_shape(self, shape: Shape, sign: float = 1.0) -> None:
+        self.cpus = _clean(self.cpus + sign * shape.cpus)
+        self.mem = _clean(self.mem + sign * shape.mem)
+        self.disk = _clean(self.disk + sign * shape.disk)
+        self.gpus = _clean(self.gpus + sign * shape.gpus)
+
+    def as_dict(self, gpus: bool = True) -> dict[str, float]:
+        out = {"cpus": self.cpus, "mem": self.mem, "disk": self.disk}
+        if gpus:
+            out["gpus"] = self.gpus
+        return out
+
+
+def _clean(value: float) -> float:
+    """Round away float dust from many small additions and subtractions (Mesos keeps 3 places)."""
+    value = round(value, 6)
+    return 0.0 if abs(value) < 1e-9 else value
+
+
+@dataclass(slots=True)
+class Node:
+    id: int
+    hostname: str
+    agent_id: str | None
+    is_paused: bool = False
+    pause_reason: str | None = None
+    is_active: bool = True
+    created: float = 0.0
+    last_modified: float = 0.0
+    last_offer: float | None = None
+    # live only
+    online: bool = False
+    agent_total: Resources | None = None
+    seen_total: Resources | None = None
+    scheduled: Resources = field(default_factory=Resources)
+    running_tasks: int = 0
+
+    @property
+    def blocks_launches(self) -> bool:
+        return self.is_paused or not self.is_active
+
+    @property
+    def total(self) -> Resources | None:
+        """The agent's totals from the operator API, else what offers plus our tasks have shown."""
+        return self.agent_total if self.agent_total is not None else self.seen_total
+
+    def state(self, scheduler_paused: bool) -> NodeState:
+        if not self.is_active:
+            return NodeState.INACTIVE
+        if not self.online:
+            return NodeState.OFFLINE
+        if self.is_paused:
+            return NodeState.PAUSED
+        if scheduler_paused:
+            return NodeState.SCHEDULER_PAUSED
+        return NodeState.READY
+
+    def note_offered(self, offered: Resources) -> None:
+        """Raise the offer-based estimate of the totals to what is offered plus what we hold."""
+        seen = Resources(
+            offered.cpus + self.scheduled.cpus,
+            offered.mem + self.scheduled.mem,
+            offered.disk + self.scheduled.disk,
+            offered.gpus + self.scheduled.gpus,
+        )
+        if self.seen_total is None:
+            self.seen_total = seen
+            return
+        current = self.seen_total
+        current.cpus = max(current.cpus, _clean(seen.cpus))
+        current.mem = max(current.mem, _clean(seen.mem))
+        current.disk = max(current.disk, _clean(seen.disk))
+        current.gpus = max(current.gpus, _clean(seen.gpus))
+
+
+class NodeView(msgspec.Struct):
+    id: int
+    hostname: str
+    agent_id: str | None
+    is_paused: bool
+    pause_reason: str | None
+    is_active: bool
+    state: str
+    resources: dict[str, dict[str, float] | None]
+    running_tasks: int
+    last_offer: str | None
+    created: str | None
+    last_modified: str | None
+
+
+def node_view(node: Node, scheduler_paused: bool) -> NodeView:
+    total = node.total
+    return NodeView(
+        id=node.id,
+        hostname=node.hostname,
+        agent_id=node.agent_id,
+        is_paused=node.is_paused,
+        pause_reason=node.pause_reason,
+        is_active=node.is_active,
+        state=node.state(scheduler_paused).value,
+        resources={
+            "total": total.as_dict() if total is not None else None,
+            "scheduled": node.scheduled.as_dict(),
+        },
+        running_tasks=node.running_tasks,
+        last_offer=iso(node.last_offer),
+        created=iso(node.created),
+        last_modified=iso(node.last_modified),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTotals:
+    """One agent as the operator API lists it."""
+
+    agent_id: str
+    hostname: str
+    total: Resources
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSighting:
+    """A node learned from an offer or the operator API."""
+
+    hostname: str
+    agent_id: str
+
+
+_INSERT_SQL = (
+    "INSERT INTO nodes (id, hostname, agent_id, is_paused, pause_reason, is_active, created, "
+    "last_modified, last_offer) VALUES (?, ?, ?, 0, NULL, 1, ?, ?, ?) "
+    "ON CONFLICT (hostname) DO UPDATE SET agent_id = excluded.agent_id"
+)
+_AGENT_SQL = "UPDATE nodes SET agent_id = ? WHERE id = ?"
+_LAST_OFFER_SQL = "UPDATE nodes SET last_offer = ? WHERE id = ?"
+
+
+class NodeRepository:
+    """All nodes in memory (a few thousand at most), keyed by id and by hostname."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._clock = clock
+        self.by_id: dict[int, Node] = {}
+        self.by_hostname: dict[str, Node] = {}
+        self.by_agent: dict[str, Node] = {}
+        self._next_id = 1
+        self.listeners: list[Callable[[Node], None]] = []
+        """Called after a node's flags changed (the core revives when launches may resume)."""
+
+    async def load(self) -> None:
+        rows = await self._store.fetchall(
+            "SELECT id, hostname, agent_id, is_paused, pause_reason, is_active, created, "
+            "last_modified, last_offer FROM nodes ORDER BY id"
+        )
+        for row in rows:
+            node = Node(
+                id=row[0],
+                hostname=row[1],
+                agent_id=row[2],
+                is_paused=bool(row[3]),
+                pause_reason=row[4],
+                is_active=bool(row[5]),
+                created=row[6],
+                last_modified=row[7],
+                last_offer=row[8],
+            )
+            self._index(node)
+            self._next_id = max(self._next_id, node.id + 1)
+
+    def _index(self, node: Node) -> None:
+        self.by_id[node.id] = node
+        self.by_hostname[node.hostname] = node
+        if node.agent_id:
+            self.by_agent[node.agent_id] = node
+
+    # -- learning nodes -------------------------------------------------------------------------
+
+    def plan_sightings(
+        self, sightings: Iterable[NodeSighting], now: float
+    ) -> tuple[list[Statement], Callable[[], None]]:
+        """Statements creating unknown nodes (and recording new agent ids) plus their ``apply``.
+
+        Ids are allocated here, synchronously, so concurrent plans never collide.
+        """
+        new: list[Node] = []
+        moved: list[tuple[Node, str]] = []
+        seen: set[str] = set()
+        for sighting in sightings:
+            if sighting.hostname in seen:
+                continue
+            seen.add(sighting.hostname)
+            node = self.by_hostname.get(sighting.hostname)
+            if node is None:
+                node = Node(
+                    id=self._next_id,
+                    hostname=sighting.hostname,
+                    agent_id=sighting.agent_id,
+                    created=now,
+                    last_modified=now,
+                )
+                self._next_id += 1
+                new.append(node)
+            elif node.agent_id != sighting.agent_id:
+                moved.append((node, sighting.agent_id))
+        statements: list[Statement] = []
+        if new:
+            statements.append(
+                Statement(
+                    _INSERT_SQL,
+                    [(n.id, n.hostname, n.agent_id, n.created, n.last_modified, None) for n in new],
+                )
+            )
+        if moved:
+            statements.append(Statement(_AGENT_SQL, [(agent, n.id) for n, agent in moved]))
+
+        def apply() -> None:
+            for node in new:
+                if node.hostname not in self.by_hostname:
+                    self._index(node)
+                    log.info(
+                        "node_discovered",
+                        node_id=node.id,
+                        hostname=node.hostname,
+                        agent_id=node.agent_id,
+                    )
+            for node, agent in moved:
+                if node.agent_id:
+                    self.by_agent.pop(node.agent_id, None)
+                node.agent_id = agent
+                self.by_agent[agent] = node
+
+        return statements, apply
+
+    def last_offer_statement(self, nodes: Sequence[Node]) -> Statement | None:
+        rows = [(n.last_offer, n.id) for n in nodes if n.last_offer is not None]
+        return Statement(_LAST_OFFER_SQL, rows) if rows else None
+
+    async def learn(self, sightings: Iterable[NodeSighting]) -> None:
+        statements, apply = self.plan_sightings(sightings, self._clock())
+        if statements:
+            await self._store.write(statements, apply)
+
+    async def apply_agents(self, agents: Sequence[AgentTotals]) -> None:
+        """A fresh GET_AGENTS answer: learn new nodes, set totals, mark absent nodes offline."""
+        await self.learn(NodeSighting(a.hostname, a.agent_id) for a in agents)
+        present: set[str] = set()
+        for agent in agents:
+            node = self.by_hostname.get(agent.hostname)
+            if node is None or not agent.active:
+                continue
+            present.add(agent.hostname)
+            node.agent_total = agent.total
+            node.online = True
+        for node in self.by_id.values():
+            if node.hostname not in present:
+                node.online = False
+
+    def agent_removed(self, agent_id: str) -> None:
+        node = self.by_agent.get(agent_id)
+        if node is not None and node.online:
+            node.online = False
+            log.info("node_offline", node_id=node.id, hostname=node.hostname, agent_id=agent_id)
+
+    # -- operator changes ----------------------------------------------------------------------
+
+    def get(self, node_id: int) -> Node:
+        node = self.by_id.get(node_id)
+        if node is None:
+            raise NodeNotFoundError(f"No node with id {node_id}.")
+        return node
+
+    async def update_flags(
+        self,
+        node_id: int,
+        *,
+        is_paused: bool | None = None,
+        pause_reason: str | None = None,
+        set_reason: bool = False,
+        is_active: bool | None = None,
+    ) -> Node:
+        """Change a node's own flags; unpausing clears ``pause_reason``."""
+        node = self.get(node_id)
+        paused = node.is_paused if is_paused is None else is_paused
+        active = node.is_active if is_active is None else is_active
+        if not paused:
+            reason = None
+        elif set_reason:
+            reason = pause_reason
+        else:
+            reason = node.pause_reason
+        now = self._clock()
+
+        def apply() -> Node:
+            was_blocking = node.blocks_launches
+            before = (node.is_paused, node.pause_reason, node.is_active)
+            node.is_paused, node.pause_reason, node.is_active = paused, reason, active
+            node.last_modified = now
+            if before != (paused, reason, active):
+                log.info(
+                    "node_flags_changed",
+                    node_id=node.id,
+                    hostname=node.hostname,
+                    is_paused=paused,
+                    pause_reason=reason,
+                    is_active=active,
+                    was_blocking=was_blocking,
+                )
+            for listener in list(self.listeners):
+                listener(node)
+            return node
+
+        result = await self._store.write(
+            [
+                Statement(
+                    "UPDATE nodes SET is_paused = ?, pause_reason = ?, is_active = ?, "
+                    "last_modified = ? WHERE id = ?",
+                    [(int(paused), reason, int(active), now, node.id)],
+                    expect_rows=True,
+                    missing_message=f"Node {node.id} is missing from the database.",
+                )
+            ],
+            apply,
+        )
+        assert result is not None
+        return result
+
+    # -- totals ---------------------------------------------------------------------------------
+
+    def totals(self) -> tuple[Resources | None, Resources]:
+        """Sum of online nodes' totals (None when none is known) and of everything scheduled."""
+        total: Resources | None = None
+        scheduled = Resources()
+        for node in self.by_id.values():
+            scheduled.cpus += node.scheduled.cpus
+            scheduled.mem += node.scheduled.mem
+            scheduled.disk += node.scheduled.disk
+            scheduled.gpus += node.scheduled.gpus
+            node_total = node.total
+            if node.online and node_total is not None:
+                if total is None:
+                    total = Resources()
+                total.cpus += node_total.cpus
+                total.mem += node_total.mem
+                total.disk += node_total.disk
+                total.gpus += node_total.gpus
+        if total is not None:
+            total = Resources(*(_clean(v) for v in (total.cpus, total.mem, total.disk, total.gpus)))
+        scheduled = Resources(
+            *(_clean(v) for v in (scheduled.cpus, scheduled.mem, scheduled.disk, scheduled.gpus))
+        )
+        return total, scheduled
+
+
+def resources_from_mesos(resources: Iterable[Any]) -> Resources:
+    """Sum the scalar cpus/mem/disk/gpus of Mesos ``Resource`` structs or JSON dicts."""
+    out = Resources()
+    for res in resources:
+        if isinstance(res, dict):
+            name = res.get("name")
+            value = (res.get("scalar") or {}).get("value")
+        else:
+            name = res.name
+            value = res.scalar.value if res.scalar is not None else None
+        if value is None or name not in RESOURCE_NAMES:
+            continue
+        setattr(out, name, _clean(getattr(out, name) + float(value)))
+    return out

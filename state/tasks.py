@@ -1,0 +1,506 @@
+"""The task model: states, resource shapes, the compact in-memory record, and the task table's SQL.
+
+A task is stored once in SQLite (table ``tasks``, every field the API shows) and, while it is not
+terminal, once in memory as a small ``Task`` record holding only what scheduling needs. The launch
+spec (name, command, container, env, labels) stays as the compact JSON bytes that are also the
+``spec`` column, decoded only when the task is launched or shown. Resource shapes are interned,
+so a million queued tasks share a handful of ``Shape`` objects.
+
+This module owns shapes, records and statements; it changes no state by itself (the task tracker
+does, through ``Store.write``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from scale_scheduler.state.store import Store
+
+
+class TaskState(str, enum.Enum):
+    """A task's own state. Mesos states map onto it (``TASK_RUNNING`` -> ``RUNNING``)."""
+
+    QUEUED = "QUEUED"
+    LAUNCHING = "LAUNCHING"
+    """Intent committed: an ACCEPT carrying it is being (or has been) sent; no status yet."""
+    STAGING = "STAGING"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    KILLING = "KILLING"
+    UNREACHABLE = "UNREACHABLE"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+    LOST = "LOST"
+    ERROR = "ERROR"
+    DROPPED = "DROPPED"
+    GONE = "GONE"
+    CANCELED = "CANCELED"
+    """Removed from the queue before it was launched."""
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def launched(self) -> bool:
+        """Holds resources on an agent (from the launch intent until a terminal state)."""
+        return self in LAUNCHED
+
+
+TERMINAL = frozenset(
+    {
+        TaskState.FINISHED,
+        TaskState.FAILED,
+        TaskState.KILLED,
+        TaskState.LOST,
+        TaskState.ERROR,
+        TaskState.DROPPED,
+        TaskState.GONE,
+        TaskState.CANCELED,
+    }
+)
+LAUNCHED = frozenset(
+    {
+        TaskState.LAUNCHING,
+        TaskState.STAGING,
+        TaskState.STARTING,
+        TaskState.RUNNING,
+        TaskState.KILLING,
+        TaskState.UNREACHABLE,
+    }
+)
+LIVE = frozenset({TaskState.QUEUED} | LAUNCHED)
+
+_STATE_BY_VALUE = {state.value: state for state in TaskState}
+
+
+def parse_state(value: str) -> TaskState | None:
+    return _STATE_BY_VALUE.get(value.upper())
+
+
+# --- shapes ------------------------------------------------------------------------------------
+
+Constraints = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What placement depends on: resources and constraints. Interned, hashable, shared."""
+
+    cpus: float
+    mem: float
+    disk: float = 0.0
+    gpus: int = 0
+    ports: int = 0
+    constraints: Constraints = ()
+
+    def describe(self) -> str:
+        parts = [f"cpus={_num(self.cpus)}", f"mem={_num(self.mem)}"]
+        if self.disk:
+            parts.append(f"disk={_num(self.disk)}")
+        if self.gpus:
+            parts.append(f"gpus={self.gpus}")
+        if self.ports:
+            parts.append(f"ports={self.ports}")
+        parts.extend(f"{name}={value}" for name, value in self.constraints)
+        return " ".join(parts)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+class ShapeInterner:
+    """Returns one shared ``Shape`` per distinct value."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[Shape, Shape] = {}
+
+    def get(
+        self,
+        cpus: float,
+        mem: float,
+        disk: float = 0.0,
+        gpus: int = 0,
+        ports: int = 0,
+        constraints: Constraints = (),
+    ) -> Shape:
+        shape = Shape(float(cpus), float(mem), float(disk), int(gpus), int(ports), constraints)
+        return self._shapes.setdefault(shape, shape)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+
+def constraints_from(mapping: Mapping[str, str] | None) -> Constraints:
+    if not mapping:
+        return ()
+    return tuple(sorted(mapping.items()))
+
+
+# --- the launch spec and the in-memory record ------------------------------------------------
+
+
+class TaskSpec(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """What goes into the TaskInfo besides resources; stored as compact JSON bytes."""
+
+    name: str
+    command: str | None = None
+    image: str | None = None
+    env: dict[str, str] | None = None
+    labels: dict[str, str] | None = None
+
+
+spec_encoder = msgspec.json.Encoder()
+spec_decoder = msgspec.json.Decoder(TaskSpec)
+
+
+class Task(msgspec.Struct, gc=False):
+    """One non-terminal task in memory: only what scheduling needs (about 150 bytes + spec).
+
+    ``busy`` marks a write about the task in flight (launch intent, cancel): the matcher skips it.
+    ``indexed`` says the queue index holds an entry for it (so a requeue never adds a second).
+    """
+
+    id: int
+    priority: int
+    shape: Shape
+    spec: bytes
+    state: TaskState
+    max_attempts: int
+    attempts: int = 0
+    failures: int = 0
+    lost_launches: int = 0
+    agent_id: str | None = None
+    hostname: str | None = None
+    launched: float = 0.0
+    last_update: float = 0.0
+    reconcile_sent: float = 0.0
+    kill_requested: bool = False
+    busy: bool = False
+    indexed: bool = False
+
+    @property
+    def mesos_task_id(self) -> str:
+        return mesos_task_id(self.id, self.attempts)
+
+
+def mesos_task_id(task_id: int, attempt: int) -> str:
+    """Every launch gets a fresh Mesos id, so one id is launched at most once."""
+    return f"{task_id}-{attempt}"
+
+
+def parse_mesos_task_id(value: str) -> tuple[int, int] | None:
+    head, sep, tail = value.rpartition("-")
+    if not sep or not head.isdigit() or not tail.isdigit():
+        return None
+    return int(head), int(tail)
+
+
+# --- SQL ---------------------------------------------------------------------------------------
+
+INSERT_SQL = (
+    "INSERT INTO tasks (id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, "
+    "spec, max_attempts, created, queued, last_modified) "
+    "VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+INTENT_SQL = (
+    "UPDATE tasks SET state = 'LAUNCHING', attempts = ?, agent_id = ?, hostname = ?, "
+    "assigned_ports = ?, launched = ?, last_modified = ?, status_state = NULL, "
+    "status_message = NULL, status_reason = NULL, status_source = NULL, status_time = NULL "
+    "WHERE id = ?"
+)
+
+REVERT_SQL = (
+    "UPDATE tasks SET state = 'QUEUED', failures = ?, lost_launches = ?, agent_id = NULL, "
+    "hostname = NULL, assigned_ports = NULL, queued = ?, last_modified = ? "
+    "WHERE id = ? AND state = 'LAUNCHING' AND attempts = ?"
+)
+
+STATUS_SQL = (
+    "UPDATE tasks SET state = ?, failures = ?, lost_launches = ?, started = COALESCE(started, ?), "
+    "ended = ?, last_modified = ?, status_state = ?, status_message = ?, status_reason = ?, "
+    "status_source = ?, status_time = ? WHERE id = ?"
+)
+
+REQUEUE_AFTER_STATUS_SQL = (
+    "UPDATE tasks SET state = 'QUEUED', failures = ?, lost_launches = ?, agent_id = NULL, "
+    "hostname = NULL, assigned_ports = NULL, queued = ?, last_modified = ?, status_state = ?, "
+    "status_message = ?, status_reason = ?, status_source = ?, status_time = ? WHERE id = ?"
+)
+
+CANCEL_SQL = (
+    "UPDATE tasks SET state = 'CANCELED', ended = ?, last_modified = ? "
+    "WHERE id = ? AND state = 'QUEUED'"
+)
+
+KILL_SQL = "UPDATE tasks SET kill_requested = 1, last_modified = ? WHERE id = ?"
+
+VIEW_COLUMNS = (
+    "id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, spec, max_attempts, "
+    "attempts, failures, kill_requested, agent_id, hostname, assigned_ports, created, queued, "
+    "launched, started, ended, last_modified, status_state, status_message, status_reason, "
+    "status_source, status_time"
+)
+
+LOAD_COLUMNS = (
+    "id, priority, cpus, mem, disk, gpus, ports, constraints, spec, state, max_attempts, "
+    "attempts, failures, lost_launches, agent_id, hostname, launched, last_modified, "
+    "kill_requested"
+)
+
+
+def insert_row(
+    task_id: int,
+    spec: TaskSpec,
+    spec_bytes: bytes,
+    priority: int,
+    shape: Shape,
+    max_attempts: int,
+    now: float,
+) -> tuple[Any, ...]:
+    constraints = (
+        msgspec.json.encode(dict(shape.constraints)).decode() if shape.constraints else None
+    )
+    return (
+        task_id,
+        spec.name,
+        priority,
+        shape.cpus,
+        shape.mem,
+        shape.disk,
+        shape.gpus,
+        shape.ports,
+        constraints,
+        spec_bytes,
+        max_attempts,
+        now,
+        now,
+        now,
+    )
+
+
+async def load_live_tasks(
+    store: Store, interner: ShapeInterner, batch: int = 50_000
+) -> AsyncIterator[list[Task]]:
+    """Every non-terminal task, in id order per state, ``batch`` rows per read."""
+    constraint_cache: dict[str, Constraints] = {}
+    for state in (TaskState.QUEUED, *sorted(LAUNCHED, key=lambda s: s.value)):
+        last_id = 0
+        while True:
+            rows = await store.fetchall(
+                f"SELECT {LOAD_COLUMNS} FROM tasks WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+                (state.value, last_id, batch),
+            )
+            if not rows:
+                break
+            tasks: list[Task] = []
+            for row in rows:
+                raw_constraints = row[7]
+                constraints: Constraints = ()
+                if raw_constraints:
+                    constraints = constraint_cache.get(raw_constraints, ())
+                    if not constraints:
+                        constraints = constraints_from(msgspec.json.decode(raw_constraints))
+                        constraint_cache[raw_constraints] = constraints
+                tasks.append(
+                    Task(
+                        id=row[0],
+                        priority=row[1],
+                        shape=interner.get(row[2], row[3], row[4], row[5], row[6], constraints),
+                        spec=bytes(row[8]),
+                        state=state,
+                        max_attempts=row[10],
+                        attempts=row[11],
+                        failures=row[12],
+                        lost_launches=row[13],
+                        agent_id=row[14],
+                        hostname=row[15],
+                        launched=row[16] or 0.0,
+                        last_update=row[17] or 0.0,
+                        kill_requested=bool(row[18]),
+                    )
+                )
+            last_id = rows[-1][0]
+            yield tasks
+            if len(rows) < batch:
+                break
+
+
+async def max_task_id(store: Store) -> int:
+    row = await store.fetchone("SELECT MAX(id) FROM tasks")
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+# --- the API's view of a task ------------------------------------------------------------------
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+class LastStatus(msgspec.Struct):
+    state: str
+    message: str | None
+    reason: str | None
+    source: str | None
+    timestamp: str | None
+
+
+class TaskView(msgspec.Struct):
+    """The JSON shape of a task in ``/queue/`` and ``/tasks/``."""
+
+    id: int
+    name: str
+    state: str
+    priority: int
+    command: str | None
+    container: dict[str, str] | None
+    cpus: float
+    mem: float
+    disk: float
+    gpus: int
+    ports: int
+    env: dict[str, str]
+    labels: dict[str, str]
+    constraints: dict[str, str]
+    max_attempts: int
+    attempts: int
+    failures: int
+    mesos_task_id: str | None
+    agent_id: str | None
+    hostname: str | None
+    assigned_ports: list[int]
+    kill_requested: bool
+    created: str | None
+    queued: str | None
+    launched: str | None
+    started: str | None
+    ended: str | None
+    last_modified: str | None
+    last_status: LastStatus | None
+    waiting_reason: str | None = None
+
+
+_EMPTY: dict[str, str] = {}
+
+
+def view_from_row(row: Sequence[Any], waiting_reason: str | None = None) -> TaskView:
+    """A ``TaskView`` from a row of ``SELECT {VIEW_COLUMNS}``."""
+    spec = spec_decoder.decode(row[10])
+    attempts = row[12]
+    last_status = None
+    if row[24] is not None:
+        last_status = LastStatus(row[24], row[25], row[26], row[27], iso(row[28]))
+    return TaskView(
+        id=row[0],
+        name=row[1],
+        state=row[2],
+        priority=row[3],
+        command=spec.command,
+        container={"image": spec.image} if spec.image else None,
+        cpus=row[4],
+        mem=row[5],
+        disk=row[6],
+        gpus=row[7],
+        ports=row[8],
+        env=spec.env or _EMPTY,
+        labels=spec.labels or _EMPTY,
+        constraints=msgspec.json.decode(row[9]) if row[9] else _EMPTY,
+        max_attempts=row[11],
+        attempts=attempts,
+        failures=row[13],
+        mesos_task_id=mesos_task_id(row[0], attempts) if attempts else None,
+        agent_id=row[15],
+        hostname=row[16],
+        assigned_ports=msgspec.json.decode(row[17]) if row[17] else [],
+        kill_requested=bool(row[14]),
+        created=iso(row[18]),
+        queued=iso(row[19]),
+        launched=iso(row[20]),
+        started=iso(row[21]),
+        ended=iso(row[22]),
+        last_modified=iso(row[23]),
+        last_status=last_status,
+        waiting_reason=waiting_reason,
+    )
+
+
+def new_task_view(
+    task_id: int, spec: TaskSpec, priority: int, shape: Shape, max_attempts: int, now: float
+) -> TaskView:
+    """The view of a task just queued (what ``POST /queue/`` answers), without a database read."""
+    stamp = iso(now)
+    return TaskView(
+        id=task_id,
+        name=spec.name,
+        state=TaskState.QUEUED.value,
+        priority=priority,
+        command=spec.command,
+        container={"image": spec.image} if spec.image else None,
+        cpus=shape.cpus,
+        mem=shape.mem,
+        disk=shape.disk,
+        gpus=shape.gpus,
+        ports=shape.ports,
+        env=spec.env or _EMPTY,
+        labels=spec.labels or _EMPTY,
+        constraints=dict(shape.constraints),
+        max_attempts=max_attempts,
+        attempts=0,
+        failures=0,
+        mesos_task_id=None,
+        agent_id=None,
+        hostname=None,
+        assigned_ports=[],
+        kill_requested=False,
+        created=stamp,
+        queued=stamp,
+        launched=None,
+        started=None,
+        ended=None,
+        last_modified=stamp,
+        last_status=None,
+    )
+
+
+async def fetch_task_row(store: Store, task_id: int) -> tuple[Any, ...] | None:
+    return await store.fetchone(f"SELECT {VIEW_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+
+
+async def fetch_task_rows(
+    store: Store, state: TaskState | None, offset: int, limit: int
+) -> tuple[int, list[tuple[Any, ...]]]:
+    """One page of tasks in id order (optionally of one state) and the total count."""
+    if state is None:
+        count_row = await store.fetchone("SELECT COUNT(*) FROM tasks")
+        rows = await store.fetchall(
+            f"SELECT {VIEW_COLUMNS} FROM tasks ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
+        )
+    else:
+        count_row = await store.fetchone(
+            "SELECT COUNT(*) FROM tasks WHERE state = ?", (state.value,)
+        )
+        rows = await store.fetchall(
+            f"SELECT {VIEW_COLUMNS} FROM tasks WHERE state = ? ORDER BY id LIMIT ? OFFSET ?",
+            (state.value, limit, offset),
+        )
+    return (int(count_row[0]) if count_row else 0), rows
+
+
+async def fetch_rows_by_ids(store: Store, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = await store.fetchall(f"SELECT {VIEW_COLUMNS} FROM tasks WHERE id IN ({marks})", ids)
+    return {row[0]: row for row in rows}

@@ -1,0 +1,46 @@
+"""Fixtures of the scheduling core's tests (builders and fakes live in ``corekit``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from corekit import Clock, CoreHarness
+
+from scale_scheduler.daemon.config import Config
+from scale_scheduler.state.store import Store
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def core_config(make_config: Callable[..., Config]) -> Config:
+    return make_config(
+        scheduler={
+            "refuse_seconds": 5.0,
+            "idle_refuse_seconds": 120.0,
+            "revive_interval": 0.2,
+            "launch_timeout": 30.0,
+            "reconcile_retry": 0.05,
+            "reconcile_interval": 3600.0,
+        }
+    )
+
+
+@pytest.fixture
+async def store(core_config: Config) -> AsyncIterator[Store]:
+    store = await Store.open(Path(core_config.state.path))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def harness(core_config: Config, store: Store, clock: Clock) -> AsyncIterator[CoreHarness]:
+    h = CoreHarness(core_config, store, clock)
+    yield h
+    if h.core is not None:
+        await h.core.stop()

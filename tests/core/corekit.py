@@ -1,0 +1,281 @@
+"""Test kit of the scheduling core: a recording driver, a settable clock, builders, a harness."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.driver import (
+    ConnectionState,
+    ConnectionStatus,
+    DriverError,
+    EventHandler,
+    Launch,
+)
+from scale_scheduler.daemon.mesos_types import (
+    AllocationInfo,
+    Attribute,
+    Offer,
+    Range,
+    Ranges,
+    Resource,
+    Scalar,
+    TaskStatus,
+    Value,
+)
+from scale_scheduler.daemon.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.task_tracker import NewTask
+from scale_scheduler.state.scheduler import SchedulerRepository
+from scale_scheduler.state.store import Statement, Store
+from scale_scheduler.state.tasks import TaskSpec, constraints_from
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeDriver:
+    """Implements ``SchedulerDriver``; records every call in ``calls`` (shared with the store
+    spy when one is attached, so tests can assert the order of commits and calls)."""
+
+    def __init__(self, log: list[tuple[Any, ...]] | None = None) -> None:
+        self.status = ConnectionStatus(state=ConnectionState.SUBSCRIBED, master_online=True)
+        self.calls: list[tuple[Any, ...]] = log if log is not None else []
+        self.fail: set[str] = set()
+        self.fail_agents: set[str] = set()
+
+    def _record(self, *call: Any) -> None:
+        self.calls.append(call)
+        if call[0] in self.fail:
+            raise DriverError(f"{call[0]} refused by the fake")
+
+    async def start(self, handler: EventHandler) -> None:
+        self.handler = handler
+
+    async def stop(self) -> None:
+        pass
+
+    async def accept(self, launch: Launch, refuse_seconds: float | None = None) -> None:
+        agent = launch.tasks[0].agent_id.value if launch.tasks else None
+        self.calls.append(("accept", launch, refuse_seconds))
+        if "accept" in self.fail or agent in self.fail_agents:
+            raise DriverError("accept refused by the fake")
+
+    async def decline(self, offer_ids: Sequence[str], refuse_seconds: float | None = None) -> None:
+        self._record("decline", tuple(offer_ids), refuse_seconds)
+
+    async def suppress(self, roles: Sequence[str]) -> None:
+        self._record("suppress", tuple(roles))
+
+    async def revive(self, roles: Sequence[str]) -> None:
+        self._record("revive", tuple(roles))
+
+    async def kill(self, task_id: str, agent_id: str | None = None) -> None:
+        self._record("kill", task_id, agent_id)
+
+    async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
+        self._record("ack", agent_id, task_id, uuid)
+
+    async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
+        self._record("reconcile", tuple(tasks))
+
+    async def teardown(self) -> None:
+        self._record("teardown")
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] == kind]
+
+    def kinds(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+    def launched_ids(self) -> list[str]:
+        return [t.task_id.value for c in self.of("accept") for t in c[1].tasks]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.002)
+
+
+def spy_on_writes(store: Store, log: list[tuple[Any, ...]]) -> None:
+    """Record each committed write (its statements' SQL) in ``log`` when its apply runs."""
+    original = store.write
+
+    async def write(statements: Sequence[Statement], apply: Callable[[], Any] | None = None) -> Any:
+        sqls = tuple(s.sql for s in statements)
+
+        def recorded() -> Any:
+            log.append(("commit", sqls))
+            return apply() if apply is not None else None
+
+        return await original(statements, recorded)
+
+    store.write = write  # type: ignore[method-assign]
+
+
+def scalar(name: str, value: float, role: str | None = None) -> Resource:
+    return Resource(
+        name=name,
+        type="SCALAR",
+        scalar=Scalar(value),
+        role=role,
+        allocation_info=AllocationInfo(role) if role else None,
+    )
+
+
+def make_offer(
+    offer_id: str,
+    agent: str,
+    *,
+    cpus: float = 4.0,
+    mem: float = 4096.0,
+    disk: float = 10000.0,
+    gpus: float = 0.0,
+    ports: tuple[tuple[int, int], ...] = (),
+    hostname: str | None = None,
+    role: str = "*",
+    attributes: dict[str, str] | None = None,
+) -> Offer:
+    resources = [scalar("cpus", cpus, role), scalar("mem", mem, role)]
+    if disk:
+        resources.append(scalar("disk", disk, role))
+    if gpus:
+        resources.append(scalar("gpus", gpus, role))
+    if ports:
+        resources.append(
+            Resource(
+                name="ports",
+                type="RANGES",
+                ranges=Ranges([Range(b, e) for b, e in ports]),
+                role=role,
+                allocation_info=AllocationInfo(role),
+            )
+        )
+    return Offer(
+        id=Value(offer_id),
+        framework_id=Value("fw"),
+        agent_id=Value(agent),
+        hostname=hostname or f"host-{agent}",
+        resources=resources,
+        attributes=[
+            Attribute(name=k, type="TEXT", text=Value(v)) for k, v in (attributes or {}).items()
+        ],
+        allocation_info=AllocationInfo(role),
+    )
+
+
+def new_task(
+    name: str = "t",
+    *,
+    cpus: float = 1.0,
+    mem: float = 128.0,
+    disk: float = 0.0,
+    gpus: int = 0,
+    ports: int = 0,
+    priority: int = 100,
+    max_attempts: int = 1,
+    constraints: dict[str, str] | None = None,
+    command: str = "true",
+    env: dict[str, str] | None = None,
+) -> NewTask:
+    return NewTask(
+        spec=TaskSpec(name=name, command=command, env=env),
+        priority=priority,
+        cpus=cpus,
+        mem=mem,
+        disk=disk,
+        gpus=gpus,
+        ports=ports,
+        constraints=constraints_from(constraints),
+        max_attempts=max_attempts,
+    )
+
+
+def status(
+    mesos_task_id: str,
+    state: str,
+    *,
+    agent: str | None = "a1",
+    uuid: str | None = "dXVpZA==",
+    reason: str | None = None,
+    message: str | None = None,
+) -> TaskStatus:
+    return TaskStatus(
+        task_id=Value(mesos_task_id),
+        state=state,
+        agent_id=Value(agent) if agent else None,
+        uuid=uuid,
+        reason=reason,
+        message=message,
+    )
+
+
+class CoreHarness:
+    """A ``SchedulerCore`` on a real store with the fake driver; ``log`` holds commits and calls
+    in order."""
+
+    def __init__(self, config: Config, store: Store, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.log: list[tuple[Any, ...]] = []
+        spy_on_writes(store, self.log)
+        self.driver = FakeDriver(self.log)
+        self.scheduler = SchedulerRepository(store, clock)
+        self.core: SchedulerCore | None = None
+
+    async def start(self, **kwargs: Any) -> SchedulerCore:
+        await self.scheduler.ensure_and_load()
+        self.core = SchedulerCore(
+            self.config, self.store, self.scheduler, self.driver, self.clock, **kwargs
+        )
+        await self.core.start()
+        return self.core
+
+    @property
+    def c(self) -> SchedulerCore:
+        assert self.core is not None
+        return self.core
+
+    async def offer_pass(self, *offers: Offer) -> None:
+        """Deliver offers as the driver would and wait until their pass has finished."""
+        before = self.c.pipeline.passes
+        self.c.on_offers(list(offers))
+        await wait_for(lambda: self.c.pipeline.passes > before)
+
+    async def updates(self, *statuses: TaskStatus) -> None:
+        """Deliver status updates as the driver would and wait until they are handled."""
+        before = self.c.tracker.updates_handled
+        for item in statuses:
+            self.c.on_update(item)
+        await wait_for(lambda: self.c.tracker.updates_handled >= before + len(statuses))
+
+    async def submit(self, count: int = 1, **kwargs: Any) -> list[int]:
+        views = await self.c.tracker.submit([new_task(f"t{i}", **kwargs) for i in range(count)])
+        return [v.id for v in views]
+
+    async def db_state(self, task_id: int) -> tuple[Any, ...]:
+        row = await self.store.fetchone(
+            "SELECT state, attempts, failures, agent_id, kill_requested FROM tasks WHERE id = ?",
+            (task_id,),
+        )
+        assert row is not None
+        return row
+
+    async def db_count(self, state: str) -> int:
+        row = await self.store.fetchone("SELECT COUNT(*) FROM tasks WHERE state = ?", (state,))
+        assert row is not None
+        return int(row[0])

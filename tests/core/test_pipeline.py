@@ -1,0 +1,218 @@
+"""The offer pipeline with the fake driver: call order (persist before accept, revert on
+failure), declines and filters, rescinds, pause, SUPPRESS and rate-limited REVIVE, TaskInfo."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from corekit import CoreHarness, make_offer, new_task, status, wait_for
+
+from scale_scheduler.daemon import offer_pipeline
+from scale_scheduler.state.tasks import INTENT_SQL, REVERT_SQL
+
+
+def commits_with(log: list[tuple[Any, ...]], sql: str) -> list[int]:
+    return [i for i, entry in enumerate(log) if entry[0] == "commit" and sql in entry[1]]
+
+
+async def test_intent_is_committed_before_accept(harness: CoreHarness) -> None:
+    await harness.start()
+    ids = await harness.submit(3)
+    harness.log.clear()
+    await harness.offer_pass(make_offer("o1", "a1"), make_offer("o2", "a2", cpus=1))
+    (intent,) = commits_with(harness.log, INTENT_SQL)
+    accepts = [i for i, entry in enumerate(harness.log) if entry[0] == "accept"]
+    assert len(accepts) == 1  # one ACCEPT for the agent that got every task (first fit)
+    assert intent < accepts[0]
+    launch, refuse = harness.log[accepts[0]][1:]
+    assert list(launch.offer_ids) == ["o1"]
+    assert [t.task_id.value for t in launch.tasks] == [f"{i}-1" for i in ids]
+    assert refuse == 5.0
+    assert ("decline", ("o2",), 120.0) in harness.log  # nothing left fits a2
+
+
+async def test_failed_accept_reverts_tasks_to_the_queue(harness: CoreHarness) -> None:
+    core = await harness.start()
+    ids = await harness.submit(4, cpus=2)
+    harness.driver.fail_agents.add("a2")
+    harness.log.clear()
+    await harness.offer_pass(make_offer("o1", "a1", cpus=4), make_offer("o2", "a2", cpus=4))
+    (intent,) = commits_with(harness.log, INTENT_SQL)
+    (revert,) = commits_with(harness.log, REVERT_SQL)
+    accept_positions = [i for i, e in enumerate(harness.log) if e[0] == "accept"]
+    assert intent < min(accept_positions)
+    assert max(accept_positions) < revert
+    assert core.queue_depth == 2 == await harness.db_count("QUEUED")
+    assert [await harness.db_state(i) for i in ids[2:]] == [("QUEUED", 1, 0, None, 0)] * 2
+    node = core.nodes.by_hostname["host-a2"]
+    assert node.scheduled.cpus == 0.0
+    # The reverted tasks launch again later with a fresh Mesos id.
+    harness.driver.fail_agents.clear()
+    await harness.offer_pass(make_offer("o3", "a3", cpus=4))
+    assert harness.driver.launched_ids()[-2:] == [f"{ids[2]}-2", f"{ids[3]}-2"]
+
+
+async def test_matcher_error_declines_without_filter(
+    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = await harness.start()
+    await harness.submit(2)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("matcher bug")
+
+    monkeypatch.setattr(offer_pipeline, "match", broken)
+    harness.log.clear()
+    await harness.offer_pass(make_offer("o1", "a1"), make_offer("o2", "a2"))
+    assert harness.driver.of("decline") == [("decline", ("o1", "o2"), None)]
+    assert harness.driver.of("accept") == []
+    assert core.queue_depth == 2 == await harness.db_count("QUEUED")
+
+
+async def test_failed_intent_commit_declines_and_keeps_tasks_queued(
+    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = await harness.start()
+    await harness.submit(2)
+    original = harness.store.write
+
+    async def failing(statements: Any, apply: Any = None) -> Any:
+        if any(s.sql == INTENT_SQL for s in statements):
+            raise OSError("disk full")
+        return await original(statements, apply)
+
+    monkeypatch.setattr(harness.store, "write", failing)
+    await harness.offer_pass(make_offer("o1", "a1"))
+    assert harness.driver.of("accept") == []
+    assert harness.driver.of("decline") == [("decline", ("o1",), None)]
+    assert core.queue_depth == 2 == await harness.db_count("QUEUED")
+    assert all(not t.busy for t in core.tracker.tasks.values())
+
+
+async def test_one_decline_call_carries_many_offers(harness: CoreHarness) -> None:
+    await harness.start()
+    await harness.offer_pass(*(make_offer(f"o{i}", f"a{i}") for i in range(50)))
+    (decline,) = harness.driver.of("decline")
+    assert len(decline[1]) == 50
+    assert decline[2] == 120.0  # nothing queued could use them: the long filter
+
+
+async def test_rescinded_offer_is_never_used(harness: CoreHarness) -> None:
+    core = await harness.start()
+    await harness.submit(1)
+    core.pipeline.add_offers([make_offer("o1", "a1")])
+    core.on_rescind("o1")
+    await harness.offer_pass(make_offer("o2", "a2"))
+    (accept,) = harness.driver.of("accept")
+    assert list(accept[1].offer_ids) == ["o2"]
+    assert "o1" not in str(harness.driver.calls)
+
+
+async def test_offer_rescinded_while_intent_commits_is_not_accepted(
+    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = await harness.start()
+    (task_id,) = await harness.submit(1)
+    original = harness.store.write
+
+    async def slow(statements: Any, apply: Any = None) -> Any:
+        if any(s.sql == INTENT_SQL for s in statements):
+            core.on_rescind("o1")
+        return await original(statements, apply)
+
+    monkeypatch.setattr(harness.store, "write", slow)
+    await harness.offer_pass(make_offer("o1", "a1"))
+    assert harness.driver.of("accept") == []
+    assert core.queue_depth == 1
+    assert (await harness.db_state(task_id))[0] == "QUEUED"
+
+
+async def test_global_pause_declines_suppresses_and_unpause_revives(
+    harness: CoreHarness,
+) -> None:
+    core = await harness.start()
+    await harness.submit(2)
+    await harness.scheduler.set_paused(True)
+    await wait_for(lambda: bool(harness.driver.of("suppress")))
+    harness.log.clear()
+    await harness.offer_pass(make_offer("o1", "a1"))
+    assert harness.driver.of("accept") == []
+    assert harness.driver.of("decline") == [("decline", ("o1",), 5.0)]
+    task = next(iter(core.tracker.tasks.values()))
+    assert core.tracker.waiting_reason(task, True) == "the scheduler is paused"
+    await harness.scheduler.set_paused(False)
+    await wait_for(lambda: bool(harness.driver.of("revive")))
+    await harness.offer_pass(make_offer("o2", "a1"))
+    assert len(harness.driver.launched_ids()) == 2
+
+
+async def test_suppress_when_queue_empties(harness: CoreHarness) -> None:
+    core = await harness.start()
+    (task_id,) = await harness.submit(1)
+    harness.log.clear()
+    await harness.offer_pass(make_offer("o1", "a1"))
+    await wait_for(lambda: bool(harness.driver.of("suppress")))
+    assert core.pipeline.suppressed
+    assert harness.driver.kinds().index("accept") < harness.driver.kinds().index("suppress")
+    await harness.updates(status(f"{task_id}-1", "TASK_FINISHED"))
+
+
+async def test_revive_is_rate_limited_but_not_lost(harness: CoreHarness) -> None:
+    core = await harness.start()
+    await harness.submit(1)
+    await wait_for(lambda: len(harness.driver.of("revive")) == 1)
+    first = harness.clock.now
+    await harness.submit(1)
+    await harness.submit(1)
+    await asyncio.sleep(0.05)
+    assert len(harness.driver.of("revive")) == 1  # within revive_interval (0.2 s)
+    harness.clock.now = first + 0.2
+    await wait_for(lambda: len(harness.driver.of("revive")) == 2, timeout=2)
+    assert core.pipeline.suppressed is False
+
+
+async def test_node_pause_stops_launches_there_only_and_survives_global_pause(
+    harness: CoreHarness,
+) -> None:
+    core = await harness.start()
+    await harness.submit(2)
+    await harness.offer_pass(make_offer("o0", "a1", cpus=0.1), make_offer("o00", "a2", cpus=0.1))
+    n1 = core.nodes.by_hostname["host-a1"]
+    await core.nodes.update_flags(n1.id, is_paused=True, pause_reason="disk", set_reason=True)
+    await harness.scheduler.set_paused(True)
+    await harness.scheduler.set_paused(False)
+    assert n1.is_paused
+    assert n1.pause_reason == "disk"
+    harness.log.clear()
+    await harness.offer_pass(make_offer("o1", "a1"), make_offer("o2", "a2", cpus=1))
+    (accept,) = harness.driver.of("accept")
+    assert list(accept[1].offer_ids) == ["o2"]
+    assert ("decline", ("o1",), 5.0) in harness.driver.calls
+    await core.nodes.update_flags(n1.id, is_paused=False)
+    assert n1.pause_reason is None  # unpausing clears the reason
+    await wait_for(lambda: bool(harness.driver.of("revive")))
+    await harness.offer_pass(make_offer("o3", "a1"))
+    assert len(harness.driver.launched_ids()) == 2
+
+
+async def test_task_info_carries_command_env_ports_container_labels(harness: CoreHarness) -> None:
+    core = await harness.start()
+    item = new_task("web", cpus=0.5, mem=64, ports=2, env={"A": "1"}, command="serve")
+    await core.tracker.submit([item])
+    await harness.offer_pass(make_offer("o1", "a1", ports=((31000, 31010),), role="r1"))
+    (accept,) = harness.driver.of("accept")
+    (info,) = accept[1].tasks
+    assert info.name == "web"
+    assert info.agent_id.value == "a1"
+    assert info.command is not None
+    assert info.command.value == "serve"
+    assert info.command.environment is not None
+    env = {v.name: v.value for v in info.command.environment.variables}
+    assert env == {"A": "1", "PORT0": "31000", "PORT1": "31001", "PORTS": "31000,31001"}
+    names = sorted(r.name for r in info.resources)
+    assert names == ["cpus", "mem", "ports"]
+    assert all(
+        r.allocation_info is not None and r.allocation_info.role == "r1" for r in info.resources
+    )

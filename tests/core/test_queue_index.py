@@ -1,0 +1,92 @@
+"""The queue index: launch order, lazy removal, compaction, re-entry of retried tasks."""
+
+from __future__ import annotations
+
+from scale_scheduler.daemon.queue_index import QueueIndex
+from scale_scheduler.state.tasks import Shape, ShapeInterner, Task, TaskState
+
+interner = ShapeInterner()
+SMALL = interner.get(1, 128)
+BIG = interner.get(4, 1024)
+
+
+def make(tasks: dict[int, Task], task_id: int, shape: Shape = SMALL, priority: int = 100) -> Task:
+    task = Task(
+        id=task_id,
+        priority=priority,
+        shape=shape,
+        spec=b"{}",
+        state=TaskState.QUEUED,
+        max_attempts=1,
+    )
+    tasks[task_id] = task
+    return task
+
+
+def test_launch_order_is_priority_then_submission_across_shapes() -> None:
+    tasks: dict[int, Task] = {}
+    index = QueueIndex(tasks)
+    for task_id, shape, priority in [(1, SMALL, 100), (2, BIG, 100), (3, SMALL, 5), (4, BIG, 100)]:
+        index.add(make(tasks, task_id, shape, priority))
+    assert [t.id for t in index.queued()] == [3, 1, 2, 4]
+    assert [g.priority for g in index.groups()] == [5, 100, 100]
+
+
+def test_add_is_idempotent_and_out_of_order_ids_keep_order() -> None:
+    tasks: dict[int, Task] = {}
+    index = QueueIndex(tasks)
+    for task_id in (5, 6, 7):
+        index.add(make(tasks, task_id))
+    index.add(tasks[6])
+    late = make(tasks, 2)
+    index.add(late)  # a retried task with an older id goes before the newer ones
+    assert [t.id for t in index.queued()] == [2, 5, 6, 7]
+    (group,) = index.groups()
+    assert list(index.eligible(group)) == [2, 5, 6, 7]
+
+
+def test_eligible_skips_busy_and_launched_and_compact_drops_dead_prefix() -> None:
+    tasks: dict[int, Task] = {}
+    index = QueueIndex(tasks)
+    for task_id in range(1, 6):
+        index.add(make(tasks, task_id))
+    tasks[1].state = TaskState.LAUNCHING
+    tasks[2].busy = True
+    del tasks[3]  # cancelled and forgotten
+    (group,) = index.groups()
+    assert list(index.eligible(group)) == [4, 5]
+    assert [t.id for t in index.queued()] == [2, 4, 5]  # busy tasks are still queued
+    index.compact()
+    assert len(group) == 4  # 1 dropped; 2 (busy) stops the prefix; 3 is skipped lazily
+    assert tasks[1].indexed is False
+    tasks[2].busy = False
+    assert list(index.eligible(group)) == [2, 4, 5]
+
+
+def test_requeued_task_reenters_once() -> None:
+    tasks: dict[int, Task] = {}
+    index = QueueIndex(tasks)
+    task = make(tasks, 1)
+    index.add(task)
+    task.state = TaskState.LAUNCHING
+    index.compact()
+    assert len(index) == 0
+    assert not task.indexed
+    task.state = TaskState.QUEUED
+    index.add(task)
+    index.add(task)
+    assert [t.id for t in index.queued()] == [1]
+
+
+def test_large_prefix_is_reclaimed() -> None:
+    tasks: dict[int, Task] = {}
+    index = QueueIndex(tasks)
+    for task_id in range(1, 20_001):
+        index.add(make(tasks, task_id))
+    for task_id in range(1, 15_001):
+        tasks[task_id].state = TaskState.LAUNCHING
+    index.compact()
+    (group,) = index.groups()
+    assert group.head == 0
+    assert len(group.main) == 5_000
+    assert next(index.eligible(group)) == 15_001
