@@ -46,7 +46,9 @@ class AllocationInfo(msgspec.Struct, omit_defaults=True):
 
 class Resource(msgspec.Struct, omit_defaults=True):
     name: str
-    type: str = "SCALAR"
+    # Mesos requires ``type`` on the wire: the default is empty so that it is always encoded,
+    # and ``__post_init__`` fills it in from whichever value is set.
+    type: str = ""
     scalar: Scalar | None = None
     ranges: Ranges | None = None
     set: Set | None = None
@@ -59,6 +61,15 @@ class Resource(msgspec.Struct, omit_defaults=True):
     revocable: Any | None = None
     shared: Any | None = None
     provider_id: Any | None = None
+
+    def __post_init__(self) -> None:
+        if not self.type:
+            if self.ranges is not None:
+                self.type = "RANGES"
+            elif self.set is not None:
+                self.type = "SET"
+            else:
+                self.type = "SCALAR"
 
 
 class Attribute(msgspec.Struct, omit_defaults=True):
