@@ -14,7 +14,7 @@ from functools import partial
 
 import structlog
 
-from scale_scheduler.daemon.config import ConfigError, iter_settings, load_config
+from scale_scheduler.daemon.config import ConfigError, iter_settings, load_config, sample_yaml
 from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.logging_setup import configure_logging
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "config-reference", help="print every setting with its type, default and meaning"
     )
+    commands.add_parser("config-sample", help="print a commented config.yaml with every default")
     commands.add_parser(
         "sim",
         help="run a simulated Mesos master (see 'scale-scheduler sim --help')",
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     if args.command == "config-reference":
         print(config_reference_markdown())
+        return ExitCode.OK
+    if args.command == "config-sample":
+        sys.stdout.write(sample_yaml())
         return ExitCode.OK
     try:
         config = load_config(args.config)

@@ -295,14 +295,15 @@ async def _run_script(db: aiosqlite.Connection, script: str) -> None:
 
 
 def _split_sql(script: str) -> list[str]:
+    """Split a migration script into statements (``;`` inside string literals is respected)."""
     statements: list[str] = []
     buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
+    for part in script.split(";"):
+        buffer += part + ";"
         if sqlite3.complete_statement(buffer):
-            if buffer.strip():
+            if buffer.strip(" \n\t;"):
                 statements.append(buffer.strip())
             buffer = ""
-    if buffer.strip():
+    if buffer.strip(" \n\t;"):
         statements.append(buffer.strip())
     return statements

@@ -1,0 +1,42 @@
+"""Fixtures shared by every test folder: configs on a temporary database, the in-process API."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scale_scheduler.daemon.config import Config, parse_config
+
+ConfigFactory = Callable[..., Config]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> ConfigFactory:
+    """Build a validated ``Config``: defaults, a temporary database, plus per-section overrides."""
+
+    def make(**sections: dict[str, Any]) -> Config:
+        raw: dict[str, dict[str, Any]] = {
+            "state": {"path": str(tmp_path / "state.db")},
+            "logging": {"format": "console"},
+            "api": {"port": 0},
+        }
+        for section, values in sections.items():
+            raw.setdefault(section, {}).update(values)
+        return parse_config(raw, environ={})
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
