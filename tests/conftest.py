@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from zookeeper import zookeeper  # noqa: F401  (one real ZooKeeper server per test session)
 
 from scale_scheduler.daemon.config import Config, parse_config
 

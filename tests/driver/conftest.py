@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from driver_fakes import API_URL, FAST, FakeMaster, MakeDriver, MemoryIdStore, driver_config
-from zookeeper import zookeeper  # noqa: F401  (session fixture from tests/zookeeper.py)
 
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.driver import FrameworkIdStore

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from sim_client import FAST, SchedulerClient
-from zookeeper import zookeeper  # noqa: F401  (session fixture from tests/zookeeper.py)
 
 from scale_scheduler.simulator import SimulatedCluster
 
