@@ -1,21 +1,38 @@
 """The application factory: one ``build_app(config)`` wires every service of the daemon.
 
 Resources are owned by ``cleanup_ctx`` generators, started in order and closed in reverse:
-the store (and the state loaded from it), then the Mesos connection, then the scheduling core.
+the store (and the state loaded from it), then the Mesos driver (created, not yet started), then
+the scheduling core, which starts the driver once its state is loaded. On shutdown the driver's
+stream closes first (no TEARDOWN), then the core stops, then the store commits its last writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from scale_scheduler.api.access_log import access_log_middleware
 from scale_scheduler.api.errors import error_middleware
-from scale_scheduler.api.keys import CLUSTER, CONFIG, CONNECTION, SCHEDULER, STORE, ResourceTotals
+from scale_scheduler.api.keys import (
+    CLUSTER,
+    CONFIG,
+    CONNECTION,
+    CORE,
+    SCHEDULER,
+    STORE,
+    ResourceTotals,
+)
 from scale_scheduler.api.routes import setup_routes
 from scale_scheduler.daemon.config import Config, master_address_hint
-from scale_scheduler.daemon.driver import ConnectionStatus
+from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
+from scale_scheduler.daemon.driver_factory import create_driver
+from scale_scheduler.daemon.exit_codes import ExitCode
+from scale_scheduler.daemon.framework_info import read_credentials
+from scale_scheduler.daemon.operator_api import make_agents_fetcher
+from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.supervisor import Supervisor
 from scale_scheduler.state.framework import FrameworkIdRepository
 from scale_scheduler.state.scheduler import SchedulerRepository
@@ -23,6 +40,8 @@ from scale_scheduler.state.store import Store
 
 FRAMEWORK_IDS = web.AppKey("framework_ids", FrameworkIdRepository)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+DRIVER = web.AppKey("driver", SchedulerDriver)
+OPERATOR_SESSION = web.AppKey("operator_session", aiohttp.ClientSession)
 
 
 class EmptyCluster:
@@ -50,7 +69,52 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
-def build_app(config: Config) -> web.Application:
+async def driver_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    framework_ids = app[FRAMEWORK_IDS]
+    driver = create_driver(config, framework_ids.framework_id, framework_ids)
+    app[DRIVER] = driver
+    app[CONNECTION] = driver.status
+    try:
+        yield
+    finally:
+        await driver.stop()
+
+
+async def core_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    driver = app[DRIVER]
+    supervisor = app[SUPERVISOR]
+    credentials = await asyncio.to_thread(read_credentials, config.mesos)
+    session = aiohttp.ClientSession()
+    fetch_agents = make_agents_fetcher(
+        driver.status,
+        lambda: session,
+        lambda: credentials.authorization() if credentials else None,
+        config.mesos.request_timeout,
+    )
+    core = SchedulerCore(
+        config,
+        app[STORE],
+        app[SCHEDULER],
+        driver,
+        fetch_agents=fetch_agents,
+        on_fatal=lambda message: supervisor.fail(ExitCode.FRAMEWORK_REMOVED, message),
+    )
+    app[CORE] = core
+    app[CLUSTER] = core
+    try:
+        await core.start()
+        await driver.start(core)
+        yield
+    finally:
+        await driver.stop()
+        await core.stop()
+        await session.close()
+
+
+def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
+    """The daemon as an aiohttp application. ``connect_mesos=False`` serves the API alone."""
     app = web.Application(
         middlewares=[
             access_log_middleware,
@@ -65,5 +129,8 @@ def build_app(config: Config) -> web.Application:
     app[CLUSTER] = EmptyCluster()
     app[SUPERVISOR] = Supervisor()
     app.cleanup_ctx.append(store_context)
+    if connect_mesos:
+        app.cleanup_ctx.append(driver_context)
+        app.cleanup_ctx.append(core_context)
     setup_routes(app)
     return app

@@ -13,10 +13,10 @@ import structlog
 from aiohttp import web
 
 from scale_scheduler.api.app import SUPERVISOR, build_app
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.config import Config, ConfigError
 from scale_scheduler.daemon.exit_codes import ExitCode
+from scale_scheduler.daemon.framework_info import CredentialsError
 from scale_scheduler.daemon.logging_setup import set_level
-from scale_scheduler.daemon.supervisor import Supervisor
 from scale_scheduler.state.store import StoreError
 
 log = structlog.get_logger(__name__)
@@ -25,9 +25,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 async def serve(config: Config, *, reload_level: object = None) -> ExitCode:
-    supervisor = Supervisor()
     app = build_app(config)
-    app[SUPERVISOR] = supervisor
+    supervisor = app[SUPERVISOR]
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
     )
@@ -41,6 +40,10 @@ async def serve(config: Config, *, reload_level: object = None) -> ExitCode:
             await runner.setup()
         except StoreError as exc:
             supervisor.fail(ExitCode.STORE_ERROR, str(exc))
+            return supervisor.exit_code
+        except (ConfigError, CredentialsError) as exc:
+            supervisor.fail(ExitCode.CONFIG_ERROR, str(exc))
+            await runner.cleanup()
             return supervisor.exit_code
         except OSError as exc:
             supervisor.fail(ExitCode.STORE_ERROR, f"cannot open {config.state.path}: {exc}")

@@ -1,0 +1,24 @@
+"""Pick the Mesos driver named by ``mesos.driver``."""
+
+from __future__ import annotations
+
+from scale_scheduler.daemon.config import Config, ConfigError
+from scale_scheduler.daemon.driver import FrameworkIdStore, SchedulerDriver
+
+
+def create_driver(
+    config: Config, framework_id: str | None, id_store: FrameworkIdStore, *, api_url: str = ""
+) -> SchedulerDriver:
+    if config.mesos.driver == "pymesos":
+        try:
+            from scale_scheduler.daemon.pymesos_driver import create_pymesos_driver
+        except ImportError as exc:
+            raise ConfigError(
+                "mesos.driver: 'pymesos' needs the pymesos package, which installs on Python "
+                f"3.10 only ({exc}); install with: pip install 'scale-scheduler[pymesos]' under "
+                "python3.10, or set mesos.driver: native"
+            ) from None
+        return create_pymesos_driver(config, framework_id, id_store, api_url=api_url)
+    from scale_scheduler.daemon.native_driver import create_native_driver
+
+    return create_native_driver(config, framework_id, id_store, api_url=api_url)
