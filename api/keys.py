@@ -8,6 +8,7 @@ from aiohttp import web
 
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.driver import ConnectionStatus
+from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.store import Store
 
@@ -30,3 +31,4 @@ STORE = web.AppKey("store", Store)
 SCHEDULER = web.AppKey("scheduler", SchedulerRepository)
 CONNECTION = web.AppKey("connection", ConnectionStatus)
 CLUSTER = web.AppKey("cluster", ClusterView)
+CORE = web.AppKey("core", SchedulerCore)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from scale_scheduler.api import views_scheduler, views_status
+from scale_scheduler.api import (
+    views_nodes,
+    views_queue,
+    views_scheduler,
+    views_status,
+    views_tasks,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -12,3 +18,11 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/scheduler/", views_scheduler.get_scheduler)
     router.add_patch("/scheduler/", views_scheduler.patch_scheduler)
     router.add_get("/status/", views_status.get_status)
+    router.add_post("/queue/", views_queue.post_queue)
+    router.add_get("/queue/", views_queue.get_queue)
+    router.add_get("/tasks/", views_tasks.list_tasks)
+    router.add_get(r"/tasks/{task_id:\d+}/", views_tasks.get_task)
+    router.add_delete(r"/tasks/{task_id:\d+}/", views_tasks.delete_task)
+    router.add_get("/nodes/", views_nodes.list_nodes)
+    router.add_get(r"/nodes/{node_id:\d+}/", views_nodes.get_node)
+    router.add_patch(r"/nodes/{node_id:\d+}/", views_nodes.patch_node)

@@ -432,7 +432,7 @@ def view_from_row(row: Sequence[Any], waiting_reason: str | None = None) -> Task
         ended=iso(row[22]),
         last_modified=iso(row[23]),
         last_status=last_status,
-        waiting_reason=waiting_reason,
+        waiting_reason=waiting_reason if row[2] == TaskState.QUEUED.value else None,
     )
 
 

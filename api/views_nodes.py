@@ -1,0 +1,81 @@
+"""``/nodes/``: the agents the scheduler knows, and their own pause and active flags.
+
+Served from the scheduling core's memory. ``PATCH`` follows the same rules as ``/scheduler/``
+(object body, at least one field, unexpected fields listed, wrong types named); unpausing
+clears ``pause_reason``. A node's flags are separate from the scheduler's global pause.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from scale_scheduler.api.errors import (
+    bad_request,
+    check_update_fields,
+    json_response,
+    not_found,
+    read_json_object,
+    require_bool,
+)
+from scale_scheduler.api.keys import CORE, SCHEDULER
+from scale_scheduler.api.pagination import envelope, page_of
+from scale_scheduler.state.nodes import Node, NodeNotFoundError, node_view
+
+UPDATABLE = ("is_paused", "pause_reason", "is_active")
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _node(request: web.Request) -> Node:
+    node_id = int(request.match_info["node_id"])
+    try:
+        return request.app[CORE].nodes.get(node_id)
+    except NodeNotFoundError:
+        raise not_found(f"No node with id {node_id}.") from None
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    page = page_of(request)
+    nodes = list(request.app[CORE].nodes.by_id.values())
+    hostname = request.query.get("hostname")
+    if hostname is not None:
+        nodes = [node for node in nodes if node.hostname == hostname]
+    nodes.sort(key=lambda node: node.id)
+    paused = request.app[SCHEDULER].state.is_paused
+    results: list[Any] = [
+        node_view(node, paused) for node in nodes[page.offset : page.offset + page.size]
+    ]
+    return json_response(envelope(request, page, len(nodes), results))
+
+
+async def get_node(request: web.Request) -> web.Response:
+    return json_response(node_view(_node(request), request.app[SCHEDULER].state.is_paused))
+
+
+async def patch_node(request: web.Request) -> web.Response:
+    node = _node(request)
+    data = await read_json_object(request)
+    check_update_fields(data, UPDATABLE)
+    is_paused = require_bool(data, "is_paused")
+    is_active = require_bool(data, "is_active")
+    reason = data.get("pause_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise bad_request(
+            f"Field 'pause_reason' must be a JSON string or null, not {_kind(reason)}."
+        )
+    updated = await request.app[CORE].nodes.update_flags(
+        node.id,
+        is_paused=is_paused,
+        is_active=is_active,
+        pause_reason=reason,
+        set_reason="pause_reason" in data,
+    )
+    return json_response(node_view(updated, request.app[SCHEDULER].state.is_paused))

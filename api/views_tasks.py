@@ -1,0 +1,76 @@
+"""``/tasks/``: every task (filterable by ``state``), one task, and cancel or kill.
+
+Details come from the database (terminal tasks live only there); the live part a database
+cannot know, why a queued task waits, comes from the scheduling core's memory.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from scale_scheduler.api.errors import bad_request, json_response, not_found, text_error
+from scale_scheduler.api.keys import CORE, SCHEDULER, STORE
+from scale_scheduler.api.pagination import envelope, page_of
+from scale_scheduler.daemon.task_tracker import DeleteOutcome, TaskNotFoundError
+from scale_scheduler.state.tasks import (
+    TaskState,
+    TaskView,
+    fetch_task_row,
+    fetch_task_rows,
+    parse_state,
+    view_from_row,
+)
+
+
+def _task_id(request: web.Request) -> int:
+    return int(request.match_info["task_id"])
+
+
+def _reason(request: web.Request, task_id: int) -> str | None:
+    tracker = request.app[CORE].tracker
+    task = tracker.tasks.get(task_id)
+    if task is None:
+        return None
+    return tracker.waiting_reason(task, request.app[SCHEDULER].state.is_paused)
+
+
+async def _view(request: web.Request, task_id: int) -> TaskView:
+    row = await fetch_task_row(request.app[STORE], task_id)
+    if row is None:
+        raise not_found(f"No task with id {task_id}.")
+    return view_from_row(row, _reason(request, task_id))
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    page = page_of(request)
+    state: TaskState | None = None
+    raw = request.query.get("state")
+    if raw:
+        state = parse_state(raw)
+        if state is None:
+            names = ", ".join(s.value for s in TaskState)
+            raise bad_request(f"Unknown task state {raw!r}; use one of {names}.")
+    count, rows = await fetch_task_rows(request.app[STORE], state, page.offset, page.size)
+    results = [view_from_row(row, _reason(request, row[0])) for row in rows]
+    return json_response(envelope(request, page, count, results))
+
+
+async def get_task(request: web.Request) -> web.Response:
+    return json_response(await _view(request, _task_id(request)))
+
+
+async def delete_task(request: web.Request) -> web.Response:
+    """Cancel a queued task (200) or ask Mesos to kill a launched one (202; its state follows
+    Mesos's updates). A task already finished answers 409."""
+    task_id = _task_id(request)
+    try:
+        outcome = await request.app[CORE].tracker.delete(task_id)
+    except TaskNotFoundError:
+        raise not_found(f"No task with id {task_id}.") from None
+    view = await _view(request, task_id)
+    if outcome is DeleteOutcome.ALREADY_TERMINAL:
+        raise text_error(
+            web.HTTPConflict, f"Task {task_id} is already {view.state}; nothing to cancel."
+        )
+    status = 200 if outcome is DeleteOutcome.CANCELED else 202
+    return json_response(view, status=status)
