@@ -1,0 +1,46 @@
+# Set-up and everyday commands. `make demo` runs the daemon against a simulated Mesos master;
+# `make test` runs every test. Both create the virtualenvs they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV310 ?= .venv310
+# Python 3.10 for the pymesos driver and the pymesos conformance tests: python3.10 on PATH, or
+# the newest 3.10 that pyenv knows. Empty when there is none (those tests then skip outside CI).
+PY310 ?= $(shell python3.10 -c 'import sys; print(sys.executable)' 2>/dev/null || \
+	{ v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.10(\.|$$)' | tail -n 1); \
+	  [ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python3.10 2>/dev/null; })
+PYTEST_ARGS ?=
+
+.PHONY: install install310 test demo lint format typecheck bench bench-quick clean
+
+install: $(VENV)/.installed
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+install310: $(VENV310)/.installed
+$(VENV310)/.installed: setup.py
+	@if [ -z "$(PY310)" ]; then echo "no Python 3.10 found: pymesos tests will be skipped"; \
+	else $(PY310) -m venv $(VENV310) && \
+	     $(VENV310)/bin/pip install --quiet --upgrade pip && \
+	     $(VENV310)/bin/pip install --quiet -e '.[test,pymesos]' && touch $@; fi
+
+test: install install310
+	SCALE_TEST_PYTHON310=$$( [ -x $(VENV310)/bin/python ] && echo $(VENV310)/bin/python ) \
+		$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/scale-scheduler demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) $(VENV310) build *.egg-info .pytest_cache .ruff_cache
