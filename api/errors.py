@@ -134,7 +134,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _ensure_text(exc: web.HTTPException, request: web.Request) -> None:
     """Give aiohttp's own errors (404, 405, 413, ...) a useful text/plain body."""
-    if exc.content_type == "text/plain" and exc.text and not exc.text.startswith(f"{exc.status}:"):
+    own = (
+        exc.content_type == "text/plain" and exc.text and not exc.text.startswith(f"{exc.status}:")
+    )
+    if own and exc.status != 413:  # aiohttp's 413 text names no setting: always replaced
         return
     if exc.status == 413:
         limit = request.app[CONFIG].api.max_body_bytes
