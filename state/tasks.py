@@ -12,6 +12,7 @@ does, through ``Store.write``).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,10 +119,11 @@ def _num(value: float) -> str:
 
 
 class ShapeInterner:
-    """Returns one shared ``Shape`` per distinct value."""
+    """Returns one shared ``Shape`` per distinct value (looked up by a plain tuple: cheap)."""
 
     def __init__(self) -> None:
         self._shapes: dict[Shape, Shape] = {}
+        self._by_key: dict[tuple[Any, ...], Shape] = {}
 
     def get(
         self,
@@ -132,8 +134,12 @@ class ShapeInterner:
         ports: int = 0,
         constraints: Constraints = (),
     ) -> Shape:
-        shape = Shape(float(cpus), float(mem), float(disk), int(gpus), int(ports), constraints)
-        return self._shapes.setdefault(shape, shape)
+        key = (cpus, mem, disk, gpus, ports, constraints)
+        shape = self._by_key.get(key)
+        if shape is None:
+            made = Shape(float(cpus), float(mem), float(disk), int(gpus), int(ports), constraints)
+            shape = self._by_key[key] = self._shapes.setdefault(made, made)
+        return shape
 
     def __len__(self) -> int:
         return len(self._shapes)
@@ -291,48 +297,47 @@ def insert_row(
 async def load_live_tasks(
     store: Store, interner: ShapeInterner, batch: int = 50_000
 ) -> AsyncIterator[list[Task]]:
-    """Every non-terminal task, in id order per state, ``batch`` rows per read."""
-    constraint_cache: dict[str, Constraints] = {}
+    """Every non-terminal task, in id order per state, ``batch`` rows per read. The next read is
+    already running while a batch is turned into records."""
+    sql = f"SELECT {LOAD_COLUMNS} FROM tasks WHERE state = ? AND id > ? ORDER BY id LIMIT ?"
+    shapes: dict[tuple[Any, ...], Shape] = {}
+    loop = asyncio.get_running_loop()
     for state in (TaskState.QUEUED, *sorted(LAUNCHED, key=lambda s: s.value)):
-        last_id = 0
-        while True:
-            rows = await store.fetchall(
-                f"SELECT {LOAD_COLUMNS} FROM tasks WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
-                (state.value, last_id, batch),
-            )
-            if not rows:
-                break
+        rows = await store.fetchall(sql, (state.value, 0, batch))
+        while rows:
+            following: asyncio.Future[list[tuple[Any, ...]]] | None = None
+            if len(rows) == batch:
+                following = loop.create_task(store.fetchall(sql, (state.value, rows[-1][0], batch)))
             tasks: list[Task] = []
+            append = tasks.append
             for row in rows:
-                raw_constraints = row[7]
-                constraints: Constraints = ()
-                if raw_constraints:
-                    constraints = constraint_cache.get(raw_constraints, ())
-                    if not constraints:
-                        constraints = constraints_from(msgspec.json.decode(raw_constraints))
-                        constraint_cache[raw_constraints] = constraints
-                tasks.append(
+                key = row[2:8]
+                shape = shapes.get(key)
+                if shape is None:
+                    raw = row[7]
+                    constraints = constraints_from(msgspec.json.decode(raw)) if raw else ()
+                    shape = shapes[key] = interner.get(*row[2:7], constraints)
+                append(
                     Task(
-                        id=row[0],
-                        priority=row[1],
-                        shape=interner.get(row[2], row[3], row[4], row[5], row[6], constraints),
-                        spec=bytes(row[8]),
-                        state=state,
-                        max_attempts=row[10],
-                        attempts=row[11],
-                        failures=row[12],
-                        lost_launches=row[13],
-                        agent_id=row[14],
-                        hostname=row[15],
-                        launched=row[16] or 0.0,
-                        last_update=row[17] or 0.0,
-                        kill_requested=bool(row[18]),
+                        row[0],
+                        row[1],
+                        shape,
+                        row[8],
+                        state,
+                        row[10],
+                        row[11],
+                        row[12],
+                        row[13],
+                        row[14],
+                        row[15],
+                        row[16] or 0.0,
+                        row[17] or 0.0,
+                        0.0,
+                        bool(row[18]),
                     )
                 )
-            last_id = rows[-1][0]
             yield tasks
-            if len(rows) < batch:
-                break
+            rows = await following if following is not None else []
 
 
 async def max_task_id(store: Store) -> int:

@@ -159,26 +159,33 @@ async def test_pause_stops_launches_suppresses_and_unpause_revives(daemon: Daemo
     assert client is not None
     core = daemon.core
     record = daemon.sim.record
-    # Long tasks so capacity stays in use; more than fits so work stays queued.
-    await daemon.submit([task(f"a{i}", labels=sim_labels(duration=60)) for i in range(20)])
-    await daemon.until(lambda: core.queue_depth == 0)
-    await (await client.patch("/scheduler/", json={"is_paused": True})).read()
-    launched = sum(record.launch_counts.values())
-    await daemon.submit([task(f"b{i}") for i in range(10)])
-    await daemon.until(lambda: record.calls["SUPPRESS"] >= 1)
-    # Ten allocation cycles later: nothing launched, nothing held.
-    await asyncio.sleep(0.5)
-    assert sum(record.launch_counts.values()) == launched
-    assert core.queue_depth == 10 == await daemon.count("QUEUED")
+
+    def launches() -> int:
+        return sum(record.launch_counts.values())
+
+    # 400 tasks of 0.3 s on 160 slots: capacity keeps freeing up while work stays queued.
+    ids = await daemon.submit([task(f"p{i}", labels=sim_labels(duration=0.3)) for i in range(400)])
+    await daemon.until(lambda: launches() >= 100)
+    suppressed = record.calls["SUPPRESS"]
+    response = await client.patch("/scheduler/", json={"is_paused": True})
+    assert response.status == 201
+    await daemon.until(lambda: record.calls["SUPPRESS"] > suppressed)
+    await asyncio.sleep(0.1)  # at most the pass already in flight may still launch
+    frozen = launches()
+    await asyncio.sleep(0.7)  # two task lifetimes: agents free up, yet nothing launches
+    assert launches() == frozen
+    assert 0 < core.queue_depth == await daemon.count("QUEUED")
     ours = core.driver.status.framework_id
     assert [o for o in daemon.sim.offers() if o["framework_id"]["value"] == ours] == []
-    waiting = await daemon.task(21)
-    assert waiting["waiting_reason"] == "the scheduler is paused"
+    queued = await (await client.get("/queue/?page_size=1")).json()
+    assert queued["results"][0]["waiting_reason"] == "the scheduler is paused"
     revives = record.calls["REVIVE"]
-    await (await client.patch("/scheduler/", json={"is_paused": False})).read()
+    await client.patch("/scheduler/", json={"is_paused": False})
     await daemon.until(lambda: record.calls["REVIVE"] > revives)
-    await daemon.until(lambda: core.queue_depth == 0)
-    await daemon.until(lambda: sum(record.launch_counts.values()) == launched + 10)
+    await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks, timeout=60)
+    assert await daemon.count("FINISHED") == 400
+    assert record.launched_more_than_once() == {}
+    assert sorted(record.launch_counts) == sorted(f"{i}-1" for i in ids)
 
 
 async def test_offers_arriving_while_paused_are_declined(tmp_path: Path) -> None:
