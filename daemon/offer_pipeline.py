@@ -249,9 +249,9 @@ class OfferPipeline:
                 await self._store.write(statements, apply)
             except Exception as exc:
                 log.error("launch_intent_failed", error=repr(exc))
-                if plan is not None:
-                    self._tracker.release(plan)
+                doomed = self._tracker.release(plan) if plan is not None else []
                 await self._decline([o.id.value for o in offers], None, stats, "INTENT_FAILED")
+                await self._tracker.cancel_all(doomed)
                 return
         await self._send(result, plan, stats)
 
@@ -335,9 +335,11 @@ class OfferPipeline:
                 # The intent stands; the launch timeout reconciles these tasks and relaunches.
                 log.error("launch_revert_failed", tasks=len(failed), error=repr(exc))
         if plan is not None:
-            kills = self._tracker.finish_launch(plan)
+            kills, cancels = self._tracker.finish_launch(plan)
             if kills:
                 await self._tracker.kill_now(kills)
+            if cancels:
+                await self._tracker.cancel_all(cancels)
 
     async def _decline(
         self, offer_ids: list[str], refuse_seconds: float | None, stats: PassStats, reason: str

@@ -23,7 +23,6 @@ placements (matcher) or talk to offers (offer pipeline).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -387,11 +386,12 @@ class TaskTracker:
 
         return LaunchPlan(agents, [Statement(INTENT_SQL, rows)] if rows else [], apply)
 
-    def release(self, plan: LaunchPlan) -> None:
-        """The intent was not committed: the tasks stay queued and may be placed again."""
+    def release(self, plan: LaunchPlan) -> list[int]:
+        """The intent was not committed: the tasks stay queued and may be placed again.
+        Returns the ids of those asked to die meanwhile (``cancel_all`` them)."""
         for item in plan.tasks:
             item.task.busy = False
-        self._cancel_reverted_kills([item.task for item in plan.tasks])
+        return self._doomed(item.task for item in plan.tasks)
 
     async def revert(self, planned: Sequence[PlannedTask], why: str) -> None:
         """The ACCEPT could not be sent: put the tasks back in the queue (their attempt is spent,
@@ -433,8 +433,9 @@ class TaskTracker:
             apply,
         )
 
-    def finish_launch(self, plan: LaunchPlan) -> list[tuple[str, str]]:
-        """The pass is over for these tasks; returns (mesos id, agent) pairs to kill now."""
+    def finish_launch(self, plan: LaunchPlan) -> tuple[list[tuple[str, str]], list[int]]:
+        """The pass is over for these tasks. Returns (mesos id, agent) pairs to kill now, and the
+        ids of tasks asked to die whose launch was reverted (``cancel_all`` them)."""
         kills: list[tuple[str, str]] = []
         for item in plan.tasks:
             task = item.task
@@ -446,17 +447,19 @@ class TaskTracker:
                 and task.agent_id
             ):
                 kills.append((item.mesos_task_id, task.agent_id))
-        self._cancel_reverted_kills([item.task for item in plan.tasks])
-        return kills
+        return kills, self._doomed(item.task for item in plan.tasks)
 
-    def _cancel_reverted_kills(self, tasks: Iterable[Task]) -> None:
-        doomed = [t for t in tasks if t.kill_requested and t.state is TaskState.QUEUED]
-        for task in doomed:
-            asyncio.get_running_loop().create_task(self._cancel_quietly(task.id))
+    @staticmethod
+    def _doomed(tasks: Iterable[Task]) -> list[int]:
+        return [t.id for t in tasks if t.kill_requested and t.state is TaskState.QUEUED]
 
-    async def _cancel_quietly(self, task_id: int) -> None:
-        with contextlib.suppress(TaskNotFoundError, Exception):
-            await self.delete(task_id)
+    async def cancel_all(self, task_ids: Iterable[int]) -> None:
+        """Cancel queued tasks (those a DELETE reached while their launch was in flight)."""
+        for task_id in task_ids:
+            try:
+                await self.delete(task_id)
+            except Exception as exc:
+                log.warning("task_cancel_failed", task_id=task_id, error=repr(exc))
 
     # -- cancel and kill ------------------------------------------------------------------------
 

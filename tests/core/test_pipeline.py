@@ -216,3 +216,26 @@ async def test_task_info_carries_command_env_ports_container_labels(harness: Cor
     assert all(
         r.allocation_info is not None and r.allocation_info.role == "r1" for r in info.resources
     )
+
+
+async def test_delete_while_the_launch_is_in_flight_kills_after_accept(
+    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = await harness.start()
+    (task_id,) = await harness.submit(1)
+    original = harness.store.write
+    deletes: list[asyncio.Task[Any]] = []
+
+    async def racing(statements: Any, apply: Any = None) -> Any:
+        if any(s.sql == INTENT_SQL for s in statements):
+            deletes.append(asyncio.get_running_loop().create_task(core.tracker.delete(task_id)))
+        return await original(statements, apply)
+
+    monkeypatch.setattr(harness.store, "write", racing)
+    await harness.offer_pass(make_offer("o1", "a1"))
+    await deletes[0]
+    kinds = harness.driver.kinds()
+    assert kinds.index("accept") < kinds.index("kill")
+    assert ("kill", f"{task_id}-1", "a1") in harness.driver.calls
+    await harness.updates(status(f"{task_id}-1", "TASK_KILLED"))
+    assert (await harness.db_state(task_id))[0] == "KILLED"
