@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_port
 from zookeeper import zookeeper  # noqa: F401  (one real ZooKeeper server per test session)
 
 from scale_scheduler.daemon.config import Config, parse_config
@@ -30,12 +30,6 @@ def make_config(tmp_path: Path) -> ConfigFactory:
         return parse_config(raw, environ={})
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import free_port
 from daemon_process import SCRIPT, DaemonProcess, write_config
+from ports import free_port
 
 
 @pytest.fixture
