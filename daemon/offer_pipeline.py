@@ -121,6 +121,7 @@ class OfferPipeline:
         self._settings = MatchSettings(config.refuse_seconds, config.idle_refuse_seconds)
         self._pending: dict[str, Offer] = {}
         self._in_flight: set[str] = set()
+        self._answered: set[str] = set()
         self._rescinded: set[str] = set()
         self._ready = asyncio.Event()
         self._last_offer_flush = 0.0
@@ -182,8 +183,14 @@ class OfferPipeline:
         stats = PassStats(offers=len(offers))
         self._in_flight = {offer.id.value for offer in offers}
         self._rescinded = set()
+        self._answered = set()
         try:
             await self._pass(offers, now, stats)
+        except Exception:
+            # A bug, not a Mesos refusal: still never hold an offer.
+            log.exception("offer_pass_failed", offers=len(offers))
+            left = [o.id.value for o in offers if o.id.value not in self._answered]
+            await self._decline(left, None, stats, "PASS_FAILED")
         finally:
             self._in_flight = set()
             self._tracker.index.compact()
@@ -286,18 +293,37 @@ class OfferPipeline:
         return statements, apply, touched
 
     async def _send(self, result: MatchResult, plan: LaunchPlan | None, stats: PassStats) -> None:
+        try:
+            await self._answer(result, plan, stats)
+        finally:
+            if plan is not None:
+                # Always: a task left busy would be skipped by the matcher and the launch timeout.
+                kills, cancels = self._tracker.finish_launch(plan)
+                if kills:
+                    await self._tracker.kill_now(kills)
+                if cancels:
+                    await self._tracker.cancel_all(cancels)
+
+    async def _answer(self, result: MatchResult, plan: LaunchPlan | None, stats: PassStats) -> None:
         rescinded = self._rescinded
         accepts: list[tuple[list[PlannedTask], Launch]] = []
         dropped: list[PlannedTask] = []
+        declines: dict[float | None, list[str]] = {}
         if plan is not None:
             for launch, planned in plan.agents:
-                if rescinded.intersection(launch.offer_ids):
+                gone = rescinded.intersection(launch.offer_ids)
+                if gone:
                     dropped.extend(planned)
-                    stats.rescinded += len(rescinded.intersection(launch.offer_ids))
+                    stats.rescinded += len(gone)
                     continue
-                infos = [build_task_info(item, launch.agent_id) for item in planned]
+                try:
+                    infos = [build_task_info(item, launch.agent_id) for item in planned]
+                except Exception:
+                    log.exception("task_info_failed", agent_id=launch.agent_id)
+                    dropped.extend(planned)
+                    declines.setdefault(None, []).extend(launch.offer_ids)
+                    continue
                 accepts.append((planned, Launch(launch.offer_ids, infos)))
-        declines: dict[float | None, list[str]] = {}
         for decline in result.declines:
             ids = [oid for oid in decline.offer_ids if oid not in rescinded]
             stats.rescinded += len(decline.offer_ids) - len(ids)
@@ -305,6 +331,10 @@ class OfferPipeline:
                 declines.setdefault(decline.refuse_seconds, []).extend(ids)
                 reason = decline.reason.value
                 stats.decline_reasons[reason] = stats.decline_reasons.get(reason, 0) + len(ids)
+        for _planned, launch in accepts:
+            self._answered.update(launch.offer_ids)
+        for ids in declines.values():
+            self._answered.update(ids)
         calls = [
             self._driver.accept(launch, self._config.refuse_seconds) for _planned, launch in accepts
         ]
@@ -334,17 +364,12 @@ class OfferPipeline:
             except Exception as exc:
                 # The intent stands; the launch timeout reconciles these tasks and relaunches.
                 log.error("launch_revert_failed", tasks=len(failed), error=repr(exc))
-        if plan is not None:
-            kills, cancels = self._tracker.finish_launch(plan)
-            if kills:
-                await self._tracker.kill_now(kills)
-            if cancels:
-                await self._tracker.cancel_all(cancels)
 
     async def _decline(
         self, offer_ids: list[str], refuse_seconds: float | None, stats: PassStats, reason: str
     ) -> None:
         ids = [oid for oid in offer_ids if oid not in self._rescinded]
+        self._answered.update(ids)
         if not ids:
             return
         try:

@@ -239,3 +239,22 @@ async def test_delete_while_the_launch_is_in_flight_kills_after_accept(
     assert ("kill", f"{task_id}-1", "a1") in harness.driver.calls
     await harness.updates(status(f"{task_id}-1", "TASK_KILLED"))
     assert (await harness.db_state(task_id))[0] == "KILLED"
+
+
+async def test_a_bug_after_matching_still_answers_every_offer(
+    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = await harness.start()
+    await harness.submit(1)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug in building a TaskInfo")
+
+    monkeypatch.setattr(offer_pipeline, "build_task_info", broken)
+    await harness.offer_pass(make_offer("o1", "a1"), make_offer("o2", "a2"))
+    declined = {oid for call in harness.driver.of("decline") for oid in call[1]}
+    assert declined == {"o1", "o2"}
+    assert harness.driver.of("accept") == []
+    # The task whose launch could not be built is queued again, not stuck as launching.
+    assert core.queue_depth == 1 == await harness.db_count("QUEUED")
+    assert all(not t.busy for t in core.tracker.tasks.values())
