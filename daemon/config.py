@@ -115,6 +115,16 @@ class ApiConfig(_Section):
         int, _doc("Largest request body accepted; larger ones get 413.", ge=1024)
     ] = 16 * 1024 * 1024
     page_size: Annotated[int, _doc("Default page size of paginated lists.", ge=1, le=10000)] = 100
+    token_file: Annotated[
+        str,
+        _doc(
+            "File holding the API's bearer token (read at start-up, never logged); when set, "
+            "PATCH, POST and DELETE need 'Authorization: Bearer <token>'. Empty: no token."
+        ),
+    ] = ""
+    read_auth: Annotated[
+        bool, _doc("With token_file set, require the token for reads (GET) too.")
+    ] = False
 
 
 class StateConfig(_Section):
