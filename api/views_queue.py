@@ -97,6 +97,23 @@ def _explain(error: msgspec.ValidationError, body: bytes) -> str:
     return f"Field {field!r} is invalid{_where(index)}: {reason}."
 
 
+def _unknown_fields(body: bytes) -> str | None:
+    """Name unexpected top-level fields first, even when another field is also invalid."""
+    data = msgspec.json.decode(body)
+    items = data if isinstance(data, list) else [data]
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        unexpected = [key for key in item if key not in FIELDS]
+        if unexpected:
+            where = _where(index if isinstance(data, list) else None)
+            return (
+                f"Unexpected fields: {', '.join(unexpected)}{where}. "
+                f"Allowed fields: {', '.join(FIELDS)}."
+            )
+    return None
+
+
 def decode_tasks(body: bytes) -> tuple[list[TaskIn], bool]:
     """The tasks of a request body and whether it was a batch; 400 saying what is wrong."""
     if not body.strip():
@@ -104,7 +121,7 @@ def decode_tasks(body: bytes) -> tuple[list[TaskIn], bool]:
     try:
         decoded = _decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise bad_request(_explain(exc, body)) from None
+        raise bad_request(_unknown_fields(body) or _explain(exc, body)) from None
     except msgspec.DecodeError as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}.") from None
     batch = isinstance(decoded, list)

@@ -112,6 +112,7 @@ async def test_batch_is_all_or_nothing(client: Client) -> None:
     [
         ({**TASK, "colour": 1, "size": 2}, "Unexpected fields: colour, size"),
         ([TASK, {**TASK, "x": 1}], "Unexpected fields: x (task at index 1"),
+        ({**TASK, "cpus": -1, "colour": "red"}, "Unexpected fields: colour"),
         ({**TASK, "container": {"image": "i", "tag": "t"}}, "container: Unexpected fields: tag"),
         ({**TASK, "cpus": 0}, "Field 'cpus' is invalid: expected float > 0.0"),
         ({**TASK, "mem": "lots"}, "Field 'mem' is invalid: expected float, got str"),
