@@ -1,0 +1,204 @@
+"""Test kit of the pymesos driver: a recording handler, an in-memory id store, configs, polling.
+
+Importable on every Python: it does not import pymesos. Test modules that need pymesos call
+``require_pymesos()`` first, which skips them where pymesos cannot be imported (Python 3.11+).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from scale_scheduler.daemon.config import Config, MesosConfig
+from scale_scheduler.daemon.driver import Subscription
+from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
+
+API_URL = "http://sched.test:8000/"
+
+MakeDriver = Callable[..., Any]
+"""``make_driver(master, store=, framework_id=, config=, settings=, **mesos)`` (conftest)."""
+
+SIM: dict[str, Any] = {
+    "heartbeat_interval": 0.2,
+    "allocation_interval": 0.05,
+    "task_duration": 0.2,
+    "task_start_delay": 0.04,
+    "kill_delay": 0.03,
+    "status_update_retry": 0.3,
+    "agent_reregister_delay": 0.05,
+    "seed": 13,
+}
+
+
+def require_pymesos() -> None:
+    """Skip the calling test module where pymesos cannot be imported."""
+    pytest.importorskip(
+        "pymesos.scheduler", reason="pymesos installs on Python 3.10 only (mesos.driver: pymesos)"
+    )
+
+
+def pymesos_importable() -> bool:
+    try:
+        from pymesos import MesosSchedulerDriver  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def console_script(name: str = "scale-scheduler") -> str:
+    """The console script installed next to the running interpreter."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.fail(f"{name} is not installed next to {sys.executable}")
+    return str(path)
+
+
+def driver_config(**mesos: Any) -> Config:
+    """A config whose user and host name need no lookups."""
+    values: dict[str, Any] = {"user": "svc", "hostname": "sched.test", "driver": "pymesos"}
+    values.update(mesos)
+    return Config(mesos=MesosConfig(**values))
+
+
+@dataclass
+class RecordingHandler:
+    """An ``EventHandler`` that records every callback, in order (with an optional shared log)."""
+
+    order: list[str] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    offers: list[list[Offer]] = field(default_factory=list)
+    rescinds: list[str] = field(default_factory=list)
+    updates: list[TaskStatus] = field(default_factory=list)
+    failures: list[tuple[str | None, str | None]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    disconnects: list[str] = field(default_factory=list)
+
+    def on_subscribed(self, subscription: Subscription) -> None:
+        self.order.append("subscribed")
+        self.subscriptions.append(subscription)
+
+    def on_offers(self, offers: list[Offer]) -> None:
+        self.order.append("offers")
+        self.offers.append(offers)
+
+    def on_rescind(self, offer_id: str) -> None:
+        self.order.append("rescind")
+        self.rescinds.append(offer_id)
+
+    def on_update(self, status: TaskStatus) -> None:
+        self.order.append("update")
+        self.updates.append(status)
+
+    def on_failure(self, agent_id: str | None, executor_id: str | None) -> None:
+        self.order.append("failure")
+        self.failures.append((agent_id, executor_id))
+
+    def on_error(self, message: str) -> None:
+        self.order.append("error")
+        self.errors.append(message)
+
+    def on_disconnected(self, reason: str) -> None:
+        self.order.append("disconnected")
+        self.disconnects.append(reason)
+
+    def states(self, task_id: str) -> list[str]:
+        return [u.state for u in self.updates if u.task_id.value == task_id]
+
+
+class MemoryIdStore:
+    """A ``FrameworkIdStore`` in memory; ``gate`` (when set) holds saves until it is set."""
+
+    def __init__(self, order: list[str] | None = None) -> None:
+        self.saved: list[str] = []
+        self.order = order if order is not None else []
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+
+    async def save_framework_id(self, framework_id: str) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise OSError("disk full")
+        self.saved.append(framework_id)
+        self.order.append("saved")
+
+
+async def eventually(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01
+) -> None:
+    """Wait until ``predicate()`` is true (fails the test after ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+class ScriptedMaster:
+    """A fake master whose streams carry exactly ``script`` (a list of events) and stay open.
+
+    ``hang = True`` accepts SUBSCRIBE and never answers. Calls are answered 202 and recorded.
+    """
+
+    def __init__(self) -> None:
+        self.script: list[dict[str, Any]] = []
+        self.hang = False
+        self.subscribes: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Any]] = []
+        self.url = ""
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/api/v1/scheduler", self._scheduler)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _scheduler(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body.get("type") != "SUBSCRIBE":
+            self.calls.append(body)
+            return web.Response(status=202)
+        self.subscribes.append(body)
+        if self.hang:
+            await self._closing.wait()
+            return web.Response(status=503)
+        response = web.StreamResponse(headers={"Mesos-Stream-Id": f"stream-{len(self.subscribes)}"})
+        response.content_type = "application/json"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for event in self.script:
+            payload = json.dumps(event).encode()
+            await response.write(b"%d\n%s" % (len(payload), payload))
+        await self._closing.wait()
+        return response
+
+
+def subscribed_event(framework_id: str, heartbeat: float = 0.2) -> dict[str, Any]:
+    return {
+        "type": "SUBSCRIBED",
+        "subscribed": {
+            "framework_id": {"value": framework_id},
+            "heartbeat_interval_seconds": heartbeat,
+        },
+    }
