@@ -27,6 +27,7 @@ This module does not touch the event loop, the handler, the store or the daemon'
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
 import signal
@@ -61,6 +62,10 @@ MISMATCH = "mismatch"  # (sent framework id, received framework id); the client 
 CLOSED = "closed"  # why the connection closed; the client has halted
 ENDED = "ended"  # pymesos's error if its I/O thread died of one, else None; always last
 
+# A kept-alive connection the other side had closed fails in one of these ways.
+_STALE_CONNECTION = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+# Calls a master may receive twice without harm.
+_SAFE_TO_RESEND = frozenset({"DECLINE", "ACKNOWLEDGE", "RECONCILE", "REVIVE", "SUPPRESS", "KILL"})
 _SEND_ERROR = re.compile(r"Failed to send request (?P<status>\d+): (?P<detail>[^\n]*)")
 _HTTP_ERROR = re.compile(r"Failed with HTTP (?P<status>\d+)")
 
@@ -187,6 +192,7 @@ class PymesosClient(MesosSchedulerDriver):
         *,
         credentials: Credentials | None,
         timeout: float,
+        idle_close: float = 10.0,
     ) -> None:
         super().__init__(
             _Callbacks(post),
@@ -203,6 +209,8 @@ class PymesosClient(MesosSchedulerDriver):
         self._halted = False
         self._attempt_master: str | None = None
         self._attempt_subscribed = False
+        self._idle_close = idle_close
+        self._last_call = 0.0
         self.last_event = 0.0
         """``time.monotonic()`` of the last event read (any type), written by the I/O thread."""
 
@@ -230,8 +238,10 @@ class PymesosClient(MesosSchedulerDriver):
         self._post(ENDED, _take_thread_error())
 
     def gen_request(self) -> bytes:
-        if self._halted:
-            return b""  # the connection pymesos opens after a halt never carries a SUBSCRIBE
+        if self._halted or self._new_master != self._master:
+            # pymesos opens a connection here after a halt, and to the old master while it is
+            # about to follow a redirect: it closes both unused, so they carry no SUBSCRIBE.
+            return b""
         master = self.master
         self._attempt_master = master
         self._attempt_subscribed = False
@@ -299,14 +309,27 @@ class PymesosClient(MesosSchedulerDriver):
         with self._lock:
             if self._halted or not self.connected or not self.framework_id:
                 raise NotConnectedError(f"{call_type} not sent: pymesos is not subscribed")
+            # pymesos keeps one call connection forever; the master (or anything between)
+            # drops idle ones. Start afresh after a pause, as aiohttp's pool does.
+            if self._conn is not None and time.monotonic() - self._last_call > self._idle_close:
+                self._close()
             try:
-                action(self)
+                try:
+                    action(self)
+                except _STALE_CONNECTION:
+                    if call_type not in _SAFE_TO_RESEND:
+                        raise
+                    # pymesos has closed the dead connection: the call goes again on a new one.
+                    log.info("pymesos_call_resent", call=call_type)
+                    action(self)
             except RuntimeError as exc:
                 match = _SEND_ERROR.search(str(exc))
                 if match is None:
                     raise DriverError(f"{call_type} failed: {exc}") from None
                 detail = match.group("detail").strip()[:300]
                 raise CallRejected(call_type, int(match.group("status")), detail) from None
+            finally:
+                self._last_call = time.monotonic()
 
     def send_call(self, call_type: str, payload: dict[str, Any] | None) -> None:
         """A call pymesos has no faithful method for (KILL and RECONCILE with agent ids,

@@ -80,6 +80,7 @@ from scale_scheduler.daemon.pymesos_client import (
 log = structlog.get_logger(__name__)
 
 DEFAULT_HEARTBEAT_SECONDS = 15.0
+MAX_REDIRECTS = 5
 _STOPPED_REASON = "driver stopped"
 
 
@@ -93,6 +94,8 @@ class PymesosSettings:
     heartbeat_misses: int = 5
     thread_exit_timeout: float = 5.0
     """How long a halted client's I/O thread is waited for before the adapter moves on."""
+    call_idle_close: float = 10.0
+    """A call connection idle this long is replaced before the next call."""
 
     @classmethod
     def from_config(cls, mesos: MesosConfig) -> PymesosSettings:
@@ -120,6 +123,7 @@ class _Session:
     base_url: str
     sent_id: str | None
     address: str = ""  # host:port pymesos subscribes to (it follows redirects)
+    connections: int = 0  # SUBSCRIBE connections opened (one plus one per redirect)
     client: PymesosClient | None = None
     subscribed: bool = False
     outcome: asyncio.Future[tuple[_Outcome, str]] = field(
@@ -374,6 +378,7 @@ class PymesosDriver:
             post,
             credentials=self._credentials,
             timeout=self.settings.request_timeout,
+            idle_close=self.settings.call_idle_close,
         )
         session.client = client
         self._session = session
@@ -457,7 +462,13 @@ class PymesosDriver:
         if session.subscribed:
             return
         session.address = address
+        session.connections += 1
         self._set_master("http://" + address)
+        if session.connections > MAX_REDIRECTS + 1:
+            reason = f"more than {MAX_REDIRECTS} redirects"
+            self._failed(session.base_url, reason, online=True)
+            session.finish(_Outcome.RETRY, reason)
+            return
         self._set_state(ConnectionState.CONNECTING)
         self._arm_watchdog(self.settings.request_timeout)
 

@@ -146,14 +146,19 @@ async def eventually(
 class ScriptedMaster:
     """A fake master whose streams carry exactly ``script`` (a list of events) and stay open.
 
-    ``hang = True`` accepts SUBSCRIBE and never answers. Calls are answered 202 and recorded.
+    ``hang = True`` accepts SUBSCRIBE and never answers; ``redirect_to`` answers it 307 with that
+    ``host:port``. Calls are answered 202 and recorded with the client's address and port;
+    ``keepalive_timeout`` is how long an idle call connection is kept open by this master.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keepalive_timeout: float = 75.0) -> None:
         self.script: list[dict[str, Any]] = []
         self.hang = False
+        self.redirect_to: str | None = None
+        self.keepalive_timeout = keepalive_timeout
         self.subscribes: list[dict[str, Any]] = []
         self.calls: list[dict[str, Any]] = []
+        self.call_peers: list[Any] = []
         self.url = ""
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -161,7 +166,12 @@ class ScriptedMaster:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/api/v1/scheduler", self._scheduler)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+            keepalive_timeout=self.keepalive_timeout,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -178,8 +188,13 @@ class ScriptedMaster:
         body = await request.json()
         if body.get("type") != "SUBSCRIBE":
             self.calls.append(body)
+            transport = request.transport
+            self.call_peers.append(transport.get_extra_info("peername") if transport else None)
             return web.Response(status=202)
         self.subscribes.append(body)
+        if self.redirect_to is not None:
+            location = f"//{self.redirect_to}/api/v1/scheduler"
+            return web.Response(status=307, headers={"Location": location})
         if self.hang:
             await self._closing.wait()
             return web.Response(status=503)
@@ -202,3 +217,29 @@ def subscribed_event(framework_id: str, heartbeat: float = 0.2) -> dict[str, Any
             "heartbeat_interval_seconds": heartbeat,
         },
     }
+
+
+def write_config(path: Path, master: str, state: Path, **mesos: Any) -> Path:
+    """A daemon config file with ``mesos.driver: pymesos``, JSON logs and a free API port."""
+    values: dict[str, Any] = {"driver": "pymesos", "master": master, "user": "svc"}
+    values.update(mesos)
+    raw = {
+        "mesos": values,
+        "api": {"host": "127.0.0.1", "port": 0},
+        "state": {"path": str(state)},
+        "logging": {"format": "json", "level": "info"},
+    }
+    path.write_text(json.dumps(raw), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+def log_events(path: Path) -> list[dict[str, Any]]:
+    """The JSON log lines of a daemon's output file (other lines are skipped)."""
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return events

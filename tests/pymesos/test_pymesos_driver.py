@@ -7,6 +7,7 @@ be (the simulator's record) and from the handler's side otherwise.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,7 +28,12 @@ from pymesos_kit import (  # noqa: E402
     subscribed_event,
 )
 
-from scale_scheduler.daemon.driver import ConnectionState, Launch, NotConnectedError  # noqa: E402
+from scale_scheduler.daemon.driver import (  # noqa: E402
+    ConnectionState,
+    DriverError,
+    Launch,
+    NotConnectedError,
+)
 from scale_scheduler.daemon.mesos_types import (  # noqa: E402
     CommandInfo,
     Label,
@@ -37,6 +43,7 @@ from scale_scheduler.daemon.mesos_types import (  # noqa: E402
     Value,
     scalar,
 )
+from scale_scheduler.daemon.pymesos_driver import PymesosSettings  # noqa: E402
 from scale_scheduler.simulator import SimulatedCluster  # noqa: E402
 from scale_scheduler.state.framework import FrameworkIdRepository  # noqa: E402
 from scale_scheduler.state.store import Store  # noqa: E402
@@ -402,3 +409,89 @@ async def test_a_failure_without_agent_keeps_the_stream(
     assert handler.failures == [(None, None), ("a1", "e1")]
     assert handler.rescinds == ["o1"]
     assert len(scripted.subscribes) == 1
+
+
+async def test_a_leader_change_through_zookeeper_resubscribes_to_the_new_leader(
+    zookeeper: str, make_driver: MakeDriver
+) -> None:
+    heartbeat = 1.0
+    zk_url = f"zk://{zookeeper}/mesos-{uuid.uuid4().hex[:8]}"
+    async with SimulatedCluster(
+        masters=2, agents=1, zk=zk_url, **{**SIM, "heartbeat_interval": heartbeat}
+    ) as sim:
+        handler = RecordingHandler()
+        driver = make_driver(zk_url)
+        await subscribed(driver, handler)
+        old_leader = sim.leader
+        assert old_leader is not None
+        assert driver.status.master_port == old_leader.port
+        await sim.step_down()
+        # Well within the watchdog's five heartbeats.
+        await eventually(lambda: len(handler.subscriptions) == 2, timeout=2 * heartbeat)
+        new_leader = sim.leader
+        assert new_leader is not None
+        assert new_leader is not old_leader
+        assert driver.status.master_port == new_leader.port
+        assert handler.subscriptions[1].framework_id == handler.subscriptions[0].framework_id
+
+
+async def test_a_redirect_loop_is_given_up_after_five_redirects(
+    scripted: ScriptedMaster, make_driver: MakeDriver
+) -> None:
+    other = ScriptedMaster()
+    await other.start()
+    try:
+        scripted.redirect_to = other.url.removeprefix("http://")
+        other.redirect_to = scripted.url.removeprefix("http://")
+        driver = make_driver(scripted.url)
+        await driver.start(RecordingHandler())
+        await eventually(lambda: "more than 5 redirects" in (driver.status.last_error or ""))
+        # One SUBSCRIBE and five redirects in the first attempt, then a back-off.
+        assert len(scripted.subscribes) + len(other.subscribes) >= 6
+    finally:
+        await other.close()
+
+
+async def test_an_idle_call_connection_is_replaced(
+    scripted: ScriptedMaster, make_driver: MakeDriver
+) -> None:
+    scripted.script = [subscribed_event("fw-1")]
+    settings = PymesosSettings(request_timeout=2.0, call_idle_close=0.3)
+    driver = make_driver(scripted.url, settings=settings)
+    await subscribed(driver, RecordingHandler())
+    await driver.decline(["o1"])
+    await driver.decline(["o2"])
+    await asyncio.sleep(0.5)
+    await driver.decline(["o3"])
+    first, second, third = scripted.call_peers
+    assert first == second
+    assert third != second
+
+
+async def test_a_call_on_a_connection_the_master_dropped_is_resent_unless_accept(
+    make_driver: MakeDriver,
+) -> None:
+    master = ScriptedMaster(keepalive_timeout=0.1)
+    await master.start()
+    try:
+        master.script = [subscribed_event("fw-1")]
+        settings = PymesosSettings(request_timeout=2.0, call_idle_close=60.0)
+        driver = make_driver(master.url, settings=settings)
+        handler = RecordingHandler()
+        await subscribed(driver, handler)
+        await driver.decline(["o1"])
+        await asyncio.sleep(0.4)  # the master has closed the kept-alive connection
+        with structlog.testing.capture_logs() as logs:
+            await driver.decline(["o2"])
+        assert [e["call"] for e in logs if e["event"] == "pymesos_call_resent"] == ["DECLINE"]
+        assert [call["decline"]["offer_ids"] for call in master.calls] == [
+            [{"value": "o1"}],
+            [{"value": "o2"}],
+        ]
+        await asyncio.sleep(0.4)
+        offer_less = Launch(["o3"], [])
+        with pytest.raises(DriverError):
+            await driver.accept(offer_less)
+        assert [call["type"] for call in master.calls] == ["DECLINE", "DECLINE"]
+    finally:
+        await master.close()
