@@ -24,16 +24,19 @@ from pymesos_kit import (  # noqa: E402
     MemoryIdStore,
     RecordingHandler,
     ScriptedMaster,
+    driver_config,
     eventually,
     subscribed_event,
 )
 
+from scale_scheduler.daemon.config import ConfigError  # noqa: E402
 from scale_scheduler.daemon.driver import (  # noqa: E402
     ConnectionState,
     DriverError,
     Launch,
     NotConnectedError,
 )
+from scale_scheduler.daemon.framework_info import CredentialsError  # noqa: E402
 from scale_scheduler.daemon.mesos_types import (  # noqa: E402
     CommandInfo,
     Label,
@@ -43,7 +46,10 @@ from scale_scheduler.daemon.mesos_types import (  # noqa: E402
     Value,
     scalar,
 )
-from scale_scheduler.daemon.pymesos_driver import PymesosSettings  # noqa: E402
+from scale_scheduler.daemon.pymesos_driver import (  # noqa: E402
+    PymesosSettings,
+    create_pymesos_driver,
+)
 from scale_scheduler.simulator import SimulatedCluster  # noqa: E402
 from scale_scheduler.state.framework import FrameworkIdRepository  # noqa: E402
 from scale_scheduler.state.store import Store  # noqa: E402
@@ -215,6 +221,22 @@ async def test_kill_and_reconcile_carry_agent_ids(
     await eventually(lambda: sim.task("t1") is None or sim.task("t1").state != "TASK_RUNNING")
     assert sim.record.calls["KILL"] == 1
     assert sim.record.calls["RECONCILE"] == 2
+
+
+@pytest.mark.parametrize(
+    "master", ["https://m1:5050", "http://[::1]:5050", "http://m1:5050,https://m2:5050"]
+)
+def test_masters_pymesos_cannot_reach_are_a_config_error(master: str) -> None:
+    with pytest.raises(ConfigError, match=r"mesos\.master: .*mesos\.driver: pymesos"):
+        create_pymesos_driver(driver_config(master=master), None, MemoryIdStore(), api_url="")
+
+
+async def test_a_non_ascii_secret_fails_at_start(make_driver: MakeDriver, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("sécret", encoding="utf-8")
+    driver = make_driver("http://127.0.0.1:9", principal="scale", secret_file=str(secret))
+    with pytest.raises(CredentialsError, match="ASCII"):
+        await driver.start(RecordingHandler())
 
 
 async def test_calls_without_a_subscription_raise_not_connected(make_driver: MakeDriver) -> None:
