@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from scale_scheduler.api.access_log import access_log_middleware
+from scale_scheduler.api.dashboard import dashboard_context, setup_dashboard
 from scale_scheduler.api.errors import error_middleware
 from scale_scheduler.api.keys import (
     CLUSTER,
@@ -25,6 +26,7 @@ from scale_scheduler.api.keys import (
     STORE,
     ResourceTotals,
 )
+from scale_scheduler.api.metrics import metrics_context, metrics_middleware, setup_metrics
 from scale_scheduler.api.routes import setup_routes
 from scale_scheduler.daemon.config import Config, master_address_hint
 from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
@@ -117,6 +119,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     """The daemon as an aiohttp application. ``connect_mesos=False`` serves the API alone."""
     app = web.Application(
         middlewares=[
+            metrics_middleware,
             access_log_middleware,
             error_middleware,
             web.normalize_path_middleware(append_slash=True, merge_slashes=True),
@@ -128,7 +131,11 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     app[CONNECTION] = ConnectionStatus(master_hostname=host, master_port=port)
     app[CLUSTER] = EmptyCluster()
     app[SUPERVISOR] = Supervisor()
+    setup_metrics(app)
+    setup_dashboard(app)
     app.cleanup_ctx.append(store_context)
+    app.cleanup_ctx.append(metrics_context)
+    app.cleanup_ctx.append(dashboard_context)
     if connect_mesos:
         app.cleanup_ctx.append(driver_context)
         app.cleanup_ctx.append(core_context)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from scale_scheduler.api import (
+    dashboard,
+    health,
+    metrics,
     views_nodes,
     views_queue,
     views_scheduler,
@@ -26,3 +29,11 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/nodes/", views_nodes.list_nodes)
     router.add_get(r"/nodes/{node_id:\d+}/", views_nodes.get_node)
     router.add_patch(r"/nodes/{node_id:\d+}/", views_nodes.patch_node)
+    router.add_get("/metrics", metrics.get_metrics)
+    router.add_get("/healthz", health.get_healthz)
+    router.add_get("/readyz", health.get_readyz)
+    router.add_get("/", dashboard.get_page)
+    router.add_get("/dashboard.css", dashboard.get_css)
+    router.add_get("/dashboard.js", dashboard.get_js)
+    router.add_get("/dashboard/state/", dashboard.get_state)
+    router.add_get("/dashboard/events/", dashboard.get_events)

@@ -90,12 +90,24 @@ def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
 class PassStats:
     offers: int = 0
     agents: int = 0
+    accepted: int = 0
     launched: int = 0
     reverted: int = 0
     declined: int = 0
     rescinded: int = 0
     waiting_groups: int = 0
     decline_reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: PassStats) -> None:
+        """Accumulate another pass's counts (the reasons are left out)."""
+        self.offers += other.offers
+        self.agents += other.agents
+        self.accepted += other.accepted
+        self.launched += other.launched
+        self.reverted += other.reverted
+        self.declined += other.declined
+        self.rescinded += other.rescinded
+        self.waiting_groups += other.waiting_groups
 
 
 class OfferPipeline:
@@ -132,16 +144,23 @@ class OfferPipeline:
         self._interest_lock = asyncio.Lock()
         self.passes = 0
         self.last_pass: PassStats | None = None
+        # Read by the metrics at scrape time.
+        self.offers_received = 0
+        self.rescinds_received = 0
+        self.totals = PassStats()
+        """Every pass's counts added up since start."""
 
     # -- events from the driver -----------------------------------------------------------------
 
     def add_offers(self, offers: Sequence[Offer]) -> None:
+        self.offers_received += len(offers)
         for offer in offers:
             self._pending[offer.id.value] = offer
         if offers:
             self._ready.set()
 
     def rescind(self, offer_id: str) -> None:
+        self.rescinds_received += 1
         if self._pending.pop(offer_id, None) is not None:
             log.info("offer_rescinded", offer_id=offer_id, in_pass=False)
         elif offer_id in self._in_flight:
@@ -196,6 +215,7 @@ class OfferPipeline:
             self._tracker.index.compact()
             self.passes += 1
             self.last_pass = stats
+            self.totals.add(stats)
             log.info(
                 "offer_pass",
                 offers=stats.offers,
@@ -351,6 +371,7 @@ class OfferPipeline:
                 )
                 failed.extend(planned)
             else:
+                stats.accepted += len(launch.offer_ids)
                 stats.launched += len(planned)
         for outcome, ids in zip(results[len(accepts) :], declines.values(), strict=True):
             if isinstance(outcome, BaseException):

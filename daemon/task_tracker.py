@@ -43,6 +43,7 @@ from scale_scheduler.state.tasks import (
     INSERT_SQL,
     INTENT_SQL,
     KILL_SQL,
+    LAUNCHED,
     REQUEUE_AFTER_STATUS_SQL,
     REVERT_SQL,
     STATUS_SQL,
@@ -228,6 +229,12 @@ class TaskTracker:
         self._heard: set[int] = set()
         """Tasks that got any status since the current reconciliation round began."""
         self.updates_handled = 0
+        # Read by the metrics at scrape time: launched tasks in memory by state (queued ones are
+        # ``queue_depth``), terminal states reached since start, acks sent, reconcile rounds.
+        self.launched_counts: dict[TaskState, int] = dict.fromkeys(LAUNCHED, 0)
+        self.ended_counts: dict[TaskState, int] = {}
+        self.acks_sent = 0
+        self.reconcile_rounds = 0
         self.work_listeners: list[Callable[[], None]] = []
         """Called after tasks were queued or requeued (the core revives offers)."""
 
@@ -245,6 +252,7 @@ class TaskTracker:
                     self.queue_depth += 1
                 else:
                     self._hold_resources(task)
+                    self.launched_counts[task.state] += 1
                     if task.state is TaskState.LAUNCHING:
                         self._launching[task.id] = task
             loaded += len(batch)
@@ -383,6 +391,7 @@ class TaskTracker:
                         hostname=launch.hostname,
                     )
                 self.queue_depth -= len(planned)
+                self.launched_counts[TaskState.LAUNCHING] += len(planned)
 
         return LaunchPlan(agents, [Statement(INTENT_SQL, rows)] if rows else [], apply)
 
@@ -416,6 +425,7 @@ class TaskTracker:
                 task.agent_id = task.hostname = None
                 self.index.add(task)
                 self.queue_depth += 1
+                self.launched_counts[TaskState.LAUNCHING] -= 1
                 count += 1
                 log.info(
                     "task_state_changed",
@@ -482,6 +492,7 @@ class TaskTracker:
                 task.state = TaskState.CANCELED
                 self.tasks.pop(task.id, None)
                 self.queue_depth -= 1
+                self._count_ended(TaskState.CANCELED)
                 log.info(
                     "task_state_changed",
                     task_id=task.id,
@@ -681,6 +692,8 @@ class TaskTracker:
         task.failures, task.lost_launches = w.failures, w.lost_launches
         task.last_update = now
         self._launching.pop(task.id, None)
+        if task.state in self.launched_counts:
+            self.launched_counts[task.state] -= 1
         if w.requeue:
             self._release_resources(task)
             task.state = TaskState.QUEUED
@@ -692,7 +705,13 @@ class TaskTracker:
         if w.state.terminal:
             self._release_resources(task)
             self.tasks.pop(task.id, None)
+            self._count_ended(w.state)
+        else:
+            self.launched_counts[w.state] += 1
         return False
+
+    def _count_ended(self, state: TaskState) -> None:
+        self.ended_counts[state] = self.ended_counts.get(state, 0) + 1
 
     async def _send_acks(self, acks: Sequence[tuple[str, str, str]]) -> None:
         if not acks:
@@ -701,6 +720,7 @@ class TaskTracker:
             *(self._driver.acknowledge(a, t, u) for a, t, u in acks), return_exceptions=True
         )
         failed = sum(1 for r in results if isinstance(r, BaseException))
+        self.acks_sent += len(acks) - failed
         if failed:
             log.warning("status_ack_failed", count=failed, total=len(acks))
 
@@ -726,6 +746,7 @@ class TaskTracker:
     async def reconcile(self, retries: int = 3) -> None:
         """Explicit reconciliation of every launched task, re-sent with back-off to the silent
         ones, then implicit reconciliation."""
+        self.reconcile_rounds += 1
         self._heard = set()
         delay = self._config.reconcile_retry
         pending = self.launched_tasks()

@@ -241,6 +241,12 @@ class Store:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    @property
+    def is_open(self) -> bool:
+        """Taking writes, with a live writer task (what the readiness check reads)."""
+        task = self._writer_task
+        return not self._closing and task is not None and not task.done()
+
     async def close(self) -> None:
         """Refuse new writes, finish the ones queued, then close both connections."""
         if self._closing:

@@ -1,0 +1,342 @@
+"""Prometheus metrics: ``GET /metrics``, the request-latency middleware and the loop-lag probe.
+
+Each application owns one ``CollectorRegistry`` (never the global one, so several apps in one
+process do not clash). Most values are read from live state at scrape time by ``LiveCollector``:
+the scheduling core's own counters (offer pipeline, task tracker), the Mesos connection status,
+the queue and the nodes. Only what has no counter elsewhere is observed as it happens, into
+histograms: API request latency (by route template, method and status), database commit time and
+group size (through ``Store.on_commit``), and event-loop lag (a probe task).
+
+This module owns the metric names and their exposition; it changes no scheduling state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from scale_scheduler.api.errors import Handler
+from scale_scheduler.api.keys import CLUSTER, CONNECTION, CORE, SCHEDULER, STORE
+from scale_scheduler.daemon.driver import ConnectionState
+from scale_scheduler.daemon.scheduler_core import SchedulerCore
+from scale_scheduler.state.nodes import NodeState, Resources
+from scale_scheduler.state.tasks import LAUNCHED, TaskState
+
+PREFIX = "scale_scheduler"
+MIB = 1024 * 1024
+LOOP_LAG_INTERVAL = 0.5
+"""Seconds between two event-loop lag probes."""
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_UNMATCHED = "unmatched"
+_STREAM_TYPE = "text/event-stream"
+_LIVE_STATES = tuple(s for s in TaskState if s is TaskState.QUEUED or s in LAUNCHED)
+_ENDED_STATES = tuple(s for s in TaskState if s.terminal)
+
+
+class Metrics:
+    """One application's registry and the metrics observed as events happen."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.loop_lag_interval = LOOP_LAG_INTERVAL
+        self.last_loop_lag = 0.0
+        registry = self.registry
+        self.request_duration = Histogram(
+            f"{PREFIX}_api_request_duration_seconds",
+            "Time to answer an API request, by route template, method and status.",
+            ("route", "method", "status"),
+            registry=registry,
+        )
+        self.commit_duration = Histogram(
+            f"{PREFIX}_database_commit_duration_seconds",
+            "Time of one group commit (BEGIN to COMMIT) of the SQLite store.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.commit_group_size = Histogram(
+            f"{PREFIX}_database_commit_group_size",
+            "Writes (API requests, status bursts, offer passes) grouped into one commit.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+            registry=registry,
+        )
+        self.loop_lag = Histogram(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time the loop was busy or blocked.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self._requests: dict[tuple[str, str, int], Histogram] = {}
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.request_duration.labels(route, method, str(status))
+        child.observe(seconds)
+
+    def observe_commit(self, group_size: int, seconds: float) -> None:
+        self.commit_duration.observe(seconds)
+        self.commit_group_size.observe(group_size)
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The registry in the format the ``Accept`` header asks for, and its content type."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+# --- values read at scrape time ----------------------------------------------------------------
+
+
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", help_text, value=value)
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", help_text, value=value)
+
+
+class LiveCollector(Collector):
+    """Reads the application's live state on every scrape (nothing is copied in between)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._connection()
+        yield from self._scheduler()
+        core = self._app.get(CORE)
+        yield from self._core(core)
+        yield from self._resources(core)
+
+    def _connection(self) -> Iterator[Metric]:
+        status = self._app[CONNECTION]
+        state = GaugeMetricFamily(
+            f"{PREFIX}_mesos_connection_state",
+            "State of the connection to the Mesos master: 1 for the current state.",
+            labels=("state",),
+        )
+        for each in ConnectionState:
+            state.add_metric((each.value,), 1.0 if status.state is each else 0.0)
+        yield state
+        yield _gauge(
+            "mesos_master_online",
+            "1 while the Mesos master answers (subscribed, or refusing with an HTTP status).",
+            float(status.master_online),
+        )
+        yield _counter(
+            "mesos_subscriptions",
+            "SUBSCRIBED events received (the first registration and every resubscription).",
+            status.subscriptions,
+        )
+        yield _counter(
+            "mesos_reconnects",
+            "Subscriptions lost and reconnected (stream ended or broke, heartbeats missed, "
+            "leader changed).",
+            status.reconnects,
+        )
+
+    def _scheduler(self) -> Iterator[Metric]:
+        scheduler = self._app.get(SCHEDULER)
+        paused = scheduler.state.is_paused if scheduler is not None else False
+        yield _gauge("scheduler_paused", "1 while the scheduler is paused globally.", paused)
+        yield _gauge(
+            "queue_depth",
+            "Tasks queued, waiting for an offer.",
+            self._app[CLUSTER].queue_depth,
+        )
+
+    def _core(self, core: SchedulerCore | None) -> Iterator[Metric]:
+        pipeline = core.pipeline if core is not None else None
+        tracker = core.tracker if core is not None else None
+        totals = pipeline.totals if pipeline is not None else None
+        yield _counter(
+            "offers_received",
+            "Offers received from Mesos.",
+            pipeline.offers_received if pipeline else 0,
+        )
+        yield _counter(
+            "offers_accepted",
+            "Offers used by an ACCEPT that the master took.",
+            totals.accepted if totals else 0,
+        )
+        yield _counter(
+            "offers_declined",
+            "Offers declined by a DECLINE that the master took.",
+            totals.declined if totals else 0,
+        )
+        yield _counter(
+            "offers_rescinded",
+            "RESCIND events received from Mesos.",
+            pipeline.rescinds_received if pipeline else 0,
+        )
+        yield _counter(
+            "offer_passes",
+            "Offer passes run (each answers every offer pending at its start).",
+            pipeline.passes if pipeline else 0,
+        )
+        yield _gauge(
+            "offers_suppressed",
+            "1 while offers are suppressed (nothing to launch, or paused).",
+            float(pipeline.suppressed) if pipeline else 0.0,
+        )
+        yield _counter(
+            "task_launches",
+            "Tasks launched: carried by an ACCEPT that the master took.",
+            totals.launched if totals else 0,
+        )
+        yield _counter(
+            "task_launches_reverted",
+            "Launch intents put back in the queue because their ACCEPT could not be sent.",
+            totals.reverted if totals else 0,
+        )
+        yield _counter(
+            "status_updates",
+            "Task status updates received from Mesos and handled.",
+            tracker.updates_handled if tracker else 0,
+        )
+        yield _counter(
+            "status_acknowledgements",
+            "Status updates acknowledged to Mesos (after they were stored).",
+            tracker.acks_sent if tracker else 0,
+        )
+        yield _counter(
+            "reconciliation_rounds",
+            "Reconciliation rounds started (after each SUBSCRIBED, and periodically).",
+            tracker.reconcile_rounds if tracker else 0,
+        )
+        tasks = GaugeMetricFamily(
+            f"{PREFIX}_tasks",
+            "Live tasks by state (queued, or holding resources on an agent).",
+            labels=("state",),
+        )
+        for state in _LIVE_STATES:
+            if tracker is None:
+                value = 0
+            elif state is TaskState.QUEUED:
+                value = tracker.queue_depth
+            else:
+                value = tracker.launched_counts.get(state, 0)
+            tasks.add_metric((state.value,), value)
+        yield tasks
+        ended = CounterMetricFamily(
+            f"{PREFIX}_tasks_ended",
+            "Tasks that reached a terminal state since the daemon started, by state.",
+            labels=("state",),
+        )
+        for state in _ENDED_STATES:
+            ended.add_metric((state.value,), tracker.ended_counts.get(state, 0) if tracker else 0)
+        yield ended
+        nodes = GaugeMetricFamily(
+            f"{PREFIX}_nodes", "Known nodes (Mesos agents) by state.", labels=("state",)
+        )
+        counts = dict.fromkeys(NodeState, 0)
+        if core is not None:
+            paused = core.scheduler.state.is_paused
+            for node in core.nodes.by_id.values():
+                counts[node.state(paused)] += 1
+        for node_state, count in counts.items():
+            nodes.add_metric((node_state.value,), count)
+        yield nodes
+
+    def _resources(self, core: SchedulerCore | None) -> Iterator[Metric]:
+        if core is None:
+            return
+        total, scheduled = core.nodes.totals()
+        kinds: list[tuple[str, str, Resources]] = [
+            ("scheduled", "held by this framework's tasks", scheduled)
+        ]
+        if total is not None:
+            kinds.insert(0, ("cluster", "of the online agents (total)", total))
+        for prefix, meaning, res in kinds:
+            yield _gauge(f"{prefix}_cpus", f"CPUs {meaning}.", res.cpus)
+            yield _gauge(f"{prefix}_memory_bytes", f"Memory {meaning}.", res.mem * MIB)
+            yield _gauge(f"{prefix}_disk_bytes", f"Disk {meaning}.", res.disk * MIB)
+            yield _gauge(f"{prefix}_gpus", f"GPUs {meaning}.", res.gpus)
+
+
+# --- wiring ------------------------------------------------------------------------------------
+
+
+def setup_metrics(app: web.Application) -> Metrics:
+    """Create the app's registry (before start-up, so the middleware finds it)."""
+    metrics = Metrics()
+    metrics.registry.register(LiveCollector(app))
+    app[METRICS] = metrics
+    return metrics
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Observe each request's latency under its route template (bounded label values)."""
+    started = time.perf_counter()
+    status = 500
+    streaming = False
+    try:
+        response = await handler(request)
+        status = response.status
+        streaming = response.content_type == _STREAM_TYPE
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        if not streaming:  # a stream's duration is its lifetime, not a latency
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else _UNMATCHED
+            method = request.method if request.method in _METHODS else "OTHER"
+            request.app[METRICS].observe_request(
+                route, method, status, time.perf_counter() - started
+            )
+
+
+async def metrics_context(app: web.Application) -> AsyncIterator[None]:
+    """Observe the store's commits and probe the event loop's lag while the app runs."""
+    metrics = app[METRICS]
+    store = app[STORE]
+    store.on_commit.append(metrics.observe_commit)
+    probe = asyncio.get_running_loop().create_task(_probe_loop_lag(metrics), name="loop-lag")
+    try:
+        yield
+    finally:
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
+        with contextlib.suppress(ValueError):
+            store.on_commit.remove(metrics.observe_commit)
+
+
+async def _probe_loop_lag(metrics: Metrics) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        interval = metrics.loop_lag_interval
+        started = loop.time()
+        await asyncio.sleep(interval)
+        lag = max(0.0, loop.time() - started - interval)
+        metrics.last_loop_lag = lag
+        metrics.loop_lag.observe(lag)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].exposition(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
