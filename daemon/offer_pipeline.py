@@ -31,7 +31,13 @@ import structlog
 
 from scale_scheduler.daemon.config import SchedulerConfig
 from scale_scheduler.daemon.driver import DriverError, Launch, SchedulerDriver
-from scale_scheduler.daemon.matcher import HostBlock, MatchResult, MatchSettings, match
+from scale_scheduler.daemon.matcher import (
+    DeclineReason,
+    HostBlock,
+    MatchResult,
+    MatchSettings,
+    match,
+)
 from scale_scheduler.daemon.mesos_types import (
     CommandInfo,
     Environment,
@@ -239,6 +245,7 @@ class OfferPipeline:
             for node in touched
             if node.blocks_launches
         }
+        generation = self._tracker.index.generation
         try:
             result = match(
                 offers,
@@ -280,7 +287,9 @@ class OfferPipeline:
                 await self._decline([o.id.value for o in offers], None, stats, "INTENT_FAILED")
                 await self._tracker.cancel_all(doomed)
                 return
-        await self._send(result, plan, stats)
+        await self._send(
+            result, plan, stats, queue_changed=generation != self._tracker.index.generation
+        )
 
     def _observe_nodes(
         self, offers: list[Offer], now: float
@@ -312,9 +321,16 @@ class OfferPipeline:
             return [], lambda: None, touched
         return statements, apply, touched
 
-    async def _send(self, result: MatchResult, plan: LaunchPlan | None, stats: PassStats) -> None:
+    async def _send(
+        self,
+        result: MatchResult,
+        plan: LaunchPlan | None,
+        stats: PassStats,
+        *,
+        queue_changed: bool = False,
+    ) -> None:
         try:
-            await self._answer(result, plan, stats)
+            await self._answer(result, plan, stats, queue_changed=queue_changed)
         finally:
             if plan is not None:
                 # Always: a task left busy would be skipped by the matcher and the launch timeout.
@@ -324,7 +340,14 @@ class OfferPipeline:
                 if cancels:
                     await self._tracker.cancel_all(cancels)
 
-    async def _answer(self, result: MatchResult, plan: LaunchPlan | None, stats: PassStats) -> None:
+    async def _answer(
+        self,
+        result: MatchResult,
+        plan: LaunchPlan | None,
+        stats: PassStats,
+        *,
+        queue_changed: bool = False,
+    ) -> None:
         rescinded = self._rescinded
         accepts: list[tuple[list[PlannedTask], Launch]] = []
         dropped: list[PlannedTask] = []
@@ -348,7 +371,15 @@ class OfferPipeline:
             ids = [oid for oid in decline.offer_ids if oid not in rescinded]
             stats.rescinded += len(decline.offer_ids) - len(ids)
             if ids:
-                declines.setdefault(decline.refuse_seconds, []).extend(ids)
+                # Tasks queued while this pass awaited its commit were not matched against these
+                # offers, and their REVIVE may already be out: a filter now would hide the offers
+                # from them. Decline with none, so the agent is offered again next cycle.
+                refuse = (
+                    0.0
+                    if queue_changed and _queue_based(decline.reason)
+                    else decline.refuse_seconds
+                )
+                declines.setdefault(refuse, []).extend(ids)
                 reason = decline.reason.value
                 stats.decline_reasons[reason] = stats.decline_reasons.get(reason, 0) + len(ids)
         for _planned, launch in accepts:
@@ -468,3 +499,8 @@ class OfferPipeline:
         for task in list(self._interest_tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _queue_based(reason: DeclineReason) -> bool:
+    """Declines decided from the queue's contents (not from a pause flag)."""
+    return reason in (DeclineReason.QUEUE_EMPTY, DeclineReason.NOTHING_FITS)

@@ -62,6 +62,8 @@ class QueueIndex:
         self._groups: dict[tuple[int, Shape], QueueGroup] = {}
         self._levels: dict[int, list[QueueGroup]] = {}
         self._priorities: list[int] = []
+        self.generation = 0
+        """Counts entries added; a pass compares it to know the queue changed under it."""
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -84,6 +86,7 @@ class QueueIndex:
         else:
             bisect.insort(group.extra, task.id)
         task.indexed = True
+        self.generation += 1
 
     def compact(self) -> None:
         """Drop entries of tasks no longer queued from the front of every group; forget empty

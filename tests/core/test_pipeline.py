@@ -258,3 +258,32 @@ async def test_a_bug_after_matching_still_answers_every_offer(
     # The task whose launch could not be built is queued again, not stuck as launching.
     assert core.queue_depth == 1 == await harness.db_count("QUEUED")
     assert all(not t.busy for t in core.tracker.tasks.values())
+
+
+async def test_tasks_queued_during_a_pass_are_not_hidden_by_a_long_filter(
+    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass matched an empty queue; tasks arrive (and REVIVE) while it commits: its declines
+    must not filter those offers for idle_refuse_seconds, or the new tasks wait that long."""
+    await harness.start()
+    original = harness.store.write
+    armed = [True]
+    submitted: list[int] = []
+
+    async def submit_during_the_pass(statements: Any, apply: Any = None) -> Any:
+        result = await original(statements, apply)
+        if armed[0]:
+            armed[0] = False
+            submitted.extend(await harness.submit(2))
+        return result
+
+    monkeypatch.setattr(harness.store, "write", submit_during_the_pass)
+    await harness.offer_pass(make_offer("o1", "a1"))  # first sighting of a1: a node commit
+    assert len(submitted) == 2
+    (decline,) = harness.driver.of("decline")
+    assert decline[1:] == (("o1",), 0.0)
+
+    # an undisturbed pass over the same empty-looking situation keeps the long filter
+    monkeypatch.setattr(harness.store, "write", original)
+    await harness.offer_pass(make_offer("o2", "a2"), make_offer("o3", "a3", cpus=0.1))
+    assert ("decline", ("o3",), 120.0) in harness.log
