@@ -27,9 +27,14 @@ $(VENV310)/.installed: setup.py
 	     $(VENV310)/bin/pip install --quiet --upgrade pip && \
 	     $(VENV310)/bin/pip install --quiet -e '.[test,pymesos]' && touch $@; fi
 
+# Everything under the default Python, then the pymesos driver's suite under Python 3.10.
 test: install install310
 	SCALE_TEST_PYTHON310=$$( [ -x $(VENV310)/bin/python ] && echo $(VENV310)/bin/python ) \
 		$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	@if [ -x $(VENV310)/bin/python ]; then \
+		echo "== pymesos driver suite under Python 3.10"; \
+		$(VENV310)/bin/python -m pytest tests/pymesos $(PYTEST_ARGS); \
+	else echo "== no Python 3.10: pymesos driver suite skipped"; fi
 
 demo: install
 	$(VENV)/bin/scale-scheduler demo
