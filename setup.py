@@ -45,6 +45,8 @@ setup(
             "pytest-aiohttp>=1.0",
             "pytest-asyncio>=0.23",
             "pytest-timeout>=2.3",
+            # Dashboard browser tests: drive Debian's chromium, never `playwright install`.
+            "playwright>=1.40",
             "ruff>=0.6",
         ],
         "pymesos": ["pymesos==0.3.15; python_version < '3.11'"],

@@ -290,24 +290,26 @@ def setup_metrics(app: web.Application) -> Metrics:
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Observe each request's latency under its route template (bounded label values)."""
     started = time.perf_counter()
-    status = 500
-    streaming = False
     try:
         response = await handler(request)
-        status = response.status
-        streaming = response.content_type == _STREAM_TYPE
-        return response
     except web.HTTPException as exc:
-        status = exc.status
+        _observe(request, exc.status, started)
         raise
-    finally:
-        if not streaming:  # a stream's duration is its lifetime, not a latency
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else _UNMATCHED
-            method = request.method if request.method in _METHODS else "OTHER"
-            request.app[METRICS].observe_request(
-                route, method, status, time.perf_counter() - started
-            )
+    except Exception:
+        _observe(request, 500, started)
+        raise
+    # A stream's duration is its lifetime, not a latency. A request cancelled because its
+    # client went away (BaseException) got no answer: neither is observed.
+    if response.content_type != _STREAM_TYPE:
+        _observe(request, response.status, started)
+    return response
+
+
+def _observe(request: web.Request, status: int, started: float) -> None:
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else _UNMATCHED
+    method = request.method if request.method in _METHODS else "OTHER"
+    request.app[METRICS].observe_request(route, method, status, time.perf_counter() - started)
 
 
 async def metrics_context(app: web.Application) -> AsyncIterator[None]:

@@ -163,11 +163,16 @@ class Spy:
         self.accepted_offers = 0
         self.declined_offers = 0
         self.launched = 0
+        self.refused_tasks = 0
         self.updates = 0
         accept, decline, on_update = driver.accept, driver.decline, core.on_update
 
         async def spy_accept(launch: Launch, refuse_seconds: float | None = None) -> None:
-            await accept(launch, refuse_seconds)
+            try:
+                await accept(launch, refuse_seconds)
+            except Exception:
+                self.refused_tasks += len(launch.tasks)
+                raise
             self.accepted_offers += len(launch.offer_ids)
             self.launched += len(launch.tasks)
 
@@ -259,6 +264,27 @@ async def test_counts_equal_what_happened_in_a_simulated_run(tmp_path: Path) -> 
             assert samples.get("scale_scheduler_mesos_subscriptions_total") == 2
             assert samples.get("scale_scheduler_mesos_reconnects_total") == 1
             assert samples.get("scale_scheduler_reconciliation_rounds_total") == 2
+        finally:
+            await daemon.stop()
+
+
+async def test_reverted_launches_are_counted(tmp_path: Path) -> None:
+    async with SimulatedCluster(agents=2, **SIM) as sim:
+        daemon = Daemon(daemon_config(tmp_path, sim.url), sim)
+        await daemon.start(wait_subscribed=False)
+        try:
+            core = daemon.core
+            spy = Spy(daemon)
+            await daemon.until(lambda: core.driver.status.subscribed)
+            sim.fail_calls(500, "ACCEPT", count=1)  # the first ACCEPT is refused
+            ids = await daemon.submit([task(f"r{i}") for i in range(4)])
+            await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks)
+            samples = await daemon.scrape()
+            assert spy.refused_tasks > 0
+            assert samples.get("scale_scheduler_task_launches_reverted_total") == spy.refused_tasks
+            assert samples.get("scale_scheduler_task_launches_total") == len(ids) == spy.launched
+            assert samples.get("scale_scheduler_tasks_ended_total", state="FINISHED") == len(ids)
+            assert samples.get("scale_scheduler_tasks", state="LAUNCHING") == 0
         finally:
             await daemon.stop()
 
