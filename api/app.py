@@ -23,6 +23,7 @@ from scale_scheduler.api.keys import (
     CONNECTION,
     CORE,
     SCHEDULER,
+    SCHEDULER_HOSTNAME,
     STORE,
     ResourceTotals,
 )
@@ -53,6 +54,11 @@ class EmptyCluster:
 
     def resource_summary(self) -> dict[str, ResourceTotals] | None:
         return None
+
+
+async def resolve_hostname(app: web.Application) -> None:
+    """Name lookups may block on DNS: done once, off the loop, never per request."""
+    app[SCHEDULER_HOSTNAME] = await asyncio.to_thread(app[CONFIG].effective_hostname)
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
@@ -133,6 +139,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     app[SUPERVISOR] = Supervisor()
     setup_metrics(app)
     setup_dashboard(app)
+    app.on_startup.append(resolve_hostname)
     app.cleanup_ctx.append(store_context)
     app.cleanup_ctx.append(metrics_context)
     app.cleanup_ctx.append(dashboard_context)

@@ -27,6 +27,8 @@ class ClusterView(Protocol):
 
 
 CONFIG = web.AppKey("config", Config)
+SCHEDULER_HOSTNAME = web.AppKey("scheduler_hostname", str)
+"""This host's name (``mesos.hostname`` or the machine's), resolved once at start-up."""
 STORE = web.AppKey("store", Store)
 SCHEDULER = web.AppKey("scheduler", SchedulerRepository)
 CONNECTION = web.AppKey("connection", ConnectionStatus)

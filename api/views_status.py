@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from scale_scheduler.api.errors import json_response
-from scale_scheduler.api.keys import CLUSTER, CONFIG, CONNECTION, SCHEDULER
+from scale_scheduler.api.keys import CLUSTER, CONNECTION, SCHEDULER, SCHEDULER_HOSTNAME
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -21,7 +21,7 @@ async def get_status(request: web.Request) -> web.Response:
             "is_online": connection.master_online,
         },
         "scheduler": {
-            "hostname": app[CONFIG].effective_hostname(),
+            "hostname": app[SCHEDULER_HOSTNAME],
             "is_online": connection.subscribed,
             "is_paused": app[SCHEDULER].state.is_paused,
         },
