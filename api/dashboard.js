@@ -501,7 +501,8 @@
     syncRows(tbody, queue, (t) => t.id, () => el("tr"), (row, t) => {
       const c = cells(row, 6);
       setCell(c[0], t.id, "num mono");
-      setCell(c[1], t.name, "");
+      setCell(c[1], t.name, "name");
+      c[1].title = t.name;
       setCell(c[2], t.priority, "num");
       setCell(c[3], fmtNum(t.cpus, 2), "num");
       setCell(c[4], fmtMiB(t.mem), "num");
@@ -516,7 +517,8 @@
     syncRows(tbody, recent, (t) => t.id, () => el("tr"), (row, t) => {
       const c = cells(row, 7);
       setCell(c[0], t.id, "num mono");
-      setCell(c[1], t.name, "");
+      setCell(c[1], t.name, "name");
+      c[1].title = t.name;
       setBadge(c[2], t.state);
       setCell(c[3], t.hostname || "", "mono");
       setCell(c[4], t.attempts, "num");
