@@ -14,37 +14,47 @@ from typing import Any
 
 import msgspec
 
+
+class _Wire(msgspec.Struct, gc=False):
+    """Base of every wire struct: never tracked by the garbage collector.
+
+    Decoded events are trees (no reference cycles), and an OFFERS event of 100 offers would
+    otherwise add about 1,200 tracked objects; while a burst of offers waits for its pass, full
+    collections walking them cost more than the decoding itself (B1 in ``bench/RESULTS.md``).
+    """
+
+
 # --- identifiers and small values -------------------------------------------------------------
 
 
-class Value(msgspec.Struct, omit_defaults=True):
+class Value(_Wire, omit_defaults=True):
     """Any of the ``*ID`` messages: ``{"value": "..."}``."""
 
     value: str
 
 
-class Scalar(msgspec.Struct, omit_defaults=True):
+class Scalar(_Wire, omit_defaults=True):
     value: float
 
 
-class Range(msgspec.Struct, omit_defaults=True):
+class Range(_Wire, omit_defaults=True):
     begin: int
     end: int
 
 
-class Ranges(msgspec.Struct, omit_defaults=True):
+class Ranges(_Wire, omit_defaults=True):
     range: list[Range] = msgspec.field(default_factory=list)
 
 
-class Set(msgspec.Struct, omit_defaults=True):
+class Set(_Wire, omit_defaults=True):
     item: list[str] = msgspec.field(default_factory=list)
 
 
-class AllocationInfo(msgspec.Struct, omit_defaults=True):
+class AllocationInfo(_Wire, omit_defaults=True):
     role: str | None = None
 
 
-class Resource(msgspec.Struct, omit_defaults=True):
+class Resource(_Wire, omit_defaults=True):
     name: str
     # Mesos requires ``type`` on the wire: the default is empty so that it is always encoded,
     # and ``__post_init__`` fills it in from whichever value is set.
@@ -72,7 +82,7 @@ class Resource(msgspec.Struct, omit_defaults=True):
                 self.type = "SCALAR"
 
 
-class Attribute(msgspec.Struct, omit_defaults=True):
+class Attribute(_Wire, omit_defaults=True):
     name: str
     type: str = "TEXT"
     text: Value | None = None
@@ -94,7 +104,7 @@ class Attribute(msgspec.Struct, omit_defaults=True):
         return ""
 
 
-class Offer(msgspec.Struct, omit_defaults=True):
+class Offer(_Wire, omit_defaults=True):
     id: Value
     framework_id: Value
     agent_id: Value
@@ -105,13 +115,13 @@ class Offer(msgspec.Struct, omit_defaults=True):
     url: Any | None = None
 
 
-class Address(msgspec.Struct, omit_defaults=True):
+class Address(_Wire, omit_defaults=True):
     hostname: str | None = None
     ip: str | None = None
     port: int | None = None
 
 
-class MasterInfo(msgspec.Struct, omit_defaults=True):
+class MasterInfo(_Wire, omit_defaults=True):
     id: str = ""
     ip: int = 0
     port: int = 5050
@@ -128,7 +138,7 @@ class MasterInfo(msgspec.Struct, omit_defaults=True):
         return self.hostname or "", self.port
 
 
-class TaskStatus(msgspec.Struct, omit_defaults=True):
+class TaskStatus(_Wire, omit_defaults=True):
     task_id: Value
     state: str
     message: str | None = None
@@ -148,50 +158,50 @@ class TaskStatus(msgspec.Struct, omit_defaults=True):
 # --- events -----------------------------------------------------------------------------------
 
 
-class Subscribed(msgspec.Struct, omit_defaults=True):
+class Subscribed(_Wire, omit_defaults=True):
     framework_id: Value
     heartbeat_interval_seconds: float | None = None
     master_info: MasterInfo | None = None
 
 
-class OffersEvent(msgspec.Struct, omit_defaults=True):
+class OffersEvent(_Wire, omit_defaults=True):
     offers: list[Offer] = msgspec.field(default_factory=list)
     inverse_offers: list[Any] = msgspec.field(default_factory=list)
 
 
-class InverseOffersEvent(msgspec.Struct, omit_defaults=True):
+class InverseOffersEvent(_Wire, omit_defaults=True):
     inverse_offers: list[Any] = msgspec.field(default_factory=list)
 
 
-class RescindEvent(msgspec.Struct, omit_defaults=True):
+class RescindEvent(_Wire, omit_defaults=True):
     offer_id: Value
 
 
-class RescindInverseOfferEvent(msgspec.Struct, omit_defaults=True):
+class RescindInverseOfferEvent(_Wire, omit_defaults=True):
     inverse_offer_id: Value
 
 
-class UpdateEvent(msgspec.Struct, omit_defaults=True):
+class UpdateEvent(_Wire, omit_defaults=True):
     status: TaskStatus
 
 
-class MessageEvent(msgspec.Struct, omit_defaults=True):
+class MessageEvent(_Wire, omit_defaults=True):
     agent_id: Value
     executor_id: Value
     data: str = ""
 
 
-class FailureEvent(msgspec.Struct, omit_defaults=True):
+class FailureEvent(_Wire, omit_defaults=True):
     agent_id: Value | None = None
     executor_id: Value | None = None
     status: int | None = None
 
 
-class ErrorEvent(msgspec.Struct, omit_defaults=True):
+class ErrorEvent(_Wire, omit_defaults=True):
     message: str = ""
 
 
-class Event(msgspec.Struct, omit_defaults=True):
+class Event(_Wire, omit_defaults=True):
     """One scheduler event; ``type`` names which payload field is set."""
 
     type: str
@@ -209,16 +219,16 @@ class Event(msgspec.Struct, omit_defaults=True):
 # --- what the daemon sends --------------------------------------------------------------------
 
 
-class EnvironmentVariable(msgspec.Struct, omit_defaults=True):
+class EnvironmentVariable(_Wire, omit_defaults=True):
     name: str
     value: str
 
 
-class Environment(msgspec.Struct, omit_defaults=True):
+class Environment(_Wire, omit_defaults=True):
     variables: list[EnvironmentVariable] = msgspec.field(default_factory=list)
 
 
-class CommandInfo(msgspec.Struct, omit_defaults=True):
+class CommandInfo(_Wire, omit_defaults=True):
     value: str | None = None
     shell: bool = True
     environment: Environment | None = None
@@ -226,16 +236,16 @@ class CommandInfo(msgspec.Struct, omit_defaults=True):
     arguments: list[str] | None = None
 
 
-class Label(msgspec.Struct, omit_defaults=True):
+class Label(_Wire, omit_defaults=True):
     key: str
     value: str | None = None
 
 
-class Labels(msgspec.Struct, omit_defaults=True):
+class Labels(_Wire, omit_defaults=True):
     labels: list[Label] = msgspec.field(default_factory=list)
 
 
-class TaskInfo(msgspec.Struct, omit_defaults=True):
+class TaskInfo(_Wire, omit_defaults=True):
     name: str
     task_id: Value
     agent_id: Value
@@ -245,7 +255,7 @@ class TaskInfo(msgspec.Struct, omit_defaults=True):
     labels: Labels | None = None
 
 
-class Filters(msgspec.Struct, omit_defaults=True):
+class Filters(_Wire, omit_defaults=True):
     refuse_seconds: float
 
 
