@@ -280,8 +280,11 @@ def _attributes(offer: Offer) -> dict[str, str]:
     return {attr.name: attr.as_text() for attr in offer.attributes}
 
 
-def group_offers(offers: Iterable[Offer], blocked_hosts: Mapping[str, HostBlock]) -> list[_Agent]:
-    """Offers by agent in arrival order, each agent's resources split into per-role bins."""
+def group_offers(
+    offers: Iterable[Offer], blocked_hosts: Mapping[str, HostBlock], *, bins: bool = True
+) -> list[_Agent]:
+    """Offers by agent in arrival order, each agent's resources split into per-role bins
+    (``bins=False``: no bins, when nothing is queued that could use them)."""
     agents: dict[str, _Agent] = {}
     bins_by_role: dict[tuple[str, str], _Bin] = {}
     for offer in offers:
@@ -292,6 +295,8 @@ def group_offers(offers: Iterable[Offer], blocked_hosts: Mapping[str, HostBlock]
                 agent_id, offer.hostname, [], [], blocked_hosts.get(offer.hostname)
             )
         agent.offer_ids.append(offer.id.value)
+        if not bins:
+            continue
         role = offer.allocation_info.role if offer.allocation_info is not None else None
         key = (agent_id, role or "")
         bin_ = bins_by_role.get(key)
@@ -314,20 +319,25 @@ def match(
     blocked_hosts: Mapping[str, HostBlock],
     settings: MatchSettings,
 ) -> MatchResult:
-    agents = group_offers(offers, blocked_hosts)
+    levels = list(queue.levels())
     if scheduler_paused:
         paused = WaitReason.SCHEDULER_PAUSED
         waiting = tuple(
             GroupWaiting(g.priority, g.shape, paused, "the scheduler is paused")
-            for level in queue.levels()
+            for level in levels
             for g in level
         )
-        ids = tuple(oid for agent in agents for oid in agent.offer_ids)
+        # Only the ids, by agent in arrival order: resource bins would be built for nothing.
+        by_agent: dict[str, list[str]] = {}
+        for offer in offers:
+            by_agent.setdefault(offer.agent_id.value, []).append(offer.id.value)
+        ids = tuple(oid for agent_ids in by_agent.values() for oid in agent_ids)
         declines = (
             (Decline(ids, settings.refuse_seconds, DeclineReason.SCHEDULER_PAUSED),) if ids else ()
         )
         return MatchResult((), declines, waiting)
 
+    agents = group_offers(offers, blocked_hosts, bins=bool(levels))
     usable = [agent for agent in agents if agent.blocked is None]
     bins = [bin_ for agent in usable for bin_ in agent.bins]
     placements: dict[int, list[TaskPlacement]] = {}
@@ -340,13 +350,13 @@ def match(
             reason, message = WaitReason.NODES_PAUSED, "every offering node is paused or inactive"
         else:
             reason, message = WaitReason.NO_OFFERS, "no offers"
-        for level in queue.levels():
+        for level in levels:
             for group in level:
                 waiting_list.append(GroupWaiting(group.priority, group.shape, reason, message))
         had_work = bool(waiting_list)
     else:
         state = _Pass(bins)
-        for level in queue.levels():
+        for level in levels:
             examined += len(level)
             had_work |= state.place_level(level, queue, placements, waiting_list)
 

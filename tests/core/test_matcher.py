@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 from corekit import make_offer
 
+from scale_scheduler.daemon import matcher
 from scale_scheduler.daemon.matcher import (
     DeclineReason,
     GroupView,
@@ -262,6 +263,24 @@ def test_scheduler_paused_declines_everything() -> None:
     assert decline.reason is DeclineReason.SCHEDULER_PAUSED
     assert set(decline.offer_ids) == {"o1", "o2"}
     assert [w.reason for w in result.waiting] == [WaitReason.SCHEDULER_PAUSED]
+
+
+def test_no_resource_bins_when_paused_or_nothing_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Declining everything must not pay for resource bins (B1: offers/s while paused or idle)."""
+
+    def refuse(self: object, resource: Resource) -> None:
+        raise AssertionError("resource bins built although no task could use them")
+
+    monkeypatch.setattr(matcher._Bin, "add", refuse)
+    offers = [make_offer("o1", "a1"), make_offer("o2", "a2"), make_offer("o3", "a1")]
+    paused = run(offers, Q([(1, small(), 100)]), paused=True)
+    assert [(d.reason, d.offer_ids) for d in paused.declines] == [
+        (DeclineReason.SCHEDULER_PAUSED, ("o1", "o3", "o2"))
+    ]
+    idle = run(offers, Q())
+    assert [(d.reason, d.offer_ids) for d in idle.declines] == [
+        (DeclineReason.QUEUE_EMPTY, ("o1", "o3", "o2"))
+    ]
 
 
 def test_decline_filters() -> None:
