@@ -29,7 +29,15 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from scale_scheduler.api.keys import CLUSTER, CONFIG, CONNECTION, CORE, SCHEDULER, STORE
+from scale_scheduler.api.keys import (
+    CLUSTER,
+    CONFIG,
+    CONNECTION,
+    CORE,
+    SCHEDULER,
+    SCHEDULER_HOSTNAME,
+    STORE,
+)
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.nodes import node_view
@@ -95,7 +103,7 @@ async def build_snapshot(app: web.Application) -> dict[str, Any]:
             "is_online": connection.master_online,
         },
         "scheduler": {
-            "hostname": app[CONFIG].effective_hostname(),
+            "hostname": app[SCHEDULER_HOSTNAME],
             "is_online": connection.subscribed,
             "is_paused": paused,
             "connection": connection.state.value,
