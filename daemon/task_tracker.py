@@ -226,6 +226,8 @@ class TaskTracker:
         self._next_id = 1
         self._updates: list[TaskStatus] = []
         self._updates_ready = asyncio.Event()
+        # Bursts are resolved against memory and applied after their commit: one at a time.
+        self._burst_lock = asyncio.Lock()
         self._heard: set[int] = set()
         """Tasks that got any status since the current reconciliation round began."""
         self.updates_handled = 0
@@ -550,6 +552,10 @@ class TaskTracker:
             await self.process_pending_updates()
 
     async def process_pending_updates(self) -> None:
+        async with self._burst_lock:
+            await self._drain_updates()
+
+    async def _drain_updates(self) -> None:
         while self._updates:
             burst, self._updates = self._updates, []
             try:
@@ -797,18 +803,33 @@ class TaskTracker:
             log.info("launch_timeout_reconcile", tasks=len(to_reconcile))
             await self._reconcile_explicit(to_reconcile)
         if to_lose:
-            log.warning("launch_timeout_lost", tasks=len(to_lose))
-            await self.process_updates(
-                [
-                    TaskStatus(
-                        task_id=Value(task.mesos_task_id),
-                        state="TASK_LOST",
-                        message="no status update within scheduler.launch_timeout",
-                        source="SOURCE_SCHEDULER",
-                        reason="REASON_LAUNCH_TIMEOUT",
-                        agent_id=Value(task.agent_id) if task.agent_id else None,
-                        timestamp=now,
-                    )
-                    for task in to_lose
+            decided = [(task, task.attempts) for task in to_lose]
+            async with self._burst_lock:
+                # Updates received before this decision go first: they may answer for these
+                # tasks, which are then not lost (nor launched a second time).
+                await self._drain_updates()
+                lost = [
+                    task
+                    for task, attempt in decided
+                    if self.tasks.get(task.id) is task
+                    and task.state is TaskState.LAUNCHING
+                    and task.attempts == attempt
+                    and not task.busy
                 ]
-            )
+                if not lost:
+                    return
+                log.warning("launch_timeout_lost", tasks=len(lost))
+                await self.process_updates(
+                    [
+                        TaskStatus(
+                            task_id=Value(task.mesos_task_id),
+                            state="TASK_LOST",
+                            message="no status update within scheduler.launch_timeout",
+                            source="SOURCE_SCHEDULER",
+                            reason="REASON_LAUNCH_TIMEOUT",
+                            agent_id=Value(task.agent_id) if task.agent_id else None,
+                            timestamp=now,
+                        )
+                        for task in lost
+                    ]
+                )

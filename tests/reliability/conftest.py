@@ -1,0 +1,43 @@
+"""Fixtures of the reliability scenarios. Two helpers are reused from their owners' folders, not
+copied: the subprocess runner (``tests/foundation/daemon_process.py``) and the scheduling core's
+harness with a fake driver (``tests/core/corekit.py``, for the regression tests of defects the
+scenarios found)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+for _folder in ("foundation", "core"):
+    _path = str(Path(__file__).resolve().parent.parent / _folder)
+    if _path not in sys.path:
+        sys.path.append(_path)
+
+from corekit import Clock, CoreHarness  # noqa: E402
+
+from scale_scheduler.daemon.config import Config  # noqa: E402
+from scale_scheduler.state.store import Store  # noqa: E402
+
+
+@pytest.fixture
+async def core_harness(make_config: Callable[..., Config]) -> AsyncIterator[CoreHarness]:
+    """The scheduling core on a real store, a fake driver and a settable clock (not started)."""
+    config = make_config(
+        scheduler={
+            "revive_interval": 0.0,
+            "launch_timeout": 30.0,
+            "reconcile_retry": 0.05,
+            "reconcile_interval": 3600.0,
+        }
+    )
+    store = await Store.open(Path(config.state.path))
+    harness = CoreHarness(config, store, Clock())
+    try:
+        yield harness
+    finally:
+        if harness.core is not None:
+            await harness.core.stop()
+        await store.close()
