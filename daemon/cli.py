@@ -1,6 +1,8 @@
 """``scale-scheduler``: the command line. Parses arguments, configures logging, dispatches.
 
-Exit statuses are ``ExitCode`` values: 2 for a configuration error, 0 after a clean stop.
+``run`` is the daemon (its exit statuses are ``ExitCode`` values: 0 after a clean stop, 2 for a
+configuration error, ...); ``demo`` runs it against a simulated cluster; ``sim`` is the simulator;
+the operator commands (``status``, ``pause``, ``tasks``, ...) live in ``operator_cli``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from functools import partial
 
 import structlog
 
-from scale_scheduler.daemon.config import ConfigError, iter_settings, load_config, sample_yaml
+from scale_scheduler.daemon import operator_cli
+from scale_scheduler.daemon.config import (
+    Config,
+    ConfigError,
+    iter_settings,
+    load_config,
+    sample_yaml,
+)
 from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.logging_setup import configure_logging
 
@@ -35,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scale-scheduler",
         description="A Mesos framework scheduler daemon with an embedded REST API.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     commands.required = True
 
     run = commands.add_parser("run", help="run the daemon until SIGTERM or SIGINT")
@@ -53,7 +62,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a simulated Mesos master (see 'scale-scheduler sim --help')",
         add_help=False,
     )
+    demo = commands.add_parser(
+        "demo",
+        help="run the daemon against a simulated Mesos cluster with sample tasks",
+        description="Start a simulated Mesos master with agents and the daemon against it, "
+        "submit sample tasks and show their progress until Ctrl-C.",
+    )
+    _add_demo_args(demo)
+    operator_cli.add_commands(commands, _add_config_arg)
     return parser
+
+
+def _add_demo_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agents", type=int, default=5, help="simulated agents (default 5)")
+    parser.add_argument("--tasks", type=int, default=20, help="sample tasks (default 20)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        help="API port (default 8000, or a free one when 8000 is taken; 0 = any free)",
+    )
+    parser.add_argument(
+        "--keep-state",
+        metavar="DIR",
+        help="keep the database in DIR (default: a temporary directory, removed at exit)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=6.0,
+        metavar="SECONDS",
+        help="longest run time of a sample task (default 6; each takes 1/3 to all of it)",
+    )
+    parser.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="stop once every task has ended (instead of running until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="the daemon's log level, on stderr (default warning)",
+    )
+    parser.add_argument("--seed", type=int, help="seed the sample tasks and the simulator")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,26 +114,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sim_main(args_list[1:])
     args = build_parser().parse_args(args_list)
-    if args.command == "config-reference":
+    command = args.subcommand
+    if command in operator_cli.COMMANDS:
+        return operator_cli.run(args)
+    if command == "demo":
+        from scale_scheduler.daemon.demo import main as demo_main
+
+        return demo_main(args)
+    if command == "config-reference":
         print(config_reference_markdown())
         return ExitCode.OK
-    if args.command == "config-sample":
+    if command == "config-sample":
         sys.stdout.write(sample_yaml())
         return ExitCode.OK
+    assert command in ("run", "check-config"), command
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"scale-scheduler: config error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG_ERROR
-    if args.command == "check-config":
+    if command == "check-config":
         print(f"{args.config or '(defaults)'}: OK")
         return ExitCode.OK
+    return run_daemon(config, args.config)
+
+
+def run_daemon(config: Config, config_path: str | None) -> int:
     configure_logging(config.logging.level, config.logging.format)
+    from scale_scheduler.daemon.sd_notify import Notifier
     from scale_scheduler.daemon.service import reload_logging_level, serve
 
+    notifier = Notifier.from_environ()
     try:
         return int(
-            asyncio.run(serve(config, reload_level=partial(reload_logging_level, args.config)))
+            asyncio.run(
+                serve(
+                    config,
+                    reload_level=partial(reload_logging_level, config_path),
+                    notifier=notifier,
+                )
+            )
         )
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         structlog.get_logger(__name__).warning("daemon_interrupted")

@@ -1,40 +1,68 @@
 """Run the daemon: build the app, serve the API, stop cleanly on SIGTERM/SIGINT or a fatal error.
 
-Shutdown order: stop accepting API requests and finish in-flight ones, then close resources in
-reverse (scheduling core, Mesos stream without TEARDOWN, store after its last commit).
+Owns the process-level life cycle: signal handlers (SIGTERM/SIGINT stop, SIGHUP re-reads the
+logging level), systemd notifications (``READY=1`` once the database is open and the API listens,
+``STATUS=`` as the Mesos connection changes, ``WATCHDOG=1`` while the loop is healthy,
+``STOPPING=1``) and the shutdown order: stop accepting API requests and finish in-flight ones,
+then close resources in reverse (scheduling core, Mesos stream without TEARDOWN, store after its
+last commit). The resources themselves belong to ``api.app.build_app``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
 
 from scale_scheduler.api.app import SUPERVISOR, build_app
+from scale_scheduler.api.keys import CONNECTION, SCHEDULER
 from scale_scheduler.daemon.config import Config, ConfigError
 from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.framework_info import CredentialsError
 from scale_scheduler.daemon.logging_setup import set_level
+from scale_scheduler.daemon.operator_cli import client_host
+from scale_scheduler.daemon.sd_notify import (
+    Notifier,
+    describe_connection,
+    ping_watchdog,
+    report_status,
+)
 from scale_scheduler.state.store import StoreError
 
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def serve(config: Config, *, reload_level: object = None) -> ExitCode:
-    app = build_app(config)
+async def serve(
+    config: Config,
+    *,
+    reload_level: Callable[[], None] | None = None,
+    notifier: Notifier | None = None,
+    app: web.Application | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> ExitCode:
+    """Serve until a stop signal or a fatal error; returns the process's exit status.
+
+    ``app`` defaults to ``build_app(config)``; ``on_ready`` is called with the API's URL once it
+    listens (the demo uses both to drive the daemon in-process).
+    """
+    app = build_app(config) if app is None else app
+    notifier = notifier or Notifier(None)
     supervisor = app[SUPERVISOR]
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
     )
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, supervisor.stop, signal.Signals(signum).name)
-    if callable(reload_level):
+    if reload_level is not None:
         loop.add_signal_handler(signal.SIGHUP, reload_level)
+    background: list[asyncio.Task[None]] = []
     try:
         try:
             await runner.setup()
@@ -58,28 +86,55 @@ async def serve(config: Config, *, reload_level: object = None) -> ExitCode:
             )
             await runner.cleanup()
             return supervisor.exit_code
-        log.info("daemon_started", api=api_url(config, runner), state_path=config.state.path)
+        url = api_url(config, runner)
+        log.info("daemon_started", api=url, state_path=config.state.path)
+
+        def describe() -> str:
+            paused = ", paused" if app[SCHEDULER].state.is_paused else ""
+            return f"API {url}{paused}; {describe_connection(app[CONNECTION])}"
+
+        announced = describe()
+        notifier.ready(announced)
+        background.append(loop.create_task(report_status(notifier, describe, sent=announced)))
+        interval = notifier.watchdog_interval
+        if interval is not None:
+            background.append(loop.create_task(ping_watchdog(notifier, interval)))
+        if on_ready is not None:
+            on_ready(url)
         await supervisor.wait()
         log.info("daemon_stopping", reason=supervisor.reason)
+        notifier.stopping(f"stopping: {supervisor.reason}")
+        await _cancel(background)
         await runner.cleanup()
         log.info("daemon_stopped", exit_code=int(supervisor.exit_code))
         return supervisor.exit_code
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        await _cancel(background)
+        for signum in (*STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        notifier.close()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            log.error("service_task_failed", error=repr(result))
+    tasks.clear()
 
 
 def api_url(config: Config, runner: web.AppRunner | None = None) -> str:
     host, port = config.api.host, config.api.port
     if runner is not None and runner.addresses:  # the real port when 0 was asked for
         port = runner.addresses[0][1]
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{shown}:{port}/"
+    return f"http://{client_host(host)}:{port}/"
 
 
 def reload_logging_level(config_path: str | None) -> None:
     """SIGHUP: re-read ``logging.level`` from the config file (other settings need a restart)."""
-    from scale_scheduler.daemon.config import ConfigError, load_config
+    from scale_scheduler.daemon.config import load_config
 
     try:
         level = load_config(config_path).logging.level
