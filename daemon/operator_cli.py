@@ -348,7 +348,11 @@ def cmd_kill(client: ApiClient, args: argparse.Namespace) -> Result:
     status, body = client.request("DELETE", f"tasks/{args.task_id}/")
     if status == 200:
         return body, f"task {args.task_id} canceled before launch (now {body['state']})"
-    return body, f"kill of task {args.task_id} sent to Mesos (now {body['state']})"
+    state = body["state"]
+    return (
+        body,
+        f"kill of task {args.task_id} sent to Mesos (it stays {state} until Mesos confirms)",
+    )
 
 
 # -- parsing and dispatch -------------------------------------------------------------------------

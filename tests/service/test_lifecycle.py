@@ -6,9 +6,13 @@ over its HTTP record and operator API, as an operator would.
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +167,34 @@ def test_start_up_failures_exit_with_their_code_and_never_send_ready(
     assert done.returncode == expected, done.stdout + done.stderr
     notify.drain(0.1)
     assert not any("READY" in message for message in notify.messages)
+
+
+def test_logs_are_readable_lines_on_a_terminal(tmp_path: Path, sim: SimProcess) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(daemon_config(tmp_path, sim.url, fmt="auto")))
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [str(ENTRY_POINT), "run", "--config", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env=clean_env(),
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 15
+        while b"daemon_started" not in seen and time.monotonic() < deadline:
+            if select.select([controller], [], [], 0.1)[0]:
+                seen += os.read(controller, 65536)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", seen.decode())  # colours
+    line = next(line for line in text.splitlines() if "daemon_started" in line)
+    assert not line.lstrip().startswith("{"), line
+    assert re.search(r"\[info +\] daemon_started .* api=http://127\.0\.0\.1:\d+/", line), line

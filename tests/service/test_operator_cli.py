@@ -194,7 +194,7 @@ def test_kill_cancels_queued_kills_running_and_refuses_finished(run: Run) -> Non
     wait_for(lambda: in_state("RUNNING"))
     code, out, _ = run("kill", task_path)
     assert code == 0
-    assert out.startswith(f"kill of task {long['id']} sent to Mesos")
+    assert out.startswith(f"kill of task {long['id']} sent to Mesos (it stays RUNNING")
     wait_for(lambda: in_state("KILLED"))
 
     code, out, err = run("kill", task_path)

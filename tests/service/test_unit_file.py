@@ -61,6 +61,7 @@ def test_the_unit_says_what_the_issue_asks() -> None:
     assert unit["ProtectSystem"] == ["strict"]
     assert set(unit["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert "PYTHONFAULTHANDLER=1" in unit["Environment"], "a watchdog abort shows the stack"
 
 
 def test_the_unit_documents_every_exit_code() -> None:
