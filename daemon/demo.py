@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+from aiohttp import web
 
 from scale_scheduler.api.app import SUPERVISOR, build_app
 from scale_scheduler.daemon.config import Config, parse_config
@@ -42,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
         state_dir = Path(tempfile.mkdtemp(prefix="scale-scheduler-demo-"))
     else:
         state_dir.mkdir(parents=True, exist_ok=True)
-    port = args.port if args.port is not None else _default_port()
+    port = args.port if args.port is not None else port_or_any(DEFAULT_PORT)
     configure_logging(args.log_level, "console", stream=sys.stderr)
     try:
         return asyncio.run(Demo(args, state_dir, port, sys.stdout).run())
@@ -53,13 +54,14 @@ def main(args: argparse.Namespace) -> int:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _default_port() -> int:
+def port_or_any(preferred: int) -> int:
+    """``preferred`` when it is free on 127.0.0.1, else 0 (any free port)."""
     with socket.socket() as sock:
         try:
-            sock.bind(("127.0.0.1", DEFAULT_PORT))
+            sock.bind(("127.0.0.1", preferred))
         except OSError:
             return 0
-    return DEFAULT_PORT
+    return preferred
 
 
 def demo_config(master: str, state_dir: Path, port: int, log_level: str) -> Config:
@@ -198,13 +200,13 @@ class Demo:
         return len(tasks)
 
     async def _submit_and_watch(
-        self, session: aiohttp.ClientSession, url: str, rng: random.Random, app: Any
+        self, session: aiohttp.ClientSession, url: str, rng: random.Random, app: web.Application
     ) -> None:
         submitted = await self._submit(session, url, rng)
         await self._watch(session, url, submitted, app)
 
     async def _watch(
-        self, session: aiohttp.ClientSession, url: str, submitted: int, app: Any
+        self, session: aiohttp.ClientSession, url: str, submitted: int, app: web.Application
     ) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
 from scale_scheduler.api.app import SUPERVISOR, build_app
 from scale_scheduler.api.keys import CONNECTION, SCHEDULER
-from scale_scheduler.daemon.config import Config, ConfigError
+from scale_scheduler.daemon.config import Config, ConfigError, load_config
 from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.framework_info import CredentialsError
 from scale_scheduler.daemon.logging_setup import set_level
@@ -41,7 +41,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 async def serve(
     config: Config,
     *,
-    reload_level: Callable[[], None] | None = None,
+    reload_level: Callable[[], Awaitable[None]] | None = None,
     notifier: Notifier | None = None,
     app: web.Application | None = None,
     on_ready: Callable[[str], None] | None = None,
@@ -49,7 +49,7 @@ async def serve(
     """Serve until a stop signal or a fatal error; returns the process's exit status.
 
     ``app`` defaults to ``build_app(config)``; ``on_ready`` is called with the API's URL once it
-    listens (the demo uses both to drive the daemon in-process).
+    listens (the demo uses both to drive the daemon in-process). ``reload_level`` runs on SIGHUP.
     """
     app = build_app(config) if app is None else app
     notifier = notifier or Notifier(None)
@@ -60,9 +60,16 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, supervisor.stop, signal.Signals(signum).name)
-    if reload_level is not None:
-        loop.add_signal_handler(signal.SIGHUP, reload_level)
     background: list[asyncio.Task[None]] = []
+    reloads: set[asyncio.Task[None]] = set()
+    if reload_level is not None:
+
+        def on_sighup() -> None:
+            task = loop.create_task(reload_level())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
     try:
         try:
             await runner.setup()
@@ -109,6 +116,7 @@ async def serve(
         log.info("daemon_stopped", exit_code=int(supervisor.exit_code))
         return supervisor.exit_code
     finally:
+        background.extend(reloads)
         await _cancel(background)
         for signum in (*STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(signum)
@@ -132,12 +140,10 @@ def api_url(config: Config, runner: web.AppRunner | None = None) -> str:
     return f"http://{client_host(host)}:{port}/"
 
 
-def reload_logging_level(config_path: str | None) -> None:
+async def reload_logging_level(config_path: str | None) -> None:
     """SIGHUP: re-read ``logging.level`` from the config file (other settings need a restart)."""
-    from scale_scheduler.daemon.config import load_config
-
     try:
-        level = load_config(config_path).logging.level
+        level = (await asyncio.to_thread(load_config, config_path)).logging.level
     except ConfigError as exc:
         log.error("config_reload_failed", error=str(exc))
         return

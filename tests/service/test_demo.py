@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
 
 from servicekit import ENTRY_POINT, LineReader, clean_env, wait_for
+
+from scale_scheduler.daemon.demo import port_or_any
 
 PROGRESS = re.compile(
     r"queued +(\d+) +running +(\d+) +finished +(\d+) +failed/canceled +(\d+)"
@@ -72,3 +75,12 @@ def test_demo_runs_until_ctrl_c_and_keeps_state_when_asked(tmp_path: Path) -> No
     finally:
         db.close()
     assert rows == [("FINISHED", 6)]
+
+
+def test_the_default_port_falls_back_to_any_free_one() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert port_or_any(port) == 0
+    assert port_or_any(port) == port
