@@ -167,6 +167,7 @@ class Demo:
         host = sim.agents[0].hostname if sim.agents else "sim-agent-0"
         cli = f"scale-scheduler {{}} --url {url}"
         self.say(f"scale-scheduler demo: the API is at {url}")
+        self.say(f"dashboard: open {url} in a browser")
         self.say(f"simulated Mesos master at {sim.url} with {len(sim.agents)} agents")
         self.say(f"database: {self.state_dir / 'scale-scheduler.db'}")
         self.say()

@@ -36,6 +36,7 @@ def test_demo_runs_tasks_to_finished_and_exits_when_done() -> None:
     url = re.search(r"the API is at (http://127\.0\.0\.1:\d+/)", done.stdout)
     assert url, done.stdout
     assert f"  scale-scheduler status --url {url.group(1)}" in lines
+    assert f"dashboard: open {url.group(1)} in a browser" in lines
     assert "submitted 6 sample tasks" in lines
     counts = progress(lines)
     assert counts[0][0] > 0, "tasks are seen queued first"
