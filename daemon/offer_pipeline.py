@@ -32,6 +32,7 @@ import structlog
 from scale_scheduler.daemon.config import SchedulerConfig
 from scale_scheduler.daemon.driver import DriverError, Launch, SchedulerDriver
 from scale_scheduler.daemon.matcher import (
+    SCALARS,
     DeclineReason,
     HostBlock,
     MatchResult,
@@ -57,6 +58,8 @@ from scale_scheduler.state.tasks import spec_decoder
 log = structlog.get_logger(__name__)
 
 LAST_OFFER_FLUSH_SECONDS = 60.0
+USED_RESOURCES = frozenset({*SCALARS, "ports"})
+"""Resource kinds a task can ask for; the matcher leaves any other kind in the offer."""
 
 
 def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
@@ -148,6 +151,7 @@ class OfferPipeline:
         self._revive_timer: asyncio.TimerHandle | None = None
         self._interest_tasks: set[asyncio.Task[None]] = set()
         self._interest_lock = asyncio.Lock()
+        self._ignored_kinds: set[str] = set()
         self.passes = 0
         self.last_pass: PassStats | None = None
         # Read by the metrics at scrape time.
@@ -239,6 +243,7 @@ class OfferPipeline:
         return stats
 
     async def _pass(self, offers: list[Offer], now: float, stats: PassStats) -> None:
+        self._note_unknown_resources(offers)
         node_statements, node_apply, touched = self._observe_nodes(offers, now)
         blocked = {
             node.hostname: (HostBlock.PAUSED if node.is_active else HostBlock.INACTIVE)
@@ -290,6 +295,22 @@ class OfferPipeline:
         await self._send(
             result, plan, stats, queue_changed=generation != self._tracker.index.generation
         )
+
+    def _note_unknown_resources(self, offers: list[Offer]) -> None:
+        """Say once per kind that offers hold resources no task can use (they are not launched
+        with, so the offer itself stays usable)."""
+        for offer in offers:
+            kinds = {r.name for r in offer.resources if r.name not in USED_RESOURCES}
+            kinds -= self._ignored_kinds
+            if kinds:
+                self._ignored_kinds |= kinds
+                log.warning(
+                    "offer_resources_ignored",
+                    names=sorted(kinds),
+                    offer_id=offer.id.value,
+                    agent_id=offer.agent_id.value,
+                    hostname=offer.hostname,
+                )
 
     def _observe_nodes(
         self, offers: list[Offer], now: float

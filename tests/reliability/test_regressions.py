@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import structlog
 from corekit import CoreHarness, make_offer, status
 
+from scale_scheduler.daemon.mesos_types import Resource, Scalar, Set
 from scale_scheduler.state.tasks import TaskState
 
 
@@ -40,3 +42,36 @@ async def test_launch_timeout_still_marks_a_silent_launch_lost(core_harness: Cor
     await core_harness.c.tracker.check_launch_timeouts()
     assert (await core_harness.db_state(task_id))[:2] == ("QUEUED", 1)
     assert core_harness.c.queue_depth == 1
+
+
+async def test_unknown_resource_kinds_are_logged_once_and_left_out(
+    core_harness: CoreHarness,
+) -> None:
+    core = await core_harness.start()
+    await core_harness.submit(2)
+    odd = [
+        Resource(name="fpgas", type="SCALAR", scalar=Scalar(2.0)),
+        Resource(name="licenses", type="SET", set=Set(["a", "b"])),
+    ]
+    first, second = make_offer("o1", "a1", cpus=1), make_offer("o2", "a2", cpus=1)
+    first.resources.extend(odd)
+    second.resources.extend(odd)
+    with structlog.testing.capture_logs() as logs:
+        await core_harness.offer_pass(first)
+        await core_harness.offer_pass(second)
+    ignored = [e for e in logs if e["event"] == "offer_resources_ignored"]
+    assert ignored == [
+        {
+            "event": "offer_resources_ignored",
+            "log_level": "warning",
+            "names": ["fpgas", "licenses"],
+            "offer_id": "o1",
+            "agent_id": "a1",
+            "hostname": "host-a1",
+        }
+    ]
+    accepts = core_harness.driver.of("accept")
+    assert [call[1].offer_ids for call in accepts] == [("o1",), ("o2",)]
+    used = {r.name for call in accepts for task in call[1].tasks for r in task.resources}
+    assert used == {"cpus", "mem"}
+    assert core.queue_depth == 0
