@@ -506,6 +506,10 @@ class NativeDriver:
                 log.warning("mesos_event_before_subscribed", type=kind, master=endpoint)
             else:
                 self._dispatch(event, endpoint)
+                # Yield after every record: when the stream stays readable (a burst of offers),
+                # reading would otherwise starve the offer passes and the API, and offers would
+                # pile up unanswered (B1 and B4 in bench/RESULTS.md).
+                await asyncio.sleep(0)
 
     async def _on_subscribed(
         self, event: Event, endpoint: str, stream_id: str
