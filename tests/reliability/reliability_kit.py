@@ -1,0 +1,259 @@
+"""Harness of the reliability scenarios: the real daemon (``scale-scheduler run``) as a subprocess
+against an in-process ``SimulatedCluster``, its REST API, a read-only view of its database, its
+JSON log, and the end-of-run audit ("every task is accounted for exactly once").
+
+The simulator lives in the test's event loop, so its record (``launch_counts``, calls, SUBSCRIBEs)
+is read directly; the daemon is only reached the way an operator would reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from daemon_process import DaemonProcess, write_config
+from ports import free_port
+
+from scale_scheduler.simulator import SimulatedCluster
+from scale_scheduler.state.tasks import parse_mesos_task_id
+
+SIM: dict[str, Any] = {
+    "heartbeat_interval": 0.2,
+    "allocation_interval": 0.05,
+    "task_duration": 0.05,
+    "task_start_delay": 0.02,
+    "status_update_retry": 0.3,
+    "agent_reregister_delay": 0.05,
+    "default_refuse_seconds": 0.2,
+}
+
+LIVE_STATES = ("QUEUED", "LAUNCHING", "STAGING", "STARTING", "RUNNING", "KILLING", "UNREACHABLE")
+
+
+def task_body(name: str, **extra: Any) -> dict[str, Any]:
+    """One task as ``POST /queue/`` takes it: half a CPU, so eight fit on a 4-CPU agent."""
+    return {"name": name, "command": "true", "cpus": 0.5, "mem": 64, **extra}
+
+
+class Daemon:
+    """The daemon process on one database and one API port, restartable like under systemd."""
+
+    def __init__(
+        self, tmp_path: Path, master: str, *, mesos: dict[str, Any] | None = None, **sections: Any
+    ) -> None:
+        port = free_port()
+        self.db_path = tmp_path / "state.db"
+        self.log_path = tmp_path / "daemon.log"
+        scheduler = {
+            "refuse_seconds": 0.2,
+            "idle_refuse_seconds": 0.5,
+            "revive_interval": 0.1,
+            "launch_timeout": 5.0,
+            "reconcile_retry": 0.2,
+            "agents_refresh_interval": 0.5,
+            **sections.pop("scheduler", {}),
+        }
+        config = write_config(
+            tmp_path / "config.yaml",
+            api={"host": "127.0.0.1", "port": port},
+            state={"path": str(self.db_path)},
+            mesos={
+                "master": master,
+                "user": "svc",
+                "hostname": "sched.test",
+                "backoff_initial": 0.05,
+                "backoff_max": 0.5,
+                "request_timeout": 2.0,
+                **(mesos or {}),
+            },
+            scheduler=scheduler,
+            **sections,
+        )
+        self.process = DaemonProcess(config, port, self.log_path)
+        self.url = self.process.url
+        self.session: aiohttp.ClientSession | None = None
+
+    # -- process ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.process.start()
+        await self.process.wait_ready(timeout=30)
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        await self.wait_subscribed()
+
+    async def kill9(self) -> None:
+        await asyncio.to_thread(self.process.kill9)
+
+    def alive(self) -> bool:
+        proc = self.process.proc
+        return proc is not None and proc.poll() is None
+
+    async def close(self) -> int | None:
+        """SIGTERM (the daemon must exit 0), then close the client session."""
+        code: int | None = None
+        if self.alive():
+            code = await asyncio.to_thread(self.process.terminate)
+        self.process.stop_quietly()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        return code
+
+    # -- API ----------------------------------------------------------------------------------
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        assert self.session is not None
+        async with self.session.request(method, self.url + path, json=body) as response:
+            if response.content_type == "application/json":
+                return response.status, await response.json()
+            return response.status, await response.text()
+
+    async def get(self, path: str) -> Any:
+        status, body = await self.request("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    async def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = await self.get("/status/")
+        return body
+
+    async def submit(self, tasks: list[dict[str, Any]]) -> list[int]:
+        status, body = await self.request("POST", "/queue/", tasks)
+        assert status == 201, body
+        return [view["id"] for view in body]
+
+    async def api_task_states(self) -> dict[int, str]:
+        """Every task's state as ``GET /tasks/`` lists them, page by page."""
+        states: dict[int, str] = {}
+        page = 1
+        while True:
+            body = await self.get(f"/tasks/?page_size=10000&page={page}")
+            states.update((view["id"], view["state"]) for view in body["results"])
+            if body["next"] is None:
+                assert body["count"] == len(states)
+                return states
+            page += 1
+
+    async def node_id(self, hostname: str) -> int | None:
+        body = await self.get(f"/nodes/?hostname={hostname}")
+        return body["results"][0]["id"] if body["results"] else None
+
+    async def wait_subscribed(self, timeout: float = 20) -> None:
+        await self.until_api(lambda s: s["scheduler"]["is_online"], timeout)
+
+    async def until_api(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        """Poll ``/status/`` until ``predicate`` holds; returns that status."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if not self.alive():
+                raise AssertionError(f"the daemon exited: {self.process.logs()}")
+            status = await self.status()
+            if predicate(status):
+                return status
+            if loop.time() > deadline:
+                raise AssertionError(f"/status/ never satisfied the condition: {status}")
+            await asyncio.sleep(0.05)
+
+    # -- database (read-only, off the loop) ---------------------------------------------------
+
+    async def db(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        def query() -> list[tuple[Any, ...]]:
+            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+            try:
+                return list(conn.execute(sql, tuple(params)))
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(query)
+
+    async def framework_id(self) -> str | None:
+        rows = await self.db("SELECT framework_id FROM framework WHERE id = 1")
+        return str(rows[0][0]) if rows else None
+
+    async def db_task_states(self) -> dict[int, str]:
+        return {int(i): str(s) for i, s in await self.db("SELECT id, state FROM tasks")}
+
+    # -- log ----------------------------------------------------------------------------------
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The daemon's JSON log lines (every run appends to one file), optionally one event."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or event.get("event") == name:
+                out.append(event)
+        return out
+
+
+def launches(sim: SimulatedCluster) -> int:
+    return sum(sim.record.launch_counts.values())
+
+
+def launches_per_task(sim: SimulatedCluster) -> Counter[int]:
+    """Launches on agents per daemon task id, summed over its attempts (``<id>-<attempt>``)."""
+    per_task: Counter[int] = Counter()
+    for mesos_id, count in sim.record.launch_counts.items():
+        parsed = parse_mesos_task_id(mesos_id)
+        assert parsed is not None, f"{mesos_id!r} is not a task id the daemon makes"
+        per_task[parsed[0]] += count
+    return per_task
+
+
+async def wait_drained(daemon: Daemon, sim: SimulatedCluster, timeout: float = 90) -> None:
+    """Until nothing is queued or live, in the API and in the database, and no agent runs ours."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    marks = ",".join("?" * len(LIVE_STATES))
+    while True:
+        status = await daemon.status()
+        live = await daemon.db(
+            f"SELECT state, COUNT(*) FROM tasks WHERE state IN ({marks}) GROUP BY state",
+            LIVE_STATES,
+        )
+        if status["queue_depth"] == 0 and not live and not sim.tasks():
+            return
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"not drained: queue_depth={status['queue_depth']} live={live} "
+                f"sim_tasks={len(sim.tasks())} paused={status['scheduler']['is_paused']}"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def audit(daemon: Daemon, sim: SimulatedCluster, expected: Iterable[int]) -> dict[int, str]:
+    """Every task is accounted for exactly once: each expected id ended FINISHED, no other task
+    exists, the database and the API agree, and each task ran on an agent exactly once (all
+    attempts together), with no Mesos task id ever launched twice. Returns the states."""
+    await wait_drained(daemon, sim)
+    db_states = await daemon.db_task_states()
+    api_states = await daemon.api_task_states()
+    assert api_states == db_states
+    expected_ids = set(expected)
+    missing = expected_ids - set(db_states)
+    assert not missing, f"{len(missing)} acknowledged tasks are missing, e.g. {sorted(missing)[:5]}"
+    not_finished = {i: s for i, s in db_states.items() if s != "FINISHED"}
+    assert not not_finished, f"tasks that did not finish: {dict(list(not_finished.items())[:10])}"
+    assert sim.record.launched_more_than_once() == {}
+    per_task = launches_per_task(sim)
+    assert set(per_task) == set(db_states), "launches of tasks the database does not know"
+    twice = {i: n for i, n in per_task.items() if n != 1}
+    assert not twice, f"tasks that ran more than once: {dict(list(twice.items())[:10])}"
+    status = await daemon.status()
+    assert status["queue_depth"] == 0
+    assert status["resources"]["scheduled"] == {"cpus": 0.0, "mem": 0.0, "disk": 0.0}
+    return db_states
