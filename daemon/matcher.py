@@ -24,7 +24,7 @@ import enum
 import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -70,8 +70,9 @@ class MatchSettings:
     idle_refuse_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class TaskPlacement:
+class TaskPlacement(NamedTuple):
+    """One task placed: made once per task placed, so a tuple (a frozen dataclass costs 3x)."""
+
     task_id: int
     resources: tuple[Resource, ...]
     ports: tuple[int, ...] = ()
@@ -232,9 +233,11 @@ class _Bin:
                 left = entry.left
                 if left <= EPSILON:
                     continue
-                take = need if need <= left + EPSILON else left
-                out.append(entry.take(take))
-                need -= take
+                if need <= left + EPSILON:  # the usual case: one entry covers the need
+                    out.append(entry.take(need))
+                    break
+                out.append(entry.take(left))
+                need -= left
                 if need <= EPSILON:
                     break
         if not shape.ports:
@@ -444,6 +447,10 @@ class _Pass:
                 waiting.append(self.explain(group))
                 continue
             heap.append((first, position, ids))
+        if len(heap) == 1:
+            first, position, ids = heap[0]
+            self._place_group(level[position], first, ids, placements, waiting)
+            return had_work
         heapq.heapify(heap)
         while heap:
             task_id, position, ids = heap[0]
@@ -454,13 +461,7 @@ class _Pass:
                 waiting.append(self.explain(group))
                 continue
             shape = group.shape
-            needs = self.needs.get(shape)
-            if needs is None:
-                needs = self.needs[shape] = tuple(
-                    (name, float(getattr(shape, name)))
-                    for name in SCALARS
-                    if getattr(shape, name) > 0
-                )
+            needs = self._needs(shape)
             resources, ports = bin_.consume(shape, needs)
             placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
             following = next(ids, None)
@@ -469,6 +470,48 @@ class _Pass:
             else:
                 heapq.heapreplace(heap, (following, position, ids))
         return had_work
+
+    def _needs(self, shape: Shape) -> tuple[tuple[str, float], ...]:
+        needs = self.needs.get(shape)
+        if needs is None:
+            needs = self.needs[shape] = tuple(
+                (name, float(getattr(shape, name))) for name in SCALARS if getattr(shape, name) > 0
+            )
+        return needs
+
+    def _place_group(
+        self,
+        group: GroupView,
+        first: int,
+        ids: Iterator[int],
+        placements: dict[int, list[TaskPlacement]],
+        waiting: list[GroupWaiting],
+    ) -> None:
+        """The only group with tasks at its priority: place them in id order, no merge. The same
+        rules as the merge loop, with the shape's cursor and the agent's list kept in locals
+        (this loop runs once per task placed: B3 in bench/RESULTS.md)."""
+        shape = group.shape
+        needs = self._needs(shape)
+        bins = self.bins
+        count = len(bins)
+        cursor = self.cursors.get(shape, 0)
+        agent = -1
+        placed: list[TaskPlacement] = []
+        task_id: int | None = first
+        while task_id is not None:
+            while cursor < count and not bins[cursor].fits(shape):
+                cursor += 1
+            if cursor == count:
+                waiting.append(self.explain(group))
+                break
+            bin_ = bins[cursor]
+            if bin_.agent != agent:
+                agent = bin_.agent
+                placed = placements.setdefault(agent, [])
+            resources, ports = bin_.consume(shape, needs)
+            placed.append(TaskPlacement(task_id, resources, ports))
+            task_id = next(ids, None)
+        self.cursors[shape] = cursor
 
     def explain(self, group: GroupView) -> GroupWaiting:
         """One reason for a group that fits nowhere (computed once per shape and pass)."""
