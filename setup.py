@@ -47,6 +47,8 @@ setup(
             "pytest-timeout>=2.3",
             # Dashboard browser tests: drive Debian's chromium, never `playwright install`.
             "playwright>=1.40",
+            # API fuzzing against /openapi.json (tests/security); needs Python 3.11+.
+            "schemathesis>=4.32,<5; python_version >= '3.11'",
             "ruff>=0.6",
         ],
         "pymesos": ["pymesos==0.3.15; python_version < '3.11'"],

@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from scale_scheduler.api.access_log import access_log_middleware
+from scale_scheduler.api.auth import auth_middleware, token_context
 from scale_scheduler.api.dashboard import dashboard_context, setup_dashboard
 from scale_scheduler.api.errors import error_middleware
 from scale_scheduler.api.keys import (
@@ -128,6 +129,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
             metrics_middleware,
             access_log_middleware,
             error_middleware,
+            auth_middleware,
             web.normalize_path_middleware(append_slash=True, merge_slashes=True),
         ],
         client_max_size=config.api.max_body_bytes,
@@ -139,6 +141,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     app[SUPERVISOR] = Supervisor()
     setup_metrics(app)
     setup_dashboard(app)
+    app.cleanup_ctx.append(token_context)  # first: a bad api.token_file stops start-up (exit 2)
     app.on_startup.append(resolve_hostname)
     app.cleanup_ctx.append(store_context)
     app.cleanup_ctx.append(metrics_context)

@@ -8,6 +8,7 @@ from scale_scheduler.api import (
     dashboard,
     health,
     metrics,
+    openapi,
     views_nodes,
     views_queue,
     views_scheduler,
@@ -37,3 +38,4 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/dashboard.js", dashboard.get_js)
     router.add_get("/dashboard/state/", dashboard.get_state)
     router.add_get("/dashboard/events/", dashboard.get_events)
+    router.add_get("/openapi.json", openapi.get_openapi)

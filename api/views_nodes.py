@@ -35,11 +35,13 @@ def _kind(value: object) -> str:
 
 
 def _node(request: web.Request) -> Node:
-    node_id = int(request.match_info["node_id"])
+    digits = request.match_info["node_id"].lstrip("0") or "0"
     try:
-        return request.app[CORE].nodes.get(node_id)
+        if len(digits) > 19:  # no such id, and int() refuses very long digit strings
+            raise NodeNotFoundError(digits)
+        return request.app[CORE].nodes.get(int(digits))
     except NodeNotFoundError:
-        raise not_found(f"No node with id {node_id}.") from None
+        raise not_found(f"No node with id {digits}.") from None
 
 
 async def list_nodes(request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ from scale_scheduler.state.tasks import TaskSpec, constraints_from, fetch_rows_b
 
 MAX_BATCH = 10_000
 _NAME = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+_INT64_MAX = 2**63 - 1  # what the database holds
 
 
 class ContainerIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -38,10 +39,10 @@ class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
     command: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     container: ContainerIn | None = None
     disk: Annotated[float, msgspec.Meta(ge=0)] = 0.0
-    gpus: Annotated[int, msgspec.Meta(ge=0)] = 0
+    gpus: Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)] = 0
     ports: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     env: dict[str, str] = msgspec.field(default_factory=dict)
-    priority: int = 100
+    priority: Annotated[int, msgspec.Meta(ge=-_INT64_MAX - 1, le=_INT64_MAX)] = 100
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     constraints: dict[str, str] = msgspec.field(default_factory=dict)
@@ -114,6 +115,30 @@ def _unknown_fields(body: bytes) -> str | None:
     return None
 
 
+_INT_FIELDS = ("gpus", "ports", "priority", "max_attempts")
+
+
+def _with_whole_numbers(body: bytes) -> TaskIn | list[TaskIn] | None:
+    """JSON does not tell 2.0 from 2: integer fields written as whole floats, validated again
+    (None when there were none, or the body is still invalid)."""
+    data = msgspec.json.decode(body)
+    changed = False
+    for item in data if isinstance(data, list) else [data]:
+        if not isinstance(item, dict):
+            continue
+        for name in _INT_FIELDS:
+            value = item.get(name)
+            if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+                item[name] = int(value)
+                changed = True
+    if not changed:
+        return None
+    try:
+        return msgspec.convert(data, TaskIn | list[TaskIn])
+    except msgspec.ValidationError:
+        return None
+
+
 def decode_tasks(body: bytes) -> tuple[list[TaskIn], bool]:
     """The tasks of a request body and whether it was a batch; 400 saying what is wrong."""
     if not body.strip():
@@ -121,7 +146,9 @@ def decode_tasks(body: bytes) -> tuple[list[TaskIn], bool]:
     try:
         decoded = _decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise bad_request(_unknown_fields(body) or _explain(exc, body)) from None
+        decoded = _with_whole_numbers(body)
+        if decoded is None:
+            raise bad_request(_unknown_fields(body) or _explain(exc, body)) from None
     except msgspec.DecodeError as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}.") from None
     batch = isinstance(decoded, list)

@@ -21,9 +21,14 @@ from scale_scheduler.state.tasks import (
     view_from_row,
 )
 
+MAX_ID = 2**63 - 1  # SQLite's largest integer: no task has a larger id
+
 
 def _task_id(request: web.Request) -> int:
-    return int(request.match_info["task_id"])
+    digits = request.match_info["task_id"].lstrip("0") or "0"
+    if len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+        raise not_found(f"No task with id {digits}.")
+    return int(digits)
 
 
 def _reason(request: web.Request, task_id: int) -> str | None:

@@ -1,0 +1,748 @@
+"""The OpenAPI 3.1 description of the REST API, served at ``GET /openapi.json``.
+
+Built from code where code is the truth: the ``POST /queue/`` body schema comes from the msgspec
+struct that decodes it, the state enums from ``TaskState`` and ``NodeState``, the page limits from
+``pagination``. The document follows the running configuration: with ``api.token_file`` set it
+declares the bearer scheme and the 401 of every operation that needs the token (``auth``).
+It also describes what every view shares: errors as ``text/plain``, 308 from a path without its
+trailing slash (``normalize_path_middleware``), 413 over ``api.max_body_bytes``, and 405 with
+``Allow`` for a method a path does not serve (``components.responses.MethodNotAllowed``).
+
+A test checks the document against the app's router and the fuzzing test against the running
+daemon; change both when a route or a view's answers change. This module only describes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from scale_scheduler.api.auth import requires_token
+from scale_scheduler.api.keys import CONFIG
+from scale_scheduler.api.pagination import MAX_PAGE_SIZE
+from scale_scheduler.api.views_queue import MAX_BATCH, TaskIn
+from scale_scheduler.daemon.config import ApiConfig
+from scale_scheduler.state.nodes import NodeState
+from scale_scheduler.state.tasks import TaskState
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1.0.0"
+MAX_ID = 2**63 - 1  # SQLite's largest integer: no row has a larger id
+MAX_PAGE = 10**9
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_STRING_MAP: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+_TIMESTAMP: Schema = _nullable({"type": "string", "format": "date-time"})
+
+
+def _object(properties: dict[str, Schema], **extra: Any) -> Schema:
+    """A closed object whose every property is always present."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+def _resources(names: tuple[str, ...]) -> Schema:
+    return _object({name: {"type": "number", "minimum": 0} for name in names})
+
+
+def _task_submission_schemas() -> dict[str, Schema]:
+    """``TaskIn`` and ``ContainerIn`` as msgspec describes them, plus the one rule msgspec
+    cannot express: a task runs a command, an image, or both."""
+    (_, components) = msgspec.json.schema_components(
+        [TaskIn], ref_template="#/components/schemas/{name}"
+    )
+    task = components.pop("TaskIn")
+    task.pop("title", None)
+    task["description"] = (
+        "One task. 'command' is required unless 'container' is given; "
+        "cpus and mem are required, mem and disk in MiB."
+    )
+    task["anyOf"] = [
+        {"required": ["command"], "properties": {"command": {"type": "string"}}},
+        {"required": ["container"], "properties": {"container": {"type": "object"}}},
+    ]
+    container = components.pop("ContainerIn")
+    container.pop("title", None)
+    return {"TaskSubmission": task, "ContainerIn": container}
+
+
+def _schemas() -> dict[str, Schema]:
+    task_states = [state.value for state in TaskState]
+    return {
+        "SchedulerState": _object({"is_paused": {"type": "boolean"}}),
+        "SchedulerUpdate": {
+            "type": "object",
+            "description": "All fields are optional, at least one is required, no others.",
+            "properties": {"is_paused": {"type": "boolean"}},
+            "additionalProperties": False,
+            "minProperties": 1,
+        },
+        "ClusterResources": _resources(("cpus", "mem", "disk")),
+        "NodeResources": _resources(("cpus", "mem", "disk", "gpus")),
+        "Status": {
+            "type": "object",
+            "properties": {
+                "master": _object(
+                    {
+                        "hostname": {"type": "string"},
+                        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+                        "is_online": {"type": "boolean"},
+                    }
+                ),
+                "scheduler": _object(
+                    {
+                        "hostname": {"type": "string"},
+                        "is_online": {"type": "boolean"},
+                        "is_paused": {"type": "boolean"},
+                    }
+                ),
+                "queue_depth": {"type": "integer", "minimum": 0},
+                "resources": _object(
+                    {
+                        "total": _ref("ClusterResources"),
+                        "scheduled": _ref("ClusterResources"),
+                        "used": _ref("ClusterResources"),
+                    },
+                    description="Absent while no agent's totals are known.",
+                ),
+            },
+            "required": ["master", "scheduler", "queue_depth"],
+            "additionalProperties": False,
+        },
+        **_task_submission_schemas(),
+        "TaskSubmissionBody": {
+            "description": f"One task, or a batch of 1 to {MAX_BATCH} (all or nothing).",
+            "oneOf": [
+                _ref("TaskSubmission"),
+                {
+                    "type": "array",
+                    "items": _ref("TaskSubmission"),
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH,
+                },
+            ],
+        },
+        "LastStatus": _object(
+            {
+                "state": {"type": "string"},
+                "message": _nullable({"type": "string"}),
+                "reason": _nullable({"type": "string"}),
+                "source": _nullable({"type": "string"}),
+                "timestamp": _TIMESTAMP,
+            },
+            description="The last status update Mesos sent about the task.",
+        ),
+        "Task": _object(
+            {
+                "id": {"type": "integer", "minimum": 1},
+                "name": {"type": "string"},
+                "state": {"type": "string", "enum": task_states},
+                "priority": {"type": "integer"},
+                "command": _nullable({"type": "string"}),
+                "container": _nullable(_object({"image": {"type": "string"}})),
+                "cpus": {"type": "number"},
+                "mem": {"type": "number"},
+                "disk": {"type": "number"},
+                "gpus": {"type": "integer", "minimum": 0},
+                "ports": {"type": "integer", "minimum": 0},
+                "env": _STRING_MAP,
+                "labels": _STRING_MAP,
+                "constraints": _STRING_MAP,
+                "max_attempts": {"type": "integer", "minimum": 1},
+                "attempts": {"type": "integer", "minimum": 0},
+                "failures": {"type": "integer", "minimum": 0},
+                "mesos_task_id": _nullable({"type": "string"}),
+                "agent_id": _nullable({"type": "string"}),
+                "hostname": _nullable({"type": "string"}),
+                "assigned_ports": {"type": "array", "items": {"type": "integer"}},
+                "kill_requested": {"type": "boolean"},
+                "created": _TIMESTAMP,
+                "queued": _TIMESTAMP,
+                "launched": _TIMESTAMP,
+                "started": _TIMESTAMP,
+                "ended": _TIMESTAMP,
+                "last_modified": _TIMESTAMP,
+                "last_status": _nullable(_ref("LastStatus")),
+                "waiting_reason": _nullable({"type": "string"}),
+            }
+        ),
+        "TaskBatch": {"type": "array", "items": _ref("Task"), "minItems": 1},
+        "Node": _object(
+            {
+                "id": {"type": "integer", "minimum": 1},
+                "hostname": {"type": "string"},
+                "agent_id": _nullable({"type": "string"}),
+                "is_paused": {"type": "boolean"},
+                "pause_reason": _nullable({"type": "string"}),
+                "is_active": {"type": "boolean"},
+                "state": {"type": "string", "enum": [state.value for state in NodeState]},
+                "resources": _object(
+                    {
+                        "total": _nullable(_ref("NodeResources")),
+                        "scheduled": _ref("NodeResources"),
+                    }
+                ),
+                "running_tasks": {"type": "integer", "minimum": 0},
+                "last_offer": _TIMESTAMP,
+                "created": _TIMESTAMP,
+                "last_modified": _TIMESTAMP,
+            }
+        ),
+        "NodeUpdate": {
+            "type": "object",
+            "description": "All fields are optional, at least one is required, no others. "
+            "Unpausing clears pause_reason.",
+            "properties": {
+                "is_paused": {"type": "boolean"},
+                "pause_reason": _nullable({"type": "string"}),
+                "is_active": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+            "minProperties": 1,
+        },
+        "DashboardSnapshot": _snapshot_schema(),
+        "TaskPage": _page("Task"),
+        "NodePage": _page("Node"),
+        "Error": {"type": "string", "description": "A message a person can act on."},
+    }
+
+
+def _snapshot_schema() -> Schema:
+    """What ``/dashboard/state/`` answers and every ``snapshot`` event of the stream carries."""
+    count = {"type": "integer", "minimum": 0}
+    text = _nullable({"type": "string"})
+    number = {"type": "number"}
+    return _object(
+        {
+            "time": {"type": "string", "format": "date-time"},
+            "master": _object(
+                {
+                    "hostname": {"type": "string"},
+                    "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+                    "is_online": {"type": "boolean"},
+                }
+            ),
+            "scheduler": _object(
+                {
+                    "hostname": {"type": "string"},
+                    "is_online": {"type": "boolean"},
+                    "is_paused": {"type": "boolean"},
+                    "connection": {"type": "string"},
+                    "framework_id": text,
+                    "last_error": text,
+                    "subscriptions": count,
+                    "reconnects": count,
+                }
+            ),
+            "queue_depth": count,
+            "resources": _nullable(
+                _object(
+                    {
+                        "total": _ref("ClusterResources"),
+                        "scheduled": _ref("ClusterResources"),
+                        "used": _ref("ClusterResources"),
+                    }
+                )
+            ),
+            "tasks": {
+                "type": "object",
+                "description": "Live tasks per state (states without tasks are left out).",
+                "propertyNames": {"enum": [state.value for state in TaskState]},
+                "additionalProperties": count,
+            },
+            "counters": {"type": "object", "additionalProperties": count},
+            "suppressed": {"type": "boolean"},
+            "nodes": _object({"count": count, "items": {"type": "array", "items": _ref("Node")}}),
+            "queue": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": {"type": "integer", "minimum": 1},
+                        "name": {"type": "string"},
+                        "priority": {"type": "integer"},
+                        "cpus": number,
+                        "mem": number,
+                        "disk": number,
+                        "gpus": count,
+                        "attempts": count,
+                        "waiting_reason": text,
+                    }
+                ),
+            },
+            "recent": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": {"type": "integer", "minimum": 1},
+                        "name": {"type": "string"},
+                        "state": {"type": "string", "enum": [s.value for s in TaskState]},
+                        "hostname": text,
+                        "attempts": count,
+                        "cpus": number,
+                        "mem": number,
+                        "waiting_reason": text,
+                        "message": text,
+                        "reason": text,
+                        "last_modified": _TIMESTAMP,
+                    }
+                ),
+            },
+        }
+    )
+
+
+def _page(item: str) -> Schema:
+    link = _nullable({"type": "string", "format": "uri"})
+    return _object(
+        {
+            "count": {"type": "integer", "minimum": 0},
+            "next": link,
+            "previous": link,
+            "results": {"type": "array", "items": _ref(item)},
+        }
+    )
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+
+def _json(description: str, schema: Schema, headers: dict[str, Any] | None = None) -> Schema:
+    response: Schema = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _text(description: str, headers: dict[str, Any] | None = None) -> Schema:
+    response: Schema = {
+        "description": description,
+        "content": {"text/plain": {"schema": _ref("Error")}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _header(description: str, *, required: bool = True, fmt: str | None = None) -> Schema:
+    schema: Schema = {"type": "string"}
+    if fmt:
+        schema["format"] = fmt
+    return {"description": description, "required": required, "schema": schema}
+
+
+def _responses() -> dict[str, Schema]:
+    return {
+        "BadRequest": _text("The request is invalid; the message says what and where."),
+        "NotFound": _text("No such object (or the path matches no route)."),
+        "Conflict": _text("The object is in a state that does not allow the request."),
+        "PayloadTooLarge": _text("The request body is larger than api.max_body_bytes."),
+        "Unauthorized": _text(
+            "The API token is missing or wrong (only when api.token_file is set).",
+            {"WWW-Authenticate": _header("'Bearer realm=...' (with error=invalid_token)")},
+        ),
+        "MethodNotAllowed": _text(
+            "The path does not serve this method (any method a path does not list).",
+            {"Allow": _header("The methods the path serves.")},
+        ),
+        "MissingSchedulerRow": _text(
+            "An internal error: the scheduler's database entry is missing (until restart)."
+        ),
+        "Redirect": {
+            "description": "The same path with its trailing slash: repeat the request there.",
+            "headers": {"Location": _header("The path with its trailing slash.")},
+        },
+    }
+
+
+def _use(name: str) -> Schema:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+# --- operations ---------------------------------------------------------------------------------
+
+
+def _id_parameter(name: str, what: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": f"The {what}'s id.",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+    }
+
+
+_PAGE_PARAMETERS: list[Schema] = [
+    {
+        "name": "page",
+        "in": "query",
+        "description": "Page number, from 1.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1},
+    },
+    {
+        "name": "page_size",
+        "in": "query",
+        "description": "Items per page (default api.page_size).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+    },
+]
+
+
+def _body(schema_name: str) -> Schema:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema_name)}}}
+
+
+def _operations() -> dict[str, dict[str, Schema]]:
+    """Every route's operations without the shared 401/413/308; ``path -> method -> operation``."""
+    location = {"Location": _header("The URL of the object.", fmt="uri")}
+    task_states = ", ".join(state.value for state in TaskState)
+    return {
+        "/scheduler/": {
+            "get": {
+                "operationId": "getScheduler",
+                "summary": "The scheduler's global pause flag.",
+                "responses": {
+                    "200": _json("The scheduler.", _ref("SchedulerState")),
+                    "500": _use("MissingSchedulerRow"),
+                },
+            },
+            "patch": {
+                "operationId": "updateScheduler",
+                "summary": "Pause or resume the whole scheduler (committed before the answer).",
+                "requestBody": _body("SchedulerUpdate"),
+                "responses": {
+                    "201": _json("The updated scheduler.", _ref("SchedulerState"), location),
+                    "400": _use("BadRequest"),
+                    "500": _use("MissingSchedulerRow"),
+                },
+            },
+        },
+        "/status/": {
+            "get": {
+                "operationId": "getStatus",
+                "summary": "Master, scheduler, queue depth and cluster resources.",
+                "responses": {"200": _json("The status.", _ref("Status"))},
+            }
+        },
+        "/queue/": {
+            "get": {
+                "operationId": "listQueue",
+                "summary": "Queued tasks in launch order, with why each waits.",
+                "parameters": _PAGE_PARAMETERS,
+                "responses": {
+                    "200": _json("One page of the queue.", _ref("TaskPage")),
+                    "400": _use("BadRequest"),
+                },
+            },
+            "post": {
+                "operationId": "submitTasks",
+                "summary": f"Queue one task, or a batch of up to {MAX_BATCH} (all or nothing).",
+                "requestBody": _body("TaskSubmissionBody"),
+                "responses": {
+                    "201": _json(
+                        "The queued task (for one task, with Location) or every queued task "
+                        "of the batch, in order.",
+                        {"oneOf": [_ref("Task"), _ref("TaskBatch")]},
+                        {
+                            "Location": _header(
+                                "The new task's URL (one task only).", required=False, fmt="uri"
+                            )
+                        },
+                    ),
+                    "400": _use("BadRequest"),
+                },
+            },
+        },
+        "/tasks/": {
+            "get": {
+                "operationId": "listTasks",
+                "summary": "Every task in id order, optionally of one state.",
+                "parameters": [
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "description": f"Only tasks in this state (any case): {task_states}.",
+                        "schema": {
+                            "type": "string",
+                            "enum": [
+                                *(s.value for s in TaskState),
+                                *(s.value.lower() for s in TaskState),
+                                "",  # no filter
+                            ],
+                        },
+                    },
+                    *_PAGE_PARAMETERS,
+                ],
+                "responses": {
+                    "200": _json("One page of tasks.", _ref("TaskPage")),
+                    "400": _use("BadRequest"),
+                },
+            }
+        },
+        "/tasks/{task_id}/": {
+            "parameters": [_id_parameter("task_id", "task")],
+            "get": {
+                "operationId": "getTask",
+                "summary": "One task.",
+                "responses": {
+                    "200": _json("The task.", _ref("Task")),
+                    "404": _use("NotFound"),
+                },
+            },
+            "delete": {
+                "operationId": "deleteTask",
+                "summary": "Cancel a queued task, or ask Mesos to kill a launched one.",
+                "responses": {
+                    "200": _json("Canceled: the task was still queued.", _ref("Task")),
+                    "202": _json(
+                        "Kill requested: the task's state follows Mesos's updates.", _ref("Task")
+                    ),
+                    "404": _use("NotFound"),
+                    "409": _use("Conflict"),
+                },
+            },
+        },
+        "/nodes/": {
+            "get": {
+                "operationId": "listNodes",
+                "summary": "The agents the scheduler knows, in id order.",
+                "parameters": [
+                    {
+                        "name": "hostname",
+                        "in": "query",
+                        "description": "Only the node with this host name.",
+                        "schema": {"type": "string"},
+                    },
+                    *_PAGE_PARAMETERS,
+                ],
+                "responses": {
+                    "200": _json("One page of nodes.", _ref("NodePage")),
+                    "400": _use("BadRequest"),
+                },
+            }
+        },
+        "/nodes/{node_id}/": {
+            "parameters": [_id_parameter("node_id", "node")],
+            "get": {
+                "operationId": "getNode",
+                "summary": "One node.",
+                "responses": {
+                    "200": _json("The node.", _ref("Node")),
+                    "404": _use("NotFound"),
+                },
+            },
+            "patch": {
+                "operationId": "updateNode",
+                "summary": "Pause, resume, deactivate or reactivate one node.",
+                "requestBody": _body("NodeUpdate"),
+                "responses": {
+                    "200": _json("The updated node.", _ref("Node")),
+                    "400": _use("BadRequest"),
+                    "404": _use("NotFound"),
+                },
+            },
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "getHealthz",
+                "summary": "Liveness: answered by the event loop itself.",
+                "responses": {"200": _plain("ok, and the last event loop lag.")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "getReadyz",
+                "summary": "Readiness: database answering and framework subscribed.",
+                "responses": {
+                    "200": _plain("ready, and the master and framework id."),
+                    "503": _plain("not ready, and every reason, one per line."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "getMetrics",
+                "summary": "Prometheus metrics (OpenMetrics when the Accept header asks for it).",
+                "responses": {
+                    "200": {
+                        "description": "The metrics in the exposition format.",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
+            }
+        },
+        "/": _asset("getDashboard", "The live dashboard page.", "text/html"),
+        "/dashboard.css": _asset("getDashboardCss", "The dashboard's style sheet.", "text/css"),
+        "/dashboard.js": _asset("getDashboardJs", "The dashboard's script.", "text/javascript"),
+        "/dashboard/state/": {
+            "get": {
+                "operationId": "getDashboardState",
+                "summary": "One dashboard snapshot.",
+                "responses": {"200": _json("The snapshot.", _ref("DashboardSnapshot"))},
+            }
+        },
+        "/dashboard/events/": {
+            "get": {
+                "operationId": "getDashboardEvents",
+                "summary": "Server-Sent Events: a 'snapshot' event (data: a DashboardSnapshot) "
+                "about once a second while the stream is open.",
+                "responses": {
+                    "200": {
+                        "description": "An endless event stream.",
+                        "content": {"text/event-stream": {"schema": _snapshot_event()}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "summary": "This document.",
+                "responses": {
+                    "200": _json("The OpenAPI 3.1 description of the API.", {"type": "object"})
+                },
+            }
+        },
+    }
+
+
+def _snapshot_event() -> Schema:
+    """One event of the stream as its fields (``event``, ``data``)."""
+    return {
+        "type": "object",
+        "properties": {
+            "event": {"const": "snapshot"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": _ref("DashboardSnapshot"),
+            },
+        },
+        "required": ["event", "data"],
+    }
+
+
+def _plain(description: str) -> Schema:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _asset(operation_id: str, summary: str, content_type: str) -> dict[str, Schema]:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "responses": {
+                "200": {
+                    "description": summary,
+                    "headers": {"ETag": _header("The file's version.")},
+                    "content": {content_type: {"schema": {"type": "string"}}},
+                },
+                "304": {
+                    "description": "Unchanged since the If-None-Match ETag.",
+                    "headers": {"ETag": _header("The file's version.")},
+                },
+                "503": _text("The daemon is starting; the file is not read yet."),
+            },
+        }
+    }
+
+
+def _redirect_alias(path: str, item: dict[str, Schema]) -> dict[str, Schema]:
+    """The path without its trailing slash: every method answers 308 to the real path."""
+    alias: dict[str, Schema] = {}
+    if "parameters" in item:  # any digits redirect; the real path then tells whether it exists
+        alias["parameters"] = [
+            {**parameter, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+            for parameter in item["parameters"]
+        ]
+    for method, operation in item.items():
+        if method == "parameters":
+            continue
+        responses: dict[str, Schema] = {"308": _use("Redirect")}
+        if "parameters" in item:
+            responses["404"] = _use("NotFound")
+        alias[method] = {
+            "operationId": f"{operation['operationId']}Redirect",
+            "summary": f"Redirects (308) to {path}.",
+            "responses": responses,
+        }
+    return alias
+
+
+def build_document(api: ApiConfig) -> dict[str, Any]:
+    """The whole document for this API configuration (auth on or off, reads open or not)."""
+    paths: dict[str, dict[str, Schema]] = {}
+    for path, item in _operations().items():
+        paths[path] = item
+        if path.endswith("/") and path != "/":
+            paths[path.rstrip("/")] = _redirect_alias(path, item)
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            if "requestBody" in operation:
+                operation["responses"]["413"] = _use("PayloadTooLarge")
+            if requires_token(api, method.upper(), path):
+                operation["security"] = [{"bearerAuth": []}]
+                operation["responses"]["401"] = _use("Unauthorized")
+    components: dict[str, Any] = {"schemas": _schemas(), "responses": _responses()}
+    if api.token_file:
+        components["securitySchemes"] = {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The token in the daemon's api.token_file.",
+            }
+        }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "scale-scheduler",
+            "version": API_VERSION,
+            "description": (
+                "The REST API of the scale-scheduler daemon. Errors are text/plain. A path "
+                "without its trailing slash answers 308 to the path with it; a method a path "
+                "does not list answers 405 with Allow; a body larger than api.max_body_bytes "
+                "answers 413. With api.token_file set, writes (and reads too with "
+                "api.read_auth) need 'Authorization: Bearer <token>'."
+            ),
+        },
+        "paths": paths,
+        "components": components,
+    }
+
+
+@functools.cache
+def _encoded(token_set: bool, read_auth: bool) -> bytes:
+    api = ApiConfig(token_file="<set>" if token_set else "", read_auth=read_auth)
+    return msgspec.json.encode(build_document(api))
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    api = request.app[CONFIG].api
+    return web.Response(
+        body=_encoded(bool(api.token_file), api.read_auth), content_type="application/json"
+    )
