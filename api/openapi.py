@@ -8,8 +8,10 @@ It also describes what every view shares: errors as ``text/plain``, 308 from a p
 trailing slash (``normalize_path_middleware``), 413 over ``api.max_body_bytes``, and 405 with
 ``Allow`` for a method a path does not serve (``components.responses.MethodNotAllowed``).
 
-A test checks the document against the app's router and the fuzzing test against the running
-daemon; change both when a route or a view's answers change. This module only describes.
+Every route is here: the spec's API, ``/queue/``, ``/tasks/``, ``/nodes/``, the probes and
+``/metrics``, the dashboard and its event stream, and this document. Tests hold it to the app's
+router, provoke every documented status, and fuzz the running daemon against it: a new route or
+a new answer of a view belongs here too (``_operations``). This module only describes.
 """
 
 from __future__ import annotations
