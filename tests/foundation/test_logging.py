@@ -1,0 +1,52 @@
+"""Logging: one JSON object per line, and tracebacks never carry frame locals (secrets)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import structlog
+
+from scale_scheduler.daemon.logging_setup import configure_logging
+
+
+def _fail_with_a_secret_in_a_local() -> None:
+    secret = "s3cr3t-token-value"  # noqa: F841  (a local the traceback must not show)
+    raise RuntimeError("boom")
+
+
+def _log_failure() -> None:
+    try:
+        _fail_with_a_secret_in_a_local()
+    except RuntimeError:
+        structlog.get_logger("test").exception("it_failed", task_id=7)
+
+
+def test_json_tracebacks_leave_out_locals() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    try:
+        _log_failure()
+        logging.getLogger("aiohttp.server").error("stdlib_line")
+    finally:
+        configure_logging("info", "console", io.StringIO())
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["it_failed", "stdlib_line"]
+    failure = lines[0]
+    assert failure["task_id"] == 7
+    assert failure["exception"][0]["exc_type"] == "RuntimeError"
+    assert "s3cr3t-token-value" not in stream.getvalue()
+
+
+def test_console_tracebacks_leave_out_locals() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "console", stream)
+    try:
+        _log_failure()
+    finally:
+        configure_logging("info", "console", io.StringIO())
+    text = stream.getvalue()
+    assert "it_failed" in text
+    assert "RuntimeError: boom" in text
+    assert "s3cr3t-token-value" not in text
