@@ -1,25 +1,17 @@
-"""Fixtures of the reliability scenarios. Two helpers are reused from their owners' folders, not
-copied: the subprocess runner (``tests/foundation/daemon_process.py``) and the scheduling core's
-harness with a fake driver (``tests/core/corekit.py``, for the regression tests of defects the
-scenarios found)."""
+"""Fixtures of the reliability scenarios. Two shared helpers of ``tests/`` are reused: the
+subprocess runner (``daemon_process.py``) and the scheduling core's harness with a fake driver
+(``corekit.py``, for the regression tests of defects the scenarios found)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from corekit import Clock, CoreHarness
 
-for _folder in ("foundation", "core"):
-    _path = str(Path(__file__).resolve().parent.parent / _folder)
-    if _path not in sys.path:
-        sys.path.append(_path)
-
-from corekit import Clock, CoreHarness  # noqa: E402
-
-from scale_scheduler.daemon.config import Config  # noqa: E402
-from scale_scheduler.state.store import Store  # noqa: E402
+from scale_scheduler.daemon.config import Config
+from scale_scheduler.state.store import Store
 
 
 @pytest.fixture
