@@ -58,9 +58,16 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
     ]
     if use_json(fmt, stream):
         renderer: Any = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.dict_tracebacks)
+        # Tracebacks without frame locals: a local may hold a token or the Mesos secret.
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     structlog.configure(
         processors=[*shared, renderer],
         logger_factory=_NamedWriteLoggerFactory(stream),
