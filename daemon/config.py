@@ -42,7 +42,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     pass
 
 
-class MesosConfig(_Section):
+class MesosConfig(_Section, frozen=True):
     master: Annotated[
         str,
         _doc(
@@ -108,7 +108,7 @@ class MesosConfig(_Section):
     ] = 16
 
 
-class ApiConfig(_Section):
+class ApiConfig(_Section, frozen=True):
     host: Annotated[str, _doc("Address the REST API listens on.", min_length=1)] = "127.0.0.1"
     port: Annotated[int, _doc("Port the REST API listens on.", ge=0, le=65535)] = 8000
     max_body_bytes: Annotated[
@@ -127,13 +127,13 @@ class ApiConfig(_Section):
     ] = False
 
 
-class StateConfig(_Section):
+class StateConfig(_Section, frozen=True):
     path: Annotated[str, _doc("SQLite database file holding all durable state.", min_length=1)] = (
         "scale-scheduler.db"
     )
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(_Section, frozen=True):
     level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"],
         _doc("Lowest level logged."),
@@ -147,7 +147,7 @@ class LoggingConfig(_Section):
     ] = "auto"
 
 
-class SchedulerConfig(_Section):
+class SchedulerConfig(_Section, frozen=True):
     refuse_seconds: Annotated[
         float, _doc("Filter on offers declined while queued work might still use the agent.", ge=0)
     ] = 5.0
