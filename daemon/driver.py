@@ -20,11 +20,18 @@ from scale_scheduler.daemon.mesos_types import MasterInfo, Offer, TaskInfo, Task
 
 
 class DriverError(Exception):
-    """A call could not be delivered to the master (disconnected, refused, timed out)."""
+    """A call failed. Raised as such, it surely did not reach the master or was refused by it
+    (not connected, connection refused, answered 3xx or 4xx): nothing was applied."""
 
 
 class NotConnectedError(DriverError):
     """A call was made while no subscription is live; nothing was sent."""
+
+
+class CallOutcomeUnknownError(DriverError):
+    """A call failed after it may have reached the master (timed out once sent, connection lost
+    before the answer, answered 5xx): the master may have applied it or not. A caller to whom a
+    repeat matters (ACCEPT) must ask the master (reconcile) instead of assuming either."""
 
 
 class ConnectionState(str, enum.Enum):
@@ -98,7 +105,8 @@ class FrameworkIdStore(Protocol):
 
 
 class SchedulerDriver(Protocol):
-    """Calls into Mesos. Every call raises ``DriverError`` when it cannot be delivered."""
+    """Calls into Mesos. Every call raises ``DriverError`` when it surely took no effect, and
+    ``CallOutcomeUnknownError`` (a ``DriverError`` too) when it failed but may have."""
 
     status: ConnectionStatus
 

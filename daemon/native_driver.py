@@ -14,7 +14,9 @@ different id is treated as fatal rather than silently adopted.
 
 Calls (ACCEPT, DECLINE, ...) go through one pooled aiohttp session to the master holding the
 subscription, with its ``Mesos-Stream-Id``; they raise ``NotConnectedError`` while no
-subscription is live, and ``DriverError`` when the master cannot be reached or refuses them.
+subscription is live, ``DriverError`` when the call surely took no effect (the connection could
+not be made, or the master answered 3xx/4xx), and ``CallOutcomeUnknownError`` when it may have
+(timed out once sent, connection lost before the answer, answered 5xx).
 
 This module is the only one that knows wire JSON, ``Mesos-Stream-Id`` and the call shapes; the
 scheduling decisions belong to the handler.
@@ -38,6 +40,7 @@ import structlog
 from scale_scheduler.daemon.backoff import Backoff
 from scale_scheduler.daemon.config import Config, MesosConfig
 from scale_scheduler.daemon.driver import (
+    CallOutcomeUnknownError,
     ConnectionState,
     ConnectionStatus,
     DriverError,
@@ -276,19 +279,39 @@ class NativeDriver:
                 if response.status in (200, 202):
                     return
                 status = response.status
-                detail = (await response.text(errors="replace")).strip()[:300]
-        except asyncio.TimeoutError:
+                try:
+                    detail = (await response.text(errors="replace")).strip()[:300]
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    detail = ""  # the status alone decides
+        except aiohttp.ConnectionTimeoutError:
             raise DriverError(
-                f"{call_type} to {endpoint} timed out after {self.settings.request_timeout}s"
+                f"{call_type} not sent: connecting to {endpoint} timed out after "
+                f"{self.settings.request_timeout}s"
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            # Refused, unresolvable, TLS handshake failed: no byte of the request went out.
+            raise DriverError(f"{call_type} not sent to {endpoint}: {exc!r}") from exc
+        except asyncio.TimeoutError:
+            raise CallOutcomeUnknownError(
+                f"{call_type} to {endpoint} timed out after {self.settings.request_timeout}s "
+                "(it may have been applied)"
             ) from None
         except aiohttp.ClientError as exc:
-            raise DriverError(f"{call_type} to {endpoint} failed: {exc!r}") from exc
+            # The connection failed while (or after) sending: the master may have the call.
+            raise CallOutcomeUnknownError(
+                f"{call_type} to {endpoint} failed: {exc!r} (it may have been applied)"
+            ) from exc
         log.warning(
             "mesos_call_rejected", call=call_type, master=endpoint, status=status, detail=detail
         )
         if (status == 403 or status in _REDIRECTS) and stream_id == self._stream_id:
             self._interrupt_attempt(_Outcome.RETRY, f"{call_type} answered {status}")
-        raise DriverError(f"{call_type} answered HTTP {status} by {endpoint}: {detail}")
+        message = f"{call_type} answered HTTP {status} by {endpoint}: {detail}"
+        if 300 <= status < 500:
+            raise DriverError(message)
+        # A 5xx (often from a proxy or load balancer in front of the master) does not say
+        # whether the master got the call.
+        raise CallOutcomeUnknownError(f"{message} (it may have been applied)")
 
     # -- the subscription loop ------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ One pass, in Marathon's order:
 3. persist the launch intents (tasks marked LAUNCHING, new nodes, last offer times) in ONE commit;
 4. send one ACCEPT per agent carrying all its launches, and one DECLINE per filter length
    carrying many offer ids, concurrently;
-5. revert the tasks of any ACCEPT that could not be sent (or whose offer was rescinded while the
-   intent was being committed) to the queue.
+5. revert the tasks of any ACCEPT that surely took no effect (or whose offer was rescinded while
+   the intent was being committed) to the queue; the tasks of an ACCEPT whose outcome is unknown
+   (``CallOutcomeUnknownError``: it may have been applied) stay LAUNCHING and are reconciled at
+   once, so the master's answer, not a guess, decides whether they launch again.
 
 Passes run one at a time; offers that arrive during a pass are handled by the next one, so a
 burst of OFFERS events costs one commit. One ``offer_pass`` log event summarises each pass.
@@ -30,7 +32,12 @@ from typing import Any
 import structlog
 
 from scale_scheduler.daemon.config import SchedulerConfig
-from scale_scheduler.daemon.driver import DriverError, Launch, SchedulerDriver
+from scale_scheduler.daemon.driver import (
+    CallOutcomeUnknownError,
+    DriverError,
+    Launch,
+    SchedulerDriver,
+)
 from scale_scheduler.daemon.matcher import (
     SCALARS,
     DeclineReason,
@@ -102,6 +109,8 @@ class PassStats:
     accepted: int = 0
     launched: int = 0
     reverted: int = 0
+    unconfirmed: int = 0
+    """Tasks of ACCEPTs whose outcome is unknown: kept LAUNCHING and reconciled."""
     declined: int = 0
     rescinded: int = 0
     waiting_groups: int = 0
@@ -114,6 +123,7 @@ class PassStats:
         self.accepted += other.accepted
         self.launched += other.launched
         self.reverted += other.reverted
+        self.unconfirmed += other.unconfirmed
         self.declined += other.declined
         self.rescinded += other.rescinded
         self.waiting_groups += other.waiting_groups
@@ -232,6 +242,7 @@ class OfferPipeline:
                 agents=stats.agents,
                 launched=stats.launched,
                 reverted=stats.reverted,
+                unconfirmed=stats.unconfirmed,
                 declined=stats.declined,
                 rescinded=stats.rescinded,
                 decline_reasons=stats.decline_reasons,
@@ -413,15 +424,20 @@ class OfferPipeline:
         calls += [self._driver.decline(ids, refuse) for refuse, ids in declines.items()]
         results = await asyncio.gather(*calls, return_exceptions=True)
         failed: list[PlannedTask] = list(dropped)
+        unconfirmed: list[PlannedTask] = []
         for (planned, launch), outcome in zip(accepts, results[: len(accepts)], strict=True):
             if isinstance(outcome, BaseException):
+                # Only a sure failure may be reverted: an ACCEPT the master may have applied,
+                # relaunched under a new id, could start the same work twice.
+                unknown = isinstance(outcome, CallOutcomeUnknownError)
                 log.warning(
                     "accept_failed",
                     offers=len(launch.offer_ids),
                     tasks=len(planned),
+                    outcome="unknown" if unknown else "not_applied",
                     error=repr(outcome),
                 )
-                failed.extend(planned)
+                (unconfirmed if unknown else failed).extend(planned)
             else:
                 stats.accepted += len(launch.offer_ids)
                 stats.launched += len(planned)
@@ -430,6 +446,10 @@ class OfferPipeline:
                 log.warning("decline_failed", offers=len(ids), error=repr(outcome))
             else:
                 stats.declined += len(ids)
+        if unconfirmed:
+            # The intent stands (the tasks stay LAUNCHING); the master's answer decides.
+            stats.unconfirmed = len(unconfirmed)
+            await self._tracker.reconcile_launches(unconfirmed)
         if failed:
             stats.reverted = len(failed)
             try:

@@ -16,7 +16,10 @@ How pymesos is driven (see ``pymesos_client`` for what runs on its threads):
   subscribes to the next candidate master with the stored framework id;
 - pymesos calls block (one ``http.client`` round trip under pymesos's lock), so they run on a
   dedicated one-thread executor, in the order they were made; halting and starting clients use
-  a second one, so a slow call never delays a reconnect decision.
+  a second one, so a slow call never delays a reconnect decision;
+- a failed call raises ``DriverError`` only when it surely took no effect (not subscribed,
+  connection refused, answered 3xx/4xx) and ``CallOutcomeUnknownError`` otherwise: pymesos and
+  ``http.client`` cannot tell a timeout or a dropped connection before sending from one after.
 
 The scheduling decisions belong to the handler; this module only adapts.
 """
@@ -28,6 +31,7 @@ import contextlib
 import enum
 import http.client
 import random
+import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +45,7 @@ import structlog
 from scale_scheduler.daemon.backoff import Backoff
 from scale_scheduler.daemon.config import Config, ConfigError, MesosConfig
 from scale_scheduler.daemon.driver import (
+    CallOutcomeUnknownError,
     ConnectionState,
     ConnectionStatus,
     DriverError,
@@ -309,13 +314,24 @@ class PymesosDriver:
             )
             if exc.status in (301, 302, 303, 307, 308, 403) and session is self._session:
                 session.finish(_Outcome.RETRY, f"{call_type} answered {exc.status}")
-            raise DriverError(
-                f"{call_type} answered HTTP {exc.status} by {master}: {exc.detail}"
-            ) from None
-        except DriverError:
+            message = f"{call_type} answered HTTP {exc.status} by {master}: {exc.detail}"
+            if 300 <= exc.status < 500:
+                raise DriverError(message) from None
+            # A 5xx (a proxy's, often) does not say whether the master got the call.
+            raise CallOutcomeUnknownError(f"{message} (it may have been applied)") from None
+        except NotConnectedError:
             raise
+        except DriverError as exc:
+            # pymesos failed in a way it does not describe: it may have sent the call.
+            raise CallOutcomeUnknownError(f"{exc} (it may have been applied)") from None
+        except (ConnectionRefusedError, socket.gaierror) as exc:
+            # http.client connects before it writes: nothing was sent.
+            raise DriverError(f"{call_type} not sent to {master}: {exc!r}") from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise DriverError(f"{call_type} to {master} failed: {exc!r}") from exc
+            # A timeout, reset or early close: http.client cannot tell before from after sending.
+            raise CallOutcomeUnknownError(
+                f"{call_type} to {master} failed: {exc!r} (it may have been applied)"
+            ) from exc
         except RuntimeError as exc:  # the executor was shut down by stop()
             raise NotConnectedError(f"{call_type} not sent: {exc}") from None
 

@@ -14,7 +14,9 @@ past attempt that is not terminal gets a KILL.
 
 Reconciliation: explicit for every launched task after each SUBSCRIBED (re-sent with back-off
 for tasks that stay silent), then implicit; periodically too. A launch that gets no status
-within ``launch_timeout`` is reconciled, and marked lost if it stays silent as long again.
+within ``launch_timeout`` is reconciled, and marked lost if it stays silent as long again. A
+launch whose ACCEPT may or may not have reached the master is reconciled at once
+(``reconcile_launches``): the master's answer decides whether it is launched again.
 
 It owns the live task records, the queue index and the queue depth; it does not decide
 placements (matcher) or talk to offers (offer pipeline).
@@ -444,6 +446,23 @@ class TaskTracker:
             [Statement(REVERT_SQL, rows)],
             apply,
         )
+
+    async def reconcile_launches(self, planned: Sequence[PlannedTask]) -> None:
+        """The ACCEPT of these launches may or may not have reached the master: ask it now.
+        Its answer decides (lost or unknown: the retry policy, under a fresh attempt id; a real
+        state: followed). If it stays silent, the launch timeout still reconciles and then
+        marks them lost."""
+        tasks = [
+            item.task
+            for item in planned
+            if item.task.state is TaskState.LAUNCHING
+            and item.task.attempts == item.attempt
+            and self.tasks.get(item.task.id) is item.task
+        ]
+        if not tasks:
+            return
+        log.info("launch_outcome_reconcile", tasks=len(tasks))
+        await self._reconcile_explicit(tasks)
 
     def finish_launch(self, plan: LaunchPlan) -> tuple[list[tuple[str, str]], list[int]]:
         """The pass is over for these tasks. Returns (mesos id, agent) pairs to kill now, and the

@@ -1,5 +1,6 @@
-"""The offer pipeline with the fake driver: call order (persist before accept, revert on
-failure), declines and filters, rescinds, pause, SUPPRESS and rate-limited REVIVE, TaskInfo."""
+"""The offer pipeline with the fake driver: call order (persist before accept, revert on a sure
+failure, reconcile on an unknown outcome), declines and filters, rescinds, pause, SUPPRESS and
+rate-limited REVIVE, TaskInfo."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import pytest
 from corekit import CoreHarness, make_offer, new_task, status, wait_for
 
 from scale_scheduler.daemon import offer_pipeline
-from scale_scheduler.state.tasks import INTENT_SQL, REVERT_SQL
+from scale_scheduler.daemon.driver import (
+    CallOutcomeUnknownError,
+    DriverError,
+    Launch,
+    NotConnectedError,
+)
+from scale_scheduler.daemon.scheduler_core import SchedulerCore
+from scale_scheduler.state.tasks import INTENT_SQL, REVERT_SQL, TaskState
 
 
 def commits_with(log: list[tuple[Any, ...]], sql: str) -> list[int]:
@@ -287,3 +295,112 @@ async def test_tasks_queued_during_a_pass_are_not_hidden_by_a_long_filter(
     monkeypatch.setattr(harness.store, "write", original)
     await harness.offer_pass(make_offer("o2", "a2"), make_offer("o3", "a3", cpus=0.1))
     assert ("decline", ("o3",), 120.0) in harness.log
+
+
+def fail_next_accept(harness: CoreHarness, error: Exception) -> None:
+    """The fake driver's next ACCEPT is recorded, then fails with ``error``; later ones pass."""
+    record = harness.driver.accept
+    pending = [error]
+
+    async def accept(launch: Launch, refuse_seconds: float | None = None) -> None:
+        await record(launch, refuse_seconds)
+        if pending:
+            raise pending.pop()
+
+    harness.driver.accept = accept  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotConnectedError("ACCEPT not sent: no live subscription"),
+        DriverError("ACCEPT not sent: connection refused"),
+        DriverError("ACCEPT answered HTTP 400"),
+    ],
+)
+async def test_an_accept_that_surely_failed_is_reverted(
+    harness: CoreHarness, error: Exception
+) -> None:
+    core = await harness.start()
+    (task_id,) = await harness.submit(1)
+    fail_next_accept(harness, error)
+    harness.log.clear()
+    await harness.offer_pass(make_offer("o1", "a1"))
+    assert len(commits_with(harness.log, REVERT_SQL)) == 1
+    assert harness.driver.of("reconcile") == []
+    assert await harness.db_state(task_id) == ("QUEUED", 1, 0, None, 0)
+    assert core.queue_depth == 1
+    assert core.pipeline.last_pass is not None
+    assert (core.pipeline.last_pass.reverted, core.pipeline.last_pass.unconfirmed) == (1, 0)
+
+
+async def unconfirmed_launch(harness: CoreHarness, **task: Any) -> tuple[SchedulerCore, list[int]]:
+    """Two tasks whose ACCEPT fails with an unknown outcome."""
+    core = await harness.start()
+    ids = await harness.submit(2, **task)
+    fail_next_accept(harness, CallOutcomeUnknownError("ACCEPT timed out (may have applied)"))
+    harness.log.clear()
+    await harness.offer_pass(make_offer("o1", "a1"))
+    return core, ids
+
+
+async def test_an_accept_with_an_unknown_outcome_stays_launching_and_is_reconciled(
+    harness: CoreHarness,
+) -> None:
+    core, ids = await unconfirmed_launch(harness)
+    assert commits_with(harness.log, REVERT_SQL) == []
+    assert [await harness.db_state(i) for i in ids] == [("LAUNCHING", 1, 0, "a1", 0)] * 2
+    assert all(core.tracker.tasks[i].state is TaskState.LAUNCHING for i in ids)
+    assert all(not core.tracker.tasks[i].busy for i in ids)
+    assert core.queue_depth == 0
+    # Explicit reconciliation of exactly those launches, right after the ACCEPT.
+    kinds = harness.driver.kinds()
+    assert kinds.index("accept") < kinds.index("reconcile")
+    assert harness.driver.of("reconcile") == [("reconcile", tuple((f"{i}-1", "a1") for i in ids))]
+    assert core.pipeline.last_pass is not None
+    assert (core.pipeline.last_pass.reverted, core.pipeline.last_pass.unconfirmed) == (0, 2)
+
+
+async def test_unknown_accept_then_the_master_says_lost_relaunches_under_a_new_id(
+    harness: CoreHarness,
+) -> None:
+    core, ids = await unconfirmed_launch(harness)
+    answer = [
+        status(
+            f"{i}-1",
+            "TASK_LOST",
+            uuid=None,
+            reason="REASON_RECONCILIATION",
+            message="Reconciliation: Task is unknown",
+        )
+        for i in ids
+    ]
+    await harness.updates(*answer)
+    assert [await harness.db_state(i) for i in ids] == [("QUEUED", 1, 0, None, 0)] * 2
+    assert core.queue_depth == 2
+    await harness.offer_pass(make_offer("o2", "a2"))
+    assert harness.driver.launched_ids()[-2:] == [f"{i}-2" for i in ids]
+    assert harness.driver.of("kill") == []
+
+
+async def test_unknown_accept_then_the_master_says_running_follows_it(
+    harness: CoreHarness,
+) -> None:
+    core, ids = await unconfirmed_launch(harness)
+    await harness.updates(*(status(f"{i}-1", "TASK_RUNNING", uuid=None) for i in ids))
+    assert [(await harness.db_state(i))[0] for i in ids] == ["RUNNING", "RUNNING"]
+    assert core.queue_depth == 0
+    await harness.offer_pass(make_offer("o2", "a2"))
+    assert harness.driver.launched_ids() == [f"{i}-1" for i in ids]  # never launched again
+
+
+async def test_unknown_accept_and_a_silent_master_falls_back_on_the_launch_timeout(
+    harness: CoreHarness,
+) -> None:
+    core, ids = await unconfirmed_launch(harness)
+    harness.clock.advance(31)
+    await core.tracker.check_launch_timeouts()
+    assert len(harness.driver.of("reconcile")) == 2
+    harness.clock.advance(31)
+    await core.tracker.check_launch_timeouts()
+    assert [await harness.db_state(i) for i in ids] == [("QUEUED", 1, 0, None, 0)] * 2

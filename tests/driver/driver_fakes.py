@@ -3,7 +3,8 @@
 ``FakeMaster`` speaks just enough of the v1 scheduler API (SUBSCRIBE with a RecordIO stream,
 calls answered 202, GET_FRAMEWORKS on the operator API) and lets a test script failures:
 answer the next subscriptions with given statuses, redirect, require credentials, stop the
-heartbeats, push raw bytes or events onto the open streams.
+heartbeats, push raw bytes or events onto the open streams. ``Relay`` sits in front of one to
+refuse new connections or drop them mid-call.
 """
 
 from __future__ import annotations
@@ -234,6 +235,61 @@ class FakeMaster:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 in front of a fake master, to break connections the way networks
+    do: ``refuse()`` stops accepting (connections already open keep flowing, so a subscription
+    through it stays live), and ``drop_after_request`` cuts each new connection once the client
+    has sent its request, before any answer."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.drop_after_request = False
+        self.dropped = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def refuse(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._pipes):
+            task.cancel()
+        for writer in list(self._writers):
+            writer.close()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        if self.drop_after_request:
+            await reader.read(65536)
+            self.dropped += 1
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.add(up_writer)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.get_running_loop().create_task(self._pipe(source, sink))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        sink.close()
 
 
 @dataclass

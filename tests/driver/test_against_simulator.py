@@ -14,7 +14,12 @@ import pytest
 import structlog
 from driver_fakes import MakeDriver, RecordingHandler, driver_config, eventually
 
-from scale_scheduler.daemon.driver import ConnectionState, Launch
+from scale_scheduler.daemon.driver import (
+    CallOutcomeUnknownError,
+    ConnectionState,
+    DriverError,
+    Launch,
+)
 from scale_scheduler.daemon.master_detector import ZooKeeperMasterDetector
 from scale_scheduler.daemon.mesos_types import (
     CommandInfo,
@@ -355,3 +360,47 @@ async def test_leader_change_through_zookeeper(zookeeper: str, make_driver: Make
         assert driver.status.master_port == new_leader.port
         assert handler.subscriptions[1].framework_id == handler.subscriptions[0].framework_id
         await driver.stop()
+
+
+def one_task(offer: Offer, task_id: str) -> TaskInfo:
+    cpus = next(r for r in offer.resources if r.name == "cpus")
+    mem = next(r for r in offer.resources if r.name == "mem")
+    return TaskInfo(
+        name=task_id,
+        task_id=Value(task_id),
+        agent_id=offer.agent_id,
+        resources=[scalar("cpus", 0.5, like=cpus), scalar("mem", 64.0, like=mem)],
+        command=CommandInfo(value="true"),
+    )
+
+
+async def test_an_accept_timing_out_at_the_master_has_an_unknown_outcome(
+    sim: SimulatedCluster, make_driver: MakeDriver
+) -> None:
+    handler = RecordingHandler()
+    settings = DriverSettings(request_timeout=0.3, backoff_initial=0.05, backoff_max=0.2)
+    driver = make_driver(sim.url, settings=settings)
+    await driver.start(handler)
+    await eventually(lambda: handler.offers)
+    offer = handler.offers[0][0]
+    sim.delay_calls(0.8, "ACCEPT", count=1)
+    with pytest.raises(CallOutcomeUnknownError, match="timed out"):
+        await driver.accept(Launch([offer.id.value], [one_task(offer, "t1")]))
+    assert sim.record.calls["ACCEPT"] == 1  # it reached the master
+
+
+async def test_accept_refusals_by_status(sim: SimulatedCluster, make_driver: MakeDriver) -> None:
+    handler = RecordingHandler()
+    driver = make_driver(sim.url)
+    await driver.start(handler)
+    await eventually(lambda: handler.offers)
+    offer = handler.offers[0][0]
+    launch = Launch([offer.id.value], [one_task(offer, "t1")])
+    sim.fail_calls(500, "ACCEPT", count=1)
+    with pytest.raises(CallOutcomeUnknownError, match="HTTP 500"):
+        await driver.accept(launch)
+    sim.fail_calls(400, "ACCEPT", count=1)
+    with pytest.raises(DriverError, match="HTTP 400") as raised:
+        await driver.accept(launch)
+    assert not isinstance(raised.value, CallOutcomeUnknownError)
+    assert sim.record.launch_counts == {}

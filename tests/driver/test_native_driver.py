@@ -13,13 +13,20 @@ from driver_fakes import (
     MakeDriver,
     MemoryIdStore,
     RecordingHandler,
+    Relay,
     driver_config,
     eventually,
     record,
 )
 
 from scale_scheduler.daemon.config import ApiConfig, Config, MesosConfig
-from scale_scheduler.daemon.driver import ConnectionState, DriverError, Launch, NotConnectedError
+from scale_scheduler.daemon.driver import (
+    CallOutcomeUnknownError,
+    ConnectionState,
+    DriverError,
+    Launch,
+    NotConnectedError,
+)
 from scale_scheduler.daemon.master_detector import StaticMasterDetector
 from scale_scheduler.daemon.mesos_types import Resource, Scalar, TaskInfo, Value
 from scale_scheduler.daemon.native_driver import DriverSettings, create_native_driver
@@ -480,21 +487,37 @@ async def test_call_shapes(master: FakeMaster, make_driver: MakeDriver) -> None:
     ]
 
 
-async def test_rejected_call_raises_driver_error(
-    master: FakeMaster, make_driver: MakeDriver
+@pytest.mark.parametrize("status", [400, 404, 409])
+async def test_a_call_refused_with_4xx_surely_took_no_effect(
+    master: FakeMaster, make_driver: MakeDriver, status: int
 ) -> None:
     handler = RecordingHandler()
     driver = make_driver(master.url)
     await driver.start(handler)
     await subscribed(driver, handler)
-    master.call_status = 400
-    with pytest.raises(DriverError, match="HTTP 400"):
+    master.call_status = status
+    with pytest.raises(DriverError, match=f"HTTP {status}") as raised:
         await driver.kill("t1")
+    assert not isinstance(raised.value, CallOutcomeUnknownError)
     await asyncio.sleep(0.1)
-    assert len(master.subscribes) == 1  # a 400 is the call's problem, not the stream's
+    assert len(master.subscribes) == 1  # a 4xx is the call's problem, not the stream's
 
 
-async def test_a_call_timing_out_raises_driver_error(
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_a_call_answered_5xx_has_an_unknown_outcome(
+    master: FakeMaster, make_driver: MakeDriver, status: int
+) -> None:
+    handler = RecordingHandler()
+    driver = make_driver(master.url)
+    await driver.start(handler)
+    await subscribed(driver, handler)
+    master.call_status = status
+    launch = Launch(["o1"], [])
+    with pytest.raises(CallOutcomeUnknownError, match=f"HTTP {status}"):
+        await driver.accept(launch)
+
+
+async def test_a_call_timing_out_after_it_was_sent_has_an_unknown_outcome(
     master: FakeMaster, make_driver: MakeDriver
 ) -> None:
     handler = RecordingHandler()
@@ -502,9 +525,49 @@ async def test_a_call_timing_out_raises_driver_error(
     driver = make_driver(master.url, settings=settings)
     await driver.start(handler)
     await subscribed(driver, handler)
-    master.call_delay = 1.0
-    with pytest.raises(DriverError, match="timed out"):
-        await driver.kill("t1")
+    master.call_delay = 0.6
+    with pytest.raises(CallOutcomeUnknownError, match="timed out"):
+        await driver.accept(Launch(["o1"], []))
+    # ... and the master did get it: treating the timeout as "not sent" would be wrong.
+    assert master.max_in_flight == 1
+
+
+async def test_a_refused_connection_surely_sent_nothing(
+    master: FakeMaster, make_driver: MakeDriver
+) -> None:
+    relay = Relay(master.port)
+    url = await relay.start()
+    try:
+        handler = RecordingHandler()
+        driver = make_driver(url)
+        await driver.start(handler)
+        await subscribed(driver, handler)
+        relay.refuse()  # the stream stays up through the relay; new connections are refused
+        with pytest.raises(DriverError, match="ACCEPT not sent") as raised:
+            await driver.accept(Launch(["o1"], []))
+        assert not isinstance(raised.value, (CallOutcomeUnknownError, NotConnectedError))
+        assert driver.status.subscribed
+        assert master.calls == []
+    finally:
+        await relay.close()
+
+
+async def test_a_connection_dropped_before_the_answer_has_an_unknown_outcome(
+    master: FakeMaster, make_driver: MakeDriver
+) -> None:
+    relay = Relay(master.port)
+    url = await relay.start()
+    try:
+        handler = RecordingHandler()
+        driver = make_driver(url)
+        await driver.start(handler)
+        await subscribed(driver, handler)
+        relay.drop_after_request = True  # the call's new connection dies once the request is in
+        with pytest.raises(CallOutcomeUnknownError, match="ACCEPT"):
+            await driver.accept(Launch(["o1"], []))
+        assert relay.dropped == 1
+    finally:
+        await relay.close()
 
 
 async def test_thousands_of_acknowledgements_share_the_pool(

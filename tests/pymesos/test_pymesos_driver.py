@@ -7,6 +7,8 @@ be (the simulator's record) and from the handler's side otherwise.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from pymesos_kit import (  # noqa: E402
 
 from scale_scheduler.daemon.config import ConfigError  # noqa: E402
 from scale_scheduler.daemon.driver import (  # noqa: E402
+    CallOutcomeUnknownError,
     ConnectionState,
     DriverError,
     Launch,
@@ -245,6 +248,67 @@ async def test_calls_without_a_subscription_raise_not_connected(make_driver: Mak
         await driver.decline(["o1"])
     with pytest.raises(NotConnectedError):
         await driver.revive(["*"])
+
+
+async def test_accept_failures_are_told_apart_by_status(
+    sim: SimulatedCluster, make_driver: MakeDriver
+) -> None:
+    handler = RecordingHandler()
+    driver = make_driver(sim.url)
+    await subscribed(driver, handler)
+    offer = await first_offer(handler)
+    launch = Launch([offer.id.value], [task_on(offer, "t1")])
+    sim.fail_calls(500, "ACCEPT", count=1)
+    with pytest.raises(CallOutcomeUnknownError, match="HTTP 500"):
+        await driver.accept(launch)
+    sim.fail_calls(400, "ACCEPT", count=1)
+    with pytest.raises(DriverError, match="HTTP 400") as raised:
+        await driver.accept(launch)
+    assert not isinstance(raised.value, CallOutcomeUnknownError)
+    assert sim.record.launch_counts == {}
+
+
+async def test_an_accept_timing_out_at_the_master_has_an_unknown_outcome(
+    sim: SimulatedCluster, make_driver: MakeDriver
+) -> None:
+    settings = PymesosSettings(
+        request_timeout=0.5, backoff_initial=0.05, backoff_max=0.2, thread_exit_timeout=3.0
+    )
+    handler = RecordingHandler()
+    driver = make_driver(sim.url, settings=settings)
+    await subscribed(driver, handler)
+    offer = await first_offer(handler)
+    sim.delay_calls(1.5, "ACCEPT", count=1)
+    with pytest.raises(CallOutcomeUnknownError):
+        await driver.accept(Launch([offer.id.value], [task_on(offer, "t1")]))
+    assert sim.record.calls["ACCEPT"] == 1  # it reached the master
+
+
+@pytest.mark.parametrize(
+    ("error", "unknown"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), False),
+        (socket.gaierror(-2, "Name or service not known"), False),
+        (TimeoutError("timed out"), True),
+        (http.client.RemoteDisconnected("closed without response"), True),
+        (BrokenPipeError(32, "Broken pipe"), True),
+        (http.client.BadStatusLine("garbage"), True),
+    ],
+)
+async def test_transport_errors_are_sure_only_when_nothing_was_sent(
+    sim: SimulatedCluster, make_driver: MakeDriver, error: Exception, unknown: bool
+) -> None:
+    handler = RecordingHandler()
+    driver = make_driver(sim.url)
+    await subscribed(driver, handler)
+
+    def fails(client: object) -> None:
+        raise error
+
+    with pytest.raises(DriverError) as raised:
+        await driver._call("ACCEPT", fails)
+    assert isinstance(raised.value, CallOutcomeUnknownError) is unknown
+    assert not isinstance(raised.value, NotConnectedError)
 
 
 async def test_stop_sends_no_teardown_and_a_restart_resubscribes_through_sqlite(
@@ -512,7 +576,7 @@ async def test_a_call_on_a_connection_the_master_dropped_is_resent_unless_accept
         ]
         await asyncio.sleep(0.4)
         offer_less = Launch(["o3"], [])
-        with pytest.raises(DriverError):
+        with pytest.raises(CallOutcomeUnknownError):  # the client cannot tell it was not read
             await driver.accept(offer_less)
         assert [call["type"] for call in master.calls] == ["DECLINE", "DECLINE"]
     finally:
