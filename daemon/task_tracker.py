@@ -10,7 +10,10 @@ against memory by the pure ``resolve`` below, persisted in one group commit, the
 the task's scheduled resources; LOST, DROPPED, GONE and FAILED requeue the task until
 ``max_attempts`` (a launch that never reached an agent is retried a few times for free), and
 each launch uses a fresh Mesos task id ``<id>-<attempt>``. An update for an unknown task or a
-past attempt that is not terminal gets a KILL.
+past attempt that is not terminal gets a KILL, except a stale one (a resend, a reordered update,
+a late reconciliation answer) about an attempt that already ended for good and is still its
+task's latest: ``EndedAttempts`` remembers the most recent such ends. A terminal update never
+gets a KILL.
 
 Reconciliation: explicit for every launched task after each SUBSCRIBED (re-sent with back-off
 for tasks that stay silent), then implicit; periodically too. A launch that gets no status
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,12 +92,64 @@ MESOS_STATES: dict[str, TaskState] = {
     "TASK_UNKNOWN": TaskState.LOST,
 }
 RETRYABLE = frozenset({TaskState.FAILED, TaskState.LOST, TaskState.DROPPED, TaskState.GONE})
+FINAL_MESOS_STATES = frozenset(
+    {
+        "TASK_FINISHED",
+        "TASK_FAILED",
+        "TASK_KILLED",
+        "TASK_ERROR",
+        "TASK_DROPPED",
+        "TASK_GONE",
+        "TASK_GONE_BY_OPERATOR",
+    }
+)
+"""Ends an attempt cannot come back from. LOST and UNKNOWN are not among them: the agent may
+return with the task running, or the ACCEPT may still be on its way to the master."""
+ENDED_MEMORY = 100_000
+"""How many attempts that ended for good are remembered (about 8 MB, whatever the task count)."""
 _EARLY = frozenset({TaskState.LAUNCHING, TaskState.STAGING, TaskState.STARTING})
 _LATE = frozenset({TaskState.RUNNING, TaskState.KILLING})
 
 
 class TaskNotFoundError(LookupError):
     """No task has that id."""
+
+
+class EndedAttempts:
+    """The last ``capacity`` attempts that ended for good, oldest forgotten first.
+
+    Keys are ints built from ``(task id, attempt)`` rather than Mesos id strings: smaller, and
+    bounded however many tasks the daemon has run.
+    """
+
+    __slots__ = ("_capacity", "_keys", "_order")
+
+    def __init__(self, capacity: int = ENDED_MEMORY) -> None:
+        self._capacity = capacity
+        self._order: deque[int] = deque()
+        self._keys: set[int] = set()
+
+    @staticmethod
+    def _key(task_id: int, attempt: int) -> int | None:
+        if not 0 <= attempt < 1 << 32:
+            return None  # no attempt of ours; such an id is never remembered
+        return task_id << 32 | attempt
+
+    def add(self, task_id: int, attempt: int) -> None:
+        key = self._key(task_id, attempt)
+        if key is None or key in self._keys:
+            return
+        self._keys.add(key)
+        self._order.append(key)
+        if len(self._order) > self._capacity:
+            self._keys.discard(self._order.popleft())
+
+    def has(self, task_id: int, attempt: int) -> bool:
+        key = self._key(task_id, attempt)
+        return key is not None and key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._order)
 
 
 # --- the pure state machine --------------------------------------------------------------------
@@ -199,6 +255,10 @@ class DeleteOutcome(str, enum.Enum):
     ALREADY_TERMINAL = "ALREADY_TERMINAL"
 
 
+def _is_terminal(mesos_state: str) -> bool:
+    return mesos_state in TERMINAL_STATES or mesos_state == "TASK_UNKNOWN"
+
+
 def _ports_json(ports: Sequence[int]) -> str | None:
     return msgspec.json.encode(list(ports)).decode() if ports else None
 
@@ -232,7 +292,10 @@ class TaskTracker:
         self._burst_lock = asyncio.Lock()
         self._heard: set[int] = set()
         """Tasks that got any status since the current reconciliation round began."""
+        self.ended = EndedAttempts()
         self.updates_handled = 0
+        self.stale_updates = 0
+        """Non-terminal updates about attempts that had ended for good (not answered by KILL)."""
         # Read by the metrics at scrape time: launched tasks in memory by state (queued ones are
         # ``queue_depth``), terminal states reached since start, acks sent, reconcile rounds.
         self.launched_counts: dict[TaskState, int] = dict.fromkeys(LAUNCHED, 0)
@@ -640,6 +703,10 @@ class TaskTracker:
             statements.append(Statement(REQUEUE_AFTER_STATUS_SQL, requeue_rows))
         if statements:
             await self._store.write(statements, apply)
+        if kills:
+            # Whatever this burst also says has ended needs no KILL.
+            ended = {s.task_id.value for s in burst if _is_terminal(s.state)}
+            kills = [kill for kill in kills if kill[0] not in ended]
         await asyncio.gather(self._send_acks(acks), self._send_kills(kills))
 
     def _resolve_one(
@@ -650,7 +717,7 @@ class TaskTracker:
         kills: list[tuple[str, str | None]],
     ) -> None:
         mesos_id = status.task_id.value
-        terminal = status.state in TERMINAL_STATES or status.state == "TASK_UNKNOWN"
+        terminal = _is_terminal(status.state)
         parsed = parse_mesos_task_id(mesos_id)
         task = self.tasks.get(parsed[0]) if parsed is not None else None
         w = working.get(task.id) if task is not None else None
@@ -662,7 +729,14 @@ class TaskTracker:
             and (w is None or not (w.requeue or w.state.terminal))
         )
         if task is None or not current:
-            if not terminal:
+            if terminal:
+                return
+            if self._trails_a_final_end(parsed, task, w):
+                # A resend, reordered update or late reconciliation answer: the uuid (if any)
+                # is acknowledged and nothing is killed.
+                self.stale_updates += 1
+                log.debug("stale_update_ignored", mesos_task_id=mesos_id, state=status.state)
+            else:
                 log.warning(
                     "unknown_task_killed",
                     mesos_task_id=mesos_id,
@@ -700,8 +774,30 @@ class TaskTracker:
         if outcome.state is TaskState.RUNNING:
             w.started = True
 
+    def _trails_a_final_end(
+        self, parsed: tuple[int, int] | None, task: Task | None, w: _Working | None
+    ) -> bool:
+        """Whether an update names an attempt that ended for good and is still its task's latest
+        (an earlier attempt of a task that has moved on is a stray, whatever it says)."""
+        if parsed is None:
+            return False
+        task_id, attempt = parsed
+        if task is not None:
+            if attempt != task.attempts:
+                return False
+            if w is not None and w.status is not None and (w.requeue or w.state.terminal):
+                # Ended earlier in this very burst (not yet in ``ended``).
+                return w.status.state in FINAL_MESOS_STATES
+        return self.ended.has(task_id, attempt)
+
     def _apply_working(self, w: _Working, now: float) -> bool:
         task = w.task
+        if (
+            (w.requeue or w.state.terminal)
+            and w.status is not None
+            and w.status.state in FINAL_MESOS_STATES
+        ):
+            self.ended.add(task.id, task.attempts)
         for old, new, status in w.transitions:
             log.info(
                 "task_state_changed",

@@ -1,5 +1,6 @@
-"""Task tracking: the status state machine, persist-then-ack, retries, kills, reconciliation,
-launch timeouts, cancel/kill, and reloading live tasks after a restart."""
+"""Task tracking: the status state machine, persist-then-ack, retries, kills (and no kill for
+stale updates of ended attempts), reconciliation, launch timeouts, cancel/kill, and reloading
+live tasks after a restart."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import (
     FREE_RELAUNCHES,
     DeleteOutcome,
+    EndedAttempts,
     TaskNotFoundError,
     resolve,
 )
@@ -290,3 +292,130 @@ async def test_restart_reloads_queue_and_launched_tasks(harness: CoreHarness) ->
     assert harness.driver.launched_ids()[-2:] == [f"{ids[2]}-1", f"{ids[3]}-1"]
     # New ids continue after the old ones.
     assert await harness.submit(1) == [ids[-1] + 1]
+
+
+# -- stale updates of attempts that already ended -------------------------------------------------
+
+
+async def test_a_resend_after_the_end_is_acknowledged_not_killed(harness: CoreHarness) -> None:
+    core = await harness.start()
+    (task_id,) = await launch(harness)
+    await harness.updates(status(f"{task_id}-1", "TASK_FINISHED", uuid=None))
+    assert task_id not in core.tracker.tasks  # ended tasks leave memory
+    harness.log.clear()
+    await harness.updates(status(f"{task_id}-1", "TASK_RUNNING", uuid="cmVzZW50"))
+    assert [entry[0] for entry in harness.log] == ["ack"]
+    assert harness.log[0] == ("ack", "a1", f"{task_id}-1", "cmVzZW50")
+    assert core.tracker.stale_updates == 1
+    assert (await harness.db_state(task_id))[0] == "FINISHED"
+
+
+async def test_a_late_reconciliation_answer_after_the_end_draws_nothing(
+    harness: CoreHarness,
+) -> None:
+    core = await harness.start()
+    (task_id,) = await launch(harness)
+    await harness.updates(status(f"{task_id}-1", "TASK_KILLED"))
+    harness.log.clear()
+    await harness.updates(
+        status(f"{task_id}-1", "TASK_RUNNING", uuid=None, reason="REASON_RECONCILIATION")
+    )
+    assert harness.log == []  # no uuid: no ack; ended for good: no kill
+    assert core.tracker.stale_updates == 1
+
+
+async def test_an_update_reordered_after_the_end_in_one_burst_is_not_killed(
+    harness: CoreHarness,
+) -> None:
+    await harness.start()
+    (task_id,) = await launch(harness)
+    await harness.updates(
+        status(f"{task_id}-1", "TASK_FINISHED"), status(f"{task_id}-1", "TASK_RUNNING")
+    )
+    assert harness.driver.of("kill") == []
+    assert len(harness.driver.of("ack")) == 2
+    assert (await harness.db_state(task_id))[0] == "FINISHED"
+
+
+async def test_a_failed_attempt_is_stale_until_the_task_moves_on_then_a_stray(
+    harness: CoreHarness,
+) -> None:
+    await harness.start()
+    (task_id,) = await launch(harness, max_attempts=2)
+    await harness.updates(status(f"{task_id}-1", "TASK_FAILED"))  # retried: queued again
+    await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))  # trails the failure
+    assert harness.driver.of("kill") == []
+    await harness.offer_pass(make_offer("o2", "a2"))  # now on attempt 2
+    await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
+    assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1")]
+    assert (await harness.db_state(task_id))[:2] == ("LAUNCHING", 2)
+
+
+async def test_an_attempt_that_was_lost_may_come_back_and_is_killed(harness: CoreHarness) -> None:
+    """LOST (and UNKNOWN) are not final: the agent may come back with the task running."""
+    await harness.start()
+    (task_id,) = await launch(harness)
+    await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
+    await harness.updates(status(f"{task_id}-1", "TASK_LOST"))  # max_attempts 1: ends LOST
+    assert (await harness.db_state(task_id))[0] == "LOST"
+    await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
+    assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1")]
+
+
+async def test_a_launch_timed_out_as_lost_that_turns_up_running_is_killed(
+    harness: CoreHarness,
+) -> None:
+    core = await harness.start()
+    (task_id,) = await launch(harness)
+    harness.clock.advance(31)
+    await core.tracker.check_launch_timeouts()
+    harness.clock.advance(31)
+    await core.tracker.check_launch_timeouts()  # lost by the scheduler's own verdict: requeued
+    await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
+    assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1")]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "TASK_FINISHED",
+        "TASK_FAILED",
+        "TASK_KILLED",
+        "TASK_ERROR",
+        "TASK_LOST",
+        "TASK_DROPPED",
+        "TASK_GONE",
+        "TASK_GONE_BY_OPERATOR",
+        "TASK_UNKNOWN",
+    ],
+)
+async def test_a_terminal_update_never_draws_a_kill(harness: CoreHarness, state: str) -> None:
+    core = await harness.start()
+    (task_id,) = await launch(harness, max_attempts=3)
+    await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
+    assert await core.tracker.delete(task_id) is DeleteOutcome.KILL_REQUESTED
+    harness.log.clear()
+    await harness.updates(
+        status("999-1", state),  # never ours
+        status("not-ours", state),
+        status(f"{task_id}-7", state),  # an attempt that never was
+        status("998-1", "TASK_RUNNING"),  # unknown, running, then ended in the same burst
+        status("998-1", state),
+        status(f"{task_id}-1", "TASK_RUNNING", uuid=None),  # asked to die, then ended
+        status(f"{task_id}-1", state),
+    )
+    assert harness.driver.of("kill") == []
+    assert task_id not in core.tracker.tasks
+
+
+def test_ended_attempts_are_bounded_and_forget_the_oldest_first() -> None:
+    ended = EndedAttempts(capacity=3)
+    for task_id in (1, 2, 3, 4):
+        ended.add(task_id, 1)
+    ended.add(4, 1)  # already there: nothing moves
+    assert len(ended) == 3
+    assert [ended.has(i, 1) for i in (1, 2, 3, 4)] == [False, True, True, True]
+    assert not ended.has(2, 2)  # another attempt of a remembered task
+    ended.add(5, 1 << 40)  # not an attempt of ours: never remembered
+    assert not ended.has(5, 1 << 40)
+    assert len(ended) == 3
