@@ -205,7 +205,8 @@ def mesos_task_id(task_id: int, attempt: int) -> str:
 
 def parse_mesos_task_id(value: str) -> tuple[int, int] | None:
     head, sep, tail = value.rpartition("-")
-    if not sep or not head.isdigit() or not tail.isdigit():
+    # isascii: str.isdigit() also accepts digits int() refuses, such as "²"
+    if not sep or not value.isascii() or not head.isdigit() or not tail.isdigit():
         return None
     return int(head), int(tail)
 

@@ -17,7 +17,7 @@ from scale_scheduler.daemon.task_tracker import (
     TaskNotFoundError,
     resolve,
 )
-from scale_scheduler.state.tasks import TaskState
+from scale_scheduler.state.tasks import TaskState, parse_mesos_task_id
 
 S = TaskState
 
@@ -419,3 +419,20 @@ def test_ended_attempts_are_bounded_and_forget_the_oldest_first() -> None:
     ended.add(5, 1 << 40)  # not an attempt of ours: never remembered
     assert not ended.has(5, 1 << 40)
     assert len(ended) == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12-3", (12, 3)),
+        ("12-0", (12, 0)),
+        ("12", None),
+        ("a-1", None),
+        ("12-", None),
+        ("\u00b2-1", None),  # '²'.isdigit() is true, int('²') raises
+        ("1-\u0663", None),  # Arabic-Indic digit three
+        ("other-framework-task", None),
+    ],
+)
+def test_parse_mesos_task_id(value: str, expected: tuple[int, int] | None) -> None:
+    assert parse_mesos_task_id(value) == expected

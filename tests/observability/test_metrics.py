@@ -276,7 +276,7 @@ async def test_reverted_launches_are_counted(tmp_path: Path) -> None:
             core = daemon.core
             spy = Spy(daemon)
             await daemon.until(lambda: core.driver.status.subscribed)
-            sim.fail_calls(500, "ACCEPT", count=1)  # the first ACCEPT is refused
+            sim.fail_calls(400, "ACCEPT", count=1)  # a sure refusal: reverted
             ids = await daemon.submit([task(f"r{i}") for i in range(4)])
             await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks)
             samples = await daemon.scrape()
