@@ -43,6 +43,15 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+typecheck: install
+	$(VENV)/bin/pip install --quiet 'mypy>=1.10' types-PyYAML
+	@# mypy cannot follow the editable install's import hook: mirror the installed layout
+	rm -rf build/typecheck && mkdir -p build/typecheck/scale_scheduler
+	for d in daemon api state simulator; do ln -s ../../../$$d build/typecheck/scale_scheduler/$$d; done
+	MYPYPATH=build/typecheck $(VENV)/bin/python -m mypy --namespace-packages \
+		-p scale_scheduler.daemon -p scale_scheduler.api -p scale_scheduler.state \
+		-p scale_scheduler.simulator
+
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
