@@ -414,7 +414,7 @@ def _body(schema_name: str) -> Schema:
     return {"required": True, "content": {"application/json": {"schema": _ref(schema_name)}}}
 
 
-def _operations() -> dict[str, dict[str, Schema]]:
+def _operations() -> dict[str, dict[str, Any]]:
     """Every route's operations without the shared 401/413/308; ``path -> method -> operation``."""
     location = {"Location": _header("The URL of the object.", fmt="uri")}
     task_states = ", ".join(state.value for state in TaskState)
@@ -672,9 +672,9 @@ def _asset(operation_id: str, summary: str, content_type: str) -> dict[str, Sche
     }
 
 
-def _redirect_alias(path: str, item: dict[str, Schema]) -> dict[str, Schema]:
+def _redirect_alias(path: str, item: dict[str, Any]) -> dict[str, Any]:
     """The path without its trailing slash: every method answers 308 to the real path."""
-    alias: dict[str, Schema] = {}
+    alias: dict[str, Any] = {}
     if "parameters" in item:  # any digits redirect; the real path then tells whether it exists
         alias["parameters"] = [
             {**parameter, "schema": {"type": "string", "pattern": "^[0-9]+$"}}
@@ -696,7 +696,7 @@ def _redirect_alias(path: str, item: dict[str, Schema]) -> dict[str, Schema]:
 
 def build_document(api: ApiConfig) -> dict[str, Any]:
     """The whole document for this API configuration (auth on or off, reads open or not)."""
-    paths: dict[str, dict[str, Schema]] = {}
+    paths: dict[str, dict[str, Any]] = {}
     for path, item in _operations().items():
         paths[path] = item
         if path.endswith("/") and path != "/":

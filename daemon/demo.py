@@ -140,7 +140,8 @@ class Demo:
         app = build_app(config)
         ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         daemon = asyncio.ensure_future(serve(config, app=app, on_ready=ready.set_result))
-        await asyncio.wait([daemon, ready], return_when=asyncio.FIRST_COMPLETED)
+        first: list[asyncio.Future[Any]] = [daemon, ready]
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
             code = daemon.result()
             self.say(f"the daemon did not start (exit status {int(code)}); see the log above")

@@ -184,6 +184,8 @@ class _Callbacks(Scheduler):
 class PymesosClient(MesosSchedulerDriver):
     """One subscription attempt through pymesos; build a new one for every attempt."""
 
+    framework_id: str | None  # pymesos's property (its package ships no types)
+
     def __init__(
         self,
         framework: dict[str, Any],

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -42,7 +43,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 async def serve(
     config: Config,
     *,
-    reload_level: Callable[[], Awaitable[None]] | None = None,
+    reload_level: Callable[[], Coroutine[Any, Any, None]] | None = None,
     notifier: Notifier | None = None,
     app: web.Application | None = None,
     on_ready: Callable[[str], None] | None = None,

@@ -156,6 +156,7 @@ async def _subscribe(
             f"Authenticated principal '{principal}' does not match principal "
             f"'{info.get('principal', '')}' set in `FrameworkInfo`",
         )
+    assert isinstance(sub_body, dict)  # framework_info was read from it above
     suppressed = [r for r in sub_body.get("suppressed_roles") or [] if isinstance(r, str)]
     master.cluster.record.framework_infos.append(info)
     sub = master.subscribe(info, suppressed)

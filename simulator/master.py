@@ -298,6 +298,7 @@ class Master:
             if _value(info, "id"):
                 fw.reregistered_time = now
             self.frameworks[framework_id] = fw
+        assert framework_id is not None  # given, or assigned above
         stored = dict(info)
         stored["id"] = {"value": framework_id}
         fw.set_info(stored)
@@ -652,10 +653,10 @@ class Master:
             if task_id is None:
                 raise CallError(400, "Failed to validate scheduler::Call: task without 'task_id'")
             agent_id = _value(item, "agent_id")
-            task = fw.tasks.get(task_id)
+            known = fw.tasks.get(task_id)
             unreachable = self.unreachable.get((fw.id, task_id))
-            if task is not None:
-                answers.append((task_id, task.state, task.agent.id, "Latest task state"))
+            if known is not None:
+                answers.append((task_id, known.state, known.agent.id, "Latest task state"))
             elif unreachable is not None:
                 answers.append(
                     (task_id, "TASK_UNREACHABLE", unreachable.agent.id, "Task is unreachable")

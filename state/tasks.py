@@ -317,7 +317,8 @@ async def load_live_tasks(
                 if shape is None:
                     raw = row[7]
                     constraints = constraints_from(msgspec.json.decode(raw)) if raw else ()
-                    shape = shapes[key] = interner.get(*row[2:7], constraints)
+                    cpus, mem, disk, gpus, ports = row[2:7]
+                    shape = shapes[key] = interner.get(cpus, mem, disk, gpus, ports, constraints)
                 append(
                     Task(
                         row[0],
