@@ -24,7 +24,7 @@ import enum
 import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -123,12 +123,15 @@ class GroupView(Protocol):
     def shape(self) -> Shape: ...
 
 
-class QueueView(Protocol):
-    """What the matcher reads of the queue (``QueueIndex`` implements it)."""
+G = TypeVar("G", bound=GroupView)
 
-    def levels(self) -> Iterator[Sequence[GroupView]]: ...
 
-    def eligible(self, group: GroupView) -> Iterator[int]: ...
+class QueueView(Protocol[G]):
+    """What the matcher reads of the queue (``QueueIndex`` implements it for its groups)."""
+
+    def levels(self) -> Iterator[Sequence[G]]: ...
+
+    def eligible(self, group: G) -> Iterator[int]: ...
 
 
 # --- resource bins -----------------------------------------------------------------------------
@@ -316,7 +319,7 @@ def group_offers(
 
 def match(
     offers: Sequence[Offer],
-    queue: QueueView,
+    queue: QueueView[Any],
     *,
     scheduler_paused: bool,
     blocked_hosts: Mapping[str, HostBlock],
@@ -335,10 +338,10 @@ def match(
         for offer in offers:
             by_agent.setdefault(offer.agent_id.value, []).append(offer.id.value)
         ids = tuple(oid for agent_ids in by_agent.values() for oid in agent_ids)
-        declines = (
+        paused_declines = (
             (Decline(ids, settings.refuse_seconds, DeclineReason.SCHEDULER_PAUSED),) if ids else ()
         )
-        return MatchResult((), declines, waiting)
+        return MatchResult((), paused_declines, waiting)
 
     agents = group_offers(offers, blocked_hosts, bins=bool(levels))
     usable = [agent for agent in agents if agent.blocked is None]
@@ -430,7 +433,7 @@ class _Pass:
     def place_level(
         self,
         level: Sequence[GroupView],
-        queue: QueueView,
+        queue: QueueView[Any],
         placements: dict[int, list[TaskPlacement]],
         waiting: list[GroupWaiting],
     ) -> bool:

@@ -385,20 +385,20 @@ class OfferPipeline:
         dropped: list[PlannedTask] = []
         declines: dict[float | None, list[str]] = {}
         if plan is not None:
-            for launch, planned in plan.agents:
-                gone = rescinded.intersection(launch.offer_ids)
+            for agent_launch, planned in plan.agents:
+                gone = rescinded.intersection(agent_launch.offer_ids)
                 if gone:
                     dropped.extend(planned)
                     stats.rescinded += len(gone)
                     continue
                 try:
-                    infos = [build_task_info(item, launch.agent_id) for item in planned]
+                    infos = [build_task_info(item, agent_launch.agent_id) for item in planned]
                 except Exception:
-                    log.exception("task_info_failed", agent_id=launch.agent_id)
+                    log.exception("task_info_failed", agent_id=agent_launch.agent_id)
                     dropped.extend(planned)
-                    declines.setdefault(None, []).extend(launch.offer_ids)
+                    declines.setdefault(None, []).extend(agent_launch.offer_ids)
                     continue
-                accepts.append((planned, Launch(launch.offer_ids, infos)))
+                accepts.append((planned, Launch(agent_launch.offer_ids, infos)))
         for decline in result.declines:
             ids = [oid for oid in decline.offer_ids if oid not in rescinded]
             stats.rescinded += len(decline.offer_ids) - len(ids)

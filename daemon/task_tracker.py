@@ -411,9 +411,9 @@ class TaskTracker:
             group.waiting = None
         groups = {group.key: group for group in self.index.groups()}
         for item in waiting:
-            group = groups.get((item.priority, item.shape))
-            if group is not None:
-                group.waiting = item
+            target = groups.get((item.priority, item.shape))
+            if target is not None:
+                target.waiting = item
 
     # -- launching ------------------------------------------------------------------------------
 
