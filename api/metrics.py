@@ -211,6 +211,17 @@ class LiveCollector(Collector):
             totals.reverted if totals else 0,
         )
         yield _counter(
+            "task_launches_unconfirmed",
+            "Tasks whose ACCEPT had an unknown outcome (timeout, dropped connection, 5xx): kept "
+            "launching and reconciled at once instead of requeued.",
+            totals.unconfirmed if totals else 0,
+        )
+        yield _counter(
+            "status_updates_stale",
+            "Updates for attempts that had already ended: acknowledged, not answered with KILL.",
+            tracker.stale_updates if tracker else 0,
+        )
+        yield _counter(
             "status_updates",
             "Task status updates received from Mesos and handled.",
             tracker.updates_handled if tracker else 0,

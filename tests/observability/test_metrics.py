@@ -31,6 +31,8 @@ FAMILIES = {
     "scale_scheduler_offers_suppressed": "gauge",
     "scale_scheduler_task_launches": "counter",
     "scale_scheduler_task_launches_reverted": "counter",
+    "scale_scheduler_task_launches_unconfirmed": "counter",
+    "scale_scheduler_status_updates_stale": "counter",
     "scale_scheduler_tasks": "gauge",
     "scale_scheduler_tasks_ended": "counter",
     "scale_scheduler_queue_depth": "gauge",
@@ -285,6 +287,27 @@ async def test_reverted_launches_are_counted(tmp_path: Path) -> None:
             assert samples.get("scale_scheduler_task_launches_total") == len(ids) == spy.launched
             assert samples.get("scale_scheduler_tasks_ended_total", state="FINISHED") == len(ids)
             assert samples.get("scale_scheduler_tasks", state="LAUNCHING") == 0
+        finally:
+            await daemon.stop()
+
+
+async def test_unconfirmed_launches_are_counted(tmp_path: Path) -> None:
+    async with SimulatedCluster(agents=2, **SIM) as sim:
+        daemon = Daemon(daemon_config(tmp_path, sim.url), sim)
+        await daemon.start(wait_subscribed=False)
+        try:
+            core = daemon.core
+            await daemon.until(lambda: core.driver.status.subscribed)
+            sim.fail_calls(500, "ACCEPT", count=1)  # the outcome is unknown: reconciled
+            ids = await daemon.submit([task(f"u{i}") for i in range(4)])
+            await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks)
+            samples = await daemon.scrape()
+            unconfirmed = samples.get("scale_scheduler_task_launches_unconfirmed_total")
+            assert unconfirmed is not None
+            assert 0 < unconfirmed <= len(ids)
+            assert samples.get("scale_scheduler_task_launches_reverted_total") == 0
+            assert samples.get("scale_scheduler_tasks_ended_total", state="FINISHED") == len(ids)
+            assert not sim.record.launched_more_than_once()
         finally:
             await daemon.stop()
 
