@@ -152,8 +152,13 @@ class _Entry:
         self.left -= amount
         resource = self.cache.get(amount)
         if resource is None:
-            resource = msgspec.structs.replace(self.resource, scalar=Scalar(amount))
-            self.cache[amount] = resource
+            resource = self.take_new(amount)
+        return resource
+
+    def take_new(self, amount: float) -> Resource:
+        """The launch resource of ``amount``, made and cached (``left`` is not changed)."""
+        resource = msgspec.structs.replace(self.resource, scalar=Scalar(amount))
+        self.cache[amount] = resource
         return resource
 
 
@@ -211,7 +216,7 @@ class _Bin:
             and shape.disk <= self.disk + EPSILON
             and shape.gpus <= self.gpus + EPSILON
             and shape.ports <= self.ports
-            and self.satisfies(shape)
+            and (not shape.constraints or self.satisfies(shape))
         )
 
     def satisfies(self, shape: Shape) -> bool:
@@ -231,13 +236,16 @@ class _Bin:
         out: list[Resource] = []
         entries = self.entries
         for name, need in needs:
-            setattr(self, name, max(0.0, getattr(self, name) - need))
+            free = getattr(self, name) - need
+            setattr(self, name, free if free > 0.0 else 0.0)
             for entry in entries.get(name, ()):
                 left = entry.left
                 if left <= EPSILON:
                     continue
                 if need <= left + EPSILON:  # the usual case: one entry covers the need
-                    out.append(entry.take(need))
+                    entry.left = left - need
+                    resource = entry.cache.get(need)
+                    out.append(resource if resource is not None else entry.take_new(need))
                     break
                 out.append(entry.take(left))
                 need -= left
