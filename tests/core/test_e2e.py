@@ -4,110 +4,13 @@ Mesos cluster. Throughput, pause, node pause, cancel/kill/retry and a restart mi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from daemonkit import Daemon, running_daemon, task
 
-from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import CORE
-from scale_scheduler.daemon.config import Config, parse_config
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.simulator import SimulatedCluster
-
-Client = TestClient[web.Request, web.Application]
-
-SIM: dict[str, Any] = {
-    "heartbeat_interval": 0.2,
-    "allocation_interval": 0.05,
-    "task_duration": 0.05,
-    "task_start_delay": 0.02,
-    "status_update_retry": 0.3,
-    "agent_reregister_delay": 0.05,
-    "default_refuse_seconds": 0.2,
-    "seed": 5,
-}
-
-
-def e2e_config(tmp_path: Path, master: str) -> Config:
-    return parse_config(
-        {
-            "mesos": {
-                "master": master,
-                "user": "svc",
-                "hostname": "sched.test",
-                "backoff_initial": 0.05,
-                "backoff_max": 0.2,
-                "request_timeout": 5.0,
-            },
-            "state": {"path": str(tmp_path / "state.db")},
-            "api": {"port": 0},
-            "logging": {"format": "console", "level": "warning"},
-            "scheduler": {
-                "refuse_seconds": 0.2,
-                "idle_refuse_seconds": 0.5,
-                "revive_interval": 0.1,
-                "launch_timeout": 5.0,
-                "reconcile_retry": 0.2,
-                "agents_refresh_interval": 0.5,
-            },
-        },
-        environ={},
-    )
-
-
-class Daemon:
-    """Starts and stops the in-process daemon on one database, like restarts of the process."""
-
-    def __init__(self, tmp_path: Path, sim: SimulatedCluster) -> None:
-        self.config = e2e_config(tmp_path, sim.url)
-        self.sim = sim
-        self.client: Client | None = None
-
-    async def start(self) -> Client:
-        # The daemon's own wiring: store, native driver and scheduling core from build_app.
-        self.client = TestClient(TestServer(build_app(self.config)))
-        await self.client.start_server()
-        await self.sim.wait_until(lambda: self.core.driver.status.subscribed, timeout=10)
-        return self.client
-
-    async def stop(self) -> None:
-        if self.client is not None:
-            await self.client.close()
-            self.client = None
-
-    @property
-    def core(self) -> SchedulerCore:
-        assert self.client is not None
-        return self.client.app[CORE]  # type: ignore[index]
-
-    async def submit(self, tasks: list[dict[str, Any]]) -> list[int]:
-        assert self.client is not None
-        response = await self.client.post("/queue/", json=tasks)
-        assert response.status == 201, await response.text()
-        return [task["id"] for task in await response.json()]
-
-    async def task(self, task_id: int) -> dict[str, Any]:
-        assert self.client is not None
-        body: dict[str, Any] = await (await self.client.get(f"/tasks/{task_id}/")).json()
-        return body
-
-    async def count(self, state: str) -> int:
-        row = await self.core.tracker._store.fetchone(
-            "SELECT COUNT(*) FROM tasks WHERE state = ?", (state,)
-        )
-        assert row is not None
-        return int(row[0])
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = 20) -> None:
-        await self.sim.wait_until(predicate, timeout=timeout, interval=0.02)
-
-
-def task(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "command": "true", "cpus": 0.5, "mem": 64, **extra}
+SIM = {"seed": 5}  # the kit's simulator settings, with this suite's seed
 
 
 def sim_labels(duration: float | None = None, outcome: str | None = None) -> dict[str, str]:
@@ -121,11 +24,8 @@ def sim_labels(duration: float | None = None, outcome: str | None = None) -> dic
 
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with SimulatedCluster(agents=20, **SIM) as sim:
-        d = Daemon(tmp_path, sim)
-        await d.start()
+    async with running_daemon(tmp_path, agents=20, sim=SIM) as d:
         yield d
-        await d.stop()
 
 
 async def test_thousand_tasks_on_twenty_agents(daemon: Daemon) -> None:
@@ -146,7 +46,7 @@ async def test_thousand_tasks_on_twenty_agents(daemon: Daemon) -> None:
         lambda: not [o for o in daemon.sim.offers() if o["framework_id"]["value"] == ours]
     )
     await daemon.until(lambda: core.pipeline.suppressed)
-    status = await (await daemon.client.get("/status/")).json()  # type: ignore[union-attr]
+    status = await (await daemon.client.get("/status/")).json()
     assert status["queue_depth"] == 0
     assert status["resources"]["total"]["cpus"] == 80.0
     assert status["resources"]["scheduled"] == {"cpus": 0.0, "mem": 0.0, "disk": 0.0}
@@ -189,9 +89,8 @@ async def test_pause_stops_launches_suppresses_and_unpause_revives(daemon: Daemo
 
 
 async def test_offers_arriving_while_paused_are_declined(tmp_path: Path) -> None:
-    async with SimulatedCluster(agents=2, **SIM) as sim:
-        d = Daemon(tmp_path, sim)
-        await d.start()
+    async with running_daemon(tmp_path, agents=2, sim=SIM) as d:
+        sim = d.sim
         try:
             core = d.core
             assert d.client is not None

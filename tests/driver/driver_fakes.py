@@ -1,4 +1,5 @@
-"""Test doubles for the native driver: a small scriptable Mesos master, a handler, a store.
+"""Test doubles for the native driver: a small scriptable Mesos master and a relay (the
+recording handler, the in-memory id store and ``eventually`` are re-exported from ``daemonkit``).
 
 ``FakeMaster`` speaks just enough of the v1 scheduler API (SUBSCRIBE with a RecordIO stream,
 calls answered 202, GET_FRAMEWORKS on the operator API) and lets a test script failures:
@@ -20,10 +21,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from daemonkit import MemoryIdStore as MemoryIdStore  # re-exported for the driver tests
+from daemonkit import RecordingHandler as RecordingHandler
+from daemonkit import driver_config as driver_config
+from daemonkit import eventually as eventually
 
-from scale_scheduler.daemon.config import Config, MesosConfig
-from scale_scheduler.daemon.driver import Subscription
-from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.native_driver import DriverSettings, NativeDriver
 
 API_URL = "http://sched.test:8000/"
@@ -32,13 +34,6 @@ FAST = DriverSettings(request_timeout=2.0, backoff_initial=0.05, backoff_max=0.2
 
 
 MakeDriver = Callable[..., NativeDriver]
-
-
-def driver_config(**mesos: Any) -> Config:
-    """A config whose user and host name need no lookups."""
-    values: dict[str, Any] = {"user": "svc", "hostname": "sched.test"}
-    values.update(mesos)
-    return Config(mesos=MesosConfig(**values))
 
 
 def record(event: dict[str, Any]) -> bytes:
@@ -290,73 +285,3 @@ class Relay:
                 sink.write(data)
                 await sink.drain()
         sink.close()
-
-
-@dataclass
-class RecordingHandler:
-    """An ``EventHandler`` that records every callback (and an optional shared ``order`` log)."""
-
-    order: list[str] = field(default_factory=list)
-    subscriptions: list[Subscription] = field(default_factory=list)
-    offers: list[list[Offer]] = field(default_factory=list)
-    rescinds: list[str] = field(default_factory=list)
-    updates: list[TaskStatus] = field(default_factory=list)
-    failures: list[tuple[str | None, str | None]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    disconnects: list[str] = field(default_factory=list)
-
-    def on_subscribed(self, subscription: Subscription) -> None:
-        self.order.append("subscribed")
-        self.subscriptions.append(subscription)
-
-    def on_offers(self, offers: list[Offer]) -> None:
-        self.order.append("offers")
-        self.offers.append(offers)
-
-    def on_rescind(self, offer_id: str) -> None:
-        self.order.append("rescind")
-        self.rescinds.append(offer_id)
-
-    def on_update(self, status: TaskStatus) -> None:
-        self.order.append("update")
-        self.updates.append(status)
-
-    def on_failure(self, agent_id: str | None, executor_id: str | None) -> None:
-        self.order.append("failure")
-        self.failures.append((agent_id, executor_id))
-
-    def on_error(self, message: str) -> None:
-        self.order.append("error")
-        self.errors.append(message)
-
-    def on_disconnected(self, reason: str) -> None:
-        self.order.append("disconnected")
-        self.disconnects.append(reason)
-
-
-class MemoryIdStore:
-    """A ``FrameworkIdStore`` in memory; ``gate`` (when set) holds saves until it is set."""
-
-    def __init__(self, order: list[str] | None = None) -> None:
-        self.saved: list[str] = []
-        self.order = order if order is not None else []
-        self.gate: asyncio.Event | None = None
-        self.fail = False
-
-    async def save_framework_id(self, framework_id: str) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            raise OSError("disk full")
-        self.saved.append(framework_id)
-        self.order.append("saved")
-
-
-async def eventually(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Wait until ``predicate()`` is true (fails the test after ``timeout``)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)

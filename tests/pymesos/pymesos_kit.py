@@ -1,4 +1,5 @@
-"""Test kit of the pymesos driver: a recording handler, an in-memory id store, configs, polling.
+"""Test kit of the pymesos driver: configs, a scripted master, config files and log lines (the
+recording handler, the in-memory id store and ``eventually`` are re-exported from ``daemonkit``).
 
 Importable on every Python: it does not import pymesos. Test modules that need pymesos call
 ``require_pymesos()`` first, which skips them where pymesos cannot be imported (Python 3.11+).
@@ -11,16 +12,17 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import daemonkit
 import pytest
 from aiohttp import web
+from daemonkit import MemoryIdStore as MemoryIdStore  # re-exported for the pymesos tests
+from daemonkit import RecordingHandler as RecordingHandler
+from daemonkit import eventually as eventually
 
-from scale_scheduler.daemon.config import Config, MesosConfig
-from scale_scheduler.daemon.driver import Subscription
-from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
+from scale_scheduler.daemon.config import Config
 
 API_URL = "http://sched.test:8000/"
 
@@ -68,85 +70,8 @@ def console_script(name: str = "scale-scheduler") -> str:
 
 
 def driver_config(**mesos: Any) -> Config:
-    """A config whose user and host name need no lookups."""
-    values: dict[str, Any] = {"user": "svc", "hostname": "sched.test", "driver": "pymesos"}
-    values.update(mesos)
-    return Config(mesos=MesosConfig(**values))
-
-
-@dataclass
-class RecordingHandler:
-    """An ``EventHandler`` that records every callback, in order (with an optional shared log)."""
-
-    order: list[str] = field(default_factory=list)
-    subscriptions: list[Subscription] = field(default_factory=list)
-    offers: list[list[Offer]] = field(default_factory=list)
-    rescinds: list[str] = field(default_factory=list)
-    updates: list[TaskStatus] = field(default_factory=list)
-    failures: list[tuple[str | None, str | None]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    disconnects: list[str] = field(default_factory=list)
-
-    def on_subscribed(self, subscription: Subscription) -> None:
-        self.order.append("subscribed")
-        self.subscriptions.append(subscription)
-
-    def on_offers(self, offers: list[Offer]) -> None:
-        self.order.append("offers")
-        self.offers.append(offers)
-
-    def on_rescind(self, offer_id: str) -> None:
-        self.order.append("rescind")
-        self.rescinds.append(offer_id)
-
-    def on_update(self, status: TaskStatus) -> None:
-        self.order.append("update")
-        self.updates.append(status)
-
-    def on_failure(self, agent_id: str | None, executor_id: str | None) -> None:
-        self.order.append("failure")
-        self.failures.append((agent_id, executor_id))
-
-    def on_error(self, message: str) -> None:
-        self.order.append("error")
-        self.errors.append(message)
-
-    def on_disconnected(self, reason: str) -> None:
-        self.order.append("disconnected")
-        self.disconnects.append(reason)
-
-    def states(self, task_id: str) -> list[str]:
-        return [u.state for u in self.updates if u.task_id.value == task_id]
-
-
-class MemoryIdStore:
-    """A ``FrameworkIdStore`` in memory; ``gate`` (when set) holds saves until it is set."""
-
-    def __init__(self, order: list[str] | None = None) -> None:
-        self.saved: list[str] = []
-        self.order = order if order is not None else []
-        self.gate: asyncio.Event | None = None
-        self.fail = False
-
-    async def save_framework_id(self, framework_id: str) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            raise OSError("disk full")
-        self.saved.append(framework_id)
-        self.order.append("saved")
-
-
-async def eventually(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01
-) -> None:
-    """Wait until ``predicate()`` is true (fails the test after ``timeout``)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+    """A config whose user and host name need no lookups, with ``mesos.driver: pymesos``."""
+    return daemonkit.driver_config(**{"driver": "pymesos", **mesos})
 
 
 class ScriptedMaster:
