@@ -106,20 +106,24 @@ class Node:
 
     def note_offered(self, offered: Resources) -> None:
         """Raise the offer-based estimate of the totals to what is offered plus what we hold."""
-        seen = Resources(
-            offered.cpus + self.scheduled.cpus,
-            offered.mem + self.scheduled.mem,
-            offered.disk + self.scheduled.disk,
-            offered.gpus + self.scheduled.gpus,
-        )
-        if self.seen_total is None:
-            self.seen_total = seen
-            return
+        scheduled = self.scheduled
+        cpus = offered.cpus + scheduled.cpus
+        mem = offered.mem + scheduled.mem
+        disk = offered.disk + scheduled.disk
+        gpus = offered.gpus + scheduled.gpus
         current = self.seen_total
-        current.cpus = max(current.cpus, _clean(seen.cpus))
-        current.mem = max(current.mem, _clean(seen.mem))
-        current.disk = max(current.disk, _clean(seen.disk))
-        current.gpus = max(current.gpus, _clean(seen.gpus))
+        if current is None:
+            self.seen_total = Resources(cpus, mem, disk, gpus)
+            return
+        # Called per node on every offer pass and usually changes nothing: compare first.
+        if cpus > current.cpus:
+            current.cpus = max(current.cpus, _clean(cpus))
+        if mem > current.mem:
+            current.mem = max(current.mem, _clean(mem))
+        if disk > current.disk:
+            current.disk = max(current.disk, _clean(disk))
+        if gpus > current.gpus:
+            current.gpus = max(current.gpus, _clean(gpus))
 
 
 class NodeView(msgspec.Struct):
@@ -404,7 +408,8 @@ class NodeRepository:
 
 def resources_from_mesos(resources: Iterable[Any]) -> Resources:
     """Sum the scalar cpus/mem/disk/gpus of Mesos ``Resource`` structs or JSON dicts."""
-    out = Resources()
+    # Runs for every offer of every pass: sum plainly, round the float dust once at the end.
+    sums = dict.fromkeys(RESOURCE_NAMES, 0.0)
     for res in resources:
         if isinstance(res, dict):
             name = res.get("name")
@@ -412,7 +417,7 @@ def resources_from_mesos(resources: Iterable[Any]) -> Resources:
         else:
             name = res.name
             value = res.scalar.value if res.scalar is not None else None
-        if value is None or name not in RESOURCE_NAMES:
+        if value is None or name not in sums:
             continue
-        setattr(out, name, _clean(getattr(out, name) + float(value)))
-    return out
+        sums[name] += float(value)
+    return Resources(*(_clean(sums[name]) for name in RESOURCE_NAMES))
