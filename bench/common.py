@@ -1,0 +1,146 @@
+"""What every scenario shares: the run's settings, free ports, fake-master counters, statistics.
+
+``Settings.full()`` and ``Settings.quick()`` hold every size and duration of a run, so the report
+can state them. ``Rate`` reads the fake master's counters twice and turns them into offers/s.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Settings:
+    quick: bool
+    rounds: int
+    b1_warmup: float
+    b1_seconds: float
+    b2_tasks: int
+    b2_agents: int
+    b2_task_duration: float
+    b2_deadline: float
+    b3_tasks: int
+    b3_match_repeats: int
+    b4_seconds: float
+    profile: bool
+    work: Path = Path()
+    out: Path = Path()
+    only: tuple[str, ...] = ("B1", "B2", "B3", "B4")
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def full(cls) -> Settings:
+        return cls(
+            quick=False,
+            rounds=5,
+            b1_warmup=1.5,
+            b1_seconds=4.0,
+            b2_tasks=100_000,
+            b2_agents=2000,
+            b2_task_duration=1.0,
+            b2_deadline=240.0,
+            b3_tasks=1_000_000,
+            b3_match_repeats=2000,
+            b4_seconds=4.0,
+            profile=True,
+        )
+
+    @classmethod
+    def quick_mode(cls) -> Settings:
+        return cls(
+            quick=True,
+            rounds=1,
+            b1_warmup=0.7,
+            b1_seconds=1.5,
+            b2_tasks=5_000,
+            b2_agents=100,
+            b2_task_duration=1.0,
+            b2_deadline=45.0,
+            b3_tasks=30_000,
+            b3_match_repeats=200,
+            b4_seconds=1.5,
+            profile=False,
+        )
+
+    @property
+    def offers_path(self) -> Path:
+        return self.out / "offers.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get_json(url: str, timeout: float = 10) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` (from ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    import os
+
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Rate:
+    """Offers answered (declined or accepted) per second at a fake master, over a window."""
+
+    def __init__(self, master_url: str, pids: dict[str, int]) -> None:
+        self.url = master_url + "/bench/stats"
+        self.pids = pids
+
+    def _sample(self) -> tuple[dict[str, Any], dict[str, float], float]:
+        stats = get_json(self.url)
+        cpus = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return stats, cpus, time.monotonic()
+
+    def measure(self, seconds: float) -> dict[str, Any]:
+        first, cpu0, t0 = self._sample()
+        time.sleep(seconds)
+        last, cpu1, t1 = self._sample()
+        elapsed = last["now"] - first["now"]
+        answered = (last["offers_declined"] + last["offers_accepted"]) - (
+            first["offers_declined"] + first["offers_accepted"]
+        )
+        return {
+            "offers_per_s": answered / elapsed,
+            "offers": answered,
+            "seconds": elapsed,
+            "cpu_percent": {
+                name: 100 * (cpu1[name] - cpu0[name]) / (t1 - t0) for name in self.pids
+            },
+            "calls": last["calls"],
+        }
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """min / median / max of repeated measurements."""
+    clean = [v for v in values if v == v]
+    if not clean:
+        return {"min": float("nan"), "median": float("nan"), "max": float("nan"), "n": 0}
+    return {
+        "min": min(clean),
+        "median": statistics.median(clean),
+        "max": max(clean),
+        "n": len(clean),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))
+    return ordered[index]

@@ -1,0 +1,88 @@
+"""``python -m bench``: run B1-B4 and write the report (``bench/RESULTS.md`` by default).
+
+``--quick`` runs every scenario once at small sizes in about a minute (CI runs it to report,
+never to assert) and writes ``bench/out/RESULTS-quick.md``. ``--only B1,B3`` picks scenarios.
+The raw figures go to a JSON file beside the report. Child processes' logs, databases and
+profiles stay under ``bench/out/work-<mode>/`` for inspection (``bench/out/`` is git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import b1_offers, b2_launch, b3_million, b4_api
+from bench.common import Settings
+from bench.environment import describe
+from bench.offer_stream import load_offers
+from bench.procs import ROOT
+from bench.report import render
+
+SCENARIOS = {"B1": b1_offers.run, "B2": b2_launch.run, "B3": b3_million.run, "B4": b4_api.run}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round (~1 min)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios, e.g. B1,B4")
+    parser.add_argument("--rounds", type=int, default=0, help="repetitions (default 5; quick 1)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
+    parser.add_argument("--output", default="", help="report path (default per mode)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = Settings.quick_mode() if args.quick else Settings.full()
+    if args.rounds:
+        settings.rounds = args.rounds
+    if args.no_profile:
+        settings.profile = False
+    if args.only:
+        wanted = tuple(name.strip().upper() for name in args.only.split(",") if name.strip())
+        unknown = [name for name in wanted if name not in SCENARIOS]
+        if unknown:
+            print(f"unknown scenario(s): {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        settings.only = wanted
+    mode = "quick" if settings.quick else "full"
+    settings.out = ROOT / "bench" / "out"
+    settings.work = settings.out / f"work-{mode}"
+    shutil.rmtree(settings.work, ignore_errors=True)
+    settings.work.mkdir(parents=True)
+    if args.output:
+        output = Path(args.output)
+    else:
+        output = ROOT / "bench" / ("RESULTS.md" if not settings.quick else "out/RESULTS-quick.md")
+    load_offers(settings.offers_path)
+    results: dict[str, Any] = {
+        "mode": mode,
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "environment": describe(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    began = time.monotonic()
+    for name in settings.only:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        step = time.monotonic()
+        try:
+            results[name] = SCENARIOS[name](settings)
+        except Exception as exc:  # report what ran; a broken scenario is itself a finding
+            results[name] = {"error": repr(exc)[:1000]}
+        results[name]["seconds"] = time.monotonic() - step
+        print(f"bench: {name} done in {results[name]['seconds']:.0f}s", file=sys.stderr)
+    results["seconds"] = time.monotonic() - began
+    output.parent.mkdir(parents=True, exist_ok=True)
+    raw = output.with_suffix(".json")
+    if output.parent == ROOT / "bench":
+        raw = settings.out / f"results-{mode}.json"
+    raw.write_text(json.dumps(results, indent=1, default=str))
+    output.write_text(render(results))
+    print(f"bench: wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
+    return 0
