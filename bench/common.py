@@ -11,7 +11,7 @@ import socket
 import statistics
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ class Settings:
     work: Path = Path()
     out: Path = Path()
     only: tuple[str, ...] = ("B1", "B2", "B3", "B4")
-    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def full(cls) -> Settings:

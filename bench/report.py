@@ -207,7 +207,9 @@ def render(results: dict[str, Any]) -> str:
         "## Machine and versions",
         "",
         f"- CPU: {env['cpu']}, {env['cores']} cores, {num(env['memory_gib'], 1)} GiB; "
-        f"{env['os']}; load average before the run {env['load_before']} (shared machine)",
+        f"{env['os']}; load average before the run {env['load_before']}, after it "
+        f"{results.get('load_after', 'n/a')} (1, 5, 15 min; the machine is shared with other "
+        "engineers' test runs, so compare min and max before reading much into a median)",
         f"- Python {env['python']} (daemon, fake master, load generators); SQLite {env['sqlite']}; "
         + ", ".join(f"{k} {v}" for k, v in env["packages"].items()),
         "- Python 3.10 venv: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name]["seconds"] = time.monotonic() - step
         print(f"bench: {name} done in {results[name]['seconds']:.0f}s", file=sys.stderr)
     results["seconds"] = time.monotonic() - began
+    results["load_after"] = [round(x, 2) for x in os.getloadavg()]
     output.parent.mkdir(parents=True, exist_ok=True)
     raw = output.with_suffix(".json")
     if output.parent == ROOT / "bench":
