@@ -56,5 +56,13 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Benchmarks (bench/README.md): the full run rewrites bench/RESULTS.md (about 20 minutes);
+# the quick run (about a minute) writes bench/out/RESULTS-quick.md and asserts nothing.
+bench: install install310
+	$(VENV)/bin/python -m bench
+
+bench-quick: install install310
+	$(VENV)/bin/python -m bench --quick
+
 clean:
 	rm -rf $(VENV) $(VENV310) build *.egg-info .pytest_cache .ruff_cache
