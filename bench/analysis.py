@@ -176,8 +176,7 @@ def _b3(data: dict[str, Any]) -> list[str]:
             "the daemon now freezes its start-up state. A single priority group now places "
             "without the merge heap (p50 19 -> 11 ms on the quick size)."
         )
-    lines.append("")
-    return lines if len(lines) > 2 else []
+    return [*lines, ""] if len(lines) > 2 else []
 
 
 def _b4(data: dict[str, Any]) -> list[str]:
@@ -198,8 +197,7 @@ def _b4(data: dict[str, Any]) -> list[str]:
             "remove the per-request sum; the loop sharing with an unbounded offer flood remains "
             "by design (one loop owns all state)."
         )
-    lines.append("")
-    return lines if len(lines) > 2 else []
+    return [*lines, ""] if len(lines) > 2 else []
 
 
 def explain(results: dict[str, Any]) -> list[str]:
