@@ -5,8 +5,8 @@ doubles both driver suites use.
   wiring (store, driver, core, API) served on 127.0.0.1, yielding a ``Daemon``.
 - ``Daemon``: start/stop on one database (a stop then a start is a process restart), ``submit``,
   ``until(predicate)``, ``scrape`` and small readers of task state.
-- ``RecordingHandler``, ``MemoryIdStore``, ``eventually``, ``driver_config``: doubles for tests
-  that drive a Mesos driver directly.
+- ``RecordingHandler``, ``MemoryIdStore``, ``eventually``, ``on_new_leader``, ``driver_config``:
+  doubles for tests that drive a Mesos driver directly.
 
 Importable on Python 3.10 and 3.11+; it does not import pymesos.
 """
@@ -286,6 +286,25 @@ class MemoryIdStore:
             raise OSError("disk full")
         self.saved.append(framework_id)
         self.order.append("saved")
+
+
+def on_new_leader(sim: SimulatedCluster, old_leader: Any, status: Any) -> Callable[[], bool]:
+    """True once a master other than ``old_leader`` leads and ``status`` is subscribed to it.
+
+    ZooKeeper may tell a driver before the new master knows it leads; that master then redirects
+    to the old one, which accepts a subscription for a moment. Only this end state counts.
+    """
+
+    def check() -> bool:
+        leader = sim.leader
+        return (
+            leader is not None
+            and leader is not old_leader
+            and status.subscribed
+            and status.master_port == leader.port
+        )
+
+    return check
 
 
 async def eventually(

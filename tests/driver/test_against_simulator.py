@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from daemonkit import on_new_leader
 from driver_fakes import MakeDriver, RecordingHandler, driver_config, eventually
 
 from scale_scheduler.daemon.driver import (
@@ -353,20 +354,7 @@ async def test_leader_change_through_zookeeper(zookeeper: str, make_driver: Make
         assert old_leader is not None
         assert driver.status.master_port == old_leader.port
         await sim.step_down()
-        # ZooKeeper may tell the driver before the new master knows it leads; that master then
-        # redirects to the old one for a moment. What counts: subscribed to the new leader,
-        # within 2 heartbeat intervals of the step-down, always with the same framework id.
-
-        def on_new_leader() -> bool:
-            leader = sim.leader
-            return (
-                leader is not None
-                and leader is not old_leader
-                and driver.status.subscribed
-                and driver.status.master_port == leader.port
-            )
-
-        await eventually(on_new_leader, timeout=2 * heartbeat)
+        await eventually(on_new_leader(sim, old_leader, driver.status), timeout=2 * heartbeat)
         assert len(handler.subscriptions) >= 2
         assert {s.framework_id for s in handler.subscriptions} == {
             handler.subscriptions[0].framework_id

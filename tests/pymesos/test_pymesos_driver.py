@@ -19,6 +19,7 @@ from pymesos_kit import require_pymesos
 
 require_pymesos()
 
+from daemonkit import on_new_leader  # noqa: E402
 from pymesos_kit import (  # noqa: E402
     API_URL,
     SIM,
@@ -512,20 +513,7 @@ async def test_a_leader_change_through_zookeeper_resubscribes_to_the_new_leader(
         assert old_leader is not None
         assert driver.status.master_port == old_leader.port
         await sim.step_down()
-        # Well within the watchdog's five heartbeats. ZooKeeper may tell the driver before the
-        # new master knows it leads (it then redirects to the old one for a moment): what counts
-        # is being subscribed to the new leader in time, always with the same framework id.
-
-        def on_new_leader() -> bool:
-            leader = sim.leader
-            return (
-                leader is not None
-                and leader is not old_leader
-                and driver.status.subscribed
-                and driver.status.master_port == leader.port
-            )
-
-        await eventually(on_new_leader, timeout=2 * heartbeat)
+        await eventually(on_new_leader(sim, old_leader, driver.status), timeout=2 * heartbeat)
         assert len(handler.subscriptions) >= 2
         assert {s.framework_id for s in handler.subscriptions} == {
             handler.subscriptions[0].framework_id
