@@ -341,15 +341,15 @@ def match(
             for level in levels
             for g in level
         )
-        # Only the ids, by agent in arrival order: resource bins would be built for nothing.
-        by_agent: dict[str, list[str]] = {}
-        for offer in offers:
-            by_agent.setdefault(offer.agent_id.value, []).append(offer.id.value)
-        ids = tuple(oid for agent_ids in by_agent.values() for oid in agent_ids)
-        paused_declines = (
-            (Decline(ids, settings.refuse_seconds, DeclineReason.SCHEDULER_PAUSED),) if ids else ()
+        return MatchResult(
+            (),
+            _decline_all(offers, settings.refuse_seconds, DeclineReason.SCHEDULER_PAUSED),
+            waiting,
         )
-        return MatchResult((), paused_declines, waiting)
+    if not levels and not blocked_hosts:
+        return MatchResult(
+            (), _decline_all(offers, settings.idle_refuse_seconds, DeclineReason.QUEUE_EMPTY), ()
+        )
 
     agents = group_offers(offers, blocked_hosts, bins=bool(levels))
     usable = [agent for agent in agents if agent.blocked is None]
@@ -403,6 +403,15 @@ def match(
         for why, ids in declines.items()
     )
     return MatchResult(tuple(launches), decisions, tuple(waiting_list), examined)
+
+
+def _decline_all(
+    offers: Sequence[Offer], refuse_seconds: float, reason: DeclineReason
+) -> tuple[Decline, ...]:
+    """One decline of every offer (no resource is read)."""
+    if not offers:
+        return ()
+    return (Decline(tuple([o.id.value for o in offers]), refuse_seconds, reason),)
 
 
 class _Pass:

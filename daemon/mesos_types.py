@@ -10,6 +10,7 @@ This module owns the shapes only: no I/O, no behaviour beyond small pure helpers
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -104,15 +105,59 @@ class Attribute(_Wire, omit_defaults=True):
         return ""
 
 
+_EMPTY_LIST = msgspec.Raw(b"[]")
+_NULL = msgspec.Raw(b"null")
+
+
 class Offer(_Wire, omit_defaults=True):
+    """One offer. ``resources`` and ``attributes`` stay raw JSON until read.
+
+    Most offers are declined unread (paused, nothing queued, an agent offering what it offered
+    last time), and decoding their resources was three quarters of decoding an OFFERS event
+    (B1 in ``bench/RESULTS.md``). The properties decode on every read: readers that need them
+    more than once keep the result. Build offers in code with ``Offer.build``.
+    """
+
     id: Value
     framework_id: Value
     agent_id: Value
     hostname: str
-    resources: list[Resource] = msgspec.field(default_factory=list)
-    attributes: list[Attribute] = msgspec.field(default_factory=list)
+    resources_json: msgspec.Raw = msgspec.field(default=_EMPTY_LIST, name="resources")
+    attributes_json: msgspec.Raw = msgspec.field(default=_EMPTY_LIST, name="attributes")
     allocation_info: AllocationInfo | None = None
-    url: Any | None = None
+    url: msgspec.Raw = _NULL  # kept raw, unread
+
+    @property
+    def resources(self) -> list[Resource]:
+        """The offered resources (raises ``msgspec.ValidationError`` if malformed)."""
+        return _resources_decoder.decode(self.resources_json)
+
+    @property
+    def attributes(self) -> list[Attribute]:
+        """The agent's attributes (raises ``msgspec.ValidationError`` if malformed)."""
+        return _attributes_decoder.decode(self.attributes_json)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        id: Value,
+        framework_id: Value,
+        agent_id: Value,
+        hostname: str,
+        resources: Sequence[Resource] = (),
+        attributes: Sequence[Attribute] = (),
+        allocation_info: AllocationInfo | None = None,
+    ) -> Offer:
+        return cls(
+            id=id,
+            framework_id=framework_id,
+            agent_id=agent_id,
+            hostname=hostname,
+            resources_json=msgspec.Raw(_encode(list(resources))),
+            attributes_json=msgspec.Raw(_encode(list(attributes))),
+            allocation_info=allocation_info,
+        )
 
 
 class Address(_Wire, omit_defaults=True):
@@ -281,6 +326,9 @@ def scalar(name: str, value: float, like: Resource | None = None) -> Resource:
 
 
 _event_decoder = msgspec.json.Decoder(Event)
+_resources_decoder = msgspec.json.Decoder(list[Resource])
+_attributes_decoder = msgspec.json.Decoder(list[Attribute])
+_encode = msgspec.json.Encoder().encode
 
 
 def decode_event(data: bytes | memoryview) -> Event:

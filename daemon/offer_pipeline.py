@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import structlog
 
 from scale_scheduler.daemon.config import SchedulerConfig
@@ -53,11 +54,18 @@ from scale_scheduler.daemon.mesos_types import (
     Label,
     Labels,
     Offer,
+    Resource,
     TaskInfo,
     Value,
 )
 from scale_scheduler.daemon.task_tracker import LaunchPlan, PlannedTask, TaskTracker
-from scale_scheduler.state.nodes import NodeRepository, NodeSighting, resources_from_mesos
+from scale_scheduler.state.nodes import (
+    Node,
+    NodeRepository,
+    NodeSighting,
+    Resources,
+    resources_from_mesos,
+)
 from scale_scheduler.state.scheduler import SchedulerState
 from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import spec_decoder
@@ -100,6 +108,23 @@ def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
         container=container,
         labels=labels,
     )
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Sightings:
+    """What one pass learned about the offering nodes."""
+
+    statements: list[Statement]
+    apply: Callable[[], None]
+    hosts: dict[str, Offer]
+    """The offering hostnames (each with its first offer)."""
+    agents: int
+    malformed: list[Offer]
+    blocked: dict[str, HostBlock]
 
 
 @dataclass
@@ -151,7 +176,8 @@ class OfferPipeline:
         self._clock = clock
         self._settings = MatchSettings(config.refuse_seconds, config.idle_refuse_seconds)
         self._pending: dict[str, Offer] = {}
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, Offer] = {}
+        """The offers of the running pass, by id."""
         self._answered: set[str] = set()
         self._rescinded: set[str] = set()
         self._ready = asyncio.Event()
@@ -190,7 +216,7 @@ class OfferPipeline:
     def drop_offers(self) -> None:
         """The subscription ended: every outstanding offer is void."""
         self._pending.clear()
-        self._rescinded |= self._in_flight
+        self._rescinded.update(self._in_flight)
 
     def on_subscribed(self) -> None:
         """A new subscription starts unsuppressed; state our interest again."""
@@ -213,14 +239,15 @@ class OfferPipeline:
 
     async def run_pass(self) -> PassStats | None:
         """Handle every pending offer once. Returns the pass's counters (None if no offers)."""
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             return None
-        offers = list(self._pending.values())
-        self._pending.clear()
+        self._pending = {}
+        offers = list(pending.values())
         started = time.perf_counter()
         now = self._clock()
         stats = PassStats(offers=len(offers))
-        self._in_flight = {offer.id.value for offer in offers}
+        self._in_flight = pending
         self._rescinded = set()
         self._answered = set()
         try:
@@ -231,7 +258,7 @@ class OfferPipeline:
             left = [o.id.value for o in offers if o.id.value not in self._answered]
             await self._decline(left, None, stats, "PASS_FAILED")
         finally:
-            self._in_flight = set()
+            self._in_flight = {}
             self._tracker.index.compact()
             self.passes += 1
             self.last_pass = stats
@@ -254,34 +281,33 @@ class OfferPipeline:
         return stats
 
     async def _pass(self, offers: list[Offer], now: float, stats: PassStats) -> None:
-        self._note_unknown_resources(offers)
-        node_statements, node_apply, touched = self._observe_nodes(offers, now)
-        blocked = {
-            node.hostname: (HostBlock.PAUSED if node.is_active else HostBlock.INACTIVE)
-            for node in touched
-            if node.blocks_launches
-        }
+        seen = self._observe_nodes(offers, now)
+        if seen.malformed:
+            bad = {o.id.value for o in seen.malformed}
+            offers = [o for o in offers if o.id.value not in bad]
+            await self._decline(list(bad), self._config.idle_refuse_seconds, stats, "MALFORMED")
+        node_statements, node_apply = seen.statements, seen.apply
         generation = self._tracker.index.generation
         try:
             result = match(
                 offers,
                 self._tracker.index,
                 scheduler_paused=self._scheduler.is_paused,
-                blocked_hosts=blocked,
+                blocked_hosts=seen.blocked,
                 settings=self._settings,
             )
         except Exception:
             log.exception("offer_match_failed", offers=len(offers))
             await self._decline([o.id.value for o in offers], None, stats, "MATCH_FAILED")
             return
-        stats.agents = len({o.agent_id.value for o in offers})
+        stats.agents = seen.agents
         stats.waiting_groups = len(result.waiting)
         self._tracker.record_waiting(result.waiting)
 
         plan = self._tracker.plan_launch(result.launches, now) if result.launches else None
         statements: list[Statement] = list(node_statements)
         if plan is not None or now - self._last_offer_flush >= LAST_OFFER_FLUSH_SECONDS:
-            flush = self._nodes.last_offer_statement(touched)
+            flush = self._nodes.last_offer_statement(self._offering_nodes(seen.hosts))
             if flush is not None:
                 statements.append(flush)
                 self._last_offer_flush = now
@@ -307,51 +333,115 @@ class OfferPipeline:
             result, plan, stats, queue_changed=generation != self._tracker.index.generation
         )
 
-    def _note_unknown_resources(self, offers: list[Offer]) -> None:
-        """Say once per kind that offers hold resources no task can use (they are not launched
-        with, so the offer itself stays usable)."""
+    def _observe_nodes(self, offers: list[Offer], now: float) -> _Sightings:
+        """Record the offering nodes (new ones are created with this pass's commit).
+
+        Runs for every offer of every pass, so a node whose offer is what it was last time (and
+        whose scheduled resources did not change since) only has its offer time updated; other
+        nodes' resources are decoded and summed again.
+        """
+        nodes = self._nodes
+        by_hostname = nodes.by_hostname
+        first: dict[str, Offer] = {}
+        unchanged: dict[str, Node] = {}
+        others: list[str] = []
+        more: dict[str, list[Offer]] = {}
         for offer in offers:
-            kinds = {r.name for r in offer.resources if r.name not in USED_RESOURCES}
-            kinds -= self._ignored_kinds
-            if kinds:
-                self._ignored_kinds |= kinds
-                log.warning(
-                    "offer_resources_ignored",
-                    names=sorted(kinds),
+            host = offer.hostname
+            if host in first:  # a second offer of this node in this pass (rare)
+                group = more.get(host)
+                if group is None:
+                    more[host] = [first[host], offer]
+                    if unchanged.pop(host, None) is not None:
+                        others.append(host)
+                else:
+                    group.append(offer)
+                continue
+            first[host] = offer
+            node = by_hostname.get(host)
+            if (
+                node is not None
+                and node.offer_key == offer.resources_json
+                and node.online
+                and node.noted_changes == node.scheduled.changes
+                and node.agent_id == offer.agent_id.value
+            ):
+                unchanged[host] = node
+            else:
+                others.append(host)
+        sightings: list[NodeSighting] = []
+        changed: list[tuple[str, object, Resources]] = []
+        malformed: list[Offer] = []
+        for host in others:
+            offer = first[host]
+            node = by_hostname.get(host)
+            if node is None or node.agent_id != offer.agent_id.value:
+                sightings.append(NodeSighting(host, offer.agent_id.value))
+            group = more.get(host) if more else None
+            summed = self._sum_offered(group or [offer])
+            if summed is None:
+                malformed.extend(group or [offer])
+                continue
+            key = offer.resources_json if group is None else tuple(o.resources_json for o in group)
+            changed.append((host, key, summed))
+        statements, apply_new = nodes.plan_sightings(sightings, now) if sightings else ([], None)
+
+        def apply() -> None:
+            if apply_new is not None:
+                apply_new()
+            for same in unchanged.values():
+                same.last_offer = now
+            for host, key, offered in changed:
+                node = by_hostname.get(host)
+                if node is not None:
+                    nodes.offered(node, now, key, offered)
+
+        agents = len(first) if not more else len({o.agent_id.value for o in offers})
+        blocked = {
+            host: (HostBlock.PAUSED if node.is_active else HostBlock.INACTIVE)
+            for host, node in nodes.blocking.items()
+            if host in first
+        }
+        if not statements:
+            apply()  # nothing durable changes: memory may follow at once
+            apply = _nothing
+        return _Sightings(statements, apply, first, agents, malformed, blocked)
+
+    def _offering_nodes(self, hosts: dict[str, Offer]) -> list[Node]:
+        by_hostname = self._nodes.by_hostname
+        return [node for host in hosts if (node := by_hostname.get(host)) is not None]
+
+    def _sum_offered(self, group: list[Offer]) -> Resources | None:
+        """The scalars of one agent's offers; None (and an error event) if one is malformed.
+
+        Also says once per kind that offers hold resources no task can use (they are not launched
+        with, so the offer itself stays usable).
+        """
+        resources: list[Resource] = []
+        for offer in group:
+            try:
+                resources.extend(offer.resources)
+            except msgspec.ValidationError as exc:
+                log.error(
+                    "offer_malformed",
                     offer_id=offer.id.value,
                     agent_id=offer.agent_id.value,
                     hostname=offer.hostname,
+                    error=str(exc),
                 )
-
-    def _observe_nodes(
-        self, offers: list[Offer], now: float
-    ) -> tuple[list[Statement], Callable[[], None], list]:
-        """Record the offering nodes (new ones are created with this pass's commit)."""
-        sightings = [NodeSighting(o.hostname, o.agent_id.value) for o in offers]
-        statements, apply_new = self._nodes.plan_sightings(sightings, now)
-        offered: dict[str, list[Offer]] = {}
-        for offer in offers:
-            offered.setdefault(offer.hostname, []).append(offer)
-        touched = []
-        for hostname in offered:
-            node = self._nodes.by_hostname.get(hostname)
-            if node is not None:
-                touched.append(node)
-
-        def apply() -> None:
-            apply_new()
-            for hostname, host_offers in offered.items():
-                node = self._nodes.by_hostname.get(hostname)
-                if node is None:
-                    continue
-                node.last_offer = now
-                node.online = True
-                node.note_offered(resources_from_mesos(r for o in host_offers for r in o.resources))
-
-        if not statements:
-            apply()  # nothing durable changes: memory may follow at once
-            return [], lambda: None, touched
-        return statements, apply, touched
+                return None
+        kinds = {r.name for r in resources if r.name not in USED_RESOURCES} - self._ignored_kinds
+        if kinds:
+            self._ignored_kinds |= kinds
+            offer = group[0]
+            log.warning(
+                "offer_resources_ignored",
+                names=sorted(kinds),
+                offer_id=offer.id.value,
+                agent_id=offer.agent_id.value,
+                hostname=offer.hostname,
+            )
+        return resources_from_mesos(resources)
 
     async def _send(
         self,

@@ -135,6 +135,9 @@ def http_status_of(error: str) -> int | None:
     return int(match.group("status")) if match else None
 
 
+_offers_decoder = msgspec.json.Decoder(list[Offer])
+
+
 class _Callbacks(Scheduler):
     """pymesos's ``Scheduler`` interface: converts and posts, never raises into pymesos."""
 
@@ -143,8 +146,9 @@ class _Callbacks(Scheduler):
 
     def resourceOffers(self, driver: PymesosClient, offers: list[dict[str, Any]]) -> None:
         try:
-            converted = msgspec.convert(offers, list[Offer])
-        except msgspec.ValidationError as exc:
+            # Through JSON, as the native driver reads them: Offer keeps resources as raw JSON.
+            converted = _offers_decoder.decode(msgspec.json.encode(offers))
+        except (msgspec.ValidationError, msgspec.DecodeError, TypeError) as exc:
             log.error("mesos_event_undecodable", type="OFFERS", error=str(exc))
             return
         self._post(OFFERS, converted)

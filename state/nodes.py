@@ -60,6 +60,24 @@ class Resources:
         return out
 
 
+class ScheduledResources(Resources):
+    """A node's scheduled resources; also keeps the repository's running sum current and counts
+    its changes (so a node's unchanged offer needs no re-check against them)."""
+
+    __slots__ = ("changes", "running_sum")
+
+    def __init__(self, running_sum: Resources | None = None) -> None:
+        super().__init__()
+        self.running_sum = running_sum
+        self.changes = 0
+
+    def add_shape(self, shape: Shape, sign: float = 1.0) -> None:
+        Resources.add_shape(self, shape, sign)
+        self.changes += 1
+        if self.running_sum is not None:
+            self.running_sum.add_shape(shape, sign)
+
+
 def _clean(value: float) -> float:
     """Round away float dust from many small additions and subtractions (Mesos keeps 3 places)."""
     value = round(value, 6)
@@ -81,8 +99,16 @@ class Node:
     online: bool = False
     agent_total: Resources | None = None
     seen_total: Resources | None = None
-    scheduled: Resources = field(default_factory=Resources)
+    scheduled: ScheduledResources = field(default_factory=ScheduledResources)
     running_tasks: int = 0
+    offer_key: object = None
+    """The raw resources of the node's last offers: unchanged offers are not summed again."""
+    offered: Resources | None = None
+    """What those offers held (cpus/mem/disk/gpus)."""
+    noted_changes: int = -1
+    """``scheduled.changes`` when ``offered`` was last noted into ``seen_total``."""
+    counted: tuple[float, float, float, float] | None = None
+    """This node's share of the repository's running total (None: not counted)."""
 
     @property
     def blocks_launches(self) -> bool:
@@ -198,7 +224,13 @@ class NodeRepository:
         self.by_id: dict[int, Node] = {}
         self.by_hostname: dict[str, Node] = {}
         self.by_agent: dict[str, Node] = {}
+        self.blocking: dict[str, Node] = {}
+        """Nodes whose own flags block launches, by hostname (usually none)."""
         self._next_id = 1
+        # Running sums for /status/ and the metrics, kept as nodes change (O(1) to read).
+        self._online_total = Resources()
+        self._counted_nodes = 0
+        self._scheduled_total = Resources()
         self.listeners: list[Callable[[Node], None]] = []
         """Called after a node's flags changed (the core revives when launches may resume)."""
 
@@ -218,6 +250,7 @@ class NodeRepository:
                 created=row[6],
                 last_modified=row[7],
                 last_offer=row[8],
+                scheduled=ScheduledResources(self._scheduled_total),
             )
             self._index(node)
             self._next_id = max(self._next_id, node.id + 1)
@@ -227,6 +260,13 @@ class NodeRepository:
         self.by_hostname[node.hostname] = node
         if node.agent_id:
             self.by_agent[node.agent_id] = node
+        self._sync_blocking(node)
+
+    def _sync_blocking(self, node: Node) -> None:
+        if node.blocks_launches:
+            self.blocking[node.hostname] = node
+        else:
+            self.blocking.pop(node.hostname, None)
 
     # -- learning nodes -------------------------------------------------------------------------
 
@@ -252,6 +292,7 @@ class NodeRepository:
                     agent_id=sighting.agent_id,
                     created=now,
                     last_modified=now,
+                    scheduled=ScheduledResources(self._scheduled_total),
                 )
                 self._next_id += 1
                 new.append(node)
@@ -306,14 +347,17 @@ class NodeRepository:
             present.add(agent.hostname)
             node.agent_total = agent.total
             node.online = True
+            self._recount(node)
         for node in self.by_id.values():
-            if node.hostname not in present:
+            if node.hostname not in present and node.online:
                 node.online = False
+                self._recount(node)
 
     def agent_removed(self, agent_id: str) -> None:
         node = self.by_agent.get(agent_id)
         if node is not None and node.online:
             node.online = False
+            self._recount(node)
             log.info("node_offline", node_id=node.id, hostname=node.hostname, agent_id=agent_id)
 
     # -- operator changes ----------------------------------------------------------------------
@@ -350,6 +394,7 @@ class NodeRepository:
             before = (node.is_paused, node.pause_reason, node.is_active)
             node.is_paused, node.pause_reason, node.is_active = paused, reason, active
             node.last_modified = now
+            self._sync_blocking(node)
             if before != (paused, reason, active):
                 log.info(
                     "node_flags_changed",
@@ -381,8 +426,61 @@ class NodeRepository:
 
     # -- totals ---------------------------------------------------------------------------------
 
+    def offered(self, node: Node, now: float, key: object, offered: Resources) -> None:
+        """The node's offers of this pass (their raw resources ``key``) were handled at ``now``."""
+        node.last_offer = now
+        node.online = True
+        node.offer_key = key
+        node.offered = offered
+        node.noted_changes = node.scheduled.changes
+        node.note_offered(offered)
+        self._recount(node)
+
+    def _recount(self, node: Node) -> None:
+        """Move the node's share of the running total to what it is now."""
+        total = node.total if node.online else None
+        now = None if total is None else (total.cpus, total.mem, total.disk, total.gpus)
+        before = node.counted
+        if now == before:
+            return
+        running = self._online_total
+        if before is not None:
+            running.cpus -= before[0]
+            running.mem -= before[1]
+            running.disk -= before[2]
+            running.gpus -= before[3]
+            self._counted_nodes -= 1
+        if now is not None:
+            running.cpus += now[0]
+            running.mem += now[1]
+            running.disk += now[2]
+            running.gpus += now[3]
+            self._counted_nodes += 1
+        node.counted = now
+
     def totals(self) -> tuple[Resources | None, Resources]:
-        """Sum of online nodes' totals (None when none is known) and of everything scheduled."""
+        """Sum of online nodes' totals (None when none is known) and of everything scheduled.
+
+        Read from running sums (``/status/`` is polled by dashboards while offers stream in).
+        """
+        running, scheduled = self._online_total, self._scheduled_total
+        total = None
+        if self._counted_nodes:
+            total = Resources(
+                _clean(running.cpus),
+                _clean(running.mem),
+                _clean(running.disk),
+                _clean(running.gpus),
+            )
+        return total, Resources(
+            _clean(scheduled.cpus),
+            _clean(scheduled.mem),
+            _clean(scheduled.disk),
+            _clean(scheduled.gpus),
+        )
+
+    def summed_totals(self) -> tuple[Resources | None, Resources]:
+        """``totals()`` summed node by node (what the running sums must always equal)."""
         total: Resources | None = None
         scheduled = Resources()
         for node in self.by_id.values():

@@ -148,7 +148,9 @@ def make_offer(
     hostname: str | None = None,
     role: str = "*",
     attributes: dict[str, str] | None = None,
+    extra: tuple[Resource, ...] = (),
 ) -> Offer:
+    """An offer as the master sends it; ``extra`` resources are appended after the usual ones."""
     resources = [scalar("cpus", cpus, role), scalar("mem", mem, role)]
     if disk:
         resources.append(scalar("disk", disk, role))
@@ -164,7 +166,8 @@ def make_offer(
                 allocation_info=AllocationInfo(role),
             )
         )
-    return Offer(
+    resources.extend(extra)
+    return Offer.build(
         id=Value(offer_id),
         framework_id=Value("fw"),
         agent_id=Value(agent),

@@ -186,8 +186,7 @@ def test_launched_resources_copy_role_and_allocation_info() -> None:
         allocation_info=AllocationInfo("analytics"),
         reservations=[{"type": "STATIC", "role": "analytics"}],
     )
-    offer = make_offer("o1", "a1", cpus=1, role="analytics")
-    offer.resources.append(reserved)
+    offer = make_offer("o1", "a1", cpus=1, role="analytics", extra=(reserved,))
     result = run([offer], Q([(1, small(cpus=2), 100)]))
     (launch,) = result.launches
     cpus = [r for r in launch.placements[0].resources if r.name == "cpus"]
@@ -266,20 +265,26 @@ def test_scheduler_paused_declines_everything() -> None:
 
 
 def test_no_resource_bins_when_paused_or_nothing_queued(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Declining everything must not pay for resource bins (B1: offers/s while paused or idle)."""
+    """Declining everything must neither decode resources nor build bins (B1: offers/s while
+    paused or idle)."""
 
     def refuse(self: object, resource: Resource) -> None:
         raise AssertionError("resource bins built although no task could use them")
 
+    def undecodable(self: object) -> list[Resource]:
+        raise AssertionError("resources decoded although no task could use them")
+
     monkeypatch.setattr(matcher._Bin, "add", refuse)
+    monkeypatch.setattr(Offer, "resources", property(undecodable))
+    monkeypatch.setattr(Offer, "attributes", property(undecodable))
     offers = [make_offer("o1", "a1"), make_offer("o2", "a2"), make_offer("o3", "a1")]
     paused = run(offers, Q([(1, small(), 100)]), paused=True)
     assert [(d.reason, d.offer_ids) for d in paused.declines] == [
-        (DeclineReason.SCHEDULER_PAUSED, ("o1", "o3", "o2"))
+        (DeclineReason.SCHEDULER_PAUSED, ("o1", "o2", "o3"))
     ]
     idle = run(offers, Q())
     assert [(d.reason, d.offer_ids) for d in idle.declines] == [
-        (DeclineReason.QUEUE_EMPTY, ("o1", "o3", "o2"))
+        (DeclineReason.QUEUE_EMPTY, ("o1", "o2", "o3"))
     ]
 
 
@@ -367,9 +372,14 @@ def test_a_blocked_group_is_not_retried_against_every_agent() -> None:
 
 
 def test_offer_with_unknown_resource_kinds_is_harmless() -> None:
-    offer = make_offer("o1", "a1")
-    offer.resources.append(Resource(name="network_bandwidth", type="SCALAR", scalar=Scalar(10)))
-    offer.resources.append(Resource(name="cpus", type="SCALAR", scalar=Scalar(8), revocable={}))
+    offer = make_offer(
+        "o1",
+        "a1",
+        extra=(
+            Resource(name="network_bandwidth", type="SCALAR", scalar=Scalar(10)),
+            Resource(name="cpus", type="SCALAR", scalar=Scalar(8), revocable={}),
+        ),
+    )
     result = run([offer], Q([(1, small(cpus=4), 100), (2, small(cpus=4), 100)]))
     assert placed(result) == {"a1": [1]}  # revocable cpus are not used for ordinary tasks
 

@@ -53,9 +53,8 @@ async def test_unknown_resource_kinds_are_logged_once_and_left_out(
         Resource(name="fpgas", type="SCALAR", scalar=Scalar(2.0)),
         Resource(name="licenses", type="SET", set=Set(["a", "b"])),
     ]
-    first, second = make_offer("o1", "a1", cpus=1), make_offer("o2", "a2", cpus=1)
-    first.resources.extend(odd)
-    second.resources.extend(odd)
+    first = make_offer("o1", "a1", cpus=1, extra=tuple(odd))
+    second = make_offer("o2", "a2", cpus=1, extra=tuple(odd))
     with structlog.testing.capture_logs() as logs:
         await core_harness.offer_pass(first)
         await core_harness.offer_pass(second)

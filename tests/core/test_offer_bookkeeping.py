@@ -1,0 +1,150 @@
+"""Per-offer node bookkeeping without per-offer cost: resources stay raw JSON until read, an
+unchanged offer is not decoded again, a malformed one is declined alone, and the running
+cluster totals behind ``/status/`` always equal a node-by-node sum."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgspec
+import pytest
+import structlog
+from corekit import CoreHarness, make_offer, status
+
+from scale_scheduler.daemon.mesos_types import Offer, decode_event
+from scale_scheduler.state.nodes import AgentTotals, Resources
+from scale_scheduler.state.tasks import Shape
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Offer ids whose resources were decoded, in order."""
+    seen: list[str] = []
+    original = Offer.resources
+
+    def counting(self: Offer) -> Any:
+        seen.append(self.id.value)
+        return original.fget(self)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Offer, "resources", property(counting))
+    return seen
+
+
+def test_offer_resources_stay_raw_until_read() -> None:
+    event = decode_event(
+        b'{"type":"OFFERS","offers":{"offers":[{"id":{"value":"o1"},'
+        b'"framework_id":{"value":"f"},"agent_id":{"value":"a1"},"hostname":"h1",'
+        b'"url":{"scheme":"http"},'
+        b'"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":2}}],'
+        b'"attributes":[{"name":"rack","type":"TEXT","text":{"value":"r1"}}]}]}}'
+    )
+    assert event.offers is not None
+    (offer,) = event.offers.offers
+    assert bytes(offer.resources_json).startswith(b'[{"name":"cpus"')
+    assert [(r.name, r.scalar.value if r.scalar else None) for r in offer.resources] == [
+        ("cpus", 2.0)
+    ]
+    assert [a.as_text() for a in offer.attributes] == ["r1"]
+    # Built in code and encoded, an offer reads back the same.
+    again = msgspec.json.decode(msgspec.json.encode(make_offer("o2", "a2", cpus=3)), type=Offer)
+    assert again.resources == make_offer("o2", "a2", cpus=3).resources
+
+
+async def test_unchanged_offer_is_not_decoded_again(
+    harness: CoreHarness, decodes: list[str]
+) -> None:
+    core = await harness.start()
+    await harness.offer_pass(make_offer("o1", "a1"), make_offer("o2", "a2"))
+    assert decodes == ["o1", "o2"]
+    node = core.nodes.by_hostname["host-a1"]
+    first_seen = node.last_offer
+    harness.clock.advance(5)
+    await harness.offer_pass(make_offer("o3", "a1"), make_offer("o4", "a2", cpus=2))
+    assert decodes == ["o1", "o2", "o4"]  # a1 offered what it offered before: not read again
+    assert node.last_offer == first_seen + 5
+    assert core.nodes.by_hostname["host-a2"].offered == Resources(2.0, 4096.0, 10000.0, 0.0)
+
+
+async def test_unchanged_offer_is_noted_again_when_scheduled_resources_changed(
+    harness: CoreHarness, decodes: list[str]
+) -> None:
+    core = await harness.start()
+    await harness.offer_pass(make_offer("o1", "a1", cpus=4))
+    node = core.nodes.by_hostname["host-a1"]
+    assert node.seen_total is not None
+    assert node.seen_total.cpus == 4.0
+    # Something of ours now runs there: the same offer means the agent is bigger than it looked.
+    node.scheduled.add_shape(Shape(cpus=2.0, mem=0.0))
+    await harness.offer_pass(make_offer("o2", "a1", cpus=4))
+    assert decodes == ["o1", "o2"]
+    assert node.seen_total.cpus == 6.0
+
+
+async def test_malformed_offer_is_declined_alone(harness: CoreHarness) -> None:
+    core = await harness.start()
+    await harness.submit(1)
+    bad = msgspec.structs.replace(
+        make_offer("bad", "a1"), resources_json=msgspec.Raw(b'[{"name": 5}]')
+    )
+    harness.log.clear()
+    with structlog.testing.capture_logs() as logs:
+        await harness.offer_pass(bad, make_offer("good", "a2"))
+    assert ("decline", ("bad",), 120.0) in harness.log
+    (accept,) = harness.driver.of("accept")
+    assert list(accept[1].offer_ids) == ["good"]
+    (event,) = [e for e in logs if e["event"] == "offer_malformed"]
+    assert (event["offer_id"], event["agent_id"], event["hostname"]) == ("bad", "a1", "host-a1")
+    assert "name" in event["error"]
+    assert core.pipeline.last_pass is not None
+    assert core.pipeline.last_pass.decline_reasons == {"MALFORMED": 1}
+
+
+async def test_running_totals_equal_the_node_by_node_sum(harness: CoreHarness) -> None:
+    """A random walk of offers, launches, finished tasks, agents lost and agent listings."""
+    core = await harness.start()
+    nodes = core.nodes
+    rng = random.Random(8)
+    assert nodes.totals() == nodes.summed_totals() == (None, Resources())
+    await harness.submit(60, cpus=0.5, mem=64.0)
+    finished: set[str] = set()
+    for step in range(300):
+        agent = f"a{rng.randrange(12)}"
+        action = rng.randrange(5)
+        if action == 0:
+            cpus = rng.choice([1.0, 2.5, 4.0, 8.0])
+            await harness.offer_pass(make_offer(f"o{step}", agent, cpus=cpus))
+        elif action == 1:
+            launched = {
+                t.task_id.value: t.agent_id.value
+                for call in harness.driver.of("accept")
+                for t in call[1].tasks
+            }
+            running = sorted(set(launched) - finished)
+            if running:
+                task_id = rng.choice(running)
+                state = rng.choice(["TASK_RUNNING", "TASK_FINISHED"])
+                if state == "TASK_FINISHED":
+                    finished.add(task_id)
+                await harness.updates(status(task_id, state, agent=launched[task_id]))
+        elif action == 2:
+            nodes.agent_removed(agent)
+        elif action == 3 and nodes.by_agent:
+            known = list(nodes.by_agent.values())
+            listed = rng.sample(known, rng.randrange(len(known) + 1))
+            await nodes.apply_agents(
+                [
+                    AgentTotals(n.agent_id or "", n.hostname, Resources(16.0, 65536.0, 1e6, 1.0))
+                    for n in listed
+                ]
+            )
+        elif nodes.by_agent:
+            node = rng.choice(list(nodes.by_agent.values()))
+            node.scheduled.add_shape(Shape(cpus=0.25, mem=32.0, disk=1.0), rng.choice([1.0, -1.0]))
+        assert nodes.totals() == nodes.summed_totals(), f"step {step}"
+    total, scheduled = nodes.totals()
+    assert total is not None
+    assert total.cpus > 0
+    assert scheduled.cpus > 0
+    assert finished
+    assert len(harness.driver.launched_ids()) > len(finished)
