@@ -1,4 +1,4 @@
-"""The native asyncio Mesos driver: a v1 HTTP scheduler API client on aiohttp.
+"""The native asyncio Mesos driver: a v1 HTTP scheduler API client (aiohttp for the stream).
 
 ``NativeDriver`` implements ``SchedulerDriver``. A background task finds the leading master
 (through a ``MasterDetector``), SUBSCRIBEs (following 307 redirects), reads the RecordIO event
@@ -12,11 +12,13 @@ The framework id is committed through the ``FrameworkIdStore`` on the first SUBS
 any other event is dispatched, and every later SUBSCRIBE carries it; a master answering with a
 different id is treated as fatal rather than silently adopted.
 
-Calls (ACCEPT, DECLINE, ...) go through one pooled aiohttp session to the master holding the
-subscription, with its ``Mesos-Stream-Id``; they raise ``NotConnectedError`` while no
-subscription is live, ``DriverError`` when the call surely took no effect (the connection could
-not be made, or the master answered 3xx/4xx), and ``CallOutcomeUnknownError`` when it may have
-(timed out once sent, connection lost before the answer, answered 5xx).
+Calls (ACCEPT, DECLINE, ACKNOWLEDGE, ...) go through a lean pooled HTTP client
+(``http_calls.HttpCallClient``, one per subscription) to the master holding the subscription,
+with its ``Mesos-Stream-Id``; they raise ``NotConnectedError`` while no subscription is live,
+``DriverError`` when the call surely took no effect (the connection could not be made, or the
+master answered 3xx/4xx), and ``CallOutcomeUnknownError`` when it may have (timed out once sent,
+connection lost before the answer, answered 5xx). When a subscription ends, calls already under
+way finish on its client, which then closes.
 
 This module is the only one that knows wire JSON, ``Mesos-Stream-Id`` and the call shapes; the
 scheduling decisions belong to the handler.
@@ -43,6 +45,11 @@ from scale_scheduler.daemon.driver import (
     EventHandler,
     FrameworkIdStore,
     Launch,
+)
+from scale_scheduler.daemon.http_calls import (
+    CallNotSentError,
+    CallUnansweredError,
+    HttpCallClient,
 )
 from scale_scheduler.daemon.master_detector import (
     MasterDetector,
@@ -118,7 +125,9 @@ class NativeDriver:
         self._prepare = prepare
         self._detector = detector
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._call_session: aiohttp.ClientSession | None = None
+        # Calls of the live subscription; those of ended ones, until their calls are over.
+        self._calls: HttpCallClient | None = None
+        self._retired_calls: list[HttpCallClient] = []
         self._stream_session: aiohttp.ClientSession | None = None
         self._attempt_task: asyncio.Task[Result] | None = None
         self._attempt_base: str | None = None
@@ -126,11 +135,9 @@ class NativeDriver:
         # The live subscription: calls go to this endpoint with this stream id.
         self._endpoint: str | None = None
         self._stream_id: str | None = None
-        self._call_headers: dict[str, str] = {}
         self._last_event = 0.0
         self._watchdog = Watchdog(self._clock, lambda: self._last_event, self._watchdog_expired)
         rt = self.settings.request_timeout
-        self._call_timeout = aiohttp.ClientTimeout(total=None, sock_connect=rt, sock_read=rt)
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=rt, sock_read=None)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -138,23 +145,21 @@ class NativeDriver:
     async def start(self, handler: EventHandler) -> None:
         await self._core.begin(handler, self._prepare)
         self._loop = asyncio.get_running_loop()
-        limit = self.settings.max_call_connections
-        self._call_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
-        )
-        # The event stream holds its connection for hours: keep it out of the call pool.
         self._stream_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=True)
         )
         await self._core.launch(self._on_detector_change, self._run_attempt, "mesos-driver")
 
     async def stop(self) -> None:
-        """Close the stream and the sessions. Never sends TEARDOWN."""
+        """Close the stream and every call connection. Never sends TEARDOWN."""
         await self._core.halt(lambda: self._interrupt_attempt(Outcome.FATAL, STOPPED_REASON))
-        for session in (self._call_session, self._stream_session):
-            if session is not None:
-                await session.close()
-        self._call_session = self._stream_session = None
+        if self._stream_session is not None:
+            await self._stream_session.close()
+        self._stream_session = None
+        self._retire_calls()
+        for calls in self._retired_calls:
+            calls.close()
+        self._retired_calls = []
         self._core.stopped()
 
     # -- calls ----------------------------------------------------------------------------------
@@ -196,12 +201,8 @@ class NativeDriver:
         await self._core.teardown(lambda: self._call("TEARDOWN", None), self.stop)
 
     async def _call(self, call_type: str, payload: Any) -> None:
-        endpoint, stream_id, session = self._endpoint, self._stream_id, self._call_session
-        if (
-            self.status.state is not ConnectionState.SUBSCRIBED
-            or endpoint is None
-            or session is None
-        ):
+        endpoint, stream_id, calls = self._endpoint, self._stream_id, self._calls
+        if self.status.state is not ConnectionState.SUBSCRIBED or endpoint is None or calls is None:
             raise self._core.not_connected(call_type)
         body: dict[str, Any] = {
             "framework_id": {"value": self._core.framework_id},
@@ -210,38 +211,27 @@ class NativeDriver:
         if payload is not None:
             body[call_type.lower()] = payload
         try:
-            async with session.post(
-                endpoint,
-                data=_encoder.encode(body),
-                headers=self._call_headers,
-                allow_redirects=False,
-                timeout=self._call_timeout,
-            ) as response:
-                if response.status in (200, 202):
-                    return
-                status = response.status
-                try:
-                    detail = (await response.text(errors="replace")).strip()[:300]
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    detail = ""  # the status alone decides
-        except aiohttp.ConnectionTimeoutError:
-            raise DriverError(
-                f"{call_type} not sent: connecting to {endpoint} timed out after "
-                f"{self.settings.request_timeout}s"
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            # Refused, unresolvable, TLS handshake failed: no byte of the request went out.
-            raise DriverError(f"{call_type} not sent to {endpoint}: {exc!r}") from exc
-        except asyncio.TimeoutError:
+            response = await calls.post(_encoder.encode(body))
+        except CallNotSentError as exc:
+            if exc.timed_out:
+                raise DriverError(
+                    f"{call_type} not sent: connecting to {endpoint} timed out after "
+                    f"{self.settings.request_timeout}s"
+                ) from None
+            raise DriverError(f"{call_type} not sent to {endpoint}: {exc}") from exc
+        except CallUnansweredError as exc:
+            if exc.timed_out:
+                raise CallOutcomeUnknownError(
+                    f"{call_type} to {endpoint} timed out after {self.settings.request_timeout}s "
+                    "(it may have been applied)"
+                ) from None
             raise CallOutcomeUnknownError(
-                f"{call_type} to {endpoint} timed out after {self.settings.request_timeout}s "
-                "(it may have been applied)"
-            ) from None
-        except aiohttp.ClientError as exc:
-            # The connection failed while (or after) sending: the master may have the call.
-            raise CallOutcomeUnknownError(
-                f"{call_type} to {endpoint} failed: {exc!r} (it may have been applied)"
+                f"{call_type} to {endpoint} failed: {exc} (it may have been applied)"
             ) from exc
+        status = response.status
+        if status in (200, 202):
+            return
+        detail = response.body.decode(errors="replace").strip()[:300]
         error = rejected_call_error(call_type, endpoint, status, detail)
         if status in RESUBSCRIBE_STATUSES and stream_id == self._stream_id:
             self._interrupt_attempt(Outcome.RETRY, f"{call_type} answered {status}")
@@ -288,6 +278,7 @@ class NativeDriver:
         was_subscribed = self.status.state is ConnectionState.SUBSCRIBED
         self._endpoint = None
         self._stream_id = None
+        self._retire_calls()
         self._core.ended(reason, was_subscribed=was_subscribed)
 
     def _on_detector_change(self) -> None:
@@ -424,11 +415,15 @@ class NativeDriver:
         failure = await self._core.save_framework_id()
         if failure is not None:
             return failure
+        self._retire_calls()
+        self._calls = HttpCallClient(
+            endpoint,
+            self._headers({"Accept": "application/json", "Mesos-Stream-Id": stream_id}),
+            timeout=self.settings.request_timeout,
+            max_connections=self.settings.max_call_connections,
+        )
         self._endpoint = endpoint
         self._stream_id = stream_id
-        self._call_headers = self._headers(
-            {"Accept": "application/json", "Mesos-Stream-Id": stream_id}
-        )
         self._core.subscribed(subscribed, interval, resubscribed=sent_id is not None)
         return None
 
@@ -476,6 +471,14 @@ class NativeDriver:
         self._interrupt_attempt(Outcome.RETRY, reason)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _retire_calls(self) -> None:
+        """The subscription's calls client takes no more calls; those under way finish."""
+        calls, self._calls = self._calls, None
+        if calls is not None:
+            calls.retire()
+            self._retired_calls.append(calls)
+        self._retired_calls = [c for c in self._retired_calls if c.active]
 
     def _subscribe_body(self) -> bytes:
         assert self._core.framework_info is not None

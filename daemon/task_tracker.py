@@ -107,6 +107,8 @@ FINAL_MESOS_STATES = frozenset(
 return with the task running, or the ACCEPT may still be on its way to the master."""
 ENDED_MEMORY = 100_000
 """How many attempts that ended for good are remembered (about 8 MB, whatever the task count)."""
+ACK_WORKERS = 64
+"""Acknowledgements of one burst in flight at once (the driver pools its connections)."""
 _EARLY = frozenset({TaskState.LAUNCHING, TaskState.STAGING, TaskState.STARTING})
 _LATE = frozenset({TaskState.RUNNING, TaskState.KILLING})
 
@@ -837,10 +839,21 @@ class TaskTracker:
     async def _send_acks(self, acks: Sequence[tuple[str, str, str]]) -> None:
         if not acks:
             return
-        results = await asyncio.gather(
-            *(self._driver.acknowledge(a, t, u) for a, t, u in acks), return_exceptions=True
-        )
-        failed = sum(1 for r in results if isinstance(r, BaseException))
+        failed = 0
+        pending = iter(acks)
+        acknowledge = self._driver.acknowledge
+
+        # A few workers rather than one task per acknowledgement: a burst can hold tens of
+        # thousands, and the driver sends only as many at once as it has connections.
+        async def worker() -> None:
+            nonlocal failed
+            for agent_id, task_id, uuid in pending:
+                try:
+                    await acknowledge(agent_id, task_id, uuid)
+                except Exception:
+                    failed += 1
+
+        await asyncio.gather(*(worker() for _ in range(min(ACK_WORKERS, len(acks)))))
         self.acks_sent += len(acks) - failed
         if failed:
             log.warning("status_ack_failed", count=failed, total=len(acks))
