@@ -15,6 +15,12 @@ a late reconciliation answer) about an attempt that already ended for good and i
 task's latest: ``EndedAttempts`` remembers the most recent such ends. A terminal update never
 gets a KILL.
 
+Logging: a task's routine progress (launched, then STAGING, STARTING, RUNNING, FINISHED) is one
+``task_state_changed`` event per task at debug, and one ``task_states_changed`` event per burst
+of updates at info counts its changes by new state; every other change (a failure, kill, loss,
+retry, revert, cancel, an unreachable agent) stays one ``task_state_changed`` event per task at
+info. Each offer pass logs how many tasks it launched (``offer_pass``, the pipeline's).
+
 Reconciliation: explicit for every launched task after each SUBSCRIBED (re-sent with back-off
 for tasks that stay silent), then implicit; periodically too. A launch that gets no status
 within ``launch_timeout`` is reconciled, and marked lost if it stays silent as long again. A
@@ -109,6 +115,8 @@ ENDED_MEMORY = 100_000
 """How many attempts that ended for good are remembered (about 8 MB, whatever the task count)."""
 ACK_WORKERS = 64
 """Acknowledgements of one burst in flight at once (the driver pools its connections)."""
+ROUTINE = frozenset({TaskState.STAGING, TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED})
+"""New states of a task's normal progress: logged per task at debug, counted per burst at info."""
 _EARLY = frozenset({TaskState.LAUNCHING, TaskState.STAGING, TaskState.STARTING})
 _LATE = frozenset({TaskState.RUNNING, TaskState.KILLING})
 
@@ -436,6 +444,7 @@ class TaskTracker:
             agents.append((launch, planned))
 
         def apply() -> None:
+            debug = log.debug
             for launch, planned in agents:
                 node = self._nodes.by_hostname.get(launch.hostname)
                 for item in planned:
@@ -451,7 +460,7 @@ class TaskTracker:
                     if node is not None:
                         node.scheduled.add_shape(task.shape)
                         node.running_tasks += 1
-                    log.info(
+                    debug(
                         "task_state_changed",
                         task_id=task.id,
                         old=TaskState.QUEUED.value,
@@ -693,8 +702,11 @@ class TaskTracker:
 
         def apply() -> None:
             requeued = False
+            by_state: dict[str, int] = {}
             for w in changed:
-                requeued |= self._apply_working(w, now)
+                requeued |= self._apply_working(w, now, by_state)
+            if changed:
+                log.info("task_states_changed", tasks=len(changed), by_state=by_state)
             if requeued:
                 self._notify_work()
 
@@ -792,7 +804,8 @@ class TaskTracker:
                 return w.status.state in FINAL_MESOS_STATES
         return self.ended.has(task_id, attempt)
 
-    def _apply_working(self, w: _Working, now: float) -> bool:
+    def _apply_working(self, w: _Working, now: float, by_state: dict[str, int]) -> bool:
+        """Apply a task's resolved burst to memory; count its changes by new state."""
         task = w.task
         if (
             (w.requeue or w.state.terminal)
@@ -801,7 +814,9 @@ class TaskTracker:
         ):
             self.ended.add(task.id, task.attempts)
         for old, new, status in w.transitions:
-            log.info(
+            by_state[new.value] = by_state.get(new.value, 0) + 1
+            emit = log.debug if new in ROUTINE else log.info
+            emit(
                 "task_state_changed",
                 task_id=task.id,
                 old=old.value,

@@ -235,10 +235,13 @@ def test_the_journal_gets_one_json_event_per_change(run: Run, daemon: DaemonProc
         "scheduler_pause_changed",
         "node_flags_changed",
         "task_state_changed",
+        "task_states_changed",
         "tasks_queued",
     ):
         assert expected in names, expected
     states = {(e["old"], e["new"]) for e in events if e["event"] == "task_state_changed"}
-    assert ("QUEUED", "LAUNCHING") in states
-    assert ("RUNNING", "FINISHED") in states
     assert ("QUEUED", "CANCELED") in states
+    # Routine progress is counted at info (one event per pass or burst), per task at debug.
+    assert any(e["event"] == "offer_pass" and e["launched"] for e in events)
+    reached = {s for e in events if e["event"] == "task_states_changed" for s in e["by_state"]}
+    assert "FINISHED" in reached
