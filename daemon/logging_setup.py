@@ -13,6 +13,7 @@ import logging
 import sys
 from typing import Any, TextIO
 
+import msgspec
 import structlog
 
 _LEVELS = {
@@ -40,11 +41,41 @@ class _NamedWriteLogger(structlog.WriteLogger):
 
 
 class _NamedWriteLoggerFactory:
+    """One writer per logger name (structlog asks for one on every event of a lazy logger)."""
+
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self._loggers: dict[str, _NamedWriteLogger] = {}
 
     def __call__(self, *args: Any) -> _NamedWriteLogger:
-        return _NamedWriteLogger(self._stream, str(args[0]) if args else "")
+        name = str(args[0]) if args else ""
+        logger = self._loggers.get(name)
+        if logger is None:
+            logger = self._loggers[name] = _NamedWriteLogger(self._stream, name)
+        return logger
+
+
+_json_encoder = msgspec.json.Encoder(enc_hook=repr)
+
+
+def _json_dumps(event: dict[str, Any], **_kw: Any) -> str:
+    """One event as a JSON line, by msgspec (a third of the standard library's cost per event).
+
+    Objects JSON has no type for are rendered with ``repr``, as structlog's default does; bytes
+    too (msgspec would write them as Base64).
+    """
+    for key, value in event.items():
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            event[key] = repr(bytes(value))
+    return _json_encoder.encode(event).decode()
+
+
+def _takes_unicode(stream: Any) -> bool:
+    """True unless the stream encodes text in something other than UTF-8 (e.g. ASCII)."""
+    encoding = getattr(stream, "encoding", None)
+    if not encoding:
+        return True  # an in-memory text stream
+    return encoding.lower().replace("-", "").replace("_", "") == "utf8"
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
@@ -57,7 +88,12 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
         structlog.processors.StackInfoRenderer(),
     ]
     if use_json(fmt, stream):
-        renderer: Any = structlog.processors.JSONRenderer()
+        # msgspec writes UTF-8 (no ASCII escapes): only where the stream takes it.
+        renderer: Any = (
+            structlog.processors.JSONRenderer(serializer=_json_dumps)
+            if _takes_unicode(stream)
+            else structlog.processors.JSONRenderer()
+        )
         # Tracebacks without frame locals: a local may hold a token or the Mesos secret.
         shared.append(
             structlog.processors.ExceptionRenderer(

@@ -337,14 +337,14 @@ class OfferPipeline:
         """Record the offering nodes (new ones are created with this pass's commit).
 
         Runs for every offer of every pass, so a node whose offer is what it was last time (and
-        whose scheduled resources did not change since) only has its offer time updated; other
-        nodes' resources are decoded and summed again.
+        whose scheduled resources did not change since) only has its offer time updated, at
+        once; other nodes' resources are decoded and summed again, and applied after the commit
+        that creates the new ones.
         """
         nodes = self._nodes
         by_hostname = nodes.by_hostname
         first: dict[str, Offer] = {}
-        unchanged: dict[str, Node] = {}
-        others: list[str] = []
+        others: dict[str, None] = {}
         more: dict[str, list[Offer]] = {}
         for offer in offers:
             host = offer.hostname
@@ -352,8 +352,7 @@ class OfferPipeline:
                 group = more.get(host)
                 if group is None:
                     more[host] = [first[host], offer]
-                    if unchanged.pop(host, None) is not None:
-                        others.append(host)
+                    others[host] = None
                 else:
                     group.append(offer)
                 continue
@@ -366,9 +365,10 @@ class OfferPipeline:
                 and node.noted_changes == node.scheduled.changes
                 and node.agent_id == offer.agent_id.value
             ):
-                unchanged[host] = node
+                # Memory only, and true whatever this pass's commit does.
+                node.last_offer = now
             else:
-                others.append(host)
+                others[host] = None
         sightings: list[NodeSighting] = []
         changed: list[tuple[str, object, Resources]] = []
         malformed: list[Offer] = []
@@ -389,8 +389,6 @@ class OfferPipeline:
         def apply() -> None:
             if apply_new is not None:
                 apply_new()
-            for same in unchanged.values():
-                same.last_offer = now
             for host, key, offered in changed:
                 node = by_hostname.get(host)
                 if node is not None:
@@ -490,8 +488,11 @@ class OfferPipeline:
                     continue
                 accepts.append((planned, Launch(agent_launch.offer_ids, infos)))
         for decline in result.declines:
-            ids = [oid for oid in decline.offer_ids if oid not in rescinded]
-            stats.rescinded += len(decline.offer_ids) - len(ids)
+            if rescinded:
+                ids = [oid for oid in decline.offer_ids if oid not in rescinded]
+                stats.rescinded += len(decline.offer_ids) - len(ids)
+            else:
+                ids = list(decline.offer_ids)
             if ids:
                 # Tasks queued while this pass awaited its commit were not matched against these
                 # offers, and their REVIVE may already be out: a filter now would hide the offers

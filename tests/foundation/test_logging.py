@@ -50,3 +50,38 @@ def test_console_tracebacks_leave_out_locals() -> None:
     assert "it_failed" in text
     assert "RuntimeError: boom" in text
     assert "s3cr3t-token-value" not in text
+
+
+class _Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+def test_json_lines_keep_every_value_readable() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    try:
+        structlog.get_logger("test").info(
+            "odd_values", text="Zürich ✓", raw=b"\x00ab", thing=_Opaque(), nested={"n": [1, 2.5]}
+        )
+    finally:
+        configure_logging("info", "console", io.StringIO())
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert event["text"] == "Zürich ✓"
+    assert event["raw"] == "b'\\x00ab'"  # repr, as structlog's default renders bytes
+    assert event["thing"] == "<opaque>"
+    assert event["nested"] == {"n": [1, 2.5]}
+
+
+def test_json_lines_on_an_ascii_stream_escape_non_ascii() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii", write_through=True)
+    configure_logging("info", "json", stream)
+    try:
+        structlog.get_logger("test").info("odd_values", text="Zürich")
+    finally:
+        configure_logging("info", "console", io.StringIO())
+    line = raw.getvalue().decode("ascii").strip()
+    assert json.loads(line)["text"] == "Zürich"
+    assert "\\u00fc" in line
