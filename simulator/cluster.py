@@ -22,6 +22,7 @@ from scale_scheduler.simulator import protocol
 from scale_scheduler.simulator.agents import Agent, AgentPool, SimTask
 from scale_scheduler.simulator.config import AgentSpec, SimConfig
 from scale_scheduler.simulator.election import LocalElection, ZkElection
+from scale_scheduler.simulator.fastcalls import CallSite
 from scale_scheduler.simulator.faults import UNKNOWN_RESOURCES, CallFaults, CallRule, raw_payload
 from scale_scheduler.simulator.master import Framework, Master
 from scale_scheduler.simulator.record import ClusterRecord
@@ -79,7 +80,7 @@ class SimulatedCluster:
                 )
                 await runner.setup()
                 self._runners.append(runner)
-                site = web.TCPSite(runner, cfg.host, cfg.port + index if cfg.port else 0)
+                site = CallSite(runner, master, cfg.host, cfg.port + index if cfg.port else 0)
                 await site.start()
                 master.port = _bound_port(runner)
                 self.masters.append(master)
