@@ -23,18 +23,20 @@ from scale_scheduler.api.keys import (
     CONFIG,
     CONNECTION,
     CORE,
+    LOOP_SHARE,
     SCHEDULER,
     SCHEDULER_HOSTNAME,
     STORE,
     ResourceTotals,
 )
-from scale_scheduler.api.metrics import metrics_context, metrics_middleware, setup_metrics
+from scale_scheduler.api.metrics import metrics_context, setup_metrics
 from scale_scheduler.api.routes import setup_routes
 from scale_scheduler.daemon.config import Config, master_address_hint
 from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
 from scale_scheduler.daemon.driver_factory import create_driver
 from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.framework_info import read_credentials
+from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.operator_api import make_agents_fetcher
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.supervisor import Supervisor
@@ -81,7 +83,9 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
 async def driver_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     framework_ids = app[FRAMEWORK_IDS]
-    driver = create_driver(config, framework_ids.framework_id, framework_ids)
+    driver = create_driver(
+        config, framework_ids.framework_id, framework_ids, loop_share=app[LOOP_SHARE]
+    )
     app[DRIVER] = driver
     app[CONNECTION] = driver.status
     try:
@@ -126,7 +130,6 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     """The daemon as an aiohttp application. ``connect_mesos=False`` serves the API alone."""
     app = web.Application(
         middlewares=[
-            metrics_middleware,
             access_log_middleware,
             error_middleware,
             auth_middleware,
@@ -139,6 +142,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     app[CONNECTION] = ConnectionStatus(master_hostname=host, master_port=port)
     app[CLUSTER] = EmptyCluster()
     app[SUPERVISOR] = Supervisor()
+    app[LOOP_SHARE] = LoopShare()
     setup_metrics(app)
     setup_dashboard(app)
     app.cleanup_ctx.append(token_context)  # first: a bad api.token_file stops start-up (exit 2)

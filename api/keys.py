@@ -8,6 +8,7 @@ from aiohttp import web
 
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.driver import ConnectionStatus
+from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.store import Store
@@ -34,3 +35,4 @@ SCHEDULER = web.AppKey("scheduler", SchedulerRepository)
 CONNECTION = web.AppKey("connection", ConnectionStatus)
 CLUSTER = web.AppKey("cluster", ClusterView)
 CORE = web.AppKey("core", SchedulerCore)
+LOOP_SHARE = web.AppKey("loop_share", LoopShare)

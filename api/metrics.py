@@ -1,4 +1,4 @@
-"""Prometheus metrics: ``GET /metrics``, the request-latency middleware and the loop-lag probe.
+"""Prometheus metrics: ``GET /metrics``, request latency, the loop-lag probe.
 
 Each application owns one ``CollectorRegistry`` (never the global one, so several apps in one
 process do not clash). Most values are read from live state at scrape time by ``LiveCollector``:
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
@@ -29,7 +28,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from scale_scheduler.api.errors import Handler
 from scale_scheduler.api.keys import CLUSTER, CONNECTION, CORE, SCHEDULER, STORE
 from scale_scheduler.daemon.driver import ConnectionState
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
@@ -43,7 +41,7 @@ LOOP_LAG_INTERVAL = 0.5
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNMATCHED = "unmatched"
-_STREAM_TYPE = "text/event-stream"
+STREAM_TYPE = "text/event-stream"
 _LIVE_STATES = tuple(s for s in TaskState if s is TaskState.QUEUED or s in LAUNCHED)
 _ENDED_STATES = tuple(s for s in TaskState if s.terminal)
 
@@ -297,30 +295,15 @@ def setup_metrics(app: web.Application) -> Metrics:
     return metrics
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Observe each request's latency under its route template (bounded label values)."""
-    started = time.perf_counter()
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        _observe(request, exc.status, started)
-        raise
-    except Exception:
-        _observe(request, 500, started)
-        raise
-    # A stream's duration is its lifetime, not a latency. A request cancelled because its
-    # client went away (BaseException) got no answer: neither is observed.
-    if response.content_type != _STREAM_TYPE:
-        _observe(request, response.status, started)
-    return response
+def observe_request(request: web.Request, status: int, seconds: float) -> None:
+    """Observe one answered request's latency under its route template (bounded label values).
 
-
-def _observe(request: web.Request, status: int, started: float) -> None:
+    Called by the access-log middleware, which times every request once for both.
+    """
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else _UNMATCHED
     method = request.method if request.method in _METHODS else "OTHER"
-    request.app[METRICS].observe_request(route, method, status, time.perf_counter() - started)
+    request.app[METRICS].observe_request(route, method, status, seconds)
 
 
 async def metrics_context(app: web.Application) -> AsyncIterator[None]:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from scale_scheduler.daemon.config import Config, ConfigError
 from scale_scheduler.daemon.driver import FrameworkIdStore, SchedulerDriver
+from scale_scheduler.daemon.loop_share import LoopShare
 
 
 def create_driver(
-    config: Config, framework_id: str | None, id_store: FrameworkIdStore, *, api_url: str = ""
+    config: Config,
+    framework_id: str | None,
+    id_store: FrameworkIdStore,
+    *,
+    api_url: str = "",
+    loop_share: LoopShare | None = None,
 ) -> SchedulerDriver:
+    """``loop_share`` paces the native driver's stream reader against the API (the pymesos
+    driver reads on its own thread)."""
     if config.mesos.driver == "pymesos":
         try:
             from scale_scheduler.daemon.pymesos_driver import create_pymesos_driver
@@ -21,4 +29,6 @@ def create_driver(
         return create_pymesos_driver(config, framework_id, id_store, api_url=api_url)
     from scale_scheduler.daemon.native_driver import create_native_driver
 
-    return create_native_driver(config, framework_id, id_store, api_url=api_url)
+    return create_native_driver(
+        config, framework_id, id_store, api_url=api_url, loop_share=loop_share
+    )

@@ -51,6 +51,7 @@ from scale_scheduler.daemon.http_calls import (
     CallUnansweredError,
     HttpCallClient,
 )
+from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.master_detector import (
     MasterDetector,
     detector_from_config,
@@ -112,8 +113,10 @@ class NativeDriver:
         framework_id: str | None,
         settings: DriverSettings | None = None,
         rng: random.Random | None = None,
+        loop_share: LoopShare | None = None,
     ) -> None:
         self.settings = settings or DriverSettings()
+        self._loop_share = loop_share or LoopShare()
         self._core = SubscriptionCore(
             detector=detector,
             id_store=id_store,
@@ -396,10 +399,11 @@ class NativeDriver:
                 log.warning("mesos_event_before_subscribed", type=kind, master=endpoint)
             else:
                 self._dispatch(event, endpoint)
-                # Yield after every record: when the stream stays readable (a burst of offers),
-                # reading would otherwise starve the offer passes and the API, and offers would
-                # pile up unanswered (B1 and B4 in bench/RESULTS.md).
-                await asyncio.sleep(0)
+                # Yield after every record (more while the API is busy): when the stream stays
+                # readable (a burst of offers), reading would otherwise starve the offer passes
+                # and the API, and offers would pile up unanswered (B1 and B4 in
+                # bench/RESULTS.md).
+                await self._loop_share.after_record()
 
     async def _on_subscribed(self, event: Event, endpoint: str, stream_id: str) -> Result | None:
         subscribed = event.subscribed
@@ -512,6 +516,7 @@ def create_native_driver(
     detector: MasterDetector | None = None,
     settings: DriverSettings | None = None,
     rng: random.Random | None = None,
+    loop_share: LoopShare | None = None,
 ) -> NativeDriver:
     """The daemon's driver for ``config``; ``framework_id`` is the stored id, if any.
 
@@ -527,4 +532,5 @@ def create_native_driver(
         framework_id=framework_id,
         settings=settings or DriverSettings.from_config(mesos),
         rng=rng,
+        loop_share=loop_share,
     )

@@ -230,7 +230,9 @@ class NodeRepository:
         # Running sums for /status/ and the metrics, kept as nodes change (O(1) to read).
         self._online_total = Resources()
         self._counted_nodes = 0
-        self._scheduled_total = Resources()
+        self._total_changes = 0
+        self._scheduled_total = ScheduledResources()
+        self._totals: tuple[tuple[int, int], tuple[Resources | None, Resources]] | None = None
         self.listeners: list[Callable[[Node], None]] = []
         """Called after a node's flags changed (the core revives when launches may resume)."""
 
@@ -457,12 +459,18 @@ class NodeRepository:
             running.gpus += now[3]
             self._counted_nodes += 1
         node.counted = now
+        self._total_changes += 1
 
     def totals(self) -> tuple[Resources | None, Resources]:
         """Sum of online nodes' totals (None when none is known) and of everything scheduled.
 
-        Read from running sums (``/status/`` is polled by dashboards while offers stream in).
+        Read from running sums, and kept until they change (``/status/`` is polled by
+        dashboards while offers stream in). The caller must not modify the result.
         """
+        version = (self._total_changes, self._scheduled_total.changes)
+        cached = self._totals
+        if cached is not None and cached[0] == version:
+            return cached[1]
         running, scheduled = self._online_total, self._scheduled_total
         total = None
         if self._counted_nodes:
@@ -472,12 +480,17 @@ class NodeRepository:
                 _clean(running.disk),
                 _clean(running.gpus),
             )
-        return total, Resources(
-            _clean(scheduled.cpus),
-            _clean(scheduled.mem),
-            _clean(scheduled.disk),
-            _clean(scheduled.gpus),
+        result = (
+            total,
+            Resources(
+                _clean(scheduled.cpus),
+                _clean(scheduled.mem),
+                _clean(scheduled.disk),
+                _clean(scheduled.gpus),
+            ),
         )
+        self._totals = (version, result)
+        return result
 
     def summed_totals(self) -> tuple[Resources | None, Resources]:
         """``totals()`` summed node by node (what the running sums must always equal)."""

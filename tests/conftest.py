@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from ports import free_port
 from zookeeper import zookeeper  # noqa: F401  (one real ZooKeeper server per test session)
 
 from scale_scheduler.daemon.config import Config, parse_config
 
 ConfigFactory = Callable[..., Config]
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """A test that configures logging as the daemon does (level, renderer) must not leak that
+    configuration into the tests after it (e.g. hide their debug events from capture_logs)."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture
