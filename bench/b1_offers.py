@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Rate, Settings, free_port
-from bench.decode_limit import decode_rates
+from bench.decode_limit import decode_rates, lazy_decode_rate
 from bench.offer_stream import OfferStream, load_offers
 from bench.procs import Child, Daemon, python_for, write_daemon_config
 from bench.profiles import profile_summary
@@ -120,6 +120,7 @@ def run(settings: Settings) -> dict[str, Any]:
         decode = decode_rates(stream, max(1.0, settings.b1_seconds / 2))
         row["decode"] = decode
         row["decode_limit"] = max(decode.values())
+        row["decode_lazy"] = lazy_decode_rate(stream, max(1.0, settings.b1_seconds / 2))
         for variant in VARIANTS:
             row[variant] = measure_variant(
                 settings, variant, settings.work / f"b1-{index}-{variant}"

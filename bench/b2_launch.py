@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import Settings, free_port
+from bench.common import Settings, cpu_seconds, free_port
 from bench.offer_stream import AGENT_ATTRIBUTES, AGENT_CPUS, AGENT_DISK, AGENT_MEM
 from bench.procs import Child, Daemon, python_for, write_daemon_config
 from bench.profiles import profile_summary
@@ -161,6 +161,7 @@ def measure(settings: Settings, work: Path, level: str, profile: bool = False) -
         time.sleep(1.0)
         since = time.time()
         started = time.monotonic()
+        cpu_before = {"simulator": cpu_seconds(sim.pid), "daemon": cpu_seconds(daemon.pid)}
         daemon.pause(False)
         intent_s = running_s = None
         reached = 0
@@ -182,6 +183,10 @@ def measure(settings: Settings, work: Path, level: str, profile: bool = False) -
             except OSError:
                 pass  # the daemon's loop is too busy to answer in time: poll again
             time.sleep(0.05)
+        cpu = {
+            name: cpu_seconds(pid) - cpu_before[name]
+            for name, pid in (("simulator", sim.pid), ("daemon", daemon.pid))
+        }
         result: dict[str, Any] = {
             "tasks": tasks,
             "agents": settings.b2_agents,
@@ -191,6 +196,9 @@ def measure(settings: Settings, work: Path, level: str, profile: bool = False) -
             "running_s": running_s,
             "ran_by_deadline": reached,
             "deadline_s": settings.b2_deadline,
+            # CPU from unpause until every task ran (or the deadline), per task queued.
+            "simulator_us_per_task": cpu["simulator"] / tasks * 1e6,
+            "daemon_us_per_task": cpu["daemon"] / tasks * 1e6,
         }
     finally:
         if daemon is not None:
