@@ -11,6 +11,7 @@ It does not decide what to offer or validate calls: that is the master's job.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -76,8 +77,10 @@ class TaskScript:
     @classmethod
     def from_task_info(cls, info: dict[str, Any], config: SimConfig) -> TaskScript:
         """Read `sim.duration|outcome|start_delay` labels, else `SIM_*` environment variables."""
-        values: dict[str, str] = {}
         env = ((info.get("command") or {}).get("environment") or {}).get("variables") or []
+        if not env and not info.get("labels"):
+            return _default_script(float(config.task_duration), float(config.task_start_delay))
+        values: dict[str, str] = {}
         for var in env:
             if isinstance(var, dict) and isinstance(var.get("name"), str):
                 name = var["name"]
@@ -97,6 +100,14 @@ class TaskScript:
         if duration < 0 or start_delay < 0:
             raise ScriptError("simulator script: negative duration")
         return cls(duration, outcome, start_delay)
+
+
+@functools.lru_cache(maxsize=8)
+def _default_script(duration: float, start_delay: float) -> TaskScript:
+    """The script of a task that scripts nothing (shared: one per configuration)."""
+    if duration < 0 or start_delay < 0:
+        raise ScriptError("simulator script: negative duration")
+    return TaskScript(duration, "FINISHED", start_delay)
 
 
 @dataclass(slots=True, eq=False)
@@ -245,17 +256,17 @@ class AgentPool:
         agent.allocated.add_in_place(task.resources)
         task.retry_delay = self.config.status_update_retry
         script = task.script
-        now = self.timers.now()
         if script.outcome == "STAGING":
             return
-        self.timers.at(now + script.start_delay / 2, self._transition, task, task.gen, "STARTING")
+        # Delays (not absolute times): tasks with the same script share the timers' lanes.
+        after = self.timers.after
+        after(script.start_delay / 2, self._transition, task, task.gen, "STARTING")
         if script.outcome == "STARTING":
             return
-        running_at = now + script.start_delay
-        self.timers.at(running_at, self._transition, task, task.gen, "RUNNING")
+        after(script.start_delay, self._transition, task, task.gen, "RUNNING")
         if script.outcome == "RUNNING":
             return
-        self.timers.at(running_at + script.duration, self._transition, task, task.gen, "END")
+        after(script.start_delay + script.duration, self._transition, task, task.gen, "END")
 
     def kill(self, task: SimTask, killing_state: bool) -> None:
         if task.terminal or task.killing or task.agent.removed:

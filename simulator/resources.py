@@ -114,7 +114,10 @@ class Resources:
         return res
 
     def is_empty(self) -> bool:
-        return not any(v > 0 for v in self.scalars.values()) and not any(self.ranges.values())
+        for value in self.scalars.values():
+            if value > 0:
+                return False
+        return not any(self.ranges.values())
 
     def copy(self) -> Resources:
         return Resources(dict(self.scalars), dict(self.ranges))

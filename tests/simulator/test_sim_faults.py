@@ -239,3 +239,15 @@ def test_readme_documents_every_option_and_fault() -> None:
     sub = next(a for a in fault_parser()._actions if a.dest == "action")
     undocumented = [name for name in sub.choices if f"`{name}" not in readme]
     assert undocumented == []
+
+
+def test_the_cli_process_keeps_the_cyclic_gc_off_the_hot_path() -> None:
+    # In a child: freezing and re-tuning the GC of the test process would leak into others.
+    code = (
+        "import gc; from scale_scheduler.simulator.cli import GC_THRESHOLDS, _tune_gc; "
+        "_tune_gc(); print(gc.get_threshold() == GC_THRESHOLDS, gc.get_freeze_count() > 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=True
+    )
+    assert done.stdout.split() == ["True", "True"]
