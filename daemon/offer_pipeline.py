@@ -29,7 +29,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import structlog
 
 from scale_scheduler.daemon.config import SchedulerConfig
@@ -40,9 +39,7 @@ from scale_scheduler.daemon.driver import (
     SchedulerDriver,
 )
 from scale_scheduler.daemon.matcher import (
-    SCALARS,
     DeclineReason,
-    HostBlock,
     MatchResult,
     MatchSettings,
     match,
@@ -54,18 +51,12 @@ from scale_scheduler.daemon.mesos_types import (
     Label,
     Labels,
     Offer,
-    Resource,
     TaskInfo,
     Value,
 )
+from scale_scheduler.daemon.offer_nodes import NodeObserver
 from scale_scheduler.daemon.task_tracker import LaunchPlan, PlannedTask, TaskTracker
-from scale_scheduler.state.nodes import (
-    Node,
-    NodeRepository,
-    NodeSighting,
-    Resources,
-    resources_from_mesos,
-)
+from scale_scheduler.state.nodes import NodeRepository
 from scale_scheduler.state.scheduler import SchedulerState
 from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import spec_decoder
@@ -73,8 +64,6 @@ from scale_scheduler.state.tasks import spec_decoder
 log = structlog.get_logger(__name__)
 
 LAST_OFFER_FLUSH_SECONDS = 60.0
-USED_RESOURCES = frozenset({*SCALARS, "ports"})
-"""Resource kinds a task can ask for; the matcher leaves any other kind in the offer."""
 
 
 def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
@@ -108,23 +97,6 @@ def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
         container=container,
         labels=labels,
     )
-
-
-def _nothing() -> None:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Sightings:
-    """What one pass learned about the offering nodes."""
-
-    statements: list[Statement]
-    apply: Callable[[], None]
-    hosts: dict[str, Offer]
-    """The offering hostnames (each with its first offer)."""
-    agents: int
-    malformed: list[Offer]
-    blocked: dict[str, HostBlock]
 
 
 @dataclass
@@ -187,7 +159,7 @@ class OfferPipeline:
         self._revive_timer: asyncio.TimerHandle | None = None
         self._interest_tasks: set[asyncio.Task[None]] = set()
         self._interest_lock = asyncio.Lock()
-        self._ignored_kinds: set[str] = set()
+        self._observer = NodeObserver(nodes)
         self.passes = 0
         self.last_pass: PassStats | None = None
         # Read by the metrics at scrape time.
@@ -281,7 +253,7 @@ class OfferPipeline:
         return stats
 
     async def _pass(self, offers: list[Offer], now: float, stats: PassStats) -> None:
-        seen = self._observe_nodes(offers, now)
+        seen = self._observer.observe(offers, now)
         if seen.malformed:
             bad = {o.id.value for o in seen.malformed}
             offers = [o for o in offers if o.id.value not in bad]
@@ -307,7 +279,7 @@ class OfferPipeline:
         plan = self._tracker.plan_launch(result.launches, now) if result.launches else None
         statements: list[Statement] = list(node_statements)
         if plan is not None or now - self._last_offer_flush >= LAST_OFFER_FLUSH_SECONDS:
-            flush = self._nodes.last_offer_statement(self._offering_nodes(seen.hosts))
+            flush = self._nodes.last_offer_statement(self._observer.offering_nodes(seen.hosts))
             if flush is not None:
                 statements.append(flush)
                 self._last_offer_flush = now
@@ -332,114 +304,6 @@ class OfferPipeline:
         await self._send(
             result, plan, stats, queue_changed=generation != self._tracker.index.generation
         )
-
-    def _observe_nodes(self, offers: list[Offer], now: float) -> _Sightings:
-        """Record the offering nodes (new ones are created with this pass's commit).
-
-        Runs for every offer of every pass, so a node whose offer is what it was last time (and
-        whose scheduled resources did not change since) only has its offer time updated, at
-        once; other nodes' resources are decoded and summed again, and applied after the commit
-        that creates the new ones.
-        """
-        nodes = self._nodes
-        by_hostname = nodes.by_hostname
-        first: dict[str, Offer] = {}
-        others: dict[str, None] = {}
-        more: dict[str, list[Offer]] = {}
-        for offer in offers:
-            host = offer.hostname
-            if host in first:  # a second offer of this node in this pass (rare)
-                group = more.get(host)
-                if group is None:
-                    more[host] = [first[host], offer]
-                    others[host] = None
-                else:
-                    group.append(offer)
-                continue
-            first[host] = offer
-            node = by_hostname.get(host)
-            if (
-                node is not None
-                and node.offer_key == offer.resources_json
-                and node.online
-                and node.noted_changes == node.scheduled.changes
-                and node.agent_id == offer.agent_id.value
-            ):
-                # Memory only, and true whatever this pass's commit does.
-                node.last_offer = now
-            else:
-                others[host] = None
-        sightings: list[NodeSighting] = []
-        changed: list[tuple[str, object, Resources]] = []
-        malformed: list[Offer] = []
-        for host in others:
-            offer = first[host]
-            node = by_hostname.get(host)
-            if node is None or node.agent_id != offer.agent_id.value:
-                sightings.append(NodeSighting(host, offer.agent_id.value))
-            group = more.get(host) if more else None
-            summed = self._sum_offered(group or [offer])
-            if summed is None:
-                malformed.extend(group or [offer])
-                continue
-            key = offer.resources_json if group is None else tuple(o.resources_json for o in group)
-            changed.append((host, key, summed))
-        statements, apply_new = nodes.plan_sightings(sightings, now) if sightings else ([], None)
-
-        def apply() -> None:
-            if apply_new is not None:
-                apply_new()
-            for host, key, offered in changed:
-                node = by_hostname.get(host)
-                if node is not None:
-                    nodes.offered(node, now, key, offered)
-
-        agents = len(first) if not more else len({o.agent_id.value for o in offers})
-        blocked = {
-            host: (HostBlock.PAUSED if node.is_active else HostBlock.INACTIVE)
-            for host, node in nodes.blocking.items()
-            if host in first
-        }
-        if not statements:
-            apply()  # nothing durable changes: memory may follow at once
-            apply = _nothing
-        return _Sightings(statements, apply, first, agents, malformed, blocked)
-
-    def _offering_nodes(self, hosts: dict[str, Offer]) -> list[Node]:
-        by_hostname = self._nodes.by_hostname
-        return [node for host in hosts if (node := by_hostname.get(host)) is not None]
-
-    def _sum_offered(self, group: list[Offer]) -> Resources | None:
-        """The scalars of one agent's offers; None (and an error event) if one is malformed.
-
-        Also says once per kind that offers hold resources no task can use (they are not launched
-        with, so the offer itself stays usable).
-        """
-        resources: list[Resource] = []
-        for offer in group:
-            try:
-                resources.extend(offer.resources)
-            except msgspec.ValidationError as exc:
-                log.error(
-                    "offer_malformed",
-                    offer_id=offer.id.value,
-                    agent_id=offer.agent_id.value,
-                    hostname=offer.hostname,
-                    error=str(exc),
-                )
-                return None
-        kinds = {r.name for r in resources if r.name not in USED_RESOURCES} - self._ignored_kinds
-        if kinds:
-            self._ignored_kinds |= kinds
-            offer = group[0]
-            log.warning(
-                "offer_resources_ignored",
-                names=sorted(kinds),
-                offer_id=offer.id.value,
-                agent_id=offer.agent_id.value,
-                hostname=offer.hostname,
-            )
-        return resources_from_mesos(resources)
 
     async def _send(
         self,
