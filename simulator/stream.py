@@ -1,9 +1,11 @@
 """One subscriber's event stream: a buffer of RecordIO bytes, its writer loop and heartbeats.
 
 Owns `Subscription`. The master appends events (never awaiting); `pump()` runs inside the
-SUBSCRIBE request handler and writes whatever is buffered in one chunk per wake-up, so a burst
-of updates costs one write. Heartbeats come from a loop timer, independent of the buffer, so a
-busy stream cannot starve them. Fault switches (hang, no heartbeats, close, abort) live here.
+SUBSCRIBE request handler and, once woken, lets `COALESCE_SECONDS` pass before it writes
+everything buffered as one chunk, so a burst of updates (one per acknowledgement that arrives
+in that millisecond) costs one write, not one per loop iteration. Heartbeats come from a loop
+timer, independent of the buffer, so a busy stream cannot starve them. Fault switches (hang,
+no heartbeats, close, abort) live here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from scale_scheduler.simulator import protocol
+
+COALESCE_SECONDS = 0.001
+"""How long a woken stream gathers events before it writes them."""
 
 
 class Subscription:
@@ -74,6 +79,10 @@ class Subscription:
             if self.closed and (self.aborted or self.hung or not self._buf):
                 return
             if self._buf and not self.hung:
+                if not self.closed:
+                    await asyncio.sleep(COALESCE_SECONDS)
+                    if self.aborted or self.hung:
+                        continue
                 data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
                 self.events_sent += len(self._buf)
                 self._buf.clear()
