@@ -133,30 +133,39 @@ class FastCallProtocol(asyncio.Protocol):
         if self._inner is not None:
             self._inner.data_received(data)
             return
-        buf = self._buf
-        buf += data
+        # Usually `data` is exactly one request: read it in place, copy nothing into a buffer.
+        buf: bytes | bytearray = data
+        if self._buf:
+            self._buf += data
+            buf = self._buf
+        pos = 0
         out: list[bytes] = []
-        while buf:
-            answer = self._next(buf)
+        while pos < len(buf):
+            answer, pos_after = self._next(buf, pos)
             if answer is _Not.COMPLETE:
                 break
             if answer is _Not.MINE:
                 self._flush(out)
-                self._hand_off()
+                self._hand_off(bytes(buf[pos:]))
                 return
             out.append(answer)
+            pos = pos_after
         self._flush(out)
+        if buf is self._buf:
+            del buf[:pos]
+        elif pos < len(buf):
+            self._buf = bytearray(buf[pos:])
 
     def _flush(self, out: list[bytes]) -> None:
         if out and self._transport is not None:
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def _next(self, buf: bytearray) -> bytes | _Not:
-        """Answer the first complete request in `buf` and drop it from there."""
-        end = buf.find(b"\r\n\r\n")
+    def _next(self, buf: bytes | bytearray, pos: int) -> tuple[bytes | _Not, int]:
+        """Answer the complete request at `pos` in `buf`; also returns where the next starts."""
+        end = buf.find(b"\r\n\r\n", pos)
         if end < 0:
-            return _Not.MINE if len(buf) > _MAX_HEAD else _Not.COMPLETE
-        head = bytes(buf[:end])
+            return (_Not.MINE if len(buf) - pos > _MAX_HEAD else _Not.COMPLETE), pos
+        head = bytes(buf[pos:end])
         # A client repeats the same few heads (only Content-Length varies): parse each once.
         heads = self._heads
         if head in heads:
@@ -167,18 +176,18 @@ class FastCallProtocol(asyncio.Protocol):
                 heads.clear()
             heads[head] = parsed
         if parsed is None:
-            return _Not.MINE
+            return _Not.MINE, pos
         length, stream_id = parsed
         start = end + 4
-        if len(buf) < start + length:
-            return _Not.COMPLETE
-        answer = self._answer(bytes(buf[start : start + length]), stream_id)
+        stop = start + length
+        if len(buf) < stop:
+            return _Not.COMPLETE, pos
+        answer = self._answer(buf[start:stop], stream_id)
         if answer is None:
-            return _Not.MINE
-        del buf[: start + length]
-        return answer
+            return _Not.MINE, pos
+        return answer, stop
 
-    def _answer(self, body: bytes, stream_id: str | None) -> bytes | None:
+    def _answer(self, body: bytes | bytearray, stream_id: str | None) -> bytes | None:
         master = self._master
         cluster = master.cluster
         if not master.leading or master.config.credentials or cluster.faults.rules:
@@ -201,16 +210,16 @@ class FastCallProtocol(asyncio.Protocol):
             return _text(500, "500 Internal Server Error")
         return _EMPTY.get(status) or _empty(status)
 
-    def _hand_off(self) -> None:
+    def _hand_off(self, unanswered: bytes) -> None:
         inner = self._inner = self._fallback()
         transport = self._transport
         assert transport is not None
+        self._buf = bytearray()
         inner.connection_made(transport)
         if self._paused:
             inner.pause_writing()
-        data, self._buf = bytes(self._buf), bytearray()
-        if data:
-            inner.data_received(data)
+        if unanswered:
+            inner.data_received(unanswered)
 
     def eof_received(self) -> bool | None:
         if self._inner is not None:
