@@ -256,6 +256,60 @@ class _Bin:
         ports = self._take_ports(shape.ports, out)
         return tuple(out), tuple(ports)
 
+    def repeatable(
+        self, shape: Shape, needs: tuple[tuple[str, float], ...]
+    ) -> tuple[int, tuple[Resource, ...]]:
+        """How many tasks of ``shape`` in a row ``consume`` would place here with the very same
+        resources (each need taken whole from the first entry with something left), and those
+        resources; ``(0, ())`` when the next task needs ports or a need split across entries.
+
+        Placing a run at once (``take_repeated``) instead of one ``consume`` per task is what
+        makes matching a queue of equal tasks cheap (B3 in bench/RESULTS.md). The counting
+        repeats ``consume``'s own arithmetic, so both ways leave the bin the same.
+        """
+        if shape.ports or not needs:
+            return 0, ()
+        count = -1
+        out: list[Resource] = []
+        for name, need in needs:
+            entry = self._first_entry(name)
+            if entry is None:
+                return 0, ()
+            left = entry.left
+            total = getattr(self, name)
+            n = 0
+            while (count < 0 or n < count) and need <= left + EPSILON and need <= total + EPSILON:
+                left -= need
+                total = total - need if total - need > 0.0 else 0.0
+                n += 1
+                if left <= EPSILON:
+                    break
+            if n == 0:
+                return 0, ()
+            count = n
+            resource = entry.cache.get(need)
+            out.append(resource if resource is not None else entry.take_new(need))
+        return count, tuple(out)
+
+    def take_repeated(self, needs: tuple[tuple[str, float], ...], times: int) -> None:
+        """Subtract ``times`` tasks' needs as ``times`` calls of ``consume`` would."""
+        for name, need in needs:
+            entry = self._first_entry(name)
+            assert entry is not None
+            left = entry.left
+            total = getattr(self, name)
+            for _ in range(times):
+                left -= need
+                total = total - need if total - need > 0.0 else 0.0
+            entry.left = left
+            setattr(self, name, total)
+
+    def _first_entry(self, name: str) -> _Entry | None:
+        for entry in self.entries.get(name, ()):
+            if entry.left > EPSILON:
+                return entry
+        return None
+
     def _take_ports(self, count: int, out: list[Resource]) -> list[int]:
         taken: list[int] = []
         for entry in self.port_entries:
@@ -528,6 +582,15 @@ class _Pass:
             if bin_.agent != agent:
                 agent = bin_.agent
                 placed = placements.setdefault(agent, [])
+            times, same = bin_.repeatable(shape, needs)
+            if times > 1:
+                taken = 0
+                while task_id is not None and taken < times:
+                    placed.append(TaskPlacement(task_id, same))
+                    taken += 1
+                    task_id = next(ids, None)
+                bin_.take_repeated(needs, taken)
+                continue
             resources, ports = bin_.consume(shape, needs)
             placed.append(TaskPlacement(task_id, resources, ports))
             task_id = next(ids, None)

@@ -392,3 +392,70 @@ def test_agent_ids_and_offer_ids_in_launch() -> None:
     assert launch.offer_ids == ("o1", "o2")
     assert launch.hostname == "host-a1"
     assert Value("o1") == offers[0].id
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_runs_of_equal_tasks_place_exactly_as_one_by_one(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of equal tasks placed at once leaves every bin and every launch as placing them one
+    ``consume`` at a time does: same agents, task ids, resources, and what is left over."""
+    import random
+
+    rng = random.Random(seed)
+    offers = []
+    for i in range(rng.randrange(1, 6)):
+        extra = ()
+        if rng.random() < 0.5:  # a second cpus entry (e.g. reserved): needs may split across
+            extra = (
+                Resource(
+                    name="cpus",
+                    type="SCALAR",
+                    scalar=Scalar(rng.choice([0.5, 1.0, 2.7])),
+                    role="*",
+                    allocation_info=AllocationInfo("*"),
+                ),
+            )
+        offers.append(
+            make_offer(
+                f"o{i}",
+                f"a{i}",
+                cpus=rng.choice([0.9, 2.0, 3.3, 8.0, 32.0]),
+                mem=rng.choice([300.0, 1024.0, 4096.0]),
+                disk=rng.choice([0.0, 100.0]),
+                extra=extra,
+            )
+        )
+    shape = small(cpus=rng.choice([0.1, 0.3, 0.5, 1.0, 1.7]), mem=rng.choice([0.0, 64.0, 100.0]))
+    if rng.random() < 0.3:
+        shape["disk"] = 7.0
+    later = small(cpus=rng.choice([0.2, 1.0]), mem=rng.choice([0.0, 32.0]))
+    count = rng.randrange(2, 400)
+    # Two priorities, one group each: the second places on what the first left over.
+    queue = Q(
+        [(task_id, shape, 200) for task_id in range(1, count)]
+        + [(task_id, later, 100) for task_id in range(count, count + rng.randrange(1, 200))]
+    )
+    batched = run(offers, queue)
+    monkeypatch.setattr(matcher._Bin, "repeatable", lambda self, shape, needs: (0, ()))
+    one_by_one = run(offers, queue)
+    assert batched.placed > 0 or one_by_one.placed == 0
+    assert batched == one_by_one
+
+
+def test_a_run_of_equal_tasks_is_placed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[int] = []
+    original = matcher._Bin.repeatable
+
+    def spy(self: matcher._Bin, shape: object, needs: object) -> object:
+        times, same = original(self, shape, needs)  # type: ignore[arg-type]
+        runs.append(times)
+        return times, same
+
+    monkeypatch.setattr(matcher._Bin, "repeatable", spy)
+    result = run(
+        [make_offer("o1", "a1", cpus=32, mem=32 * 128)],
+        Q([(i, small(), 100) for i in range(1, 41)]),
+    )
+    assert result.placed == 32
+    assert runs[0] == 32  # one run of 32 tasks, not 32 single placements
