@@ -56,7 +56,7 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Benchmarks (bench/README.md): the full run rewrites bench/RESULTS.md (about 20 minutes);
+# Benchmarks (bench/README.md): the full run rewrites bench/RESULTS.md (about 8 minutes);
 # the quick run (about a minute) writes bench/out/RESULTS-quick.md and asserts nothing.
 bench: install install310
 	$(VENV)/bin/python -m bench
