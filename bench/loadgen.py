@@ -16,14 +16,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) by nearest rank of sorted ``values``."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))
-    return ordered[index]
+from bench.common import percentile
 
 
 async def _worker(

@@ -492,30 +492,6 @@ class NodeRepository:
         self._totals = (version, result)
         return result
 
-    def summed_totals(self) -> tuple[Resources | None, Resources]:
-        """``totals()`` summed node by node (what the running sums must always equal)."""
-        total: Resources | None = None
-        scheduled = Resources()
-        for node in self.by_id.values():
-            scheduled.cpus += node.scheduled.cpus
-            scheduled.mem += node.scheduled.mem
-            scheduled.disk += node.scheduled.disk
-            scheduled.gpus += node.scheduled.gpus
-            node_total = node.total
-            if node.online and node_total is not None:
-                if total is None:
-                    total = Resources()
-                total.cpus += node_total.cpus
-                total.mem += node_total.mem
-                total.disk += node_total.disk
-                total.gpus += node_total.gpus
-        if total is not None:
-            total = Resources(*(_clean(v) for v in (total.cpus, total.mem, total.disk, total.gpus)))
-        scheduled = Resources(
-            *(_clean(v) for v in (scheduled.cpus, scheduled.mem, scheduled.disk, scheduled.gpus))
-        )
-        return total, scheduled
-
 
 def resources_from_mesos(resources: Iterable[Any]) -> Resources:
     """Sum the scalar cpus/mem/disk/gpus of Mesos ``Resource`` structs or JSON dicts."""
