@@ -10,18 +10,21 @@ PY310 ?= $(shell python3.10 -c 'import sys; print(sys.executable)' 2>/dev/null |
 	{ v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.10(\.|$$)' | tail -n 1); \
 	  [ -n "$$v" ] && PYENV_VERSION=$$v pyenv which python3.10 2>/dev/null; })
 PYTEST_ARGS ?=
+# Every pip run (build isolation included) takes the pinned versions of constraints.txt, so the
+# same commit installs the same tools on any day.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
 .PHONY: install install310 test demo lint format typecheck bench bench-quick clean
 
 install: $(VENV)/.installed
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
 install310: $(VENV310)/.installed
-$(VENV310)/.installed: setup.py
+$(VENV310)/.installed: setup.py constraints.txt
 	@if [ -z "$(PY310)" ]; then echo "no Python 3.10 found: pymesos tests will be skipped"; \
 	else $(PY310) -m venv $(VENV310) && \
 	     $(VENV310)/bin/pip install --quiet --upgrade pip && \
@@ -44,7 +47,6 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/pip install --quiet 'mypy>=1.10' types-PyYAML
 	@# mypy cannot follow the editable install's import hook: mirror the installed layout
 	rm -rf build/typecheck && mkdir -p build/typecheck/scale_scheduler
 	for d in daemon api state simulator; do ln -s ../../../$$d build/typecheck/scale_scheduler/$$d; done

@@ -50,6 +50,9 @@ setup(
             # API fuzzing against /openapi.json (tests/security); needs Python 3.11+.
             "schemathesis>=4.32,<5; python_version >= '3.11'",
             "ruff>=0.6",
+            # Type checking (make typecheck); the exact versions CI uses are in constraints.txt.
+            "mypy>=1.10; python_version >= '3.11'",
+            "types-PyYAML",
         ],
         "pymesos": ["pymesos==0.3.15; python_version < '3.11'"],
     },

@@ -143,6 +143,7 @@ def decode_tasks(body: bytes) -> tuple[list[TaskIn], bool]:
     """The tasks of a request body and whether it was a batch; 400 saying what is wrong."""
     if not body.strip():
         raise bad_request("The request body is empty; send a task or a list of tasks.")
+    decoded: TaskIn | list[TaskIn] | None
     try:
         decoded = _decoder.decode(body)
     except msgspec.ValidationError as exc:
