@@ -15,7 +15,7 @@ import functools
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -24,9 +24,6 @@ from scale_scheduler.simulator.config import AgentSpec, SimConfig, attribute_jso
 from scale_scheduler.simulator.protocol import TERMINAL_STATES
 from scale_scheduler.simulator.resources import Resources
 from scale_scheduler.simulator.timers import Timers
-
-if TYPE_CHECKING:
-    from scale_scheduler.simulator.master import Master
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +107,16 @@ def _default_script(duration: float, start_delay: float) -> TaskScript:
     return TaskScript(duration, "FINISHED", start_delay)
 
 
+class AgentsMaster(Protocol):
+    """What an agent needs from the master it is registered with (`master.Master` is one)."""
+
+    def agent_registered(self, agent: Agent) -> None: ...
+
+    def task_completed(self, task: SimTask) -> None: ...
+
+    def forward_update(self, task: SimTask, status: dict[str, Any]) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class Agent:
     id: str
@@ -120,7 +127,7 @@ class Agent:
     port: int = 5051
     allocated: Resources = field(default_factory=Resources)
     tasks: dict[tuple[str, str], SimTask] = field(default_factory=dict)
-    master: Master | None = None
+    master: AgentsMaster | None = None
     registered_time: float = 0.0
     removed: bool = False
 
@@ -238,7 +245,7 @@ class AgentPool:
         for agent in self.agents.values():
             agent.master = None
 
-    def register(self, agent: Agent, master: Master) -> None:
+    def register(self, agent: Agent, master: AgentsMaster) -> None:
         """(Re-)register an agent with `master` and flush its unacknowledged updates."""
         agent.master = master
         agent.registered_time = self.timers.wall()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -22,9 +23,24 @@ from scale_scheduler.simulator.config import parse_zk_url
 if TYPE_CHECKING:
     from kazoo.client import KazooClient
 
-    from scale_scheduler.simulator.master import Master
-
 log = structlog.get_logger(__name__)
+
+
+class Contender(Protocol):
+    """A master process as the election sees it (`master.Master` is one)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def leading(self) -> bool: ...
+
+    def new_identity(self) -> dict[str, Any]:
+        """A fresh id for a (re)joining master; returns its MasterInfo."""
+        ...
+
+    def observe_leader(self, leader: dict[str, Any] | None) -> None: ...
+
 
 ZK_NODE_PREFIX = "json.info_"
 
@@ -32,24 +48,24 @@ ZK_NODE_PREFIX = "json.info_"
 class LocalElection:
     """First come leads; leaving moves a master out of the queue."""
 
-    def __init__(self, masters: list[Master]) -> None:
+    def __init__(self, masters: Sequence[Contender]) -> None:
         self._masters = masters
-        self._queue: list[tuple[Master, dict[str, Any]]] = []
+        self._queue: list[tuple[Contender, dict[str, Any]]] = []
 
     async def start(self) -> None:
         return None
 
-    async def join(self, master: Master) -> None:
+    async def join(self, master: Contender) -> None:
         if any(m is master for m, _ in self._queue):
             return
         self._queue.append((master, master.new_identity()))
         self._notify()
 
-    async def leave(self, master: Master) -> None:
+    async def leave(self, master: Contender) -> None:
         self._queue = [(m, i) for m, i in self._queue if m is not master]
         self._notify()
 
-    def joined(self, master: Master) -> bool:
+    def joined(self, master: Contender) -> bool:
         return any(m is master for m, _ in self._queue)
 
     async def stop(self) -> None:
@@ -65,7 +81,9 @@ class LocalElection:
 class ZkElection:
     """Mesos's ZooKeeper contender and detector, one ZooKeeper session per master."""
 
-    def __init__(self, url: str, masters: list[Master], session_timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, masters: Sequence[Contender], session_timeout: float = 10.0
+    ) -> None:
         self.hosts, self.path = parse_zk_url(url)
         self._masters = masters
         self._timeout = session_timeout
@@ -84,15 +102,15 @@ class ZkElection:
             await asyncio.to_thread(client.start, self._timeout)
             await asyncio.to_thread(client.ensure_path, self.path)
 
-            def on_children(children: list[str], m: Master = master, c: Any = client) -> None:
+            def on_children(children: list[str], m: Contender = master, c: Any = client) -> None:
                 self._children_changed(m, c, children)
 
             await asyncio.to_thread(ChildrenWatch, client, self.path, on_children)
 
-    def joined(self, master: Master) -> bool:
+    def joined(self, master: Contender) -> bool:
         return master.index in self._nodes
 
-    async def join(self, master: Master) -> None:
+    async def join(self, master: Contender) -> None:
         if master.index in self._nodes:
             return
         info = master.new_identity()
@@ -107,7 +125,7 @@ class ZkElection:
         self._nodes[master.index] = node
         log.info("sim_zk_contending", master=master.index, node=node)
 
-    async def leave(self, master: Master) -> None:
+    async def leave(self, master: Contender) -> None:
         node = self._nodes.pop(master.index, None)
         if node is None:
             return
@@ -123,7 +141,7 @@ class ZkElection:
         self._clients.clear()
         self._nodes.clear()
 
-    def _children_changed(self, master: Master, client: Any, children: list[str]) -> None:
+    def _children_changed(self, master: Contender, client: Any, children: list[str]) -> None:
         """Runs on a kazoo thread: read the lowest node's MasterInfo, hand it to the loop."""
         from kazoo.exceptions import KazooException
 

@@ -3,19 +3,18 @@
 Owns `CallFaults` (rules consulted by the HTTP layer before a scheduler call is applied), the
 catalogue of raw byte payloads (`RAW_KINDS`, `raw_payload`) used to test a client's RecordIO
 reader, and `apply_fault`, the JSON dispatcher behind `POST /sim/fault` and the `fault`
-subcommand. The faults themselves act through `SimulatedCluster` methods.
+subcommand. The faults act through the cluster's methods, as `FaultTarget` names them.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from scale_scheduler.simulator import protocol
-
-if TYPE_CHECKING:
-    from scale_scheduler.simulator.cluster import SimulatedCluster
+from scale_scheduler.simulator.agents import Agent
+from scale_scheduler.simulator.config import AgentSpec
 
 RAW_KINDS = (
     "bad_length",
@@ -90,7 +89,36 @@ UNKNOWN_RESOURCES: list[dict[str, Any]] = [
 ]
 
 
-def apply_fault(cluster: SimulatedCluster, body: dict[str, Any]) -> dict[str, Any]:
+class FaultTarget(Protocol):
+    """What a fault acts on: the simulated cluster (`cluster.SimulatedCluster` is one)."""
+
+    def stop_heartbeats(self, framework_id: str | None = None) -> int: ...
+    def resume_heartbeats(self, framework_id: str | None = None) -> int: ...
+    def close_stream(self, framework_id: str | None = None, abort: bool = False) -> int: ...
+    def hang_stream(self, framework_id: str | None = None, hung: bool = True) -> int: ...
+    def delay_calls(
+        self, seconds: float, call_type: str | None = None, count: int | None = None
+    ) -> None: ...
+    def fail_calls(
+        self,
+        status: int = 500,
+        call_type: str | None = None,
+        count: int | None = None,
+        message: str = "Simulated failure",
+    ) -> None: ...
+    def clear_call_faults(self) -> None: ...
+    def rescind_offers(self, framework_id: str | None = None) -> int: ...
+    def remove_agent(self, agent: str) -> bool: ...
+    def add_agent(self, spec: AgentSpec | None = None, **overrides: Any) -> Agent: ...
+    def inject_raw(self, data: bytes, framework_id: str | None = None) -> int: ...
+    def inject(
+        self, kind: str, framework_id: str | None = None, size: int | None = None
+    ) -> int: ...
+    async def step_down(self, rejoin: bool = True) -> int | None: ...
+    async def rejoin(self) -> list[int]: ...
+
+
+def apply_fault(cluster: FaultTarget, body: dict[str, Any]) -> dict[str, Any]:
     """Run one fault described as JSON (`{"action": ..., ...}`); returns a JSON result."""
     action = body.get("action")
     fid = body.get("framework_id")
@@ -141,7 +169,7 @@ def apply_fault(cluster: SimulatedCluster, body: dict[str, Any]) -> dict[str, An
 ASYNC_ACTIONS = ("step_down", "rejoin")
 
 
-async def apply_async_fault(cluster: SimulatedCluster, body: dict[str, Any]) -> dict[str, Any]:
+async def apply_async_fault(cluster: FaultTarget, body: dict[str, Any]) -> dict[str, Any]:
     """Faults that need awaiting (leadership changes); everything else via `apply_fault`."""
     action = body.get("action")
     if action == "step_down":

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from scale_scheduler.simulator import protocol
 from scale_scheduler.simulator.faults import apply_async_fault
-from scale_scheduler.simulator.master import CallError, Master, _value
+from scale_scheduler.simulator.master import CallError, Master
 
 log = structlog.get_logger(__name__)
 
@@ -144,7 +144,7 @@ async def _subscribe(
                 "Failed to convert JSON into Call protobuf: Missing required fields: "
                 f"subscribe.framework_info.{key}",
             )
-    if _value(call, "framework_id") != _value(info, "id"):
+    if protocol.value_of(call, "framework_id") != protocol.value_of(info, "id"):
         return _text(
             400,
             "Failed to validate scheduler::Call: 'framework_id' differs from "

@@ -12,19 +12,21 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from scale_scheduler.simulator import protocol
-from scale_scheduler.simulator.agents import Agent, ScriptError, SimTask, TaskScript
+from scale_scheduler.simulator.agents import Agent, AgentPool, ScriptError, SimTask, TaskScript
+from scale_scheduler.simulator.config import SimConfig
+from scale_scheduler.simulator.faults import CallFaults, FaultTarget
+from scale_scheduler.simulator.record import ClusterRecord
 from scale_scheduler.simulator.resources import ResourceError, Resources
 from scale_scheduler.simulator.stream import Subscription
-
-if TYPE_CHECKING:
-    from scale_scheduler.simulator.cluster import SimulatedCluster
+from scale_scheduler.simulator.timers import Timers
 
 log = structlog.get_logger(__name__)
 
@@ -40,13 +42,6 @@ class CallError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def _value(obj: Any, key: str) -> str | None:
-    """`obj[key]["value"]` when it is a non-empty string."""
-    inner = obj.get(key) if isinstance(obj, dict) else None
-    value = inner.get("value") if isinstance(inner, dict) else None
-    return value if isinstance(value, str) and value else None
 
 
 def _roles_of(info: dict[str, Any]) -> tuple[str, ...]:
@@ -128,10 +123,33 @@ class Framework:
         return out
 
 
+class MasterHost(FaultTarget, Protocol):
+    """What a master needs from the cluster it runs in (`cluster.SimulatedCluster` is one).
+
+    Shared across masters, as a real cluster's agents and ZooKeeper outlive any one master:
+    the agent pool, the clock, the framework infos a failover must recover, the test record.
+    """
+
+    config: SimConfig
+    timers: Timers
+    pool: AgentPool
+    prefix: str
+    rng: random.Random
+    record: ClusterRecord
+    faults: CallFaults
+    framework_infos: dict[str, dict[str, Any]]
+
+    def master_elected(self, master: Master, epoch: int) -> None: ...
+
+    def state(self) -> dict[str, Any]:
+        """The whole cluster as JSON (the simulator's `/sim/state`)."""
+        ...
+
+
 class Master:
     """A master process of the simulated cluster (one HTTP server; leader or not)."""
 
-    def __init__(self, cluster: SimulatedCluster, index: int, host: str) -> None:
+    def __init__(self, cluster: MasterHost, index: int, host: str) -> None:
         self.cluster = cluster
         self.config = cluster.config
         self.timers = cluster.timers
@@ -272,7 +290,7 @@ class Master:
 
     def subscribe(self, info: dict[str, Any], suppressed_roles: list[str]) -> Subscription:
         """Admit a (re)subscription; the returned stream already holds SUBSCRIBED or ERROR."""
-        framework_id = _value(info, "id")
+        framework_id = protocol.value_of(info, "id")
         stream_id = self._new_stream_id()
         if framework_id is not None and framework_id in self.removed_framework_ids:
             sub = Subscription(framework_id, stream_id, self.config.heartbeat_interval)
@@ -295,7 +313,7 @@ class Master:
             if framework_id is None:
                 framework_id = f"{self.master_id}-{next(self._fw_seq):04d}"
             fw = Framework(id=framework_id, info={}, registered_time=now)
-            if _value(info, "id"):
+            if protocol.value_of(info, "id"):
                 fw.reregistered_time = now
             self.frameworks[framework_id] = fw
         assert framework_id is not None  # given, or assigned above
@@ -366,7 +384,7 @@ class Master:
 
     def framework_for_call(self, call: dict[str, Any], stream_id: str | None) -> Framework:
         """Resolve the caller as Mesos does: 400 unknown, 403 not subscribed, 400 bad stream."""
-        framework_id = _value(call, "framework_id")
+        framework_id = protocol.value_of(call, "framework_id")
         if framework_id is None:
             raise CallError(
                 400, "Failed to validate scheduler::Call: Expecting 'framework_id' to be present"
@@ -443,8 +461,8 @@ class Master:
                 for info in infos:
                     if not isinstance(info, dict) or not (
                         isinstance(info.get("name"), str)
-                        and _value(info, "task_id")
-                        and _value(info, "agent_id")
+                        and protocol.value_of(info, "task_id")
+                        and protocol.value_of(info, "agent_id")
                     ):
                         raise CallError(
                             400,
@@ -476,7 +494,7 @@ class Master:
             error = "Aggregated offers must belong to one single agent"
         record = self.cluster.record
         for info in launches:
-            record.launch_attempts[_value(info, "task_id") or ""] += 1
+            record.launch_attempts[protocol.value_of(info, "task_id") or ""] += 1
         if error is not None:
             for offer in offers:
                 self._remove_offer(offer, rescind=False)
@@ -484,9 +502,9 @@ class Master:
             for info in launches:
                 self._master_update(
                     fw,
-                    _value(info, "task_id") or "",
+                    protocol.value_of(info, "task_id") or "",
                     lost,
-                    _value(info, "agent_id"),
+                    protocol.value_of(info, "agent_id"),
                     "REASON_INVALID_OFFERS",
                     f"Task launched with invalid offers: {error}",
                 )
@@ -500,7 +518,7 @@ class Master:
             self._remove_offer(offer, rescind=False)
         launching: set[str] = set()
         for info in launches:
-            task_id = _value(info, "task_id") or ""
+            task_id = protocol.value_of(info, "task_id") or ""
             problem = self._validate_task(fw, info, agent, launching)
             resources: Resources | None = None
             script: TaskScript | None = None
@@ -543,14 +561,14 @@ class Master:
     def _validate_task(
         self, fw: Framework, info: dict[str, Any], agent: Agent, launching: set[str]
     ) -> str | None:
-        task_id = _value(info, "task_id") or ""
+        task_id = protocol.value_of(info, "task_id") or ""
         if task_id in launching:
             return "Task has duplicate ID: " + task_id
         existing = fw.tasks.get(task_id)
         if existing is not None and not existing.terminal:
             return "Task has duplicate ID: " + task_id
-        if _value(info, "agent_id") != agent.id:
-            return f"Task uses invalid agent: {_value(info, 'agent_id')}"
+        if protocol.value_of(info, "agent_id") != agent.id:
+            return f"Task uses invalid agent: {protocol.value_of(info, 'agent_id')}"
         if "executor" in info and "command" in info:
             return "Task should have at least one (but not both) of CommandInfo or ExecutorInfo"
         return None
@@ -602,22 +620,22 @@ class Master:
         self.allocate_soon()
 
     def _kill(self, fw: Framework, body: dict[str, Any]) -> None:
-        task_id = _value(body, "task_id")
+        task_id = protocol.value_of(body, "task_id")
         if task_id is None:
             raise CallError(400, "Failed to validate scheduler::Call: Expecting 'task_id'")
         task = fw.tasks.get(task_id)
         if task is None:
             # Mesos answers a kill of an unknown task with a reconciliation of it.
             item: dict[str, Any] = {"task_id": {"value": task_id}}
-            if _value(body, "agent_id"):
+            if protocol.value_of(body, "agent_id"):
                 item["agent_id"] = body["agent_id"]
             self._reconcile(fw, {"tasks": [item]})
             return
         self.pool.kill(task, "TASK_KILLING_STATE" in fw.capabilities)
 
     def _acknowledge(self, fw: Framework, body: dict[str, Any]) -> None:
-        task_id = _value(body, "task_id")
-        agent_id = _value(body, "agent_id")
+        task_id = protocol.value_of(body, "task_id")
+        agent_id = protocol.value_of(body, "agent_id")
         uuid = body.get("uuid")
         if task_id is None or agent_id is None or not isinstance(uuid, str):
             raise CallError(
@@ -653,10 +671,10 @@ class Master:
                 if fid == fw.id:
                     answers.append((tid, "TASK_UNREACHABLE", task.agent.id, "Task is unreachable"))
         for item in items:
-            task_id = _value(item, "task_id")
+            task_id = protocol.value_of(item, "task_id")
             if task_id is None:
                 raise CallError(400, "Failed to validate scheduler::Call: task without 'task_id'")
-            agent_id = _value(item, "agent_id")
+            agent_id = protocol.value_of(item, "agent_id")
             known = fw.tasks.get(task_id)
             unreachable = self.unreachable.get((fw.id, task_id))
             if known is not None:
@@ -695,7 +713,7 @@ class Master:
 
     def _update_framework(self, fw: Framework, body: dict[str, Any]) -> None:
         info = body.get("framework_info")
-        if not isinstance(info, dict) or _value(info, "id") != fw.id:
+        if not isinstance(info, dict) or protocol.value_of(info, "id") != fw.id:
             raise CallError(
                 400, "Failed to validate scheduler::Call: 'framework_info.id' must match"
             )

@@ -34,6 +34,14 @@ PARTITION_AWARE_STATES = frozenset(
     {"TASK_DROPPED", "TASK_UNREACHABLE", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"}
 )
 
+
+def value_of(obj: Any, key: str) -> str | None:
+    """`obj[key]["value"]` (an id message such as FrameworkID) when it is a non-empty string."""
+    inner = obj.get(key) if isinstance(obj, dict) else None
+    value = inner.get("value") if isinstance(inner, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 SCHEDULER_CALL_TYPES = frozenset(
     {
         "SUBSCRIBE",
