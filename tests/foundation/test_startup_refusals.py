@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from daemon_process import SCRIPT, DaemonProcess, write_config
 from ports import free_port
 
@@ -282,7 +283,7 @@ async def test_a_token_file_others_can_read_is_warned_about(tmp_path: Path) -> N
     )
     assert done.stdout == f"{config}: OK (1 warning)\n"
 
-    port = int(config.read_text().split("port: ")[1].split()[0])
+    port = yaml.safe_load(config.read_text())["api"]["port"]
     daemon = DaemonProcess(config, port, tmp_path / "daemon.log")
     daemon.start()
     try:
