@@ -24,7 +24,7 @@ from scale_scheduler.daemon.config import (
     load_config,
     sample_yaml,
 )
-from scale_scheduler.daemon.exit_codes import ExitCode
+from scale_scheduler.daemon.exit_codes import ExitCode, FatalError
 from scale_scheduler.daemon.logging_setup import configure_logging
 
 CONFIG_ENV = "SCALE_SCHEDULER_CONFIG"
@@ -134,13 +134,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scale-scheduler: config error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG_ERROR
     if command == "check-config":
-        print(f"{args.config or '(defaults)'}: OK")
-        return ExitCode.OK
+        return check_config(config, args.config)
     return run_daemon(config, args.config)
+
+
+def check_config(config: Config, config_path: str | None) -> int:
+    """What ``run`` checks before it serves, without serving: the same exit status."""
+    from scale_scheduler.daemon.preflight import print_fatal, run_checks
+
+    try:
+        warnings = run_checks(config)
+    except FatalError as exc:
+        print_fatal(exc)
+        return exc.code
+    for warning in warnings:
+        print(f"scale-scheduler: warning: {warning}", file=sys.stderr)
+    noted = f" ({len(warnings)} warning{'s' * (len(warnings) != 1)})" if warnings else ""
+    print(f"{config_path or '(defaults)'}: OK{noted}")
+    return ExitCode.OK
 
 
 def run_daemon(config: Config, config_path: str | None) -> int:
     configure_logging(config.logging.level, config.logging.format)
+    from scale_scheduler.daemon.preflight import print_fatal, run_checks
+    from scale_scheduler.daemon.supervisor import log_fatal
+
+    log = structlog.get_logger(__name__)
+    try:
+        warnings = run_checks(config)
+    except FatalError as exc:
+        log_fatal(exc.code, str(exc))
+        print_fatal(exc)
+        return exc.code
+    for warning in warnings:
+        log.warning("config_warning", key=warning.key, message=warning.message)
     from scale_scheduler.daemon.sd_notify import Notifier
     from scale_scheduler.daemon.service import reload_logging_level, serve
 

@@ -8,7 +8,9 @@ Environment variables override the file: ``SCALE_SCHEDULER_<SECTION>__<KEY>=valu
 ``SCALE_SCHEDULER_API__PORT=9000``; values are read as YAML scalars (``true``, ``9000``,
 ``[a, b]``). Durations are seconds (floats) everywhere.
 
-Errors are ``ConfigError`` with one message naming the key and what was expected.
+Errors are ``ConfigError`` with one line naming the key, what was expected and where the value
+came from (the file, or the environment variable). Choice settings (``logging.level: INFO``) are
+read in any case. A YAML mapping that names a key twice is refused (PyYAML keeps the last).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -35,7 +38,51 @@ def _doc(text: str, **constraints: Any) -> msgspec.Meta:
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; the message names the key and what was expected."""
+    """The configuration cannot be used; the message names the key and what was expected.
+
+    ``key`` is the dotted setting the message is about (``api.port``), when there is one: it tells
+    whether the value came from the file or from an environment variable.
+    """
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that names one key twice (it keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_seen: dict[Any, yaml.Mark] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = first_seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {first.line + 1})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: line, column, problem (and its context)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = f" ({exc.context})" if exc.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+    return " ".join(str(exc).split())
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -248,7 +295,7 @@ _PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _UNKNOWN_RE = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 
 
-def _explain(error: msgspec.ValidationError, raw: Mapping[str, Any]) -> str:
+def _explain(error: msgspec.ValidationError) -> ConfigError:
     text = str(error)
     match = _PATH_RE.search(text)
     path = match.group("path") if match else ""
@@ -259,21 +306,27 @@ def _explain(error: msgspec.ValidationError, raw: Mapping[str, Any]) -> str:
         key = f"{path}.{unknown.group('field')}" if path else unknown.group("field")
         if not path:
             known = ", ".join(f.name for f in msgspec.structs.fields(Config))
-            return f"{key}: unknown section (known sections: {known})"
+            return ConfigError(f"{key}: unknown section (known sections: {known})", key)
         section = _section_types().get(path.split(".")[0])
         known = ", ".join(f.name for f in msgspec.structs.fields(section)) if section else ""
-        return f"{key}: unknown key (known keys in {path}: {known})"
+        return ConfigError(f"{key}: unknown key (known keys in {path}: {known})", key)
     if detail.startswith("Invalid enum value"):
         allowed = next((typ for key, typ, _d, _h in iter_settings() if key == path), "")
         got = detail.removeprefix("Invalid enum value").strip()
-        return f"{path}: expected one of {allowed.replace(' | ', ', ')}; got {got}"
+        return ConfigError(
+            f"{path}: expected one of {allowed.replace(' | ', ', ')}; got {got}", path
+        )
     detail = detail.replace("`", "")
     detail = detail[0].lower() + detail[1:] if detail else detail
-    return f"{path or '(top level)'}: {detail}"
+    return ConfigError(f"{path or '(top level)'}: {detail}", path)
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def _env_overrides(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The settings given as environment variables, and the variable of each dotted key."""
     overrides: dict[str, dict[str, Any]] = {}
+    origins: dict[str, str] = {}
     sections = _section_types()
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
@@ -287,36 +340,81 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 f"e.g. {ENV_PREFIX}API__PORT=9000"
             )
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = _read_yaml(text) if text.strip() else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: cannot read the value as YAML: {exc}") from None
+            raise ConfigError(
+                f"{name}: cannot read the value as YAML: {_yaml_problem(exc)}"
+            ) from None
         overrides.setdefault(section, {})[key] = value
-    return overrides
+        origins[f"{section}.{key}"] = name
+    return overrides, origins
 
 
-def parse_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
-    """Validate a mapping (as read from YAML) plus environment overrides into a ``Config``."""
+@cache
+def _choice_keys() -> frozenset[tuple[str, str]]:
+    """``(section, key)`` of every setting whose value is one of a fixed set of words."""
+    info = msgspec.inspect.type_info(Config)
+    assert isinstance(info, msgspec.inspect.StructType)
+    keys: set[tuple[str, str]] = set()
+    for section in info.fields:
+        assert isinstance(section.type, msgspec.inspect.StructType)
+        for f in section.type.fields:
+            typ = f.type.type if isinstance(f.type, msgspec.inspect.Metadata) else f.type
+            if isinstance(typ, msgspec.inspect.LiteralType):
+                keys.add((section.name, f.name))
+    return frozenset(keys)
+
+
+def _lower_choices(merged: dict[str, Any]) -> None:
+    """Choices in any case (``INFO`` is how Python users write levels); the registry's are lower."""
+    for section, key in _choice_keys():
+        values = merged.get(section)
+        if isinstance(values, dict) and isinstance(values.get(key), str):
+            values[key] = values[key].lower()
+
+
+def parse_config(
+    raw: Any, environ: Mapping[str, str] | None = None, source: str | None = None
+) -> Config:
+    """Validate a mapping (as read from YAML) plus environment overrides into a ``Config``.
+
+    An error names where the bad value came from: its environment variable, else ``source``
+    (the file's name), when given.
+    """
+    overrides, origins = _env_overrides(environ if environ is not None else os.environ)
+    try:
+        return _validate(raw, overrides)
+    except ConfigError as exc:
+        origin = origins.get(exc.key.split("[")[0])
+        where = f"from {origin}" if origin else f"in {source}" if source else ""
+        if not where:
+            raise
+        raise ConfigError(f"{exc} ({where})", exc.key) from None
+
+
+def _validate(raw: Any, overrides: dict[str, dict[str, Any]]) -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"(top level): expected a mapping of sections, got {type(raw).__name__}")
     merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for section, values in _env_overrides(environ if environ is not None else os.environ).items():
+    for section, values in overrides.items():
         current = merged.get(section)
         if current is None:
             current = merged[section] = {}
         if not isinstance(current, dict):
             raise ConfigError(
-                f"{section}: expected a mapping of keys, got {type(current).__name__}"
+                f"{section}: expected a mapping of keys, got {type(current).__name__}", section
             )
         current.update(values)
     for section, values in merged.items():
         if values is None:
             merged[section] = {}
+    _lower_choices(merged)
     try:
         config = msgspec.convert(merged, Config, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_explain(exc, merged)) from None
+        raise _explain(exc) from None
     _check_semantics(config)
     return config
 
@@ -327,19 +425,31 @@ def _check_semantics(config: Config) -> None:
         hosts, _, path = master[len("zk://") :].partition("/")
         if not hosts or not path:
             raise ConfigError(
-                f"mesos.master: expected zk://host:port[,host:port]/path, got {master!r}"
+                f"mesos.master: expected zk://host:port[,host:port]/path, got {master!r}",
+                "mesos.master",
             )
     else:
         for item in master.split(","):
             if not re.fullmatch(r"(https?://)?[A-Za-z0-9_.\-\[\]:]+(:\d+)?/?", item.strip()):
                 raise ConfigError(
                     "mesos.master: expected http://host:port, a comma-separated list of them, "
-                    f"or zk://host:port/path, got {master!r}"
+                    f"or zk://host:port/path, got {master!r}",
+                    "mesos.master",
                 )
     if any(not role.strip() for role in config.mesos.roles):
-        raise ConfigError("mesos.roles: expected non-empty role names")
+        raise ConfigError("mesos.roles: expected non-empty role names", "mesos.roles")
     if config.mesos.secret_file and not config.mesos.principal:
-        raise ConfigError("mesos.secret_file: set mesos.principal too, or leave both empty")
+        raise ConfigError(
+            "mesos.secret_file: set mesos.principal too, or leave both empty", "mesos.secret_file"
+        )
+    if config.api.read_auth and not config.api.token_file:
+        # Refused rather than warned: the operator asked for protected reads, and without a
+        # token the daemon would serve every read (and write) to anyone who can connect.
+        raise ConfigError(
+            "api.read_auth: true needs api.token_file (without a token nothing is protected); "
+            "set api.token_file, or remove api.read_auth",
+            "api.read_auth",
+        )
 
 
 def load_config(
@@ -352,15 +462,13 @@ def load_config(
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"cannot read config file {path}: not UTF-8 text") from None
         try:
-            raw = yaml.safe_load(text)
+            raw = _read_yaml(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        return parse_config(raw, environ)
-    except ConfigError as exc:
-        where = f" (in {path})" if path is not None else ""
-        raise ConfigError(f"{exc}{where}") from None
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    return parse_config(raw, environ, source=None if path is None else str(path))
 
 
 def master_address_hint(master: str) -> tuple[str, int]:

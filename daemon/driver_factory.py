@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from scale_scheduler.daemon.config import Config, ConfigError
 from scale_scheduler.daemon.driver import FrameworkIdStore, SchedulerDriver
 from scale_scheduler.daemon.loop_share import LoopShare
+
+
+def check_driver(config: Config) -> None:
+    """Raise ``ConfigError`` when the driver ``mesos.driver`` names cannot be loaded."""
+    if config.mesos.driver == "pymesos":
+        _pymesos_driver_module()
+
+
+def _pymesos_driver_module() -> ModuleType:
+    try:
+        from scale_scheduler.daemon import pymesos_driver
+    except ImportError as exc:
+        raise ConfigError(
+            "mesos.driver: 'pymesos' needs the pymesos package, which installs on Python "
+            f"3.10 only ({exc}); install with: pip install 'scale-scheduler[pymesos]' under "
+            "python3.10, or set mesos.driver: native"
+        ) from None
+    return pymesos_driver
 
 
 def create_driver(
@@ -18,15 +38,10 @@ def create_driver(
     """``loop_share`` paces the native driver's stream reader against the API (the pymesos
     driver reads on its own thread)."""
     if config.mesos.driver == "pymesos":
-        try:
-            from scale_scheduler.daemon.pymesos_driver import create_pymesos_driver
-        except ImportError as exc:
-            raise ConfigError(
-                "mesos.driver: 'pymesos' needs the pymesos package, which installs on Python "
-                f"3.10 only ({exc}); install with: pip install 'scale-scheduler[pymesos]' under "
-                "python3.10, or set mesos.driver: native"
-            ) from None
-        return create_pymesos_driver(config, framework_id, id_store, api_url=api_url)
+        driver: SchedulerDriver = _pymesos_driver_module().create_pymesos_driver(
+            config, framework_id, id_store, api_url=api_url
+        )
+        return driver
     from scale_scheduler.daemon.native_driver import create_native_driver
 
     return create_native_driver(

@@ -23,16 +23,15 @@ from scale_scheduler.api.app import SUPERVISOR, build_app
 from scale_scheduler.api.keys import CONNECTION, SCHEDULER
 from scale_scheduler.daemon.config import Config, ConfigError, load_config
 from scale_scheduler.daemon.exit_codes import ExitCode
-from scale_scheduler.daemon.framework_info import CredentialsError
 from scale_scheduler.daemon.logging_setup import set_level
 from scale_scheduler.daemon.operator_cli import client_host
+from scale_scheduler.daemon.preflight import fatal_error, print_fatal
 from scale_scheduler.daemon.sd_notify import (
     Notifier,
     describe_connection,
     ping_watchdog,
     report_status,
 )
-from scale_scheduler.state.store import StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -75,15 +74,13 @@ async def serve(
     try:
         try:
             await runner.setup()
-        except StoreError as exc:
-            supervisor.fail(ExitCode.STORE_ERROR, str(exc))
-            return supervisor.exit_code
-        except (ConfigError, CredentialsError) as exc:
-            supervisor.fail(ExitCode.CONFIG_ERROR, str(exc))
+        except Exception as exc:
+            fatal = fatal_error(exc)
+            if fatal is None:
+                raise
+            supervisor.fail(fatal.code, str(fatal))
+            print_fatal(fatal)
             await runner.cleanup()
-            return supervisor.exit_code
-        except OSError as exc:
-            supervisor.fail(ExitCode.STORE_ERROR, f"cannot open {config.state.path}: {exc}")
             return supervisor.exit_code
         # What start-up loaded (modules, every live task, up to a million) lives as long as the
         # process: freeze it out of the collector's reach, so full collections walk only what

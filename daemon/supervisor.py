@@ -11,6 +11,11 @@ from scale_scheduler.daemon.exit_codes import ExitCode
 log = structlog.get_logger(__name__)
 
 
+def log_fatal(code: ExitCode, message: str) -> None:
+    """The one log event of a fatal error."""
+    log.error("daemon_fatal", exit_code=int(code), reason=code.name, message=message)
+
+
 class Supervisor:
     def __init__(self) -> None:
         self._done = asyncio.Event()
@@ -26,7 +31,7 @@ class Supervisor:
         """Stop with a non-zero exit status; the first fatal reason wins and is logged once."""
         if self._done.is_set() and self.exit_code is not ExitCode.OK:
             return
-        log.error("daemon_fatal", exit_code=int(code), reason=code.name, message=message)
+        log_fatal(code, message)
         self.exit_code = code
         self.reason = message
         self._done.set()

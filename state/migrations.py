@@ -6,6 +6,7 @@ Each migration is ``(version, description, sql)``; the applied version is SQLite
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 
@@ -83,3 +84,14 @@ MIGRATIONS: list[Migration] = [
         """,
     ),
 ]
+
+
+def unknown_version_problem(current: int, migrations: Sequence[Migration] = MIGRATIONS) -> str:
+    """Why a database at schema version ``current`` cannot be used, or ``""`` when it can."""
+    known = max((m.version for m in migrations), default=0)
+    if current <= known:
+        return ""
+    return (
+        f"the database schema is version {current}, newer than this program knows ({known}); "
+        "run the newer release or restore a backup"
+    )

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 import structlog
 
-from scale_scheduler.state.migrations import MIGRATIONS, Migration
+from scale_scheduler.state.migrations import MIGRATIONS, Migration, unknown_version_problem
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +39,9 @@ MAX_GROUP = 4096
 
 class StoreError(Exception):
     """The store cannot do what was asked."""
+
+
+NOT_A_FILE = "is a directory, not a database file"
 
 
 class StoreClosedError(StoreError):
@@ -99,8 +102,24 @@ class Store:
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
+        """Open (creating it and its directory if needed) and migrate the database at ``path``.
+
+        Raises ``StoreError`` with one line naming the file and the problem when it cannot be
+        used: a directory, not an SQLite file, a schema newer than this program, no permission.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return await cls._open(path)
+        except StoreError as exc:
+            raise StoreError(f"{path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"{path}: {exc.strerror or exc}") from exc
+
+    @classmethod
+    async def _open(cls, path: Path) -> Store:
+        await asyncio.to_thread(_prepare_place, path)
         writer = await aiosqlite.connect(path, isolation_level=None)
         try:
             await _configure(writer)
@@ -259,6 +278,18 @@ class Store:
         await self._db.close()
 
 
+def _prepare_place(path: Path) -> None:
+    """Create the database's directory; a directory where the file should be is an error."""
+    if path.is_dir():
+        raise StoreError(NOT_A_FILE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create its directory {path.parent}: {exc.strerror or exc}"
+        ) from exc
+
+
 async def _configure(db: aiosqlite.Connection) -> None:
     async with db.execute("PRAGMA journal_mode = WAL") as cursor:
         row = await cursor.fetchone()
@@ -273,12 +304,9 @@ async def _migrate(db: aiosqlite.Connection, migrations: Sequence[Migration]) ->
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     current = int(row[0]) if row else 0
-    known = max((m.version for m in migrations), default=0)
-    if current > known:
-        raise StoreError(
-            f"the database schema is version {current}, newer than this program knows ({known}); "
-            "run the newer release or restore a backup"
-        )
+    problem = unknown_version_problem(current, migrations)
+    if problem:
+        raise StoreError(problem)
     for migration in migrations:
         if migration.version <= current:
             continue
@@ -287,9 +315,13 @@ async def _migrate(db: aiosqlite.Connection, migrations: Sequence[Migration]) ->
             await _run_script(db, migration.sql)
             await db.execute(f"PRAGMA user_version = {int(migration.version)}")
             await db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 await db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(
+                    f"migration {migration.version} ({migration.description}) failed: {exc}"
+                ) from exc
             raise
         log.info("store_migrated", version=migration.version, description=migration.description)
 

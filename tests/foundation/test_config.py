@@ -152,3 +152,83 @@ def test_sample_yaml_round_trips_every_default() -> None:
 )
 def test_master_address_hint(master: str, expected: tuple[str, int]) -> None:
     assert master_address_hint(master) == expected
+
+
+# --- where a bad value came from, YAML's own errors, choices in any case ------------------------
+
+
+def test_a_bad_environment_value_names_its_variable_not_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("api:\n  host: 127.0.0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(config, environ={"SCALE_SCHEDULER_API__PORT": "abc"})
+    assert str(info.value) == "api.port: expected int, got str (from SCALE_SCHEDULER_API__PORT)"
+    with pytest.raises(ConfigError) as info:
+        load_config(config, environ={"SCALE_SCHEDULER_API__PROT": "1"})
+    assert str(info.value).endswith("(from SCALE_SCHEDULER_API__PROT)")
+    config.write_text("api:\n  port: abc\n")  # the same mistake in the file names the file
+    with pytest.raises(ConfigError) as info:
+        load_config(config, environ={"SCALE_SCHEDULER_API__HOST": "0.0.0.0"})
+    assert str(info.value) == f"api.port: expected int, got str (in {config})"
+
+
+def test_invalid_yaml_is_one_line_with_line_column_and_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("api:\n  port: 1\n  host: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, environ={})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{bad}: not valid YAML: line 4, column 1: expected ',' or ']'")
+    assert message.endswith("(while parsing a flow sequence)")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "api:\n  port: 1\n  host: x\n  port: 2\n",
+            "line 4, column 3: duplicate key 'port' (first at line 2)",
+        ),
+        (
+            "api: {}\nstate: {}\napi: {port: 1}\n",
+            "line 3, column 1: duplicate key 'api' (first at line 1)",
+        ),
+    ],
+)
+def test_a_duplicate_yaml_key_is_refused_naming_key_and_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value) == f"{path}: not valid YAML: {expected}"
+
+
+def test_a_duplicate_key_in_an_environment_value_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^SCALE_SCHEDULER_MESOS__ROLES: .*duplicate key 'a'"):
+        parse_config({}, environ={"SCALE_SCHEDULER_MESOS__ROLES": "{a: 1, a: 2}"})
+
+
+def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_text("api:\n  <<: {host: 127.0.0.2, port: 1}\n  port: 9001\n")
+    api = load_config(path, environ={}).api
+    assert (api.host, api.port) == ("127.0.0.2", 9001)  # an explicit key overrides a merged one
+
+
+@pytest.mark.parametrize("level", ["INFO", "Warning", "DEBUG", "info"])
+def test_levels_and_other_choices_are_read_in_any_case(level: str) -> None:
+    config = parse_config({"logging": {"level": level, "format": "JSON"}}, environ={})
+    assert config.logging.level == level.lower()
+    assert config.logging.format == "json"
+    from_env = parse_config({}, environ={"SCALE_SCHEDULER_LOGGING__LEVEL": level})
+    assert from_env.logging.level == level.lower()
+
+
+def test_read_auth_without_a_token_file_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"api": {"read_auth": True}}, environ={})
+    assert str(info.value).startswith("api.read_auth: true needs api.token_file")
+    assert parse_config({"api": {"read_auth": True, "token_file": "t"}}, environ={}).api.read_auth

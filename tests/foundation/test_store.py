@@ -57,6 +57,26 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
         await Store.open(path)
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "is a directory, not a database file"),
+        (b"\x00garbage" * 500, "file is not a database"),
+    ],
+)
+async def test_an_unusable_file_is_a_store_error_naming_it(
+    tmp_path: Path, content: bytes | None, problem: str
+) -> None:
+    path = tmp_path / "s.db"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(StoreError) as raised:
+        await Store.open(path)
+    assert str(raised.value) == f"{path}: {problem}"
+
+
 async def test_failed_migration_leaves_schema_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,7 +85,7 @@ async def test_failed_migration_leaves_schema_untouched(
         Migration(99, "broken", "CREATE TABLE ok_table (x INTEGER); SELECT * FROM no_such_table;"),
     ]
     monkeypatch.setattr("scale_scheduler.state.store.MIGRATIONS", broken)
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreError, match=r"s\.db: migration 99 \(broken\) failed: no such table"):
         await Store.open(tmp_path / "s.db")
     with sqlite3.connect(tmp_path / "s.db") as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}

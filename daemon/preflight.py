@@ -1,0 +1,124 @@
+"""The checks ``run`` makes before it serves, which ``check-config`` makes instead of serving.
+
+``CHECKS`` is the one list: ``run`` and ``check-config`` both call ``run_checks``, so a
+configuration ``check-config`` passes is one ``run`` starts with, and one it refuses exits with
+the status ``run`` would. The checks change nothing: the database is read, never created or
+migrated. A check returns warnings (risky but usable) or raises; ``fatal_error`` turns what it
+raised, or what start-up raised later, into an exit status and one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scale_scheduler.api.auth import read_token_file
+from scale_scheduler.daemon.config import Config, ConfigError
+from scale_scheduler.daemon.driver_factory import check_driver
+from scale_scheduler.daemon.exit_codes import ExitCode, FatalError
+from scale_scheduler.daemon.framework_info import CredentialsError, read_credentials
+from scale_scheduler.state.database_check import check_database_file
+from scale_scheduler.state.store import StoreError
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """A setting the daemon can run with, though it is probably not what the operator wants."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+Check = Callable[[Config], list[ConfigWarning]]
+
+
+def _private_file_warnings(key: str, path: str) -> list[ConfigWarning]:
+    """A warning when a secret's file is open to users other than its owner."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:  # gone since it was read: the daemon has what it read
+        return []
+    if not mode & 0o077:
+        return []
+    return [
+        ConfigWarning(
+            key,
+            f"{path} is open to users other than its owner (mode {mode:04o}); "
+            f"make it private: chmod 600 {path}",
+        )
+    ]
+
+
+def check_token_file(config: Config) -> list[ConfigWarning]:
+    """``api.token_file`` holds a usable token, in a file only its owner can read."""
+    path = config.api.token_file
+    if not path:
+        return []
+    read_token_file(path)  # raises ConfigError naming the key
+    return _private_file_warnings("api.token_file", path)
+
+
+def check_secret_file(config: Config) -> list[ConfigWarning]:
+    """``mesos.secret_file`` holds a usable secret, in a file only its owner can read."""
+    if read_credentials(config.mesos) is None:  # raises CredentialsError naming the key
+        return []
+    return _private_file_warnings("mesos.secret_file", config.mesos.secret_file)
+
+
+def check_mesos_driver(config: Config) -> list[ConfigWarning]:
+    check_driver(config)
+    return []
+
+
+def check_database(config: Config) -> list[ConfigWarning]:
+    """``state.path`` is a database the store can open, or a file it can create."""
+    check_database_file(config.state.path)
+    return []
+
+
+CHECKS: tuple[Check, ...] = (
+    check_token_file,
+    check_secret_file,
+    check_mesos_driver,
+    check_database,
+)
+
+
+def run_checks(config: Config) -> list[ConfigWarning]:
+    """Every check, in order; the warnings, or ``FatalError`` for the first that fails."""
+    warnings: list[ConfigWarning] = []
+    for check in CHECKS:
+        try:
+            warnings += check(config)
+        except Exception as exc:
+            fatal = fatal_error(exc)
+            if fatal is None:
+                raise
+            raise fatal from None
+    return warnings
+
+
+def fatal_error(exc: BaseException) -> FatalError | None:
+    """The exit status and message of a start-up failure; ``None`` for an unexpected one."""
+    if isinstance(exc, FatalError):
+        return exc
+    if isinstance(exc, StoreError):
+        return FatalError(ExitCode.STORE_ERROR, f"state.path {exc}")
+    if isinstance(exc, (ConfigError, CredentialsError)):
+        return FatalError(ExitCode.CONFIG_ERROR, str(exc))
+    return None
+
+
+_KINDS = {ExitCode.CONFIG_ERROR: "config error", ExitCode.STORE_ERROR: "database error"}
+
+
+def print_fatal(error: FatalError) -> None:
+    """The error as one line on stderr, where an operator starting the daemon looks."""
+    kind = _KINDS.get(error.code, "error")
+    print(f"scale-scheduler: {kind}: {error}", file=sys.stderr, flush=True)
