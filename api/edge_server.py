@@ -41,6 +41,10 @@ FD_RESERVE = 64
 """File descriptors kept for everything but API clients (database, logs, ZooKeeper, ...),
 besides ``mesos.max_call_connections``."""
 
+LINGER_SECONDS = 0.5
+"""How long a refused connection's last bytes are read (and dropped) before it is closed."""
+MAX_LINGERING = 64
+
 ERROR_MESSAGES = {
     400: "Bad request: the request line or a header is malformed or too long.\n",
     500: "Internal server error; the daemon's log has the details.\n",
@@ -75,10 +79,26 @@ class ConnectionGate:
         self._open: set[GuardedRequestHandler] = set()
         self._idle: dict[GuardedRequestHandler, None] = {}  # insertion order: longest idle first
         self._refusals = BurstLog(log, "api_connection_refused")
+        self._over_capacity = _over_capacity_response(limit)
+        self._lingering = 0
 
-    @property
-    def open_count(self) -> int:
-        return len(self._open)
+    def refuse(self, transport: asyncio.Transport) -> bool:
+        """Answer 503 and close; True if the connection lingers a moment first.
+
+        The write side is shut at once and what the client still sends is read and dropped
+        for ``LINGER_SECONDS``: closing with its request unread would reset the connection
+        and lose the answer. Past ``MAX_LINGERING`` such connections, close at once."""
+        transport.write(self._over_capacity)
+        if self._lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return False
+        self._lingering += 1
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+        return True
+
+    def lingering_closed(self) -> None:
+        self._lingering -= 1
 
     def admit(self, handler: GuardedRequestHandler) -> bool:
         """Make room if needed and count ``handler`` in; False if every connection is busy."""
@@ -125,7 +145,13 @@ def _over_capacity_response(limit: int) -> bytes:
 class GuardedRequestHandler(web.RequestHandler):
     """aiohttp's connection handler with the header timeout, the cap and quiet errors."""
 
-    __slots__ = ("_edge_gate", "_edge_header_timeout", "_edge_header_timer", "_edge_refused")
+    __slots__ = (
+        "_edge_gate",
+        "_edge_header_timeout",
+        "_edge_header_timer",
+        "_edge_lingering",
+        "_edge_refused",
+    )
 
     def __init__(
         self, manager: web.Server, *, gate: ConnectionGate, header_timeout: float, **kwargs: Any
@@ -135,13 +161,13 @@ class GuardedRequestHandler(web.RequestHandler):
         self._edge_header_timeout = header_timeout
         self._edge_header_timer: asyncio.TimerHandle | None = None
         self._edge_refused = False
+        self._edge_lingering = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._edge_gate.admit(self):
             self._edge_refused = True
             assert isinstance(transport, asyncio.Transport)
-            transport.write(_over_capacity_response(self._edge_gate.limit))
-            transport.close()
+            self._edge_lingering = self._edge_gate.refuse(transport)
             return
         super().connection_made(transport)
         self._edge_header_timer = asyncio.get_running_loop().call_later(
@@ -154,6 +180,8 @@ class GuardedRequestHandler(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._edge_refused:
+            if self._edge_lingering:
+                self._edge_gate.lingering_closed()
             return
         self._cancel_header_timer()
         self._edge_gate.release(self)
