@@ -17,6 +17,7 @@ from aiohttp import web
 from scale_scheduler.api.access_log import access_log_middleware
 from scale_scheduler.api.auth import auth_middleware, token_context
 from scale_scheduler.api.dashboard import dashboard_context, setup_dashboard
+from scale_scheduler.api.edge_server import connection_activity_middleware
 from scale_scheduler.api.errors import error_middleware
 from scale_scheduler.api.keys import (
     CLUSTER,
@@ -30,6 +31,7 @@ from scale_scheduler.api.keys import (
     ResourceTotals,
 )
 from scale_scheduler.api.metrics import metrics_context, setup_metrics
+from scale_scheduler.api.request_guard import request_guard_middleware, setup_request_guard
 from scale_scheduler.api.routes import setup_routes
 from scale_scheduler.daemon.config import Config, master_address_hint
 from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
@@ -130,8 +132,10 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     """The daemon as an aiohttp application. ``connect_mesos=False`` serves the API alone."""
     app = web.Application(
         middlewares=[
+            connection_activity_middleware,
             access_log_middleware,
             error_middleware,
+            request_guard_middleware,
             auth_middleware,
             web.normalize_path_middleware(append_slash=True, merge_slashes=True),
         ],
@@ -145,6 +149,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     app[LOOP_SHARE] = LoopShare()
     setup_metrics(app)
     setup_dashboard(app)
+    setup_request_guard(app)
     app.cleanup_ctx.append(token_context)  # first: a bad api.token_file stops start-up (exit 2)
     app.on_startup.append(resolve_hostname)
     app.cleanup_ctx.append(store_context)

@@ -11,6 +11,7 @@ the metrics scrape) are reads whatever the method, open unless ``api.read_auth``
 ``PUBLIC_PATHS`` (the dashboard's page and static assets, which hold no data) are always open to
 reads, so a browser can load the page that then asks for the token. This module is the one place
 that decides who may call what; it owns the token and never logs it (nor the header carrying it).
+A request with more than one ``Authorization`` header is refused (400), token or not.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from aiohttp import hdrs, web
 
-from scale_scheduler.api.errors import Handler, text_error
+from scale_scheduler.api.errors import Handler, bad_request, text_error
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.daemon.config import ApiConfig, ConfigError
 
@@ -136,8 +137,17 @@ def check_token(request: web.Request) -> None:
         )
 
 
+def check_single_authorization(request: web.Request) -> None:
+    """400 for a request carrying several ``Authorization`` headers: which one counts would
+    depend on who reads them (a proxy may check the first, this daemon another)."""
+    count = len(request.headers.getall(hdrs.AUTHORIZATION, []))
+    if count > 1:
+        raise bad_request(f"Send one Authorization header; this request has {count}.")
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    check_single_authorization(request)
     # The check runs in its own frame, so no local variable of this one (which stays on the
     # stack while the handler runs, and in any traceback it raises) holds a presented token.
     if requires_token(request.app[CONFIG].api, request.method, request.path):

@@ -5,8 +5,10 @@ struct that decodes it, the state enums from ``TaskState`` and ``NodeState``, th
 ``pagination``. The document follows the running configuration: with ``api.token_file`` set it
 declares the bearer scheme and the 401 of every operation that needs the token (``auth``).
 It also describes what every view shares: errors as ``text/plain``, 308 from a path without its
-trailing slash (``normalize_path_middleware``), 413 over ``api.max_body_bytes``, and 405 with
-``Allow`` for a method a path does not serve (``components.responses.MethodNotAllowed``).
+trailing slash (``normalize_path_middleware``), 413 over ``api.max_body_bytes``, 405 with
+``Allow`` for a method a path does not serve (``components.responses.MethodNotAllowed``), and
+what ``request_guard`` and ``auth`` answer before any view: 421 for a foreign ``Host``, 403 and
+415 for a cross-origin or non-JSON change, 400 for two ``Authorization`` headers.
 
 Every route is here: the spec's API, ``/queue/``, ``/tasks/``, ``/nodes/``, the probes and
 ``/metrics``, the dashboard and its event stream, and this document. Tests hold it to the app's
@@ -25,6 +27,7 @@ from aiohttp import web
 from scale_scheduler.api.auth import requires_token
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.pagination import MAX_PAGE_SIZE
+from scale_scheduler.api.request_guard import MUTATING_METHODS
 from scale_scheduler.api.views_queue import MAX_BATCH, TaskIn
 from scale_scheduler.daemon.config import ApiConfig
 from scale_scheduler.state.nodes import NodeState
@@ -355,7 +358,18 @@ def _header(description: str, *, required: bool = True, fmt: str | None = None) 
 
 def _responses() -> dict[str, Schema]:
     return {
-        "BadRequest": _text("The request is invalid; the message says what and where."),
+        "BadRequest": _text(
+            "The request is invalid (its body or a parameter, a malformed or over-long request "
+            "line or header, more than one Authorization header); the message says what."
+        ),
+        "MisdirectedRequest": _text(
+            "The Host header does not name this daemon (its address, the machine's names, "
+            "mesos.hostname, mesos.webui_url's host or api.allowed_hosts)."
+        ),
+        "CrossOrigin": _text(
+            "A browser sent the change from another origin (Origin or Sec-Fetch-Site)."
+        ),
+        "UnsupportedMediaType": _text("The request has a body that is not application/json."),
         "NotFound": _text("No such object (or the path matches no route)."),
         "Conflict": _text("The object is in a state that does not allow the request."),
         "PayloadTooLarge": _text("The request body is larger than api.max_body_bytes."),
@@ -697,14 +711,22 @@ def _redirect_alias(path: str, item: dict[str, Any]) -> dict[str, Any]:
 def build_document(api: ApiConfig) -> dict[str, Any]:
     """The whole document for this API configuration (auth on or off, reads open or not)."""
     paths: dict[str, dict[str, Any]] = {}
+    aliases: set[str] = set()
     for path, item in _operations().items():
         paths[path] = item
         if path.endswith("/") and path != "/":
             paths[path.rstrip("/")] = _redirect_alias(path, item)
+            aliases.add(path.rstrip("/"))
     for path, item in paths.items():
         for method, operation in item.items():
             if method == "parameters":
                 continue
+            # What request_guard and auth answer on every route, before any view runs.
+            operation["responses"].setdefault("400", _use("BadRequest"))
+            operation["responses"]["421"] = _use("MisdirectedRequest")
+            if method.upper() in MUTATING_METHODS and path not in aliases:
+                operation["responses"]["403"] = _use("CrossOrigin")
+                operation["responses"]["415"] = _use("UnsupportedMediaType")
             if "requestBody" in operation:
                 operation["responses"]["413"] = _use("PayloadTooLarge")
             if requires_token(api, method.upper(), path):
@@ -729,7 +751,11 @@ def build_document(api: ApiConfig) -> dict[str, Any]:
                 "without its trailing slash answers 308 to the path with it; a method a path "
                 "does not list answers 405 with Allow; a body larger than api.max_body_bytes "
                 "answers 413. With api.token_file set, writes (and reads too with "
-                "api.read_auth) need 'Authorization: Bearer <token>'."
+                "api.read_auth) need 'Authorization: Bearer <token>'. Every request must name "
+                "the daemon in Host (421 otherwise); a change with a body must be "
+                "application/json (415) and may not come from another origin (403). Over "
+                "api.max_connections, with every connection busy, a new connection is answered "
+                "503 before its request is read."
             ),
         },
         "paths": paths,

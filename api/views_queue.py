@@ -17,6 +17,7 @@ from aiohttp import web
 
 from scale_scheduler.api.errors import bad_request, json_response
 from scale_scheduler.api.keys import CORE, SCHEDULER, STORE
+from scale_scheduler.api.own_names import own_url
 from scale_scheduler.api.pagination import envelope, page_of
 from scale_scheduler.daemon.task_tracker import NewTask
 from scale_scheduler.state.tasks import TaskSpec, constraints_from, fetch_rows_by_ids, view_from_row
@@ -192,7 +193,7 @@ async def post_queue(request: web.Request) -> web.Response:
     views = await request.app[CORE].tracker.submit([to_new_task(item) for item in items])
     if batch:
         return json_response(views, status=201)
-    location = str(request.url.with_path(f"/tasks/{views[0].id}/").with_query(None))
+    location = own_url(request, f"/tasks/{views[0].id}/")
     return json_response(views[0], status=201, headers={"Location": location})
 
 

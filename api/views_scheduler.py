@@ -11,6 +11,7 @@ from scale_scheduler.api.errors import (
     require_bool,
 )
 from scale_scheduler.api.keys import SCHEDULER
+from scale_scheduler.api.own_names import own_url
 
 UPDATABLE = ("is_paused",)
 
@@ -28,6 +29,5 @@ async def patch_scheduler(request: web.Request) -> web.Response:
     repo = request.app[SCHEDULER]
     assert is_paused is not None
     state = await repo.set_paused(is_paused)
-    return json_response(
-        {"is_paused": state.is_paused}, status=201, headers={"Location": str(request.url)}
-    )
+    location = own_url(request, request.path)
+    return json_response({"is_paused": state.is_paused}, status=201, headers={"Location": location})

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from scale_scheduler.daemon.authority import parse_authority
+
 ENV_PREFIX = "SCALE_SCHEDULER_"
 
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
@@ -172,6 +174,29 @@ class ApiConfig(_Section, frozen=True):
     read_auth: Annotated[
         bool, _doc("With token_file set, require the token for reads (GET) too.")
     ] = False
+    allowed_hosts: Annotated[
+        list[str],
+        _doc(
+            "More names clients may use in the Host header (host or host:port, e.g. a reverse "
+            "proxy's name), besides the daemon's own: its address, the machine's names, "
+            "mesos.hostname and mesos.webui_url's host. Other Host headers get 421."
+        ),
+    ] = msgspec.field(default_factory=list)
+    header_timeout: Annotated[
+        float,
+        _doc("Seconds a new connection has to send its first request's headers.", gt=0),
+    ] = 10.0
+    idle_timeout: Annotated[
+        float, _doc("Seconds a kept-alive connection may wait for its next request.", gt=0)
+    ] = 75.0
+    max_connections: Annotated[
+        int,
+        _doc(
+            "Most client connections open at once (kept below the open-file limit); over it, "
+            "the longest-idle connection is closed, or the new one answered 503.",
+            ge=1,
+        ),
+    ] = 512
 
 
 class StateConfig(_Section, frozen=True):
@@ -450,6 +475,13 @@ def _check_semantics(config: Config) -> None:
             "set api.token_file, or remove api.read_auth",
             "api.read_auth",
         )
+    for entry in config.api.allowed_hosts:
+        if parse_authority(entry) is None:
+            raise ConfigError(
+                "api.allowed_hosts: expected host names or addresses, each with an optional "
+                f":port (no scheme or path), got {entry!r}",
+                "api.allowed_hosts",
+            )
 
 
 def load_config(

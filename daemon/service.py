@@ -3,9 +3,10 @@
 Owns the process-level life cycle: signal handlers (SIGTERM/SIGINT stop, SIGHUP re-reads the
 logging level), systemd notifications (``READY=1`` once the database is open and the API listens,
 ``STATUS=`` as the Mesos connection changes, ``WATCHDOG=1`` while the loop is healthy,
-``STOPPING=1``) and the shutdown order: stop accepting API requests and finish in-flight ones,
-then close resources in reverse (scheduling core, Mesos stream without TEARDOWN, store after its
-last commit). The resources themselves belong to ``api.app.build_app``.
+``STOPPING=1``), the API's socket (``api.edge_server``: connection cap and timeouts; accept
+errors logged once per burst) and the shutdown order: stop accepting API requests and finish
+in-flight ones, then close resources in reverse (scheduling core, Mesos stream without
+TEARDOWN, store after its last commit). The resources themselves belong to ``api.app.build_app``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import structlog
 from aiohttp import web
 
 from scale_scheduler.api.app import SUPERVISOR, build_app
+from scale_scheduler.api.edge_server import ApiListener
 from scale_scheduler.api.keys import CONNECTION, SCHEDULER
+from scale_scheduler.daemon.accept_errors import install_accept_error_log
 from scale_scheduler.daemon.config import Config, ConfigError, load_config
 from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.logging_setup import set_level
@@ -59,6 +62,7 @@ async def serve(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
     )
     loop = asyncio.get_running_loop()
+    restore_exception_handler = install_accept_error_log(loop)
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, supervisor.stop, signal.Signals(signum).name)
     background: list[asyncio.Task[None]] = []
@@ -86,9 +90,9 @@ async def serve(
         # process: freeze it out of the collector's reach, so full collections walk only what
         # was allocated since. B3 match p99 and B1 offers/s in bench/RESULTS.md measure it.
         gc.freeze()
-        site = web.TCPSite(runner, config.api.host, config.api.port)
+        listener = ApiListener(runner, config)
         try:
-            await site.start()
+            await listener.start()
         except OSError as exc:
             supervisor.fail(
                 ExitCode.API_BIND_FAILED,
@@ -96,7 +100,7 @@ async def serve(
             )
             await runner.cleanup()
             return supervisor.exit_code
-        url = api_url(config, runner)
+        url = api_url(config, listener.port)
         log.info("daemon_started", api=url, state_path=config.state.path)
 
         def describe() -> str:
@@ -115,6 +119,7 @@ async def serve(
         log.info("daemon_stopping", reason=supervisor.reason)
         notifier.stopping(f"stopping: {supervisor.reason}")
         await _cancel(background)
+        listener.close()
         await runner.cleanup()
         log.info("daemon_stopped", exit_code=int(supervisor.exit_code))
         return supervisor.exit_code
@@ -123,6 +128,7 @@ async def serve(
         await _cancel(background)
         for signum in (*STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        restore_exception_handler()
         notifier.close()
 
 
@@ -136,11 +142,9 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     tasks.clear()
 
 
-def api_url(config: Config, runner: web.AppRunner | None = None) -> str:
-    host, port = config.api.host, config.api.port
-    if runner is not None and runner.addresses:  # the real port when 0 was asked for
-        port = runner.addresses[0][1]
-    return f"http://{client_host(host)}:{port}/"
+def api_url(config: Config, port: int | None = None) -> str:
+    """Where a client on this machine reaches the API (``port``: the bound one, if known)."""
+    return f"http://{client_host(config.api.host)}:{port or config.api.port}/"
 
 
 async def reload_logging_level(config_path: str | None) -> None:

@@ -32,15 +32,20 @@ class DaemonProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, open_file_limit: int | None = None) -> None:
+        """Start the daemon (with its soft ``RLIMIT_NOFILE`` set to ``open_file_limit``)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCALE_SCHEDULER_")}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(SCRIPT), "run", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
+        command = [str(SCRIPT), "run", "--config", str(self.config_path)]
+        if open_file_limit is not None:  # set in a shim that then becomes the daemon
+            shim = (
+                "import os, resource, sys; "
+                "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+                f"resource.setrlimit(resource.RLIMIT_NOFILE, ({open_file_limit}, hard)); "
+                "os.execv(sys.argv[1], sys.argv[1:])"
             )
+            command = [sys.executable, "-c", shim, *command]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

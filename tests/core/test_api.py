@@ -133,7 +133,9 @@ async def test_bad_bodies_are_named(client: Client, body: Any, expected: str) ->
 
 
 async def test_not_json_and_oversized_batch(client: Client) -> None:
-    assert "not valid JSON" in await text_error(await client.post("/queue/", data=b"{"), 400)
+    json_type = {"Content-Type": "application/json"}
+    response = await client.post("/queue/", data=b"{", headers=json_type)
+    assert "not valid JSON" in await text_error(response, 400)
     assert "empty" in await text_error(await client.post("/queue/", data=b""), 400)
     big = [TASK] * 10_001
     assert "at most 10000" in await text_error(await client.post("/queue/", json=big), 400)

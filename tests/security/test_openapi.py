@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from securitykit import AUTH, running_daemon, token_file
 
 from scale_scheduler.api.app import build_app
@@ -145,13 +146,15 @@ class Prober:
         body: Any = None,
         raw: bytes | None = None,
         query: str = "",
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
         **params: Any,
     ) -> aiohttp.ClientResponse:
         path = template.format(**params)
-        sent = {**(AUTH if auth else {}), **(headers or {})}
+        sent: CIMultiDict[str] = CIMultiDict(AUTH if auth else {})
+        sent.extend(headers or {})
         if raw is not None:
-            sent["Content-Type"] = "application/json"
+            sent["Content-Type"] = content_type
         async with self.session.request(
             method,
             self.url + path + query,
@@ -238,6 +241,17 @@ async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> No
             await prober.expect(413, method, template, raw=BIG, **params)
         if "401" in operation["responses"]:
             await prober.expect(401, method, template, auth=False, body=body, **params)
+        await prober.expect(
+            421, method, template, body=body, headers={"Host": "evil.example"}, **params
+        )
+        two = [("Authorization", AUTH["Authorization"]), ("Authorization", "Bearer other")]
+        await prober.expect(400, method, template, auth=False, body=body, headers=two, **params)
+        if "403" in operation["responses"]:
+            evil = {"Origin": "http://evil.example"}
+            await prober.expect(403, method, template, body=body, headers=evil, **params)
+        if "415" in operation["responses"]:
+            raw = b'{"is_paused": false}'
+            await prober.expect(415, method, template, raw=raw, content_type="text/plain", **params)
         if "308" in operation["responses"]:
             response = await prober.expect(308, method, template, **params)
             assert response.headers["Location"] == template.format(**params) + "/"

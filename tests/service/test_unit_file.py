@@ -62,6 +62,8 @@ def test_the_unit_says_what_the_issue_asks() -> None:
     assert set(unit["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert "PYTHONFAULTHANDLER=1" in unit["Environment"], "a watchdog abort shows the stack"
+    # Room for api.max_connections: at 1,024 an idle-connection flood exhausted the descriptors.
+    assert unit["LimitNOFILE"] == ["65536"]
 
 
 def test_the_unit_documents_every_exit_code() -> None:
