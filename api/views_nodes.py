@@ -80,4 +80,4 @@ async def patch_node(request: web.Request) -> web.Response:
         pause_reason=reason,
         set_reason="pause_reason" in data,
     )
-    return json_response(node_view(updated, request.app[SCHEDULER].state.is_paused))
+    return json_response(node_view(node, request.app[SCHEDULER].state.is_paused, updated))

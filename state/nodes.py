@@ -84,6 +84,78 @@ def _clean(value: float) -> float:
     return 0.0 if abs(value) < 1e-9 else value
 
 
+def _node_state(
+    is_active: bool, online: bool, is_paused: bool, scheduler_paused: bool
+) -> NodeState:
+    if not is_active:
+        return NodeState.INACTIVE
+    if not online:
+        return NodeState.OFFLINE
+    if is_paused:
+        return NodeState.PAUSED
+    if scheduler_paused:
+        return NodeState.SCHEDULER_PAUSED
+    return NodeState.READY
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFlags:
+    """A node's operator-set flags as one write left them (what its PATCH answer shows)."""
+
+    is_paused: bool
+    pause_reason: str | None
+    is_active: bool
+    last_modified: float
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    """What one operator request changes; ``None`` (or ``set_reason=False``) keeps that flag as
+    it is when the write commits. Unpausing clears ``pause_reason``; pausing without a reason
+    keeps the node's reason."""
+
+    is_paused: bool | None = None
+    is_active: bool | None = None
+    set_reason: bool = False
+    pause_reason: str | None = None
+
+    def applied_to(self, node: Node) -> tuple[bool, str | None, bool]:
+        """(is_paused, pause_reason, is_active) after this change; ``_FLAGS_SQL`` is the same
+        rule in SQL."""
+        paused = node.is_paused if self.is_paused is None else self.is_paused
+        active = node.is_active if self.is_active is None else self.is_active
+        if not paused:
+            reason = None
+        elif self.set_reason:
+            reason = self.pause_reason
+        else:
+            reason = node.pause_reason
+        return paused, reason, active
+
+    def sql_row(self, now: float, node_id: int) -> tuple[Any, ...]:
+        return (
+            None if self.is_paused is None else int(self.is_paused),
+            int(self.set_reason),
+            self.pause_reason,
+            None if self.is_active is None else int(self.is_active),
+            now,
+            node_id,
+        )
+
+
+# ``FlagChange.applied_to`` in SQL, computed from the row as committed when the statement runs
+# (in SET, column names are the row's values before this UPDATE).
+_FLAGS_SQL = (
+    "UPDATE nodes SET "
+    "pause_reason = CASE WHEN NOT COALESCE(?1, is_paused) THEN NULL "
+    "WHEN ?2 THEN ?3 ELSE pause_reason END, "
+    "is_paused = COALESCE(?1, is_paused), "
+    "is_active = COALESCE(?4, is_active), "
+    "last_modified = ?5 "
+    "WHERE id = ?6"
+)
+
+
 @dataclass(slots=True)
 class Node:
     id: int
@@ -120,15 +192,11 @@ class Node:
         return self.agent_total if self.agent_total is not None else self.seen_total
 
     def state(self, scheduler_paused: bool) -> NodeState:
-        if not self.is_active:
-            return NodeState.INACTIVE
-        if not self.online:
-            return NodeState.OFFLINE
-        if self.is_paused:
-            return NodeState.PAUSED
-        if scheduler_paused:
-            return NodeState.SCHEDULER_PAUSED
-        return NodeState.READY
+        return _node_state(self.is_active, self.online, self.is_paused, scheduler_paused)
+
+    def flags(self) -> NodeFlags:
+        """A snapshot of the operator-set flags (later changes do not alter it)."""
+        return NodeFlags(self.is_paused, self.pause_reason, self.is_active, self.last_modified)
 
     def note_offered(self, offered: Resources) -> None:
         """Raise the offer-based estimate of the totals to what is offered plus what we hold."""
@@ -167,16 +235,20 @@ class NodeView(msgspec.Struct):
     last_modified: str | None
 
 
-def node_view(node: Node, scheduler_paused: bool) -> NodeView:
+def node_view(node: Node, scheduler_paused: bool, flags: NodeFlags | None = None) -> NodeView:
+    """The node as the API shows it; ``flags`` (a write's own result) replace its current
+    flags, so a PATCH answer shows what that PATCH produced."""
+    if flags is None:
+        flags = node.flags()
     total = node.total
     return NodeView(
         id=node.id,
         hostname=node.hostname,
         agent_id=node.agent_id,
-        is_paused=node.is_paused,
-        pause_reason=node.pause_reason,
-        is_active=node.is_active,
-        state=node.state(scheduler_paused).value,
+        is_paused=flags.is_paused,
+        pause_reason=flags.pause_reason,
+        is_active=flags.is_active,
+        state=_node_state(flags.is_active, node.online, flags.is_paused, scheduler_paused).value,
         resources={
             "total": total.as_dict() if total is not None else None,
             "scheduled": node.scheduled.as_dict(),
@@ -184,7 +256,7 @@ def node_view(node: Node, scheduler_paused: bool) -> NodeView:
         running_tasks=node.running_tasks,
         last_offer=iso(node.last_offer),
         created=iso(node.created),
-        last_modified=iso(node.last_modified),
+        last_modified=iso(flags.last_modified),
     )
 
 
@@ -378,45 +450,44 @@ class NodeRepository:
         pause_reason: str | None = None,
         set_reason: bool = False,
         is_active: bool | None = None,
-    ) -> Node:
-        """Change a node's own flags; unpausing clears ``pause_reason``."""
+    ) -> NodeFlags:
+        """Change a node's own flags (see ``FlagChange``); returns the flags this write produced.
+
+        The change is computed where it commits: in SQL from the row as committed, and in
+        ``apply`` from memory, which holds that same committed state because the store applies
+        writes in commit order. So concurrent changes of different flags all take effect.
+        """
         node = self.get(node_id)
-        paused = node.is_paused if is_paused is None else is_paused
-        active = node.is_active if is_active is None else is_active
-        if not paused:
-            reason = None
-        elif set_reason:
-            reason = pause_reason
-        else:
-            reason = node.pause_reason
+        change = FlagChange(is_paused, is_active, set_reason, pause_reason)
         now = self._clock()
 
-        def apply() -> Node:
+        def apply() -> NodeFlags:
             was_blocking = node.blocks_launches
             before = (node.is_paused, node.pause_reason, node.is_active)
-            node.is_paused, node.pause_reason, node.is_active = paused, reason, active
+            after = change.applied_to(node)
+            node.is_paused, node.pause_reason, node.is_active = after
             node.last_modified = now
             self._sync_blocking(node)
-            if before != (paused, reason, active):
+            if before != after:
                 log.info(
                     "node_flags_changed",
                     node_id=node.id,
                     hostname=node.hostname,
-                    is_paused=paused,
-                    pause_reason=reason,
-                    is_active=active,
+                    is_paused=after[0],
+                    pause_reason=after[1],
+                    is_active=after[2],
                     was_blocking=was_blocking,
                 )
+            produced = node.flags()
             for listener in list(self.listeners):
                 listener(node)
-            return node
+            return produced
 
         result = await self._store.write(
             [
                 Statement(
-                    "UPDATE nodes SET is_paused = ?, pause_reason = ?, is_active = ?, "
-                    "last_modified = ? WHERE id = ?",
-                    [(int(paused), reason, int(active), now, node.id)],
+                    _FLAGS_SQL,
+                    [change.sql_row(now, node.id)],
                     expect_rows=True,
                     missing_message=f"Node {node.id} is missing from the database.",
                 )

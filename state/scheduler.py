@@ -35,6 +35,14 @@ class SchedulerState:
     listeners: list[Callable[[bool], None]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulerSnapshot:
+    """The scheduler row as one write left it (what that write's PATCH answer shows)."""
+
+    is_paused: bool
+    last_modified: float
+
+
 class SchedulerRepository:
     def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self._store = store
@@ -66,19 +74,22 @@ class SchedulerRepository:
         if await self._store.fetchone("SELECT 1 FROM scheduler WHERE id = 1") is None:
             raise SchedulerRowMissingError(MISSING_MESSAGE)
 
-    async def set_paused(self, is_paused: bool) -> SchedulerState:
+    async def set_paused(self, is_paused: bool) -> SchedulerSnapshot:
+        """Set the global pause flag; returns the state this write produced (``self.state`` may
+        already hold a later write's by the time the caller runs)."""
         now = self._clock()
         state = self.state
 
-        def apply() -> SchedulerState:
+        def apply() -> SchedulerSnapshot:
             changed = state.is_paused != is_paused
             state.is_paused = is_paused
             state.last_modified = now
+            produced = SchedulerSnapshot(is_paused, now)
             if changed:
                 log.info("scheduler_pause_changed", is_paused=is_paused)
                 for listener in list(state.listeners):
                     listener(is_paused)
-            return state
+            return produced
 
         try:
             result = await self._store.write(

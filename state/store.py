@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -234,29 +234,24 @@ class Store:
             await self._db.execute("ROLLBACK")
 
     # -- reads ----------------------------------------------------------------------------------
+    #
+    # Every read is ONE call on the reader's thread: execute, read every row, done. A SELECT left
+    # open between thread hops (executed, not yet fetched or closed) would hold the reader
+    # connection's read transaction, and a read another coroutine starts meanwhile would run on
+    # that older snapshot: it would miss writes that were already acknowledged.
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read committed data on the reader connection (never blocks the writer)."""
-        async with self._reader.execute(sql, params) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
+        """Read committed data on the reader connection (never blocks the writer). The read
+        sees every write whose ``write`` call has returned."""
+        rows = await self._reader.execute_fetchall(sql, params)
+        return [tuple(row) for row in rows]
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        async with self._reader.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return tuple(row) if row is not None else None
-
-    async def iterate(
-        self, sql: str, params: Sequence[Any] = (), batch: int = 10_000
-    ) -> Iterable[tuple[Any, ...]]:
-        """All rows of a large query, fetched in batches (for loading state at start-up)."""
-        rows: list[tuple[Any, ...]] = []
-        async with self._reader.execute(sql, params) as cursor:
-            while True:
-                chunk = await cursor.fetchmany(batch)
-                if not chunk:
-                    break
-                rows.extend(tuple(r) for r in chunk)
-        return rows
+        """The first row of a query meant to yield at most one (it is read to its end)."""
+        rows = await self._reader.execute_fetchall(sql, params)
+        for row in rows:
+            return tuple(row)
+        return None
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
@@ -237,3 +238,42 @@ async def test_missing_scheduler_row_is_not_recreated_while_running(tmp_path: Pa
     assert repo.state.is_paused is False  # memory untouched by the failed write
     assert await store.fetchall("SELECT count(*) FROM scheduler") == [(0,)]
     await store.close()
+
+
+async def test_a_read_after_an_acknowledged_write_sees_it(tmp_path: Path) -> None:
+    """Read-your-writes under concurrent reads: while readers keep large SELECTs going on the
+    shared reader connection, a read that starts after a write was acknowledged must see it."""
+    store = await Store.open(tmp_path / "s.db")
+    await store.write([CREATE])
+    await store.write([Statement("INSERT INTO t (k, v) VALUES (?, 'filler')", _filler(3000))])
+    stop = asyncio.Event()
+    missed: list[int] = []
+
+    async def keep_reading() -> None:
+        # Like GET /tasks/ pages: a count, a page, then loop time spent rendering the page.
+        while not stop.is_set():
+            await store.fetchone("SELECT COUNT(*) FROM t")
+            rows = await store.fetchall("SELECT k, v FROM t ORDER BY k LIMIT 2000")
+            json.dumps(rows * 5)
+
+    async def write_then_read(client: int) -> None:
+        for round_ in range(20):
+            key = 1_000_000 + client * 100 + round_
+            await store.write([Statement("INSERT INTO t (k, v) VALUES (?, 'new')", [(key,)])])
+            if await store.fetchone("SELECT v FROM t WHERE k = ?", (key,)) is None:
+                missed.append(key)
+            if await store.fetchall("SELECT v FROM t WHERE k = ?", (key,)) == []:
+                missed.append(key)
+
+    readers = [asyncio.create_task(keep_reading()) for _ in range(8)]
+    try:
+        await asyncio.gather(*(write_then_read(c) for c in range(25)))
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+        await store.close()
+    assert missed == [], f"{len(missed)} acknowledged rows were missing from a later read"
+
+
+def _filler(count: int) -> list[tuple[int]]:
+    return [(k,) for k in range(count)]
