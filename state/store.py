@@ -73,6 +73,15 @@ class _Write(Generic[T]):
 
 
 @dataclass
+class _Maintenance:
+    """A statement run on the writer connection between two groups, outside any transaction
+    (a WAL checkpoint cannot run inside one)."""
+
+    sql: str
+    future: asyncio.Future[list[tuple[Any, ...]]]
+
+
+@dataclass
 class StoreStats:
     """Counters for metrics: commits, writes committed, last group size and commit time."""
 
@@ -91,7 +100,7 @@ class Store:
         self.path = path
         self._db = writer
         self._reader = reader
-        self._queue: asyncio.Queue[_Write[Any] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Write[Any] | _Maintenance | None] = asyncio.Queue()
         self._closing = False
         self._writer_task: asyncio.Task[None] | None = None
         self.stats = StoreStats()
@@ -129,21 +138,51 @@ class Store:
         self._queue.put_nowait(_Write(statements, apply, future))
         return await asyncio.shield(future)
 
+    async def maintain(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run one statement (a ``PRAGMA wal_checkpoint``, ``incremental_vacuum``) on the writer
+        connection, in turn with the writes and outside any transaction; its rows."""
+        if self._closing:
+            raise StoreClosedError("the store is shutting down; the statement was not run")
+        future: asyncio.Future[list[tuple[Any, ...]]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Maintenance(sql, future))
+        return await asyncio.shield(future)
+
     async def _run_writer(self) -> None:
         """Commit groups until the ``None`` that ``close`` queues behind the last write."""
         stopping = False
+        held: _Maintenance | None = None
         while not stopping:
             first = await self._queue.get()
             if first is None:
                 return
+            if isinstance(first, _Maintenance):
+                await self._run_maintenance(first)
+                continue
             group: list[_Write[Any]] = [first]
             while len(group) < MAX_GROUP and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
                     stopping = True
                     break
+                if isinstance(item, _Maintenance):
+                    held = item  # after this group, before the writes queued behind it
+                    break
                 group.append(item)
             await self._commit_group(group)
+            if held is not None:
+                await self._run_maintenance(held)
+                held = None
+
+    async def _run_maintenance(self, item: _Maintenance) -> None:
+        try:
+            async with self._db.execute(item.sql) as cursor:
+                rows = [tuple(row) for row in await cursor.fetchall()]
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+        else:
+            if not item.future.done():
+                item.future.set_result(rows)
 
     async def _commit_group(self, group: list[_Write[Any]]) -> None:
         started = time.perf_counter()
@@ -259,7 +298,15 @@ class Store:
         await self._db.close()
 
 
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""Bytes the WAL file is truncated to when it is reset after a checkpoint."""
+
+
 async def _configure(db: aiosqlite.Connection) -> None:
+    # Only takes effect on a new, empty database (before its first table): pages freed by
+    # deletes can then be given back with ``PRAGMA incremental_vacuum``. Older databases keep
+    # their mode until a VACUUM (see the README).
+    await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
     async with db.execute("PRAGMA journal_mode = WAL") as cursor:
         row = await cursor.fetchone()
     if row is None or str(row[0]).lower() != "wal":
@@ -267,6 +314,7 @@ async def _configure(db: aiosqlite.Connection) -> None:
     await db.execute("PRAGMA synchronous = FULL")
     await db.execute("PRAGMA foreign_keys = ON")
     await db.execute("PRAGMA busy_timeout = 5000")
+    await db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
 
 
 async def _migrate(db: aiosqlite.Connection, migrations: Sequence[Migration]) -> None:
