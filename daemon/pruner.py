@@ -124,6 +124,10 @@ class Pruner:
             except Exception:
                 log.exception("pruner_pass_failed")
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     # -- what the API reads ---------------------------------------------------------------------
 
     def was_pruned(self, task_id: int) -> bool:
