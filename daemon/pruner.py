@@ -9,8 +9,10 @@ Every ``state.retention_interval`` seconds a pass:
    API requests and status bursts interleave with it;
 2. when the database is in ``auto_vacuum = INCREMENTAL`` mode, gives freed pages back to the file
    system, ``VACUUM_PAGES`` at a time;
-3. checkpoints the WAL (``PASSIVE``: it never waits for readers or blocks the writer for long;
-   with the store's ``journal_size_limit`` the WAL file is cut back when it restarts);
+3. checkpoints the WAL (``PASSIVE``: it never waits for readers; with the store's
+   ``journal_size_limit`` the WAL file is cut back when it restarts), and if the WAL is still
+   over that limit (readers kept it from restarting), a ``TRUNCATE`` checkpoint that waits at
+   most ``TRUNCATE_WAIT_MS`` for readers;
 4. reads the database and WAL file sizes (off the loop) for the metrics.
 
 It holds the retention mark (the largest id pruned), which the API reads to tell a pruned task
@@ -38,7 +40,7 @@ from scale_scheduler.state.retention import (
     prune_statements,
     terminal_total,
 )
-from scale_scheduler.state.store import Store
+from scale_scheduler.state.store import JOURNAL_SIZE_LIMIT, Store
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +48,10 @@ BATCH = 2000
 """Rows read, and at most deleted, per write: a few milliseconds of the writer's time."""
 VACUUM_PAGES = 2048
 """Pages (of 4 KiB) given back per ``incremental_vacuum`` step."""
+WAL_TRUNCATE_BYTES = JOURNAL_SIZE_LIMIT
+"""A WAL larger than this after a pass's checkpoint is cut back to zero."""
+TRUNCATE_WAIT_MS = 50
+"""How long that cut may wait for readers (the writes wait behind it meanwhile)."""
 INCREMENTAL = 2
 """``PRAGMA auto_vacuum``'s value for INCREMENTAL."""
 
@@ -144,6 +150,12 @@ class Pruner:
             await self._vacuum()
         await self._store.maintain("PRAGMA wal_checkpoint(PASSIVE)")
         await self._sample_sizes()
+        if self.sizes.wal > WAL_TRUNCATE_BYTES:
+            # Long reads kept the WAL from restarting (so journal_size_limit could not cut it):
+            # cut it now, waiting only briefly for readers (else the next pass tries again).
+            truncated = await self._store.truncate_wal(TRUNCATE_WAIT_MS)
+            log.info("wal_truncated", wal_bytes=self.sizes.wal, done=truncated)
+            await self._sample_sizes()
         return pruned
 
     async def prune(self) -> int:

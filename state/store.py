@@ -74,11 +74,12 @@ class _Write(Generic[T]):
 
 @dataclass
 class _Maintenance:
-    """A statement run on the writer connection between two groups, outside any transaction
+    """Statements run on the writer connection between two groups, outside any transaction
     (a WAL checkpoint cannot run inside one)."""
 
-    sql: str
-    future: asyncio.Future[list[tuple[Any, ...]]]
+    statements: Sequence[str]
+    future: asyncio.Future[list[list[tuple[Any, ...]]]]
+    """Each statement's rows."""
 
 
 @dataclass
@@ -138,14 +139,32 @@ class Store:
         self._queue.put_nowait(_Write(statements, apply, future))
         return await asyncio.shield(future)
 
-    async def maintain(self, sql: str) -> list[tuple[Any, ...]]:
-        """Run one statement (a ``PRAGMA wal_checkpoint``, ``incremental_vacuum``) on the writer
-        connection, in turn with the writes and outside any transaction; its rows."""
+    async def maintain(self, *statements: str) -> list[tuple[Any, ...]]:
+        """Run statements (a ``PRAGMA wal_checkpoint``, ``incremental_vacuum``) on the writer
+        connection, in turn with the writes and outside any transaction; the last one's rows."""
+        return (await self._maintain(statements))[-1]
+
+    async def _maintain(self, statements: Sequence[str]) -> list[list[tuple[Any, ...]]]:
         if self._closing:
             raise StoreClosedError("the store is shutting down; the statement was not run")
-        future: asyncio.Future[list[tuple[Any, ...]]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Maintenance(sql, future))
+        future: asyncio.Future[list[list[tuple[Any, ...]]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait(_Maintenance(statements, future))
         return await asyncio.shield(future)
+
+    async def truncate_wal(self, wait_ms: int) -> bool:
+        """Checkpoint the whole WAL and cut its file to zero bytes, waiting at most ``wait_ms``
+        for readers on older snapshots (the writes queue behind it meanwhile). False when a
+        reader kept it from completing."""
+        _, checkpoint, _ = await self._maintain(
+            [
+                f"PRAGMA busy_timeout = {int(wait_ms)}",
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+                f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+            ]
+        )
+        return bool(checkpoint) and checkpoint[0][0] == 0  # (busy, frames in log, checkpointed)
 
     async def _run_writer(self) -> None:
         """Commit groups until the ``None`` that ``close`` queues behind the last write."""
@@ -174,9 +193,11 @@ class Store:
                 held = None
 
     async def _run_maintenance(self, item: _Maintenance) -> None:
+        rows: list[list[tuple[Any, ...]]] = []
         try:
-            async with self._db.execute(item.sql) as cursor:
-                rows = [tuple(row) for row in await cursor.fetchall()]
+            for sql in item.statements:
+                async with self._db.execute(sql) as cursor:
+                    rows.append([tuple(row) for row in await cursor.fetchall()])
         except Exception as exc:
             if not item.future.done():
                 item.future.set_exception(exc)
@@ -298,6 +319,7 @@ class Store:
         await self._db.close()
 
 
+BUSY_TIMEOUT_MS = 5000
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 """Bytes the WAL file is truncated to when it is reset after a checkpoint."""
 
@@ -313,7 +335,7 @@ async def _configure(db: aiosqlite.Connection) -> None:
         raise StoreError(f"cannot switch the database to WAL mode (got {row!r})")
     await db.execute("PRAGMA synchronous = FULL")
     await db.execute("PRAGMA foreign_keys = ON")
-    await db.execute("PRAGMA busy_timeout = 5000")
+    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     await db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
 
 

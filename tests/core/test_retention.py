@@ -178,3 +178,6 @@ async def test_space_is_given_back_and_the_wal_checkpointed(
     assert await p.run_pass() == 299
     assert p.sizes.database < before / 4
     assert (await harness.store.fetchone("PRAGMA freelist_count")) == (0,)
+    assert await harness.store.truncate_wal(wait_ms=50)
+    await p.run_pass()  # reads the sizes again
+    assert p.sizes.wal == 0
