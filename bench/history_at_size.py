@@ -1,6 +1,7 @@
 """History at size (issue 19, item 6): a database of millions of finished tasks.
 
-``python -m bench.history_at_size [--tasks 10000000] [--live 1000] [--work DIR] [--write]``
+``python -m bench.history_at_size [--tasks 10000000] [--live 1000] [--work DIR] [--write]
+[--reuse] [--generate-only]``
 
 1. ``generate``: a new database (the daemon's own migrations), then ``--tasks`` FINISHED tasks
    written directly with SQL (not through Mesos), ended over the last 20 days (inside the default
@@ -331,6 +332,12 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def history_section(report: str) -> str:
+    """This scenario's section of a report (``python -m bench`` keeps it when it rewrites)."""
+    _, found, section = report.partition(SECTION)
+    return found + section if found else ""
+
+
 def write_section(text: str, path: Path = ROOT / "bench" / "RESULTS.md") -> None:
     current = path.read_text() if path.exists() else ""
     head, _, _ = current.partition(SECTION)
@@ -344,7 +351,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out" / "history")
     parser.add_argument("--reuse", action="store_true", help="reuse the database in --work")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
+    parser.add_argument(
+        "--generate-only", action="store_true", help="only write the database (work/history.db)"
+    )
     args = parser.parse_args()
+    if args.generate_only:
+        args.work.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(generate(args.work / "history.db", args.tasks, args.live)))
+        return
     result = run(args.tasks, args.live, args.work, args.reuse)
     print(json.dumps(result))
     if args.write:
