@@ -157,13 +157,18 @@ class Store:
         """Checkpoint the whole WAL and cut its file to zero bytes, waiting at most ``wait_ms``
         for readers on older snapshots (the writes queue behind it meanwhile). False when a
         reader kept it from completing."""
-        _, checkpoint, _ = await self._maintain(
-            [
-                f"PRAGMA busy_timeout = {int(wait_ms)}",
-                "PRAGMA wal_checkpoint(TRUNCATE)",
-                f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
-            ]
-        )
+        restore = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+        try:
+            _, checkpoint, _ = await self._maintain(
+                [
+                    f"PRAGMA busy_timeout = {int(wait_ms)}",
+                    "PRAGMA wal_checkpoint(TRUNCATE)",
+                    restore,
+                ]
+            )
+        except sqlite3.Error:
+            await self.maintain(restore)
+            raise
         return bool(checkpoint) and checkpoint[0][0] == 0  # (busy, frames in log, checkpointed)
 
     async def _run_writer(self) -> None:

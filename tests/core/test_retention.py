@@ -5,12 +5,14 @@ real task tracker and store (settable clock, fake driver); the pruner runs passe
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from corekit import Clock, CoreHarness, make_offer, status
 
 from scale_scheduler.daemon.pruner import Pruner
-from scale_scheduler.state.retention import DAY, RetentionPolicy, load_mark
+from scale_scheduler.state.migrations import MIGRATIONS
+from scale_scheduler.state.retention import DAY, RetentionMark, RetentionPolicy, load_mark
 from scale_scheduler.state.store import Store
 from scale_scheduler.state.tasks import TaskState, count_tasks
 
@@ -181,3 +183,33 @@ async def test_space_is_given_back_and_the_wal_checkpointed(
     assert await harness.store.truncate_wal(wait_ms=50)
     await p.run_pass()  # reads the sizes again
     assert p.sizes.wal == 0
+
+
+def _version_2_database(path: Path) -> None:
+    """A database as the previous release left it: schema version 2, tasks in several states."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:2]:
+        conn.executescript(migration.sql)
+    conn.execute("PRAGMA user_version = 2")
+    insert = (
+        "INSERT INTO tasks (id, name, state, priority, cpus, mem, disk, gpus, ports, spec, "
+        "max_attempts, created, queued, last_modified) "
+        "VALUES (?, 't', ?, 100, 1, 1, 0, 0, 0, x'7b7d', 1, 0, 0, 0)"
+    )
+    states = ["FINISHED"] * 5 + ["FAILED"] * 2 + ["CANCELED", "QUEUED", "RUNNING"]
+    conn.executemany(insert, list(enumerate(states, start=1)))
+    conn.close()
+
+
+async def test_upgrade_counts_the_history_already_there(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    await asyncio.to_thread(_version_2_database, path)
+    store = await Store.open(path)
+    try:
+        assert await count_tasks(store, TaskState.FINISHED) == 5
+        assert await count_tasks(store, TaskState.FAILED) == 2
+        assert await count_tasks(store, None) == 10
+        await assert_counts_exact(store)
+        assert await load_mark(store) == RetentionMark(0, 0)
+    finally:
+        await store.close()
