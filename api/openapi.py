@@ -499,7 +499,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                         "in": "query",
                         "description": "Page by key: the first page_size tasks with a larger id "
                         "(fast however deep; then next links carry after, and previous is null). "
-                        "Not with page.",
+                        "With page, pages count from that id.",
                         "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
                     },
                 ],

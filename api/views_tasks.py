@@ -68,9 +68,12 @@ async def list_tasks(request: web.Request) -> web.Response:
     results = [view_from_row(row, _reason(request, row[0])) for row in rows]
     body = envelope(request, page, count, results)
     if after is not None:
+        query = {k: v for k, v in request.query.items() if k != "page"}
         last = rows[-1][0] if len(rows) == page.size else None
         body["next"] = (
-            str(request.url.update_query(after=last, page_size=page.size)) if last else None
+            str(request.url.with_query({**query, "after": last, "page_size": page.size}))
+            if last
+            else None
         )
         body["previous"] = None
     return json_response(body)
@@ -78,12 +81,10 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 def _after(request: web.Request) -> int | None:
     """``?after=<id>``: keyset paging, for history too deep for ``page`` (which steps over every
-    row before the page)."""
+    row before the page); with ``page`` too, pages count from that id."""
     raw = request.query.get("after")
     if raw is None:
         return None
-    if "page" in request.query:
-        raise bad_request("Query parameters 'after' and 'page' cannot be combined; use one.")
     if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_ID:
         raise bad_request(f"Query parameter 'after' must be a task id (0 or more), not {raw!r}.")
     return int(raw)

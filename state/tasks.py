@@ -527,7 +527,8 @@ async def fetch_task_rows(
     """One page of tasks in id order (optionally of one state) and the total count.
 
     ``after`` pages by key (the tasks with an id above it), which stays as fast deep into
-    millions of rows as on the first page; ``offset`` steps over every row before the page.
+    millions of rows as on the first page; ``offset`` steps over every row before the page
+    (counted from ``after`` when both are given).
     """
     where: list[str] = []
     params: list[Any] = []
@@ -540,7 +541,7 @@ async def fetch_task_rows(
     clause = f"WHERE {' AND '.join(where)} " if where else ""
     sql = f"SELECT {VIEW_COLUMNS} FROM tasks {clause}ORDER BY id LIMIT ?"
     params.append(limit)
-    if after is None and offset:
+    if offset:
         sql += " OFFSET ?"
         params.append(offset)
     rows = await store.fetchall(sql, params)

@@ -106,8 +106,12 @@ async def test_keyset_paging_of_tasks(tmp_path: Path) -> None:
         page = await (await client.get(URL(page["next"]).path_qs)).json()
         assert page["results"] == []
         assert page["next"] is None
+        both = f"/tasks/?after={ids[0]}&page=2&page_size=2&state=FINISHED"
+        page = await (await client.get(both)).json()  # pages count from the id
+        assert [t["id"] for t in page["results"]] == ids[3:5]
+        assert "page=" not in page["next"]
+        assert f"after={ids[4]}" in page["next"]
         for query, message in [
-            ("after=1&page=2", "'after' and 'page' cannot be combined"),
             ("after=-1", "'after' must be a task id"),
             ("after=x", "'after' must be a task id"),
         ]:
