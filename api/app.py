@@ -1,8 +1,9 @@
 """The application factory: one ``build_app(config)`` wires every service of the daemon.
 
 Resources are owned by ``cleanup_ctx`` generators, started in order and closed in reverse:
-the store (and the state loaded from it), then the Mesos driver (created, not yet started), then
-the scheduling core, which starts the driver once its state is loaded. On shutdown the driver's
+the store (and the state loaded from it), the pruner of finished tasks, then the Mesos driver
+(created, not yet started), then the scheduling core, which starts the driver once its state is
+loaded. On shutdown the driver's
 stream closes first (no TEARDOWN), then the core stops, then the store commits its last writes.
 """
 
@@ -25,6 +26,7 @@ from scale_scheduler.api.keys import (
     CONNECTION,
     CORE,
     LOOP_SHARE,
+    PRUNER,
     SCHEDULER,
     SCHEDULER_HOSTNAME,
     STORE,
@@ -40,9 +42,11 @@ from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.framework_info import read_credentials
 from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.operator_api import make_agents_fetcher
+from scale_scheduler.daemon.pruner import Pruner
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.supervisor import Supervisor
 from scale_scheduler.state.framework import FrameworkIdRepository
+from scale_scheduler.state.retention import RetentionPolicy
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.store import Store
 
@@ -80,6 +84,23 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await store.close()
+
+
+async def retention_context(app: web.Application) -> AsyncIterator[None]:
+    """Prune finished tasks beyond ``state.retention_*`` and keep the WAL bounded, in the
+    background, from start-up to shutdown (stopped before the store closes)."""
+    state = app[CONFIG].state
+    pruner = Pruner(
+        app[STORE],
+        RetentionPolicy(state.retention_days, state.retention_max_tasks),
+        interval=state.retention_interval,
+    )
+    await pruner.start()
+    app[PRUNER] = pruner
+    try:
+        yield
+    finally:
+        await pruner.stop()
 
 
 async def driver_context(app: web.Application) -> AsyncIterator[None]:
@@ -153,6 +174,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     app.cleanup_ctx.append(token_context)  # first: a bad api.token_file stops start-up (exit 2)
     app.on_startup.append(resolve_hostname)
     app.cleanup_ctx.append(store_context)
+    app.cleanup_ctx.append(retention_context)
     app.cleanup_ctx.append(metrics_context)
     app.cleanup_ctx.append(dashboard_context)
     if connect_mesos:

@@ -9,6 +9,7 @@ from aiohttp import web
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.driver import ConnectionStatus
 from scale_scheduler.daemon.loop_share import LoopShare
+from scale_scheduler.daemon.pruner import Pruner
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.store import Store
@@ -36,3 +37,5 @@ CONNECTION = web.AppKey("connection", ConnectionStatus)
 CLUSTER = web.AppKey("cluster", ClusterView)
 CORE = web.AppKey("core", SchedulerCore)
 LOOP_SHARE = web.AppKey("loop_share", LoopShare)
+PRUNER = web.AppKey("pruner", Pruner)
+"""Retention of finished tasks: the pruning loop, the retention mark, the file sizes."""

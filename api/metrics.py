@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from scale_scheduler.api.keys import CLUSTER, CONNECTION, CORE, SCHEDULER, STORE
+from scale_scheduler.api.keys import CLUSTER, CONNECTION, CORE, PRUNER, SCHEDULER, STORE
 from scale_scheduler.daemon.driver import ConnectionState
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.nodes import NodeState, Resources
@@ -126,6 +126,7 @@ class LiveCollector(Collector):
         core = self._app.get(CORE)
         yield from self._core(core)
         yield from self._resources(core)
+        yield from self._history()
 
     def _connection(self) -> Iterator[Metric]:
         status = self._app[CONNECTION]
@@ -267,6 +268,28 @@ class LiveCollector(Collector):
         for node_state, count in counts.items():
             nodes.add_metric((node_state.value,), count)
         yield nodes
+
+    def _history(self) -> Iterator[Metric]:
+        # The sizes are the pruner's last reading (taken off the loop after each pass), so a
+        # scrape never stats a file.
+        pruner = self._app.get(PRUNER)
+        yield _counter(
+            "tasks_pruned",
+            "Finished tasks removed by retention (state.retention_days, "
+            "state.retention_max_tasks).",
+            pruner.pruned if pruner else 0,
+        )
+        sizes = pruner.sizes if pruner else None
+        yield _gauge(
+            "database_bytes",
+            "Size of the SQLite database file, as of the last pruning pass.",
+            sizes.database if sizes else 0,
+        )
+        yield _gauge(
+            "database_wal_bytes",
+            "Size of the SQLite write-ahead log, as of the last pruning pass.",
+            sizes.wal if sizes else 0,
+        )
 
     def _resources(self, core: SchedulerCore | None) -> Iterator[Metric]:
         if core is None:

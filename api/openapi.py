@@ -508,6 +508,14 @@ def _operations() -> dict[str, dict[str, Any]]:
                         },
                     },
                     *_PAGE_PARAMETERS,
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "description": "Page by key: the first page_size tasks with a larger id "
+                        "(fast however deep; then next links carry after, and previous is null). "
+                        "With page, pages count from that id.",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                    },
                 ],
                 "responses": {
                     "200": _json("One page of tasks.", _ref("TaskPage")),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from scale_scheduler.api.errors import bad_request, json_response, not_found, text_error
-from scale_scheduler.api.keys import CORE, SCHEDULER, STORE
+from scale_scheduler.api.keys import CORE, PRUNER, SCHEDULER, STORE
 from scale_scheduler.api.pagination import envelope, page_of
 from scale_scheduler.daemon.task_tracker import DeleteOutcome, TaskNotFoundError
 from scale_scheduler.state.tasks import (
@@ -39,10 +39,18 @@ def _reason(request: web.Request, task_id: int) -> str | None:
     return tracker.waiting_reason(task, request.app[SCHEDULER].state.is_paused)
 
 
+def _missing(request: web.Request, task_id: int) -> web.HTTPException:
+    """404 for a task not in the database: pruned by retention, or never there."""
+    pruner = request.app.get(PRUNER)
+    if pruner is not None and pruner.was_pruned(task_id):
+        return not_found(pruner.policy.pruned_message(task_id))
+    return not_found(f"No task with id {task_id}.")
+
+
 async def _view(request: web.Request, task_id: int) -> TaskView:
     row = await fetch_task_row(request.app[STORE], task_id)
     if row is None:
-        raise not_found(f"No task with id {task_id}.")
+        raise _missing(request, task_id)
     return view_from_row(row, _reason(request, task_id))
 
 
@@ -55,9 +63,31 @@ async def list_tasks(request: web.Request) -> web.Response:
         if state is None:
             names = ", ".join(s.value for s in TaskState)
             raise bad_request(f"Unknown task state {raw!r}; use one of {names}.")
-    count, rows = await fetch_task_rows(request.app[STORE], state, page.offset, page.size)
+    after = _after(request)
+    count, rows = await fetch_task_rows(request.app[STORE], state, page.offset, page.size, after)
     results = [view_from_row(row, _reason(request, row[0])) for row in rows]
-    return json_response(envelope(request, page, count, results))
+    body = envelope(request, page, count, results)
+    if after is not None:
+        query = {k: v for k, v in request.query.items() if k != "page"}
+        last = rows[-1][0] if len(rows) == page.size else None
+        body["next"] = (
+            str(request.url.with_query({**query, "after": last, "page_size": page.size}))
+            if last
+            else None
+        )
+        body["previous"] = None
+    return json_response(body)
+
+
+def _after(request: web.Request) -> int | None:
+    """``?after=<id>``: keyset paging, for history too deep for ``page`` (which steps over every
+    row before the page); with ``page`` too, pages count from that id."""
+    raw = request.query.get("after")
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_ID:
+        raise bad_request(f"Query parameter 'after' must be a task id (0 or more), not {raw!r}.")
+    return int(raw)
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -71,7 +101,7 @@ async def delete_task(request: web.Request) -> web.Response:
     try:
         outcome = await request.app[CORE].tracker.delete(task_id)
     except TaskNotFoundError:
-        raise not_found(f"No task with id {task_id}.") from None
+        raise _missing(request, task_id) from None
     view = await _view(request, task_id)
     if outcome is DeleteOutcome.ALREADY_TERMINAL:
         raise text_error(

@@ -20,6 +20,7 @@ from typing import Any
 from bench import b1_offers, b2_launch, b3_million, b4_api
 from bench.common import Settings
 from bench.environment import describe
+from bench.history_at_size import history_section
 from bench.offer_stream import load_offers
 from bench.procs import ROOT
 from bench.report import render
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if output.parent == ROOT / "bench":
         raw = settings.out / f"results-{mode}.json"
     raw.write_text(json.dumps(results, indent=1, default=str))
-    output.write_text(render(results))
+    kept = history_section(output.read_text()) if output.exists() else ""
+    output.write_text(render(results) + (f"\n{kept}" if kept else ""))
     print(f"bench: wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     return 0

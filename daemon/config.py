@@ -203,6 +203,30 @@ class StateConfig(_Section, frozen=True):
     path: Annotated[str, _doc("SQLite database file holding all durable state.", min_length=1)] = (
         "scale-scheduler.db"
     )
+    retention_days: Annotated[
+        float,
+        _doc(
+            "Days a finished task (FINISHED, FAILED, KILLED, LOST, ERROR, DROPPED, GONE, "
+            "CANCELED) is kept after it ended; then it is pruned. 0 keeps them whatever their age.",
+            ge=0,
+        ),
+    ] = 30.0
+    retention_max_tasks: Annotated[
+        int,
+        _doc(
+            "Finished tasks kept at most: the oldest beyond this many are pruned. 0 sets no "
+            "limit. Live tasks are never pruned.",
+            ge=0,
+        ),
+    ] = 10_000_000
+    retention_interval: Annotated[
+        float,
+        _doc(
+            "Seconds between two pruning passes (each also checkpoints the WAL and reads the "
+            "database's size for the metrics).",
+            gt=0,
+        ),
+    ] = 60.0
 
 
 class LoggingConfig(_Section, frozen=True):

@@ -65,6 +65,7 @@ from scale_scheduler.state.tasks import (
     TaskSpec,
     TaskState,
     TaskView,
+    count_ended,
     insert_row,
     load_live_tasks,
     max_task_id,
@@ -598,7 +599,10 @@ class TaskTracker:
 
             try:
                 await self._store.write(
-                    [Statement(CANCEL_SQL, [(now, now, task.id)])],
+                    [
+                        Statement(CANCEL_SQL, [(now, now, task.id)]),
+                        *count_ended([TaskState.CANCELED]),
+                    ],
                     cancel,
                 )
             except BaseException:
@@ -713,6 +717,7 @@ class TaskTracker:
         statements = []
         if status_rows:
             statements.append(Statement(STATUS_SQL, status_rows))
+            statements += count_ended(w.state for w in changed if not w.requeue)
         if requeue_rows:
             statements.append(Statement(REQUEUE_AFTER_STATUS_SQL, requeue_rows))
         if statements:

@@ -76,6 +76,16 @@ class _Write(Generic[T]):
 
 
 @dataclass
+class _Maintenance:
+    """Statements run on the writer connection between two groups, outside any transaction
+    (a WAL checkpoint cannot run inside one)."""
+
+    statements: Sequence[str]
+    future: asyncio.Future[list[list[tuple[Any, ...]]]]
+    """Each statement's rows."""
+
+
+@dataclass
 class StoreStats:
     """Counters for metrics: commits, writes committed, last group size and commit time."""
 
@@ -94,7 +104,7 @@ class Store:
         self.path = path
         self._db = writer
         self._reader = reader
-        self._queue: asyncio.Queue[_Write[Any] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Write[Any] | _Maintenance | None] = asyncio.Queue()
         self._closing = False
         self._writer_task: asyncio.Task[None] | None = None
         self.stats = StoreStats()
@@ -148,21 +158,76 @@ class Store:
         self._queue.put_nowait(_Write(statements, apply, future))
         return await asyncio.shield(future)
 
+    async def maintain(self, *statements: str) -> list[tuple[Any, ...]]:
+        """Run statements (a ``PRAGMA wal_checkpoint``, ``incremental_vacuum``) on the writer
+        connection, in turn with the writes and outside any transaction; the last one's rows."""
+        return (await self._maintain(statements))[-1]
+
+    async def _maintain(self, statements: Sequence[str]) -> list[list[tuple[Any, ...]]]:
+        if self._closing:
+            raise StoreClosedError("the store is shutting down; the statement was not run")
+        future: asyncio.Future[list[list[tuple[Any, ...]]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait(_Maintenance(statements, future))
+        return await asyncio.shield(future)
+
+    async def truncate_wal(self, wait_ms: int) -> bool:
+        """Checkpoint the whole WAL and cut its file to zero bytes, waiting at most ``wait_ms``
+        for readers on older snapshots (the writes queue behind it meanwhile). False when a
+        reader kept it from completing."""
+        restore = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+        try:
+            _, checkpoint, _ = await self._maintain(
+                [
+                    f"PRAGMA busy_timeout = {int(wait_ms)}",
+                    "PRAGMA wal_checkpoint(TRUNCATE)",
+                    restore,
+                ]
+            )
+        except sqlite3.Error:
+            await self.maintain(restore)
+            raise
+        return bool(checkpoint) and checkpoint[0][0] == 0  # (busy, frames in log, checkpointed)
+
     async def _run_writer(self) -> None:
         """Commit groups until the ``None`` that ``close`` queues behind the last write."""
         stopping = False
+        held: _Maintenance | None = None
         while not stopping:
             first = await self._queue.get()
             if first is None:
                 return
+            if isinstance(first, _Maintenance):
+                await self._run_maintenance(first)
+                continue
             group: list[_Write[Any]] = [first]
             while len(group) < MAX_GROUP and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
                     stopping = True
                     break
+                if isinstance(item, _Maintenance):
+                    held = item  # after this group, before the writes queued behind it
+                    break
                 group.append(item)
             await self._commit_group(group)
+            if held is not None:
+                await self._run_maintenance(held)
+                held = None
+
+    async def _run_maintenance(self, item: _Maintenance) -> None:
+        rows: list[list[tuple[Any, ...]]] = []
+        try:
+            for sql in item.statements:
+                async with self._db.execute(sql) as cursor:
+                    rows.append([tuple(row) for row in await cursor.fetchall()])
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+        else:
+            if not item.future.done():
+                item.future.set_result(rows)
 
     async def _commit_group(self, group: list[_Write[Any]]) -> None:
         started = time.perf_counter()
@@ -285,14 +350,24 @@ def _prepare_place(path: Path) -> None:
         ) from exc
 
 
+BUSY_TIMEOUT_MS = 5000
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""Bytes the WAL file is truncated to when it is reset after a checkpoint."""
+
+
 async def _configure(db: aiosqlite.Connection) -> None:
+    # Only takes effect on a new, empty database (before its first table): pages freed by
+    # deletes can then be given back with ``PRAGMA incremental_vacuum``. Older databases keep
+    # their mode until a VACUUM (see the README).
+    await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
     async with db.execute("PRAGMA journal_mode = WAL") as cursor:
         row = await cursor.fetchone()
     if row is None or str(row[0]).lower() != "wal":
         raise StoreError(f"cannot switch the database to WAL mode (got {row!r})")
     await db.execute("PRAGMA synchronous = FULL")
     await db.execute("PRAGMA foreign_keys = ON")
-    await db.execute("PRAGMA busy_timeout = 5000")
+    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
 
 
 async def _migrate(db: aiosqlite.Connection, migrations: Sequence[Migration]) -> None:

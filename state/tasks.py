@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 
-from scale_scheduler.state.store import Store
+from scale_scheduler.state.store import Statement, Store
 
 
 class TaskState(str, enum.Enum):
@@ -251,6 +252,18 @@ CANCEL_SQL = (
 
 KILL_SQL = "UPDATE tasks SET kill_requested = 1, last_modified = ? WHERE id = ?"
 
+COUNT_ENDED_SQL = "UPDATE task_counts SET n = n + ? WHERE state = ?"
+
+
+def count_ended(states: Iterable[TaskState]) -> list[Statement]:
+    """What adds tasks that reach terminal ``states`` to ``task_counts``: part of the very write
+    that ends them (a terminal state is final, so each task is counted once)."""
+    counts = Counter(state.value for state in states if state.terminal)
+    if not counts:
+        return []
+    return [Statement(COUNT_ENDED_SQL, [(n, state) for state, n in counts.items()])]
+
+
 VIEW_COLUMNS = (
     "id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, spec, max_attempts, "
     "attempts, failures, kill_requested, agent_id, hostname, assigned_ports, created, queued, "
@@ -343,7 +356,11 @@ async def load_live_tasks(
 
 
 async def max_task_id(store: Store) -> int:
-    row = await store.fetchone("SELECT MAX(id) FROM tasks")
+    """The largest id ever given: pruned ids count, so no id is ever given twice."""
+    row = await store.fetchone(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM tasks), 0), "
+        "(SELECT pruned_through FROM retention))"
+    )
     return int(row[0]) if row and row[0] is not None else 0
 
 
@@ -485,24 +502,50 @@ async def fetch_task_row(store: Store, task_id: int) -> tuple[Any, ...] | None:
     return await store.fetchone(f"SELECT {VIEW_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
 
 
+_LIVE_VALUES = tuple(sorted(state.value for state in LIVE))
+_COUNT_LIVE_SQL = f"SELECT COUNT(*) FROM tasks WHERE state IN ({','.join('?' * len(_LIVE_VALUES))})"
+
+
+async def count_tasks(store: Store, state: TaskState | None) -> int:
+    """How many tasks (of one state): history from ``task_counts``, live work through the
+    (state, id) index, whose live ranges are as small as the live work. Never a scan of
+    history."""
+    if state is not None and state.terminal:
+        row = await store.fetchone("SELECT n FROM task_counts WHERE state = ?", (state.value,))
+        return int(row[0]) if row else 0
+    if state is not None:
+        row = await store.fetchone("SELECT COUNT(*) FROM tasks WHERE state = ?", (state.value,))
+        return int(row[0]) if row else 0
+    ended = await store.fetchone("SELECT COALESCE(SUM(n), 0) FROM task_counts")
+    live = await store.fetchone(_COUNT_LIVE_SQL, _LIVE_VALUES)
+    return (int(ended[0]) if ended else 0) + (int(live[0]) if live else 0)
+
+
 async def fetch_task_rows(
-    store: Store, state: TaskState | None, offset: int, limit: int
+    store: Store, state: TaskState | None, offset: int, limit: int, after: int | None = None
 ) -> tuple[int, list[tuple[Any, ...]]]:
-    """One page of tasks in id order (optionally of one state) and the total count."""
-    if state is None:
-        count_row = await store.fetchone("SELECT COUNT(*) FROM tasks")
-        rows = await store.fetchall(
-            f"SELECT {VIEW_COLUMNS} FROM tasks ORDER BY id LIMIT ? OFFSET ?", (limit, offset)
-        )
-    else:
-        count_row = await store.fetchone(
-            "SELECT COUNT(*) FROM tasks WHERE state = ?", (state.value,)
-        )
-        rows = await store.fetchall(
-            f"SELECT {VIEW_COLUMNS} FROM tasks WHERE state = ? ORDER BY id LIMIT ? OFFSET ?",
-            (state.value, limit, offset),
-        )
-    return (int(count_row[0]) if count_row else 0), rows
+    """One page of tasks in id order (optionally of one state) and the total count.
+
+    ``after`` pages by key (the tasks with an id above it), which stays as fast deep into
+    millions of rows as on the first page; ``offset`` steps over every row before the page
+    (counted from ``after`` when both are given).
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if state is not None:
+        where.append("state = ?")
+        params.append(state.value)
+    if after is not None:
+        where.append("id > ?")
+        params.append(after)
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    sql = f"SELECT {VIEW_COLUMNS} FROM tasks {clause}ORDER BY id LIMIT ?"
+    params.append(limit)
+    if offset:
+        sql += " OFFSET ?"
+        params.append(offset)
+    rows = await store.fetchall(sql, params)
+    return await count_tasks(store, state), rows
 
 
 async def fetch_rows_by_ids(store: Store, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
