@@ -31,7 +31,6 @@ import contextlib
 import http.client
 import random
 import socket
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -164,7 +163,9 @@ class PymesosDriver:
         self._calls: ThreadPoolExecutor | None = None
         self._control: ThreadPoolExecutor | None = None
         self._session: _Session | None = None
-        self._watchdog = Watchdog(time.monotonic, self._last_event, self._watchdog_expired)
+        # On the running loop's clock: asyncio's is time.monotonic, which the client's reader
+        # thread stamps its events with.
+        self._watchdog = Watchdog(None, self._last_event, self._watchdog_expired)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

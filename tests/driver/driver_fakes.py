@@ -26,6 +26,7 @@ from daemonkit import RecordingHandler as RecordingHandler
 from daemonkit import driver_config as driver_config
 from daemonkit import eventually as eventually
 
+from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.native_driver import DriverSettings, NativeDriver
 
 API_URL = "http://sched.test:8000/"
@@ -34,6 +35,19 @@ FAST = DriverSettings(request_timeout=2.0, backoff_initial=0.05, backoff_max=0.2
 
 
 MakeDriver = Callable[..., NativeDriver]
+
+
+class CountingShare(LoopShare):
+    """A loop share that counts the records the driver has handled: a test awaits the count to
+    know an event it pushed (a heartbeat, say) has been read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records = 0
+
+    async def after_record(self) -> None:
+        self.records += 1
+        await super().after_record()
 
 
 def record(event: dict[str, Any]) -> bytes:
