@@ -543,6 +543,7 @@ def create_pymesos_driver(
     detector: MasterDetector | None = None,
     settings: PymesosSettings | None = None,
     rng: random.Random | None = None,
+    client_factory: ClientFactory = PymesosClient,
 ) -> PymesosDriver:
     """The daemon's pymesos driver for ``config``; ``framework_id`` is the stored id, if any.
 
@@ -559,4 +560,5 @@ def create_pymesos_driver(
         framework_id=framework_id,
         settings=settings or PymesosSettings.from_config(mesos),
         rng=rng,
+        client_factory=client_factory,
     )

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import CONNECTION, CORE
+from scale_scheduler.api.keys import CONNECTION, CORE, STORE
 from scale_scheduler.daemon.config import Config, MesosConfig, parse_config
 from scale_scheduler.daemon.driver import Subscription
 from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
@@ -203,9 +203,7 @@ class Daemon:
 
     async def count(self, state: str) -> int:
         """Tasks in ``state`` in the daemon's database."""
-        row = await self.core.tracker._store.fetchone(
-            "SELECT COUNT(*) FROM tasks WHERE state = ?", (state,)
-        )
+        row = await self.app[STORE].fetchone("SELECT COUNT(*) FROM tasks WHERE state = ?", (state,))
         assert row is not None
         return int(row[0])
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from daemonkit import Daemon, running_daemon, task
 
+from scale_scheduler.api.keys import STORE
+
 SIM = {"seed": 5}  # the kit's simulator settings, with this suite's seed
 
 
@@ -135,7 +137,7 @@ async def test_node_pause_leaves_other_nodes_working(daemon: Daemon) -> None:
     await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks, timeout=60)
     hosts = [(await daemon.task(i))["hostname"] for i in ids[::10]]
     assert "sim-agent-0" not in hosts
-    row = await core.tracker._store.fetchone(
+    row = await daemon.app[STORE].fetchone(
         "SELECT COUNT(*) FROM tasks WHERE hostname = 'sim-agent-0'"
     )
     assert row == (0,)

@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -50,6 +51,7 @@ from scale_scheduler.daemon.mesos_types import (  # noqa: E402
     Value,
     scalar,
 )
+from scale_scheduler.daemon.pymesos_client import PymesosClient  # noqa: E402
 from scale_scheduler.daemon.pymesos_driver import (  # noqa: E402
     PymesosSettings,
     create_pymesos_driver,
@@ -299,15 +301,15 @@ async def test_an_accept_timing_out_at_the_master_has_an_unknown_outcome(
 async def test_transport_errors_are_sure_only_when_nothing_was_sent(
     sim: SimulatedCluster, make_driver: MakeDriver, error: Exception, unknown: bool
 ) -> None:
+    class FailingLaunches(PymesosClient):
+        def launchTasks(self, *args: Any, **kwargs: Any) -> None:
+            raise error
+
     handler = RecordingHandler()
-    driver = make_driver(sim.url)
+    driver = make_driver(sim.url, client_factory=FailingLaunches)
     await subscribed(driver, handler)
-
-    def fails(client: object) -> None:
-        raise error
-
     with pytest.raises(DriverError) as raised:
-        await driver._call("ACCEPT", fails)
+        await driver.accept(Launch(["o1"], []))
     assert isinstance(raised.value, CallOutcomeUnknownError) is unknown
     assert not isinstance(raised.value, NotConnectedError)
 
