@@ -166,7 +166,7 @@ class FakeMaster:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if self.call_delay:
-                await asyncio.sleep(self.call_delay)
+                await asyncio.sleep(self.call_delay)  # a deliberately slow master
             stream_id = request.headers.get("Mesos-Stream-Id")
             if not any(s.stream_id == stream_id for s in self.live_streams()):
                 return web.Response(status=400, text="bad stream id")
@@ -187,7 +187,7 @@ class FakeMaster:
         self.subscribe_headers.append(dict(request.headers))
         if self.hang_subscribes > 0:
             self.hang_subscribes -= 1
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # never answers (ends when the server closes)
         if self.statuses:
             return web.Response(status=self.statuses.pop(0), text="scripted failure")
         if self.redirect_to is not None:

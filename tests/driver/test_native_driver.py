@@ -65,8 +65,7 @@ async def test_first_registration_saves_the_id_before_anything_is_dispatched(
     await driver.start(handler)
     await master.subscribed.wait()
     await master.push({"type": "OFFERS", "offers": {"offers": [OFFER]}})
-    # Proves that nothing happens: a window in which a dispatched offer would show.
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # a window in which nothing may happen: a dispatch would show
     assert handler.order == []  # nothing dispatched while the commit is pending
     assert driver.status.state is not ConnectionState.SUBSCRIBED
     store.gate.set()
@@ -392,8 +391,7 @@ async def test_stop_never_sends_teardown(master: FakeMaster, make_driver: MakeDr
     assert master.calls_of("TEARDOWN") == []
     assert driver.status.state is ConnectionState.STOPPED
     assert handler.disconnects == ["driver stopped"]
-    # Proves that nothing happens: a resubscribe would come within this (back-off 0.05-0.2 s).
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # nothing may happen: a resubscribe would come within 0.2 s (back-off)
     assert len(master.subscribes) == 1
     with pytest.raises(NotConnectedError):
         await driver.revive([])
@@ -407,8 +405,7 @@ async def test_teardown_is_an_explicit_call(master: FakeMaster, make_driver: Mak
     await driver.teardown()
     assert [c["type"] for c in master.calls] == ["TEARDOWN"]
     assert driver.status.state is ConnectionState.STOPPED
-    # Proves that nothing happens: a resubscribe would come within this (back-off 0.05-0.2 s).
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # nothing may happen: a resubscribe would come within 0.2 s (back-off)
     assert len(master.subscribes) == 1
 
 
