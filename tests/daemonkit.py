@@ -361,6 +361,12 @@ def on_new_leader(sim: SimulatedCluster, old_leader: Any, status: Any) -> Callab
     return check
 
 
+def gave_up(logs: list[dict[str, Any]]) -> bool:
+    """Whether a driver's resubscribe loop has ended for good (captured logs: it logs
+    ``mesos_driver_gave_up`` as its last step, so no SUBSCRIBE can follow)."""
+    return any(e["event"] == "mesos_driver_gave_up" for e in logs)
+
+
 async def eventually(
     predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01
 ) -> None:

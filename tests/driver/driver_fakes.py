@@ -25,6 +25,7 @@ from daemonkit import MemoryIdStore as MemoryIdStore  # re-exported for the driv
 from daemonkit import RecordingHandler as RecordingHandler
 from daemonkit import driver_config as driver_config
 from daemonkit import eventually as eventually
+from daemonkit import gave_up as gave_up
 
 from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.native_driver import DriverSettings, NativeDriver

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -19,6 +18,7 @@ from driver_fakes import (
     Relay,
     driver_config,
     eventually,
+    gave_up,
     record,
 )
 
@@ -45,11 +45,6 @@ OFFER = {
 
 async def subscribed(driver: object, handler: RecordingHandler, count: int = 1) -> None:
     await eventually(lambda: len(handler.subscriptions) >= count)
-
-
-def gave_up(logs: list[dict[str, Any]]) -> bool:
-    """The driver's resubscribe loop has ended for good (it logs this as its last step)."""
-    return any(e["event"] == "mesos_driver_gave_up" for e in logs)
 
 
 # -- registration and the framework id ----------------------------------------------------------
