@@ -82,7 +82,7 @@ class Client:
                 for names in batches:
                     await self.up.wait()
                     await self.submit(session, names)
-                    await asyncio.sleep(rng.uniform(*PACE))
+                    await asyncio.sleep(rng.uniform(*PACE))  # a paced client, on purpose
             finally:
                 done.set()
                 await toggling
@@ -98,7 +98,7 @@ class Client:
                 await self.toggle(session, "global", "/scheduler/")
             else:
                 await self.toggle_node(session)
-            await asyncio.sleep(rng.uniform(0.005, 0.03))
+            await asyncio.sleep(rng.uniform(0.005, 0.03))  # flips paced on purpose
 
     async def submit(self, session: aiohttp.ClientSession, names: list[str]) -> None:
         body = [task_body(name) for name in names]
