@@ -376,4 +376,4 @@ async def eventually(
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval)  # poll interval of this wait on a condition

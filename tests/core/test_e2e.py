@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from daemonkit import Daemon, running_daemon, task
@@ -72,13 +73,19 @@ async def test_pause_stops_launches_suppresses_and_unpause_revives(daemon: Daemo
     response = await client.patch("/scheduler/", json={"is_paused": True})
     assert response.status == 201
     await daemon.until(lambda: record.calls["SUPPRESS"] > suppressed)
-    await asyncio.sleep(0.1)  # at most the pass already in flight may still launch
+    ours = core.driver.status.framework_id
+
+    def offers_held() -> list[dict[str, Any]]:
+        return [o for o in daemon.sim.offers() if o["framework_id"]["value"] == ours]
+
+    # Suppressed: no new offers. Once none is outstanding, the pass in flight at the pause
+    # is over too, and nothing is left to launch on.
+    await daemon.until(lambda: not offers_held())
     frozen = launches()
-    await asyncio.sleep(0.7)  # two task lifetimes: agents free up, yet nothing launches
+    await asyncio.sleep(0.7)  # nothing may launch over two task lifetimes while agents free up
     assert launches() == frozen
     assert 0 < core.queue_depth == await daemon.count("QUEUED")
-    ours = core.driver.status.framework_id
-    assert [o for o in daemon.sim.offers() if o["framework_id"]["value"] == ours] == []
+    assert offers_held() == []
     queued = await (await client.get("/queue/?page_size=1")).json()
     assert queued["results"][0]["waiting_reason"] == "the scheduler is paused"
     revives = record.calls["REVIVE"]
