@@ -136,7 +136,7 @@ async def test_a_blocked_loop_stops_the_pings(tmp_path: Path) -> None:
     try:
         await eventually(lambda: len(arrivals) >= 2)
         blocked_at = time.monotonic()
-        time.sleep(0.5)  # noqa: ASYNC251 - not a wait: the point, a stuck loop cannot run the pinger
+        time.sleep(0.5)  # noqa: ASYNC251 - not a wait: a stuck loop cannot run the pinger
         unblocked_at = time.monotonic()
         await eventually(lambda: any(t > unblocked_at for t in arrivals))
     finally:
