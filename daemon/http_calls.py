@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from scale_scheduler.daemon.timer_clock import TimerClock, TimerHandle
+
 MAX_HEAD_BYTES = 64 * 1024
 """Largest status line plus headers accepted (and largest chunk-size or trailer line)."""
 MAX_BODY_BYTES = 64 * 1024
@@ -71,12 +73,13 @@ class _Connection(asyncio.Protocol):
     def __init__(self, client: HttpCallClient) -> None:
         self._client = client
         self._loop = client.loop
+        self._clock = client.clock
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.keep_alive = True
         self._counted = True  # holds one of the client's connection slots
         self._waiter: asyncio.Future[CallResponse] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: TimerHandle | None = None
         self._timeout = 0.0
         self._reads = 0
         self._armed_reads = 0
@@ -97,6 +100,7 @@ class _Connection(asyncio.Protocol):
             self.abort()  # bytes nobody asked for: this connection cannot be trusted
             return
         self._reads += 1
+        self._client.answer_reads += 1
         self._buffer += data
         try:
             done = self._parse()
@@ -132,7 +136,7 @@ class _Connection(asyncio.Protocol):
         self._body = bytearray()
         self._timeout = timeout
         self._armed_reads = self._reads
-        self._timer = self._loop.call_later(timeout, self._check_timeout)
+        self._timer = self._clock.call_later(timeout, self._check_timeout)
         self.transport.write(data)
         return waiter
 
@@ -143,7 +147,7 @@ class _Connection(asyncio.Protocol):
         if self._reads != self._armed_reads:
             # Bytes came within the last interval: the limit is on silence, as a read timeout.
             self._armed_reads = self._reads
-            self._timer = self._loop.call_later(self._timeout, self._check_timeout)
+            self._timer = self._clock.call_later(self._timeout, self._check_timeout)
             return
         self._fail(CallUnansweredError(f"no answer within {self._timeout:g}s", timed_out=True))
         self.abort()
@@ -312,6 +316,7 @@ class HttpCallClient:
     bounds connecting and then each silence while waiting for the answer. Callers beyond the
     connection limit wait, in order, for a free connection. ``ssl_context`` is used for
     ``https://`` URLs (default: the system's trusted certificates, with host name checks).
+    ``clock`` times the silences (default: the running loop).
     """
 
     def __init__(
@@ -322,12 +327,14 @@ class HttpCallClient:
         timeout: float,
         max_connections: int = 16,
         ssl_context: ssl.SSLContext | None = None,
+        clock: TimerClock | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.url = url
         self.loop = asyncio.get_running_loop()
+        self.clock: TimerClock = clock or self.loop
         self._host = parts.hostname
         self._tls = parts.scheme == "https"
         self._port = parts.port or (443 if self._tls else 80)
@@ -348,6 +355,8 @@ class HttpCallClient:
         self._retired = False
         self._closed = False
         self.connections_made = 0
+        self.answer_reads = 0
+        """Reads of answer bytes, over every connection (a test knows a piece has arrived)."""
 
     @property
     def open_connections(self) -> int:

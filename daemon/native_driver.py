@@ -76,6 +76,7 @@ from scale_scheduler.daemon.subscription import (
     reconcile_payload,
     rejected_call_error,
 )
+from scale_scheduler.daemon.timer_clock import TimerClock
 
 log = structlog.get_logger(__name__)
 
@@ -114,7 +115,9 @@ class NativeDriver:
         settings: DriverSettings | None = None,
         rng: random.Random | None = None,
         loop_share: LoopShare | None = None,
+        clock: TimerClock | None = None,
     ) -> None:
+        """``clock`` times the liveness watchdog and the calls' answers (default: the loop's)."""
         self.settings = settings or DriverSettings()
         self._loop_share = loop_share or LoopShare()
         self._core = SubscriptionCore(
@@ -139,7 +142,8 @@ class NativeDriver:
         self._endpoint: str | None = None
         self._stream_id: str | None = None
         self._last_event = 0.0
-        self._watchdog = Watchdog(self._clock, lambda: self._last_event, self._watchdog_expired)
+        self._timer_clock = clock
+        self._watchdog = Watchdog(clock, lambda: self._last_event, self._watchdog_expired)
         rt = self.settings.request_timeout
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=rt, sock_read=None)
 
@@ -354,7 +358,6 @@ class NativeDriver:
         if not stream_id:
             return self._failed(endpoint, "SUBSCRIBE answered without Mesos-Stream-Id", online=True)
         assert self._loop is not None
-        loop = self._loop
         reader = RecordReader(response.content, self.settings.max_record_bytes)
         subscribed = False
         while True:
@@ -372,7 +375,7 @@ class NativeDriver:
                 log.warning("mesos_stream_ended", master=endpoint, records=reader.records)
                 self.status.last_error = "the master closed the event stream"
                 return Outcome.RETRY, "the master closed the event stream"
-            self._last_event = loop.time()
+            self._last_event = self._clock()
             try:
                 event = decode_event(record)
             except msgspec.DecodeError as exc:
@@ -425,6 +428,7 @@ class NativeDriver:
             self._headers({"Accept": "application/json", "Mesos-Stream-Id": stream_id}),
             timeout=self.settings.request_timeout,
             max_connections=self.settings.max_call_connections,
+            clock=self._timer_clock,
         )
         self._endpoint = endpoint
         self._stream_id = stream_id
@@ -466,6 +470,8 @@ class NativeDriver:
     # -- watchdog -------------------------------------------------------------------------------
 
     def _clock(self) -> float:
+        if self._timer_clock is not None:
+            return self._timer_clock.time()
         assert self._loop is not None
         return self._loop.time()
 
@@ -517,6 +523,7 @@ def create_native_driver(
     settings: DriverSettings | None = None,
     rng: random.Random | None = None,
     loop_share: LoopShare | None = None,
+    clock: TimerClock | None = None,
 ) -> NativeDriver:
     """The daemon's driver for ``config``; ``framework_id`` is the stored id, if any.
 
@@ -533,4 +540,5 @@ def create_native_driver(
         settings=settings or DriverSettings.from_config(mesos),
         rng=rng,
         loop_share=loop_share,
+        clock=clock,
     )

@@ -31,7 +31,6 @@ import contextlib
 import http.client
 import random
 import socket
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -164,7 +163,9 @@ class PymesosDriver:
         self._calls: ThreadPoolExecutor | None = None
         self._control: ThreadPoolExecutor | None = None
         self._session: _Session | None = None
-        self._watchdog = Watchdog(time.monotonic, self._last_event, self._watchdog_expired)
+        # On the running loop's clock: asyncio's is time.monotonic, which the client's reader
+        # thread stamps its events with.
+        self._watchdog = Watchdog(None, self._last_event, self._watchdog_expired)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -542,6 +543,7 @@ def create_pymesos_driver(
     detector: MasterDetector | None = None,
     settings: PymesosSettings | None = None,
     rng: random.Random | None = None,
+    client_factory: ClientFactory = PymesosClient,
 ) -> PymesosDriver:
     """The daemon's pymesos driver for ``config``; ``framework_id`` is the stored id, if any.
 
@@ -558,4 +560,5 @@ def create_pymesos_driver(
         framework_id=framework_id,
         settings=settings or PymesosSettings.from_config(mesos),
         rng=rng,
+        client_factory=client_factory,
     )

@@ -47,6 +47,7 @@ from scale_scheduler.daemon.framework_info import (
 )
 from scale_scheduler.daemon.master_detector import MasterDetector
 from scale_scheduler.daemon.mesos_types import Subscribed
+from scale_scheduler.daemon.timer_clock import TimerClock, TimerHandle
 
 log = structlog.get_logger(__name__)
 
@@ -147,12 +148,12 @@ class Watchdog:
     """Calls ``expired(reason)`` once no activity was seen for ``limit`` seconds after ``arm``.
 
     ``last_activity`` reads the ``clock`` time of the latest event (it may be older than the
-    arming, which counts as activity).
+    arming, which counts as activity). ``clock`` defaults to the loop running ``arm``.
     """
 
     def __init__(
         self,
-        clock: Callable[[], float],
+        clock: TimerClock | None,
         last_activity: Callable[[], float],
         expired: Callable[[str], None],
     ) -> None:
@@ -161,15 +162,16 @@ class Watchdog:
         self._expired = expired
         self._limit = 0.0
         self._since = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: TimerHandle | None = None
+        self._armed_on: TimerClock | None = None
 
     def arm(self, limit: float) -> None:
-        self._loop = asyncio.get_running_loop()
+        clock = self._clock or asyncio.get_running_loop()
+        self._armed_on = clock
         self._limit = limit
-        self._since = self._clock()
+        self._since = clock.time()
         self.disarm()
-        self._timer = self._loop.call_later(limit, self._check)
+        self._timer = clock.call_later(limit, self._check)
 
     def disarm(self) -> None:
         if self._timer is not None:
@@ -177,12 +179,13 @@ class Watchdog:
             self._timer = None
 
     def _check(self) -> None:
-        assert self._loop is not None
+        clock = self._armed_on
+        assert clock is not None
         self._timer = None
         due = max(self._since, self._last_activity()) + self._limit
-        now = self._clock()
+        now = clock.time()
         if now < due:
-            self._timer = self._loop.call_later(due - now, self._check)
+            self._timer = clock.call_later(due - now, self._check)
             return
         self._expired(f"no event from the master for {self._limit:g}s")
 

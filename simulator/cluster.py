@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -52,6 +52,11 @@ class SimulatedCluster:
         self._alloc_task: asyncio.Task[None] | None = None
         self._started = False
         self._ever_elected = False
+
+    @property
+    def runners(self) -> Sequence[web.AppRunner]:
+        """The masters' aiohttp runners, in master order (tests count their connections)."""
+        return tuple(self._runners)
 
     # lifecycle ------------------------------------------------------------------------------
 

@@ -6,17 +6,17 @@ of that delay (due times in a lane only grow: appending and popping are O(1)); t
 delays beyond `MAX_LANES`, and absolute times, go to one heap. Firing merges lanes and heap in
 due-time order (a lane keeps insertion order among equal times), every callback due by now in
 one go. Entries cannot be cancelled: callers pass a generation number and ignore stale firings.
+The clock is the running event loop; a test passes one it advances itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -28,17 +28,29 @@ MAX_LANES = 16
 _Lane = deque[tuple[float, Callable[..., Any], tuple[Any, ...]]]
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class LoopClock(Protocol):
+    """What the timers need of an event loop (`asyncio.AbstractEventLoop` is one)."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], object], /) -> Cancellable: ...
+
+
 class Timers:
     """`at(when, fn, *args)` runs `fn(*args)` once the loop clock reaches `when`."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: LoopClock) -> None:
         self._loop = loop
         self._heap: list[tuple[float, int, Callable[..., Any], tuple[Any, ...]]] = []
         self._lanes: dict[float, _Lane] = {}
         self._version = 0  # bumped when the set of lanes changes
         self._firing = False
         self._seq = itertools.count()
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: Cancellable | None = None
         self._handle_when = float("inf")
         self._closed = False
 

@@ -107,7 +107,7 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # poll interval of this wait on a condition
 
 
 def spy_on_writes(store: Store, log: list[tuple[Any, ...]]) -> None:

@@ -60,7 +60,7 @@ class DaemonProcess:
                             return
                 except aiohttp.ClientConnectionError:
                     pass
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # poll interval of the wait for /status/
         raise AssertionError(f"daemon not ready after {timeout}s: {self.logs()}")
 
     def kill9(self) -> None:

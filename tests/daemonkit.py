@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
 
 from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import CONNECTION, CORE
+from scale_scheduler.api.keys import CONNECTION, CORE, STORE
 from scale_scheduler.daemon.config import Config, MesosConfig, parse_config
 from scale_scheduler.daemon.driver import Subscription
 from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.simulator import SimulatedCluster
-
-Client = TestClient[web.Request, web.Application]
 
 SIM: dict[str, Any] = {
     "heartbeat_interval": 0.2,
@@ -79,11 +79,67 @@ def daemon_config(
     return parse_config(raw, environ={})
 
 
-class _DaemonServer(TestServer):
-    # Serve the app as the daemon's service does: no aiohttp access log, handlers not cancelled
-    # when a client goes away (TestServer's own runner does both differently).
-    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return web.AppRunner(self.app, access_log=None, handle_signals=False)
+class ApiClient:
+    """``app`` served as the daemon's service serves it, through aiohttp's public runner API
+    (``web.AppRunner`` without access log, whose handlers are not cancelled when a client goes
+    away, unlike ``TestServer``'s), on 127.0.0.1 at a free port; and a client session on it.
+
+    Offers what the tests use of aiohttp's ``TestClient``: ``get``, ``post``, ``patch``,
+    ``put``, ``delete`` and ``request`` with a path, ``make_url``, ``app``, ``session``.
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._root: URL | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        host, port = self._runner.addresses[0][:2]
+        self._root = URL(f"http://{host}:{port}")
+        self._session = aiohttp.ClientSession(base_url=self._root)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await self._runner.cleanup()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "the API is not served"
+        return self._session
+
+    def make_url(self, path: str) -> URL:
+        assert self._root is not None, "the API is not served"
+        return self._root.join(URL(path))
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PATCH", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
+
+
+Client = TestClient[web.Request, web.Application] | ApiClient
+"""An API client: ``aiohttp_client``'s, or a ``Daemon``'s."""
 
 
 class Daemon:
@@ -93,11 +149,11 @@ class Daemon:
     def __init__(self, config: Config, sim: SimulatedCluster) -> None:
         self.config = config
         self.sim = sim
-        self._client: Client | None = None
+        self._client: ApiClient | None = None
 
-    async def start(self, *, wait_subscribed: bool = True) -> Client:
-        client: Client = TestClient(_DaemonServer(build_app(self.config), host="127.0.0.1"))
-        await client.start_server()
+    async def start(self, *, wait_subscribed: bool = True) -> ApiClient:
+        client = ApiClient(build_app(self.config))
+        await client.start()
         self._client = client
         if wait_subscribed:
             try:
@@ -113,7 +169,7 @@ class Daemon:
             await client.close()
 
     @property
-    def client(self) -> Client:
+    def client(self) -> ApiClient:
         assert self._client is not None, "the daemon is not running"
         return self._client
 
@@ -147,9 +203,7 @@ class Daemon:
 
     async def count(self, state: str) -> int:
         """Tasks in ``state`` in the daemon's database."""
-        row = await self.core.tracker._store.fetchone(
-            "SELECT COUNT(*) FROM tasks WHERE state = ?", (state,)
-        )
+        row = await self.app[STORE].fetchone("SELECT COUNT(*) FROM tasks WHERE state = ?", (state,))
         assert row is not None
         return int(row[0])
 
@@ -307,6 +361,12 @@ def on_new_leader(sim: SimulatedCluster, old_leader: Any, status: Any) -> Callab
     return check
 
 
+def gave_up(logs: list[dict[str, Any]]) -> bool:
+    """Whether a driver's resubscribe loop has ended for good (captured logs: it logs
+    ``mesos_driver_gave_up`` as its last step, so no SUBSCRIBE can follow)."""
+    return any(e["event"] == "mesos_driver_gave_up" for e in logs)
+
+
 async def eventually(
     predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01
 ) -> None:
@@ -316,4 +376,4 @@ async def eventually(
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval)  # poll interval of this wait on a condition

@@ -113,7 +113,7 @@ class ZooKeeperServer:
                 raise RuntimeError(f"ZooKeeper exited during start-up:\n{tail}")
             if answers("127.0.0.1", self.port):
                 return self.address
-            time.sleep(0.2)
+            time.sleep(0.2)  # poll interval of the wait for the port (a plain thread: no loop)
         self.stop()
         raise RuntimeError(f"ZooKeeper did not answer on {self.address} in {START_TIMEOUT}s")
 

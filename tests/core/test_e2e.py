@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from daemonkit import Daemon, running_daemon, task
+
+from scale_scheduler.api.keys import STORE
 
 SIM = {"seed": 5}  # the kit's simulator settings, with this suite's seed
 
@@ -70,13 +73,19 @@ async def test_pause_stops_launches_suppresses_and_unpause_revives(daemon: Daemo
     response = await client.patch("/scheduler/", json={"is_paused": True})
     assert response.status == 201
     await daemon.until(lambda: record.calls["SUPPRESS"] > suppressed)
-    await asyncio.sleep(0.1)  # at most the pass already in flight may still launch
+    ours = core.driver.status.framework_id
+
+    def offers_held() -> list[dict[str, Any]]:
+        return [o for o in daemon.sim.offers() if o["framework_id"]["value"] == ours]
+
+    # Suppressed: no new offers. Once none is outstanding, the pass in flight at the pause
+    # is over too, and nothing is left to launch on.
+    await daemon.until(lambda: not offers_held())
     frozen = launches()
-    await asyncio.sleep(0.7)  # two task lifetimes: agents free up, yet nothing launches
+    await asyncio.sleep(0.7)  # nothing may launch over two task lifetimes while agents free up
     assert launches() == frozen
     assert 0 < core.queue_depth == await daemon.count("QUEUED")
-    ours = core.driver.status.framework_id
-    assert [o for o in daemon.sim.offers() if o["framework_id"]["value"] == ours] == []
+    assert offers_held() == []
     queued = await (await client.get("/queue/?page_size=1")).json()
     assert queued["results"][0]["waiting_reason"] == "the scheduler is paused"
     revives = record.calls["REVIVE"]
@@ -135,7 +144,7 @@ async def test_node_pause_leaves_other_nodes_working(daemon: Daemon) -> None:
     await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks, timeout=60)
     hosts = [(await daemon.task(i))["hostname"] for i in ids[::10]]
     assert "sim-agent-0" not in hosts
-    row = await core.tracker._store.fetchone(
+    row = await daemon.app[STORE].fetchone(
         "SELECT COUNT(*) FROM tasks WHERE hostname = 'sim-agent-0'"
     )
     assert row == (0,)

@@ -174,7 +174,7 @@ async def test_revive_is_rate_limited_but_not_lost(harness: CoreHarness) -> None
     first = harness.clock.now
     await harness.submit(1)
     await harness.submit(1)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # nothing may happen: no second revive within revive_interval
     assert len(harness.driver.of("revive")) == 1  # within revive_interval (0.2 s)
     harness.clock.now = first + 0.2
     await wait_for(lambda: len(harness.driver.of("revive")) == 2, timeout=2)

@@ -9,12 +9,14 @@ from driver_fakes import API_URL, FAST, FakeMaster, MakeDriver, MemoryIdStore, d
 
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.driver import FrameworkIdStore
+from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.master_detector import MasterDetector, StaticMasterDetector
 from scale_scheduler.daemon.native_driver import (
     DriverSettings,
     NativeDriver,
     create_native_driver,
 )
+from scale_scheduler.daemon.timer_clock import TimerClock
 
 
 @pytest.fixture
@@ -35,7 +37,8 @@ async def second_master() -> AsyncIterator[FakeMaster]:
 
 @pytest.fixture
 async def make_driver() -> AsyncIterator[MakeDriver]:
-    """``make_driver(*urls, store=, framework_id=, config=, settings=, detector=)``."""
+    """``make_driver(*urls, store=, framework_id=, config=, settings=, detector=, clock=,
+    loop_share=)``."""
     made: list[NativeDriver] = []
 
     def make(
@@ -45,6 +48,8 @@ async def make_driver() -> AsyncIterator[MakeDriver]:
         config: Config | None = None,
         settings: DriverSettings = FAST,
         detector: MasterDetector | None = None,
+        clock: TimerClock | None = None,
+        loop_share: LoopShare | None = None,
     ) -> NativeDriver:
         driver = create_native_driver(
             config or driver_config(),
@@ -53,6 +58,8 @@ async def make_driver() -> AsyncIterator[MakeDriver]:
             api_url=API_URL,
             detector=detector or StaticMasterDetector(list(urls)),
             settings=settings,
+            clock=clock,
+            loop_share=loop_share,
         )
         made.append(driver)
         return driver

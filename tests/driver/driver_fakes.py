@@ -25,7 +25,9 @@ from daemonkit import MemoryIdStore as MemoryIdStore  # re-exported for the driv
 from daemonkit import RecordingHandler as RecordingHandler
 from daemonkit import driver_config as driver_config
 from daemonkit import eventually as eventually
+from daemonkit import gave_up as gave_up
 
+from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.native_driver import DriverSettings, NativeDriver
 
 API_URL = "http://sched.test:8000/"
@@ -34,6 +36,19 @@ FAST = DriverSettings(request_timeout=2.0, backoff_initial=0.05, backoff_max=0.2
 
 
 MakeDriver = Callable[..., NativeDriver]
+
+
+class CountingShare(LoopShare):
+    """A loop share that counts the records the driver has handled: a test awaits the count to
+    know an event it pushed (a heartbeat, say) has been read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records = 0
+
+    async def after_record(self) -> None:
+        self.records += 1
+        await super().after_record()
 
 
 def record(event: dict[str, Any]) -> bytes:
@@ -152,7 +167,7 @@ class FakeMaster:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if self.call_delay:
-                await asyncio.sleep(self.call_delay)
+                await asyncio.sleep(self.call_delay)  # a deliberately slow master
             stream_id = request.headers.get("Mesos-Stream-Id")
             if not any(s.stream_id == stream_id for s in self.live_streams()):
                 return web.Response(status=400, text="bad stream id")
@@ -173,7 +188,7 @@ class FakeMaster:
         self.subscribe_headers.append(dict(request.headers))
         if self.hang_subscribes > 0:
             self.hang_subscribes -= 1
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # never answers (ends when the server closes)
         if self.statuses:
             return web.Response(status=self.statuses.pop(0), text="scripted failure")
         if self.redirect_to is not None:

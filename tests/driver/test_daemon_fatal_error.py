@@ -29,7 +29,7 @@ async def test_error_event_exits_4_and_keeps_the_framework_id(tmp_path: Path) ->
             deadline = time.monotonic() + 10
             while not sim.frameworks() or sim.frameworks()[0].subscription is None:
                 assert time.monotonic() < deadline, daemon.logs()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # poll interval of the wait for the subscription
             framework_id = sim.frameworks()[0].id
             payload = json.dumps(
                 {"type": "ERROR", "error": {"message": "Framework has been removed"}}

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from clockkit import ManualClock
 from driver_fakes import eventually
 
 from scale_scheduler.daemon.http_calls import (
@@ -111,6 +112,7 @@ async def client_for(
     timeout: float = 2.0,
     max_connections: int = 16,
     ssl_context: ssl.SSLContext | None = None,
+    clock: ManualClock | None = None,
 ) -> AsyncIterator[HttpCallClient]:
     client = HttpCallClient(
         url,
@@ -118,6 +120,7 @@ async def client_for(
         timeout=timeout,
         max_connections=max_connections,
         ssl_context=ssl_context,
+        clock=clock,
     )
     try:
         yield client
@@ -355,7 +358,7 @@ async def test_close_fails_waiting_callers_as_unsent() -> None:
     def slow(server: RawServer) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await server.read_request(reader)
-            await asyncio.sleep(10)
+            await reader.read()  # never answers
 
         return handle
 
@@ -394,32 +397,51 @@ async def test_a_silent_server_times_out_with_the_outcome_unknown() -> None:
     def silent(server: RawServer) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await server.read_request(reader)
-            await asyncio.sleep(10)
+            await reader.read()  # never answers
 
         return handle
 
-    async with raw(silent) as server, client_for(server.url, timeout=0.2) as client:
-        with pytest.raises(CallUnansweredError, match="no answer within") as raised:
-            await client.post(b"{}")
+    clock = ManualClock()
+    async with raw(silent) as server, client_for(server.url, timeout=0.25, clock=clock) as client:
+        call = asyncio.ensure_future(client.post(b"{}"))
+        await eventually(lambda: len(server.requests) == 1)
+        clock.advance(0.125)
+        assert clock.pending == 1  # the silence timer has not fired: within the limit
+        clock.advance(0.125)
+        assert clock.pending == 0
+        with pytest.raises(CallUnansweredError, match=r"no answer within 0\.25s") as raised:
+            await call
         assert raised.value.timed_out
         assert len(server.requests) == 1
 
 
 async def test_a_slow_but_progressing_answer_is_waited_for() -> None:
-    """The timeout limits silence, not the whole answer (as aiohttp's read timeout does)."""
-    pieces = [b"HTTP/1.1 202 Accepted\r\n", b"Content-Length: 2\r\n\r\n", b"o", b"k"]
+    """The timeout limits silence, not the whole answer (as aiohttp's read timeout does).
 
-    def trickle(server: RawServer) -> Handler:
+    Each piece comes 0.2 s of the client's clock after the one before, the whole answer takes
+    0.8 s: more than three times the 0.25 s limit.
+    """
+    pieces = [b"HTTP/1.1 202 Accepted\r\n", b"Content-Length: 2\r\n\r\n", b"o", b"k"]
+    sends: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def paced(server: RawServer) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await server.read_request(reader)
-            for piece in pieces:
-                await asyncio.sleep(0.12)
-                writer.write(piece)
+            while True:
+                writer.write(await sends.get())
 
         return handle
 
-    async with raw(trickle) as server, client_for(server.url, timeout=0.25) as client:
-        response = await client.post(b"{}")
+    clock = ManualClock()
+    async with raw(paced) as server, client_for(server.url, timeout=0.25, clock=clock) as client:
+        call = asyncio.ensure_future(client.post(b"{}"))
+        await eventually(lambda: len(server.requests) == 1)
+        for piece in pieces:
+            clock.advance(0.2)
+            read = client.answer_reads
+            sends.put_nowait(piece)
+            await eventually(lambda read=read: client.answer_reads > read)
+        response = await call
         assert (response.status, response.body) == (202, b"ok")
 
 
@@ -444,21 +466,24 @@ async def test_a_garbled_answer_leaves_the_outcome_unknown(answer: bytes) -> Non
 
 
 async def test_a_cancelled_call_does_not_leave_its_connection_in_the_pool() -> None:
-    def slow_once(server: RawServer) -> Handler:
+    first_answer = asyncio.Event()
+
+    def late_once(server: RawServer) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             while await server.read_request(reader):
                 if len(server.requests) == 1:
-                    await asyncio.sleep(0.3)
+                    await first_answer.wait()
                 writer.write(ACCEPTED)
 
         return handle
 
-    async with raw(slow_once) as server, client_for(server.url, max_connections=1) as client:
+    async with raw(late_once) as server, client_for(server.url, max_connections=1) as client:
         call = asyncio.ensure_future(client.post(b"{}"))
         await eventually(lambda: len(server.requests) == 1)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
+        first_answer.set()  # the answer to the cancelled call comes late
         # The late answer to the cancelled call must not be taken as this call's answer.
         assert (await client.post(b"{}")).status == 202
         assert server.connections == 2

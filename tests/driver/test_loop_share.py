@@ -6,7 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from driver_fakes import API_URL, FAST, FakeMaster, MemoryIdStore, RecordingHandler, driver_config
+from driver_fakes import (
+    API_URL,
+    FAST,
+    CountingShare,
+    FakeMaster,
+    MemoryIdStore,
+    RecordingHandler,
+    driver_config,
+    eventually,
+)
 
 from scale_scheduler.daemon.loop_share import EXTRA_TURNS, LoopShare
 from scale_scheduler.daemon.master_detector import StaticMasterDetector
@@ -57,16 +66,6 @@ async def test_no_extra_turns_when_turned_off() -> None:
     assert await turns_taken(share.after_record, share.note_request) == 1
 
 
-class CountingShare(LoopShare):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records = 0
-
-    async def after_record(self) -> None:
-        self.records += 1
-        await super().after_record()
-
-
 async def test_the_native_driver_takes_a_turn_through_the_share_after_each_record(
     master: FakeMaster,
 ) -> None:
@@ -84,14 +83,10 @@ async def test_the_native_driver_takes_a_turn_through_the_share_after_each_recor
     await driver.start(handler)
     try:
         await master.subscribed.wait()
-        await asyncio.sleep(0.05)
         before = share.records
         for _ in range(5):
             await master.push({"type": "HEARTBEAT"})
-        for _ in range(100):
-            if share.records >= before + 5:
-                break
-            await asyncio.sleep(0.01)
-        assert share.records >= before + 5  # (the fake master also sends its own heartbeats)
+        # (the fake master also sends heartbeats of its own: at least five more)
+        await eventually(lambda: share.records >= before + 5)
     finally:
         await driver.stop()

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import structlog
+from clockkit import ManualClock
 from driver_fakes import (
+    CountingShare,
     FakeMaster,
     MakeDriver,
     MemoryIdStore,
@@ -16,6 +18,7 @@ from driver_fakes import (
     Relay,
     driver_config,
     eventually,
+    gave_up,
     record,
 )
 
@@ -57,7 +60,7 @@ async def test_first_registration_saves_the_id_before_anything_is_dispatched(
     await driver.start(handler)
     await master.subscribed.wait()
     await master.push({"type": "OFFERS", "offers": {"offers": [OFFER]}})
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # a window in which nothing may happen: a dispatch would show
     assert handler.order == []  # nothing dispatched while the commit is pending
     assert driver.status.state is not ConnectionState.SUBSCRIBED
     store.gate.set()
@@ -135,12 +138,13 @@ async def test_a_different_framework_id_is_refused(
     master.reported_id = "someone-else"
     handler = RecordingHandler()
     driver = make_driver(master.url, framework_id="mine")
-    await driver.start(handler)
-    await eventually(lambda: handler.errors)
+    with structlog.testing.capture_logs() as logs:
+        await driver.start(handler)
+        await eventually(lambda: handler.errors)
+        await eventually(lambda: gave_up(logs))  # the resubscribe loop is over: no new SUBSCRIBE
     assert "someone-else" in handler.errors[0]
     assert handler.subscriptions == []
     assert driver.status.framework_id == "mine"
-    await asyncio.sleep(0.3)  # several back-off periods: no new SUBSCRIBE
     assert len(master.subscribes) == 1
 
 
@@ -224,10 +228,16 @@ async def test_a_master_that_never_answers_subscribe_is_given_up_on(
 ) -> None:
     master.hang_subscribes = 1
     handler = RecordingHandler()
+    clock = ManualClock()
     settings = DriverSettings(request_timeout=0.3, backoff_initial=0.05, backoff_max=0.2)
-    driver = make_driver(master.url, settings=settings)
+    driver = make_driver(master.url, settings=settings, clock=clock)
     with structlog.testing.capture_logs() as logs:
         await driver.start(handler)
+        await eventually(lambda: len(master.subscribes) == 1)  # sent, and never answered
+        clock.advance(0.25)
+        assert driver.status.last_error is None
+        clock.advance(0.05)
+        assert driver.status.last_error == "no event from the master for 0.3s"
         await subscribed(driver, handler)
     assert len(master.subscribes) == 2
     interrupted = [e for e in logs if e["event"] == "mesos_stream_interrupted"]
@@ -237,26 +247,38 @@ async def test_a_master_that_never_answers_subscribe_is_given_up_on(
 async def test_missed_heartbeats_close_the_stream_and_resubscribe(
     master: FakeMaster, make_driver: MakeDriver
 ) -> None:
-    master.heartbeat = 0.1
+    master.heartbeat = 0.125  # the limit: 5 intervals of the watchdog's clock
+    master.send_heartbeats = False
     handler = RecordingHandler()
-    driver = make_driver(master.url)
+    clock = ManualClock()
+    driver = make_driver(master.url, clock=clock)
     await driver.start(handler)
     await subscribed(driver, handler)
-    master.send_heartbeats = False
-    await eventually(lambda: handler.disconnects, timeout=5.0)
-    assert "no event from the master for 0.5s" in handler.disconnects[0]
-    master.send_heartbeats = True
+    clock.advance(0.5)
+    assert driver.status.last_error is None
+    clock.advance(0.125)
+    assert driver.status.last_error == "no event from the master for 0.625s"
+    await eventually(lambda: handler.disconnects)
+    assert "no event from the master for 0.625s" in handler.disconnects[0]
     await subscribed(driver, handler, 2)
     assert driver.status.reconnects == 1
 
 
 async def test_heartbeats_keep_the_stream_open(master: FakeMaster, make_driver: MakeDriver) -> None:
-    master.heartbeat = 0.05
+    master.heartbeat = 0.125  # the limit: 0.625 s of the watchdog's clock
+    master.send_heartbeats = False  # the test sends them, one per step
     handler = RecordingHandler()
-    driver = make_driver(master.url)
+    clock = ManualClock()
+    records = CountingShare()
+    driver = make_driver(master.url, clock=clock, loop_share=records)
     await driver.start(handler)
     await subscribed(driver, handler)
-    await asyncio.sleep(0.6)  # more than 5 intervals, heartbeats flowing
+    for _ in range(10):  # 5 s in all, 8 limits
+        clock.advance(0.5)
+        seen = records.records
+        await master.push({"type": "HEARTBEAT"})
+        await eventually(lambda seen=seen: records.records > seen)
+    assert driver.status.last_error is None
     assert handler.disconnects == []
     assert len(master.subscribes) == 1
 
@@ -290,7 +312,7 @@ async def test_error_event_reaches_the_handler_and_stops_subscribing(
         await subscribed(driver, handler)
         await master.push({"type": "ERROR", "error": {"message": "Framework has been removed"}})
         await eventually(lambda: handler.errors)
-        await asyncio.sleep(0.3)  # several back-off periods: no new SUBSCRIBE
+        await eventually(lambda: gave_up(logs))  # the resubscribe loop is over: no new SUBSCRIBE
     assert handler.errors == ["Framework has been removed"]
     assert handler.order == ["subscribed", "error", "disconnected"]
     assert len(master.subscribes) == 1
@@ -364,7 +386,7 @@ async def test_stop_never_sends_teardown(master: FakeMaster, make_driver: MakeDr
     assert master.calls_of("TEARDOWN") == []
     assert driver.status.state is ConnectionState.STOPPED
     assert handler.disconnects == ["driver stopped"]
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # nothing may happen: a resubscribe would come within 0.2 s (back-off)
     assert len(master.subscribes) == 1
     with pytest.raises(NotConnectedError):
         await driver.revive([])
@@ -378,7 +400,7 @@ async def test_teardown_is_an_explicit_call(master: FakeMaster, make_driver: Mak
     await driver.teardown()
     assert [c["type"] for c in master.calls] == ["TEARDOWN"]
     assert driver.status.state is ConnectionState.STOPPED
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # nothing may happen: a resubscribe would come within 0.2 s (back-off)
     assert len(master.subscribes) == 1
 
 
@@ -499,7 +521,10 @@ async def test_a_call_refused_with_4xx_surely_took_no_effect(
     with pytest.raises(DriverError, match=f"HTTP {status}") as raised:
         await driver.kill("t1")
     assert not isinstance(raised.value, CallOutcomeUnknownError)
-    await asyncio.sleep(0.1)
+    # The stream still flows: an event pushed after the 4xx reaches the handler.
+    await master.push({"type": "OFFERS", "offers": {"offers": [OFFER]}})
+    await eventually(lambda: handler.offers)
+    assert handler.disconnects == []
     assert len(master.subscribes) == 1  # a 4xx is the call's problem, not the stream's
 
 

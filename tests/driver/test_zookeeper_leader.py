@@ -81,13 +81,13 @@ async def test_detector_follows_the_lowest_sequence(
     master: FakeMaster,
     second_master: FakeMaster,
 ) -> None:
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # nothing may happen: the detector has started watching ZooKeeper
     assert detector.candidates() == []  # the path does not even exist yet
     first = await registry.register(master)
     await eventually(lambda: detector.leader == master.url)
     await registry.put("log_replicas", b"")
     second = await registry.register(second_master)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # nothing may happen: time for the watch to see the second master
     assert detector.leader == master.url  # a later master does not take over
     await registry.unregister(first)
     await eventually(lambda: detector.leader == second_master.url)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from daemonkit import eventually
 from obskit import Client
 
 from scale_scheduler.api.app import build_app
@@ -126,15 +127,10 @@ async def test_event_stream_pushes_snapshots_built_once_for_every_page(
     assert hub.watchers == 2
     first.close()
     second.close()
-    await asyncio.wait_for(_until(lambda: hub.watchers == 0), 10)
+    await eventually(lambda: hub.watchers == 0)
     # The stream is not an API latency: it stays out of the request histogram.
     metrics = await (await client.get("/metrics")).text()
     assert 'route="/dashboard/events/"' not in metrics
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    while not predicate():  # noqa: ASYNC110 - polling state owned by the app under test
-        await asyncio.sleep(0.02)
 
 
 async def test_shutdown_ends_open_streams(

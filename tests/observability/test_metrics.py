@@ -3,7 +3,6 @@ commits, event-loop lag, and counts that equal what happened in a run against th
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from daemonkit import eventually
 from obskit import SIM, Client, Daemon, Samples, daemon_config, scrape, task
 
 from scale_scheduler.api.app import build_app
@@ -133,6 +133,9 @@ async def test_database_commits_are_observed(client: Client) -> None:
     assert after.get("scale_scheduler_scheduler_paused") == 1
 
 
+LAG = "scale_scheduler_event_loop_lag_seconds"
+
+
 async def test_event_loop_lag_is_measured(
     make_config: Callable[..., Config], aiohttp_client: ClientFactory
 ) -> None:
@@ -140,12 +143,22 @@ async def test_event_loop_lag_is_measured(
     metrics = app[METRICS]
     metrics.loop_lag_interval = 0.02
     client = await aiohttp_client(app)
-    await asyncio.sleep(0.1)
-    time.sleep(0.3)  # noqa: ASYNC251 - block the loop on purpose
-    await asyncio.sleep(0.1)
+
+    def probes() -> tuple[float, float]:
+        """Lag probes so far, and those within 0.1 s (from the histogram itself)."""
+        values = {
+            (s.name, s.labels.get("le")): s.value for s in metrics.loop_lag.collect()[0].samples
+        }
+        return values[(f"{LAG}_count", None)], values[(f"{LAG}_bucket", "0.1")]
+
+    await eventually(lambda: probes()[0] >= 1)  # the probe runs
+    time.sleep(0.3)  # noqa: ASYNC251 - not a wait: blocks the loop, the lag to measure
+    await eventually(lambda: probes()[1] < probes()[0])  # the blocked stretch was probed
+    blocked = probes()[0]
+    await eventually(lambda: probes()[0] > blocked)  # and one probe after it
     samples = await scrape(client)
-    count = samples.get("scale_scheduler_event_loop_lag_seconds_count")
-    within_100ms = samples.get("scale_scheduler_event_loop_lag_seconds_bucket", le="0.1")
+    count = samples.get(f"{LAG}_count")
+    within_100ms = samples.get(f"{LAG}_bucket", le="0.1")
     assert count >= 2
     assert within_100ms < count  # the blocked stretch landed above 0.1 s
     assert metrics.last_loop_lag < 0.25  # and later probes are back on time
@@ -167,6 +180,7 @@ class Spy:
         self.launched = 0
         self.refused_tasks = 0
         self.updates = 0
+        self.updates_to_acknowledge = 0  # those with a uuid
         accept, decline, on_update = driver.accept, driver.decline, core.on_update
 
         async def spy_accept(launch: Launch, refuse_seconds: float | None = None) -> None:
@@ -184,6 +198,7 @@ class Spy:
 
         def spy_update(status: TaskStatus) -> None:
             self.updates += 1
+            self.updates_to_acknowledge += status.uuid is not None
             on_update(status)
 
         driver.accept = spy_accept  # type: ignore[method-assign]
@@ -217,7 +232,14 @@ async def test_counts_equal_what_happened_in_a_simulated_run(tmp_path: Path) -> 
             await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks)
             await daemon.until(lambda: core.pipeline.suppressed and not sim.offers())
             await daemon.until(lambda: spy.updates == core.tracker.updates_handled)
-            await asyncio.sleep(0.3)  # acknowledgements of the last updates reach the master
+            # The acknowledgements of the last updates have reached the master and are counted.
+            await daemon.until(
+                lambda: (
+                    sim.record.calls["ACKNOWLEDGE"]
+                    == spy.updates_to_acknowledge
+                    == core.tracker.acks_sent
+                )
+            )
             samples = await daemon.scrape()
 
             launches = sum(sim.record.launch_counts.values())

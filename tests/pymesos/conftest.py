@@ -24,7 +24,7 @@ async def sim() -> AsyncIterator[SimulatedCluster]:
 
 @pytest.fixture
 async def make_driver() -> AsyncIterator[MakeDriver]:
-    """``make_driver(master, store=, framework_id=, config=, settings=, detector=)``."""
+    """``make_driver(master, store=, framework_id=, config=, settings=, client_factory=)``."""
     from scale_scheduler.daemon.pymesos_driver import PymesosSettings, create_pymesos_driver
 
     made: list[Any] = []
@@ -36,6 +36,7 @@ async def make_driver() -> AsyncIterator[MakeDriver]:
         framework_id: str | None = None,
         config: Config | None = None,
         settings: PymesosSettings | None = None,
+        client_factory: Any = None,
         **mesos: Any,
     ) -> Any:
         driver = create_pymesos_driver(
@@ -47,6 +48,7 @@ async def make_driver() -> AsyncIterator[MakeDriver]:
             or PymesosSettings(
                 request_timeout=2.0, backoff_initial=0.05, backoff_max=0.2, thread_exit_timeout=3.0
             ),
+            **({"client_factory": client_factory} if client_factory is not None else {}),
         )
         made.append(driver)
         return driver

@@ -110,6 +110,13 @@ class ScriptedMaster:
         self.url = f"http://127.0.0.1:{port}"
         return self.url
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open to this master (the event stream's included)."""
+        assert self._runner is not None
+        assert self._runner.server is not None
+        return len(self._runner.server.connections)
+
     async def close(self) -> None:
         self._closing.set()
         if self._runner is not None:

@@ -53,7 +53,7 @@ async def test_pause_holds_launches_and_unpause_revives(daemon: Daemon) -> None:
     await (await daemon.client.patch("/scheduler/", json={"is_paused": True})).read()
     ids = await daemon.submit([task(f"p{i}") for i in range(10)])
     await daemon.until(lambda: record.calls["SUPPRESS"] >= 1)
-    await asyncio.sleep(0.5)  # ten allocation cycles: nothing may launch
+    await asyncio.sleep(0.5)  # nothing may launch over ten allocation cycles
     assert sum(record.launch_counts.values()) == 0
     assert core.queue_depth == 10
     waiting = await (await daemon.client.get(f"/tasks/{ids[0]}/")).json()

@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -19,7 +20,7 @@ from pymesos_kit import require_pymesos
 
 require_pymesos()
 
-from daemonkit import on_new_leader  # noqa: E402
+from daemonkit import gave_up, on_new_leader  # noqa: E402
 from pymesos_kit import (  # noqa: E402
     API_URL,
     SIM,
@@ -50,6 +51,7 @@ from scale_scheduler.daemon.mesos_types import (  # noqa: E402
     Value,
     scalar,
 )
+from scale_scheduler.daemon.pymesos_client import PymesosClient  # noqa: E402
 from scale_scheduler.daemon.pymesos_driver import (  # noqa: E402
     PymesosSettings,
     create_pymesos_driver,
@@ -131,7 +133,7 @@ async def test_framework_id_is_committed_before_subscribed_reaches_the_handler(
     driver = make_driver(sim.url, store=store)
     await driver.start(handler)
     await eventually(lambda: sim.frameworks() and sim.offers())
-    await asyncio.sleep(0.2)  # offers keep arriving at pymesos meanwhile
+    await asyncio.sleep(0.2)  # nothing may happen while the commit is pending; offers arrive
     assert order == []
     assert driver.status.state is not ConnectionState.SUBSCRIBED
     store.gate.set()
@@ -299,15 +301,15 @@ async def test_an_accept_timing_out_at_the_master_has_an_unknown_outcome(
 async def test_transport_errors_are_sure_only_when_nothing_was_sent(
     sim: SimulatedCluster, make_driver: MakeDriver, error: Exception, unknown: bool
 ) -> None:
+    class FailingLaunches(PymesosClient):
+        def launchTasks(self, *args: Any, **kwargs: Any) -> None:
+            raise error
+
     handler = RecordingHandler()
-    driver = make_driver(sim.url)
+    driver = make_driver(sim.url, client_factory=FailingLaunches)
     await subscribed(driver, handler)
-
-    def fails(client: object) -> None:
-        raise error
-
     with pytest.raises(DriverError) as raised:
-        await driver._call("ACCEPT", fails)
+        await driver.accept(Launch(["o1"], []))
     assert isinstance(raised.value, CallOutcomeUnknownError) is unknown
     assert not isinstance(raised.value, NotConnectedError)
 
@@ -383,11 +385,12 @@ async def test_an_error_event_is_fatal_and_nothing_resubscribes(
     framework_id = handler.subscriptions[0].framework_id
     # A second scheduler takes the framework over: the first stream gets ERROR.
     usurper = make_driver(sim.url, framework_id=framework_id)
-    await subscribed(usurper, RecordingHandler())
-    await eventually(lambda: handler.errors)
+    with structlog.testing.capture_logs() as logs:
+        await subscribed(usurper, RecordingHandler())
+        await eventually(lambda: handler.errors)
+        subscribes = sim.record.calls["SUBSCRIBE"]
+        await eventually(lambda: gave_up(logs))  # the first driver's resubscribe loop is over
     assert handler.errors == ["Framework failed over"]
-    subscribes = sim.record.calls["SUBSCRIBE"]
-    await asyncio.sleep(0.5)
     assert sim.record.calls["SUBSCRIBE"] == subscribes
     assert driver.status.state is ConnectionState.DISCONNECTED
     assert "Framework failed over" in (driver.status.last_error or "")
@@ -466,12 +469,13 @@ async def test_a_different_framework_id_is_refused(
     handler = RecordingHandler()
     store = MemoryIdStore()
     driver = make_driver(scripted.url, framework_id="ours", store=store)
-    await driver.start(handler)
-    await eventually(lambda: handler.errors)
+    with structlog.testing.capture_logs() as logs:
+        await driver.start(handler)
+        await eventually(lambda: handler.errors)
+        await eventually(lambda: gave_up(logs))  # the resubscribe loop is over: no new SUBSCRIBE
     assert "refusing to adopt it" in handler.errors[0]
     assert handler.subscriptions == []
     assert store.saved == []
-    await asyncio.sleep(0.3)
     assert len(scripted.subscribes) == 1
     assert scripted.subscribes[0]["framework_id"] == {"value": "ours"}
 
@@ -546,7 +550,7 @@ async def test_an_idle_call_connection_is_replaced(
     await subscribed(driver, RecordingHandler())
     await driver.decline(["o1"])
     await driver.decline(["o2"])
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # time must pass: the connection idles past call_idle_close (0.3 s)
     await driver.decline(["o3"])
     first, second, third = scripted.call_peers
     assert first == second
@@ -565,7 +569,8 @@ async def test_a_call_on_a_connection_the_master_dropped_is_resent_unless_accept
         handler = RecordingHandler()
         await subscribed(driver, handler)
         await driver.decline(["o1"])
-        await asyncio.sleep(0.4)  # the master has closed the kept-alive connection
+        # The master closes the kept-alive call connection; the event stream's stays.
+        await eventually(lambda: master.open_connections == 1)
         with structlog.testing.capture_logs() as logs:
             await driver.decline(["o2"])
         assert [e["call"] for e in logs if e["event"] == "pymesos_call_resent"] == ["DECLINE"]
@@ -573,7 +578,7 @@ async def test_a_call_on_a_connection_the_master_dropped_is_resent_unless_accept
             [{"value": "o1"}],
             [{"value": "o2"}],
         ]
-        await asyncio.sleep(0.4)
+        await eventually(lambda: master.open_connections == 1)  # closed again
         offer_less = Launch(["o3"], [])
         with pytest.raises(CallOutcomeUnknownError):  # the client cannot tell it was not read
             await driver.accept(offer_less)

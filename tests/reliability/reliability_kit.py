@@ -162,7 +162,7 @@ class Daemon:
                 return status
             if loop.time() > deadline:
                 raise AssertionError(f"/status/ never satisfied the condition: {status}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval of this wait on a condition
 
     # -- database (read-only, off the loop) ---------------------------------------------------
 
@@ -232,7 +232,7 @@ async def wait_drained(daemon: Daemon, sim: SimulatedCluster, timeout: float = 9
                 f"not drained: queue_depth={status['queue_depth']} live={live} "
                 f"sim_tasks={len(sim.tasks())} paused={status['scheduler']['is_paused']}"
             )
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # poll interval of this wait on a condition
 
 
 async def audit(daemon: Daemon, sim: SimulatedCluster, expected: Iterable[int]) -> dict[int, str]:

@@ -89,7 +89,7 @@ async def test_bad_input_is_logged_and_survived(tmp_path: Path, case: Case) -> N
                 await sim.wait_until(lambda: sim.record.calls["SUBSCRIBE"] > subscribes)
                 await daemon.wait_subscribed()
             else:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # nothing may happen: no resubscribe (back-off 0.05 s)
                 assert sim.record.calls["SUBSCRIBE"] == subscribes
                 assert daemon.events("scheduler_disconnected") == []
             if case.kind == "unknown_resource_offer":

@@ -82,7 +82,7 @@ class Client:
                 for names in batches:
                     await self.up.wait()
                     await self.submit(session, names)
-                    await asyncio.sleep(rng.uniform(*PACE))
+                    await asyncio.sleep(rng.uniform(*PACE))  # a paced client, on purpose
             finally:
                 done.set()
                 await toggling
@@ -98,7 +98,7 @@ class Client:
                 await self.toggle(session, "global", "/scheduler/")
             else:
                 await self.toggle_node(session)
-            await asyncio.sleep(rng.uniform(0.005, 0.03))
+            await asyncio.sleep(rng.uniform(0.005, 0.03))  # flips paced on purpose
 
     async def submit(self, session: aiohttp.ClientSession, names: list[str]) -> None:
         body = [task_body(name) for name in names]
@@ -158,6 +158,9 @@ async def flag_values(daemon: Daemon, node_ids: dict[str, int]) -> dict[str, boo
     return values
 
 
+UNDERWAY = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING")
+
+
 @pytest.mark.slow
 async def test_kill_9_under_load_loses_no_acknowledged_write(tmp_path: Path) -> None:
     rng = random.Random(9)
@@ -176,8 +179,15 @@ async def test_kill_9_under_load_loses_no_acknowledged_write(tmp_path: Path) -> 
             runs = [asyncio.create_task(c.run(p)) for c, p in zip(clients, plans, strict=True)]
 
             # Kill in the thick of it: requests in flight, launches under way, flags changing.
+            # Tasks not yet ended on an agent are live in the database too (their end has not
+            # been sent): the kill surely hits launched work, even when a pause toggle has just
+            # stopped new launches.
             await sim.wait_until(
-                lambda: len(ledger.acked) >= KILL_AFTER_ACKED and launches(sim) >= 200,
+                lambda: (
+                    len(ledger.acked) >= KILL_AFTER_ACKED
+                    and launches(sim) >= 200
+                    and any(t.state in UNDERWAY for t in sim.tasks())
+                ),
                 timeout=60,
                 interval=0.005,
             )

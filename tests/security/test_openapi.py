@@ -4,6 +4,7 @@ other way round), provoked here one by one against the daemon running on the sim
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -258,8 +259,13 @@ async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> No
             if "{" in template:  # not an id: no redirect, and no such path
                 await prober.expect(404, method, template, task_id="x", node_id="x")
 
-    with sqlite3.connect(db_path) as connection:
-        connection.execute("DELETE FROM scheduler")
+    def delete_the_scheduler_row() -> None:
+        with sqlite3.connect(db_path) as connection:
+            connection.execute("DELETE FROM scheduler")
+
+    # Off the loop: the daemon's writer may be inside a transaction that needs the loop to end;
+    # a blocking write here would wait for its lock until sqlite3's timeout.
+    await asyncio.to_thread(delete_the_scheduler_row)
     await prober.expect(500, "GET", "/scheduler/")
     await prober.expect(500, "PATCH", "/scheduler/", body={"is_paused": True})
 

@@ -57,7 +57,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
             return value
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
-        time.sleep(interval)
+        time.sleep(interval)  # poll interval of this wait on a condition (no loop here)
 
 
 class LineReader:

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from daemonkit import eventually
 from servicekit import NotifyListener
 
 from scale_scheduler.daemon.driver import ConnectionState, ConnectionStatus
@@ -98,12 +99,15 @@ async def test_status_is_sent_only_when_it_changes(tmp_path: Path) -> None:
     texts = iter(["a", "a", "b", "b", "b", "c"])
     last = ["c"]
 
+    described = [0]
+
     def describe() -> str:
+        described[0] += 1
         return next(texts, last[0])
 
     task = asyncio.create_task(report_status(notifier, describe, interval=0.001, sent="a"))
     try:
-        await asyncio.sleep(0.1)
+        await eventually(lambda: described[0] > 7)  # every text, then "c" again twice
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -130,11 +134,11 @@ async def test_a_blocked_loop_stops_the_pings(tmp_path: Path) -> None:
     thread.start()
     pinger = asyncio.create_task(ping_watchdog(notifier, 0.02))
     try:
-        await asyncio.sleep(0.2)
+        await eventually(lambda: len(arrivals) >= 2)
         blocked_at = time.monotonic()
-        time.sleep(0.5)  # noqa: ASYNC251 - the point: a stuck loop cannot run the pinger
+        time.sleep(0.5)  # noqa: ASYNC251 - not a wait: a stuck loop cannot run the pinger
         unblocked_at = time.monotonic()
-        await asyncio.sleep(0.2)
+        await eventually(lambda: any(t > unblocked_at for t in arrivals))
     finally:
         pinger.cancel()
         await asyncio.gather(pinger, return_exceptions=True)

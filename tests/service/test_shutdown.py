@@ -55,7 +55,7 @@ async def test_sigterm_finishes_the_write_in_flight_and_refuses_new_connections(
         for _ in range(200):
             if await _refused(url):
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll interval of this wait on a condition
         else:
             raise AssertionError("the API still accepts connections after SIGTERM")
         assert not server.done()

@@ -40,6 +40,7 @@ class SchedulerClient:
         self.url = url.rstrip("/") + "/api/v1/scheduler"
         self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.heartbeats = 0
+        self.events_read = 0  # heartbeats included
         self.stream_id: str | None = None
         self.framework_id: str | None = None
         self.status: int | None = None
@@ -80,6 +81,7 @@ class SchedulerClient:
                     break
                 data = await resp.content.readexactly(int(line))
                 event = msgspec.json.decode(data)
+                self.events_read += 1
                 if event.get("type") == "HEARTBEAT":
                     self.heartbeats += 1
                     continue

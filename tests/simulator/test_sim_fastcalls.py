@@ -12,7 +12,7 @@ from scale_scheduler.simulator import SimulatedCluster
 
 
 def _aiohttp_connections(sim: SimulatedCluster) -> int:
-    server = sim._runners[0].server
+    server = sim.runners[0].server
     assert server is not None
     return len(server.connections)
 

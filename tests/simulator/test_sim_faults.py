@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import pytest
+from daemonkit import eventually
 from sim_client import SchedulerClient
 
 from scale_scheduler.simulator import RAW_KINDS, SimulatedCluster
@@ -22,9 +23,11 @@ from scale_scheduler.simulator.faults import raw_payload
 
 async def test_stop_and_resume_heartbeats(sim: SimulatedCluster, client: SchedulerClient) -> None:
     assert sim.stop_heartbeats() == 1
-    await asyncio.sleep(0.1)
+    # A marker behind any heartbeat already queued: once it is read, so are they.
+    sim.inject("unknown_event")
+    await client.next_event("SIM_UNKNOWN")
     before = client.heartbeats
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # nothing may happen: three heartbeat intervals without one
     assert client.heartbeats == before
     sim.resume_heartbeats(client.framework_id)
     await sim.wait_until(lambda: client.heartbeats > before, timeout=2)
@@ -35,7 +38,8 @@ async def test_hang_stream_writes_nothing_until_released(
 ) -> None:
     await client.next_event("OFFERS")
     sim.hang_stream()
-    await asyncio.sleep(0.1)
+    (sub,) = sim.subscriptions()
+    await eventually(lambda: client.events_read == sub.events_sent)  # what left before is read
     before = client.heartbeats
     sim.rescind_offers()
     with pytest.raises(TimeoutError):

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, cast
 
 from aiohttp import web
+from daemonkit import eventually
 
 from scale_scheduler.simulator import protocol
 from scale_scheduler.simulator.stream import Subscription
@@ -23,15 +24,15 @@ async def test_events_of_consecutive_loop_iterations_share_one_write() -> None:
     sub = Subscription("fw", "stream", heartbeat_interval=60)
     resp = _Response()
     pump = asyncio.create_task(sub.pump(cast(web.StreamResponse, resp)))
-    loop = asyncio.get_running_loop()
     first: dict[str, Any] = protocol.error_event("one")
     second: dict[str, Any] = protocol.error_event("two")
     sub.send(first)
-    loop.call_later(0.0003, sub.send, second)  # after the pump woke, within its window
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # the pump woke and waits for the rest of the burst
+    sub.send(second)
+    await eventually(lambda: resp.writes)
     assert resp.writes == [protocol.encode_event(first) + protocol.encode_event(second)]
     sub.send(first)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(resp.writes) >= 2)
     assert len(resp.writes) == 2
     sub.close()
     await asyncio.wait_for(pump, 1)
