@@ -35,7 +35,7 @@ async def watch_live_rows(daemon: Daemon, stop: asyncio.Event) -> int:
             still_live = [i for i in live if i in daemon.core.tracker.tasks]
             assert rows[0][0] >= len(still_live), "a live task's row is gone"
             checks += 1
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # poll interval of the watcher
     return checks
 
 
@@ -49,7 +49,7 @@ async def test_pruning_while_tasks_launch_loses_nothing_and_keeps_counts_exact(
         ids: list[int] = []
         for start in range(0, total, 100):
             ids += await daemon.submit([task(f"t{i}") for i in range(start, start + 100)])
-            await asyncio.sleep(0.02)  # a steady feed, so pruning passes interleave with it
+            await asyncio.sleep(0.02)  # paced: a steady feed, so pruning passes interleave with it
         core, pruner, store = daemon.core, daemon.app[PRUNER], daemon.app[STORE]
         assert pruner.pruned > 0, "no pruning pass ran while tasks were being fed"
         await daemon.until(lambda: not core.tracker.tasks, timeout=60)

@@ -77,7 +77,7 @@ async def until_js(page: Any, expression: str, timeout: float = 10_000) -> None:
     deadline = time.monotonic() + timeout / 1000
     while not await page.evaluate(expression):
         assert time.monotonic() < deadline, f"still false after {timeout} ms: {expression}"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll interval
 
 
 def csp_violations(page: Any) -> list[str]:

@@ -47,7 +47,7 @@ async def _a_node(daemon: Daemon) -> int:
     deadline = loop.time() + 20
     while not (listed := await daemon.get("/nodes/"))["results"]:
         assert loop.time() < deadline, "the daemon learned no node"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll interval
     return int(listed["results"][0]["id"])
 
 

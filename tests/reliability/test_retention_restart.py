@@ -72,7 +72,7 @@ async def until_pruning_began(url: str, timeout: float = 60) -> None:
             if await pruned_so_far(session, url) > 0:
                 return
             assert loop.time() < deadline, "no task was pruned"
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll interval
 
 
 @pytest.mark.timeout(240)
@@ -113,7 +113,7 @@ async def test_kill_9_mid_pruning_then_restart_is_consistent(tmp_path: Path) -> 
                 if page["count"] == KEEP:
                     break
                 assert loop.time() < deadline, f"pruning did not finish: {page['count']} left"
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # poll interval
             assert page["results"][0]["id"] == TASKS - KEEP + 1
             async with session.get(daemon.url + "/tasks/1/") as response:
                 assert response.status == 404

@@ -267,7 +267,7 @@ async def test_idle_and_slow_connections_are_closed(tmp_path: Path) -> None:
         async def trickle() -> None:
             for byte in request(port, "GET /status/ HTTP/1.1"):
                 writer.write(bytes([byte]))
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # deliberately slow client: one byte each 50 ms
 
         sender = asyncio.create_task(trickle())
         await closed_within(reader, 5)
@@ -323,7 +323,7 @@ async def test_over_the_cap_the_idle_make_room_and_busy_ones_refuse(tmp_path: Pa
             )
             if answer.startswith(b"HTTP/1.1 200") or time.monotonic() > deadline:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval
         assert answer.startswith(b"HTTP/1.1 200")
     refused = [e for e in log_events(daemon) if e["event"] == "api_connection_refused"]
     assert len(refused) == 1  # one line for the burst
