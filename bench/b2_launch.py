@@ -16,6 +16,10 @@ first tasks finish (``task_duration``, the status updates, the next allocation c
 daemon's own launch rate is therefore also taken from its first launching pass, which gets every
 agent's offer at once (tasks launched over that pass's duration: match, intent commit, ACCEPTs).
 Run at the production logging default (JSON, info) and at warning, to price the logging.
+
+Each round also runs the peer, ``bench.bare_launcher`` (the same tasks, no persistence), on a
+simulator started with the same arguments; the daemon's rates from its first launching pass are
+compared with it. Every run is bracketed by calibration samples (``bench.calibration``).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import dataclasses
 import json
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.calibration import Calibrator
 from bench.common import Settings, cpu_seconds, free_port
 from bench.offer_stream import AGENT_ATTRIBUTES, AGENT_CPUS, AGENT_DISK, AGENT_MEM
 from bench.procs import Child, Daemon, python_for, write_daemon_config
@@ -127,6 +133,8 @@ def pass_figures(log_path: Path, since: float, tasks: int) -> dict[str, Any]:
             accepted_s = end - since
     busy = sum(p[3] for p in passes)
     first = passes[0]
+    first_offer_s = first[0] - since
+    from_first = accepted_s - first_offer_s if accepted_s is not None else None
     return {
         "passes": len(passes),
         "accepted_s": accepted_s,
@@ -134,7 +142,9 @@ def pass_figures(log_path: Path, since: float, tasks: int) -> dict[str, Any]:
         "first_pass_tasks": first[2],
         "first_pass_s": first[3],
         "first_pass_rate": first[2] / first[3],
-        "first_offer_after_unpause_s": first[0] - since,
+        "first_offer_after_unpause_s": first_offer_s,
+        # From the first launching pass on, as the bare launcher's figure is taken.
+        "accept_rate_from_first_pass": tasks / from_first if from_first else None,
         "pipeline_rate": launched / busy if busy else None,
     }
 
@@ -211,15 +221,58 @@ def measure(settings: Settings, work: Path, level: str, profile: bool = False) -
     return result
 
 
+def measure_bare_launcher(settings: Settings, work: Path) -> dict[str, Any]:
+    """The peer (``bench.bare_launcher``) launching the same tasks on a simulator started with
+    the same arguments as the daemon's."""
+    work.mkdir(parents=True, exist_ok=True)
+    sim = start_simulator(settings, work)
+    child: Child | None = None
+    try:
+        child = Child(
+            [
+                python_for(),
+                "-m",
+                "bench.bare_launcher",
+                sim.info["leader"],
+                "--tasks",
+                str(settings.b2_tasks),
+                "--deadline",
+                str(settings.b2_deadline),
+            ],
+            work / "bare-launcher.log",
+            ready_line=False,
+        )
+        return _wait_json(child, work / "bare-launcher.log", settings.b2_deadline + 60)
+    except Exception as exc:  # a broken peer must not lose the daemon's figures of the round
+        return {"error": f"{exc!r}"[:400]}
+    finally:
+        if child is not None:
+            child.stop()  # already stopped unless it overran its deadline
+        sim.stop()
+
+
 def run(settings: Settings) -> dict[str, Any]:
     """Up to two rounds at info and one at warning (each full-size round runs for minutes: the
-    status updates of 100,000 tasks), then, in full mode, one info run under cProfile that stops
-    waiting a minute after unpause (enough to cover the launches and the update flood)."""
+    status updates of 100,000 tasks), each round with its bare launcher peer, then, in full mode,
+    one info run under cProfile that stops waiting a minute after unpause (enough to cover the
+    launches and the update flood). Each daemon measurement is bracketed by calibration samples
+    (``bench.calibration``)."""
+    calibrator = Calibrator.for_run(settings)
     rounds = []
     for index in range(max(1, min(settings.rounds, 2))):
-        row = {"info": measure(settings, settings.work / f"b2-{index}-info", "info")}
+        work = settings.work
+        row = {
+            "info": calibrator.calibrated(
+                partial(measure, settings, work / f"b2-{index}-info", "info")
+            )
+        }
         if index == 0:
-            row["warning"] = measure(settings, settings.work / f"b2-{index}-warning", "warning")
+            row["warning"] = calibrator.calibrated(
+                partial(measure, settings, work / f"b2-{index}-warning", "warning")
+            )
+        row["bare_launcher"] = calibrator.calibrated(
+            partial(measure_bare_launcher, settings, work / f"b2-{index}-bare-launcher")
+        )
         rounds.append(row)
     result: dict[str, Any] = {"rounds": rounds}
     if settings.profile:

@@ -26,6 +26,7 @@ from typing import Any
 
 from bench.b1_offers import start_daemon, start_master
 from bench.b2_launch import enqueue
+from bench.calibration import Calibrator
 from bench.common import Settings, percentile
 from bench.offer_stream import OfferStream, load_offers
 from bench.procs import rss_mb
@@ -151,7 +152,20 @@ async def _load_and_match(db: Path, settings: Settings) -> dict[str, Any]:
 
 
 def run(settings: Settings) -> dict[str, Any]:
+    """The process figures, then the in-process match, with a calibration sample before, between
+    and after them: the process figures (enqueue, restart) are judged by the mean of the first
+    two, the match by the mean of the last two (``bench.calibration``)."""
     work = settings.work / "b3"
+    calibrator = Calibrator.for_run(settings)
+    before = calibrator.sample()
     result = measure_process(settings, work)
+    between = calibrator.sample()
     result["match"] = asyncio.run(_load_and_match(work / "state.db", settings))
+    after = calibrator.sample()
+    result["calibration"] = {"before": before, "after": between, "rate": (before + between) / 2}
+    result["match"]["calibration"] = {
+        "before": between,
+        "after": after,
+        "rate": (between + after) / 2,
+    }
     return result

@@ -30,6 +30,7 @@ class Settings:
     b3_match_repeats: int
     b4_seconds: float
     profile: bool
+    calibration_seconds: float
     work: Path = Path()
     out: Path = Path()
     only: tuple[str, ...] = ("B1", "B2", "B3", "B4")
@@ -49,6 +50,7 @@ class Settings:
             b3_match_repeats=2000,
             b4_seconds=4.0,
             profile=True,
+            calibration_seconds=1.0,
         )
 
     @classmethod
@@ -66,6 +68,7 @@ class Settings:
             b3_match_repeats=200,
             b4_seconds=1.5,
             profile=False,
+            calibration_seconds=0.5,
         )
 
     @property
@@ -122,6 +125,15 @@ class Rate:
             },
             "calls": last["calls"],
         }
+
+
+def num(value: Any, digits: int = 0) -> str:
+    """A figure for the report: thousands separated, ``digits`` decimals, ``n/a`` if missing."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if isinstance(value, (int, float)):
+        return f"{value:,.{digits}f}"
+    return str(value)
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -49,8 +49,10 @@ class _EagerEvent(msgspec.Struct, gc=False):
     offers: _EagerOffers | None = None
 
 
+TYPED_DECODER = "msgspec typed, every field"
+"""The decoder whose rate is also the machine's calibration (``bench.calibration``)."""
 DECODERS: dict[str, Callable[[bytes], Any]] = {
-    "msgspec typed, every field": msgspec.json.Decoder(_EagerEvent).decode,
+    TYPED_DECODER: msgspec.json.Decoder(_EagerEvent).decode,
     "msgspec untyped": msgspec.json.decode,
     "json (stdlib)": json.loads,
 }

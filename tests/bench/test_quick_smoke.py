@@ -1,12 +1,15 @@
 """Smoke test: ``python -m bench --quick`` runs every scenario end to end and writes a report.
 
 No timing is asserted (the machine is shared): only that each scenario produced its figures,
-that no scenario failed, and that the report shows every section and target row.
+that no scenario failed, that every absolute figure has its calibration bracket, that B2's bare
+launcher peer launched every task, and that the report shows every section and target row, each
+absolute target with its raw figure, the calibration and the scaled figure it is judged on.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +38,28 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
     for variant in ("native_paused", "native_unpaused"):
         assert b1[variant]["offers_per_s"] > 0, b1[variant]
     assert b1["decode_limit"] > 0
-    b2 = results["B2"]["rounds"][0]["info"]
+    b2_round = results["B2"]["rounds"][0]
+    b2 = b2_round["info"]
     assert b2["intent_s"] is not None, b2
     assert b2["first_pass_tasks"] > 0, b2
+    peer = b2_round["bare_launcher"]
+    assert "error" not in peer, peer
+    assert peer["launched"] == peer["tasks"] == b2["tasks"], peer
+    assert peer["first_pass_tasks"] > 0, peer
+    assert peer["calls_failed"] == 0, peer
     b3 = results["B3"]
+    brackets = [
+        b2_round["info"]["calibration"],
+        b2_round["warning"]["calibration"],
+        peer["calibration"],
+        b3["calibration"],
+        b3["match"]["calibration"],
+        results["B4"]["rounds"][0]["daemon"]["calibration"],
+    ]
+    for bracket in brackets:
+        assert bracket["before"] > 0, bracket
+        assert bracket["after"] > 0, bracket
+        assert bracket["rate"] == (bracket["before"] + bracket["after"]) / 2, bracket
     assert b3["queue_depth"] == b3["tasks"]
     assert b3["match"]["queued_loaded"] == b3["tasks"]
     assert b3["restart_s"] > 0
@@ -50,3 +71,24 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
         assert heading in text
     assert "Failed:" not in text
     assert text.count("| B1 ") == 4
+    assert "## Calibration" in text
+    assert "| daemon / bare launcher |" in text
+    header = "| target | goal | raw (median) | calibration: typed decode, offers/s "
+    assert header + "| judged: scaled to the reference machine | verdict |" in text
+    targets_table = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    calibrated = [
+        line
+        for line in targets_table.splitlines()
+        if line.startswith(
+            ("| B2 launch", "| B3 durable", "| B3 restart", "| B3 match", "| B4 /status/ p99")
+        )
+    ]
+    assert len(calibrated) == 6, calibrated
+    for line in calibrated:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        _name, _goal, raw, calibration, judged, verdict = cells
+        assert re.fullmatch(r"[\d,]+", calibration), line
+        assert re.fullmatch(r"[\d,.]+ (tasks/s|s|ms)", raw), line
+        assert re.fullmatch(r"[\d,.]+ (tasks/s|s|ms)", judged), line
+        assert judged.split()[1] == raw.split()[1], line
+        assert verdict in ("met", "**missed**"), line

@@ -1,0 +1,251 @@
+"""The targets table: each target's goal, its raw figure, and the figure it is judged on.
+
+A ratio to a peer measured in the same round (B1, B4's share of the bare endpoint) is judged as
+measured: both sides ran on the same machine minutes apart. An absolute figure (B2's and B3's
+rates, B3's restart and match times, B4's p99) is scaled round by round to the reference machine
+by the calibration sample taken around it (``bench.calibration``), and the verdict is on the
+median of the scaled figures. Memory is not scaled: a slower machine does not use more of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.calibration import bracket_rate, scale_duration, scale_rate
+from bench.common import num, summary
+
+NOT_SCALED_RATIO = "as measured (ratio within a round)"
+NOT_SCALED_MEMORY = "as measured (memory is not scaled)"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    goal: str
+    raw: str
+    calibration: str
+    """Median of the rounds' typed decode rates (offers/s), or a dash for unscaled figures."""
+    judged: str
+    """The figure the verdict is on: scaled to the reference machine, or as measured."""
+    verdict: str
+
+
+def _verdict(value: float | None, goal: float, higher: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "not measured"
+    ok = value >= goal if higher else value <= goal
+    return "met" if ok else "**missed**"
+
+
+def _dig(row: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        row = row.get(key) if isinstance(row, dict) else None
+    return row
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def measured(
+    name: str,
+    goal: float,
+    unit: str,
+    values: list[float],
+    *,
+    higher: bool = True,
+    digits: int = 0,
+    scale: float = 1.0,
+    note: str = NOT_SCALED_RATIO,
+) -> Target:
+    """A target judged on its median as measured (``scale`` only changes the display: 100 %)."""
+    median = summary(values)["median"] if values else None
+    shown = f"{num(median * scale if median is not None else None, digits)} {unit}"
+    sign = ">=" if higher else "<="
+    return Target(
+        name,
+        f"{sign} {goal * scale:g} {unit}",
+        shown,
+        "—",
+        note,
+        _verdict(median, goal, higher),
+    )
+
+
+def scaled_figures(samples: list[tuple[float | None, Any]], *, higher: bool) -> list[float]:
+    """Each round's raw figure scaled by its calibration bracket (rounds without one left out):
+    a throughput (``higher`` is better) with ``scale_rate``, a duration with ``scale_duration``."""
+    scale: Callable[[float, float], float] = scale_rate if higher else scale_duration
+    out = []
+    for raw, bracket in samples:
+        rate = bracket_rate(bracket)
+        if raw is not None and rate is not None:
+            out.append(scale(raw, rate))
+    return out
+
+
+def calibrated(
+    name: str,
+    goal: float,
+    unit: str,
+    samples: list[tuple[float | None, Any]],
+    *,
+    higher: bool = True,
+    digits: int = 0,
+) -> Target:
+    """An absolute target: ``samples`` are (raw figure, calibration bracket) per round.
+
+    Throughputs (``higher``) scale up on a slower machine, durations (not ``higher``) down; the
+    verdict is on the median of the scaled figures. Without any calibration (results written
+    before it existed) the verdict falls back to the raw figure and says so.
+    """
+    raws = [raw for raw, _ in samples if raw is not None]
+    rates = [r for raw, b in samples if raw is not None and (r := bracket_rate(b)) is not None]
+    scaled = scaled_figures(samples, higher=higher)
+    raw_median = summary(raws)["median"] if raws else None
+    sign = ">=" if higher else "<="
+    goal_text = f"{sign} {num(goal)} {unit}"
+    raw_text = f"{num(raw_median, digits)} {unit}"
+    if not scaled:
+        verdict = _verdict(raw_median, goal, higher)
+        if raw_median is not None:
+            verdict += " (raw: no calibration)"
+        return Target(name, goal_text, raw_text, "n/a", "n/a", verdict)
+    judged = summary(scaled)["median"]
+    return Target(
+        name,
+        goal_text,
+        raw_text,
+        num(summary(rates)["median"]),
+        f"{num(judged, digits)} {unit}",
+        _verdict(judged, goal, higher),
+    )
+
+
+def _ratios(
+    rounds: list[dict[str, Any]], top: tuple[str, ...], bottom: tuple[str, ...]
+) -> list[float]:
+    out = []
+    for row in rounds:
+        a, b = _number(_dig(row, top)), _number(_dig(row, bottom))
+        if a is not None and b:
+            out.append(a / b)
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    rows: list[Target] = []
+    b1 = results.get("B1", {})
+    if "rounds" in b1:
+        r = b1["rounds"]
+        for variant in ("native_paused", "native_unpaused"):
+            label = variant.replace("_", " ")
+            rows.append(
+                measured(
+                    f"B1 {label} vs bare pymesos",
+                    5.0,
+                    "x",
+                    _ratios(r, (variant, "offers_per_s"), ("pymesos_bare", "offers_per_s")),
+                    digits=2,
+                )
+            )
+            rows.append(
+                measured(
+                    f"B1 {label} vs decode limit",
+                    0.5,
+                    "%",
+                    _ratios(r, (variant, "offers_per_s"), ("decode_limit",)),
+                    digits=1,
+                    scale=100.0,
+                )
+            )
+    b2 = results.get("B2", {})
+    if "rounds" in b2:
+        infos = [row.get("info", {}) for row in b2["rounds"]]
+        for key, label in (
+            ("first_pass_rate", "first pass, all agents"),
+            ("accept_rate", "all tasks, from unpause"),
+        ):
+            rows.append(
+                calibrated(
+                    f"B2 launch rate to ACCEPT ({label})",
+                    10_000,
+                    "tasks/s",
+                    [(_number(info.get(key)), info.get("calibration")) for info in infos],
+                )
+            )
+    b3 = results.get("B3", {})
+    if "enqueue" in b3:
+        bracket = b3.get("calibration")
+        rows.append(
+            calibrated(
+                "B3 durable enqueue",
+                20_000,
+                "tasks/s",
+                [(_number(b3["enqueue"].get("rate")), bracket)],
+            )
+        )
+        rows.append(
+            measured(
+                f"B3 RSS with {num(b3['tasks'])} queued",
+                600,
+                "MB",
+                [v for v in [_number(b3.get("rss_mb"))] if v is not None],
+                higher=False,
+                note=NOT_SCALED_MEMORY,
+            )
+        )
+        rows.append(
+            calibrated(
+                f"B3 restart with {num(b3['tasks'])} queued",
+                10,
+                "s",
+                [(_number(b3.get("restart_s")), bracket)],
+                higher=False,
+                digits=2,
+            )
+        )
+    match = b3.get("match", {})
+    if match:
+        # The daemon freezes its start-up state (daemon/service.py): that is the figure.
+        rows.append(
+            calibrated(
+                f"B3 match p99, 100 offers, {num(match['queued_loaded'])} queued (as the daemon"
+                " runs: gc frozen after load)",
+                10,
+                "ms",
+                [(_number(match["gc_frozen"]["p99_ms"]), match.get("calibration"))],
+                higher=False,
+                digits=2,
+            )
+        )
+    b4 = results.get("B4", {})
+    if "rounds" in b4:
+        r = b4["rounds"]
+        rows.append(
+            measured(
+                "B4 /status/ req/s vs bare aiohttp",
+                0.5,
+                "%",
+                [x["ratio"] for x in r if x.get("ratio")],
+                digits=1,
+                scale=100.0,
+            )
+        )
+        rows.append(
+            calibrated(
+                "B4 /status/ p99 under the offer stream",
+                20,
+                "ms",
+                [
+                    (_number(_dig(x, ("daemon", "p99_ms"))), _dig(x, ("daemon", "calibration")))
+                    for x in r
+                ],
+                higher=False,
+                digits=2,
+            )
+        )
+    return rows
