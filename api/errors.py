@@ -14,6 +14,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from scale_scheduler.api.json_body import BodyError, brief, decode_object, json_kind
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.state.store import MissingRowError
 
@@ -48,22 +49,13 @@ def not_found(message: str) -> web.HTTPException:
     return text_error(web.HTTPNotFound, message)
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, or 400 saying what is wrong with it."""
-    body = await request.read()
-    if not body.strip():
-        raise bad_request("The request body is empty; send a JSON object.")
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
-
-
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise bad_request(f"The request body must be a JSON object, not {_json_kind(data)}.")
-    return data
+    """The request body as a JSON object (members one level deep, ``json_body``), or 400 saying
+    what is wrong with it."""
+    try:
+        return decode_object(await request.read())
+    except BodyError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def check_update_fields(data: dict[str, Any], allowed: Iterable[str]) -> None:
@@ -71,9 +63,11 @@ def check_update_fields(data: dict[str, Any], allowed: Iterable[str]) -> None:
     allowed_set = set(allowed)
     unexpected = [key for key in data if key not in allowed_set]
     if unexpected:
+        named = ", ".join(brief(key) for key in unexpected[:10])
+        if len(unexpected) > 10:
+            named += f" and {len(unexpected) - 10} more"
         raise bad_request(
-            f"Unexpected fields: {', '.join(unexpected)}. "
-            f"Allowed fields: {', '.join(sorted(allowed_set))}."
+            f"Unexpected fields: {named}. Allowed fields: {', '.join(sorted(allowed_set))}."
         )
     if not data:
         raise bad_request(
@@ -87,23 +81,9 @@ def require_bool(data: dict[str, Any], field: str) -> bool | None:
     value = data[field]
     if not isinstance(value, bool):
         raise bad_request(
-            f"Field {field!r} must be a JSON boolean (true or false), not {_json_kind(value)}."
+            f"Field {field!r} must be a JSON boolean (true or false), not {json_kind(value)}."
         )
     return value
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 _DEFAULT_MESSAGES = {

@@ -24,11 +24,12 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from scale_scheduler.api import limits
 from scale_scheduler.api.auth import requires_token
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.pagination import MAX_PAGE_SIZE
 from scale_scheduler.api.request_guard import MUTATING_METHODS
-from scale_scheduler.api.views_queue import MAX_BATCH, TaskIn
+from scale_scheduler.api.task_body import MAX_BATCH, TaskIn
 from scale_scheduler.daemon.config import ApiConfig
 from scale_scheduler.state.nodes import NodeState
 from scale_scheduler.state.tasks import TaskState
@@ -78,7 +79,7 @@ def _task_submission_schemas() -> dict[str, Schema]:
     task.pop("title", None)
     task["description"] = (
         "One task. 'command' is required unless 'container' is given; "
-        "cpus and mem are required, mem and disk in MiB."
+        "cpus and mem are required, mem and disk in MiB. The bounds are the README's Limits."
     )
     task["anyOf"] = [
         {"required": ["command"], "properties": {"command": {"type": "string"}}},
@@ -217,7 +218,13 @@ def _schemas() -> dict[str, Schema]:
             "Unpausing clears pause_reason.",
             "properties": {
                 "is_paused": {"type": "boolean"},
-                "pause_reason": _nullable({"type": "string"}),
+                "pause_reason": _nullable(
+                    {
+                        "type": "string",
+                        "maxLength": limits.MAX_PAUSE_REASON,
+                        "pattern": limits.PRINTABLE,
+                    }
+                ),
                 "is_active": {"type": "boolean"},
             },
             "additionalProperties": False,

@@ -6,15 +6,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from scale_scheduler.api.errors import bad_request
+from scale_scheduler.api.json_body import brief
 from scale_scheduler.api.keys import CONFIG
 
 MAX_PAGE_SIZE = 10_000
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +34,13 @@ def _positive_int(request: web.Request, name: str, default: int, limit: int) -> 
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"Query parameter {name!r} must be an integer, not {raw!r}.") from None
-    if value < 1 or value > limit:
-        raise bad_request(f"Query parameter {name!r} must be between 1 and {limit}, not {value}.")
+    if _INTEGER.fullmatch(raw) is None:  # int() also takes "1_000", " 7" and "٣"
+        raise bad_request(f"Query parameter {name!r} must be an integer, not {brief(raw)!r}.")
+    value = int(raw) if len(raw) <= 20 else None  # None: far out of range
+    if value is None or not 1 <= value <= limit:
+        raise bad_request(
+            f"Query parameter {name!r} must be between 1 and {limit}, not {brief(raw)}."
+        )
     return value
 
 

@@ -1,4 +1,7 @@
-"""Every route of the REST API, wired in one place."""
+"""Every route of the REST API, wired in one place.
+
+Ids are ``[0-9]+``: ``\\d`` would also match other scripts' digits (Arabic-Indic,
+fullwidth ...), which ``int()`` reads as numbers: ``/tasks/%D9%A3%D9%A3/`` is not task 33."""
 
 from __future__ import annotations
 
@@ -25,11 +28,11 @@ def setup_routes(app: web.Application) -> None:
     router.add_post("/queue/", views_queue.post_queue)
     router.add_get("/queue/", views_queue.get_queue)
     router.add_get("/tasks/", views_tasks.list_tasks)
-    router.add_get(r"/tasks/{task_id:\d+}/", views_tasks.get_task)
-    router.add_delete(r"/tasks/{task_id:\d+}/", views_tasks.delete_task)
+    router.add_get(r"/tasks/{task_id:[0-9]+}/", views_tasks.get_task)
+    router.add_delete(r"/tasks/{task_id:[0-9]+}/", views_tasks.delete_task)
     router.add_get("/nodes/", views_nodes.list_nodes)
-    router.add_get(r"/nodes/{node_id:\d+}/", views_nodes.get_node)
-    router.add_patch(r"/nodes/{node_id:\d+}/", views_nodes.patch_node)
+    router.add_get(r"/nodes/{node_id:[0-9]+}/", views_nodes.get_node)
+    router.add_patch(r"/nodes/{node_id:[0-9]+}/", views_nodes.patch_node)
     router.add_get("/metrics", metrics.get_metrics)
     router.add_get("/healthz", health.get_healthz)
     router.add_get("/readyz", health.get_readyz)

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from scale_scheduler.api import limits
 from scale_scheduler.api.errors import (
     bad_request,
     check_update_fields,
@@ -19,19 +20,12 @@ from scale_scheduler.api.errors import (
     read_json_object,
     require_bool,
 )
+from scale_scheduler.api.json_body import json_kind
 from scale_scheduler.api.keys import CORE, SCHEDULER
 from scale_scheduler.api.pagination import envelope, page_of
 from scale_scheduler.state.nodes import Node, NodeNotFoundError, node_view
 
 UPDATABLE = ("is_paused", "pause_reason", "is_active")
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"the number {value}"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def _node(request: web.Request) -> Node:
@@ -62,17 +56,32 @@ async def get_node(request: web.Request) -> web.Response:
     return json_response(node_view(_node(request), request.app[SCHEDULER].state.is_paused))
 
 
+def _pause_reason(data: dict[str, Any]) -> str | None:
+    """``pause_reason``: null, or printable text of at most ``limits.MAX_PAUSE_REASON``."""
+    reason = data.get("pause_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise bad_request(
+            f"Field 'pause_reason' must be a JSON string or null, not {json_kind(reason)}."
+        )
+    if reason is not None and len(reason) > limits.MAX_PAUSE_REASON:
+        raise bad_request(
+            f"Field 'pause_reason' is invalid: expected at most {limits.MAX_PAUSE_REASON} "
+            f"characters, not {len(reason)}."
+        )
+    if reason is not None and not limits.text_ok(limits.PRINTABLE, reason):
+        raise bad_request(
+            f"Field 'pause_reason' is invalid: expected {limits.RULES[limits.PRINTABLE]}."
+        )
+    return reason
+
+
 async def patch_node(request: web.Request) -> web.Response:
     node = _node(request)
     data = await read_json_object(request)
     check_update_fields(data, UPDATABLE)
     is_paused = require_bool(data, "is_paused")
     is_active = require_bool(data, "is_active")
-    reason = data.get("pause_reason")
-    if reason is not None and not isinstance(reason, str):
-        raise bad_request(
-            f"Field 'pause_reason' must be a JSON string or null, not {_kind(reason)}."
-        )
+    reason = _pause_reason(data)
     updated = await request.app[CORE].nodes.update_flags(
         node.id,
         is_paused=is_paused,

@@ -8,6 +8,8 @@ own process, ``b4_seconds`` each):
 - ``bare``: ``bench.bare_api``, an aiohttp app with one JSON endpoint and nothing else.
 
 Reported: requests/s, p50/p99/max latency (ms), errors, and the daemon's share of the bare rate.
+Then, on a fresh daemon, ``/healthz`` latency while four 16 MB batches are posted at once
+(``bench.batch_latency``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.b1_offers import start_daemon, start_master
+from bench.batch_latency import measure_fresh_daemon
 from bench.calibration import Calibrator
 from bench.common import Rate, Settings
 from bench.procs import Child, python_for
@@ -93,10 +96,12 @@ def run(settings: Settings) -> dict[str, Any]:
         bare = measure_bare(settings, work)
         # The daemon's p99 is an absolute target: bracket it with calibration samples.
         daemon = calibrator.calibrated(partial(measure_daemon, settings, work))
+        batches = measure_fresh_daemon(work / "batches", settings.offers_path)
         rounds.append(
             {
                 "bare": bare,
                 "daemon": daemon,
+                "batches": batches,
                 "ratio": daemon["rps"] / bare["rps"] if bare.get("rps") else None,
             }
         )

@@ -430,4 +430,20 @@ def _b4(data: dict[str, Any] | None) -> list[str]:
         f"| daemon / bare | {mmm([x['ratio'] * 100 for x in r if x.get('ratio')], 1)} % | | | | | |"
     )
     lines.append("")
+    batches = [x["batches"] for x in r if "batches" in x]
+    if batches:
+
+        def col(key: str, digits: int = 0) -> str:
+            return mmm([b[key] for b in batches], digits)
+
+        lines += [
+            "`GET /healthz` every 5 ms while four 16 MB batches of 10,000 tasks are posted at once "
+            "(`bench/batch_latency.py`): how long the event loop was held at a stretch.",
+            "",
+            "| probes | p50 ms | p99 ms | max ms | seconds until every batch is answered |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+            f"| {col('probes')} | {col('p50_ms', 2)} | {col('p99_ms', 1)} | {col('max_ms', 1)} "
+            f"| {col('submit_seconds', 2)} |",
+            "",
+        ]
     return lines

@@ -24,6 +24,8 @@ import requests  # noqa: E402  (a dependency of schemathesis: import it after th
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from securitykit import AUTH, running_daemon, token_file  # noqa: E402
 
+from scale_scheduler.api.limits import MAX_CPUS  # noqa: E402
+
 MIN_CASES = 1000
 EXAMPLES = int(os.environ.get("SCALE_FUZZ_EXAMPLES", "50"))
 """Generated cases per operation and mode (valid, invalid); fewer where fewer inputs exist.
@@ -87,7 +89,7 @@ async def _seed_tasks(url: str) -> None:
     """Tasks for ids to find, cancel and kill: finished, running for long, and never placeable."""
     tasks = [
         {"name": f"seed-{i}", "command": "true", "cpus": 0.1, "mem": 8, **extra}
-        for i, extra in enumerate([{}, {"labels": {"sim.duration": "600"}}, {"cpus": 1e6}] * 4)
+        for i, extra in enumerate([{}, {"labels": {"sim.duration": "600"}}, {"cpus": MAX_CPUS}] * 4)
     ]
     async with (
         aiohttp.ClientSession() as client,

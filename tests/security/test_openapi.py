@@ -19,6 +19,7 @@ from securitykit import AUTH, running_daemon, token_file
 from scale_scheduler.api.app import build_app
 from scale_scheduler.api.auth import requires_token
 from scale_scheduler.api.keys import CONFIG, CORE
+from scale_scheduler.api.limits import MAX_CPUS
 from scale_scheduler.api.openapi import build_document
 from scale_scheduler.daemon.config import ApiConfig, Config
 from scale_scheduler.state.tasks import TaskState
@@ -190,7 +191,7 @@ async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> No
     task = {"name": "t", "command": "true", "cpus": 0.1, "mem": 8}
     running = await _submit(prober, {**task, "labels": {"sim.duration": "600"}})
     finished = await _submit(prober, task)
-    queued = await _submit(prober, {**task, "cpus": 1e6})  # fits no agent
+    queued = await _submit(prober, {**task, "cpus": MAX_CPUS})  # fits no agent
     await prober.expect(201, "POST", "/queue/", body=[task, task])
     await daemon.sim.wait_until(
         lambda: (
