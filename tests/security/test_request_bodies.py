@@ -294,7 +294,7 @@ async def test_real_daemon_answers_broken_and_deep_bodies_400(real_daemon: Daemo
             async with session.get(real_daemon.url + "/nodes/1/") as response:
                 if response.status == 200:
                     break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval
         else:
             raise AssertionError("no node 1: " + real_daemon.logs())
         cases = [("POST", "/queue/", body) for body, _ in BROKEN_BODIES]
