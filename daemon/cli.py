@@ -1,7 +1,7 @@
 """``scale-scheduler``: the command line. Parses arguments, configures logging, dispatches.
 
-``run`` is the daemon (its exit statuses are ``ExitCode`` values: 0 after a clean stop, 2 for a
-configuration error, ...); ``demo`` runs it against a simulated cluster; ``sim`` is the simulator;
+``run`` is the daemon (its exit statuses are ``ExitCode`` values, listed in README.md's "Exit
+statuses"); ``demo`` runs it against a simulated cluster; ``sim`` is the simulator;
 the operator commands (``status``, ``pause``, ``tasks``, ...) live in ``operator_cli``.
 """
 
@@ -183,7 +183,10 @@ def run_daemon(config: Config, config_path: str | None) -> int:
             )
         )
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        structlog.get_logger(__name__).warning("daemon_interrupted")
+        log_fatal(ExitCode.FAILURE, "interrupted again while stopping")
+        return ExitCode.FAILURE
+    except Exception as exc:  # exit 1 is "anything else": logged once, with its traceback
+        log_fatal(ExitCode.FAILURE, f"unexpected error: {exc!r}", exc)
         return ExitCode.FAILURE
 
 

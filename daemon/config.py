@@ -144,6 +144,15 @@ class MesosConfig(_Section, frozen=True):
     backoff_initial: Annotated[
         float, _doc("First delay, in seconds, of the back-off between reconnects.", gt=0)
     ] = 0.5
+    give_up_after: Annotated[
+        float,
+        _doc(
+            "Seconds without a subscription to a master after which the daemon exits with "
+            "status 6 (checked between attempts, so up to request_timeout later); 0 retries "
+            "forever.",
+            ge=0,
+        ),
+    ] = 0.0
     max_record_bytes: Annotated[
         int,
         _doc(
