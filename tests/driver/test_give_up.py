@@ -4,6 +4,7 @@ counted from the start and again from the end of every subscription; 0 never giv
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -80,11 +81,11 @@ async def test_the_count_starts_again_when_a_subscription_ends(
     master: FakeMaster, make_driver: MakeDriver
 ) -> None:
     handler = RecordingHandler()
-    driver = make_driver(master.url, settings=replace(FAST, give_up_after=0.5))
+    driver = make_driver(master.url, settings=replace(FAST, give_up_after=1.0))
     with structlog.testing.capture_logs() as logs:
         await driver.start(handler)
         await eventually(lambda: handler.subscriptions)
-        await asyncio.sleep(0.7)  # time must pass: subscribed for longer than give_up_after
+        await asyncio.sleep(1.2)  # time must pass: subscribed for longer than give_up_after
         assert handler.losses == []
         master.statuses = [503] * 1000  # every SUBSCRIBE from now on fails
         await master.close_streams()
@@ -96,3 +97,27 @@ async def test_the_count_starts_again_when_a_subscription_ends(
     # the start, the deadline had passed already and it would have given up at once).
     assert "mesos_subscribe_failed" in names[:lost]
     assert len(master.subscribes) >= 2
+
+
+class NoLeader:
+    """A ``MasterDetector`` that never knows a leader (a ZooKeeper with no master registered)."""
+
+    def candidates(self) -> list[str]:
+        return []
+
+    async def start(self, on_change: Callable[[], None]) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_no_leader_known_gives_up_after_the_limit(make_driver: MakeDriver) -> None:
+    handler = RecordingHandler()
+    driver = make_driver(detector=NoLeader(), settings=replace(FAST, give_up_after=0.3))
+    with structlog.testing.capture_logs() as logs:
+        await driver.start(handler)
+        await eventually(lambda: gave_up(logs))
+    [reason] = handler.losses
+    assert reason.endswith("last error: no leading Mesos master is known")
+    assert error_lines(logs) == []
