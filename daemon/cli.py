@@ -155,7 +155,21 @@ def check_config(config: Config, config_path: str | None) -> int:
 
 
 def run_daemon(config: Config, config_path: str | None) -> int:
+    """``run``: the checks, then serve. Every non-zero exit is logged once (``daemon_fatal``)."""
     configure_logging(config.logging.level, config.logging.format)
+    from scale_scheduler.daemon.supervisor import log_fatal
+
+    try:
+        return _check_and_serve(config, config_path)
+    except KeyboardInterrupt:  # SIGINT before its handler is installed, or after it is removed
+        log_fatal(ExitCode.FAILURE, "interrupted outside a clean stop")
+        return ExitCode.FAILURE
+    except Exception as exc:  # exit 1 is "anything else": logged once, with its traceback
+        log_fatal(ExitCode.FAILURE, f"unexpected error: {exc!r}", exc)
+        return ExitCode.FAILURE
+
+
+def _check_and_serve(config: Config, config_path: str | None) -> int:
     from scale_scheduler.daemon.preflight import print_fatal, run_checks
     from scale_scheduler.daemon.supervisor import log_fatal
 
@@ -172,22 +186,15 @@ def run_daemon(config: Config, config_path: str | None) -> int:
     from scale_scheduler.daemon.service import reload_logging_level, serve
 
     notifier = Notifier.from_environ()
-    try:
-        return int(
-            asyncio.run(
-                serve(
-                    config,
-                    reload_level=partial(reload_logging_level, config_path),
-                    notifier=notifier,
-                )
+    return int(
+        asyncio.run(
+            serve(
+                config,
+                reload_level=partial(reload_logging_level, config_path),
+                notifier=notifier,
             )
         )
-    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        log_fatal(ExitCode.FAILURE, "interrupted again while stopping")
-        return ExitCode.FAILURE
-    except Exception as exc:  # exit 1 is "anything else": logged once, with its traceback
-        log_fatal(ExitCode.FAILURE, f"unexpected error: {exc!r}", exc)
-        return ExitCode.FAILURE
+    )
 
 
 def config_reference_markdown() -> str:

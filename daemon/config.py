@@ -478,6 +478,14 @@ def _validate(raw: Any, overrides: dict[str, dict[str, Any]]) -> Config:
 
 
 def _check_semantics(config: Config) -> None:
+    paths = {
+        "state.path": config.state.path,
+        "api.token_file": config.api.token_file,
+        "mesos.secret_file": config.mesos.secret_file,
+    }
+    for key, path in paths.items():
+        if "\0" in path:  # no file system takes one; os calls raise ValueError
+            raise ConfigError(f"{key}: a file name cannot contain a NUL character", key)
     master = config.mesos.master.strip()
     if master.startswith("zk://"):
         hosts, _, path = master[len("zk://") :].partition("/")
