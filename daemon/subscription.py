@@ -3,12 +3,11 @@
 Owns what does not depend on how the wire is spoken: the settings both drivers take from
 ``MesosConfig``, FrameworkInfo and credentials preparation, the outcome of one subscription
 attempt, the resubscribe loop with back-off over the detector's candidates and its give-up
-deadline (``mesos.give_up_after``), the heartbeat
-watchdog, framework-id adoption, saving and mismatch handling, ``ConnectionStatus``
-bookkeeping with its ``mesos_connection_changed`` log event, handler notification, TEARDOWN's
-guard against resubscribing, how a rejected call's HTTP status is classified, and the JSON
-payloads of the calls both drivers build themselves (KILL, ACKNOWLEDGE, RECONCILE: pymesos's
-own helpers drop the agent ids).
+deadline (``mesos.give_up_after``), the heartbeat watchdog, framework-id adoption, saving and
+mismatch handling, ``ConnectionStatus`` bookkeeping with its ``mesos_connection_changed`` log
+event, handler notification, TEARDOWN's guard against resubscribing, how a rejected call's
+HTTP status is classified, and the JSON payloads of the calls both drivers build themselves
+(KILL, ACKNOWLEDGE, RECONCILE: pymesos's own helpers drop the agent ids).
 
 It does not own any transport: opening the stream, reading events, sending calls and the
 exceptions of a particular HTTP client stay in the drivers.
