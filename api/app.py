@@ -38,7 +38,6 @@ from scale_scheduler.api.routes import setup_routes
 from scale_scheduler.daemon.config import Config, master_address_hint
 from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
 from scale_scheduler.daemon.driver_factory import create_driver
-from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.framework_info import read_credentials
 from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.operator_api import make_agents_fetcher
@@ -135,7 +134,7 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         app[SCHEDULER],
         driver,
         fetch_agents=fetch_agents,
-        on_fatal=lambda message: supervisor.fail(ExitCode.FRAMEWORK_REMOVED, message),
+        on_fatal=supervisor.fail,
     )
     app[CORE] = core
     app[CLUSTER] = core

@@ -1,7 +1,7 @@
 """``scale-scheduler``: the command line. Parses arguments, configures logging, dispatches.
 
-``run`` is the daemon (its exit statuses are ``ExitCode`` values: 0 after a clean stop, 2 for a
-configuration error, ...); ``demo`` runs it against a simulated cluster; ``sim`` is the simulator;
+``run`` is the daemon (its exit statuses are ``ExitCode`` values, listed in README.md's "Exit
+statuses"); ``demo`` runs it against a simulated cluster; ``sim`` is the simulator;
 the operator commands (``status``, ``pause``, ``tasks``, ...) live in ``operator_cli``.
 """
 
@@ -155,7 +155,21 @@ def check_config(config: Config, config_path: str | None) -> int:
 
 
 def run_daemon(config: Config, config_path: str | None) -> int:
+    """``run``: the checks, then serve. Every non-zero exit is logged once (``daemon_fatal``)."""
     configure_logging(config.logging.level, config.logging.format)
+    from scale_scheduler.daemon.supervisor import log_fatal
+
+    try:
+        return _check_and_serve(config, config_path)
+    except KeyboardInterrupt:  # SIGINT before its handler is installed, or after it is removed
+        log_fatal(ExitCode.FAILURE, "interrupted outside a clean stop")
+        return ExitCode.FAILURE
+    except Exception as exc:  # exit 1 is "anything else": logged once, with its traceback
+        log_fatal(ExitCode.FAILURE, f"unexpected error: {exc!r}", exc)
+        return ExitCode.FAILURE
+
+
+def _check_and_serve(config: Config, config_path: str | None) -> int:
     from scale_scheduler.daemon.preflight import print_fatal, run_checks
     from scale_scheduler.daemon.supervisor import log_fatal
 
@@ -172,19 +186,15 @@ def run_daemon(config: Config, config_path: str | None) -> int:
     from scale_scheduler.daemon.service import reload_logging_level, serve
 
     notifier = Notifier.from_environ()
-    try:
-        return int(
-            asyncio.run(
-                serve(
-                    config,
-                    reload_level=partial(reload_logging_level, config_path),
-                    notifier=notifier,
-                )
+    return int(
+        asyncio.run(
+            serve(
+                config,
+                reload_level=partial(reload_logging_level, config_path),
+                notifier=notifier,
             )
         )
-    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        structlog.get_logger(__name__).warning("daemon_interrupted")
-        return ExitCode.FAILURE
+    )
 
 
 def config_reference_markdown() -> str:

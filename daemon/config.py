@@ -144,6 +144,15 @@ class MesosConfig(_Section, frozen=True):
     backoff_initial: Annotated[
         float, _doc("First delay, in seconds, of the back-off between reconnects.", gt=0)
     ] = 0.5
+    give_up_after: Annotated[
+        float,
+        _doc(
+            "Seconds without a subscription to a master after which the daemon exits with "
+            "status 6 (checked between attempts, so up to request_timeout later); 0 retries "
+            "forever.",
+            ge=0,
+        ),
+    ] = 0.0
     max_record_bytes: Annotated[
         int,
         _doc(
@@ -469,6 +478,14 @@ def _validate(raw: Any, overrides: dict[str, dict[str, Any]]) -> Config:
 
 
 def _check_semantics(config: Config) -> None:
+    paths = {
+        "state.path": config.state.path,
+        "api.token_file": config.api.token_file,
+        "mesos.secret_file": config.mesos.secret_file,
+    }
+    for key, path in paths.items():
+        if "\0" in path:  # no file system takes one; os calls raise ValueError
+            raise ConfigError(f"{key}: a file name cannot contain a NUL character", key)
     master = config.mesos.master.strip()
     if master.startswith("zk://"):
         hosts, _, path = master[len("zk://") :].partition("/")

@@ -92,7 +92,13 @@ class EventHandler(Protocol):
     def on_failure(self, agent_id: str | None, executor_id: str | None) -> None: ...
 
     def on_error(self, message: str) -> None:
-        """The master sent ERROR: fatal for this framework; the daemon exits non-zero."""
+        """The master refused the framework (it sent ERROR, or another framework id): the
+        driver stopped subscribing; the daemon exits 4."""
+        ...
+
+    def on_subscription_lost(self, reason: str) -> None:
+        """No subscription for ``mesos.give_up_after`` seconds: the driver stopped trying;
+        the daemon exits 6."""
         ...
 
     def on_disconnected(self, reason: str) -> None: ...

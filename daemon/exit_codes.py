@@ -1,4 +1,7 @@
-"""One exit status per fatal reason, so systemd and operators can tell them apart."""
+"""One exit status per fatal reason, so systemd and operators can tell them apart.
+
+README.md's "Exit statuses" table is where they are documented (a test keeps it in step).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,22 @@ import enum
 
 class ExitCode(enum.IntEnum):
     OK = 0
+    """Stopped cleanly (SIGTERM or SIGINT)."""
     FAILURE = 1
+    """Anything unexpected: an exception no other status names (a bug, or a resource failing)."""
     CONFIG_ERROR = 2
     STORE_ERROR = 3
-    FRAMEWORK_REMOVED = 4
-    """The master sent ERROR (for example the framework was removed)."""
+    """The database cannot be opened or migrated."""
+    FRAMEWORK_REFUSED = 4
+    """The master refused the framework: it sent ERROR (for example the framework was removed),
+    or answered SUBSCRIBE with another framework id."""
     API_BIND_FAILED = 5
-    DRIVER_UNAVAILABLE = 6
+    SUBSCRIPTION_LOST = 6
+    """No subscription to a Mesos master for ``mesos.give_up_after`` seconds."""
 
 
 class FatalError(Exception):
-    """Stops the daemon with ``code`` after logging ``message`` once."""
+    """Stops the daemon with ``code``; ``message`` is logged once, as ``daemon_fatal``."""
 
     def __init__(self, code: ExitCode, message: str) -> None:
         super().__init__(message)

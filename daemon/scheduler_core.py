@@ -22,6 +22,7 @@ import structlog
 
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.driver import SchedulerDriver, Subscription
+from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.offer_pipeline import OfferPipeline
 from scale_scheduler.daemon.task_tracker import TaskTracker
@@ -45,8 +46,10 @@ class SchedulerCore:
         clock: Callable[[], float] = time.time,
         *,
         fetch_agents: AgentsFetcher | None = None,
-        on_fatal: Callable[[str], None] | None = None,
+        on_fatal: Callable[[ExitCode, str], None] | None = None,
     ) -> None:
+        """``on_fatal(code, message)`` stops the daemon when the driver stops subscribing for
+        good (the supervisor's ``fail``: it logs the one ``daemon_fatal`` line)."""
         self.config = config
         self._settings = config.scheduler
         self._store = store
@@ -175,9 +178,12 @@ class SchedulerCore:
             self.nodes.agent_removed(agent_id)
 
     def on_error(self, message: str) -> None:
-        log.error("mesos_error_event", message=message)
         if self._on_fatal is not None:
-            self._on_fatal(message)
+            self._on_fatal(ExitCode.FRAMEWORK_REFUSED, message)
+
+    def on_subscription_lost(self, reason: str) -> None:
+        if self._on_fatal is not None:
+            self._on_fatal(ExitCode.SUBSCRIPTION_LOST, reason)
 
     def on_disconnected(self, reason: str) -> None:
         log.info("scheduler_disconnected", reason=reason)

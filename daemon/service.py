@@ -25,7 +25,7 @@ from scale_scheduler.api.edge_server import ApiListener
 from scale_scheduler.api.keys import CONNECTION, SCHEDULER
 from scale_scheduler.daemon.accept_errors import install_accept_error_log
 from scale_scheduler.daemon.config import Config, ConfigError, load_config
-from scale_scheduler.daemon.exit_codes import ExitCode
+from scale_scheduler.daemon.exit_codes import ExitCode, FatalError
 from scale_scheduler.daemon.logging_setup import set_level
 from scale_scheduler.daemon.operator_cli import client_host
 from scale_scheduler.daemon.preflight import fatal_error, print_fatal
@@ -80,9 +80,11 @@ async def serve(
             await runner.setup()
         except Exception as exc:
             fatal = fatal_error(exc)
-            if fatal is None:
-                raise
-            supervisor.fail(fatal.code, str(fatal))
+            if fatal is None:  # a bug, or a resource failing in a way nothing names
+                fatal = FatalError(ExitCode.FAILURE, f"start-up failed: {exc!r}")
+                supervisor.fail(fatal.code, str(fatal), exc)
+            else:
+                supervisor.fail(fatal.code, str(fatal))
             print_fatal(fatal)
             await runner.cleanup()
             return supervisor.exit_code

@@ -2,12 +2,12 @@
 
 Owns what does not depend on how the wire is spoken: the settings both drivers take from
 ``MesosConfig``, FrameworkInfo and credentials preparation, the outcome of one subscription
-attempt, the resubscribe loop with back-off over the detector's candidates, the heartbeat
-watchdog, framework-id adoption, saving and mismatch handling, ``ConnectionStatus``
-bookkeeping with its ``mesos_connection_changed`` log event, handler notification, TEARDOWN's
-guard against resubscribing, how a rejected call's HTTP status is classified, and the JSON
-payloads of the calls both drivers build themselves (KILL, ACKNOWLEDGE, RECONCILE: pymesos's
-own helpers drop the agent ids).
+attempt, the resubscribe loop with back-off over the detector's candidates and its give-up
+deadline (``mesos.give_up_after``), the heartbeat watchdog, framework-id adoption, saving and
+mismatch handling, ``ConnectionStatus`` bookkeeping with its ``mesos_connection_changed`` log
+event, handler notification, TEARDOWN's guard against resubscribing, how a rejected call's
+HTTP status is classified, and the JSON payloads of the calls both drivers build themselves
+(KILL, ACKNOWLEDGE, RECONCILE: pymesos's own helpers drop the agent ids).
 
 It does not own any transport: opening the stream, reading events, sending calls and the
 exceptions of a particular HTTP client stay in the drivers.
@@ -45,6 +45,7 @@ from scale_scheduler.daemon.framework_info import (
     build_framework_info,
     read_credentials,
 )
+from scale_scheduler.daemon.give_up import GiveUpDeadline
 from scale_scheduler.daemon.master_detector import MasterDetector
 from scale_scheduler.daemon.mesos_types import Subscribed
 from scale_scheduler.daemon.timer_clock import TimerClock, TimerHandle
@@ -68,6 +69,8 @@ class SubscriptionSettings:
     backoff_initial: float = 0.5
     backoff_max: float = 15.0
     heartbeat_misses: int = 5
+    give_up_after: float = 0.0
+    """Seconds without a subscription before the resubscribe loop ends for good; 0: never."""
 
     @classmethod
     def from_config(cls: type[S], mesos: MesosConfig) -> S:
@@ -75,13 +78,14 @@ class SubscriptionSettings:
             request_timeout=mesos.request_timeout,
             backoff_initial=mesos.backoff_initial,
             backoff_max=mesos.backoff_max,
+            give_up_after=mesos.give_up_after,
         )
 
 
 class Outcome(enum.Enum):
     RETRY = "retry"  # back off, then subscribe again (to the next candidate)
     RETRY_NOW = "retry_now"  # subscribe again at once (the leader changed)
-    FATAL = "fatal"  # stop subscribing (ERROR event, framework id refused, stop())
+    FATAL = "fatal"  # stop subscribing (ERROR event, framework id refused, gave up, stop())
 
 
 Result = tuple[Outcome, str]
@@ -217,6 +221,7 @@ class SubscriptionCore:
         self.stopping = False
         self.tearing_down = False
         self.detector = detector
+        self._give_up_after = settings.give_up_after
         self._id_store = id_store
         self._run_task: asyncio.Task[None] | None = None
         self._log_fields = dict(extra or {})
@@ -240,7 +245,8 @@ class SubscriptionCore:
             self.framework_info, self.credentials = await asyncio.to_thread(prepare)
         except Exception as exc:
             self.status.last_error = str(exc)
-            log.error("mesos_driver_not_started", error=str(exc))
+            # At info: raised to the caller, which reports it (the daemon: daemon_fatal).
+            log.info("mesos_driver_not_started", error=str(exc))
             raise
 
     async def launch(
@@ -268,7 +274,9 @@ class SubscriptionCore:
     # -- the resubscribe loop -------------------------------------------------------------------
 
     async def _run(self, attempt: Callable[[str], Awaitable[Result]]) -> None:
-        """Subscribe to the detector's candidates in turn until an attempt is fatal or stop."""
+        """Subscribe to the detector's candidates in turn until an attempt is fatal, the
+        give-up deadline passes without a subscription, or stop."""
+        deadline = GiveUpDeadline(self._give_up_after, asyncio.get_running_loop().time)
         index = 0
         outcome = Outcome.RETRY
         while not self.stopping:
@@ -276,15 +284,21 @@ class SubscriptionCore:
             if self.tearing_down:
                 await self.wake.wait()
                 continue
+            if deadline.expired:
+                outcome, _ = self.give_up(deadline.limit)
+                break
             candidates = self.detector.candidates()
             if not candidates:
                 self.status.master_online = False
                 self.status.last_error = "no leading Mesos master is known"
                 self.set_state(ConnectionState.DISCONNECTED)
                 log.warning("mesos_no_leader")
-                await self.wake.wait()
+                await self._sleep(deadline.bound(None))
                 continue
+            subscriptions = self.status.subscriptions
             outcome, reason = await attempt(candidates[index % len(candidates)])
+            if self.status.subscriptions != subscriptions:
+                deadline.restart()  # a subscription ended just now
             if outcome is Outcome.FATAL or self.stopping:
                 break
             index += 1
@@ -292,10 +306,15 @@ class SubscriptionCore:
                 continue
             delay = self.backoff.next()
             log.info("mesos_resubscribe_scheduled", delay=round(delay, 3), reason=reason)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), delay)
+            await self._sleep(deadline.bound(delay))
         if outcome is Outcome.FATAL and not self.stopping:
-            log.error("mesos_driver_gave_up", reason=self.status.last_error)
+            # The handler was told why (on_error, on_subscription_lost): the daemon logs it.
+            log.info("mesos_driver_gave_up", reason=self.status.last_error)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until ``wake`` is set, or ``seconds`` (``None``: no limit) have passed."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
 
     async def teardown(
         self, send: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
@@ -363,17 +382,28 @@ class SubscriptionCore:
             f"the master answered SUBSCRIBE for framework {sent} with a different "
             f"framework id {received}; refusing to adopt it"
         )
-        log.error("mesos_framework_id_mismatch", sent=sent, received=received)
+        log.info("mesos_framework_id_mismatch", sent=sent, received=received)
         self.status.last_error = message
         self.notify("on_error", message)
         return Outcome.FATAL, message
 
     def error_event(self, message: str, master: str) -> Result:
-        log.error(
+        # At info: the handler makes it the daemon's one fatal error line (daemon_fatal).
+        log.info(
             "mesos_error_event", message=message, master=master, framework_id=self.framework_id
         )
         self.status.last_error = f"the master sent ERROR: {message}"
         self.notify("on_error", message)
+        return Outcome.FATAL, message
+
+    def give_up(self, limit: float) -> Result:
+        """No subscription for ``limit`` seconds: stop trying, tell the handler why."""
+        message = (
+            f"no subscription to a Mesos master for {limit:g}s (mesos.give_up_after); "
+            f"last error: {self.status.last_error or 'none'}"
+        )
+        self.status.last_error = message
+        self.notify("on_subscription_lost", message)
         return Outcome.FATAL, message
 
     def unauthorized(self, where: str, **fields: Any) -> Result:

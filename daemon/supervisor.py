@@ -11,9 +11,11 @@ from scale_scheduler.daemon.exit_codes import ExitCode
 log = structlog.get_logger(__name__)
 
 
-def log_fatal(code: ExitCode, message: str) -> None:
-    """The one log event of a fatal error."""
-    log.error("daemon_fatal", exit_code=int(code), reason=code.name, message=message)
+def log_fatal(code: ExitCode, message: str, error: BaseException | None = None) -> None:
+    """The one log event of a fatal error (with ``error``'s traceback, for an unexpected one)."""
+    log.error(
+        "daemon_fatal", exit_code=int(code), reason=code.name, message=message, exc_info=error
+    )
 
 
 class Supervisor:
@@ -27,11 +29,11 @@ class Supervisor:
             self.reason = reason
             self._done.set()
 
-    def fail(self, code: ExitCode, message: str) -> None:
+    def fail(self, code: ExitCode, message: str, error: BaseException | None = None) -> None:
         """Stop with a non-zero exit status; the first fatal reason wins and is logged once."""
         if self._done.is_set() and self.exit_code is not ExitCode.OK:
             return
-        log_fatal(code, message)
+        log_fatal(code, message, error)
         self.exit_code = code
         self.reason = message
         self._done.set()

@@ -290,6 +290,7 @@ class RecordingHandler:
     updates: list[TaskStatus] = field(default_factory=list)
     failures: list[tuple[str | None, str | None]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    losses: list[str] = field(default_factory=list)
     disconnects: list[str] = field(default_factory=list)
 
     def on_subscribed(self, subscription: Subscription) -> None:
@@ -315,6 +316,10 @@ class RecordingHandler:
     def on_error(self, message: str) -> None:
         self.order.append("error")
         self.errors.append(message)
+
+    def on_subscription_lost(self, reason: str) -> None:
+        self.order.append("subscription_lost")
+        self.losses.append(reason)
 
     def on_disconnected(self, reason: str) -> None:
         self.order.append("disconnected")
@@ -363,7 +368,7 @@ def on_new_leader(sim: SimulatedCluster, old_leader: Any, status: Any) -> Callab
 
 def gave_up(logs: list[dict[str, Any]]) -> bool:
     """Whether a driver's resubscribe loop has ended for good (captured logs: it logs
-    ``mesos_driver_gave_up`` as its last step, so no SUBSCRIBE can follow)."""
+    ``mesos_driver_gave_up``, at info, as its last step, so no SUBSCRIBE can follow)."""
     return any(e["event"] == "mesos_driver_gave_up" for e in logs)
 
 

@@ -279,7 +279,7 @@ async def test_error_after_teardown_reaches_the_handler(
         await eventually(lambda: handler.errors)
     assert handler.errors == ["Framework has been removed"]
     assert handler.subscriptions == []
-    assert any(e["event"] == "mesos_error_event" and e["log_level"] == "error" for e in logs)
+    assert any(e["event"] == "mesos_error_event" and e["log_level"] == "info" for e in logs)
     assert "Framework has been removed" in (again.status.last_error or "")
 
 

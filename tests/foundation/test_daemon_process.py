@@ -57,6 +57,8 @@ async def test_sigterm_exits_0_quickly_and_logs_json(daemon: DaemonProcess) -> N
     names = [e["event"] for e in events]
     assert "daemon_started" in names
     assert names[-1] == "daemon_stopped"
+    assert events[-1]["exit_code"] == 0
+    assert [e["event"] for e in events if e["level"] == "error"] == []
     assert all({"event", "level", "timestamp"} <= set(e) for e in events)
 
 
@@ -75,7 +77,10 @@ def test_busy_port_exits_with_its_own_status(tmp_path: Path) -> None:
             [str(SCRIPT), "run", "--config", str(config)], capture_output=True, timeout=30
         )
     assert result.returncode == 5
-    assert b"cannot listen on 127.0.0.1" in result.stdout + result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith(b"{")]
+    errors = [e for e in events if e["level"] == "error"]
+    assert [(e["event"], e["reason"]) for e in errors] == [("daemon_fatal", "API_BIND_FAILED")]
+    assert errors[0]["message"].startswith(f"cannot listen on 127.0.0.1:{port}: ")
 
 
 def test_config_error_exits_2_with_one_message(tmp_path: Path) -> None:

@@ -323,3 +323,14 @@ def test_invalid_yaml_is_one_line(tmp_path: Path) -> None:
 def test_an_upper_case_log_level_is_accepted(tmp_path: Path) -> None:
     done = scale_scheduler("check-config", daemon_config(tmp_path, logging={"level": "INFO"}))
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_nul_character_in_a_file_name_exits_2_from_both_commands(tmp_path: Path) -> None:
+    """check-config passed it and run died with exit 1 (ValueError from the store's open)."""
+    config = daemon_config(tmp_path, state={"path": str(tmp_path / "a\0b.db")})
+    assert_refused(
+        config,
+        CONFIG_ERROR,
+        "config error: state.path: a file name cannot contain a NUL character",
+        logged=False,
+    )

@@ -66,14 +66,6 @@ def test_the_unit_says_what_the_issue_asks() -> None:
     assert unit["LimitNOFILE"] == ["65536"]
 
 
-def test_the_unit_documents_every_exit_code() -> None:
-    from scale_scheduler.daemon.exit_codes import ExitCode
-
-    header = UNIT.read_text(encoding="utf-8").split("[Unit]")[0]
-    for code in ExitCode:
-        assert f"{int(code)} " in header, f"exit status {int(code)} ({code.name}) undocumented"
-
-
 @needs_analyze
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     result = run_analyze("verify", str(local_copy(tmp_path)))
