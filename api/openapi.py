@@ -1,9 +1,13 @@
 """The OpenAPI 3.1 description of the REST API, served at ``GET /openapi.json``.
 
-Built from code where code is the truth: the ``POST /queue/`` body schema comes from the msgspec
-struct that decodes it, the state enums from ``TaskState`` and ``NodeState``, the page limits from
-``pagination``. The document follows the running configuration: with ``api.token_file`` set it
-declares the bearer scheme and the 401 of every operation that needs the token (``auth``).
+Built from code where code is the truth: the schemas of what the views answer (``ANSWERS``) and
+read (``BODIES``) are msgspec's own of the Structs they encode and decode into, bounds, character
+rules and state enums included; the page limits come from ``pagination``. What is written here
+by hand is small: the page envelopes, the dashboard's snapshot, and the rules msgspec cannot
+state (a task's command or image, an update's one field at least).
+
+The document follows the running configuration: with ``api.token_file`` set it declares the
+bearer scheme and the 401 of every operation that needs the token (``auth``).
 It also describes what every view shares: errors as ``text/plain``, 308 from a path without its
 trailing slash (``normalize_path_middleware``), 413 over ``api.max_body_bytes``, 405 with
 ``Allow`` for a method a path does not serve (``components.responses.MethodNotAllowed``), and
@@ -31,6 +35,7 @@ from scale_scheduler.api.request_guard import MUTATING_METHODS
 from scale_scheduler.api.task_body import MAX_BATCH, TaskIn
 from scale_scheduler.api.views_nodes import NodeUpdate
 from scale_scheduler.api.views_scheduler import SchedulerUpdate, SchedulerView
+from scale_scheduler.api.views_status import StatusView
 from scale_scheduler.daemon.config import ApiConfig
 from scale_scheduler.state.nodes import NodeView
 from scale_scheduler.state.tasks import ContainerView, TaskState, TaskView
@@ -73,8 +78,11 @@ ANSWERS: dict[type[msgspec.Struct], str] = {
     ContainerView: "Container",
     NodeView: "Node",
     SchedulerView: "SchedulerState",
+    StatusView: "Status",
 }
-"""The Structs the views encode, and their schemas' names (their parts keep their own names)."""
+"""The Structs the views encode, and their schemas' names (their parts keep their own names).
+A field of these is required in the schema unless its default is ``UNSET``, which msgspec leaves
+out: they have no other defaults, so the schemas' ``required`` are true of the answers."""
 BODIES: dict[type[msgspec.Struct], str] = {
     TaskIn: "TaskSubmission",
     SchedulerUpdate: "SchedulerUpdate",
@@ -105,15 +113,6 @@ def _generated(structs: dict[type[msgspec.Struct], str]) -> dict[str, Schema]:
     return {names.get(name, name): renamed(schema) for name, schema in components.items()}
 
 
-def _answer_schemas() -> dict[str, Schema]:
-    """What the views answer. msgspec writes every field of a Struct (none of these omits its
-    defaults), so every property is required, defaults or not."""
-    schemas = _generated(ANSWERS)
-    for schema in schemas.values():
-        schema["required"] = list(schema["properties"])
-    return schemas
-
-
 def _body_schemas() -> dict[str, Schema]:
     """What the views read, plus the rules msgspec cannot express: a task runs a command, an
     image, or both; an update names at least one field."""
@@ -133,30 +132,12 @@ def _body_schemas() -> dict[str, Schema]:
 
 
 def _schemas() -> dict[str, Schema]:
+    answers, bodies = _generated(ANSWERS), _body_schemas()
+    shared = answers.keys() & bodies.keys()
+    assert not shared, f"an answer and a body both name a schema {sorted(shared)}"
     return {
-        "ClusterResources": _object(
-            {name: {"type": "number", "minimum": 0} for name in ("cpus", "mem", "disk")}
-        ),
-        "Status": {
-            "type": "object",
-            "properties": {
-                "master": _MASTER,
-                "scheduler": _object(
-                    {
-                        "hostname": {"type": "string"},
-                        "is_online": {"type": "boolean"},
-                        "is_paused": {"type": "boolean"},
-                    }
-                ),
-                "queue_depth": {"type": "integer", "minimum": 0},
-                "resources": _CLUSTER_RESOURCES,
-            },
-            "required": ["master", "scheduler", "queue_depth"],
-            "additionalProperties": False,
-            "description": "'resources' is absent while no agent's totals are known.",
-        },
-        **_answer_schemas(),
-        **_body_schemas(),
+        **answers,
+        **bodies,
         "TaskSubmissionBody": {
             "description": f"One task, or a batch of 1 to {MAX_BATCH} (all or nothing).",
             "oneOf": [
@@ -177,22 +158,6 @@ def _schemas() -> dict[str, Schema]:
     }
 
 
-_MASTER = _object(
-    {
-        "hostname": {"type": "string"},
-        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
-        "is_online": {"type": "boolean"},
-    }
-)
-_CLUSTER_RESOURCES = _object(
-    {
-        "total": _ref("ClusterResources"),
-        "scheduled": _ref("ClusterResources"),
-        "used": _ref("ClusterResources"),
-    }
-)
-
-
 def _snapshot_schema() -> Schema:
     """What ``/dashboard/state/`` answers and every ``snapshot`` event of the stream carries."""
     count = {"type": "integer", "minimum": 0}
@@ -201,7 +166,7 @@ def _snapshot_schema() -> Schema:
     return _object(
         {
             "time": {"type": "string", "format": "date-time"},
-            "master": _MASTER,
+            "master": _ref("MasterStatus"),
             "scheduler": _object(
                 {
                     "hostname": {"type": "string"},
@@ -215,7 +180,7 @@ def _snapshot_schema() -> Schema:
                 }
             ),
             "queue_depth": count,
-            "resources": _nullable(_CLUSTER_RESOURCES),
+            "resources": _nullable(_ref("ClusterResources")),
             "tasks": {
                 "type": "object",
                 "description": "Live tasks per state (states without tasks are left out).",

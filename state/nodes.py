@@ -53,12 +53,6 @@ class Resources:
         self.disk = _clean(self.disk + sign * shape.disk)
         self.gpus = _clean(self.gpus + sign * shape.gpus)
 
-    def as_dict(self, gpus: bool = True) -> dict[str, float]:
-        out = {"cpus": self.cpus, "mem": self.mem, "disk": self.disk}
-        if gpus:
-            out["gpus"] = self.gpus
-        return out
-
 
 class ScheduledResources(Resources):
     """A node's scheduled resources; also keeps the repository's running sum current and counts
@@ -241,6 +235,27 @@ class NodeResources(msgspec.Struct, forbid_unknown_fields=True):
 
     total: ResourceAmounts | None
     scheduled: ResourceAmounts
+
+
+class ClusterAmounts(msgspec.Struct, forbid_unknown_fields=True):
+    """Resources of the cluster: cpus, mem and disk (MiB)."""
+
+    cpus: _Amount
+    mem: _Amount
+    disk: _Amount
+
+    @classmethod
+    def of(cls, resources: Resources) -> ClusterAmounts:
+        return cls(resources.cpus, resources.mem, resources.disk)
+
+
+class ClusterResources(msgspec.Struct, forbid_unknown_fields=True):
+    """The online agents' totals, what our live tasks hold, and what they use (no source yet:
+    zeros, as the spec says)."""
+
+    total: ClusterAmounts
+    scheduled: ClusterAmounts
+    used: ClusterAmounts
 
 
 class NodeView(msgspec.Struct, forbid_unknown_fields=True):

@@ -431,7 +431,7 @@ class TaskView(msgspec.Struct, forbid_unknown_fields=True):
     ended: Timestamp | None
     last_modified: Timestamp | None
     last_status: LastStatus | None
-    waiting_reason: str | None = None
+    waiting_reason: str | None
 
 
 _EMPTY: dict[str, str] = {}
@@ -513,6 +513,7 @@ def new_task_view(
         ended=None,
         last_modified=stamp,
         last_status=None,
+        waiting_reason=None,
     )
 
 
