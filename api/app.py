@@ -30,7 +30,6 @@ from scale_scheduler.api.keys import (
     SCHEDULER,
     SCHEDULER_HOSTNAME,
     STORE,
-    ResourceTotals,
 )
 from scale_scheduler.api.metrics import metrics_context, setup_metrics
 from scale_scheduler.api.request_guard import request_guard_middleware, setup_request_guard
@@ -45,6 +44,7 @@ from scale_scheduler.daemon.pruner import Pruner
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.supervisor import Supervisor
 from scale_scheduler.state.framework import FrameworkIdRepository
+from scale_scheduler.state.nodes import ClusterResources
 from scale_scheduler.state.retention import RetentionPolicy
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.store import Store
@@ -60,7 +60,7 @@ class EmptyCluster:
 
     queue_depth = 0
 
-    def resource_summary(self) -> dict[str, ResourceTotals] | None:
+    def resource_summary(self) -> ClusterResources | None:
         return None
 
 

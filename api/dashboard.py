@@ -38,6 +38,7 @@ from scale_scheduler.api.keys import (
     SCHEDULER_HOSTNAME,
     STORE,
 )
+from scale_scheduler.api.views_status import MasterStatus
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.nodes import node_view
@@ -97,11 +98,7 @@ async def build_snapshot(app: web.Application) -> dict[str, Any]:
     core = app.get(CORE)
     snapshot: dict[str, Any] = {
         "time": iso(time.time()),
-        "master": {
-            "hostname": connection.master_hostname,
-            "port": connection.master_port,
-            "is_online": connection.master_online,
-        },
+        "master": MasterStatus.of(connection),
         "scheduler": {
             "hostname": app[SCHEDULER_HOSTNAME],
             "is_online": connection.subscribed,

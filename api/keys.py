@@ -11,10 +11,9 @@ from scale_scheduler.daemon.driver import ConnectionStatus
 from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.pruner import Pruner
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
+from scale_scheduler.state.nodes import ClusterResources
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.store import Store
-
-ResourceTotals = dict[str, float]
 
 
 class ClusterView(Protocol):
@@ -23,8 +22,8 @@ class ClusterView(Protocol):
     @property
     def queue_depth(self) -> int: ...
 
-    def resource_summary(self) -> dict[str, ResourceTotals] | None:
-        """``{"total": ..., "scheduled": ..., "used": ...}`` or None while unknown."""
+    def resource_summary(self) -> ClusterResources | None:
+        """The cluster's resources, or None while unknown."""
         ...
 
 

@@ -1,9 +1,13 @@
 """The OpenAPI 3.1 description of the REST API, served at ``GET /openapi.json``.
 
-Built from code where code is the truth: the ``POST /queue/`` body schema comes from the msgspec
-struct that decodes it, the state enums from ``TaskState`` and ``NodeState``, the page limits from
-``pagination``. The document follows the running configuration: with ``api.token_file`` set it
-declares the bearer scheme and the 401 of every operation that needs the token (``auth``).
+Built from code where code is the truth: the schemas of what the views answer (``ANSWERS``) and
+read (``BODIES``) are msgspec's own of the Structs they encode and decode into, bounds, character
+rules and state enums included; the page limits come from ``pagination``. What is written here
+by hand is small: the page envelopes, the dashboard's snapshot, and the rules msgspec cannot
+state (a task's command or image, an update's one field at least).
+
+The document follows the running configuration: with ``api.token_file`` set it declares the
+bearer scheme and the 401 of every operation that needs the token (``auth``).
 It also describes what every view shares: errors as ``text/plain``, 308 from a path without its
 trailing slash (``normalize_path_middleware``), 413 over ``api.max_body_bytes``, 405 with
 ``Allow`` for a method a path does not serve (``components.responses.MethodNotAllowed``), and
@@ -24,15 +28,17 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from scale_scheduler.api import limits
 from scale_scheduler.api.auth import requires_token
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.pagination import MAX_PAGE_SIZE
 from scale_scheduler.api.request_guard import MUTATING_METHODS
 from scale_scheduler.api.task_body import MAX_BATCH, TaskIn
+from scale_scheduler.api.views_nodes import NodeUpdate
+from scale_scheduler.api.views_scheduler import SchedulerUpdate, SchedulerView
+from scale_scheduler.api.views_status import StatusView
 from scale_scheduler.daemon.config import ApiConfig
-from scale_scheduler.state.nodes import NodeState
-from scale_scheduler.state.tasks import TaskState
+from scale_scheduler.state.nodes import NodeView
+from scale_scheduler.state.tasks import ContainerView, TaskState, TaskView
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
@@ -42,15 +48,17 @@ MAX_PAGE = 10**9
 Schema = dict[str, Any]
 
 
+_REF = "#/components/schemas/{name}"
+
+
 def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": _REF.format(name=name)}
 
 
 def _nullable(schema: Schema) -> Schema:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-_STRING_MAP: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
 _TIMESTAMP: Schema = _nullable({"type": "string", "format": "date-time"})
 
 
@@ -65,18 +73,51 @@ def _object(properties: dict[str, Schema], **extra: Any) -> Schema:
     }
 
 
-def _resources(names: tuple[str, ...]) -> Schema:
-    return _object({name: {"type": "number", "minimum": 0} for name in names})
+ANSWERS: dict[type[msgspec.Struct], str] = {
+    TaskView: "Task",
+    ContainerView: "Container",
+    NodeView: "Node",
+    SchedulerView: "SchedulerState",
+    StatusView: "Status",
+}
+"""The Structs the views encode, and their schemas' names (their parts keep their own names).
+A field of these is required in the schema unless its default is ``UNSET``, which msgspec leaves
+out: they have no other defaults, so the schemas' ``required`` are true of the answers."""
+BODIES: dict[type[msgspec.Struct], str] = {
+    TaskIn: "TaskSubmission",
+    SchedulerUpdate: "SchedulerUpdate",
+    NodeUpdate: "NodeUpdate",
+}
+"""The Structs request bodies are read into, and their schemas' names."""
 
 
-def _task_submission_schemas() -> dict[str, Schema]:
-    """``TaskIn`` and ``ContainerIn`` as msgspec describes them, plus the one rule msgspec
-    cannot express: a task runs a command, an image, or both."""
-    (_, components) = msgspec.json.schema_components(
-        [TaskIn], ref_template="#/components/schemas/{name}"
-    )
-    task = components.pop("TaskIn")
-    task.pop("title", None)
+def _generated(structs: dict[type[msgspec.Struct], str]) -> dict[str, Schema]:
+    """msgspec's schemas of ``structs`` and of the Structs they hold, under the document's
+    names. msgspec names a component after its class and adds the class name as its title: the
+    names are mapped (in every ``$ref`` too) and the titles dropped."""
+    _, components = msgspec.json.schema_components(list(structs), ref_template=_REF)
+    names = {struct.__name__: name for struct, name in structs.items()}
+
+    def renamed(value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {key: renamed(item) for key, item in value.items() if key != "title"}
+            ref = out.get("$ref", "")
+            if ref.startswith(_REF.format(name="")):
+                name = ref.rsplit("/", 1)[1]
+                out["$ref"] = _REF.format(name=names.get(name, name))
+            return out
+        if isinstance(value, list):
+            return [renamed(item) for item in value]
+        return value
+
+    return {names.get(name, name): renamed(schema) for name, schema in components.items()}
+
+
+def _body_schemas() -> dict[str, Schema]:
+    """What the views read, plus the rules msgspec cannot express: a task runs a command, an
+    image, or both; an update names at least one field."""
+    schemas = _generated(BODIES)
+    task = schemas["TaskSubmission"]
     task["description"] = (
         "One task. 'command' is required unless 'container' is given; "
         "cpus and mem are required, mem and disk in MiB. The bounds are the README's Limits."
@@ -85,55 +126,18 @@ def _task_submission_schemas() -> dict[str, Schema]:
         {"required": ["command"], "properties": {"command": {"type": "string"}}},
         {"required": ["container"], "properties": {"container": {"type": "object"}}},
     ]
-    container = components.pop("ContainerIn")
-    container.pop("title", None)
-    return {"TaskSubmission": task, "ContainerIn": container}
+    for name in ("SchedulerUpdate", "NodeUpdate"):
+        schemas[name]["minProperties"] = 1
+    return schemas
 
 
 def _schemas() -> dict[str, Schema]:
-    task_states = [state.value for state in TaskState]
+    answers, bodies = _generated(ANSWERS), _body_schemas()
+    shared = answers.keys() & bodies.keys()
+    assert not shared, f"an answer and a body both name a schema {sorted(shared)}"
     return {
-        "SchedulerState": _object({"is_paused": {"type": "boolean"}}),
-        "SchedulerUpdate": {
-            "type": "object",
-            "description": "All fields are optional, at least one is required, no others.",
-            "properties": {"is_paused": {"type": "boolean"}},
-            "additionalProperties": False,
-            "minProperties": 1,
-        },
-        "ClusterResources": _resources(("cpus", "mem", "disk")),
-        "NodeResources": _resources(("cpus", "mem", "disk", "gpus")),
-        "Status": {
-            "type": "object",
-            "properties": {
-                "master": _object(
-                    {
-                        "hostname": {"type": "string"},
-                        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
-                        "is_online": {"type": "boolean"},
-                    }
-                ),
-                "scheduler": _object(
-                    {
-                        "hostname": {"type": "string"},
-                        "is_online": {"type": "boolean"},
-                        "is_paused": {"type": "boolean"},
-                    }
-                ),
-                "queue_depth": {"type": "integer", "minimum": 0},
-                "resources": _object(
-                    {
-                        "total": _ref("ClusterResources"),
-                        "scheduled": _ref("ClusterResources"),
-                        "used": _ref("ClusterResources"),
-                    },
-                    description="Absent while no agent's totals are known.",
-                ),
-            },
-            "required": ["master", "scheduler", "queue_depth"],
-            "additionalProperties": False,
-        },
-        **_task_submission_schemas(),
+        **answers,
+        **bodies,
         "TaskSubmissionBody": {
             "description": f"One task, or a batch of 1 to {MAX_BATCH} (all or nothing).",
             "oneOf": [
@@ -146,90 +150,7 @@ def _schemas() -> dict[str, Schema]:
                 },
             ],
         },
-        "LastStatus": _object(
-            {
-                "state": {"type": "string"},
-                "message": _nullable({"type": "string"}),
-                "reason": _nullable({"type": "string"}),
-                "source": _nullable({"type": "string"}),
-                "timestamp": _TIMESTAMP,
-            },
-            description="The last status update Mesos sent about the task.",
-        ),
-        "Task": _object(
-            {
-                "id": {"type": "integer", "minimum": 1},
-                "name": {"type": "string"},
-                "state": {"type": "string", "enum": task_states},
-                "priority": {"type": "integer"},
-                "command": _nullable({"type": "string"}),
-                "container": _nullable(_object({"image": {"type": "string"}})),
-                "cpus": {"type": "number"},
-                "mem": {"type": "number"},
-                "disk": {"type": "number"},
-                "gpus": {"type": "integer", "minimum": 0},
-                "ports": {"type": "integer", "minimum": 0},
-                "env": _STRING_MAP,
-                "labels": _STRING_MAP,
-                "constraints": _STRING_MAP,
-                "max_attempts": {"type": "integer", "minimum": 1},
-                "attempts": {"type": "integer", "minimum": 0},
-                "failures": {"type": "integer", "minimum": 0},
-                "mesos_task_id": _nullable({"type": "string"}),
-                "agent_id": _nullable({"type": "string"}),
-                "hostname": _nullable({"type": "string"}),
-                "assigned_ports": {"type": "array", "items": {"type": "integer"}},
-                "kill_requested": {"type": "boolean"},
-                "created": _TIMESTAMP,
-                "queued": _TIMESTAMP,
-                "launched": _TIMESTAMP,
-                "started": _TIMESTAMP,
-                "ended": _TIMESTAMP,
-                "last_modified": _TIMESTAMP,
-                "last_status": _nullable(_ref("LastStatus")),
-                "waiting_reason": _nullable({"type": "string"}),
-            }
-        ),
         "TaskBatch": {"type": "array", "items": _ref("Task"), "minItems": 1},
-        "Node": _object(
-            {
-                "id": {"type": "integer", "minimum": 1},
-                "hostname": {"type": "string"},
-                "agent_id": _nullable({"type": "string"}),
-                "is_paused": {"type": "boolean"},
-                "pause_reason": _nullable({"type": "string"}),
-                "is_active": {"type": "boolean"},
-                "state": {"type": "string", "enum": [state.value for state in NodeState]},
-                "resources": _object(
-                    {
-                        "total": _nullable(_ref("NodeResources")),
-                        "scheduled": _ref("NodeResources"),
-                    }
-                ),
-                "running_tasks": {"type": "integer", "minimum": 0},
-                "last_offer": _TIMESTAMP,
-                "created": _TIMESTAMP,
-                "last_modified": _TIMESTAMP,
-            }
-        ),
-        "NodeUpdate": {
-            "type": "object",
-            "description": "All fields are optional, at least one is required, no others. "
-            "Unpausing clears pause_reason.",
-            "properties": {
-                "is_paused": {"type": "boolean"},
-                "pause_reason": _nullable(
-                    {
-                        "type": "string",
-                        "maxLength": limits.MAX_PAUSE_REASON,
-                        "pattern": limits.PRINTABLE,
-                    }
-                ),
-                "is_active": {"type": "boolean"},
-            },
-            "additionalProperties": False,
-            "minProperties": 1,
-        },
         "DashboardSnapshot": _snapshot_schema(),
         "TaskPage": _page("Task"),
         "NodePage": _page("Node"),
@@ -245,13 +166,7 @@ def _snapshot_schema() -> Schema:
     return _object(
         {
             "time": {"type": "string", "format": "date-time"},
-            "master": _object(
-                {
-                    "hostname": {"type": "string"},
-                    "port": {"type": "integer", "minimum": 0, "maximum": 65535},
-                    "is_online": {"type": "boolean"},
-                }
-            ),
+            "master": _ref("MasterStatus"),
             "scheduler": _object(
                 {
                     "hostname": {"type": "string"},
@@ -265,15 +180,7 @@ def _snapshot_schema() -> Schema:
                 }
             ),
             "queue_depth": count,
-            "resources": _nullable(
-                _object(
-                    {
-                        "total": _ref("ClusterResources"),
-                        "scheduled": _ref("ClusterResources"),
-                        "used": _ref("ClusterResources"),
-                    }
-                )
-            ),
+            "resources": _nullable(_ref("ClusterResources")),
             "tasks": {
                 "type": "object",
                 "description": "Live tasks per state (states without tasks are left out).",

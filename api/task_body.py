@@ -17,7 +17,6 @@ Only a task that fails the fast path is looked at again (its own bytes, one leve
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Annotated, Any
 
 import msgspec
@@ -33,6 +32,7 @@ from scale_scheduler.api.json_body import (
 )
 from scale_scheduler.api.limits import ENV_NAME, IMAGE, NO_NUL, PRINTABLE, RULES
 from scale_scheduler.daemon.task_tracker import NewTask
+from scale_scheduler.daemon.validation_failure import failure_of
 from scale_scheduler.state.tasks import TaskSpec, constraints_from
 
 MAX_BATCH = 10_000
@@ -245,31 +245,24 @@ def _second_look(
     raise BodyError(_explain(error, fields, index))
 
 
-_PATH = re.compile(r" - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$")
-
-
 def _explain(error: msgspec.ValidationError, fields: dict[str, Any], index: int | None) -> str:
-    """msgspec's message (``Expected `int` >= 1 - at `$.max_attempts```) as ours. msgspec 0.23
-    gives the path only in the text."""
-    text = str(error)
-    match = _PATH.search(text)
-    detail = text[: match.start()] if match else text
-    field = match.group("path").replace("[...]", "").lstrip(".") if match else ""
-    if detail.startswith("Object contains unknown field"):
+    """msgspec's complaint (``Expected `int` >= 1 - at `$.max_attempts```) as ours."""
+    failure = failure_of(error)
+    field = failure.field
+    if failure.unknown_field is not None:
         found = fields.get(field) if field else fields
-        keys = list(found) if isinstance(found, dict) and found else [detail.split("`")[1]]
+        keys = list(found) if isinstance(found, dict) and found else [failure.unknown_field]
         allowed = CONTAINER_FIELDS if field == "container" else FIELDS
         unexpected = [key for key in keys if key not in allowed]
         return _unexpected(f"{field}: " if field else "", unexpected, allowed, index)
-    if detail.startswith("Object missing required field"):
-        missing = detail.split("`")[1]
+    if failure.missing_field is not None:
         where = f"{field}." if field else ""
-        return f"Field {where + missing!r} is required{_where(index)}."
+        return f"Field {where + failure.missing_field!r} is required{_where(index)}."
     if not field:
         return _not_an_object(index)
-    reason = detail.replace("`", "")
+    reason = failure.detail.replace("`", "")
     reason = reason[0].lower() + reason[1:] if reason else reason
-    if match and match.group("key"):
+    if failure.in_key:
         reason += " (a key)"
     return _invalid(field, reason, index)
 

@@ -7,8 +7,9 @@ clears ``pause_reason``. A node's flags are separate from the scheduler's global
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import web
 
 from scale_scheduler.api import limits
@@ -25,7 +26,23 @@ from scale_scheduler.api.keys import CORE, SCHEDULER
 from scale_scheduler.api.pagination import envelope, page_of
 from scale_scheduler.state.nodes import Node, NodeNotFoundError, node_view
 
-UPDATABLE = ("is_paused", "pause_reason", "is_active")
+_PauseReason = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=limits.MAX_PAUSE_REASON, extra_json_schema={"pattern": limits.PRINTABLE}
+    ),
+]
+
+
+class NodeUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """All optional, at least one required, no others. Unpausing clears pause_reason."""
+
+    is_paused: bool | msgspec.UnsetType = msgspec.UNSET
+    pause_reason: _PauseReason | msgspec.UnsetType | None = msgspec.UNSET
+    is_active: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+UPDATABLE = tuple(field.name for field in msgspec.structs.fields(NodeUpdate))
 
 
 def _node(request: web.Request) -> Node:
@@ -75,18 +92,30 @@ def _pause_reason(data: dict[str, Any]) -> str | None:
     return reason
 
 
-async def patch_node(request: web.Request) -> web.Response:
-    node = _node(request)
-    data = await read_json_object(request)
+def _update(data: dict[str, Any]) -> NodeUpdate:
+    """The PATCH body, checked field by field so that each 400 names its problem."""
     check_update_fields(data, UPDATABLE)
     is_paused = require_bool(data, "is_paused")
     is_active = require_bool(data, "is_active")
-    reason = _pause_reason(data)
+    return NodeUpdate(
+        is_paused=msgspec.UNSET if is_paused is None else is_paused,
+        pause_reason=_pause_reason(data) if "pause_reason" in data else msgspec.UNSET,
+        is_active=msgspec.UNSET if is_active is None else is_active,
+    )
+
+
+def _given(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value
+
+
+async def patch_node(request: web.Request) -> web.Response:
+    node = _node(request)
+    update = _update(await read_json_object(request))
     updated = await request.app[CORE].nodes.update_flags(
         node.id,
-        is_paused=is_paused,
-        is_active=is_active,
-        pause_reason=reason,
-        set_reason="pause_reason" in data,
+        is_paused=_given(update.is_paused),
+        is_active=_given(update.is_active),
+        pause_reason=_given(update.pause_reason),
+        set_reason=update.pause_reason is not msgspec.UNSET,
     )
     return json_response(node_view(node, request.app[SCHEDULER].state.is_paused, updated))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 from aiohttp import web
 
 from scale_scheduler.api.errors import (
@@ -13,21 +16,38 @@ from scale_scheduler.api.errors import (
 from scale_scheduler.api.keys import SCHEDULER
 from scale_scheduler.api.own_names import own_url
 
-UPDATABLE = ("is_paused",)
+
+class SchedulerView(msgspec.Struct, forbid_unknown_fields=True):
+    """The scheduler's global pause flag."""
+
+    is_paused: bool
+
+
+class SchedulerUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """All fields are optional, at least one is required, no others."""
+
+    is_paused: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+UPDATABLE = tuple(field.name for field in msgspec.structs.fields(SchedulerUpdate))
+
+
+def _update(data: dict[str, Any]) -> SchedulerUpdate:
+    """The PATCH body, checked field by field so that each 400 names its problem."""
+    check_update_fields(data, UPDATABLE)
+    is_paused = require_bool(data, "is_paused")
+    return SchedulerUpdate(is_paused=msgspec.UNSET if is_paused is None else is_paused)
 
 
 async def get_scheduler(request: web.Request) -> web.Response:
     repo = request.app[SCHEDULER]
     await repo.check_row()
-    return json_response({"is_paused": repo.state.is_paused})
+    return json_response(SchedulerView(repo.state.is_paused))
 
 
 async def patch_scheduler(request: web.Request) -> web.Response:
-    data = await read_json_object(request)
-    check_update_fields(data, UPDATABLE)
-    is_paused = require_bool(data, "is_paused")
-    repo = request.app[SCHEDULER]
-    assert is_paused is not None
-    state = await repo.set_paused(is_paused)
+    update = _update(await read_json_object(request))
+    assert update.is_paused is not msgspec.UNSET  # the only field, and one is required
+    state = await request.app[SCHEDULER].set_paused(update.is_paused)
     location = own_url(request, request.path)
-    return json_response({"is_paused": state.is_paused}, status=201, headers={"Location": location})
+    return json_response(SchedulerView(state.is_paused), status=201, headers={"Location": location})

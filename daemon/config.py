@@ -29,6 +29,7 @@ import msgspec
 import yaml
 
 from scale_scheduler.daemon.authority import parse_authority
+from scale_scheduler.daemon.validation_failure import failure_of
 
 ENV_PREFIX = "SCALE_SCHEDULER_"
 
@@ -349,19 +350,11 @@ def _type_name(typ: msgspec.inspect.Type) -> str:
     }.get(type(typ), type(typ).__name__)
 
 
-_PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_UNKNOWN_RE = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
-
-
 def _explain(error: msgspec.ValidationError) -> ConfigError:
-    text = str(error)
-    match = _PATH_RE.search(text)
-    path = match.group("path") if match else ""
-    detail = text[: match.start()] if match else text
-    path = re.sub(r"\[(\d+)\]", r"[\1]", path)
-    unknown = _UNKNOWN_RE.match(detail)
-    if unknown:
-        key = f"{path}.{unknown.group('field')}" if path else unknown.group("field")
+    failure = failure_of(error)
+    path, detail = failure.path, failure.detail
+    if failure.unknown_field is not None:
+        key = f"{path}.{failure.unknown_field}" if path else failure.unknown_field
         if not path:
             known = ", ".join(f.name for f in msgspec.structs.fields(Config))
             return ConfigError(f"{key}: unknown section (known sections: {known})", key)

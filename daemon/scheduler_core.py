@@ -26,14 +26,19 @@ from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.offer_pipeline import OfferPipeline
 from scale_scheduler.daemon.task_tracker import TaskTracker
-from scale_scheduler.state.nodes import AgentTotals, Node, NodeRepository
+from scale_scheduler.state.nodes import (
+    AgentTotals,
+    ClusterAmounts,
+    ClusterResources,
+    Node,
+    NodeRepository,
+)
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.store import Store
 
 log = structlog.get_logger(__name__)
 
 AgentsFetcher = Callable[[], Awaitable[list[AgentTotals]]]
-ResourceTotals = dict[str, float]
 
 
 class SchedulerCore:
@@ -247,14 +252,13 @@ class SchedulerCore:
     def queue_depth(self) -> int:
         return self.tracker.queue_depth
 
-    def resource_summary(self) -> dict[str, ResourceTotals] | None:
-        """``total`` (agents' totals), ``scheduled`` (our live tasks), ``used`` (no source yet:
-        zeros, as the spec says); None while no agent's totals are known."""
+    def resource_summary(self) -> ClusterResources | None:
+        """The cluster's resources; None while no agent's totals are known."""
         total, scheduled = self.nodes.totals()
         if total is None:
             return None
-        return {
-            "total": total.as_dict(gpus=False),
-            "scheduled": scheduled.as_dict(gpus=False),
-            "used": {"cpus": 0.0, "mem": 0.0, "disk": 0.0},
-        }
+        return ClusterResources(
+            total=ClusterAmounts.of(total),
+            scheduled=ClusterAmounts.of(scheduled),
+            used=ClusterAmounts(0.0, 0.0, 0.0),
+        )

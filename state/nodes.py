@@ -15,13 +15,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import structlog
 
 from scale_scheduler.state.store import Statement, Store
-from scale_scheduler.state.tasks import Shape, iso
+from scale_scheduler.state.tasks import Count, RowId, Shape, Timestamp, iso
 
 log = structlog.get_logger(__name__)
 
@@ -52,12 +52,6 @@ class Resources:
         self.mem = _clean(self.mem + sign * shape.mem)
         self.disk = _clean(self.disk + sign * shape.disk)
         self.gpus = _clean(self.gpus + sign * shape.gpus)
-
-    def as_dict(self, gpus: bool = True) -> dict[str, float]:
-        out = {"cpus": self.cpus, "mem": self.mem, "disk": self.disk}
-        if gpus:
-            out["gpus"] = self.gpus
-        return out
 
 
 class ScheduledResources(Resources):
@@ -220,19 +214,65 @@ class Node:
             current.gpus = max(current.gpus, _clean(gpus))
 
 
-class NodeView(msgspec.Struct):
-    id: int
+_Amount = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class ResourceAmounts(msgspec.Struct, forbid_unknown_fields=True):
+    """Resources of one node: cpus, mem and disk (MiB), gpus."""
+
+    cpus: _Amount
+    mem: _Amount
+    disk: _Amount
+    gpus: _Amount
+
+    @classmethod
+    def of(cls, resources: Resources) -> ResourceAmounts:
+        return cls(resources.cpus, resources.mem, resources.disk, resources.gpus)
+
+
+class NodeResources(msgspec.Struct, forbid_unknown_fields=True):
+    """What the agent has (null until the scheduler learns it) and what our tasks hold."""
+
+    total: ResourceAmounts | None
+    scheduled: ResourceAmounts
+
+
+class ClusterAmounts(msgspec.Struct, forbid_unknown_fields=True):
+    """Resources of the cluster: cpus, mem and disk (MiB)."""
+
+    cpus: _Amount
+    mem: _Amount
+    disk: _Amount
+
+    @classmethod
+    def of(cls, resources: Resources) -> ClusterAmounts:
+        return cls(resources.cpus, resources.mem, resources.disk)
+
+
+class ClusterResources(msgspec.Struct, forbid_unknown_fields=True):
+    """The online agents' totals, what our live tasks hold, and what they use (no source yet:
+    zeros, as the spec says)."""
+
+    total: ClusterAmounts
+    scheduled: ClusterAmounts
+    used: ClusterAmounts
+
+
+class NodeView(msgspec.Struct, forbid_unknown_fields=True):
+    """A node (Mesos agent) as /nodes/ shows it."""
+
+    id: RowId
     hostname: str
     agent_id: str | None
     is_paused: bool
     pause_reason: str | None
     is_active: bool
-    state: str
-    resources: dict[str, dict[str, float] | None]
-    running_tasks: int
-    last_offer: str | None
-    created: str | None
-    last_modified: str | None
+    state: Annotated[str, msgspec.Meta(extra_json_schema={"enum": [s.value for s in NodeState]})]
+    resources: NodeResources
+    running_tasks: Count
+    last_offer: Timestamp | None
+    created: Timestamp | None
+    last_modified: Timestamp | None
 
 
 def node_view(node: Node, scheduler_paused: bool, flags: NodeFlags | None = None) -> NodeView:
@@ -249,10 +289,10 @@ def node_view(node: Node, scheduler_paused: bool, flags: NodeFlags | None = None
         pause_reason=flags.pause_reason,
         is_active=flags.is_active,
         state=_node_state(flags.is_active, node.online, flags.is_paused, scheduler_paused).value,
-        resources={
-            "total": total.as_dict() if total is not None else None,
-            "scheduled": node.scheduled.as_dict(),
-        },
+        resources=NodeResources(
+            total=ResourceAmounts.of(total) if total is not None else None,
+            scheduled=ResourceAmounts.of(node.scheduled),
+        ),
         running_tasks=node.running_tasks,
         last_offer=iso(node.last_offer),
         created=iso(node.created),

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -373,47 +373,65 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-class LastStatus(msgspec.Struct):
+Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+"""A time as ``iso`` writes it (UTC, milliseconds, ``Z``)."""
+Count = Annotated[int, msgspec.Meta(ge=0)]
+RowId = Annotated[int, msgspec.Meta(ge=1)]
+"""A row's id: SQLite numbers rows from 1."""
+
+# The views below are what the API answers; the OpenAPI document is generated from them
+# (``api/openapi.py``). Their bounds describe the answers: msgspec checks none when encoding.
+
+
+class LastStatus(msgspec.Struct, forbid_unknown_fields=True):
+    """The last status update Mesos sent about the task."""
+
     state: str
     message: str | None
     reason: str | None
     source: str | None
-    timestamp: str | None
+    timestamp: Timestamp | None
 
 
-class TaskView(msgspec.Struct):
-    """The JSON shape of a task in ``/queue/`` and ``/tasks/``."""
+class ContainerView(msgspec.Struct, forbid_unknown_fields=True):
+    """The container image the task runs in."""
 
-    id: int
+    image: str
+
+
+class TaskView(msgspec.Struct, forbid_unknown_fields=True):
+    """A task as /queue/ and /tasks/ show it."""
+
+    id: RowId
     name: str
-    state: str
+    state: Annotated[str, msgspec.Meta(extra_json_schema={"enum": [s.value for s in TaskState]})]
     priority: int
     command: str | None
-    container: dict[str, str] | None
+    container: ContainerView | None
     cpus: float
     mem: float
     disk: float
-    gpus: int
-    ports: int
+    gpus: Count
+    ports: Count
     env: dict[str, str]
     labels: dict[str, str]
     constraints: dict[str, str]
-    max_attempts: int
-    attempts: int
-    failures: int
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)]
+    attempts: Count
+    failures: Count
     mesos_task_id: str | None
     agent_id: str | None
     hostname: str | None
     assigned_ports: list[int]
     kill_requested: bool
-    created: str | None
-    queued: str | None
-    launched: str | None
-    started: str | None
-    ended: str | None
-    last_modified: str | None
+    created: Timestamp | None
+    queued: Timestamp | None
+    launched: Timestamp | None
+    started: Timestamp | None
+    ended: Timestamp | None
+    last_modified: Timestamp | None
     last_status: LastStatus | None
-    waiting_reason: str | None = None
+    waiting_reason: str | None
 
 
 _EMPTY: dict[str, str] = {}
@@ -432,7 +450,7 @@ def view_from_row(row: Sequence[Any], waiting_reason: str | None = None) -> Task
         state=row[2],
         priority=row[3],
         command=spec.command,
-        container={"image": spec.image} if spec.image else None,
+        container=ContainerView(spec.image) if spec.image else None,
         cpus=row[4],
         mem=row[5],
         disk=row[6],
@@ -471,7 +489,7 @@ def new_task_view(
         state=TaskState.QUEUED.value,
         priority=priority,
         command=spec.command,
-        container={"image": spec.image} if spec.image else None,
+        container=ContainerView(spec.image) if spec.image else None,
         cpus=shape.cpus,
         mem=shape.mem,
         disk=shape.disk,
@@ -495,6 +513,7 @@ def new_task_view(
         ended=None,
         last_modified=stamp,
         last_status=None,
+        waiting_reason=None,
     )
 
 

@@ -1,6 +1,8 @@
 """``GET /openapi.json`` is valid OpenAPI 3.1 and true: every route of the app's router is
 described, and every status code each operation documents is one it really answers (and the
-other way round), provoked here one by one against the daemon running on the simulator."""
+other way round), provoked here one by one against the daemon running on the simulator; every
+JSON answer among them is checked against the served document's schema. The schemas of what
+the views answer and read are msgspec's own of the Structs they encode and decode into."""
 
 from __future__ import annotations
 
@@ -11,16 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 from securitykit import AUTH, running_daemon, token_file
 
+from scale_scheduler.api import limits
 from scale_scheduler.api.app import build_app
 from scale_scheduler.api.auth import requires_token
 from scale_scheduler.api.keys import CONFIG, CORE
 from scale_scheduler.api.limits import MAX_CPUS
-from scale_scheduler.api.openapi import build_document
+from scale_scheduler.api.openapi import ANSWERS, BODIES, build_document
 from scale_scheduler.daemon.config import ApiConfig, Config
 from scale_scheduler.state.tasks import TaskState
 
@@ -57,6 +61,20 @@ def resolve(document: dict[str, Any], response: dict[str, Any]) -> dict[str, Any
     if ref is None:
         return response
     return document["components"]["responses"][ref.rsplit("/", 1)[1]]
+
+
+def schema_errors(document: dict[str, Any], schema: dict[str, Any], body: Any) -> list[str]:
+    """Where ``body`` breaks ``schema`` (a schema of ``document``, its ``$ref``s into the
+    document's components), formats (date-time, uri) included."""
+    import jsonschema_rs
+
+    validator = jsonschema_rs.Draft202012Validator(
+        {**schema, "components": document["components"]}, validate_formats=True
+    )
+    return [
+        f"{'/'.join(map(str, error.instance_path))}: {error.message}"
+        for error in validator.iter_errors(body)
+    ]
 
 
 API_CONFIGS = [
@@ -136,6 +154,8 @@ class Prober:
         self.document = document
         self.operations = operations(document)
         self.seen: set[tuple[str, str, str]] = set()
+        self.answers: set[str] = set()
+        """The schemas (as JSON) that real answers were checked against."""
         self.url = ""
 
     async def expect(
@@ -165,8 +185,9 @@ class Prober:
             headers=sent,
             allow_redirects=False,
         ) as response:
+            body = b""
             if response.content_type != "text/event-stream":  # endless: headers are enough
-                await response.read()
+                body = await response.read()
         label = f"{method} {path}{query}"
         assert response.status == status, f"{label} answered {response.status}"
         responses = self.operations[(method, template)]["responses"]
@@ -174,6 +195,11 @@ class Prober:
         documented = resolve(self.document, responses[str(status)])
         if "content" in documented:
             assert response.content_type in documented["content"], (label, response.content_type)
+            if response.content_type == "application/json":
+                schema = documented["content"]["application/json"]["schema"]
+                errors = schema_errors(self.document, schema, msgspec.json.decode(body))
+                assert not errors, (label, errors)
+                self.answers.add(msgspec.json.encode(schema).decode())
         for name, header in documented.get("headers", {}).items():
             if header.get("required"):
                 assert name in response.headers, (label, name)
@@ -274,6 +300,7 @@ async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> No
 async def test_every_documented_status_is_answered_and_every_answer_documented(
     tmp_path: Path,
 ) -> None:
+    pytest.importorskip("jsonschema_rs")
     sections: dict[str, Any] = {
         "api": {"token_file": str(token_file(tmp_path)), "max_body_bytes": 1024}
     }
@@ -298,6 +325,13 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
             await runner.cleanup()
     missing = documented_statuses(document) - UNPROVOKABLE - prober.seen
     assert not missing, f"documented but never answered: {sorted(missing)}"
+    json_schemas = {  # every JSON answer the document describes was checked
+        msgspec.json.encode(resolve(document, response)["content"]["application/json"]["schema"])
+        for operation in operations(document).values()
+        for response in operation["responses"].values()
+        if "application/json" in resolve(document, response).get("content", {})
+    }
+    assert {schema.encode() for schema in prober.answers} == json_schemas
 
 
 async def test_other_methods_answer_405_with_the_documented_ones(
@@ -318,3 +352,109 @@ async def test_other_methods_answer_405_with_the_documented_ones(
         assert response.status == 405, url
         assert response.content_type == "text/plain"
         assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed, url
+
+
+# --- the schemas are the Structs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("struct", "name"), [*ANSWERS.items(), *BODIES.items()], ids=lambda value: str(value)
+)
+def test_each_schema_is_its_structs(struct: type[msgspec.Struct], name: str) -> None:
+    """Field for field what msgspec says of the Struct: a field added, renamed or bounded in
+    the code is so in the document."""
+    schema = build_document(ApiConfig())["components"]["schemas"][name]
+    _, generated = msgspec.json.schema_components([struct])
+    own = generated[struct.__name__]
+    assert list(schema["properties"]) == list(own["properties"])
+    assert schema["additionalProperties"] is False
+    assert schema["required"] == own.get("required", [])
+    for field, property_schema in own["properties"].items():
+        if "$ref" not in str(property_schema):  # refs differ only by the components' names
+            assert schema["properties"][field] == property_schema, field
+
+
+def _structs_within(info: msgspec.inspect.Type) -> list[msgspec.inspect.StructType]:
+    if isinstance(info, msgspec.inspect.StructType):
+        return [info] + [s for f in info.fields for s in _structs_within(f.type)]
+    inner: list[msgspec.inspect.Type] = []
+    if isinstance(info, msgspec.inspect.UnionType):
+        inner = list(info.types)
+    elif isinstance(info, msgspec.inspect.Metadata):
+        inner = [info.type]
+    elif isinstance(info, msgspec.inspect.ListType):
+        inner = [info.item_type]
+    elif isinstance(info, msgspec.inspect.DictType):
+        inner = [info.key_type, info.value_type]
+    return [s for item in inner for s in _structs_within(item)]
+
+
+@pytest.mark.parametrize("struct", list(ANSWERS), ids=lambda struct: struct.__name__)
+def test_an_answer_has_every_field_its_schema_requires(struct: type[msgspec.Struct]) -> None:
+    """msgspec writes every field but an ``UNSET`` one, and its schema requires every field
+    without a default: an answer Struct (and each Struct in it) with a default other than
+    ``UNSET`` would be documented as sometimes missing a field it always has."""
+    for info in _structs_within(msgspec.inspect.type_info(struct)):
+        assert not info.cls.__struct_config__.omit_defaults, info.cls
+        for field in msgspec.structs.fields(info.cls):
+            assert field.required or field.default is msgspec.UNSET, (info.cls, field.name)
+
+
+def test_the_character_rules_and_bounds_are_in_the_body_schemas() -> None:
+    """What ``task_body`` and ``views_nodes`` check outside msgspec, the schema states exactly
+    (the fuzzer generates from these patterns, and the API must agree with it)."""
+    schemas = build_document(ApiConfig())["components"]["schemas"]
+    task = schemas["TaskSubmission"]["properties"]
+    assert task["name"]["pattern"] == limits.PRINTABLE
+    assert task["name"]["maxLength"] == limits.MAX_NAME
+    assert task["command"]["anyOf"][0]["pattern"] == limits.NO_NUL
+    assert schemas["ContainerIn"]["properties"]["image"]["pattern"] == limits.IMAGE
+    assert task["env"]["propertyNames"]["pattern"] == limits.ENV_NAME
+    assert task["env"]["additionalProperties"]["pattern"] == limits.NO_NUL
+    for field in ("labels", "constraints"):
+        assert task[field]["propertyNames"]["pattern"] == limits.NO_NUL
+        assert task[field]["maxProperties"] == limits.MAX_ENTRIES
+    assert task["cpus"]["minimum"] == limits.MIN_CPUS
+    assert task["cpus"]["maximum"] == limits.MAX_CPUS
+    reason = schemas["NodeUpdate"]["properties"]["pause_reason"]["anyOf"][0]
+    assert reason == {
+        "type": "string",
+        "maxLength": limits.MAX_PAUSE_REASON,
+        "pattern": limits.PRINTABLE,
+    }
+    assert schemas["NodeUpdate"]["minProperties"] == 1
+    assert schemas["SchedulerUpdate"]["minProperties"] == 1
+
+
+def test_the_answer_check_refuses_what_the_schemas_do_not_allow() -> None:
+    pytest.importorskip("jsonschema_rs")
+    document = build_document(ApiConfig())
+    node = {
+        "id": 1,
+        "hostname": "a",
+        "agent_id": None,
+        "is_paused": False,
+        "pause_reason": None,
+        "is_active": True,
+        "state": "READY",
+        "resources": {
+            "total": None,
+            "scheduled": dict.fromkeys(("cpus", "mem", "disk", "gpus"), 0),
+        },
+        "running_tasks": 0,
+        "last_offer": None,
+        "created": "2026-01-02T03:04:05.678Z",
+        "last_modified": None,
+    }
+    schema = {"$ref": "#/components/schemas/Node"}
+    assert schema_errors(document, schema, node) == []
+    for wrong in (
+        {"extra": 1},
+        {"state": "ASLEEP"},
+        {"id": 0},
+        {"created": "yesterday"},
+        {"resources": {"total": None, "scheduled": {"cpus": -1}}},
+    ):
+        assert schema_errors(document, schema, {**node, **wrong}), wrong
+    del node["last_offer"]
+    assert schema_errors(document, schema, node)
