@@ -104,12 +104,26 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except MissingRowError as exc:
         log.error("database_row_missing", path=request.path, error=str(exc))
         raise text_error(web.HTTPInternalServerError, str(exc)) from None
+    except ConnectionResetError:
+        if not _client_gone(request):
+            raise
+        # The client closed its connection mid-request (typically while sending the body): its
+        # doing, not a failure of the daemon, and nobody is left to read an answer.
+        log.info("request_aborted", method=request.method, path=brief(request.path))
+        raise text_error(
+            web.HTTPBadRequest, "The client closed the connection before the request was read."
+        ) from None
     except Exception:
         log.exception("request_failed", method=request.method, path=request.path)
         raise text_error(
             web.HTTPInternalServerError,
             "Internal server error; the daemon's log has the details.",
         ) from None
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _ensure_text(exc: web.HTTPException, request: web.Request) -> None:
@@ -125,7 +139,7 @@ def _ensure_text(exc: web.HTTPException, request: web.Request) -> None:
     else:
         template = _DEFAULT_MESSAGES.get(exc.status)
         message = (
-            template.format(path=request.path, method=request.method)
+            template.format(path=brief(request.path), method=brief(request.method))
             if template
             else (exc.text or exc.reason)
         )

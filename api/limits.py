@@ -41,15 +41,23 @@ MAX_VALUE = 4096
 MAX_ENTRIES = 100
 MAX_PAUSE_REASON = 1024
 
-PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
-"""No C0 or C1 control character and no DEL."""
+PRINTABLE = (
+    r"^[^\x00-\x1f\x7f-\x9f"
+    r"\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb]*$"
+)
+"""No C0 or C1 control character, no DEL, and none of the invisible format characters that
+change how text around them reads: zero-width characters, the bidirectional overrides and
+isolates (U+202E shows a name backwards on the dashboard), line and paragraph separators."""
 NO_NUL = r"^[^\x00]*$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 IMAGE = r"^[!-~]*$"
 """Printable ASCII, no space: what an image reference is made of."""
 
 RULES = {
-    PRINTABLE: "only printable characters (no control characters such as NUL, ESC, CR or LF)",
+    PRINTABLE: (
+        "only printable characters (no control characters such as NUL, ESC, CR or LF, and no "
+        "invisible format characters such as bidirectional overrides)"
+    ),
     NO_NUL: "no NUL character",
     ENV_NAME: "a name of letters, digits and '_', not starting with a digit",
     IMAGE: "printable ASCII characters without spaces",

@@ -28,6 +28,7 @@ import asyncio
 from aiohttp import hdrs, web
 
 from scale_scheduler.api.errors import Handler, text_error
+from scale_scheduler.api.json_body import brief
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.own_names import DEFAULT_PORTS, OwnNames, local_address, resolve_own_names
 from scale_scheduler.daemon.authority import parse_authority
@@ -61,7 +62,7 @@ OWN_NAMES = web.AppKey("own_names", OwnNames)
 
 def _shown(value: str) -> str:
     """A client-sent value quoted for an error message, cut short."""
-    return repr(value if len(value) <= 80 else value[:80] + "...")
+    return repr(brief(value))
 
 
 def _misdirected(message: str) -> web.HTTPException:

@@ -10,6 +10,7 @@ raised, or what start-up raised later, into an exit status and one line naming t
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import sys
 from collections.abc import Callable
@@ -110,6 +111,13 @@ def fatal_error(exc: BaseException) -> FatalError | None:
         return exc
     if isinstance(exc, StoreError):
         return FatalError(ExitCode.STORE_ERROR, f"state.path {exc}")
+    if isinstance(exc, sqlite3.DatabaseError):
+        # Damage past the pages the start-up checks read, found when the state is loaded.
+        return FatalError(
+            ExitCode.STORE_ERROR,
+            f"state.path: the database cannot be read ({exc}); restore a backup, or salvage "
+            "it with sqlite3's .recover",
+        )
     if isinstance(exc, (ConfigError, CredentialsError)):
         return FatalError(ExitCode.CONFIG_ERROR, str(exc))
     return None

@@ -35,10 +35,10 @@ def _problem(path: Path) -> str:
     if not os.access(path.parent, os.W_OK | os.X_OK):
         return f"its directory {path.parent} is not writable (SQLite keeps its journal there)"
     try:
-        version = _schema_version(path)
+        version, tables = _schema_version(path)
     except sqlite3.Error as exc:
         return str(exc)
-    return unknown_version_problem(version)
+    return unknown_version_problem(version, tables=tables)
 
 
 def _creation_problem(path: Path) -> str:
@@ -53,14 +53,15 @@ def _creation_problem(path: Path) -> str:
     return ""
 
 
-def _schema_version(path: Path) -> int:
-    """``PRAGMA user_version``, read without creating the file, a journal or a WAL."""
+def _schema_version(path: Path) -> tuple[int, int]:
+    """``PRAGMA user_version`` and the number of tables, read without creating the file, a
+    journal or a WAL."""
     uri = path.resolve().as_uri()
     # Without a WAL beside it nothing is mid-commit: read it as immutable, which creates no
     # -wal/-shm files. With one, read through it as SQLite does (read only).
     has_wal = path.with_name(path.name + "-wal").exists()
     uri += "?mode=ro" if has_wal else "?immutable=1"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header and schema
+        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
         row = db.execute("PRAGMA user_version").fetchone()
-    return int(row[0]) if row else 0
+    return (int(row[0]) if row else 0), (int(tables[0]) if tables else 0)

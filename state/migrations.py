@@ -113,8 +113,16 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-def unknown_version_problem(current: int, migrations: Sequence[Migration] = MIGRATIONS) -> str:
-    """Why a database at schema version ``current`` cannot be used, or ``""`` when it can."""
+def unknown_version_problem(
+    current: int, migrations: Sequence[Migration] = MIGRATIONS, tables: int = 0
+) -> str:
+    """Why a database at schema version ``current`` holding ``tables`` tables cannot be used,
+    or ``""`` when it can."""
+    if current == 0 and tables:
+        return (
+            f"it holds {tables} table(s) but no scale-scheduler schema version: another "
+            "program's database? Point state.path at a new file, or restore this one's backup"
+        )
     known = max((m.version for m in migrations), default=0)
     if current <= known:
         return ""

@@ -374,7 +374,9 @@ async def _migrate(db: aiosqlite.Connection, migrations: Sequence[Migration]) ->
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     current = int(row[0]) if row else 0
-    problem = unknown_version_problem(current, migrations)
+    async with db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'") as cursor:
+        tables = await cursor.fetchone()
+    problem = unknown_version_problem(current, migrations, int(tables[0]) if tables else 0)
     if problem:
         raise StoreError(problem)
     for migration in migrations:

@@ -144,6 +144,14 @@ def _under_a_file(tmp_path: Path) -> Path:
     return tmp_path / "plain-file" / "sub" / "state.db"
 
 
+def _foreign_database(tmp_path: Path) -> Path:
+    """Another program's SQLite file, which happens to have a ``tasks`` table."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE tasks (x)")
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "problem"),
     [
@@ -152,6 +160,7 @@ def _under_a_file(tmp_path: Path) -> Path:
         (_truncated_header, "database disk image is malformed"),
         (_newer_schema, "the database schema is version 99, newer than this program knows"),
         (_under_a_file, "cannot create it: "),
+        (_foreign_database, "it holds 1 table(s) but no scale-scheduler schema version"),
     ],
 )
 def test_a_bad_database_exits_3_with_one_line(tmp_path: Path, make: Any, problem: str) -> None:
@@ -210,6 +219,35 @@ async def test_a_database_failing_after_the_checks_still_exits_3_with_one_line(
     assert status is ExitCode.STORE_ERROR
     err = capsys.readouterr().err
     assert err == f"scale-scheduler: database error: state.path {path}: file is not a database\n"
+
+
+def test_damage_past_the_checked_pages_exits_3_with_one_line(tmp_path: Path) -> None:
+    """Pages the start-up checks do not read (they read the header and the schema) are damaged:
+    the daemon finds out while loading its state and still exits 3 with one line."""
+    path = _real_database(tmp_path / "state.db")
+    with sqlite3.connect(path) as db:
+        db.executemany(  # queued tasks, which start-up loads: rows on many pages
+            "INSERT INTO tasks (id, name, state, priority, cpus, mem, disk, gpus, ports, spec, "
+            "max_attempts, attempts, created, queued, last_modified) "
+            "VALUES (?, ?, 'QUEUED', 100, 1, 1, 0, 0, 0, '{}', 1, 0, 0, 0, 0)",
+            [(i, "t" * 200) for i in range(1, 3001)],
+        )
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    with sqlite3.connect(path) as db:  # every page into the file itself, none left in the WAL
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    for offset in range(8 * page, len(data), 3 * page):  # header, schema pages left intact
+        data[offset : offset + page] = os.urandom(page)
+    path.write_bytes(bytes(data))
+    config = daemon_config(tmp_path, path)
+    done = scale_scheduler("run", config)
+    output = done.stdout + done.stderr
+    assert done.returncode == STORE_ERROR, output
+    assert "Traceback" not in output
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "state.path: the database cannot be read" in done.stderr
+    events = log_events(done.stdout)
+    assert [e["event"] for e in events if e.get("level") == "error"] == ["daemon_fatal"]
 
 
 # --- item 9: check-config runs run's checks, and changes nothing -------------------------------
