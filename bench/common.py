@@ -30,6 +30,8 @@ class Settings:
     b3_match_repeats: int
     b4_seconds: float
     profile: bool
+    b6_tasks: int = 1_000_000
+    b6_deadline: float = 3600.0
     work: Path = Path()
     out: Path = Path()
     only: tuple[str, ...] = ("B1", "B2", "B3", "B4")
@@ -66,6 +68,8 @@ class Settings:
             b3_match_repeats=200,
             b4_seconds=1.5,
             profile=False,
+            b6_tasks=20_000,
+            b6_deadline=120.0,
         )
 
     @property

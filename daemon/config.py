@@ -184,6 +184,17 @@ class SchedulerConfig(_Section, frozen=True):
             gt=0,
         ),
     ] = 60.0
+    max_in_flight: Annotated[
+        int,
+        _doc(
+            "Most tasks launched but not yet confirmed (LAUNCHING, STAGING, STARTING) at once. "
+            "Within it, the bound follows the measured rate at which launches are confirmed "
+            "(about 2 s of it, at least 500), and launches pause while more status updates "
+            "wait unacknowledged than about 0.5 s of handling; offers then get declined with "
+            "a 1 s filter.",
+            ge=1,
+        ),
+    ] = 20_000
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

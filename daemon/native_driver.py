@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin
@@ -404,6 +404,12 @@ class NativeDriver:
                 # and the API, and offers would pile up unanswered (B1 and B4 in
                 # bench/RESULTS.md).
                 await self._loop_share.after_record()
+                handler = self._core.handler
+                room = handler.backlog_room() if handler is not None else None
+                if room is not None:
+                    # Status updates wait unacknowledged: read nothing until they are handled
+                    # (TCP holds the rest at the master; the watchdog is fed meanwhile).
+                    await self._wait_for_room(room)
 
     async def _on_subscribed(self, event: Event, endpoint: str, stream_id: str) -> Result | None:
         subscribed = event.subscribed
@@ -434,6 +440,22 @@ class NativeDriver:
     def _on_error_event(self, event: Event, endpoint: str) -> Result:
         message = event.error.message if event.error is not None else ""
         return self._core.error_event(message or "(no message)", endpoint)
+
+    async def _wait_for_room(self, room: Awaitable[None]) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        log.info("mesos_stream_paused", reason="status update backlog")
+        started = loop.time()
+        waiting = asyncio.ensure_future(room)
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiting), 1.0)
+                break
+            except asyncio.TimeoutError:
+                # The silence is ours, not the master's: keep the heartbeat watchdog fed.
+                self._last_event = loop.time()
+        self._last_event = loop.time()
+        log.info("mesos_stream_resumed", paused_s=round(loop.time() - started, 3))
 
     def _dispatch(self, event: Event, endpoint: str) -> None:
         handler = self._core.handler

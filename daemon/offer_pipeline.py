@@ -2,7 +2,10 @@
 
 One pass, in Marathon's order:
 1. take every pending offer (rescinded ones are already gone);
-2. match (pure); if the matcher raises, decline everything without a filter so offers come back;
+2. match (pure), within the tracker's launch budget (flow control: tasks launched but not yet
+   confirmed are bounded; offers left over at the bound are declined with a 1 s filter, never
+   suppressed, so launching resumes with the next allocation); if the matcher raises, decline
+   everything without a filter so offers come back;
 3. persist the launch intents (tasks marked LAUNCHING, new nodes, last offer times) in ONE commit;
 4. send one ACCEPT per agent carrying all its launches, and one DECLINE per filter length
    carrying many offer ids, concurrently;
@@ -64,6 +67,9 @@ from scale_scheduler.state.tasks import spec_decoder
 log = structlog.get_logger(__name__)
 
 LAST_OFFER_FLUSH_SECONDS = 60.0
+FLOW_REFUSE_SECONDS = 1.0
+"""Filter on offers declined at the launch bound (``scheduler.max_in_flight``): the budget
+comes back as launches are confirmed, within about a second under load."""
 
 
 def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
@@ -146,7 +152,9 @@ class OfferPipeline:
         self._nodes = nodes
         self._scheduler = scheduler
         self._clock = clock
-        self._settings = MatchSettings(config.refuse_seconds, config.idle_refuse_seconds)
+        self._settings = MatchSettings(
+            config.refuse_seconds, config.idle_refuse_seconds, FLOW_REFUSE_SECONDS
+        )
         self._pending: dict[str, Offer] = {}
         self._in_flight: dict[str, Offer] = {}
         """The offers of the running pass, by id."""
@@ -195,6 +203,17 @@ class OfferPipeline:
         self.suppressed = False
         self._pending.clear()
         self.sync_interest()
+
+    def footprint(self) -> dict[str, int]:
+        """Sizes of what the pipeline holds: offers, never tasks (a pass's launch plan lives
+        only as long as the pass)."""
+        return {
+            "pending_offers": len(self._pending),
+            "offers_in_pass": len(self._in_flight),
+            "answered_offers": len(self._answered),
+            "rescinded_offers": len(self._rescinded),
+            "interest_calls": len(self._interest_tasks),
+        }
 
     # -- the pass loop --------------------------------------------------------------------------
 
@@ -267,6 +286,7 @@ class OfferPipeline:
                 scheduler_paused=self._scheduler.is_paused,
                 blocked_hosts=seen.blocked,
                 settings=self._settings,
+                launch_budget=self._tracker.launch_budget(),
             )
         except Exception:
             log.exception("offer_match_failed", offers=len(offers))

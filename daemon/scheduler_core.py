@@ -125,6 +125,7 @@ class SchedulerCore:
                 await task
         self._background = []
         await self.pipeline.close()
+        await self.tracker.acks.close()
         self._started = False
 
     def _spawn_loop(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -167,6 +168,9 @@ class SchedulerCore:
 
     def on_update(self, status: TaskStatus) -> None:
         self.tracker.on_update(status)
+
+    def backlog_room(self) -> asyncio.Future[None] | None:
+        return self.tracker.backlog_room()
 
     def on_failure(self, agent_id: str | None, executor_id: str | None) -> None:
         # A hint only: reconciliation and the tasks' own updates are the truth.

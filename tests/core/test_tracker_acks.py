@@ -8,7 +8,7 @@ import asyncio
 from corekit import CoreHarness, make_offer, status
 from structlog.testing import capture_logs
 
-from scale_scheduler.daemon.task_tracker import ACK_WORKERS
+from scale_scheduler.daemon.status_acks import ACK_WORKERS
 
 
 async def launch(h: CoreHarness, count: int = 1) -> list[int]:

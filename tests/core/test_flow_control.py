@@ -1,0 +1,142 @@
+"""Flow control on launches: the pure bound (``LaunchFlow``, settable clock) and the matcher's
+launch budget."""
+
+from __future__ import annotations
+
+import pytest
+from corekit import make_offer
+from test_matcher import SETTINGS, Q
+
+from scale_scheduler.daemon.flow_control import (
+    BACKLOG_FLOOR,
+    BACKLOG_HORIZON,
+    FLOOR,
+    HORIZON,
+    WINDOW,
+    LaunchFlow,
+)
+from scale_scheduler.daemon.matcher import DeclineReason, WaitReason, match
+
+
+def confirm_steadily(flow: LaunchFlow, per_second: float, seconds: float, start: float) -> float:
+    """Confirmations at a steady rate with work in flight; returns the time reached."""
+    now = start
+    step = WINDOW / 5
+    while now < start + seconds:
+        now += step
+        flow.note(in_flight=100, backlog=0, now=now)
+        flow.confirmed(round(per_second * step), now)
+    return now
+
+
+def test_a_cold_start_launches_up_to_the_floor() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    assert flow.rate is None
+    assert flow.bound(0.0) == FLOOR
+    assert flow.budget(in_flight=120, now=0.0) == FLOOR - 120
+    assert flow.budget(in_flight=FLOOR + 5, now=0.0) == 0
+
+
+def test_a_bound_under_the_floor_is_the_configured_one() -> None:
+    flow = LaunchFlow(50, now=0.0)
+    assert flow.bound(0.0) == 50
+    assert flow.budget(in_flight=10, now=0.0) == 40
+
+
+def test_the_bound_follows_a_fast_confirmation_rate_up_to_the_maximum() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = confirm_steadily(flow, per_second=3_000, seconds=5.0, start=0.0)
+    assert flow.rate == pytest.approx(3_000, rel=0.05)
+    assert flow.bound(now) == pytest.approx(3_000 * HORIZON, rel=0.05)
+    confirm_steadily(flow, per_second=50_000, seconds=5.0, start=now)
+    assert flow.bound(now + 5.0) == 20_000
+
+
+def test_the_bound_shrinks_when_confirmations_slow_down_but_never_under_the_floor() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = confirm_steadily(flow, per_second=8_000, seconds=3.0, start=0.0)
+    high = flow.bound(now)
+    now = confirm_steadily(flow, per_second=1_000, seconds=4.0, start=now)
+    assert flow.bound(now) < high / 4
+    # Work in flight, nothing confirmed (a stuck agent): down to the floor, not to zero.
+    now = confirm_steadily(flow, per_second=0, seconds=5.0, start=now)
+    assert flow.bound(now) == FLOOR
+
+
+def test_idle_windows_leave_the_measured_rate_alone() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = confirm_steadily(flow, per_second=4_000, seconds=3.0, start=0.0)
+    rate = flow.rate
+    # Nothing in flight and nothing confirmed for a minute (no work queued).
+    flow.note(in_flight=0, backlog=0, now=now + 30.0)
+    flow.note(in_flight=0, backlog=0, now=now + 60.0)
+    assert flow.rate == pytest.approx(rate, rel=0.05)
+    assert flow.bound(now + 60.0) == pytest.approx(4_000 * HORIZON, rel=0.05)
+
+
+def test_the_matcher_places_no_more_than_the_budget() -> None:
+    queue = Q([(i, {"cpus": 1, "mem": 10}, 100) for i in range(1, 21)])
+    index, _tasks = queue.build()
+    offers = [make_offer("o1", "a1", cpus=8, mem=1000), make_offer("o2", "a2", cpus=8, mem=1000)]
+    result = match(
+        offers, index, scheduler_paused=False, blocked_hosts={}, settings=SETTINGS, launch_budget=5
+    )
+    assert [p.task_id for launch in result.launches for p in launch.placements] == [1, 2, 3, 4, 5]
+    # The agent left without launches is declined briefly; the rest of the group waits.
+    (decline,) = result.declines
+    assert decline.offer_ids == ("o2",)
+    assert decline.reason is DeclineReason.FLOW_CONTROL
+    assert decline.refuse_seconds == SETTINGS.flow_refuse_seconds
+    assert [w.reason for w in result.waiting] == [WaitReason.FLOW_CONTROL]
+
+
+def test_a_budget_spent_across_groups_and_priorities() -> None:
+    queue = Q(
+        [(1, {"cpus": 1, "mem": 10}, 1), (2, {"cpus": 2, "mem": 10}, 1)]
+        + [(i, {"cpus": 1, "mem": 10}, 5) for i in range(3, 8)]
+    )
+    index, _tasks = queue.build()
+    offers = [make_offer("o1", "a1", cpus=32, mem=1000)]
+    result = match(
+        offers, index, scheduler_paused=False, blocked_hosts={}, settings=SETTINGS, launch_budget=3
+    )
+    assert [p.task_id for p in result.launches[0].placements] == [1, 2, 3]
+    assert {w.priority for w in result.waiting} == {5}
+    assert all(w.reason is WaitReason.FLOW_CONTROL for w in result.waiting)
+
+
+def test_a_zero_budget_declines_every_offer_briefly() -> None:
+    queue = Q([(i, {"cpus": 1, "mem": 10}, 100) for i in range(1, 4)])
+    index, _tasks = queue.build()
+    offers = [make_offer("o1", "a1", cpus=8, mem=1000)]
+    result = match(
+        offers, index, scheduler_paused=False, blocked_hosts={}, settings=SETTINGS, launch_budget=0
+    )
+    assert result.launches == ()
+    assert [(d.reason, d.refuse_seconds) for d in result.declines] == [
+        (DeclineReason.FLOW_CONTROL, SETTINGS.flow_refuse_seconds)
+    ]
+    assert [w.reason for w in result.waiting] == [WaitReason.FLOW_CONTROL]
+
+
+def test_no_budget_means_no_limit() -> None:
+    queue = Q([(i, {"cpus": 1, "mem": 10}, 100) for i in range(1, 41)])
+    index, _tasks = queue.build()
+    offers = [make_offer("o1", "a1", cpus=64, mem=1000)]
+    result = match(offers, index, scheduler_paused=False, blocked_hosts={}, settings=SETTINGS)
+    assert result.placed == 40
+    assert result.declines == ()
+
+
+def test_launches_pause_while_the_update_backlog_exceeds_half_a_second_of_handling() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = 0.0
+    while now < 3.0:  # 10,000 updates handled per second, with a backlog waiting
+        now += 0.1
+        flow.note(in_flight=100, backlog=2_000, now=now)
+        flow.handled(1_000, now)
+    assert flow.backlog_limit(now) == pytest.approx(10_000 * BACKLOG_HORIZON, rel=0.05)
+    assert flow.budget(in_flight=0, now=now, backlog=4_000) > 0
+    assert flow.budget(in_flight=0, now=now, backlog=6_000) == 0
+    # A small backlog never pauses launches, even before any rate is known.
+    assert LaunchFlow(20_000, now=0.0).budget(in_flight=0, now=0.0, backlog=BACKLOG_FLOOR) > 0
