@@ -292,7 +292,7 @@ def main() -> None:
     parser.add_argument("--work", default="bench/out/work-b6")
     args = parser.parse_args()
     result = measure(Path(args.work), args.tasks, args.feed, args.deadline)
-    result.pop("samples")
+    (Path(args.work) / "samples.json").write_text(json.dumps(result.pop("samples")))
     print(json.dumps(result, indent=1))
 
 

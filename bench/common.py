@@ -34,7 +34,7 @@ class Settings:
     b6_deadline: float = 3600.0
     work: Path = Path()
     out: Path = Path()
-    only: tuple[str, ...] = ("B1", "B2", "B3", "B4")
+    only: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B6")
 
     @classmethod
     def full(cls) -> Settings:

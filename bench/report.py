@@ -173,6 +173,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 verdict(p99["median"], 20, higher=False),
             )
         )
+    if "runs" in results.get("B6", {}):
+        rows += b6_targets(results["B6"])
     return rows
 
 
@@ -260,6 +262,8 @@ def render(results: dict[str, Any]) -> str:
     lines += _b2(results.get("B2"))
     lines += _b3(results.get("B3"))
     lines += _b4(results.get("B4"))
+    if "B6" in results:
+        lines += b6_section(results["B6"])
     lines += explain(results)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -450,5 +454,99 @@ def _b4(data: dict[str, Any] | None) -> list[str]:
     lines.append(
         f"| daemon / bare | {mmm([x['ratio'] * 100 for x in r if x.get('ratio')], 1)} % | | | | | |"
     )
+    lines.append("")
+    return lines
+
+
+# --- B6 ----------------------------------------------------------------------------------------
+
+B6_TARGETS = (
+    ("RSS at any time", "<= 300 MB", "rss_peak_mb", 300.0, False, 0, " MB"),
+    ("longest stall without a finished task", "<= 2 s", "longest_stall_s", 2.0, False, 1, " s"),
+    ("acknowledgement p99", "<= 1 s", "ack_p99_s", 1.0, False, 3, " s"),
+    ("end-to-end rate, last tenth vs first", ">= 90 %", "last_vs_first", 0.9, True, 2, ""),
+)
+
+
+def b6_targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for feed, run in data.get("runs", {}).items():
+        for label, goal, key, limit, higher, digits, unit in B6_TARGETS:
+            value = run.get(key)
+            if value is None:
+                verdict = "not measured"
+            else:
+                verdict = "met" if (value >= limit if higher else value <= limit) else "**missed**"
+            if key == "last_vs_first" and value is not None:
+                shown = f"{num(value * 100, 0)} %"
+            else:
+                shown = f"{num(value, digits)}{unit}"
+            rows.append((f"B6 {feed}: {label}", goal, shown, verdict))
+    return rows
+
+
+def b6_section(data: dict[str, Any]) -> list[str]:
+    failed = _error("B6 soak", data)
+    if failed:
+        return failed
+    lines = [
+        "## B6 soak",
+        "",
+        f"{num(data['tasks'])} tasks of 0.1 cpu and 0.2 s per feed, on 100 simulated agents of "
+        "32 cpus (32,000 slots), fed in batches through `POST /queue/` whenever `queue_depth` "
+        "falls under the floor (1x: 20,000 with batches of 10,000, as issue 19's run 1; 2x: "
+        "40,000 with batches of 20,000). The daemon runs with its defaults "
+        "(`scheduler.max_in_flight` 20,000). `python -m bench.b6_soak --tasks N --feed 1x` "
+        "runs one feed alone.",
+        "",
+        "| target | goal | measured | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
+    for target, goal, measured, verdict in b6_targets(data):
+        lines.append(f"| {target} | {goal} | {measured} | {verdict} |")
+    lines += [
+        "",
+        "| feed | finished | s | RSS peak MB | in flight max (bound max) | longest stall s "
+        "| ack p50 / p99 s | `/status/` p50 / p99 ms | DB MB | WAL MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for feed, run in data["runs"].items():
+        lines.append(
+            f"| {feed} | {num(run['finished'])} | {num(run['seconds'])} "
+            f"| {num(run['rss_peak_mb'])} "
+            f"| {num(run['in_flight_max'])} ({num(run['in_flight_bound_max'])}) "
+            f"| {num(run['longest_stall_s'], 1)} "
+            f"| {num(run['ack_p50_s'], 3)} / {num(run['ack_p99_s'], 3)} "
+            f"| {num(run['status_p50_ms'], 1)} / {num(run['status_p99_ms'], 1)} "
+            f"| {num(run['db_mb'], 1)} | {num(run['wal_mb'], 1)} |"
+        )
+    lines += [
+        "",
+        "Acknowledgement latency is the daemon's histogram (`scale_scheduler_status_ack_latency_"
+        "seconds`: from an update's arrival to its ACKNOWLEDGE answered); the percentiles are "
+        "bucket upper bounds. A stall is the longest time between two samples (every "
+        "0.25 s) with no newly finished task, less one sample interval.",
+        "",
+        "End-to-end rate (tasks finished per second) per tenth of the run:",
+        "",
+        "| feed | " + " | ".join(f"{i + 1}" for i in range(10)) + " |",
+        "| --- |" + " ---: |" * 10,
+    ]
+    for feed, run in data["runs"].items():
+        rates = [num(rate) for rate in run.get("rates", [])]
+        rates += ["n/a"] * (10 - len(rates))
+        lines.append(f"| {feed} | " + " | ".join(rates) + " |")
+    lines += ["", "Over time (RSS MB / tasks in flight / update backlog), ten points per feed:", ""]
+    lines += ["| feed | " + " | ".join(f"t{i}" for i in range(10)) + " |"]
+    lines += ["| --- |" + " ---: |" * 10]
+    for feed, run in data["runs"].items():
+        samples = run.get("samples") or []
+        points = [samples[int(i * (len(samples) - 1) / 9)] for i in range(10)] if samples else []
+        cells = [
+            f"{num(p['t'])} s: {num(p['rss_mb'])} / {num(p['in_flight'])} / {num(p['backlog'])}"
+            for p in points
+        ]
+        cells += ["n/a"] * (10 - len(cells))
+        lines.append(f"| {feed} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines

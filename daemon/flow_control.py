@@ -11,13 +11,17 @@ the backlog into memory, delays every acknowledgement and ends in resends and st
   (``scheduler.max_in_flight``); within it, about ``HORIZON`` seconds' worth of the measured
   confirmation rate (tasks leaving the in-flight states per second), and never under ``floor``
   (so a cold start, or a slow phase, still launches);
-- no launch while the update backlog (received, not yet acknowledged) holds more than
-  ``BACKLOG_HORIZON`` seconds of the measured update-handling rate (and more than
-  ``BACKLOG_FLOOR``): an update then waits about that long at most, far under an agent's 10 s.
+- the update backlog (received, not yet acknowledged) is kept under ``BACKLOG_HORIZON``
+  seconds of the measured update-handling capacity (at least ``BACKLOG_FLOOR``): a pass
+  launches no more tasks than there is room left under that limit, since each launched task
+  soon has an update waiting (one at a time: the agent sends the next once the previous is
+  acknowledged). An update then waits about that long at most, far under an agent's 10 s.
 
-Rates are exponential averages over ``WINDOW``-second windows; a window in which nothing was in
-flight (or nothing was waiting) leaves its rate as it was. So the bound grows while launches
-are confirmed quickly, and shrinks when they are not.
+Rates are exponential averages over ``WINDOW``-second windows. A window in which nothing was in
+flight leaves the confirmation rate as it was; the handling capacity is measured only over
+windows in which acknowledgements were saturated (a backlog at least as long as the sender's
+pool), so a quiet period is not taken for a slow daemon. The bound therefore grows while
+launches are confirmed quickly, and shrinks when they are not.
 """
 
 from __future__ import annotations
@@ -52,9 +56,13 @@ class RateMeter:
         self._count = 0
         self._busy = False
 
-    def add(self, count: int, now: float) -> None:
+    def add(self, count: int, now: float, busy: bool = True) -> None:
+        """``count`` events; ``busy=False``: they happened while there was little to do, so
+        they say nothing of the rate that work allows (not measured)."""
         self.roll(now)
-        self._count += count
+        if busy:
+            self._count += count
+            self._busy = True
         self._last = now
 
     def busy(self, busy: bool, now: float) -> None:
@@ -65,7 +73,7 @@ class RateMeter:
     def roll(self, now: float) -> None:
         if now - self._start < WINDOW:
             return
-        if self._busy or self._count:
+        if self._busy:
             end = now if now - self._last <= WINDOW else self._last
             rate = self._count / max(WINDOW, end - self._start)
             self.rate = (
@@ -91,14 +99,14 @@ class LaunchFlow:
         """``count`` tasks left the in-flight states (RUNNING, or ended, or requeued)."""
         self.confirmations.add(count, now)
 
-    def handled(self, count: int, now: float) -> None:
-        """``count`` updates were stored and acknowledged."""
-        self.updates.add(count, now)
+    def handled(self, count: int, now: float, saturated: bool = True) -> None:
+        """``count`` updates were stored and acknowledged; ``saturated``: with more waiting
+        than the acknowledgement pool sends at once (only then is the capacity measured)."""
+        self.updates.add(count, now, busy=saturated)
 
-    def note(self, in_flight: int, backlog: int, now: float) -> None:
-        """The current counts: windows with work waiting measure the rates."""
+    def note(self, in_flight: int, now: float) -> None:
+        """The current count: windows with tasks in flight measure the confirmation rate."""
         self.confirmations.busy(in_flight > 0, now)
-        self.updates.busy(backlog > 0, now)
 
     @property
     def rate(self) -> float | None:
@@ -113,7 +121,7 @@ class LaunchFlow:
         return max(self.floor, min(self.max_in_flight, math.ceil(rate * HORIZON)))
 
     def backlog_limit(self, now: float) -> int:
-        """Update backlog above which launches pause."""
+        """Update backlog up to which launches may fill."""
         self.updates.roll(now)
         rate = self.updates.rate
         if rate is None:
@@ -122,7 +130,6 @@ class LaunchFlow:
 
     def budget(self, in_flight: int, now: float, backlog: int = 0) -> int:
         """How many tasks may be launched now."""
-        self.note(in_flight, backlog, now)
-        if backlog > self.backlog_limit(now):
-            return 0
-        return max(0, self.bound(now) - in_flight)
+        self.note(in_flight, now)
+        room = self.backlog_limit(now) - backlog
+        return max(0, min(self.bound(now) - in_flight, room))

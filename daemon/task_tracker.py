@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ from scale_scheduler.daemon.flow_control import LaunchFlow
 from scale_scheduler.daemon.matcher import AgentLaunch, GroupWaiting, TaskPlacement, WaitReason
 from scale_scheduler.daemon.mesos_types import TERMINAL_STATES, TaskStatus, Value
 from scale_scheduler.daemon.queue_index import QueueIndex
-from scale_scheduler.daemon.status_acks import AckSender
+from scale_scheduler.daemon.status_acks import ACK_WORKERS, AckSender
 from scale_scheduler.state.nodes import NodeRepository
 from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import (
@@ -126,6 +127,8 @@ short, so an update waits for at most one such burst before its own is handled."
 MAX_UPDATE_BACKLOG = 20_000
 """Updates received but not yet acknowledged at which the driver stops reading the event
 stream (``backlog_room``); it reads again once the backlog is down to half."""
+SHRINK_SLACK_BYTES = 256 * 1024
+"""A per-task dict's table is rebuilt once it is this much larger than its entries need."""
 IN_FLIGHT = frozenset({TaskState.LAUNCHING, TaskState.STAGING, TaskState.STARTING})
 """Launched tasks not yet confirmed: what ``scheduler.max_in_flight`` bounds."""
 ROUTINE = frozenset({TaskState.STAGING, TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED})
@@ -743,7 +746,7 @@ class TaskTracker:
     def _handled(self, count: int) -> None:
         """A burst is stored and acknowledged (or failed): counted, and room for more."""
         self.updates_handled += count
-        self.flow.handled(count, self._clock())
+        self.flow.handled(count, self._clock(), saturated=self.acks.pending >= ACK_WORKERS)
         self._check_room()
 
     async def process_updates(
@@ -801,6 +804,7 @@ class TaskTracker:
                 requeued |= self._apply_working(w, now, by_state)
             if before > self.in_flight:
                 self.flow.confirmed(before - self.in_flight, now)
+            self._shrink_tables()
             if changed:
                 log.info("task_states_changed", tasks=len(changed), by_state=by_state)
             if requeued:
@@ -946,6 +950,15 @@ class TaskTracker:
         else:
             self.launched_counts[w.state] += 1
         return False
+
+    def _shrink_tables(self) -> None:
+        """Give back the hash tables of the per-task dicts once a peak has passed: a dict never
+        shrinks by itself, so 100,000 tasks once in flight would keep their table for good."""
+        for table in (self.tasks, self._launching):
+            if sys.getsizeof(table) > SHRINK_SLACK_BYTES + 400 * len(table):
+                kept = dict(table)
+                table.clear()  # frees the table; the dict object (shared with the index) stays
+                table.update(kept)
 
     def _count_ended(self, state: TaskState) -> None:
         self.ended_counts[state] = self.ended_counts.get(state, 0) + 1

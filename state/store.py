@@ -144,6 +144,9 @@ class Store:
                     break
                 group.append(item)
             await self._commit_group(group)
+            # Not held while waiting for the next write: a group's rows and apply closures
+            # can reference thousands of tasks.
+            del first, group
 
     async def _commit_group(self, group: list[_Write[Any]]) -> None:
         started = time.perf_counter()

@@ -24,7 +24,7 @@ def confirm_steadily(flow: LaunchFlow, per_second: float, seconds: float, start:
     step = WINDOW / 5
     while now < start + seconds:
         now += step
-        flow.note(in_flight=100, backlog=0, now=now)
+        flow.note(in_flight=100, now=now)
         flow.confirmed(round(per_second * step), now)
     return now
 
@@ -68,8 +68,8 @@ def test_idle_windows_leave_the_measured_rate_alone() -> None:
     now = confirm_steadily(flow, per_second=4_000, seconds=3.0, start=0.0)
     rate = flow.rate
     # Nothing in flight and nothing confirmed for a minute (no work queued).
-    flow.note(in_flight=0, backlog=0, now=now + 30.0)
-    flow.note(in_flight=0, backlog=0, now=now + 60.0)
+    flow.note(in_flight=0, now=now + 30.0)
+    flow.note(in_flight=0, now=now + 60.0)
     assert flow.rate == pytest.approx(rate, rel=0.05)
     assert flow.bound(now + 60.0) == pytest.approx(4_000 * HORIZON, rel=0.05)
 
@@ -128,15 +128,34 @@ def test_no_budget_means_no_limit() -> None:
     assert result.declines == ()
 
 
-def test_launches_pause_while_the_update_backlog_exceeds_half_a_second_of_handling() -> None:
+def test_launches_fill_only_the_room_under_half_a_second_of_update_handling() -> None:
     flow = LaunchFlow(20_000, now=0.0)
     now = 0.0
-    while now < 3.0:  # 10,000 updates handled per second, with a backlog waiting
+    while now < 3.0:  # 10,000 updates handled per second, acknowledgements saturated
         now += 0.1
-        flow.note(in_flight=100, backlog=2_000, now=now)
-        flow.handled(1_000, now)
-    assert flow.backlog_limit(now) == pytest.approx(10_000 * BACKLOG_HORIZON, rel=0.05)
-    assert flow.budget(in_flight=0, now=now, backlog=4_000) > 0
-    assert flow.budget(in_flight=0, now=now, backlog=6_000) == 0
-    # A small backlog never pauses launches, even before any rate is known.
-    assert LaunchFlow(20_000, now=0.0).budget(in_flight=0, now=0.0, backlog=BACKLOG_FLOOR) > 0
+        flow.note(in_flight=100, now=now)
+        flow.confirmed(300, now)
+        flow.handled(1_000, now, saturated=True)
+    limit = flow.backlog_limit(now)
+    assert limit == pytest.approx(10_000 * BACKLOG_HORIZON, rel=0.05)
+    assert flow.budget(in_flight=0, now=now, backlog=limit - 700) == 700
+    assert flow.budget(in_flight=0, now=now, backlog=limit + 1) == 0
+    # Before any rate is known, the floor leaves room.
+    assert LaunchFlow(20_000, now=0.0).budget(in_flight=0, now=0.0, backlog=0) == min(
+        FLOOR, BACKLOG_FLOOR
+    )
+
+
+def test_unsaturated_handling_says_nothing_of_the_capacity() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = 0.0
+    while now < 2.0:
+        now += 0.1
+        flow.handled(1_000, now, saturated=True)
+    capacity = flow.updates.rate
+    while now < 10.0:  # a trickle of updates, nothing waiting: the capacity stays known
+        now += 0.1
+        flow.handled(3, now, saturated=False)
+    assert capacity is not None
+    assert flow.updates.rate == pytest.approx(capacity, rel=0.1)
+    assert flow.backlog_limit(now) > 4_000  # not the 30 updates/s of the trickle
