@@ -16,6 +16,10 @@ first tasks finish (``task_duration``, the status updates, the next allocation c
 daemon's own launch rate is therefore also taken from its first launching pass, which gets every
 agent's offer at once (tasks launched over that pass's duration: match, intent commit, ACCEPTs).
 Run at the production logging default (JSON, info) and at warning, to price the logging.
+
+Flow control is off here (``scheduler.max_in_flight: 0``): B2 times the launch pipeline itself.
+With the default bound, launches follow the rate at which their status updates are handled
+(a few thousand tasks/s on this machine), which is what B6 measures.
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ def measure(settings: Settings, work: Path, level: str, profile: bool = False) -
             db=work / "state.db",
             port=port,
             level=level,
+            scheduler={"max_in_flight": 0},
         )
         prof = work / "daemon.prof" if profile else None
         daemon = Daemon(work / "config.yaml", port, work / "daemon.log", profile_to=prof)

@@ -191,8 +191,8 @@ class SchedulerConfig(_Section, frozen=True):
             "Within it, the bound follows the measured rate at which launches are confirmed "
             "(about 2 s of it, at least 500), and launches pause while more status updates "
             "wait unacknowledged than about 0.5 s of handling; offers then get declined with "
-            "a 1 s filter.",
-            ge=1,
+            "a 1 s filter. 0 turns flow control off.",
+            ge=0,
         ),
     ] = 20_000
 

@@ -8,9 +8,9 @@ acknowledged (resending it after 10 s). Launching faster than updates are handle
 the backlog into memory, delays every acknowledgement and ends in resends and stalls. So:
 
 - the tasks in flight are bounded: never more than ``max_in_flight``
-  (``scheduler.max_in_flight``); within it, about ``HORIZON`` seconds' worth of the measured
-  confirmation rate (tasks leaving the in-flight states per second), and never under ``floor``
-  (so a cold start, or a slow phase, still launches);
+  (``scheduler.max_in_flight``; 0 turns flow control off); within it, about ``HORIZON``
+  seconds' worth of the measured confirmation rate (tasks leaving the in-flight states per
+  second), and never under ``floor`` (so a cold start, or a slow phase, still launches);
 - the update backlog (received, not yet acknowledged) is kept under ``BACKLOG_HORIZON``
   seconds of the measured update-handling capacity (at least ``BACKLOG_FLOOR``): a pass
   launches no more tasks than there is room left under that limit, since each launched task
@@ -128,8 +128,10 @@ class LaunchFlow:
             return BACKLOG_FLOOR
         return max(BACKLOG_FLOOR, math.ceil(rate * BACKLOG_HORIZON))
 
-    def budget(self, in_flight: int, now: float, backlog: int = 0) -> int:
-        """How many tasks may be launched now."""
+    def budget(self, in_flight: int, now: float, backlog: int = 0) -> int | None:
+        """How many tasks may be launched now (None: no limit, ``max_in_flight`` 0)."""
+        if not self.max_in_flight:
+            return None
         self.note(in_flight, now)
         room = self.backlog_limit(now) - backlog
         return max(0, min(self.bound(now) - in_flight, room))

@@ -120,7 +120,7 @@ FINAL_MESOS_STATES = frozenset(
 """Ends an attempt cannot come back from. LOST and UNKNOWN are not among them: the agent may
 return with the task running, or the ACCEPT may still be on its way to the master."""
 ENDED_MEMORY = 100_000
-"""How many attempts that ended for good are remembered (about 8 MB, whatever the task count)."""
+"""How many attempts that ended for good are remembered (about 13 MB, whatever the task count)."""
 MAX_BURST = 4096
 """Most updates resolved and committed together: a burst's commit and acknowledgements stay
 short, so an update waits for at most one such burst before its own is handled."""
@@ -452,8 +452,9 @@ class TaskTracker:
         """The current bound on ``in_flight`` (``scheduler.max_in_flight``, adapted)."""
         return self.flow.bound(self._clock())
 
-    def launch_budget(self) -> int:
-        """How many tasks the next offer pass may launch (``scheduler.max_in_flight``)."""
+    def launch_budget(self) -> int | None:
+        """How many tasks the next offer pass may launch (``scheduler.max_in_flight``; None:
+        no limit)."""
         return self.flow.budget(self.in_flight, self._clock(), self.update_backlog)
 
     @property

@@ -159,3 +159,8 @@ def test_unsaturated_handling_says_nothing_of_the_capacity() -> None:
     assert capacity is not None
     assert flow.updates.rate == pytest.approx(capacity, rel=0.1)
     assert flow.backlog_limit(now) > 4_000  # not the 30 updates/s of the trickle
+
+
+def test_a_bound_of_zero_turns_flow_control_off() -> None:
+    flow = LaunchFlow(0, now=0.0)
+    assert flow.budget(in_flight=1_000_000, now=0.0, backlog=1_000_000) is None
