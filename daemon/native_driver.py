@@ -139,7 +139,9 @@ class NativeDriver:
         self._endpoint: str | None = None
         self._stream_id: str | None = None
         self._last_event = 0.0
-        self._watchdog = Watchdog(self._clock, lambda: self._last_event, self._watchdog_expired)
+        self._holding = False
+        """True while the reader holds the stream for the handler (back-pressure)."""
+        self._watchdog = Watchdog(self._clock, self._last_activity, self._watchdog_expired)
         rt = self.settings.request_timeout
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=rt, sock_read=None)
 
@@ -446,16 +448,17 @@ class NativeDriver:
         loop = self._loop
         log.info("mesos_stream_paused", reason="status update backlog")
         started = loop.time()
-        waiting = asyncio.ensure_future(room)
-        while True:
-            try:
-                await asyncio.wait_for(asyncio.shield(waiting), 1.0)
-                break
-            except asyncio.TimeoutError:
-                # The silence is ours, not the master's: keep the heartbeat watchdog fed.
-                self._last_event = loop.time()
-        self._last_event = loop.time()
+        self._holding = True
+        try:
+            await room
+        finally:
+            self._holding = False
+            self._last_event = loop.time()
         log.info("mesos_stream_resumed", paused_s=round(loop.time() - started, 3))
+
+    def _last_activity(self) -> float:
+        # While the stream is held, the silence is ours, not the master's.
+        return self._clock() if self._holding else self._last_event
 
     def _dispatch(self, event: Event, endpoint: str) -> None:
         handler = self._core.handler
