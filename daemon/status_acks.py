@@ -27,7 +27,24 @@ log = structlog.get_logger(__name__)
 
 ACK_WORKERS = 64
 """Acknowledgements in flight at once."""
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 Acknowledge = Callable[[str, str, str], Awaitable[None]]
 
