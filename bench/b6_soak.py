@@ -7,7 +7,8 @@ were submitted. Two feeds:
 
 - ``1x``: floor 20,000 (the simulator's capacity: the queue never runs dry, the cluster stays
   busy, as in issue 19's run 1);
-- ``2x``: floor 40,000 with batches of 20,000 (twice the work waiting at every moment).
+- ``2x``: floor 40,000 (twice the work waiting at every moment; batches stay at the API's
+  limit of 10,000, submitted back to back until the queue is over the floor).
 
 Sampled every 0.25 s: the daemon's RSS (``/proc``), tasks by state and tasks in flight
 (``/metrics``), FINISHED so far; ``/status/`` is polled 10 times a second and timed. Reported:
@@ -36,7 +37,7 @@ AGENT_CPUS = 32
 TASK = {"name": "soak", "cpus": 0.1, "mem": 32, "command": "true"}
 TASK_DURATION = 0.2
 SAMPLE_SECONDS = 0.25
-FEEDS = {"1x": (20_000, 10_000), "2x": (40_000, 20_000)}
+FEEDS = {"1x": (20_000, 10_000), "2x": (40_000, 10_000)}
 """Feed name: (queue floor, batch size)."""
 
 
@@ -186,7 +187,7 @@ def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any
                     },
                 }
             )
-            if finished >= tasks:
+            if finished >= tasks or feeder.error is not None:
                 break
         feeder.stop_event.set()
         feeder.join(10)

@@ -473,14 +473,17 @@ def b6_targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for feed, run in data.get("runs", {}).items():
         for label, goal, key, limit, higher, digits, unit in B6_TARGETS:
             value = run.get(key)
-            if value is None:
-                verdict = "not measured"
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                verdict, shown = "not measured", "n/a"
             else:
-                verdict = "met" if (value >= limit if higher else value <= limit) else "**missed**"
-            if key == "last_vs_first" and value is not None:
-                shown = f"{num(value * 100, 0)} %"
-            else:
-                shown = f"{num(value, digits)}{unit}"
+                ok = value >= limit if higher else value <= limit
+                verdict = "met" if ok else "**missed**"
+                if key == "last_vs_first":
+                    shown = f"{num(value * 100, 0)} %"
+                else:
+                    shown = f"{num(value, digits)}{unit}"
+            if not run.get("completed"):
+                verdict = "**missed** (the feed did not complete)"
             rows.append((f"B6 {feed}: {label}", goal, shown, verdict))
     return rows
 
@@ -494,8 +497,8 @@ def b6_section(data: dict[str, Any]) -> list[str]:
         "",
         f"{num(data['tasks'])} tasks of 0.1 cpu and 0.2 s per feed, on 100 simulated agents of "
         "32 cpus (32,000 slots), fed in batches through `POST /queue/` whenever `queue_depth` "
-        "falls under the floor (1x: 20,000 with batches of 10,000, as issue 19's run 1; 2x: "
-        "40,000 with batches of 20,000). The daemon runs with its defaults "
+        "falls under the floor (1x: 20,000, as issue 19's run 1; 2x: 40,000; batches of "
+        "10,000, the API's limit). The daemon runs with its defaults "
         "(`scheduler.max_in_flight` 20,000). `python -m bench.b6_soak --tasks N --feed 1x` "
         "runs one feed alone.",
         "",
@@ -520,6 +523,19 @@ def b6_section(data: dict[str, Any]) -> list[str]:
             f"| {num(run['status_p50_ms'], 1)} / {num(run['status_p99_ms'], 1)} "
             f"| {num(run['db_mb'], 1)} | {num(run['wal_mb'], 1)} |"
         )
+    for feed, run in data["runs"].items():
+        if run.get("feeder_error") or not run.get("completed"):
+            lines += [
+                "",
+                f"Feed {feed} did not complete: {num(run['finished'])} of {num(run['tasks'])} "
+                f"finished in {num(run['seconds'])} s"
+                + (
+                    f"; the feeder failed: `{run['feeder_error']}`"
+                    if run.get("feeder_error")
+                    else ""
+                )
+                + ".",
+            ]
     lines += [
         "",
         "Acknowledgement latency is the daemon's histogram (`scale_scheduler_status_ack_latency_"

@@ -82,6 +82,7 @@ class SchedulerCore:
         self.scheduler.state.listeners.append(self._on_pause_changed)
         self.nodes.listeners.append(self._on_node_changed)
         self.tracker.work_listeners.append(self._on_work)
+        self.tracker.room_listeners.append(self.pipeline.on_room)
         settings = self._settings
         check = max(0.05, min(settings.launch_timeout / 2, 5.0))
         self._background = [
@@ -115,6 +116,8 @@ class SchedulerCore:
             self.nodes.listeners.remove(self._on_node_changed)
         with contextlib.suppress(ValueError):
             self.tracker.work_listeners.remove(self._on_work)
+        with contextlib.suppress(ValueError):
+            self.tracker.room_listeners.remove(self.pipeline.on_room)
         tasks = [*self._background, *self._oneshots]
         if self._reconciling is not None:
             tasks.append(self._reconciling)

@@ -336,6 +336,8 @@ class TaskTracker:
         self.reconcile_rounds = 0
         self.work_listeners: list[Callable[[], None]] = []
         """Called after tasks were queued or requeued (the core revives offers)."""
+        self.room_listeners: list[Callable[[], None]] = []
+        """Called after a burst of updates was handled (launch budget may have come back)."""
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -749,6 +751,8 @@ class TaskTracker:
         self.updates_handled += count
         self.flow.handled(count, self._clock(), saturated=self.acks.pending >= ACK_WORKERS)
         self._check_room()
+        for listener in list(self.room_listeners):
+            listener()
 
     async def process_updates(
         self, burst: Sequence[TaskStatus], arrivals: Sequence[float] | None = None

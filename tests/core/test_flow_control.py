@@ -3,10 +3,13 @@ launch budget."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
-from corekit import make_offer
+from corekit import Clock, CoreHarness, make_offer, status, wait_for
 from test_matcher import SETTINGS, Q
 
+from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.flow_control import (
     BACKLOG_FLOOR,
     BACKLOG_HORIZON,
@@ -16,6 +19,8 @@ from scale_scheduler.daemon.flow_control import (
     LaunchFlow,
 )
 from scale_scheduler.daemon.matcher import DeclineReason, WaitReason, match
+from scale_scheduler.daemon.offer_pipeline import FLOW_REFUSE_SECONDS
+from scale_scheduler.state.store import Store
 
 
 def confirm_steadily(flow: LaunchFlow, per_second: float, seconds: float, start: float) -> float:
@@ -164,3 +169,28 @@ def test_unsaturated_handling_says_nothing_of_the_capacity() -> None:
 def test_a_bound_of_zero_turns_flow_control_off() -> None:
     flow = LaunchFlow(0, now=0.0)
     assert flow.budget(in_flight=1_000_000, now=0.0, backlog=1_000_000) is None
+
+
+async def test_a_pass_at_the_bound_declines_briefly_then_revives_once_updates_give_room(
+    make_config: Callable[..., Config], store: Store, clock: Clock
+) -> None:
+    config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
+    harness = CoreHarness(config, store, clock)
+    core = await harness.start()
+    try:
+        ids = await harness.submit(10)
+        await harness.offer_pass(
+            make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
+        )
+        assert core.tracker.in_flight == 4
+        declines = harness.driver.of("decline")
+        assert [(call[1], call[2]) for call in declines] == [(("o2",), FLOW_REFUSE_SECONDS)]
+        head = next(core.tracker.index.queued())
+        assert core.tracker.waiting_reason(head, False) == "launch flow control: 4 tasks in flight"
+        revives = len(harness.driver.of("revive"))
+        launched = [i for i in ids if core.tracker.tasks[i].state.launched]
+        await harness.updates(*(status(f"{i}-1", "TASK_RUNNING", uuid=f"u{i}") for i in launched))
+        assert core.tracker.in_flight == 0
+        await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
+    finally:
+        await core.stop()

@@ -37,6 +37,7 @@ async def test_tasks_through_finished_within_the_bound_and_nothing_left_per_task
         tracker = core.tracker
         peak = 0
         waited = False
+        reasons: set[str] = set()
         stop = asyncio.Event()
 
         async def watch() -> None:
@@ -44,8 +45,12 @@ async def test_tasks_through_finished_within_the_bound_and_nothing_left_per_task
             nonlocal peak, waited
             while not stop.is_set():
                 peak = max(peak, tracker.in_flight)
-                if not waited and tracker.queue_depth:
-                    waited = tracker.launch_budget() == 0
+                if tracker.queue_depth:
+                    waited = waited or tracker.launch_budget() == 0
+                    head = next(tracker.index.queued(), None)
+                    reason = tracker.waiting_reason(head, False) if head is not None else None
+                    if reason is not None:
+                        reasons.add(reason.split(":")[0])
                 await asyncio.sleep(0)
 
         watcher = asyncio.get_running_loop().create_task(watch())
@@ -74,6 +79,7 @@ async def test_tasks_through_finished_within_the_bound_and_nothing_left_per_task
         assert await daemon.count("FINISHED") == TASKS
         assert 0 < peak <= BOUND
         assert waited, "the bound never held a launch back"
+        assert "launch flow control" in reasons, reasons
         assert daemon.sim.record.launched_more_than_once() == {}
 
         # Nothing per task is left: the tracker's structures are empty (the ended-attempts
