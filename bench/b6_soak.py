@@ -15,8 +15,8 @@ Sampled every 0.25 s: the daemon's RSS (``/proc``), tasks by state and tasks in 
 RSS over time (and its peak), tasks in flight over time (and the peak against the bound), the
 longest stall without a newly FINISHED task, the acknowledgement latency p50/p99 (the daemon's
 histogram: from an update's arrival to its ACKNOWLEDGE answered), the end-to-end rate per tenth
-of the run (per 100,000 at full size), the database and WAL sizes at the end, and ``/status/``
-p50/p99 during the run.
+of the run (per 100,000 at full size), the database size at the end and the WAL's largest
+size during the run, and ``/status/`` p50/p99 during the run.
 """
 
 from __future__ import annotations
@@ -169,6 +169,7 @@ def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any
             except OSError:
                 continue
             rss, _peak = rss_mb(daemon.pid)
+            wal_mb = _size_mb(work / "state.db-wal")
             finished = metrics.get('scale_scheduler_tasks_ended_total{state="FINISHED"}', 0.0)
             samples.append(
                 {
@@ -181,6 +182,7 @@ def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any
                     ),
                     "backlog": metrics.get("scale_scheduler_status_update_backlog", float("nan")),
                     "queued": metrics.get("scale_scheduler_queue_depth", 0.0),
+                    "wal_mb": wal_mb,
                     **{
                         state.lower(): metrics.get(f'scale_scheduler_tasks{{state="{state}"}}', 0.0)
                         for state in ("LAUNCHING", "STAGING", "STARTING", "RUNNING")
@@ -206,6 +208,7 @@ def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any
             "feeder_error": feeder.error,
             "rss_peak_mb": peak,
             "rss_max_sampled_mb": max((s["rss_mb"] for s in samples), default=None),
+            "wal_max_mb": max((s["wal_mb"] for s in samples), default=None),
             "in_flight_max": max((s["in_flight"] for s in samples), default=None),
             "in_flight_bound_max": max((s["in_flight_bound"] for s in samples), default=None),
             "longest_stall_s": longest_stall(samples, tasks),
@@ -230,6 +233,13 @@ def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any
     if rates and rates[0]:
         result["last_vs_first"] = rates[-1] / rates[0]
     return result
+
+
+def _size_mb(path: Path) -> float:
+    try:
+        return path.stat().st_size / 1e6
+    except OSError:
+        return 0.0
 
 
 def longest_stall(samples: list[dict[str, float]], tasks: int) -> float:

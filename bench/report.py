@@ -510,7 +510,7 @@ def b6_section(data: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "| feed | finished | s | RSS peak MB | in flight max (bound max) | longest stall s "
-        "| ack p50 / p99 s | `/status/` p50 / p99 ms | DB MB | WAL MB |",
+        "| ack p50 / p99 s | `/status/` p50 / p99 ms | DB MB (end) | WAL MB (max) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for feed, run in data["runs"].items():
@@ -521,7 +521,7 @@ def b6_section(data: dict[str, Any]) -> list[str]:
             f"| {num(run['longest_stall_s'], 1)} "
             f"| {num(run['ack_p50_s'], 3)} / {num(run['ack_p99_s'], 3)} "
             f"| {num(run['status_p50_ms'], 1)} / {num(run['status_p99_ms'], 1)} "
-            f"| {num(run['db_mb'], 1)} | {num(run['wal_mb'], 1)} |"
+            f"| {num(run['db_mb'], 1)} | {num(run.get('wal_max_mb'), 1)} |"
         )
     for feed, run in data["runs"].items():
         if run.get("feeder_error") or not run.get("completed"):

@@ -49,7 +49,7 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
         soak = results["B6"]["runs"][feed]
         assert soak["finished"] > 0, soak
         assert soak["samples"], soak
-        assert soak["in_flight_max"] <= soak["in_flight_bound_max"], soak
+        assert soak["in_flight_max"] <= 20_000, soak  # scheduler.max_in_flight's default
     text = report.read_text()
     for heading in ("## Targets", "## B1 ", "## B2 ", "## B3 ", "## B4 ", "## B6 ", "## Machine"):
         assert heading in text
