@@ -739,7 +739,7 @@ class TaskTracker:
                 burst, arrivals = self._updates[:MAX_BURST], self._arrivals[:MAX_BURST]
                 del self._updates[:MAX_BURST], self._arrivals[:MAX_BURST]
             try:
-                await self.process_updates(burst, arrivals)
+                await self.process_updates(burst, arrivals, counted=True)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -755,10 +755,15 @@ class TaskTracker:
             listener()
 
     async def process_updates(
-        self, burst: Sequence[TaskStatus], arrivals: Sequence[float] | None = None
+        self,
+        burst: Sequence[TaskStatus],
+        arrivals: Sequence[float] | None = None,
+        *,
+        counted: bool = False,
     ) -> None:
         """Resolve one burst, store it in one commit, then hand its acknowledgements to the
-        sender (the next burst does not wait for them); counted as handled once they are
+        sender (the next burst does not wait for them). ``counted``: updates from Mesos (not
+        the daemon's own verdicts), counted as handled once their acknowledgements are
         answered."""
         now = self._clock()
         working: dict[int, _Working] = {}
@@ -827,8 +832,11 @@ class TaskTracker:
             ended = {s.task_id.value for s in burst if _is_terminal(s.state)}
             kills = [kill for kill in kills if kill[0] not in ended]
             await self._send_kills(kills)
-        size = len(burst)
-        self.acks.submit(acks, lambda _failed: self._handled(size))
+        if counted:
+            size = len(burst)
+            self.acks.submit(acks, lambda _failed: self._handled(size))
+        else:
+            self.acks.submit(acks, lambda _failed: None)
 
     def _resolve_one(
         self,
