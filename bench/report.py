@@ -263,7 +263,7 @@ def render(results: dict[str, Any]) -> str:
     lines += _b3(results.get("B3"))
     lines += _b4(results.get("B4"))
     if "B6" in results:
-        lines += b6_section(results["B6"])
+        lines += b6_section(results["B6"], results)
     lines += explain(results)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -488,12 +488,18 @@ def b6_targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def b6_section(data: dict[str, Any]) -> list[str]:
+def b6_section(data: dict[str, Any], run: dict[str, Any]) -> list[str]:
     failed = _error("B6 soak", data)
     if failed:
         return failed
+    env = run["environment"]
     lines = [
         "## B6 soak",
+        "",
+        f"Run by `{run['command'].strip()}` ({run['mode']} mode) on {run['started']}, commit "
+        f"{env['commit']}{' with local changes' if env['dirty'] else ''}, in "
+        f"{num(data.get('seconds'))} s; load average before {env['load_before']}, after "
+        f"{run.get('load_after', 'n/a')} (the machine is shared).",
         "",
         f"{num(data['tasks'])} tasks of 0.1 cpu and 0.2 s per feed, on 100 simulated agents of "
         "32 cpus (32,000 slots), fed in batches through `POST /queue/` whenever `queue_depth` "

@@ -41,11 +41,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=0, help="repetitions (default 5; quick 1)")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
     parser.add_argument("--output", default="", help="report path (default per mode)")
+    parser.add_argument(
+        "--report-from",
+        default="",
+        help="render the report again from a run's raw JSON (no scenario is run)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_from:
+        return rerender(Path(args.report_from), Path(args.output) if args.output else None)
     settings = Settings.quick_mode() if args.quick else Settings.full()
     if args.rounds:
         settings.rounds = args.rounds
@@ -97,6 +104,23 @@ def main(argv: list[str] | None = None) -> int:
         report = splice(output.read_text(), report, settings.only)
     output.write_text(report)
     print(f"bench: wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
+    return 0
+
+
+def rerender(raw: Path, output: Path | None) -> int:
+    """Render a saved run again (into its report, or ``output``); a partial run is spliced."""
+    results = json.loads(raw.read_text())
+    if output is None:
+        output = (
+            ROOT / "bench" / ("RESULTS.md" if results["mode"] == "full" else "out/RESULTS-quick.md")
+        )
+    report = render(results)
+    only = tuple(results["settings"].get("only", ()))
+    scenarios = tuple(name for name in SCENARIOS if name in results)
+    if output.exists() and set(scenarios) != set(SCENARIOS):
+        report = splice(output.read_text(), report, scenarios or only)
+    output.write_text(report)
+    print(f"bench: wrote {output}")
     return 0
 
 
