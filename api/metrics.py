@@ -24,7 +24,12 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -114,6 +119,10 @@ def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"{PREFIX}_{name}", help_text, value=value)
 
 
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
 class LiveCollector(Collector):
     """Reads the application's live state on every scrape (nothing is copied in between)."""
 
@@ -125,8 +134,44 @@ class LiveCollector(Collector):
         yield from self._scheduler()
         core = self._app.get(CORE)
         yield from self._core(core)
+        yield from self._flow(core)
         yield from self._resources(core)
         yield from self._history()
+
+    def _flow(self, core: SchedulerCore | None) -> Iterator[Metric]:
+        """Flow control on launches and the status update pipeline."""
+        tracker = core.tracker if core is not None else None
+        yield _gauge(
+            "tasks_in_flight",
+            "Tasks launched and not yet confirmed (LAUNCHING, STAGING, STARTING).",
+            tracker.in_flight if tracker else 0,
+        )
+        yield _gauge(
+            "tasks_in_flight_bound",
+            "The current bound on tasks in flight (scheduler.max_in_flight, adapted to the "
+            "measured confirmation rate).",
+            tracker.in_flight_bound if tracker else 0,
+        )
+        yield _gauge(
+            "status_update_backlog",
+            "Status updates received and not yet acknowledged (queued, being stored, or their "
+            "acknowledgement in flight).",
+            tracker.update_backlog if tracker else 0,
+        )
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_status_ack_latency_seconds",
+            "Time from a status update's arrival to its acknowledgement's answer.",
+        )
+        if tracker is not None:
+            histogram = tracker.acks.latency
+            latency.add_metric(
+                [],
+                [(_le(bound), float(count)) for bound, count in histogram.cumulative()],
+                histogram.sum,
+            )
+        else:
+            latency.add_metric([], [("+Inf", 0.0)], 0.0)
+        yield latency
 
     def _connection(self) -> Iterator[Metric]:
         status = self._app[CONNECTION]

@@ -20,6 +20,10 @@ Run at the production logging default (JSON, info) and at warning, to price the 
 Each round also runs the peer, ``bench.bare_launcher`` (the same tasks, no persistence), on a
 simulator started with the same arguments; the daemon's rates from its first launching pass are
 compared with it. Every run is bracketed by calibration samples (``bench.calibration``).
+
+Flow control is off here (``scheduler.max_in_flight: 0``): B2 times the launch pipeline itself.
+With the default bound, launches follow the rate at which their status updates are handled
+(a few thousand tasks/s on this machine), which is what B6 measures.
 """
 
 from __future__ import annotations
@@ -162,6 +166,7 @@ def measure(settings: Settings, work: Path, level: str, profile: bool = False) -
             db=work / "state.db",
             port=port,
             level=level,
+            scheduler={"max_in_flight": 0},
         )
         prof = work / "daemon.prof" if profile else None
         daemon = Daemon(work / "config.yaml", port, work / "daemon.log", profile_to=prof)

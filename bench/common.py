@@ -31,9 +31,11 @@ class Settings:
     b4_seconds: float
     profile: bool
     calibration_seconds: float
+    b6_tasks: int = 1_000_000
+    b6_deadline: float = 3600.0
     work: Path = Path()
     out: Path = Path()
-    only: tuple[str, ...] = ("B1", "B2", "B3", "B4")
+    only: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B6")
 
     @classmethod
     def full(cls) -> Settings:
@@ -69,6 +71,8 @@ class Settings:
             b4_seconds=1.5,
             profile=False,
             calibration_seconds=0.5,
+            b6_tasks=20_000,
+            b6_deadline=120.0,
         )
 
     @property

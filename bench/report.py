@@ -12,7 +12,7 @@ from bench.analysis import explain
 from bench.calibration import REFERENCE_DECODE_RATE, bracket_rate, speed_factor
 from bench.common import num, summary
 from bench.decode_limit import LAZY_DECODER, TYPED_DECODER
-from bench.targets import targets
+from bench.targets import b6_targets, targets
 
 B1_LABELS = {
     "native_paused": "daemon, native driver, paused (declines all)",
@@ -150,6 +150,8 @@ def render(results: dict[str, Any]) -> str:
     lines += _b2(results.get("B2"))
     lines += _b3(results.get("B3"))
     lines += _b4(results.get("B4"))
+    if "B6" in results:
+        lines += b6_section(results["B6"], results)
     lines += explain(results)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -446,4 +448,93 @@ def _b4(data: dict[str, Any] | None) -> list[str]:
             f"| {col('submit_seconds', 2)} |",
             "",
         ]
+    return lines
+
+
+# --- B6 ----------------------------------------------------------------------------------------
+
+
+def b6_section(data: dict[str, Any], run: dict[str, Any]) -> list[str]:
+    failed = _error("B6 soak", data)
+    if failed:
+        return failed
+    env = run["environment"]
+    lines = [
+        "## B6 soak",
+        "",
+        f"Run by `{run['command'].strip()}` ({run['mode']} mode) on {run['started']}, commit "
+        f"{env['commit']}{' with local changes' if env['dirty'] else ''}, in "
+        f"{num(data.get('seconds'))} s; load average before {env['load_before']}, after "
+        f"{run.get('load_after', 'n/a')} (the machine is shared).",
+        "",
+        f"{num(data['tasks'])} tasks of 0.1 cpu and 0.2 s per feed, on 100 simulated agents of "
+        "32 cpus (32,000 slots), fed in batches through `POST /queue/` whenever `queue_depth` "
+        "falls under the floor (1x: 20,000, as issue 19's run 1; 2x: 40,000; batches of "
+        "10,000, the API's limit). The daemon runs with its defaults "
+        "(`scheduler.max_in_flight` 20,000). `python -m bench.b6_soak --tasks N --feed 1x` "
+        "runs one feed alone.",
+        "",
+        "| target | goal | measured | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
+    for target, goal, measured, verdict in b6_targets(data):
+        lines.append(f"| {target} | {goal} | {measured} | {verdict} |")
+    lines += [
+        "",
+        "| feed | finished | s | RSS peak MB | in flight max (bound max) | longest stall s "
+        "| ack p50 / p99 s | `/status/` p50 / p99 ms | DB MB (end) | WAL MB (max) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for feed, run in data["runs"].items():
+        lines.append(
+            f"| {feed} | {num(run['finished'])} | {num(run['seconds'])} "
+            f"| {num(run['rss_peak_mb'])} "
+            f"| {num(run['in_flight_max'])} ({num(run['in_flight_bound_max'])}) "
+            f"| {num(run['longest_stall_s'], 1)} "
+            f"| {num(run['ack_p50_s'], 3)} / {num(run['ack_p99_s'], 3)} "
+            f"| {num(run['status_p50_ms'], 1)} / {num(run['status_p99_ms'], 1)} "
+            f"| {num(run['db_mb'], 1)} | {num(run.get('wal_max_mb'), 1)} |"
+        )
+    for feed, run in data["runs"].items():
+        if run.get("feeder_error") or not run.get("completed"):
+            lines += [
+                "",
+                f"Feed {feed} did not complete: {num(run['finished'])} of {num(run['tasks'])} "
+                f"finished in {num(run['seconds'])} s"
+                + (
+                    f"; the feeder failed: `{run['feeder_error']}`"
+                    if run.get("feeder_error")
+                    else ""
+                )
+                + ".",
+            ]
+    lines += [
+        "",
+        "Acknowledgement latency is the daemon's histogram (`scale_scheduler_status_ack_latency_"
+        "seconds`: from an update's arrival to its ACKNOWLEDGE answered); the percentiles are "
+        "bucket upper bounds. A stall is the longest time between two samples (every "
+        "0.25 s) with no newly finished task, less one sample interval.",
+        "",
+        "End-to-end rate (tasks finished per second) per tenth of the run:",
+        "",
+        "| feed | " + " | ".join(f"{i + 1}" for i in range(10)) + " |",
+        "| --- |" + " ---: |" * 10,
+    ]
+    for feed, run in data["runs"].items():
+        rates = [num(rate) for rate in run.get("rates", [])]
+        rates += ["n/a"] * (10 - len(rates))
+        lines.append(f"| {feed} | " + " | ".join(rates) + " |")
+    lines += ["", "Over time (RSS MB / tasks in flight / update backlog), ten points per feed:", ""]
+    lines += ["| feed | " + " | ".join(f"t{i}" for i in range(10)) + " |"]
+    lines += ["| --- |" + " ---: |" * 10]
+    for feed, run in data["runs"].items():
+        samples = run.get("samples") or []
+        points = [samples[int(i * (len(samples) - 1) / 9)] for i in range(10)] if samples else []
+        cells = [
+            f"{num(p['t'])} s: {num(p['rss_mb'])} / {num(p['in_flight'])} / {num(p['backlog'])}"
+            for p in points
+        ]
+        cells += ["n/a"] * (10 - len(cells))
+        lines.append(f"| {feed} | " + " | ".join(cells) + " |")
+    lines.append("")
     return lines

@@ -1,7 +1,8 @@
-"""``python -m bench``: run B1-B4 and write the report (``bench/RESULTS.md`` by default).
+"""``python -m bench``: run B1-B4 and B6 and write the report (``bench/RESULTS.md`` by default).
 
 ``--quick`` runs every scenario once at small sizes in about a minute (CI runs it to report,
-never to assert) and writes ``bench/out/RESULTS-quick.md``. ``--only B1,B3`` picks scenarios.
+never to assert) and writes ``bench/out/RESULTS-quick.md``. ``--only B1,B3`` picks scenarios;
+written to an existing report, it replaces only those scenarios' sections and target rows.
 The raw figures go to a JSON file beside the report. Child processes' logs, databases and
 profiles stay under ``bench/out/work-<mode>/`` for inspection (``bench/out/`` is git-ignored).
 """
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import b1_offers, b2_launch, b3_million, b4_api
+from bench import b1_offers, b2_launch, b3_million, b4_api, b6_soak
 from bench.common import Settings
 from bench.environment import describe
 from bench.history_at_size import history_section
@@ -25,7 +26,13 @@ from bench.offer_stream import load_offers
 from bench.procs import ROOT
 from bench.report import render
 
-SCENARIOS = {"B1": b1_offers.run, "B2": b2_launch.run, "B3": b3_million.run, "B4": b4_api.run}
+SCENARIOS = {
+    "B1": b1_offers.run,
+    "B2": b2_launch.run,
+    "B3": b3_million.run,
+    "B4": b4_api.run,
+    "B6": b6_soak.run,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,11 +42,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=0, help="repetitions (default 5; quick 1)")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
     parser.add_argument("--output", default="", help="report path (default per mode)")
+    parser.add_argument(
+        "--report-from",
+        default="",
+        help="render the report again from a run's raw JSON (no scenario is run)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_from:
+        return rerender(Path(args.report_from), Path(args.output) if args.output else None)
     settings = Settings.quick_mode() if args.quick else Settings.full()
     if args.rounds:
         settings.rounds = args.rounds
@@ -86,7 +100,80 @@ def main(argv: list[str] | None = None) -> int:
     if output.parent == ROOT / "bench":
         raw = settings.out / f"results-{mode}.json"
     raw.write_text(json.dumps(results, indent=1, default=str))
-    kept = history_section(output.read_text()) if output.exists() else ""
-    output.write_text(render(results) + (f"\n{kept}" if kept else ""))
+    report = render(results)
+    if args.only and output.exists():
+        report = splice(output.read_text(), report, settings.only)
+    else:
+        kept = history_section(output.read_text()) if output.exists() else ""
+        report += f"\n{kept}" if kept else ""
+    output.write_text(report)
     print(f"bench: wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     return 0
+
+
+def rerender(raw: Path, output: Path | None) -> int:
+    """Render a saved run again (into its report, or ``output``); a partial run is spliced."""
+    results = json.loads(raw.read_text())
+    if output is None:
+        output = (
+            ROOT / "bench" / ("RESULTS.md" if results["mode"] == "full" else "out/RESULTS-quick.md")
+        )
+    report = render(results)
+    only = tuple(results["settings"].get("only", ()))
+    scenarios = tuple(name for name in SCENARIOS if name in results)
+    if output.exists() and set(scenarios) != set(SCENARIOS):
+        report = splice(output.read_text(), report, scenarios or only)
+    output.write_text(report)
+    print(f"bench: wrote {output}")
+    return 0
+
+
+def _sections(text: str) -> dict[str, str]:
+    """``## Bn ...`` sections of a report by scenario name."""
+    out: dict[str, str] = {}
+    parts = text.split("\n## ")
+    for part in parts[1:]:
+        name = part.split(" ", 1)[0]
+        if name.startswith("B") and name[1:].isdigit():
+            out[name] = "## " + part.rstrip("\n") + "\n"
+    return out
+
+
+def splice(existing: str, fresh: str, names: tuple[str, ...]) -> str:
+    """The existing report with the sections and target rows of ``names`` taken from ``fresh``
+    (a partial run does not wipe the other scenarios' figures)."""
+    new_sections = _sections(fresh)
+    old_sections = _sections(existing)
+    text = existing
+    for name in names:
+        section = new_sections.get(name)
+        if section is None:
+            continue
+        if name in old_sections:
+            text = text.replace(old_sections[name], section)
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+    prefixes = tuple(f"| {name} " for name in names)
+    fresh_lines = fresh.split("\n")
+    lo, hi = _targets_table(fresh_lines)
+    fresh_rows = [line for line in fresh_lines[lo:hi] if line.startswith(prefixes)]
+    lines = text.split("\n")
+    lo, hi = _targets_table(lines)
+    if hi > lo:
+        table = [line for line in lines[lo:hi] if not line.startswith(prefixes)]
+        lines[lo:hi] = table + fresh_rows
+    return "\n".join(lines)
+
+
+def _targets_table(lines: list[str]) -> tuple[int, int]:
+    """[start, end) of the rows of the report's Targets table (empty if none)."""
+    if "## Targets" not in lines:
+        return 0, 0
+    start = lines.index("## Targets") + 1
+    while start < len(lines) and not lines[start].startswith("| ---"):
+        start += 1
+    start += 1
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return start, end

@@ -248,4 +248,37 @@ def targets(results: dict[str, Any]) -> list[Target]:
                 digits=2,
             )
         )
+    if "runs" in results.get("B6", {}):
+        rows += [
+            Target(name, goal, shown, "—", "as measured (no calibration in B6)", verdict)
+            for name, goal, shown, verdict in b6_targets(results["B6"])
+        ]
+    return rows
+
+
+B6_TARGETS = (
+    ("RSS at any time", "<= 300 MB", "rss_peak_mb", 300.0, False, 0, " MB"),
+    ("longest stall without a finished task", "<= 2 s", "longest_stall_s", 2.0, False, 1, " s"),
+    ("acknowledgement p99", "<= 1 s", "ack_p99_s", 1.0, False, 3, " s"),
+    ("end-to-end rate, last tenth vs first", ">= 90 %", "last_vs_first", 0.9, True, 2, ""),
+)
+
+
+def b6_targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for feed, run in data.get("runs", {}).items():
+        for label, goal, key, limit, higher, digits, unit in B6_TARGETS:
+            value = run.get(key)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                verdict, shown = "not measured", "n/a"
+            else:
+                ok = value >= limit if higher else value <= limit
+                verdict = "met" if ok else "**missed**"
+                if key == "last_vs_first":
+                    shown = f"{num(value * 100, 0)} %"
+                else:
+                    shown = f"{num(value, digits)}{unit}"
+            if not run.get("completed"):
+                verdict = "**missed** (the feed did not complete)"
+            rows.append((f"B6 {feed}: {label}", goal, shown, verdict))
     return rows

@@ -290,6 +290,17 @@ class SchedulerConfig(_Section, frozen=True):
             gt=0,
         ),
     ] = 60.0
+    max_in_flight: Annotated[
+        int,
+        _doc(
+            "Most tasks launched but not yet confirmed (LAUNCHING, STAGING, STARTING) at once. "
+            "Within it, the bound follows the measured rate at which launches are confirmed "
+            "(about 2 s of it, at least 500), and a pass launches no more than the room left "
+            "under about 0.5 s of status update handling; offers left over are declined with "
+            "a 0.5 s filter. 0 turns flow control off.",
+            ge=0,
+        ),
+    ] = 20_000
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

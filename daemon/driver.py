@@ -12,7 +12,7 @@ This module holds interfaces and small value types only.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,6 +102,11 @@ class EventHandler(Protocol):
         ...
 
     def on_disconnected(self, reason: str) -> None: ...
+
+    def backlog_room(self) -> Awaitable[None] | None:
+        """None while the handler takes more events; else an awaitable done when it does again.
+        A driver that reads the stream itself stops reading meanwhile (back-pressure)."""
+        ...
 
 
 class FrameworkIdStore(Protocol):

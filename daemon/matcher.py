@@ -49,6 +49,8 @@ class WaitReason(str, enum.Enum):
     PORTS = "PORTS"
     RESOURCES = "RESOURCES"
     """Every resource is available somewhere, but no offer has them all together."""
+    FLOW_CONTROL = "FLOW_CONTROL"
+    """The pass's launch budget was spent (tasks launched but not yet confirmed)."""
 
 
 class DeclineReason(str, enum.Enum):
@@ -57,6 +59,7 @@ class DeclineReason(str, enum.Enum):
     NODE_INACTIVE = "NODE_INACTIVE"
     NOTHING_FITS = "NOTHING_FITS"
     QUEUE_EMPTY = "QUEUE_EMPTY"
+    FLOW_CONTROL = "FLOW_CONTROL"
 
 
 class HostBlock(str, enum.Enum):
@@ -68,6 +71,9 @@ class HostBlock(str, enum.Enum):
 class MatchSettings:
     refuse_seconds: float
     idle_refuse_seconds: float
+    flow_refuse_seconds: float = 1.0
+    """Filter on offers declined because the launch budget was spent: short, as the budget
+    comes back as soon as launches are confirmed."""
 
 
 class TaskPlacement(NamedTuple):
@@ -386,7 +392,10 @@ def match(
     scheduler_paused: bool,
     blocked_hosts: Mapping[str, HostBlock],
     settings: MatchSettings,
+    launch_budget: int | None = None,
 ) -> MatchResult:
+    """``launch_budget``: at most this many tasks are placed (None: no limit); groups left
+    unplaced because it ran out wait with ``WaitReason.FLOW_CONTROL``."""
     levels = list(queue.levels())
     if scheduler_paused:
         paused = WaitReason.SCHEDULER_PAUSED
@@ -412,6 +421,7 @@ def match(
     waiting_list: list[GroupWaiting] = []
     examined = 0
     had_work = False
+    state: _Pass | None = None
 
     if not bins:
         if any(agent.blocked is not None for agent in agents):
@@ -423,7 +433,7 @@ def match(
                 waiting_list.append(GroupWaiting(group.priority, group.shape, reason, message))
         had_work = bool(waiting_list)
     else:
-        state = _Pass(bins)
+        state = _Pass(bins, launch_budget)
         for level in levels:
             examined += len(level)
             had_work |= state.place_level(level, queue, placements, waiting_list)
@@ -441,6 +451,8 @@ def match(
             why = DeclineReason.NODE_PAUSED
         elif agent.blocked is HostBlock.INACTIVE:
             why = DeclineReason.NODE_INACTIVE
+        elif state is not None and state.budget_spent:
+            why = DeclineReason.FLOW_CONTROL
         elif had_work:
             why = DeclineReason.NOTHING_FITS
         else:
@@ -449,14 +461,20 @@ def match(
     decisions = tuple(
         Decline(
             tuple(ids),
-            settings.refuse_seconds
-            if why in (DeclineReason.NODE_PAUSED, DeclineReason.NODE_INACTIVE)
-            else settings.idle_refuse_seconds,
+            _refuse_for(why, settings),
             why,
         )
         for why, ids in declines.items()
     )
     return MatchResult(tuple(launches), decisions, tuple(waiting_list), examined)
+
+
+def _refuse_for(why: DeclineReason, settings: MatchSettings) -> float:
+    if why in (DeclineReason.NODE_PAUSED, DeclineReason.NODE_INACTIVE):
+        return settings.refuse_seconds
+    if why is DeclineReason.FLOW_CONTROL:
+        return settings.flow_refuse_seconds
+    return settings.idle_refuse_seconds
 
 
 def _decline_all(
@@ -471,8 +489,12 @@ def _decline_all(
 class _Pass:
     """Placement state of one pass: bins, per-shape cursors, and upper bounds of free resources."""
 
-    def __init__(self, bins: list[_Bin]) -> None:
+    def __init__(self, bins: list[_Bin], budget: int | None = None) -> None:
         self.bins = bins
+        self.budget = budget if budget is not None else -1
+        """Placements left (-1: no limit)."""
+        self.budget_spent = False
+        """Some group stayed unplaced because the budget ran out."""
         self.cursors: dict[Shape, int] = {}
         self.verdicts: dict[Shape, tuple[WaitReason, str]] = {}
         self.needs: dict[Shape, tuple[tuple[str, float], ...]] = {}
@@ -517,6 +539,10 @@ class _Pass:
             if first is None:
                 continue
             had_work = True
+            if self.budget == 0:
+                self.budget_spent = True
+                waiting.append(_flow_waiting(group))
+                continue
             if self.quick_reject(group.shape):
                 waiting.append(self.explain(group))
                 continue
@@ -529,6 +555,10 @@ class _Pass:
         while heap:
             task_id, position, ids = heap[0]
             group = level[position]
+            if self.budget == 0:
+                self.budget_spent = True
+                waiting.extend(_flow_waiting(level[item[1]]) for item in heap)
+                break
             bin_ = self.find_bin(group.shape)
             if bin_ is None:
                 heapq.heappop(heap)
@@ -538,6 +568,7 @@ class _Pass:
             needs = self._needs(shape)
             resources, ports = bin_.consume(shape, needs)
             placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
+            self.budget -= self.budget > 0
             following = next(ids, None)
             if following is None:
                 heapq.heappop(heap)
@@ -572,7 +603,12 @@ class _Pass:
         agent = -1
         placed: list[TaskPlacement] = []
         task_id: int | None = first
+        budget = self.budget
         while task_id is not None:
+            if budget == 0:
+                self.budget_spent = True
+                waiting.append(_flow_waiting(group))
+                break
             while cursor < count and not bins[cursor].fits(shape):
                 cursor += 1
             if cursor == count:
@@ -583,6 +619,8 @@ class _Pass:
                 agent = bin_.agent
                 placed = placements.setdefault(agent, [])
             times, same = bin_.repeatable(shape, needs)
+            if budget > 0:
+                times = min(times, budget)
             if times > 1:
                 taken = 0
                 while task_id is not None and taken < times:
@@ -590,11 +628,15 @@ class _Pass:
                     taken += 1
                     task_id = next(ids, None)
                 bin_.take_repeated(needs, taken)
+                if budget > 0:
+                    budget -= taken
                 continue
             resources, ports = bin_.consume(shape, needs)
             placed.append(TaskPlacement(task_id, resources, ports))
+            budget -= budget > 0
             task_id = next(ids, None)
         self.cursors[shape] = cursor
+        self.budget = budget
 
     def explain(self, group: GroupView) -> GroupWaiting:
         """One reason for a group that fits nowhere (computed once per shape and pass)."""
@@ -621,6 +663,10 @@ class _Pass:
             if need > max(getattr(b, attr) for b in candidates) + EPSILON:
                 return reason, f"no offer has {_fmt(need)}{unit}"
         return WaitReason.RESOURCES, f"no offer has {shape.describe()} together"
+
+
+def _flow_waiting(group: GroupView) -> GroupWaiting:
+    return GroupWaiting(group.priority, group.shape, WaitReason.FLOW_CONTROL, "launch flow control")
 
 
 def _fmt(value: float) -> str:

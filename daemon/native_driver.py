@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin
@@ -143,7 +143,9 @@ class NativeDriver:
         self._stream_id: str | None = None
         self._last_event = 0.0
         self._timer_clock = clock
-        self._watchdog = Watchdog(clock, lambda: self._last_event, self._watchdog_expired)
+        self._holding = False
+        """True while the reader holds the stream for the handler (back-pressure)."""
+        self._watchdog = Watchdog(clock, self._last_activity, self._watchdog_expired)
         rt = self.settings.request_timeout
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=rt, sock_read=None)
 
@@ -407,6 +409,12 @@ class NativeDriver:
                 # and the API, and offers would pile up unanswered (B1 and B4 in
                 # bench/RESULTS.md).
                 await self._loop_share.after_record()
+                handler = self._core.handler
+                room = handler.backlog_room() if handler is not None else None
+                if room is not None:
+                    # Status updates wait unacknowledged: read nothing until they are handled
+                    # (TCP holds the rest at the master; the watchdog is fed meanwhile).
+                    await self._wait_for_room(room)
 
     async def _on_subscribed(self, event: Event, endpoint: str, stream_id: str) -> Result | None:
         subscribed = event.subscribed
@@ -438,6 +446,23 @@ class NativeDriver:
     def _on_error_event(self, event: Event, endpoint: str) -> Result:
         message = event.error.message if event.error is not None else ""
         return self._core.error_event(message or "(no message)", endpoint)
+
+    async def _wait_for_room(self, room: Awaitable[None]) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        log.info("mesos_stream_paused", reason="status update backlog")
+        started = loop.time()
+        self._holding = True
+        try:
+            await room
+        finally:
+            self._holding = False
+            self._last_event = loop.time()
+        log.info("mesos_stream_resumed", paused_s=round(loop.time() - started, 3))
+
+    def _last_activity(self) -> float:
+        # While the stream is held, the silence is ours, not the master's.
+        return self._clock() if self._holding else self._last_event
 
     def _dispatch(self, event: Event, endpoint: str) -> None:
         handler = self._core.handler

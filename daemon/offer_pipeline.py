@@ -2,7 +2,11 @@
 
 One pass, in Marathon's order:
 1. take every pending offer (rescinded ones are already gone);
-2. match (pure); if the matcher raises, decline everything without a filter so offers come back;
+2. match (pure), within the tracker's launch budget (flow control: tasks launched but not yet
+   confirmed are bounded; offers left over at the bound are declined with a 0.5 s filter, never
+   suppressed, and revived once updates are handled and launches may go again); if the matcher
+   raises, decline
+   everything without a filter so offers come back;
 3. persist the launch intents (tasks marked LAUNCHING, new nodes, last offer times) in ONE commit;
 4. send one ACCEPT per agent carrying all its launches, and one DECLINE per filter length
    carrying many offer ids, concurrently;
@@ -64,6 +68,12 @@ from scale_scheduler.state.tasks import spec_decoder
 log = structlog.get_logger(__name__)
 
 LAST_OFFER_FLUSH_SECONDS = 60.0
+FLOW_REFUSE_SECONDS = 0.5
+"""Filter on offers declined at the launch bound (``scheduler.max_in_flight``): shorter than
+Mesos's allocation interval, so the agents are offered again in the next cycle."""
+FLOW_REVIVE_INTERVAL = 1.0
+"""Least seconds between two REVIVEs asking for offers back once flow control lets launches
+go again (``revive_interval`` paces the others)."""
 
 
 def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
@@ -146,7 +156,9 @@ class OfferPipeline:
         self._nodes = nodes
         self._scheduler = scheduler
         self._clock = clock
-        self._settings = MatchSettings(config.refuse_seconds, config.idle_refuse_seconds)
+        self._settings = MatchSettings(
+            config.refuse_seconds, config.idle_refuse_seconds, FLOW_REFUSE_SECONDS
+        )
         self._pending: dict[str, Offer] = {}
         self._in_flight: dict[str, Offer] = {}
         """The offers of the running pass, by id."""
@@ -158,6 +170,9 @@ class OfferPipeline:
         self._last_revive = -float("inf")
         self._revive_timer: asyncio.TimerHandle | None = None
         self._interest_tasks: set[asyncio.Task[None]] = set()
+        self._flow_held = False
+        """The last pass left work queued because of flow control: offers were declined."""
+        self._last_flow_revive = -float("inf")
         self._interest_lock = asyncio.Lock()
         self._observer = NodeObserver(nodes)
         self.passes = 0
@@ -195,6 +210,17 @@ class OfferPipeline:
         self.suppressed = False
         self._pending.clear()
         self.sync_interest()
+
+    def footprint(self) -> dict[str, int]:
+        """Sizes of what the pipeline holds: offers, never tasks (a pass's launch plan lives
+        only as long as the pass)."""
+        return {
+            "pending_offers": len(self._pending),
+            "offers_in_pass": len(self._in_flight),
+            "answered_offers": len(self._answered),
+            "rescinded_offers": len(self._rescinded),
+            "interest_calls": len(self._interest_tasks),
+        }
 
     # -- the pass loop --------------------------------------------------------------------------
 
@@ -267,6 +293,7 @@ class OfferPipeline:
                 scheduler_paused=self._scheduler.is_paused,
                 blocked_hosts=seen.blocked,
                 settings=self._settings,
+                launch_budget=self._tracker.launch_budget(),
             )
         except Exception:
             log.exception("offer_match_failed", offers=len(offers))
@@ -274,6 +301,7 @@ class OfferPipeline:
             return
         stats.agents = seen.agents
         stats.waiting_groups = len(result.waiting)
+        self._flow_held = any(d.reason is DeclineReason.FLOW_CONTROL for d in result.declines)
         self._tracker.record_waiting(result.waiting)
 
         plan = self._tracker.plan_launch(result.launches, now) if result.launches else None
@@ -440,6 +468,21 @@ class OfferPipeline:
             self._spawn(self._call("suppress"))
         elif wants and self.suppressed:
             self.request_revive()
+
+    def on_room(self) -> None:
+        """Updates were handled: if offers were declined for flow control and a pass could
+        now launch a good share of the bound, ask for offers back at once."""
+        if not self._flow_held or self.suppressed or not self.wants_offers():
+            return
+        now = self._clock()
+        if now - self._last_flow_revive < FLOW_REVIVE_INTERVAL:
+            return
+        budget = self._tracker.launch_budget()
+        if budget is not None and budget < self._tracker.in_flight_bound // 2:
+            return
+        self._flow_held = False
+        self._last_flow_revive = now
+        self._spawn(self._call("revive"))
 
     def request_revive(self) -> None:
         """Revive now, or once ``revive_interval`` after the previous revive."""

@@ -90,6 +90,7 @@ class SchedulerCore:
         self.scheduler.state.listeners.append(self._on_pause_changed)
         self.nodes.listeners.append(self._on_node_changed)
         self.tracker.work_listeners.append(self._on_work)
+        self.tracker.room_listeners.append(self.pipeline.on_room)
         settings = self._settings
         check = max(0.05, min(settings.launch_timeout / 2, 5.0))
         self._background = [
@@ -123,6 +124,8 @@ class SchedulerCore:
             self.nodes.listeners.remove(self._on_node_changed)
         with contextlib.suppress(ValueError):
             self.tracker.work_listeners.remove(self._on_work)
+        with contextlib.suppress(ValueError):
+            self.tracker.room_listeners.remove(self.pipeline.on_room)
         tasks = [*self._background, *self._oneshots]
         if self._reconciling is not None:
             tasks.append(self._reconciling)
@@ -133,6 +136,7 @@ class SchedulerCore:
                 await task
         self._background = []
         await self.pipeline.close()
+        await self.tracker.acks.close()
         self._started = False
 
     def _spawn_loop(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -175,6 +179,9 @@ class SchedulerCore:
 
     def on_update(self, status: TaskStatus) -> None:
         self.tracker.on_update(status)
+
+    def backlog_room(self) -> asyncio.Future[None] | None:
+        return self.tracker.backlog_room()
 
     def on_failure(self, agent_id: str | None, executor_id: str | None) -> None:
         # A hint only: reconciliation and the tasks' own updates are the truth.

@@ -6,14 +6,19 @@ the matcher, the views) come from memory, which therefore never runs ahead of th
 
 Status updates are queued by the driver callback and handled in bursts: each burst is resolved
 against memory by the pure ``resolve`` below, persisted in one group commit, then acknowledged
-(only updates that carry a uuid). Repeated updates change nothing. A terminal state releases
-the task's scheduled resources; LOST, DROPPED, GONE and FAILED requeue the task until
-``max_attempts`` (a launch that never reached an agent is retried a few times for free), and
-each launch uses a fresh Mesos task id ``<id>-<attempt>``. An update for an unknown task or a
-past attempt that is not terminal gets a KILL, except a stale one (a resend, a reordered update,
-a late reconciliation answer) about an attempt that already ended for good and is still its
-task's latest: ``EndedAttempts`` remembers the most recent such ends. A terminal update never
-gets a KILL.
+(only updates that carry a uuid) in the background by ``status_acks.AckSender`` while the next
+burst is handled. A burst holds at most ``MAX_BURST`` updates; when ``MAX_UPDATE_BACKLOG``
+updates wait unacknowledged, the driver stops reading the event stream (``backlog_room``), so
+TCP holds the rest at the master and memory stays bounded. Launches are bounded too: the next
+offer pass may launch ``launch_budget()`` tasks (``flow_control.LaunchFlow``).
+
+Repeated updates change nothing. A terminal state releases the task's scheduled resources; LOST,
+DROPPED, GONE and FAILED requeue the task until ``max_attempts`` (a launch that never reached an
+agent is retried a few times for free), and each launch uses a fresh Mesos task id
+``<id>-<attempt>``. An update for an unknown task or a past attempt that is not terminal gets a
+KILL, except a stale one (a resend, a reordered update, a late reconciliation answer) about an
+attempt that already ended for good and is still its task's latest: ``EndedAttempts`` remembers
+the most recent such ends. A terminal update never gets a KILL.
 
 Logging: a task's routine progress (launched, then STAGING, STARTING, RUNNING, FINISHED) is one
 ``task_state_changed`` event per task at debug, and one ``task_states_changed`` event per burst
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,9 +51,11 @@ import structlog
 
 from scale_scheduler.daemon.config import SchedulerConfig
 from scale_scheduler.daemon.driver import DriverError, SchedulerDriver
-from scale_scheduler.daemon.matcher import AgentLaunch, GroupWaiting, TaskPlacement
+from scale_scheduler.daemon.flow_control import LaunchFlow
+from scale_scheduler.daemon.matcher import AgentLaunch, GroupWaiting, TaskPlacement, WaitReason
 from scale_scheduler.daemon.mesos_types import TERMINAL_STATES, TaskStatus, Value
 from scale_scheduler.daemon.queue_index import QueueIndex
+from scale_scheduler.daemon.status_acks import ACK_WORKERS, AckSender
 from scale_scheduler.state.nodes import NodeRepository
 from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import (
@@ -113,9 +121,17 @@ FINAL_MESOS_STATES = frozenset(
 """Ends an attempt cannot come back from. LOST and UNKNOWN are not among them: the agent may
 return with the task running, or the ACCEPT may still be on its way to the master."""
 ENDED_MEMORY = 100_000
-"""How many attempts that ended for good are remembered (about 8 MB, whatever the task count)."""
-ACK_WORKERS = 64
-"""Acknowledgements of one burst in flight at once (the driver pools its connections)."""
+"""How many attempts that ended for good are remembered (about 13 MB, whatever the task count)."""
+MAX_BURST = 4096
+"""Most updates resolved and committed together: a burst's commit and acknowledgements stay
+short, so an update waits for at most one such burst before its own is handled."""
+MAX_UPDATE_BACKLOG = 20_000
+"""Updates received but not yet acknowledged at which the driver stops reading the event
+stream (``backlog_room``); it reads again once the backlog is down to half."""
+SHRINK_SLACK_BYTES = 256 * 1024
+"""A per-task dict's table is rebuilt once it is this much larger than its entries need."""
+IN_FLIGHT = frozenset({TaskState.LAUNCHING, TaskState.STAGING, TaskState.STARTING})
+"""Launched tasks not yet confirmed: what ``scheduler.max_in_flight`` bounds."""
 ROUTINE = frozenset({TaskState.STAGING, TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED})
 """New states of a task's normal progress: logged per task at debug, counted per burst at info."""
 _EARLY = frozenset({TaskState.LAUNCHING, TaskState.STAGING, TaskState.STARTING})
@@ -298,11 +314,18 @@ class TaskTracker:
         self._launching: dict[int, Task] = {}
         self._next_id = 1
         self._updates: list[TaskStatus] = []
+        self._arrivals: list[float] = []
+        """When each of ``_updates`` arrived (for the acknowledgement latency)."""
         self._updates_ready = asyncio.Event()
+        self._room: asyncio.Future[None] | None = None
+        """Set while the driver waits for the update backlog to shrink."""
+        self.acks = AckSender(self._acknowledge, clock)
+        self.flow = LaunchFlow(config.max_in_flight, clock())
         # Bursts are resolved against memory and applied after their commit: one at a time.
         self._burst_lock = asyncio.Lock()
-        self._heard: set[int] = set()
-        """Tasks that got any status since the current reconciliation round began."""
+        self._heard: set[int] | None = None
+        """Tasks that got any status since the running reconciliation round began (None
+        between rounds, so nothing is kept about tasks that come and go meanwhile)."""
         self.ended = EndedAttempts()
         self.updates_handled = 0
         self.stale_updates = 0
@@ -311,10 +334,11 @@ class TaskTracker:
         # ``queue_depth``), terminal states reached since start, acks sent, reconcile rounds.
         self.launched_counts: dict[TaskState, int] = dict.fromkeys(LAUNCHED, 0)
         self.ended_counts: dict[TaskState, int] = {}
-        self.acks_sent = 0
         self.reconcile_rounds = 0
         self.work_listeners: list[Callable[[], None]] = []
         """Called after tasks were queued or requeued (the core revives offers)."""
+        self.room_listeners: list[Callable[[], None]] = []
+        """Called after a burst of updates was handled (launch budget may have come back)."""
 
     # -- start-up -------------------------------------------------------------------------------
 
@@ -403,6 +427,60 @@ class TaskTracker:
         for listener in list(self.work_listeners):
             listener()
 
+    # -- flow control ---------------------------------------------------------------------------
+
+    def footprint(self) -> dict[str, int]:
+        """Sizes of what the tracker holds per task or per update. All follow live work
+        (nothing stays for a finished task) except ``ended``, capped at ``ENDED_MEMORY``."""
+        return {
+            "tasks": len(self.tasks),
+            "launching": len(self._launching),
+            "heard": len(self._heard) if self._heard is not None else 0,
+            "updates": len(self._updates),
+            "arrivals": len(self._arrivals),
+            "acks_pending": self.acks.pending,
+            "index_groups": len(self.index),
+            "index_entries": sum(len(group) for group in self.index.groups()),
+            "ended": len(self.ended),
+        }
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks launched and not yet confirmed (LAUNCHING, STAGING, STARTING)."""
+        counts = self.launched_counts
+        return counts[TaskState.LAUNCHING] + counts[TaskState.STAGING] + counts[TaskState.STARTING]
+
+    @property
+    def in_flight_bound(self) -> int:
+        """The current bound on ``in_flight`` (``scheduler.max_in_flight``, adapted)."""
+        return self.flow.bound(self._clock())
+
+    def launch_budget(self) -> int | None:
+        """How many tasks the next offer pass may launch (``scheduler.max_in_flight``; None:
+        no limit)."""
+        return self.flow.budget(self.in_flight, self._clock(), self.update_backlog)
+
+    @property
+    def update_backlog(self) -> int:
+        """Updates received and not yet acknowledged (queued, being stored, acks pending)."""
+        return len(self._updates) + self.acks.pending
+
+    def backlog_room(self) -> asyncio.Future[None] | None:
+        """None while the driver may read more events; else a future done once the backlog
+        is down to half of ``MAX_UPDATE_BACKLOG`` (the driver stops reading until then)."""
+        if self.update_backlog < MAX_UPDATE_BACKLOG:
+            return None
+        if self._room is None or self._room.done():
+            self._room = asyncio.get_running_loop().create_future()
+        return self._room
+
+    def _check_room(self) -> None:
+        room = self._room
+        if room is not None and self.update_backlog <= MAX_UPDATE_BACKLOG // 2:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
+
     def waiting_reason(self, task: Task, scheduler_paused: bool) -> str | None:
         if task.state is not TaskState.QUEUED:
             return None
@@ -413,6 +491,8 @@ class TaskTracker:
         group = self.index.group_of(task)
         waiting = group.waiting if group is not None else None
         if isinstance(waiting, GroupWaiting):
+            if waiting.reason is WaitReason.FLOW_CONTROL:
+                return f"launch flow control: {self.in_flight} tasks in flight"
             return waiting.message
         return "waiting for an offer"
 
@@ -515,6 +595,7 @@ class TaskTracker:
                     reason=why,
                 )
             if count:
+                self.flow.confirmed(count, now)
                 self._notify_work()
 
         await self._store.write(
@@ -639,6 +720,7 @@ class TaskTracker:
     def on_update(self, status: TaskStatus) -> None:
         """Driver callback: queue the update; the update loop handles bursts."""
         self._updates.append(status)
+        self._arrivals.append(self._clock())
         self._updates_ready.set()
 
     async def run_updates(self) -> None:
@@ -654,25 +736,49 @@ class TaskTracker:
 
     async def _drain_updates(self) -> None:
         while self._updates:
-            burst, self._updates = self._updates, []
+            if len(self._updates) <= MAX_BURST:
+                burst, self._updates = self._updates, []
+                arrivals, self._arrivals = self._arrivals, []
+            else:
+                burst, arrivals = self._updates[:MAX_BURST], self._arrivals[:MAX_BURST]
+                del self._updates[:MAX_BURST], self._arrivals[:MAX_BURST]
             try:
-                await self.process_updates(burst)
+                await self.process_updates(burst, arrivals, counted=True)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("status_burst_failed", size=len(burst))
-            finally:
-                self.updates_handled += len(burst)
+                self._handled(len(burst))
 
-    async def process_updates(self, burst: Sequence[TaskStatus]) -> None:
+    def _handled(self, count: int) -> None:
+        """A burst is stored and acknowledged (or failed): counted, and room for more."""
+        self.updates_handled += count
+        self.flow.handled(count, self._clock(), saturated=self.acks.pending >= ACK_WORKERS)
+        self._check_room()
+        for listener in list(self.room_listeners):
+            listener()
+
+    async def process_updates(
+        self,
+        burst: Sequence[TaskStatus],
+        arrivals: Sequence[float] | None = None,
+        *,
+        counted: bool = False,
+    ) -> None:
+        """Resolve one burst, store it in one commit, then hand its acknowledgements to the
+        sender (the next burst does not wait for them). ``counted``: updates from Mesos (not
+        the daemon's own verdicts), counted as handled once their acknowledgements are
+        answered."""
         now = self._clock()
         working: dict[int, _Working] = {}
-        acks: list[tuple[str, str, str]] = []
+        acks: list[tuple[str, str, str, float]] = []
         kills: list[tuple[str, str | None]] = []
-        for status in burst:
+        if arrivals is None:
+            arrivals = [now] * len(burst)
+        for status, arrived in zip(burst, arrivals, strict=True):
             agent_id = status.agent_id.value if status.agent_id is not None else None
             if status.uuid and agent_id:
-                acks.append((agent_id, status.task_id.value, status.uuid))
+                acks.append((agent_id, status.task_id.value, status.uuid, arrived))
             self._resolve_one(status, agent_id, working, kills)
 
         status_rows: list[tuple[Any, ...]] = []
@@ -707,8 +813,12 @@ class TaskTracker:
         def apply() -> None:
             requeued = False
             by_state: dict[str, int] = {}
+            before = self.in_flight
             for w in changed:
                 requeued |= self._apply_working(w, now, by_state)
+            if before > self.in_flight:
+                self.flow.confirmed(before - self.in_flight, now)
+            self._shrink_tables()
             if changed:
                 log.info("task_states_changed", tasks=len(changed), by_state=by_state)
             if requeued:
@@ -726,7 +836,12 @@ class TaskTracker:
             # Whatever this burst also says has ended needs no KILL.
             ended = {s.task_id.value for s in burst if _is_terminal(s.state)}
             kills = [kill for kill in kills if kill[0] not in ended]
-        await asyncio.gather(self._send_acks(acks), self._send_kills(kills))
+            await self._send_kills(kills)
+        if counted:
+            size = len(burst)
+            self.acks.submit(acks, lambda _failed: self._handled(size))
+        else:
+            self.acks.submit(acks, lambda _failed: None)
 
     def _resolve_one(
         self,
@@ -764,7 +879,8 @@ class TaskTracker:
                 )
                 kills.append((mesos_id, agent_id))
             return
-        self._heard.add(task.id)
+        if self._heard is not None:
+            self._heard.add(task.id)
         if w is None:
             w = working[task.id] = _Working(task, task.state, task.failures, task.lost_launches)
         outcome = resolve(
@@ -853,30 +969,24 @@ class TaskTracker:
             self.launched_counts[w.state] += 1
         return False
 
+    def _shrink_tables(self) -> None:
+        """Give back the hash tables of the per-task dicts once a peak has passed: a dict never
+        shrinks by itself, so 100,000 tasks once in flight would keep their table for good."""
+        for table in (self.tasks, self._launching):
+            if sys.getsizeof(table) > SHRINK_SLACK_BYTES + 400 * len(table):
+                kept = dict(table)
+                table.clear()  # frees the table; the dict object (shared with the index) stays
+                table.update(kept)
+
     def _count_ended(self, state: TaskState) -> None:
         self.ended_counts[state] = self.ended_counts.get(state, 0) + 1
 
-    async def _send_acks(self, acks: Sequence[tuple[str, str, str]]) -> None:
-        if not acks:
-            return
-        failed = 0
-        pending = iter(acks)
-        acknowledge = self._driver.acknowledge
+    async def _acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
+        await self._driver.acknowledge(agent_id, task_id, uuid)
 
-        # A few workers rather than one task per acknowledgement: a burst can hold tens of
-        # thousands, and the driver sends only as many at once as it has connections.
-        async def worker() -> None:
-            nonlocal failed
-            for agent_id, task_id, uuid in pending:
-                try:
-                    await acknowledge(agent_id, task_id, uuid)
-                except Exception:
-                    failed += 1
-
-        await asyncio.gather(*(worker() for _ in range(min(ACK_WORKERS, len(acks)))))
-        self.acks_sent += len(acks) - failed
-        if failed:
-            log.warning("status_ack_failed", count=failed, total=len(acks))
+    @property
+    def acks_sent(self) -> int:
+        return self.acks.sent
 
     # -- resources ------------------------------------------------------------------------------
 
@@ -901,21 +1011,26 @@ class TaskTracker:
         """Explicit reconciliation of every launched task, re-sent with back-off to the silent
         ones, then implicit reconciliation."""
         self.reconcile_rounds += 1
-        self._heard = set()
+        heard: set[int] = set()
+        self._heard = heard
         delay = self._config.reconcile_retry
         pending = self.launched_tasks()
-        for attempt in range(retries + 1):
-            if not pending:
-                break
-            await self._reconcile_explicit(pending)
-            log.info("reconcile_explicit_sent", tasks=len(pending), round=attempt + 1)
-            await asyncio.sleep(delay)
-            delay *= 2
-            pending = [
-                t
-                for t in pending
-                if t.id not in self._heard and t.state.launched and self.tasks.get(t.id) is t
-            ]
+        try:
+            for attempt in range(retries + 1):
+                if not pending:
+                    break
+                await self._reconcile_explicit(pending)
+                log.info("reconcile_explicit_sent", tasks=len(pending), round=attempt + 1)
+                await asyncio.sleep(delay)
+                delay *= 2
+                pending = [
+                    t
+                    for t in pending
+                    if t.id not in heard and t.state.launched and self.tasks.get(t.id) is t
+                ]
+        finally:
+            if self._heard is heard:
+                self._heard = None
         try:
             await self._driver.reconcile([])
             log.info("reconcile_implicit_sent", unanswered=len(pending))

@@ -212,6 +212,9 @@ class Store:
                     break
                 group.append(item)
             await self._commit_group(group)
+            # Not held while waiting for the next write: a group's rows and apply closures
+            # can reference thousands of tasks.
+            del first, group
             if held is not None:
                 await self._run_maintenance(held)
                 held = None

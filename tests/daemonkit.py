@@ -14,7 +14,7 @@ Importable on Python 3.10 and 3.11+; it does not import pymesos.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,6 +292,8 @@ class RecordingHandler:
     errors: list[str] = field(default_factory=list)
     losses: list[str] = field(default_factory=list)
     disconnects: list[str] = field(default_factory=list)
+    room: asyncio.Future[None] | None = None
+    """What ``backlog_room`` answers: set a future to make the driver stop reading."""
 
     def on_subscribed(self, subscription: Subscription) -> None:
         self.order.append("subscribed")
@@ -308,6 +310,9 @@ class RecordingHandler:
     def on_update(self, status: TaskStatus) -> None:
         self.order.append("update")
         self.updates.append(status)
+
+    def backlog_room(self) -> Awaitable[None] | None:
+        return self.room
 
     def on_failure(self, agent_id: str | None, executor_id: str | None) -> None:
         self.order.append("failure")

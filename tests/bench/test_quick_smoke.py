@@ -32,7 +32,7 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(report.with_suffix(".json").read_text())
-    for name in ("B1", "B2", "B3", "B4"):
+    for name in ("B1", "B2", "B3", "B4", "B6"):
         assert "error" not in results[name], results[name]
     b1 = results["B1"]["rounds"][0]
     for variant in ("native_paused", "native_unpaused"):
@@ -66,8 +66,13 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
     b4 = results["B4"]["rounds"][0]
     assert b4["daemon"]["requests"] > 0
     assert b4["bare"]["requests"] > 0
+    for feed in ("1x", "2x"):
+        soak = results["B6"]["runs"][feed]
+        assert soak["finished"] > 0, soak
+        assert soak["samples"], soak
+        assert soak["in_flight_max"] <= 20_000, soak  # scheduler.max_in_flight's default
     text = report.read_text()
-    for heading in ("## Targets", "## B1 ", "## B2 ", "## B3 ", "## B4 ", "## Machine"):
+    for heading in ("## Targets", "## B1 ", "## B2 ", "## B3 ", "## B4 ", "## B6 ", "## Machine"):
         assert heading in text
     assert "Failed:" not in text
     assert text.count("| B1 ") == 4

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from corekit import CoreHarness, make_offer, status
+from corekit import CoreHarness, make_offer, status, wait_for
 from structlog.testing import capture_logs
 
-from scale_scheduler.daemon.task_tracker import ACK_WORKERS
+from scale_scheduler.daemon.status_acks import ACK_WORKERS
+from scale_scheduler.daemon.task_tracker import MAX_UPDATE_BACKLOG
 
 
 async def launch(h: CoreHarness, count: int = 1) -> list[int]:
@@ -59,3 +60,24 @@ async def test_failed_acknowledgements_are_counted_and_reported(harness: CoreHar
     assert core.tracker.acks_sent == 0
     (warning,) = [e for e in logs if e["event"] == "status_ack_failed"]
     assert (warning["count"], warning["total"]) == (5, 5)
+
+
+async def test_a_full_backlog_holds_the_stream_until_half_of_it_is_handled(
+    harness: CoreHarness,
+) -> None:
+    core = await harness.start()
+    tracker = core.tracker
+    assert core.backlog_room() is None
+    # Terminal updates of tasks this daemon does not know: stored as nothing, acknowledged.
+    for i in range(MAX_UPDATE_BACKLOG - 1):
+        core.on_update(status(f"{i + 1_000_000}-1", "TASK_FINISHED", uuid=f"u{i}"))
+    assert core.backlog_room() is None
+    core.on_update(status("999-1", "TASK_FINISHED", uuid="last"))
+    room = core.backlog_room()
+    assert room is not None
+    assert core.backlog_room() is room
+    await asyncio.wait_for(room, timeout=60)
+    assert tracker.update_backlog <= MAX_UPDATE_BACKLOG // 2
+    await wait_for(lambda: tracker.update_backlog == 0, timeout=60)
+    assert tracker.acks_sent == MAX_UPDATE_BACKLOG
+    assert core.backlog_room() is None

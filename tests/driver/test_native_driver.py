@@ -748,3 +748,32 @@ async def test_webui_url_defaults_to_the_api_address(
         await driver.stop()
     info = master.subscribes[0]["subscribe"]["framework_info"]
     assert info["webui_url"] == "http://sched.test:8123/"
+
+
+async def test_the_stream_is_not_read_while_the_handler_has_no_room(
+    master: FakeMaster, make_driver: MakeDriver
+) -> None:
+    master.heartbeat = 0.1  # the watchdog gives up after 0.5 s without an event
+    handler = RecordingHandler()
+    driver = make_driver(master.url)
+    await driver.start(handler)
+    await subscribed(driver, handler)
+    status = {"task_id": {"value": "t1"}, "state": "TASK_RUNNING", "uuid": "dXVpZA=="}
+    await master.push({"type": "UPDATE", "update": {"status": status}})
+    await eventually(lambda: len(handler.updates) == 1)
+    room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    handler.room = room
+    # The driver asks for room after each record: at most the next one (a heartbeat or the
+    # first of these) is read before it holds the stream.
+    for state in ("TASK_KILLING", "TASK_FINISHED"):
+        await master.push({"type": "UPDATE", "update": {"status": {**status, "state": state}}})
+    # Held longer than the heartbeat watchdog allows: the pause is ours, not a dead master.
+    await asyncio.sleep(1.0)
+    assert "TASK_FINISHED" not in [u.state for u in handler.updates]
+    assert handler.disconnects == []
+    handler.room = None
+    room.set_result(None)
+    await eventually(lambda: len(handler.updates) == 3)
+    assert [u.state for u in handler.updates] == ["TASK_RUNNING", "TASK_KILLING", "TASK_FINISHED"]
+    assert handler.disconnects == []
+    assert len(master.subscribes) == 1

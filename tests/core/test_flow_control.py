@@ -1,0 +1,196 @@
+"""Flow control on launches: the pure bound (``LaunchFlow``, settable clock) and the matcher's
+launch budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from corekit import Clock, CoreHarness, make_offer, status, wait_for
+from test_matcher import SETTINGS, Q
+
+from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.flow_control import (
+    BACKLOG_FLOOR,
+    BACKLOG_HORIZON,
+    FLOOR,
+    HORIZON,
+    WINDOW,
+    LaunchFlow,
+)
+from scale_scheduler.daemon.matcher import DeclineReason, WaitReason, match
+from scale_scheduler.daemon.offer_pipeline import FLOW_REFUSE_SECONDS
+from scale_scheduler.state.store import Store
+
+
+def confirm_steadily(flow: LaunchFlow, per_second: float, seconds: float, start: float) -> float:
+    """Confirmations at a steady rate with work in flight; returns the time reached."""
+    now = start
+    step = WINDOW / 5
+    while now < start + seconds:
+        now += step
+        flow.note(in_flight=100, now=now)
+        flow.confirmed(round(per_second * step), now)
+    return now
+
+
+def test_a_cold_start_launches_up_to_the_floor() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    assert flow.rate is None
+    assert flow.bound(0.0) == FLOOR
+    assert flow.budget(in_flight=120, now=0.0) == FLOOR - 120
+    assert flow.budget(in_flight=FLOOR + 5, now=0.0) == 0
+
+
+def test_a_bound_under_the_floor_is_the_configured_one() -> None:
+    flow = LaunchFlow(50, now=0.0)
+    assert flow.bound(0.0) == 50
+    assert flow.budget(in_flight=10, now=0.0) == 40
+
+
+def test_the_bound_follows_a_fast_confirmation_rate_up_to_the_maximum() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = confirm_steadily(flow, per_second=3_000, seconds=5.0, start=0.0)
+    assert flow.rate == pytest.approx(3_000, rel=0.05)
+    assert flow.bound(now) == pytest.approx(3_000 * HORIZON, rel=0.05)
+    confirm_steadily(flow, per_second=50_000, seconds=5.0, start=now)
+    assert flow.bound(now + 5.0) == 20_000
+
+
+def test_the_bound_shrinks_when_confirmations_slow_down_but_never_under_the_floor() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = confirm_steadily(flow, per_second=8_000, seconds=3.0, start=0.0)
+    high = flow.bound(now)
+    now = confirm_steadily(flow, per_second=1_000, seconds=4.0, start=now)
+    assert flow.bound(now) < high / 4
+    # Work in flight, nothing confirmed (a stuck agent): down to the floor, not to zero.
+    now = confirm_steadily(flow, per_second=0, seconds=5.0, start=now)
+    assert flow.bound(now) == FLOOR
+
+
+def test_idle_windows_leave_the_measured_rate_alone() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = confirm_steadily(flow, per_second=4_000, seconds=3.0, start=0.0)
+    rate = flow.rate
+    # Nothing in flight and nothing confirmed for a minute (no work queued).
+    flow.note(in_flight=0, now=now + 30.0)
+    flow.note(in_flight=0, now=now + 60.0)
+    assert flow.rate == pytest.approx(rate, rel=0.05)
+    assert flow.bound(now + 60.0) == pytest.approx(4_000 * HORIZON, rel=0.05)
+
+
+def test_the_matcher_places_no_more_than_the_budget() -> None:
+    queue = Q([(i, {"cpus": 1, "mem": 10}, 100) for i in range(1, 21)])
+    index, _tasks = queue.build()
+    offers = [make_offer("o1", "a1", cpus=8, mem=1000), make_offer("o2", "a2", cpus=8, mem=1000)]
+    result = match(
+        offers, index, scheduler_paused=False, blocked_hosts={}, settings=SETTINGS, launch_budget=5
+    )
+    assert [p.task_id for launch in result.launches for p in launch.placements] == [1, 2, 3, 4, 5]
+    # The agent left without launches is declined briefly; the rest of the group waits.
+    (decline,) = result.declines
+    assert decline.offer_ids == ("o2",)
+    assert decline.reason is DeclineReason.FLOW_CONTROL
+    assert decline.refuse_seconds == SETTINGS.flow_refuse_seconds
+    assert [w.reason for w in result.waiting] == [WaitReason.FLOW_CONTROL]
+
+
+def test_a_budget_spent_across_groups_and_priorities() -> None:
+    queue = Q(
+        [(1, {"cpus": 1, "mem": 10}, 1), (2, {"cpus": 2, "mem": 10}, 1)]
+        + [(i, {"cpus": 1, "mem": 10}, 5) for i in range(3, 8)]
+    )
+    index, _tasks = queue.build()
+    offers = [make_offer("o1", "a1", cpus=32, mem=1000)]
+    result = match(
+        offers, index, scheduler_paused=False, blocked_hosts={}, settings=SETTINGS, launch_budget=3
+    )
+    assert [p.task_id for p in result.launches[0].placements] == [1, 2, 3]
+    assert {w.priority for w in result.waiting} == {5}
+    assert all(w.reason is WaitReason.FLOW_CONTROL for w in result.waiting)
+
+
+def test_a_zero_budget_declines_every_offer_briefly() -> None:
+    queue = Q([(i, {"cpus": 1, "mem": 10}, 100) for i in range(1, 4)])
+    index, _tasks = queue.build()
+    offers = [make_offer("o1", "a1", cpus=8, mem=1000)]
+    result = match(
+        offers, index, scheduler_paused=False, blocked_hosts={}, settings=SETTINGS, launch_budget=0
+    )
+    assert result.launches == ()
+    assert [(d.reason, d.refuse_seconds) for d in result.declines] == [
+        (DeclineReason.FLOW_CONTROL, SETTINGS.flow_refuse_seconds)
+    ]
+    assert [w.reason for w in result.waiting] == [WaitReason.FLOW_CONTROL]
+
+
+def test_no_budget_means_no_limit() -> None:
+    queue = Q([(i, {"cpus": 1, "mem": 10}, 100) for i in range(1, 41)])
+    index, _tasks = queue.build()
+    offers = [make_offer("o1", "a1", cpus=64, mem=1000)]
+    result = match(offers, index, scheduler_paused=False, blocked_hosts={}, settings=SETTINGS)
+    assert result.placed == 40
+    assert result.declines == ()
+
+
+def test_launches_fill_only_the_room_under_half_a_second_of_update_handling() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = 0.0
+    while now < 3.0:  # 10,000 updates handled per second, acknowledgements saturated
+        now += 0.1
+        flow.note(in_flight=100, now=now)
+        flow.confirmed(300, now)
+        flow.handled(1_000, now, saturated=True)
+    limit = flow.backlog_limit(now)
+    assert limit == pytest.approx(10_000 * BACKLOG_HORIZON, rel=0.05)
+    assert flow.budget(in_flight=0, now=now, backlog=limit - 700) == 700
+    assert flow.budget(in_flight=0, now=now, backlog=limit + 1) == 0
+    # Before any rate is known, the floor leaves room.
+    assert LaunchFlow(20_000, now=0.0).budget(in_flight=0, now=0.0, backlog=0) == min(
+        FLOOR, BACKLOG_FLOOR
+    )
+
+
+def test_unsaturated_handling_says_nothing_of_the_capacity() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = 0.0
+    while now < 2.0:
+        now += 0.1
+        flow.handled(1_000, now, saturated=True)
+    capacity = flow.updates.rate
+    while now < 10.0:  # a trickle of updates, nothing waiting: the capacity stays known
+        now += 0.1
+        flow.handled(3, now, saturated=False)
+    assert capacity is not None
+    assert flow.updates.rate == pytest.approx(capacity, rel=0.1)
+    assert flow.backlog_limit(now) > 4_000  # not the 30 updates/s of the trickle
+
+
+def test_a_bound_of_zero_turns_flow_control_off() -> None:
+    flow = LaunchFlow(0, now=0.0)
+    assert flow.budget(in_flight=1_000_000, now=0.0, backlog=1_000_000) is None
+
+
+async def test_a_pass_at_the_bound_declines_briefly_then_revives_once_updates_give_room(
+    make_config: Callable[..., Config], store: Store, clock: Clock
+) -> None:
+    config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
+    harness = CoreHarness(config, store, clock)
+    core = await harness.start()
+    try:
+        ids = await harness.submit(10)
+        await harness.offer_pass(
+            make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
+        )
+        assert core.tracker.in_flight == 4
+        declines = harness.driver.of("decline")
+        assert [(call[1], call[2]) for call in declines] == [(("o2",), FLOW_REFUSE_SECONDS)]
+        head = next(core.tracker.index.queued())
+        assert core.tracker.waiting_reason(head, False) == "launch flow control: 4 tasks in flight"
+        revives = len(harness.driver.of("revive"))
+        launched = [i for i in ids if core.tracker.tasks[i].state.launched]
+        await harness.updates(*(status(f"{i}-1", "TASK_RUNNING", uuid=f"u{i}") for i in launched))
+        assert core.tracker.in_flight == 0
+        await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
+    finally:
+        await core.stop()

@@ -1,0 +1,36 @@
+"""The store's writer keeps nothing of a committed group while it waits for the next write: a
+group's rows and apply closures can reference thousands of tasks (issue 19, bounded memory)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from pathlib import Path
+
+from scale_scheduler.state.store import Statement, Store
+
+
+class Rows(list[tuple[int, str]]):
+    """A row list that can be weakly referenced."""
+
+
+async def test_a_committed_write_is_not_held_while_the_writer_waits(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        await store.write([Statement("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")])
+        rows = Rows([(i, "x") for i in range(100)])
+        applied: list[bool] = []
+
+        def apply() -> None:
+            applied.append(True)
+
+        watched = (weakref.ref(rows), weakref.ref(apply))
+        await store.write([Statement("INSERT INTO t (k, v) VALUES (?, ?)", rows)], apply)
+        assert applied == [True]
+        del rows, apply
+        gc.collect()
+        # The writer is now idle, waiting for the next write.
+        assert [ref() for ref in watched] == [None, None]
+        assert await store.fetchone("SELECT COUNT(*) FROM t") == (100,)
+    finally:
+        await store.close()
