@@ -94,12 +94,8 @@ async def test_tasks_through_finished_within_the_bound_and_nothing_left_per_task
         assert len(core.nodes.by_id) == AGENTS
         for node in core.nodes.by_id.values():
             assert node.running_tasks == 0
-            assert node.scheduled.as_dict(gpus=True) == {
-                "cpus": 0.0,
-                "mem": 0.0,
-                "disk": 0.0,
-                "gpus": 0.0,
-            }
+            scheduled = node.scheduled
+            assert (scheduled.cpus, scheduled.mem, scheduled.disk, scheduled.gpus) == (0, 0, 0, 0)
         pipeline = core.pipeline.footprint()
         assert pipeline["offers_in_pass"] == 0
         assert pipeline["interest_calls"] <= 1

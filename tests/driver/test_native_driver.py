@@ -768,7 +768,7 @@ async def test_the_stream_is_not_read_while_the_handler_has_no_room(
     for state in ("TASK_KILLING", "TASK_FINISHED"):
         await master.push({"type": "UPDATE", "update": {"status": {**status, "state": state}}})
     # Held longer than the heartbeat watchdog allows: the pause is ours, not a dead master.
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # time must pass: twice the watchdog's limit, held
     assert "TASK_FINISHED" not in [u.state for u in handler.updates]
     assert handler.disconnects == []
     handler.room = None
