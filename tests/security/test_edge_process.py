@@ -14,6 +14,7 @@ flood of connections can do through raw HTTP.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -344,3 +345,37 @@ async def test_the_cap_is_lowered_to_fit_the_open_file_limit(tmp_path: Path) -> 
     assert lowered[0]["configured"] == 512
     assert lowered[0]["used"] == 200 - FD_RESERVE - ACCEPT_BURST - 16
     assert not [e for e in events if e["event"] == "api_accept_failed"]  # no EMFILE reached
+
+
+# --- review of issue 14, N1: huge arrays ----------------------------------------------------------
+
+
+def peak_rss(daemon: DaemonProcess) -> int:
+    """The daemon's peak resident memory so far, in bytes (Linux's ``VmHWM``)."""
+    assert daemon.proc is not None
+    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
+    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kilobytes) * 1024
+
+
+async def test_huge_arrays_are_refused_and_the_daemon_stays_small(tmp_path: Path) -> None:
+    zeros = b"0," * 8_388_000 + b"0"  # 16 MB: 8 million elements
+    hostile = [
+        ("POST", "/queue/", b"[" + zeros + b"]", "A batch holds at most 10000 tasks"),
+        ("PATCH", "/scheduler/", b'{"is_paused":[' + zeros + b"]}", "not an array"),
+        ("POST", "/queue/", b'{"name":[' + zeros + b"]}", "Field 'name' is invalid"),
+    ]
+    async with daemon_process(tmp_path) as daemon, aiohttp.ClientSession() as session:
+        peak_before = peak_rss(daemon)
+        for method, path, body, message in hostile:
+            async with session.request(
+                method,
+                daemon.url + path,
+                data=io.BytesIO(body),
+                headers={"Content-Type": "application/json"},
+            ) as response:
+                assert response.status == 400
+                assert message in await response.text()
+        # One array's elements as Python objects are about 0.5 GB (before the fix); a body
+        # itself is 16 MB, held a few times over by aiohttp and msgspec.
+        assert peak_rss(daemon) - peak_before < 150 * 2**20
