@@ -124,7 +124,7 @@ def json_kind(value: Any) -> str:
         return f"the number {brief(str(value))}"
     if isinstance(value, str):
         return f"the string {brief(value)!r}"
-    if isinstance(value, (list, msgspec.Raw)) and _opening(value) == b"[":
+    if isinstance(value, list) or (isinstance(value, msgspec.Raw) and _opening(value) == b"["):
         return "an array"
     return "an object"
 
