@@ -24,7 +24,7 @@ beyond a 64-bit float.
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -38,6 +38,9 @@ Shallow = JsonScalar | msgspec.Raw | dict[str, Member]
 
 _raw_decoder = msgspec.json.Decoder(msgspec.Raw)
 _object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_scalar_object_decoder: msgspec.json.Decoder[dict[str, JsonScalar]] = msgspec.json.Decoder(
+    dict[str, JsonScalar]
+)
 _scalar_decoder: msgspec.json.Decoder[JsonScalar] = msgspec.json.Decoder(JsonScalar)
 _first_byte = re.compile(rb"[ \t\r\n]*(.)", re.DOTALL)
 
@@ -71,9 +74,8 @@ def decode_typed(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
 def decode_shallow(body: bytes | msgspec.Raw) -> Shallow:
     """Any JSON value, one level deep; ``BodyError`` if the bytes are no JSON value."""
     opening = _opening(body)
-    if opening == b"{":  # the members arrive checked: arrays and objects skipped, not built
-        members = decode_typed(_object_decoder, body)
-        return {key: _member(value) for key, value in members.items()}
+    if opening == b"{":
+        return _members(body)
     if opening == b"[":
         return decode_typed(_raw_decoder, body)  # checked to be JSON, its elements not built
     return _scalar(body)
@@ -85,8 +87,18 @@ def _opening(value: bytes | msgspec.Raw) -> bytes:
     return found.group(1) if found else b""
 
 
-def _member(value: msgspec.Raw) -> Member:
-    return value if _opening(value) in (b"[", b"{") else _scalar(value)
+def _members(body: bytes | msgspec.Raw) -> dict[str, Member]:
+    """An object's members: all scalars in one pass in C (the usual case); otherwise each
+    member's bytes, arrays and objects kept as they are (checked, skipped, not built)."""
+    try:
+        return cast(dict[str, Member], decode_typed(_scalar_object_decoder, body))
+    except msgspec.ValidationError:  # an array or object member, or a number out of range
+        pass
+    members = decode_typed(_object_decoder, body)
+    return {
+        key: value if bytes(memoryview(value)[:1]) in (b"[", b"{") else _scalar(value)
+        for key, value in members.items()  # a member's bytes start at its value
+    }
 
 
 def _scalar(value: bytes | msgspec.Raw) -> JsonScalar:
