@@ -22,7 +22,11 @@ on a socket this module opens; the application's runner stays aiohttp's ``AppRun
   connection is busy with a request, the new one is answered 503 and closed. An idle flood
   cannot lock out a client that sends its request at once (``/status/``, a probe). A
   connection is busy from a request's headers until its answer is written out, so one still
-  sending a large page to a slow reader is not taken for idle.
+  sending a large page to a slow reader is not taken for idle. No connection is held busy for
+  long: a body within ``api.body_timeout``, the only endless answers (dashboard event streams)
+  capped by ``api.max_event_streams``. No slot is reserved for probes: which path a connection
+  asks for is known only from its headers, so a reserve would mean admitting connections past
+  the cap, whose file descriptors it budgets.
 """
 
 from __future__ import annotations
@@ -278,8 +282,7 @@ async def body_deadline_middleware(request: web.Request, handler: Handler) -> we
         timeout = request.app[CONFIG].api.body_timeout
         try:
             await asyncio.wait_for(request.read(), timeout)
-        except TimeoutError:
-            log.info("api_body_timeout", method=request.method, path=request.path)
+        except TimeoutError:  # the access log's line (status 408) is the only one: floodable
             response = web.Response(
                 status=408,
                 text=(
