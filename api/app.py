@@ -18,7 +18,10 @@ from aiohttp import web
 from scale_scheduler.api.access_log import access_log_middleware
 from scale_scheduler.api.auth import auth_middleware, token_context
 from scale_scheduler.api.dashboard import dashboard_context, setup_dashboard
-from scale_scheduler.api.edge_server import connection_activity_middleware
+from scale_scheduler.api.edge_server import (
+    body_deadline_middleware,
+    connection_activity_middleware,
+)
 from scale_scheduler.api.errors import error_middleware
 from scale_scheduler.api.keys import (
     CLUSTER,
@@ -158,6 +161,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
             request_guard_middleware,
             auth_middleware,
             web.normalize_path_middleware(append_slash=True, merge_slashes=True),
+            body_deadline_middleware,  # last: normalize_path clones the request, unread only
         ],
         client_max_size=config.api.max_body_bytes,
     )

@@ -6,7 +6,10 @@ read once at start-up, off the loop, and served from memory. Its live data comes
 (master and scheduler, queue, resources, task counts, nodes, the head of the queue, recent
 tasks). One ``DashboardHub`` builds a snapshot once per ``interval`` while anyone watches and
 hands the same bytes to every subscriber, so N open pages cost one build; a slow page only ever
-gets the latest snapshot, never a backlog. ``GET /dashboard/state/`` answers one snapshot as JSON.
+gets the latest snapshot, never a backlog. Each stream holds a connection for as long as the
+page is open, so at most ``api.max_event_streams`` are open at once (503 beyond): streams are
+reads, open to anyone unless ``api.read_auth``, and must not take every connection.
+``GET /dashboard/state/`` answers one snapshot as JSON.
 
 The page changes nothing itself: its buttons and form call the spec's API (``PATCH /scheduler/``,
 ``PATCH /nodes/{id}/``, ``POST /queue/``), with the bearer token when one is configured.
@@ -29,6 +32,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from scale_scheduler.api.errors import text_error
 from scale_scheduler.api.keys import (
     CLUSTER,
     CONFIG,
@@ -39,6 +43,7 @@ from scale_scheduler.api.keys import (
     STORE,
 )
 from scale_scheduler.api.views_status import MasterStatus
+from scale_scheduler.daemon.burst_log import BurstLog
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.nodes import node_view
@@ -230,6 +235,7 @@ class DashboardHub:
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
         self._failing = False
+        self.refusals = BurstLog(log, "dashboard_stream_refused")
 
     @property
     def watchers(self) -> int:
@@ -350,16 +356,25 @@ async def get_state(request: web.Request) -> web.Response:
 
 async def get_events(request: web.Request) -> web.StreamResponse:
     hub = request.app[DASHBOARD]
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    subscriber = hub.subscribe()
+    limit = request.app[CONFIG].api.max_event_streams
+    if hub.watchers >= limit:
+        hub.refusals.note(limit=limit)
+        raise text_error(
+            web.HTTPServiceUnavailable,
+            f"Too many dashboard event streams: at most {limit} are open at once "
+            "(api.max_event_streams); retry shortly.",
+            headers={"Retry-After": "5"},
+        )
+    subscriber = hub.subscribe()  # counted before the first await: the limit holds
     try:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
         while True:
             data = await hub.next(subscriber)

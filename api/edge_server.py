@@ -12,12 +12,21 @@ on a socket this module opens; the application's runner stays aiohttp's ``AppRun
   the error's class, never a byte of the request.
 - **Header timeout** (``api.header_timeout``): a new connection must deliver its first
   request's headers in time, or it is closed (slow-loris clients).
+- **Body timeout** (``api.body_timeout``): once a request's headers are in, its whole body
+  must arrive in time, or it is answered 408 and the connection closed (slow bodies: a
+  connection busy with a request is never evicted, so without this it would be held forever).
 - **Idle timeout** (``api.idle_timeout``): aiohttp's keep-alive timeout, also between
   requests while the next one trickles in.
 - **Connection cap** (``api.max_connections``, lowered to fit the open-file limit): over it,
   the connection idle the longest (waiting for a request) is closed to make room; when every
   connection is busy with a request, the new one is answered 503 and closed. An idle flood
-  cannot lock out a client that sends its request at once (``/status/``, a probe).
+  cannot lock out a client that sends its request at once (``/status/``, a probe). A
+  connection is busy from a request's headers until its answer is written out, so one still
+  sending a large page to a slow reader is not taken for idle. No connection is held busy for
+  long: a body within ``api.body_timeout``, the only endless answers (dashboard event streams)
+  capped by ``api.max_event_streams``. No slot is reserved for probes: which path a connection
+  asks for is known only from its headers, so a reserve would mean admitting connections past
+  the cap, whose file descriptors it budgets.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from scale_scheduler.api.errors import Handler
+from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.daemon.burst_log import BurstLog
 from scale_scheduler.daemon.config import Config
 
@@ -202,8 +212,21 @@ class GuardedRequestHandler(web.RequestHandler):
         self._cancel_header_timer()
         self._edge_gate.busy(self)
 
-    def request_finished(self) -> None:
-        self._edge_gate.idle(self)
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """aiohttp's (it writes the answer out); idle only once that is done.
+
+        An answer that closes the connection while the request's body is still arriving (the
+        408 of ``body_deadline_middleware``) closes it at once: aiohttp would first read and
+        drop the rest for up to 10 s (its lingering time), which a slow client welcomes."""
+        try:
+            result = await super().finish_response(request, resp, start_time)
+        finally:
+            self._edge_gate.idle(self)
+        if not resp.keep_alive and not request.content.is_eof():
+            self.force_close()
+        return result
 
     def close_idle(self, reason: str) -> None:
         self._edge_header_timer = None
@@ -241,15 +264,35 @@ class GuardedRequestHandler(web.RequestHandler):
 async def connection_activity_middleware(
     request: web.Request, handler: Handler
 ) -> web.StreamResponse:
-    """Tells the connection when a request starts and ends (a no-op under other servers)."""
+    """Tells the connection that a request started (a no-op under other servers); it ends
+    when its answer is written (``GuardedRequestHandler.finish_response``)."""
     protocol = request.protocol
-    if not isinstance(protocol, GuardedRequestHandler):
-        return await handler(request)
-    protocol.request_started()
-    try:
-        return await handler(request)
-    finally:
-        protocol.request_finished()
+    if isinstance(protocol, GuardedRequestHandler):
+        protocol.request_started()
+    return await handler(request)
+
+
+@web.middleware
+async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The whole body within ``api.body_timeout``, or 408 and the connection closed.
+
+    The body is read here, once (``request.read()`` keeps it for the view), and only after the
+    request passed the checks before this middleware: a refused request's body is not read."""
+    if request.body_exists:
+        timeout = request.app[CONFIG].api.body_timeout
+        try:
+            await asyncio.wait_for(request.read(), timeout)
+        except TimeoutError:  # the access log's line (status 408) is the only one: floodable
+            response = web.Response(
+                status=408,
+                text=(
+                    f"The request body did not arrive within {timeout:g} s (api.body_timeout).\n"
+                ),
+                content_type="text/plain",
+            )
+            response.force_close()
+            return response
+    return await handler(request)
 
 
 class ApiListener:

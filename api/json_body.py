@@ -1,35 +1,48 @@
 """Where a request body's bytes become values: every body the API takes is decoded here.
 
-Two ways in, and one set of failures:
+Three ways in, and one set of failures:
 
 - ``decode_typed(decoder, body)``: a msgspec decoder of the body's own type (``POST /queue/``'s
   tasks), the fast path;
-- ``decode_shallow(body)``: any JSON, decoded one level deep: the top-level value and, for a
-  top-level object or array, its members. Members that are arrays or objects keep their own
-  members as ``msgspec.Raw`` (undecoded bytes). The PATCH bodies are read this way, and a task
-  that failed the typed path is looked at this way to say what is wrong with it.
+- ``decode_shallow(body)``: any JSON, decoded one level deep: a scalar, or a top-level object's
+  members. An array, at the top or as a member, and an object member stay ``msgspec.Raw``
+  (undecoded bytes, checked to be JSON): ``json_kind`` names them. The PATCH bodies are read
+  this way, and a task that failed the typed path is looked at this way to say what is wrong.
+- ``BoundedArray(n).split(body)``: a JSON array split into at most ``n`` undecoded elements
+  (a batch of tasks), refused at its element ``n + 1``: msgspec stops there, so a 16 MB array
+  of 8 million zeros costs no more than one of ``n`` elements.
 
-No client value nested deeper than that ever becomes a Python object, so no code of ours walks
-client data recursively. What msgspec does at depth is skip (a raw value) or refuse (a typed
-one); its skip is recursive in C and refuses nesting past the interpreter's recursion limit
-(about 1,000 levels) with ``RecursionError``, which is turned into a 400 here like every other
-failure: an empty body, bytes that are not JSON, a number beyond a 64-bit float.
+No array's elements and no value nested deeper than one level ever become Python objects: no
+code of ours walks client data recursively, and a huge array costs a parse, not memory. (A
+top-level object's members do become one each.) What msgspec does at depth is skip (a raw
+value) or refuse (a typed one); its skip is recursive in C and refuses nesting past the
+interpreter's recursion limit (about 1,000 levels) with ``RecursionError``, which is turned
+into a 400 here like every other failure: an empty body, bytes that are not JSON, a number
+beyond a 64-bit float.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import re
+from typing import Any, TypeVar, cast
 
 import msgspec
 
 T = TypeVar("T")
 
 JsonScalar = str | int | float | bool | None
-_Member = JsonScalar | list[msgspec.Raw] | dict[str, msgspec.Raw]
-Shallow = JsonScalar | list[msgspec.Raw] | dict[str, _Member]
+Member = JsonScalar | msgspec.Raw
+"""An object's member: a scalar, or an array or object kept undecoded."""
+Shallow = JsonScalar | msgspec.Raw | dict[str, Member]
 """A JSON value decoded one level deep (see the module's docstring)."""
 
-_shallow_decoder: msgspec.json.Decoder[Shallow] = msgspec.json.Decoder(Shallow)
+_raw_decoder = msgspec.json.Decoder(msgspec.Raw)
+_object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_scalar_object_decoder: msgspec.json.Decoder[dict[str, JsonScalar]] = msgspec.json.Decoder(
+    dict[str, JsonScalar]
+)
+_scalar_decoder: msgspec.json.Decoder[JsonScalar] = msgspec.json.Decoder(JsonScalar)
+_first_byte = re.compile(rb"[ \t\r\n]*(.)", re.DOTALL)
 
 EMPTY = "The request body is empty; send a JSON object."
 TOO_DEEP = "The request body nests arrays or objects too deeply."
@@ -58,15 +71,44 @@ def decode_typed(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise BodyError(TOO_DEEP) from None
 
 
-def decode_shallow(body: bytes) -> Shallow:
+def decode_shallow(body: bytes | msgspec.Raw) -> Shallow:
     """Any JSON value, one level deep; ``BodyError`` if the bytes are no JSON value."""
+    opening = _opening(body)
+    if opening == b"{":
+        return _members(body)
+    if opening == b"[":
+        return decode_typed(_raw_decoder, body)  # checked to be JSON, its elements not built
+    return _scalar(body)
+
+
+def _opening(value: bytes | msgspec.Raw) -> bytes:
+    """The first byte of a JSON text past its whitespace (``b""`` if none)."""
+    found = _first_byte.match(memoryview(value))
+    return found.group(1) if found else b""
+
+
+def _members(body: bytes | msgspec.Raw) -> dict[str, Member]:
+    """An object's members: all scalars in one pass in C (the usual case); otherwise each
+    member's bytes, arrays and objects kept as they are (checked, skipped, not built)."""
     try:
-        return decode_typed(_shallow_decoder, body)
-    except msgspec.ValidationError:  # the type takes every JSON value: only a number is left
+        return cast(dict[str, Member], decode_typed(_scalar_object_decoder, body))
+    except msgspec.ValidationError:  # an array or object member, or a number out of range
+        pass
+    members = decode_typed(_object_decoder, body)
+    return {
+        key: value if bytes(memoryview(value)[:1]) in (b"[", b"{") else _scalar(value)
+        for key, value in members.items()  # a member's bytes start at its value
+    }
+
+
+def _scalar(value: bytes | msgspec.Raw) -> JsonScalar:
+    try:
+        return decode_typed(_scalar_decoder, value)
+    except msgspec.ValidationError:  # the type takes every scalar: only a number is left
         raise NumberOutOfRange(OUT_OF_RANGE) from None
 
 
-def decode_object(body: bytes) -> dict[str, _Member]:
+def decode_object(body: bytes) -> dict[str, Member]:
     """A body that must be a JSON object (the PATCH bodies), its members one level deep."""
     if not body.strip():
         raise BodyError(EMPTY)
@@ -94,9 +136,45 @@ def json_kind(value: Any) -> str:
         return f"the number {brief(str(value))}"
     if isinstance(value, str):
         return f"the string {brief(value)!r}"
-    if isinstance(value, list):
+    if isinstance(value, list) or (isinstance(value, msgspec.Raw) and _opening(value) == b"["):
         return "an array"
     return "an object"
+
+
+class TooManyItems(BodyError):
+    """An array of more elements than allowed (how many more is not counted)."""
+
+
+class BoundedArray:
+    """Splits a JSON array into at most ``limit`` undecoded elements (``msgspec.Raw``).
+
+    The array is decoded as a struct of ``limit`` optional positions (``array_like``, unknown
+    trailing elements forbidden): msgspec refuses it at element ``limit + 1`` without reading
+    further, where a ``list`` would be built whole before its length could be checked."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        positions = msgspec.defstruct(
+            f"ArrayOfAtMost{limit}",
+            [(f"item{index}", msgspec.Raw, msgspec.UNSET) for index in range(limit)],
+            array_like=True,
+            forbid_unknown_fields=True,
+            gc=False,
+        )
+        self._decoder = msgspec.json.Decoder(positions)
+
+    def split(self, body: bytes) -> list[msgspec.Raw]:
+        """The elements; ``TooManyItems`` past the limit, ``BodyError`` if not a JSON array."""
+        try:
+            items = msgspec.structs.astuple(decode_typed(self._decoder, body))
+        except msgspec.ValidationError as exc:
+            if _opening(body) == b"[":
+                raise TooManyItems(str(exc)) from None
+            raise BodyError(
+                f"Expected a JSON array, not {json_kind(decode_shallow(body))}."
+            ) from None
+        count = items.index(msgspec.UNSET) if msgspec.UNSET in items else len(items)
+        return list(items[:count])
 
 
 def brief(text: str) -> str:

@@ -287,6 +287,10 @@ def _responses() -> dict[str, Schema]:
         "NotFound": _text("No such object (or the path matches no route)."),
         "Conflict": _text("The object is in a state that does not allow the request."),
         "PayloadTooLarge": _text("The request body is larger than api.max_body_bytes."),
+        "RequestTimeout": _text(
+            "The request body did not arrive within api.body_timeout of its headers; the "
+            "connection is closed."
+        ),
         "Unauthorized": _text(
             "The API token is missing or wrong (only when api.token_file is set).",
             {"WWW-Authenticate": _header("'Bearer realm=...' (with error=invalid_token)")},
@@ -551,7 +555,11 @@ def _operations() -> dict[str, dict[str, Any]]:
                     "200": {
                         "description": "An endless event stream.",
                         "content": {"text/event-stream": {"schema": _snapshot_event()}},
-                    }
+                    },
+                    "503": _text(
+                        "api.max_event_streams streams are open already; retry later.",
+                        {"Retry-After": _header("Seconds to wait before retrying.")},
+                    ),
                 },
             }
         },
@@ -651,6 +659,7 @@ def build_document(api: ApiConfig) -> dict[str, Any]:
                 operation["responses"]["415"] = _use("UnsupportedMediaType")
             if "requestBody" in operation:
                 operation["responses"]["413"] = _use("PayloadTooLarge")
+                operation["responses"]["408"] = _use("RequestTimeout")
             if requires_token(api, method.upper(), path):
                 operation["security"] = [{"bearerAuth": []}]
                 operation["responses"]["401"] = _use("Unauthorized")
@@ -672,7 +681,8 @@ def build_document(api: ApiConfig) -> dict[str, Any]:
                 "The REST API of the scale-scheduler daemon. Errors are text/plain. A path "
                 "without its trailing slash answers 308 to the path with it; a method a path "
                 "does not list answers 405 with Allow; a body larger than api.max_body_bytes "
-                "answers 413. With api.token_file set, writes (and reads too with "
+                "answers 413, and one that does not arrive within api.body_timeout 408. "
+                "With api.token_file set, writes (and reads too with "
                 "api.read_auth) need 'Authorization: Bearer <token>'. Every request must name "
                 "the daemon in Host (421 otherwise); a change with a body must be "
                 "application/json (415) and may not come from another origin (403). Over "

@@ -25,7 +25,9 @@ from scale_scheduler.api import limits
 from scale_scheduler.api.errors import bad_request
 from scale_scheduler.api.json_body import (
     BodyError,
+    BoundedArray,
     NumberOutOfRange,
+    TooManyItems,
     brief,
     decode_shallow,
     decode_typed,
@@ -101,7 +103,7 @@ FIELDS = tuple(f.name for f in msgspec.structs.fields(TaskIn))
 CONTAINER_FIELDS = tuple(f.name for f in msgspec.structs.fields(ContainerIn))
 _INT_FIELDS = ("gpus", "ports", "priority", "max_attempts")
 _task_decoder = msgspec.json.Decoder(TaskIn)
-_batch_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_batch = BoundedArray(MAX_BATCH)
 
 EMPTY = "The request body is empty; send a task or a list of tasks."
 NOT_A_TASK = "The request body must be a task (JSON object) or a list of tasks."
@@ -115,13 +117,13 @@ async def decode_tasks(body: bytes) -> tuple[list[NewTask], bool]:
     try:
         if not start.startswith(b"["):
             return [to_new_task(_task(body, None))], False
-        raws = decode_typed(_batch_decoder, body)
+        raws = _batch.split(body)
+    except TooManyItems:
+        raise bad_request(f"A batch holds at most {MAX_BATCH} tasks; this one has more.") from None
     except BodyError as exc:
         raise bad_request(str(exc)) from None
     if not raws:
         raise bad_request("The batch is empty; send at least one task.")
-    if len(raws) > MAX_BATCH:
-        raise bad_request(f"A batch holds at most {MAX_BATCH} tasks; this one has {len(raws)}.")
     tasks: list[NewTask] = []
     for first in range(0, len(raws), CHUNK):
         if first:
@@ -251,6 +253,8 @@ def _explain(error: msgspec.ValidationError, fields: dict[str, Any], index: int 
     field = failure.field
     if failure.unknown_field is not None:
         found = fields.get(field) if field else fields
+        if isinstance(found, msgspec.Raw):  # the container, kept undecoded by the first look
+            found = decode_shallow(found)
         keys = list(found) if isinstance(found, dict) and found else [failure.unknown_field]
         allowed = CONTAINER_FIELDS if field == "container" else FIELDS
         unexpected = [key for key in keys if key not in allowed]

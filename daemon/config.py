@@ -196,6 +196,14 @@ class ApiConfig(_Section, frozen=True):
         float,
         _doc("Seconds a new connection has to send its first request's headers.", gt=0),
     ] = 10.0
+    body_timeout: Annotated[
+        float,
+        _doc(
+            "Seconds a request's whole body has to arrive once its headers have; a slower "
+            "one is answered 408 and the connection closed.",
+            gt=0,
+        ),
+    ] = 30.0
     idle_timeout: Annotated[
         float, _doc("Seconds a kept-alive connection may wait for its next request.", gt=0)
     ] = 75.0
@@ -207,6 +215,14 @@ class ApiConfig(_Section, frozen=True):
             ge=1,
         ),
     ] = 512
+    max_event_streams: Annotated[
+        int,
+        _doc(
+            "Most dashboard event streams (GET /dashboard/events/) open at once; over it, "
+            "503. Each holds a connection: kept well below max_connections.",
+            ge=1,
+        ),
+    ] = 32
 
 
 class StateConfig(_Section, frozen=True):

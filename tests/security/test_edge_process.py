@@ -14,6 +14,7 @@ flood of connections can do through raw HTTP.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -344,3 +345,143 @@ async def test_the_cap_is_lowered_to_fit_the_open_file_limit(tmp_path: Path) -> 
     assert lowered[0]["configured"] == 512
     assert lowered[0]["used"] == 200 - FD_RESERVE - ACCEPT_BURST - 16
     assert not [e for e in events if e["event"] == "api_accept_failed"]  # no EMFILE reached
+
+
+# --- review of issue 14, N1: huge arrays ----------------------------------------------------------
+
+
+def peak_rss(daemon: DaemonProcess) -> int:
+    """The daemon's peak resident memory so far, in bytes (Linux's ``VmHWM``)."""
+    assert daemon.proc is not None
+    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
+    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kilobytes) * 1024
+
+
+async def test_huge_arrays_are_refused_and_the_daemon_stays_small(tmp_path: Path) -> None:
+    zeros = b"0," * 8_388_000 + b"0"  # 16 MB: 8 million elements
+    hostile = [
+        ("POST", "/queue/", b"[" + zeros + b"]", "A batch holds at most 10000 tasks"),
+        ("PATCH", "/scheduler/", b'{"is_paused":[' + zeros + b"]}", "not an array"),
+        ("POST", "/queue/", b'{"name":[' + zeros + b"]}", "Field 'name' is invalid"),
+    ]
+    async with daemon_process(tmp_path) as daemon, aiohttp.ClientSession() as session:
+        peak_before = peak_rss(daemon)
+        for method, path, body, message in hostile:
+            async with session.request(
+                method,
+                daemon.url + path,
+                data=io.BytesIO(body),
+                headers={"Content-Type": "application/json"},
+            ) as response:
+                assert response.status == 400
+                assert message in await response.text()
+        # One array's elements as Python objects are about 0.5 GB (before the fix); a body
+        # itself is 16 MB, held a few times over by aiohttp and msgspec.
+        assert peak_rss(daemon) - peak_before < 150 * 2**20
+
+
+# --- review of issue 14, N2: connections that stay busy -------------------------------------------
+
+
+async def test_slow_bodies_are_answered_408_and_closed(tmp_path: Path) -> None:
+    cap = 8
+    async with daemon_process(tmp_path, max_connections=cap, body_timeout=0.5) as daemon:
+        port = port_of(daemon)
+        head = request(port, "POST /queue/ HTTP/1.1", Content_Type="application/json")
+        slow = head[:-2] + b"Content-Length: 100000\r\n\r\n{"  # then nothing more
+        connections = []
+        for _ in range(cap):  # every connection busy with a body that never arrives
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(slow)
+            connections.append((reader, writer))
+        for reader, writer in connections:
+            answer = await asyncio.wait_for(reader.read(), 5)  # until the daemon closes
+            assert answer.startswith(b"HTTP/1.1 408")
+            assert b"api.body_timeout" in answer
+            assert b"text/plain" in answer
+            writer.close()
+        assert await status_of(daemon.url + "/status/") == 200
+        assert (await queued_and_paused(daemon))[0] == 0
+
+
+async def test_event_streams_are_capped_below_the_connection_cap(tmp_path: Path) -> None:
+    cap, streams_cap = 12, 4
+    async with daemon_process(
+        tmp_path,
+        token_file=str(token_file(tmp_path)),
+        max_connections=cap,
+        max_event_streams=streams_cap,
+    ) as daemon:
+        port = port_of(daemon)
+        held, refused = [], 0
+        for _ in range(cap):  # no token: streams are reads, open while read_auth is false
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request(port, "GET /dashboard/events/ HTTP/1.1"))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            if head.startswith(b"HTTP/1.1 200"):
+                held.append(writer)
+            else:
+                assert head.startswith(b"HTTP/1.1 503")
+                assert b"Retry-After: 5" in head
+                refused += 1
+                writer.close()
+        assert (len(held), refused) == (streams_cap, cap - streams_cap)
+        assert await status_of(daemon.url + "/healthz") == 200
+        async with (
+            aiohttp.ClientSession() as session,
+            session.patch(
+                daemon.url + "/scheduler/", json={"is_paused": True}, headers=AUTH
+            ) as response,
+        ):
+            assert response.status == 201
+        for writer in held:
+            writer.close()
+
+
+def small_window_socket(port: int) -> Any:
+    """A connected socket whose receive buffer is tiny: the daemon's answer stalls in its own
+    send buffer until we read."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+async def test_a_connection_writing_its_answer_is_not_evicted(tmp_path: Path) -> None:
+    cap, count = 4, 400
+    task = {"name": "t", "command": "x" * 24_000, "cpus": 0.1, "mem": 8}
+    async with daemon_process(tmp_path, max_connections=cap) as daemon:
+        port = port_of(daemon)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                daemon.url + "/queue/",
+                data=io.BytesIO(json.dumps([task] * count).encode()),
+                headers={"Content-Type": "application/json"},
+            ) as response,
+        ):
+            assert response.status == 201
+        reader, writer = await asyncio.open_connection(sock=small_window_socket(port))
+        writer.write(request(port, f"GET /queue/?page_size={count} HTTP/1.1"))
+        # The head is out: the view has returned and aiohttp is writing the ~10 MB body, which
+        # waits for us (the daemon's send buffer holds a few MB at most). Taken for idle, the
+        # connection would be evicted for the newcomers (and its descriptor held until the
+        # answer is out, past the cap).
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        newcomers = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2 * cap)]
+        # Answered after the daemon accepted (and made room for) every newcomer before it.
+        assert await status_of(daemon.url + "/status/") == 200
+        body = await asyncio.wait_for(reader.readexactly(length), 30)
+        assert json.loads(body)["count"] == count
+        # Still open: an evicted connection would have been closed once its answer was out.
+        writer.write(request(port, "GET /status/ HTTP/1.1"))
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        for _reader, newcomer in newcomers:
+            newcomer.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from securitykit import AUTH, running_daemon, token_file
 from scale_scheduler.api import limits
 from scale_scheduler.api.app import build_app
 from scale_scheduler.api.auth import requires_token
+from scale_scheduler.api.dashboard import DASHBOARD
 from scale_scheduler.api.keys import CONFIG, CORE
 from scale_scheduler.api.limits import MAX_CPUS
 from scale_scheduler.api.openapi import ANSWERS, BODIES, build_document
@@ -166,7 +167,7 @@ class Prober:
         *,
         auth: bool = True,
         body: Any = None,
-        raw: bytes | None = None,
+        raw: bytes | AsyncIterator[bytes] | None = None,
         query: str = "",
         headers: dict[str, str] | list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
@@ -212,7 +213,23 @@ async def _submit(prober: Prober, task: dict[str, Any]) -> int:
     return int(response.headers["Location"].rstrip("/").rsplit("/", 1)[1])
 
 
+async def _stalled_body() -> AsyncIterator[bytes]:
+    """A body that starts and never ends (``api.body_timeout`` answers it)."""
+    yield b'{"is_paused": '
+    await asyncio.Event().wait()
+
+
+async def _provoke_the_stream_limit(prober: Prober, daemon: Any) -> None:
+    """503 over ``api.max_event_streams`` (1 here): one stream held, a second refused."""
+    hub = daemon.app[DASHBOARD]
+    async with prober.session.get(prober.url + "/dashboard/events/", headers=AUTH) as held:
+        assert held.status == 200
+        await prober.expect(503, "GET", "/dashboard/events/")
+    await daemon.sim.wait_until(lambda: hub.watchers == 0, timeout=10)  # its next write fails
+
+
 async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> None:
+    await _provoke_the_stream_limit(prober, daemon)
     core = daemon.app[CORE]
     task = {"name": "t", "command": "true", "cpus": 0.1, "mem": 8}
     running = await _submit(prober, {**task, "labels": {"sim.duration": "600"}})
@@ -267,6 +284,7 @@ async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> No
         body = {"is_paused": False} if method == "PATCH" else None
         if "requestBody" in operation:
             await prober.expect(413, method, template, raw=BIG, **params)
+            await prober.expect(408, method, template, raw=_stalled_body(), **params)
         if "401" in operation["responses"]:
             await prober.expect(401, method, template, auth=False, body=body, **params)
         await prober.expect(
@@ -302,7 +320,12 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
 ) -> None:
     pytest.importorskip("jsonschema_rs")
     sections: dict[str, Any] = {
-        "api": {"token_file": str(token_file(tmp_path)), "max_body_bytes": 1024}
+        "api": {
+            "token_file": str(token_file(tmp_path)),
+            "max_body_bytes": 1024,
+            "body_timeout": 1.0,
+            "max_event_streams": 1,
+        }
     }
     async with (
         running_daemon(tmp_path, agents=2, **sections) as daemon,
