@@ -12,9 +12,11 @@ The names are resolved once at start-up, in a worker thread (the FQDN may need D
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -97,6 +99,13 @@ def local_address(request: web.Request) -> tuple[str, int] | None:
     sockname = transport.get_extra_info("sockname") if transport is not None else None
     if not isinstance(sockname, tuple) or len(sockname) < 2:
         return None
+    return _normalized(sockname)
+
+
+@functools.lru_cache(maxsize=64)
+def _normalized(sockname: tuple[Any, ...]) -> tuple[str, int] | None:
+    """A socket's own address as ``parse_authority`` writes hosts (cached: the daemon listens on
+    a few addresses, and parsing one is most of the Host check's cost per request)."""
     try:
         address = ipaddress.ip_address(sockname[0])
     except ValueError:

@@ -24,6 +24,7 @@ files, and browsers from sniffing a JSON or text answer into HTML.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from aiohttp import hdrs, web
 
@@ -77,6 +78,12 @@ def _cross_origin(message: str) -> web.HTTPException:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_host(value: str) -> tuple[str, int | None] | None:
+    """``parse_authority`` of a ``Host`` value; cached, as clients send the same few."""
+    return parse_authority(value)
+
+
 def check_host(request: web.Request, names: OwnNames) -> None:
     """421 unless the request's one ``Host`` header names this daemon."""
     values = request.headers.getall(hdrs.HOST, [])
@@ -84,7 +91,7 @@ def check_host(request: web.Request, names: OwnNames) -> None:
         raise _misdirected(
             f"Send exactly one Host header naming this daemon (this request has {len(values)})."
         )
-    parsed = parse_authority(values[0])
+    parsed = _parsed_host(values[0])
     local = local_address(request)
     if (
         parsed is None
