@@ -149,11 +149,27 @@ def render(results: dict[str, Any]) -> str:
     lines += _b1(results.get("B1"))
     lines += _b2(results.get("B2"))
     lines += _b3(results.get("B3"))
-    lines += _b4(results.get("B4"))
+    lines += _own_run(results.get("B4"), _b4(results.get("B4")))
     if "B6" in results:
-        lines += b6_section(results["B6"], results)
+        lines += b6_section(results["B6"], results["B6"].get("run", results))
     lines += explain(results)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _own_run(data: Any, lines: list[str]) -> list[str]:
+    """A section measured by another run than the report's header names (a report assembled
+    from several runs, each scenario's figures kept with the run that measured them) says so
+    under its heading."""
+    run = data.get("run") if isinstance(data, dict) else None
+    if not run or not lines:
+        return lines
+    env = run["environment"]
+    note = (
+        f"Measured by `{run['command'].strip()}` on {run['started']}, commit {env['commit']}"
+        f"{' with local changes' if env['dirty'] else ''}; load average before "
+        f"{env['load_before']}, after {run.get('load_after', 'n/a')}."
+    )
+    return [*lines[:2], note, "", *lines[2:]]
 
 
 def _calibration(results: dict[str, Any]) -> list[str]:
