@@ -146,9 +146,9 @@ def render(results: dict[str, Any]) -> str:
         )
     lines.append("")
     lines += _calibration(results)
-    lines += _b1(results.get("B1"))
-    lines += _b2(results.get("B2"))
-    lines += _b3(results.get("B3"))
+    lines += _own_run(results.get("B1"), _b1(results.get("B1")))
+    lines += _own_run(results.get("B2"), _b2(results.get("B2")))
+    lines += _own_run(results.get("B3"), _b3(results.get("B3")))
     lines += _own_run(results.get("B4"), _b4(results.get("B4")))
     if "B6" in results:
         lines += b6_section(results["B6"], results["B6"].get("run", results))

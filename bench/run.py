@@ -100,15 +100,26 @@ def main(argv: list[str] | None = None) -> int:
     if output.parent == ROOT / "bench":
         raw = settings.out / f"results-{mode}.json"
     raw.write_text(json.dumps(results, indent=1, default=str))
-    report = render(results)
     if args.only and output.exists():
-        report = splice(output.read_text(), report, settings.only)
+        # The spliced sections keep the header of the run that wrote the report: each one
+        # names the run that measured it under its heading instead.
+        for name in settings.only:
+            results[name]["run"] = run_of(results)
+        report = splice(output.read_text(), render(results), settings.only)
     else:
+        report = render(results)
         kept = history_section(output.read_text()) if output.exists() else ""
         report += f"\n{kept}" if kept else ""
     output.write_text(report)
     print(f"bench: wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     return 0
+
+
+def run_of(results: dict[str, Any]) -> dict[str, Any]:
+    """What a report says of the run that measured a section."""
+    return {key: results[key] for key in ("command", "mode", "started", "environment")} | {
+        "load_after": [round(x, 2) for x in os.getloadavg()]
+    }
 
 
 def rerender(raw: Path, output: Path | None) -> int:
