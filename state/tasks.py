@@ -525,32 +525,42 @@ _LIVE_VALUES = tuple(sorted(state.value for state in LIVE))
 _COUNT_LIVE_SQL = f"SELECT COUNT(*) FROM tasks WHERE state IN ({','.join('?' * len(_LIVE_VALUES))})"
 
 
-async def count_tasks(store: Store, state: TaskState | None) -> int:
-    """How many tasks (of one state): history from ``task_counts``, live work through the
+def _count_sql(state: TaskState | None) -> tuple[str, tuple[Any, ...]]:
+    """One statement (so one snapshot: a task ending between two reads is counted once) that
+    counts the tasks (of one state): history from ``task_counts``, live work through the
     (state, id) index, whose live ranges are as small as the live work. Never a scan of
     history."""
     if state is not None and state.terminal:
-        row = await store.fetchone("SELECT n FROM task_counts WHERE state = ?", (state.value,))
-        return int(row[0]) if row else 0
+        return "SELECT COALESCE((SELECT n FROM task_counts WHERE state = ?), 0)", (state.value,)
     if state is not None:
-        row = await store.fetchone("SELECT COUNT(*) FROM tasks WHERE state = ?", (state.value,))
-        return int(row[0]) if row else 0
-    ended = await store.fetchone("SELECT COALESCE(SUM(n), 0) FROM task_counts")
-    live = await store.fetchone(_COUNT_LIVE_SQL, _LIVE_VALUES)
-    return (int(ended[0]) if ended else 0) + (int(live[0]) if live else 0)
+        return "SELECT COUNT(*) FROM tasks WHERE state = ?", (state.value,)
+    return (
+        f"SELECT (SELECT COALESCE(SUM(n), 0) FROM task_counts) + ({_COUNT_LIVE_SQL})",
+        _LIVE_VALUES,
+    )
+
+
+async def count_tasks(store: Store, state: TaskState | None) -> int:
+    """How many tasks there are (of one state), read in one snapshot."""
+    sql, params = _count_sql(state)
+    row = await store.fetchone(sql, params)
+    return int(row[0]) if row else 0
 
 
 async def fetch_task_rows(
     store: Store, state: TaskState | None, offset: int, limit: int, after: int | None = None
 ) -> tuple[int, list[tuple[Any, ...]]]:
-    """One page of tasks in id order (optionally of one state) and the total count.
+    """One page of tasks in id order (optionally of one state) and the total count, both read
+    in one statement, so one snapshot: a count and a page that disagree would come from tasks
+    ending or arriving between two reads.
 
     ``after`` pages by key (the tasks with an id above it), which stays as fast deep into
     millions of rows as on the first page; ``offset`` steps over every row before the page
     (counted from ``after`` when both are given).
     """
+    count_sql, count_params = _count_sql(state)
     where: list[str] = []
-    params: list[Any] = []
+    params: list[Any] = list(count_params)
     if state is not None:
         where.append("state = ?")
         params.append(state.value)
@@ -558,13 +568,16 @@ async def fetch_task_rows(
         where.append("id > ?")
         params.append(after)
     clause = f"WHERE {' AND '.join(where)} " if where else ""
-    sql = f"SELECT {VIEW_COLUMNS} FROM tasks {clause}ORDER BY id LIMIT ?"
+    # The count rides along as the last column (an uncorrelated subquery: evaluated once).
+    sql = f"SELECT {VIEW_COLUMNS}, ({count_sql}) FROM tasks {clause}ORDER BY id LIMIT ?"
     params.append(limit)
     if offset:
         sql += " OFFSET ?"
         params.append(offset)
     rows = await store.fetchall(sql, params)
-    return await count_tasks(store, state), rows
+    if not rows:  # past the last page: the count alone
+        return await count_tasks(store, state), rows
+    return int(rows[0][-1]), [row[:-1] for row in rows]
 
 
 async def fetch_rows_by_ids(store: Store, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:

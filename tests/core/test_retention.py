@@ -14,7 +14,7 @@ from scale_scheduler.daemon.pruner import Pruner
 from scale_scheduler.state.migrations import MIGRATIONS
 from scale_scheduler.state.retention import DAY, RetentionMark, RetentionPolicy, load_mark
 from scale_scheduler.state.store import Store
-from scale_scheduler.state.tasks import TaskState, count_tasks
+from scale_scheduler.state.tasks import TaskState, count_tasks, fetch_task_rows
 
 
 async def run_to(h: CoreHarness, state: str, count: int, **kw: object) -> list[int]:
@@ -213,3 +213,44 @@ async def test_upgrade_counts_the_history_already_there(tmp_path: Path) -> None:
         assert await load_mark(store) == RetentionMark(0, 0)
     finally:
         await store.close()
+
+
+class EndingBetweenReads:
+    """The store, but a running task ends (a status burst commits) after every read."""
+
+    def __init__(self, harness: CoreHarness, running: list[int]) -> None:
+        self.harness = harness
+        self.running = list(running)
+        self.reads = 0
+
+    async def _then_end_one(self) -> None:
+        self.reads += 1
+        if self.running:
+            await self.harness.updates(status(f"{self.running.pop()}-1", "TASK_FINISHED"))
+
+    async def fetchall(self, sql: str, params: object = ()) -> list[tuple[object, ...]]:
+        rows = await self.harness.store.fetchall(sql, params)  # type: ignore[arg-type]
+        await self._then_end_one()
+        return rows
+
+    async def fetchone(self, sql: str, params: object = ()) -> tuple[object, ...] | None:
+        row = await self.harness.store.fetchone(sql, params)  # type: ignore[arg-type]
+        await self._then_end_one()
+        return row
+
+
+async def test_a_page_and_its_count_agree_while_tasks_end(harness: CoreHarness) -> None:
+    """The count of every task is history plus live work: read apart, a task ending in between
+    is counted in neither (or both). The page and its count come from one snapshot."""
+    await harness.start()
+    await run_to(harness, "TASK_FINISHED", 3)
+    running = await harness.submit(6)
+    await harness.offer_pass(make_offer("o-run", "a1", cpus=24, mem=24576))
+    await harness.updates(*(status(f"{i}-1", "TASK_RUNNING") for i in running))
+    store = EndingBetweenReads(harness, running)
+    count, rows = await fetch_task_rows(store, None, 0, 100)  # type: ignore[arg-type]
+    assert store.reads >= 1
+    assert len(store.running) < len(running)  # tasks did end meanwhile
+    assert count == len(rows) == 9
+    finished_count, finished = await fetch_task_rows(store, TaskState.FINISHED, 0, 100)  # type: ignore[arg-type]
+    assert finished_count == len(finished)
