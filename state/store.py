@@ -215,6 +215,7 @@ class Store:
             # Not held while waiting for the next write: a group's rows and apply closures
             # can reference thousands of tasks.
             del first, group
+            item = None  # the group's last write, if the loop above took one
             if held is not None:
                 await self._run_maintenance(held)
                 held = None
