@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench import procs
 from bench.calibration import Calibrator
 from bench.common import Settings, cpu_seconds, free_port
 from bench.offer_stream import AGENT_ATTRIBUTES, AGENT_CPUS, AGENT_DISK, AGENT_MEM
@@ -48,33 +49,15 @@ def _attributes() -> str:
 
 
 def start_simulator(settings: Settings, work: Path) -> Child:
-    return Child(
-        [
-            python_for(),
-            "-m",
-            "scale_scheduler.simulator",
-            "--port",
-            "0",
-            "--agents",
-            str(settings.b2_agents),
-            "--cpus",
-            str(AGENT_CPUS),
-            "--mem",
-            str(AGENT_MEM),
-            "--disk",
-            str(AGENT_DISK),
-            "--attributes",
-            _attributes(),
-            "--task-duration",
-            str(settings.b2_task_duration),
-            "--heartbeat-interval",
-            "5",
-            "--seed",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        work / "simulator.log",
+    return procs.start_simulator(
+        work,
+        seed=2,
+        agents=settings.b2_agents,
+        cpus=AGENT_CPUS,
+        mem=AGENT_MEM,
+        disk=AGENT_DISK,
+        attributes=_attributes(),
+        task_duration=settings.b2_task_duration,
     )
 
 

@@ -29,8 +29,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench import procs
 from bench.common import Settings, free_port, percentile
-from bench.procs import Child, Daemon, python_for, rss_mb, write_daemon_config
+from bench.procs import Child, Daemon, rss_mb, write_daemon_config
 
 AGENTS = 100
 AGENT_CPUS = 32
@@ -42,29 +43,13 @@ FEEDS = {"1x": (20_000, 10_000), "2x": (40_000, 10_000)}
 
 
 def start_simulator(work: Path) -> Child:
-    return Child(
-        [
-            python_for(),
-            "-m",
-            "scale_scheduler.simulator",
-            "--port",
-            "0",
-            "--agents",
-            str(AGENTS),
-            "--cpus",
-            str(AGENT_CPUS),
-            "--mem",
-            str(AGENT_CPUS * 4096),
-            "--task-duration",
-            str(TASK_DURATION),
-            "--heartbeat-interval",
-            "5",
-            "--seed",
-            "6",
-            "--log-level",
-            "warning",
-        ],
-        work / "simulator.log",
+    return procs.start_simulator(
+        work,
+        seed=6,
+        agents=AGENTS,
+        cpus=AGENT_CPUS,
+        mem=AGENT_CPUS * 4096,
+        task_duration=TASK_DURATION,
     )
 
 

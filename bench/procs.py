@@ -98,6 +98,25 @@ class Child:
             return ""
 
 
+def start_simulator(work: Path, *, seed: int, **options: object) -> Child:
+    """``scale-scheduler sim`` on a free port, quiet, with steady 5 s heartbeats; ``options``
+    are its flags (``task_duration=0.2`` is ``--task-duration 0.2``)."""
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
+    return Child(
+        [
+            python_for(),
+            "-m",
+            "scale_scheduler.simulator",
+            "--port=0",
+            *flags,
+            "--heartbeat-interval=5",
+            f"--seed={seed}",
+            "--log-level=warning",
+        ],
+        work / "simulator.log",
+    )
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """Resident and peak resident memory (VmRSS, VmHWM) of ``pid`` in MB (10**6 bytes)."""
     values: dict[str, float] = {}
