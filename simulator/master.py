@@ -277,7 +277,7 @@ class Master:
                     agent_id=agent.id,
                     source="SOURCE_MASTER",
                     timestamp=now,
-                    reason="REASON_AGENT_UNREACHABLE",
+                    reason="REASON_AGENT_REMOVED",
                     message=f"Agent {agent.hostname} is unreachable",
                 )
                 fw.subscription.send(protocol.update_event(status))

@@ -368,7 +368,7 @@ async def test_agent_removal_sends_unreachable_and_failure(
     assert sim.remove_agent(offer["agent_id"]["value"])
     status = await pa.update()
     assert status["state"] == "TASK_UNREACHABLE"
-    assert status["reason"] == "REASON_AGENT_UNREACHABLE"
+    assert status["reason"] == "REASON_AGENT_REMOVED"
     failure = await pa.next_event("FAILURE")
     assert failure["failure"]["agent_id"] == offer["agent_id"]
     assert (await plain.next_event("FAILURE"))["failure"]["agent_id"] == offer["agent_id"]
