@@ -270,15 +270,28 @@ class AgentPool:
         after(script.start_delay / 2, self._transition, task, task.gen, "STARTING")
         if script.outcome == "STARTING":
             return
+        limit = protocol.duration_seconds(task.info.get("max_completion_time"))
+        if limit is not None and limit >= 0:
+            # The executor starts the clock when it launches the task (at STARTING).
+            after(script.start_delay / 2 + limit, self._transition, task, task.gen, "TIME_LIMIT")
         after(script.start_delay, self._transition, task, task.gen, "RUNNING")
         if script.outcome == "RUNNING":
             return
         after(script.start_delay + script.duration, self._transition, task, task.gen, "END")
 
-    def kill(self, task: SimTask, killing_state: bool) -> None:
-        if task.terminal or task.killing or task.agent.removed:
+    def kill(self, task: SimTask, killing_state: bool, grace: float | None = None) -> None:
+        """SIGTERM, then SIGKILL. Without a grace period the task exits ``kill_delay`` after
+        SIGTERM. With one it is modelled as a task that ignores SIGTERM: it goes on with its
+        script and is KILLED when the script ends or, at the latest, when the grace period is
+        over (a second KILL with a shorter grace period brings that forward)."""
+        if task.terminal or task.agent.removed:
             return
-        task.gen += 1
+        if task.killing:
+            if grace is not None:
+                self.timers.after(grace, self._killed, task, task.gen)
+            return
+        if task.state == "TASK_STAGING" or grace is None:
+            task.gen += 1
         if task.state == "TASK_STAGING":
             self.emit(
                 task,
@@ -291,7 +304,8 @@ class AgentPool:
         task.killing = True
         if killing_state:
             self.emit(task, "TASK_KILLING")
-        self.timers.after(self.config.kill_delay, self._killed, task, task.gen)
+        delay = self.config.kill_delay if grace is None else grace
+        self.timers.after(delay, self._killed, task, task.gen)
 
     def forget(self, task: SimTask) -> None:
         """Drop a terminal task whose id is being reused, with its unacknowledged updates."""
@@ -363,6 +377,18 @@ class AgentPool:
 
     def _transition(self, task: SimTask, gen: int, step: str) -> None:
         if gen != task.gen or task.terminal or task.agent.removed:
+            return
+        if task.killing:
+            if step == "END":  # it exited within its grace period: killed, as Mesos says
+                self._killed(task, gen)
+            return
+        if step == "TIME_LIMIT":
+            self.emit(
+                task,
+                "TASK_FAILED",
+                reason="REASON_MAX_COMPLETION_TIME_REACHED",
+                message="Task exceeded its maximum completion time",
+            )
             return
         if step != "END":
             self.emit(task, "TASK_" + step)

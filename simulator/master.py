@@ -571,6 +571,15 @@ class Master:
             return f"Task uses invalid agent: {protocol.value_of(info, 'agent_id')}"
         if "executor" in info and "command" in info:
             return "Task should have at least one (but not both) of CommandInfo or ExecutorInfo"
+        kill_policy = info.get("kill_policy")
+        if isinstance(kill_policy, dict) and "grace_period" in kill_policy:
+            grace = protocol.duration_seconds(kill_policy["grace_period"])
+            if grace is None or grace < 0:
+                return "Task's 'kill_policy.grace_period' must be non-negative"
+        if "max_completion_time" in info:
+            limit = protocol.duration_seconds(info["max_completion_time"])
+            if limit is None or limit < 0:
+                return "Task's `max_completion_time` must be non-negative"
         return None
 
     def _master_update(
@@ -631,7 +640,10 @@ class Master:
                 item["agent_id"] = body["agent_id"]
             self._reconcile(fw, {"tasks": [item]})
             return
-        self.pool.kill(task, "TASK_KILLING_STATE" in fw.capabilities)
+        grace = protocol.grace_period(body.get("kill_policy"))
+        if grace is None:
+            grace = protocol.grace_period(task.info.get("kill_policy"))
+        self.pool.kill(task, "TASK_KILLING_STATE" in fw.capabilities, grace)
 
     def _acknowledge(self, fw: Framework, body: dict[str, Any]) -> None:
         task_id = protocol.value_of(body, "task_id")

@@ -42,6 +42,25 @@ def value_of(obj: Any, key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def duration_seconds(duration: Any) -> float | None:
+    """A ``DurationInfo`` (``{"nanoseconds": n}``, n an int64 as a number or a string) in
+    seconds; None when it is not one."""
+    nanos = duration.get("nanoseconds") if isinstance(duration, dict) else None
+    if isinstance(nanos, str) and nanos.lstrip("-").isdigit() and nanos.isascii():
+        nanos = int(nanos)
+    if isinstance(nanos, bool) or not isinstance(nanos, int):
+        return None
+    return nanos / 1e9
+
+
+def grace_period(kill_policy: Any) -> float | None:
+    """``KillPolicy.grace_period`` in seconds, when the policy sets a valid one."""
+    if not isinstance(kill_policy, dict):
+        return None
+    grace = duration_seconds(kill_policy.get("grace_period"))
+    return grace if grace is not None and grace >= 0 else None
+
+
 SCHEDULER_CALL_TYPES = frozenset(
     {
         "SUBSCRIBE",

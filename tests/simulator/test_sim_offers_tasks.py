@@ -399,3 +399,52 @@ async def test_added_agent_is_offered(sim: SimulatedCluster, client: SchedulerCl
         if mine:
             break
     assert _scalar(mine[0], "cpus") == 16
+
+
+async def _launch_raw(client: SchedulerClient, offer: dict[str, Any], info: dict[str, Any]) -> None:
+    body = {
+        "offer_ids": [offer["id"]],
+        "operations": [{"type": "LAUNCH", "launch": {"task_infos": [info]}}],
+        "filters": {"refuse_seconds": 0},
+    }
+    assert (await client.call("ACCEPT", body))[0] == 202
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("kill_policy", {"grace_period": {"nanoseconds": -1}}, "'kill_policy.grace_period'"),
+        ("kill_policy", {"grace_period": {"nanoseconds": "soon"}}, "'kill_policy.grace_period'"),
+        ("max_completion_time", {"nanoseconds": -5}, "`max_completion_time`"),
+    ],
+)
+async def test_negative_durations_are_task_errors(
+    client: SchedulerClient, field: str, value: dict[str, Any], message: str
+) -> None:
+    offer = _offers(await client.next_event("OFFERS"))[0]
+    info = task_info(offer, "bad-duration")
+    info[field] = value
+    await _launch_raw(client, offer, info)
+    status = await client.update()
+    assert status["state"] == "TASK_ERROR"
+    assert status["reason"] == "REASON_TASK_INVALID"
+    assert message in status["message"]
+
+
+async def test_kill_policy_of_the_task_and_of_the_kill_call(client: SchedulerClient) -> None:
+    offer = _offers(await client.next_event("OFFERS"))[0]
+    info = task_info(offer, "graceful", labels={"sim.outcome": "RUNNING"})
+    info["kill_policy"] = {"grace_period": {"nanoseconds": 60 * 10**9}}
+    await _launch_raw(client, offer, info)
+    await client.ack(await client.update("TASK_STARTING"))
+    await client.ack(await client.update("TASK_RUNNING"))
+    assert (await client.call("KILL", {"task_id": {"value": "graceful"}}))[0] == 202
+    await client.ack(await client.update("TASK_KILLING"))
+    # Nothing may arrive within the task's 60 s grace period (kill_delay alone is 0.03 s).
+    with pytest.raises(TimeoutError):
+        await client.update(timeout=0.5)
+    now = {"grace_period": {"nanoseconds": 0}}
+    kill = {"task_id": {"value": "graceful"}, "kill_policy": now}
+    assert (await client.call("KILL", kill))[0] == 202
+    killed = await client.update()
+    assert killed["state"] == "TASK_KILLED"
