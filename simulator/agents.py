@@ -24,6 +24,7 @@ from scale_scheduler.simulator.config import AgentSpec, SimConfig, attribute_jso
 from scale_scheduler.simulator.protocol import TERMINAL_STATES
 from scale_scheduler.simulator.resources import Resources
 from scale_scheduler.simulator.timers import Timers
+from scale_scheduler.simulator.usage import TaskUsage
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +108,9 @@ def _default_script(duration: float, start_delay: float) -> TaskScript:
     return TaskScript(duration, "FINISHED", start_delay)
 
 
+AGENT_HTTP_MODES = frozenset({"v1", "v0", "silent"})
+
+
 class AgentsMaster(Protocol):
     """What an agent needs from the master it is registered with (`master.Master` is one)."""
 
@@ -130,6 +134,16 @@ class Agent:
     master: AgentsMaster | None = None
     registered_time: float = 0.0
     removed: bool = False
+    http_mode: str = "v1"
+    """How its HTTP endpoint answers: ``v1`` (the v1 operator API and /monitor/statistics),
+    ``v0`` (an old agent: /monitor/statistics only, 404 on /api/v1), ``silent`` (never)."""
+    statistics_next: float = 0.0
+    """When /monitor/statistics may next be served (the agent's limiter: 2 per second)."""
+
+    @property
+    def pid_id(self) -> str:
+        """The agent process's libprocess id, the path of its endpoints (``slave(1)``)."""
+        return f"slave({self.index + 1})"
 
     def agent_info(self) -> dict[str, Any]:
         return {
@@ -157,6 +171,10 @@ class SimTask:
     retry_gen: int = 0  # bumped to cancel a scheduled resend
     retry_delay: float = 0.0
     killing: bool = False
+    container_id: str = ""
+    usage: TaskUsage | None = None
+    started: float | None = None
+    """Wall time the executor launched the task (its STARTING): usage accrues from then."""
 
     @property
     def terminal(self) -> bool:
@@ -195,6 +213,9 @@ class AgentPool:
         self.rng = rng
         self.prefix = prefix
         self.agents: dict[str, Agent] = {}
+        self.by_index: dict[int, Agent] = {}
+        self.agent_port = 5051
+        """Where the agents' HTTP endpoint listens (set once the cluster has bound it)."""
         self._next_index = 0
 
     # agents ---------------------------------------------------------------------------------
@@ -213,10 +234,11 @@ class AgentPool:
             hostname=expand(spec.hostname, index),
             total=total,
             attributes=attributes,
-            port=5051,
+            port=self.agent_port,
             registered_time=self.timers.wall(),
         )
         self.agents[agent.id] = agent
+        self.by_index[index] = agent
         return agent
 
     def find(self, key: str) -> Agent | None:
@@ -230,6 +252,7 @@ class AgentPool:
         """Take the agent away with everything on it; returns the tasks it still ran."""
         agent.removed = True
         self.agents.pop(agent.id, None)
+        self.by_index.pop(agent.index, None)
         tasks = list(agent.tasks.values())
         for task in tasks:
             task.gen += 1
@@ -262,6 +285,7 @@ class AgentPool:
         agent.tasks[(task.framework_id, task.task_id)] = task
         agent.allocated.add_in_place(task.resources)
         task.retry_delay = self.config.status_update_retry
+        task.container_id = protocol.new_uuid(self.rng.randbytes(16))
         script = task.script
         if script.outcome == "STAGING":
             return
@@ -365,6 +389,7 @@ class AgentPool:
             message=message,
             uuid=protocol.new_uuid(self.rng.randbytes(16)),
             executor_id=task.task_id,
+            container_id=task.container_id or None,
         )
         was_terminal = task.terminal
         task.state = state
@@ -391,6 +416,8 @@ class AgentPool:
             )
             return
         if step != "END":
+            if step == "STARTING":
+                task.started = self.timers.wall()
             self.emit(task, "TASK_" + step)
             return
         outcome = "TASK_" + task.script.outcome

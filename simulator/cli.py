@@ -71,6 +71,29 @@ def run_parser() -> argparse.ArgumentParser:
         "--task-start-delay", type=float, default=d.task_start_delay, help="launch to RUNNING (s)"
     )
     p.add_argument("--kill-delay", type=float, default=d.kill_delay, help="KILLING to KILLED (s)")
+    p.add_argument(
+        "--agent-port",
+        type=int,
+        default=d.agent_port,
+        help="the agents' HTTP endpoint, each agent under /slave(N) (0 = a free port)",
+    )
+    p.add_argument(
+        "--task-cpu-usage",
+        type=float,
+        default=d.task_cpu_usage,
+        help="share of its CPUs a task uses",
+    )
+    p.add_argument(
+        "--task-mem-usage", type=float, default=d.task_mem_usage, help="share of its memory"
+    )
+    p.add_argument(
+        "--task-disk-usage", type=float, default=d.task_disk_usage, help="share of its disk"
+    )
+    p.add_argument(
+        "--no-disk-usage",
+        action="store_true",
+        help="agents without the disk/du isolator (no disk_used_bytes in their statistics)",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed (ids, uuids)")
     p.add_argument(
         "--heartbeat-interval", type=float, default=d.heartbeat_interval, help="HEARTBEAT every s"
@@ -133,6 +156,9 @@ def fault_parser() -> argparse.ArgumentParser:
     fail.add_argument("--message", default="Simulated failure")
     remove = sub.add_parser("remove-agent", help="an agent becomes unreachable")
     remove.add_argument("agent", help="agent id or hostname")
+    http = sub.add_parser("agent-http", help="how an agent's HTTP endpoint answers")
+    http.add_argument("agent", help="agent id or hostname")
+    http.add_argument("mode", choices=["v1", "v0", "silent"])
     add = sub.add_parser("add-agent", help="register one more agent")
     for res in ("cpus", "mem", "disk", "gpus"):
         add.add_argument(f"--{res}", type=float, default=None)
@@ -168,6 +194,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         task_duration=args.task_duration,
         task_start_delay=args.task_start_delay,
         kill_delay=args.kill_delay,
+        agent_port=args.agent_port,
+        task_cpu_usage=args.task_cpu_usage,
+        task_mem_usage=args.task_mem_usage,
+        task_disk_usage=args.task_disk_usage,
+        disk_usage_isolation=not args.no_disk_usage,
         status_update_retry=args.status_update_retry,
         agent_reregister_delay=args.agent_reregister_delay,
         credentials=_credentials(args.credential),
@@ -194,6 +225,9 @@ def fault_body(args: argparse.Namespace) -> dict[str, Any]:
             body["count"] = args.count
     elif action == "remove_agent":
         body["agent"] = args.agent
+    elif action == "agent_http":
+        body["agent"] = args.agent
+        body["mode"] = args.mode
     elif action == "add_agent":
         body.update({k: getattr(args, k) for k in ("cpus", "mem", "disk", "gpus")})
         body = {k: v for k, v in body.items() if v is not None}

@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from scale_scheduler.simulator import protocol
-from scale_scheduler.simulator.agents import Agent, AgentPool, SimTask
+from scale_scheduler.simulator.agents import AGENT_HTTP_MODES, Agent, AgentPool, SimTask
 from scale_scheduler.simulator.config import AgentSpec, SimConfig
 from scale_scheduler.simulator.election import LocalElection, ZkElection
 from scale_scheduler.simulator.fastcalls import CallSite
@@ -49,6 +49,7 @@ class SimulatedCluster:
         self.framework_infos: dict[str, dict[str, Any]] = {}
         self.masters: list[Master] = []
         self._runners: list[web.AppRunner] = []
+        self._agent_runner: web.AppRunner | None = None
         self._alloc_task: asyncio.Task[None] | None = None
         self._started = False
         self._ever_elected = False
@@ -68,6 +69,7 @@ class SimulatedCluster:
         await self.stop()
 
     async def start(self) -> None:
+        from scale_scheduler.simulator.agent_http import build_agent_app
         from scale_scheduler.simulator.http import build_app
 
         cfg = self.config
@@ -75,9 +77,15 @@ class SimulatedCluster:
         self.prefix = f"{self.rng.getrandbits(32):08x}-{self.rng.getrandbits(16):04x}"
         self.timers = Timers(asyncio.get_running_loop())
         self.pool = AgentPool(cfg, self.timers, self.rng, self.prefix)
-        for _ in range(cfg.agents):
-            self.pool.create_agent(cfg.agent)
         try:
+            self._agent_runner = web.AppRunner(
+                build_agent_app(self.pool, cfg), handler_cancellation=True, access_log=None
+            )
+            await self._agent_runner.setup()
+            await web.TCPSite(self._agent_runner, cfg.host, cfg.agent_port).start()
+            self.pool.agent_port = _bound_port(self._agent_runner)
+            for _ in range(cfg.agents):
+                self.pool.create_agent(cfg.agent)
             for index in range(cfg.masters):
                 master = Master(self, index, cfg.host)
                 runner = web.AppRunner(
@@ -126,6 +134,9 @@ class SimulatedCluster:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        if self._agent_runner is not None:
+            await self._agent_runner.cleanup()
+            self._agent_runner = None
         timers = getattr(self, "timers", None)
         if timers is not None:
             timers.close()
@@ -314,6 +325,16 @@ class SimulatedCluster:
         log.info("sim_agent_removed", agent_id=found.id, tasks=len(tasks))
         return True
 
+    def set_agent_http(self, agent: str, mode: str) -> bool:
+        """How an agent's HTTP endpoint answers from now on (``Agent.http_mode``)."""
+        if mode not in AGENT_HTTP_MODES:
+            raise ValueError(f"unknown agent http mode {mode!r}")
+        found = self.pool.find(agent)
+        if found is None:
+            return False
+        found.http_mode = mode
+        return True
+
     def add_agent(self, spec: AgentSpec | None = None, **overrides: Any) -> Agent:
         """A new agent registers with the leader (keyword args override `AgentSpec` fields)."""
         base = spec or self.config.agent
@@ -372,4 +393,4 @@ def _bound_port(runner: web.AppRunner) -> int:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             return int(server.sockets[0].getsockname()[1])
-    raise RuntimeError("simulated master did not bind a port")
+    raise RuntimeError("simulated server did not bind a port")

@@ -50,6 +50,11 @@ class SimConfig:
     credentials: tuple[tuple[str, str], ...] = ()  # (principal, secret); empty = no auth
     zk: str | None = None  # zk://host:port[,host:port]/path
     zk_session_timeout: float = 10.0
+    agent_port: int = 0  # the agents' HTTP endpoint (each agent under /slave(N)); 0: a free port
+    task_cpu_usage: float = 0.25  # share of its CPUs a task uses (label sim.cpus_used: CPUs)
+    task_mem_usage: float = 0.5  # share of its memory (label sim.mem_used: MiB)
+    task_disk_usage: float = 0.1  # share of its disk (label sim.disk_used: MiB)
+    disk_usage_isolation: bool = True  # the agents run the disk/du isolator (disk_used_bytes)
 
     def __post_init__(self) -> None:
         if self.masters < 1:
@@ -61,6 +66,9 @@ class SimConfig:
                 raise ValueError(f"{name} must be > 0")
         if self.task_duration < 0:
             raise ValueError("task_duration must be >= 0")
+        for name in ("task_cpu_usage", "task_mem_usage", "task_disk_usage"):
+            if not 0 <= getattr(self, name) <= 10:
+                raise ValueError(f"{name} must be between 0 and 10")
         if self.zk is not None:
             parse_zk_url(self.zk)
 

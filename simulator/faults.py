@@ -110,6 +110,7 @@ class FaultTarget(Protocol):
     def rescind_offers(self, framework_id: str | None = None) -> int: ...
     def remove_agent(self, agent: str) -> bool: ...
     def add_agent(self, spec: AgentSpec | None = None, **overrides: Any) -> Agent: ...
+    def set_agent_http(self, agent: str, mode: str) -> bool: ...
     def inject_raw(self, data: bytes, framework_id: str | None = None) -> int: ...
     def inject(
         self, kind: str, framework_id: str | None = None, size: int | None = None
@@ -152,6 +153,8 @@ def apply_fault(cluster: FaultTarget, body: dict[str, Any]) -> dict[str, Any]:
         return {"rescinded": cluster.rescind_offers(fid)}
     if action == "remove_agent":
         return {"removed": cluster.remove_agent(str(body.get("agent")))}
+    if action == "agent_http":
+        return {"changed": cluster.set_agent_http(str(body.get("agent")), str(body.get("mode")))}
     if action == "add_agent":
         agent = cluster.add_agent(
             **{k: body[k] for k in ("cpus", "mem", "disk", "gpus") if k in body}

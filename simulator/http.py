@@ -45,8 +45,13 @@ def _text(status: int, message: str, **headers: str) -> web.Response:
 
 
 def _check_auth(request: web.Request, master: Master) -> tuple[web.Response | None, str | None]:
+    return check_basic_auth(request, dict(master.config.credentials))
+
+
+def check_basic_auth(
+    request: web.Request, creds: dict[str, str]
+) -> tuple[web.Response | None, str | None]:
     """Basic auth as Mesos does it when credentials are configured; returns (error, principal)."""
-    creds = dict(master.config.credentials)
     if not creds:
         return None, None
     header = request.headers.get("Authorization", "")

@@ -27,6 +27,7 @@ from scale_scheduler.simulator.record import ClusterRecord
 from scale_scheduler.simulator.resources import ResourceError, Resources
 from scale_scheduler.simulator.stream import Subscription
 from scale_scheduler.simulator.timers import Timers
+from scale_scheduler.simulator.usage import TaskUsage, UsageError
 
 log = structlog.get_logger(__name__)
 
@@ -522,11 +523,13 @@ class Master:
             problem = self._validate_task(fw, info, agent, launching)
             resources: Resources | None = None
             script: TaskScript | None = None
+            usage: TaskUsage | None = None
             if problem is None:
                 try:
                     resources = Resources.from_json(info.get("resources") or [])
                     script = TaskScript.from_task_info(info, self.config)
-                except (ResourceError, ScriptError) as exc:
+                    usage = TaskUsage.of(info, resources.scalars, self.config)
+                except (ResourceError, ScriptError, UsageError) as exc:
                     problem = str(exc)
             if problem is None and resources is not None and resources.is_empty():
                 problem = "Task uses no resources"
@@ -547,6 +550,7 @@ class Master:
                 resources=resources,
                 script=script,
                 partition_aware=fw.partition_aware,
+                usage=usage,
             )
             old = fw.tasks.get(task_id)
             if old is not None:
@@ -877,7 +881,7 @@ class Master:
             "url": {
                 "scheme": "http",
                 "address": {"hostname": agent.hostname, "ip": self.host, "port": agent.port},
-                "path": "/slave(1)",
+                "path": "/" + agent.pid_id,
             },
             "resources": offer.resources.to_json(offer.role),
             "attributes": agent.attributes,
@@ -921,7 +925,7 @@ class Master:
                     "agent_info": agent.agent_info(),
                     "active": True,
                     "version": protocol.MESOS_VERSION,
-                    "pid": f"slave(1)@{self.host}:{agent.port}",
+                    "pid": f"{agent.pid_id}@{self.host}:{agent.port}",
                     "registered_time": protocol.time_info(agent.registered_time),
                     "total_resources": agent.total.to_json(),
                     "allocated_resources": agent.allocated.to_json(),

@@ -139,6 +139,7 @@ def task_status(
     message: str | None = None,
     uuid: str | None = None,
     executor_id: str | None = None,
+    container_id: str | None = None,
 ) -> dict[str, Any]:
     status: dict[str, Any] = {
         "task_id": {"value": task_id},
@@ -156,6 +157,9 @@ def task_status(
         status["message"] = message
     if uuid is not None:
         status["uuid"] = uuid
+    if container_id is not None:
+        # The agent adds the executor's container to every update it forwards.
+        status["container_status"] = {"container_id": {"value": container_id}}
     return status
 
 
