@@ -9,9 +9,15 @@ import asyncpg
 import pytest
 from pgserver import PgDatabase
 
+from scale_scheduler.state.postgres.connection import (
+    Connector,
+    ConnectSettings,
+    is_connection_loss,
+)
 from scale_scheduler.state.postgres.errors import FencedError
 from scale_scheduler.state.postgres.leadership import Lease, Term, fenced, read_leadership
 from scale_scheduler.state.postgres.migrations import migrate
+from scale_scheduler.state.postgres.password import Password
 
 SHORT = 0.2  # seconds: a lease that lapses within a test
 
@@ -175,3 +181,39 @@ def test_a_lease_needs_a_holder_and_a_positive_length() -> None:
         Lease("", 10)
     with pytest.raises(ValueError, match="positive"):
         Lease("a", 0)
+
+
+async def test_a_paused_leaders_open_transaction_cannot_hold_a_takeover_back(
+    db: PgDatabase,
+) -> None:
+    """A leader stopped inside a fenced transaction (SIGSTOP) is cut off by the server's
+    idle_in_transaction_session_timeout: the next term begins, and the paused write never
+    commits."""
+    paused = await Connector(
+        ConnectSettings(
+            db.dsn,
+            Password(db.password),
+            server_settings={"idle_in_transaction_session_timeout": "300ms"},
+        )
+    ).connect()
+    b_conn = await db.connect()
+    a, b = Lease("a", SHORT), Lease("b", 30)
+    try:
+        term = await a.acquire(paused)
+        assert term is not None
+        taken: list[Term] = []
+
+        async def write_while_paused() -> None:
+            async with fenced(paused, term.epoch):
+                await paused.execute("INSERT INTO marks VALUES ('a-paused', $1)", term.epoch)
+                # "Paused": this session sends nothing more while the standby takes over.
+                taken.append(await asyncio.wait_for(_acquire_when_lapsed(b, b_conn), timeout=10))
+
+        with pytest.raises(Exception) as lost:  # noqa: PT011 - the loss surfaces as one of several
+            await write_while_paused()
+        assert [t.epoch for t in taken] == [term.epoch + 1]
+        assert is_connection_loss(lost.value, paused), repr(lost.value)
+        assert await _marks(b_conn) == []
+    finally:
+        paused.terminate()
+        await b_conn.close()
