@@ -33,6 +33,8 @@ setup(
     install_requires=[
         "aiohttp>=3.9",
         "aiosqlite>=0.20",
+        # The PostgreSQL state backend (state/postgres/).
+        "asyncpg>=0.29",
         "structlog>=24.1",
         "msgspec>=0.18",
         "PyYAML>=6.0",

@@ -30,6 +30,7 @@ import yaml
 
 from scale_scheduler.daemon.authority import parse_authority
 from scale_scheduler.daemon.validation_failure import failure_of
+from scale_scheduler.state.postgres.dsn import dsn_has_password, dsn_problem, redact_dsn
 
 ENV_PREFIX = "SCALE_SCHEDULER_"
 
@@ -226,9 +227,31 @@ class ApiConfig(_Section, frozen=True):
 
 
 class StateConfig(_Section, frozen=True):
-    path: Annotated[str, _doc("SQLite database file holding all durable state.", min_length=1)] = (
-        "scale-scheduler.db"
-    )
+    backend: Annotated[
+        Literal["sqlite", "postgresql"],
+        _doc(
+            "Where durable state lives: sqlite (the file state.path, the embedded default) or "
+            "postgresql (the database state.dsn, which several instances can share)."
+        ),
+    ] = "sqlite"
+    path: Annotated[
+        str, _doc("SQLite database file holding all durable state (backend sqlite).", min_length=1)
+    ] = "scale-scheduler.db"
+    dsn: Annotated[
+        str,
+        _doc(
+            "PostgreSQL database URL for backend postgresql, e.g. "
+            "postgresql://scheduler@db1:5432/scale. Keep the password out of it (use "
+            "password_file); one written here is never logged."
+        ),
+    ] = ""
+    password_file: Annotated[
+        str,
+        _doc(
+            "File holding the PostgreSQL password on its first line (read at start-up, never "
+            "logged); empty: none, or the server's other ways (.pgpass, PGPASSWORD)."
+        ),
+    ] = ""
     retention_days: Annotated[
         float,
         _doc(
@@ -253,6 +276,12 @@ class StateConfig(_Section, frozen=True):
             gt=0,
         ),
     ] = 60.0
+
+    def __repr__(self) -> str:
+        # The DSN may hold a password: a repr (a logged config, a traceback) shows it redacted.
+        values = msgspec.structs.asdict(self)
+        values["dsn"] = redact_dsn(self.dsn)
+        return "StateConfig(" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")"
 
 
 class LoggingConfig(_Section, frozen=True):
@@ -502,6 +531,7 @@ def _check_semantics(config: Config) -> None:
         "state.path": config.state.path,
         "api.token_file": config.api.token_file,
         "mesos.secret_file": config.mesos.secret_file,
+        "state.password_file": config.state.password_file,
     }
     for key, path in paths.items():
         if "\0" in path:  # no file system takes one; os calls raise ValueError
@@ -536,6 +566,7 @@ def _check_semantics(config: Config) -> None:
             "set api.token_file, or remove api.read_auth",
             "api.read_auth",
         )
+    _check_state_backend(config.state)
     for entry in config.api.allowed_hosts:
         if parse_authority(entry) is None:
             raise ConfigError(
@@ -543,6 +574,34 @@ def _check_semantics(config: Config) -> None:
                 f":port (no scheme or path), got {entry!r}",
                 "api.allowed_hosts",
             )
+
+
+def _check_state_backend(state: StateConfig) -> None:
+    """The PostgreSQL keys go with ``backend: postgresql``; the DSN is named only redacted."""
+    if state.backend == "sqlite":
+        for key, value in (("state.dsn", state.dsn), ("state.password_file", state.password_file)):
+            if value:
+                raise ConfigError(
+                    f"{key}: only used with state.backend: postgresql (the backend is sqlite); "
+                    f"set state.backend: postgresql, or remove {key}",
+                    key,
+                )
+        return
+    if not state.dsn.strip():
+        raise ConfigError(
+            "state.dsn: required with state.backend: postgresql, "
+            "e.g. postgresql://scheduler@db1:5432/scale",
+            "state.dsn",
+        )
+    problem = dsn_problem(state.dsn)
+    if problem:
+        raise ConfigError(f"state.dsn: {problem}; got {redact_dsn(state.dsn)!r}", "state.dsn")
+    if state.password_file and dsn_has_password(state.dsn):
+        raise ConfigError(
+            "state.password_file: state.dsn holds a password too; keep the one in the file and "
+            f"remove it from state.dsn ({redact_dsn(state.dsn)!r})",
+            "state.password_file",
+        )
 
 
 def load_config(
@@ -582,7 +641,7 @@ def master_address_hint(master: str) -> tuple[str, int]:
 _SECTION_HELP = {
     "mesos": "How to reach Mesos and how the framework presents itself.",
     "api": "The embedded REST API.",
-    "state": "Durable state (SQLite, WAL, fsync on every commit).",
+    "state": "Durable state: SQLite (WAL, fsync on every commit) or PostgreSQL.",
     "logging": "Structured logs on stdout.",
     "scheduler": "Offer handling and task life-cycle policy.",
 }

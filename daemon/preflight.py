@@ -22,6 +22,9 @@ from scale_scheduler.daemon.driver_factory import check_driver
 from scale_scheduler.daemon.exit_codes import ExitCode, FatalError
 from scale_scheduler.daemon.framework_info import CredentialsError, read_credentials
 from scale_scheduler.state.database_check import check_database_file
+from scale_scheduler.state.postgres.dsn import dsn_has_password
+from scale_scheduler.state.postgres.errors import PasswordFileError
+from scale_scheduler.state.postgres.password import read_password_file
 from scale_scheduler.state.store import StoreError
 
 
@@ -72,6 +75,42 @@ def check_secret_file(config: Config) -> list[ConfigWarning]:
     return _private_file_warnings("mesos.secret_file", config.mesos.secret_file)
 
 
+def check_password_file(config: Config) -> list[ConfigWarning]:
+    """``state.password_file`` holds a password, in a file only its owner can read; a password
+    written into ``state.dsn`` instead is warned about (it travels wherever the config does)."""
+    state = config.state
+    warnings: list[ConfigWarning] = []
+    if state.password_file:
+        try:
+            read_password_file(state.password_file)
+        except PasswordFileError as exc:
+            raise ConfigError(str(exc), "state.password_file") from None
+        warnings += _private_file_warnings("state.password_file", state.password_file)
+    if dsn_has_password(state.dsn):
+        warnings.append(
+            ConfigWarning(
+                "state.dsn",
+                "holds a password, which travels wherever the config or environment does; "
+                "put it in state.password_file (a file only the daemon's user can read)",
+            )
+        )
+    return warnings
+
+
+POSTGRESQL_NOT_YET = (
+    "state.backend: postgresql is not supported by this release yet (its settings are "
+    "checked, but the daemon cannot keep its state there); use sqlite"
+)
+
+
+def check_state_backend(config: Config) -> list[ConfigWarning]:
+    """The backend can serve: until the state interface takes a PostgreSQL implementation,
+    only sqlite can."""
+    if config.state.backend == "postgresql":
+        raise ConfigError(POSTGRESQL_NOT_YET, "state.backend")
+    return []
+
+
 def check_mesos_driver(config: Config) -> list[ConfigWarning]:
     check_driver(config)
     return []
@@ -79,6 +118,8 @@ def check_mesos_driver(config: Config) -> list[ConfigWarning]:
 
 def check_database(config: Config) -> list[ConfigWarning]:
     """``state.path`` is a database the store can open, or a file it can create."""
+    if config.state.backend != "sqlite":
+        return []
     check_database_file(config.state.path)
     return []
 
@@ -86,7 +127,9 @@ def check_database(config: Config) -> list[ConfigWarning]:
 CHECKS: tuple[Check, ...] = (
     check_token_file,
     check_secret_file,
+    check_password_file,
     check_mesos_driver,
+    check_state_backend,
     check_database,
 )
 

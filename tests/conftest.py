@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import structlog
+from pgserver import pg_database, postgresql  # noqa: F401  (one real PostgreSQL per session)
 from ports import free_port
 from zookeeper import zookeeper  # noqa: F401  (one real ZooKeeper server per test session)
 

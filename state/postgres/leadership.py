@@ -1,0 +1,158 @@
+"""Leadership in the database: a lease row with an epoch, and transactions fenced by it.
+
+The ``leadership`` table has one row: ``epoch`` (the fencing token), ``holder``, ``lease_until``
+and ``since``, timed by the database's clock so that no two instances' clocks are compared.
+
+- ``Lease.acquire`` starts a new term with one ``UPDATE ... WHERE`` that matches only an expired
+  (or released) lease: the epoch goes up by one on every new term, and of several contenders
+  exactly one row update wins (the others re-check the WHERE after it and match nothing).
+- ``Lease.renew`` extends a live lease of the same holder and epoch, never a lapsed one: once a
+  lease has lapsed, only a new term (a higher epoch) can follow.
+- ``fenced(connection, epoch)`` is a transaction that first reads the epoch ``FOR KEY SHARE`` and
+  fails with ``FencedError``, rolled back and having changed nothing, unless it is still
+  ``epoch``. The share lock it holds until commit makes a new term's UPDATE (which changes the
+  uniquely indexed epoch, so it needs the row's FOR UPDATE lock) wait for it: a fenced commit
+  always lands before the next term begins, never after. A renewal changes no key and does not
+  wait. A deposed leader's late write therefore fails, whatever its own clock says.
+
+The local side of the lease: ``Term.valid_until`` is on this process's monotonic clock, counted
+from before the acquire or renew was sent, so it ends no later than the database's lease; a
+leader checks ``Term.expired()`` before acting outside the database (a Mesos call).
+
+A leader whose transaction stays open (a paused process) would hold a new term back: its sessions
+should run with ``idle_in_transaction_session_timeout`` (``ConnectSettings.server_settings``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from scale_scheduler.state.postgres.errors import FencedError
+
+_COLUMNS = "epoch, holder, lease_until, since"
+
+_ACQUIRE_SQL = f"""
+UPDATE leadership
+   SET epoch = epoch + 1, holder = $1, since = clock_timestamp(),
+       lease_until = clock_timestamp() + make_interval(secs => $2)
+ WHERE id = 1 AND lease_until <= clock_timestamp()
+RETURNING {_COLUMNS}
+"""
+
+_RENEW_SQL = f"""
+UPDATE leadership
+   SET lease_until = clock_timestamp() + make_interval(secs => $3)
+ WHERE id = 1 AND holder = $1 AND epoch = $2 AND lease_until > clock_timestamp()
+RETURNING {_COLUMNS}
+"""
+
+_RELEASE_SQL = """
+UPDATE leadership SET lease_until = '-infinity'
+ WHERE id = 1 AND holder = $1 AND epoch = $2
+"""
+
+_READ_SQL = (
+    f"SELECT {_COLUMNS}, lease_until > clock_timestamp() AS live FROM leadership WHERE id = 1"
+)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One holder's term: its epoch and how long it may act."""
+
+    holder: str
+    epoch: int
+    lease_until: datetime
+    """The lease's end on the database's clock."""
+    since: datetime
+    valid_until: float
+    """The lease's end on this process's monotonic clock (never later than the database's)."""
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) >= self.valid_until
+
+
+@dataclass(frozen=True)
+class LeadershipView:
+    """The leadership row as read: who holds (or last held) the lease, and whether it is live."""
+
+    epoch: int
+    holder: str | None
+    lease_until: datetime
+    since: datetime
+    live: bool
+
+
+class Lease:
+    """Acquire, renew and release the lease for one holder (an instance's name)."""
+
+    def __init__(
+        self, holder: str, lease_seconds: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if not holder:
+            raise ValueError("a lease holder needs a name")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self.holder = holder
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+
+    async def acquire(self, connection: asyncpg.Connection) -> Term | None:
+        """A new term (epoch + 1) when the lease has lapsed or was released; else None."""
+        sent = self._clock()
+        row = await connection.fetchrow(_ACQUIRE_SQL, self.holder, self.lease_seconds)
+        return None if row is None else self._term(row, sent)
+
+    async def renew(self, connection: asyncpg.Connection, term: Term) -> Term | None:
+        """The same term with a later end, or None when it lapsed or was taken over."""
+        sent = self._clock()
+        row = await connection.fetchrow(_RENEW_SQL, self.holder, term.epoch, self.lease_seconds)
+        return None if row is None else self._term(row, sent)
+
+    async def release(self, connection: asyncpg.Connection, term: Term) -> bool:
+        """End ``term`` now, so a standby need not wait for the lease; False if not ours."""
+        status = await connection.execute(_RELEASE_SQL, self.holder, term.epoch)
+        return bool(status.endswith(" 1"))
+
+    def _term(self, row: asyncpg.Record, sent: float) -> Term:
+        return Term(
+            holder=str(row["holder"]),
+            epoch=int(row["epoch"]),
+            lease_until=row["lease_until"],
+            since=row["since"],
+            valid_until=sent + self.lease_seconds,
+        )
+
+
+async def read_leadership(connection: asyncpg.Connection) -> LeadershipView:
+    row = await connection.fetchrow(_READ_SQL)
+    if row is None:
+        raise LookupError("the leadership row is missing (run the migrations)")
+    return LeadershipView(
+        epoch=int(row["epoch"]),
+        holder=row["holder"],
+        lease_until=row["lease_until"],
+        since=row["since"],
+        live=bool(row["live"]),
+    )
+
+
+@asynccontextmanager
+async def fenced(connection: asyncpg.Connection, epoch: int) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction that commits only while ``epoch`` is the current term.
+
+    Raises ``FencedError`` (the transaction rolled back, nothing changed) when it is not.
+    """
+    async with connection.transaction():
+        current = await connection.fetchval(
+            "SELECT epoch FROM leadership WHERE id = 1 FOR KEY SHARE"
+        )
+        if current != epoch:
+            raise FencedError(epoch, None if current is None else int(current))
+        yield connection
