@@ -8,6 +8,7 @@ from aiohttp import web
 
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.driver import ConnectionStatus
+from scale_scheduler.daemon.leadership import Leadership
 from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.pruner import Pruner
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
@@ -38,3 +39,5 @@ CORE = web.AppKey("core", SchedulerCore)
 LOOP_SHARE = web.AppKey("loop_share", LoopShare)
 PRUNER = web.AppKey("pruner", Pruner)
 """Retention of finished tasks: the pruning loop, the retention mark, the file sizes."""
+LEADERSHIP = web.AppKey("leadership", Leadership)
+"""Whether this instance leads, and who does (``daemon/leadership.py``)."""

@@ -33,6 +33,7 @@ from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.pagination import MAX_PAGE_SIZE
 from scale_scheduler.api.request_guard import MUTATING_METHODS
 from scale_scheduler.api.task_body import MAX_BATCH, TaskIn
+from scale_scheduler.api.views_leader import LeaderView
 from scale_scheduler.api.views_nodes import NodeUpdate
 from scale_scheduler.api.views_scheduler import SchedulerUpdate, SchedulerView
 from scale_scheduler.api.views_status import StatusView
@@ -79,6 +80,7 @@ ANSWERS: dict[type[msgspec.Struct], str] = {
     NodeView: "Node",
     SchedulerView: "SchedulerState",
     StatusView: "Status",
+    LeaderView: "Leader",
 }
 """The Structs the views encode, and their schemas' names (their parts keep their own names).
 A field of these is required in the schema unless its default is ``UNSET``, which msgspec leaves
@@ -376,6 +378,13 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "operationId": "getStatus",
                 "summary": "Master, scheduler, queue depth and cluster resources.",
                 "responses": {"200": _json("The status.", _ref("Status"))},
+            }
+        },
+        "/leader/": {
+            "get": {
+                "operationId": "getLeader",
+                "summary": "Who leads (answered by each instance itself, never forwarded).",
+                "responses": {"200": _json("The leader and this instance.", _ref("Leader"))},
             }
         },
         "/queue/": {

@@ -682,6 +682,13 @@ def _check_ha(config: Config) -> None:
                 f"remove it from ha.dsn ({redact_dsn(ha.dsn)!r})",
                 "ha.password_file",
             )
+        if config.api.port == 0 and not ha.advertise_url:
+            raise ConfigError(
+                "ha.advertise_url: required when api.port is 0 (a port chosen at start-up "
+                "cannot be told to the other instances in advance); set api.port or "
+                "ha.advertise_url",
+                "ha.advertise_url",
+            )
     elif ha.password_file:
         raise ConfigError(
             "ha.password_file: only used with ha.dsn; set ha.dsn, or remove ha.password_file",

@@ -364,12 +364,13 @@ def election_settings(config: Config, this: Instance) -> ConnectSettings | None:
     """Where the election runs (``ha.dsn``, or ``state.dsn`` with the PostgreSQL backend), or
     None for a single instance."""
     if config.ha.dsn:
-        dsn, password_file = config.ha.dsn, config.ha.password_file
+        dsn, password_file, key = config.ha.dsn, config.ha.password_file, "ha.password_file"
     elif config.state.backend == "postgresql":
         dsn, password_file = config.state.dsn, config.state.password_file
+        key = "state.password_file"
     else:
         return None
-    password = read_password_file(password_file) if password_file else None
+    password = read_password_file(password_file, key) if password_file else None
     # Each attempt of a step fits in ha.renew_seconds; a leader that cannot reach the database
     # steps down at its term's end anyway, so retrying longer only delays a standby's takeover.
     return ConnectSettings(

@@ -53,7 +53,8 @@ async def test_one_leader_among_three_and_the_others_know_it(pg_database: PgData
     a, b, c = (_leadership(pg_database, n) for n in "abc")
     async with _started(a, b, c):
         assert [m.role for m in (a, b, c)] == [Role.LEADER, Role.STANDBY, Role.STANDBY]
-        assert a.may_act() and not b.may_act()
+        assert a.may_act()
+        assert not b.may_act()
         view = b.leader()
         assert view.leader == _instance("a")
         assert view.epoch == a.epoch == 1
@@ -136,7 +137,8 @@ async def test_a_leader_whose_term_passes_unrenewed_stops_acting(pg_database: Pg
         assert a.may_act()
         now[0] += 5.0
         assert not a.may_act()
-        assert a.role is Role.STANDBY and heard == [Role.LEADER, Role.STANDBY]
+        assert a.role is Role.STANDBY
+        assert heard == [Role.LEADER, Role.STANDBY]
 
 
 async def test_a_single_instance_always_leads_in_epoch_1() -> None:

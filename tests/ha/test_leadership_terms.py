@@ -19,7 +19,7 @@ def test_a_term_lets_its_leader_act_until_valid_until() -> None:
     state = TermState()
     assert not state.may_act(0.0)
     state.elected(3, valid_until=10.0)
-    assert state.role is Role.LEADER and state.epoch == 3 and state.changes == 1
+    assert (state.role, state.epoch, state.changes) == (Role.LEADER, 3, 1)
     assert state.may_act(9.99)
     assert not state.may_act(10.0)
     state.renewed(3, valid_until=12.0)
@@ -33,7 +33,8 @@ def test_a_renewal_of_another_epoch_or_after_the_loss_changes_nothing() -> None:
     assert not state.may_act(6.0)
     assert state.lost() is True
     state.renewed(1, valid_until=50.0)
-    assert state.role is Role.STANDBY and not state.may_act(1.0)
+    assert state.role is Role.STANDBY
+    assert not state.may_act(1.0)
     assert state.lost() is False  # once
     assert state.changes == 2
 

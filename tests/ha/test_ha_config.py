@@ -1,0 +1,66 @@
+"""The ha.* settings: defaults, and config errors that name the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scale_scheduler.daemon.config import ConfigError, parse_config
+
+DSN = "postgresql://scheduler@db1:5432/scale"
+
+
+def _parse(**ha: Any) -> Any:
+    return parse_config({"ha": ha, "api": {"port": 8000}}, environ={})
+
+
+def test_defaults_are_a_single_instance_with_safe_timings() -> None:
+    ha = parse_config({}, environ={}).ha
+    assert (ha.lease_seconds, ha.renew_seconds, ha.advertise_url, ha.instance, ha.dsn) == (
+        10.0,
+        2.0,
+        "",
+        "",
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("ha", "key", "words"),
+    [
+        ({"renew_seconds": 10}, "ha.renew_seconds", "less than ha.lease_seconds (10)"),
+        ({"lease_seconds": 0}, "ha.lease_seconds", "expected"),
+        ({"password_file": "/x"}, "ha.password_file", "only used with ha.dsn"),
+        ({"dsn": "mysql://db/x"}, "ha.dsn", ""),
+        ({"dsn": DSN, "advertise_url": "db1:8000"}, "ha.advertise_url", "http://host:port/"),
+        ({"instance": "two words"}, "ha.instance", "without spaces"),
+        ({"leader": "a"}, "ha.leader", "unknown key"),
+    ],
+)
+def test_bad_values_name_the_key(ha: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as caught:
+        _parse(**ha)
+    assert caught.value.key == key
+    assert words in str(caught.value)
+
+
+def test_an_election_needs_a_port_the_others_can_know() -> None:
+    with pytest.raises(ConfigError, match=r"ha\.advertise_url: required when api\.port is 0"):
+        parse_config({"ha": {"dsn": DSN}, "api": {"port": 0}}, environ={})
+    config = parse_config(
+        {"ha": {"dsn": DSN, "advertise_url": "http://s1:9000"}, "api": {"port": 0}}, environ={}
+    )
+    assert config.ha.advertise_url == "http://s1:9000"
+
+
+def test_the_election_dsn_is_shown_redacted() -> None:
+    config = _parse(dsn="postgresql://scheduler:hunter2@db1/scale")
+    assert "hunter2" not in repr(config.ha)
+
+
+def test_ha_dsn_is_refused_beside_the_postgresql_backend() -> None:
+    with pytest.raises(ConfigError, match=r"ha\.dsn: with state\.backend: postgresql"):
+        parse_config(
+            {"state": {"backend": "postgresql", "dsn": DSN}, "ha": {"dsn": DSN}}, environ={}
+        )
