@@ -2,8 +2,10 @@
 
 Liveness is answered by the event loop itself: if this handler runs, the process and its loop are
 alive (a blocked loop answers nothing, and the probe times out). Readiness needs the database
-open and answering, and the framework subscribed to a Mesos master; otherwise 503 names every
-reason, one per line, so an operator reading a probe's output knows what to fix.
+open and answering, and, on the leader, the framework subscribed to a Mesos master; a standby
+(which does not subscribe) is ready while it knows a leader to forward to, and says "standby".
+Otherwise 503 names every reason, one per line, so an operator reading a probe's output knows
+what to fix.
 
 This module reads state only.
 """
@@ -14,8 +16,9 @@ import asyncio
 
 from aiohttp import web
 
-from scale_scheduler.api.keys import CONNECTION, STORE
+from scale_scheduler.api.keys import CONNECTION, LEADERSHIP, STORE
 from scale_scheduler.api.metrics import METRICS
+from scale_scheduler.daemon.leadership_terms import Role
 
 DATABASE_CHECK_TIMEOUT = 2.0
 _NOT_STARTED = "the daemon is starting or stopping"
@@ -51,6 +54,11 @@ async def not_ready_reasons(app: web.Application) -> list[str]:
             reasons.append(f"database: no answer within {DATABASE_CHECK_TIMEOUT:g} s")
         except Exception as exc:
             reasons.append(f"database: {exc}")
+    leadership = app.get(LEADERSHIP)
+    if leadership is not None and leadership.role is Role.STANDBY:
+        if leadership.leader().leader is None:
+            reasons.append("standby: no leader is known to forward requests to")
+        return reasons
     connection = app[CONNECTION]
     if not connection.subscribed:
         master = f"{connection.master_hostname}:{connection.master_port}"
@@ -68,6 +76,18 @@ async def get_readyz(request: web.Request) -> web.Response:
     reasons = await not_ready_reasons(request.app)
     if reasons:
         return _text(503, ["not ready", *reasons])
+    leadership = request.app.get(LEADERSHIP)
+    if leadership is not None and leadership.role is Role.STANDBY:
+        leader = leadership.leader()
+        assert leader.leader is not None  # else not ready
+        return _text(
+            200,
+            [
+                "ready",
+                f"standby: requests are forwarded to the leader {leader.leader.instance} at "
+                f"{leader.leader.api_url} (epoch {leader.epoch})",
+            ],
+        )
     connection = request.app[CONNECTION]
     return _text(
         200,

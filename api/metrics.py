@@ -33,8 +33,17 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from scale_scheduler.api.keys import CLUSTER, CONNECTION, CORE, PRUNER, SCHEDULER, STORE
+from scale_scheduler.api.keys import (
+    CLUSTER,
+    CONNECTION,
+    CORE,
+    LEADERSHIP,
+    PRUNER,
+    SCHEDULER,
+    STORE,
+)
 from scale_scheduler.daemon.driver import ConnectionState
+from scale_scheduler.daemon.leadership_terms import Role
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.nodes import NodeState, Resources
 from scale_scheduler.state.tasks import LAUNCHED, TaskState
@@ -130,6 +139,7 @@ class LiveCollector(Collector):
         self._app = app
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._leadership()
         yield from self._connection()
         yield from self._scheduler()
         core = self._app.get(CORE)
@@ -172,6 +182,26 @@ class LiveCollector(Collector):
         else:
             latency.add_metric([], [("+Inf", 0.0)], 0.0)
         yield latency
+
+    def _leadership(self) -> Iterator[Metric]:
+        leadership = self._app.get(LEADERSHIP)
+        if leadership is None:  # starting: the election has not run yet
+            return
+        yield _gauge(
+            "leader",
+            "1 while this instance leads (the single instance always does), 0 on a standby.",
+            float(leadership.role is Role.LEADER),
+        )
+        yield _gauge(
+            "leader_epoch",
+            "The epoch of the current leader's term, as this instance last learned it.",
+            leadership.leader().epoch,
+        )
+        yield _counter(
+            "leadership_changes",
+            "Times this instance's role changed (became the leader, or stopped being it).",
+            leadership.changes,
+        )
 
     def _connection(self) -> Iterator[Metric]:
         status = self._app[CONNECTION]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from daemonkit import Samples
 from hakit import LEASE, Instance, live_subscription, role_of, subscribed_framework, until
 from pgserver import PgDatabase
 
@@ -57,6 +58,15 @@ async def test_three_instances_one_leader_and_kill_9_hands_over(
             assert leader["leader"]["instance"] == "a"
             assert leader["leader"]["api_url"] == a.url + "/"
             assert leader["epoch"] == 1
+            status, ready = await standby.get("/readyz")
+            assert status == 200, ready
+            assert "standby: requests are forwarded to the leader a" in ready
+            metrics = await _metrics(standby)
+            assert (
+                metrics.get("scale_scheduler_leader"),
+                metrics.get("scale_scheduler_leader_epoch"),
+            ) == (0, 1)
+        assert (await _metrics(a)).get("scale_scheduler_leader") == 1
         assert len(sim.frameworks()) == 1
         old = live_subscription(sim)
         a.process.kill9()
@@ -72,7 +82,17 @@ async def test_three_instances_one_leader_and_kill_9_hands_over(
         assert (leader["leader"]["instance"], leader["epoch"]) == (new.name, 2)
         _, status = await new.get("/status/")
         assert status["scheduler"]["is_online"] is True
+        metrics = await _metrics(new)
+        assert metrics.get("scale_scheduler_leader") == 1
+        assert metrics.get("scale_scheduler_leader_epoch") == 2
+        assert metrics.get("scale_scheduler_leadership_changes_total") == 1
         assert len(sim.frameworks()) == 1  # one framework id throughout
+
+
+async def _metrics(instance: Instance) -> Samples:
+    status, text = await instance.get("/metrics")
+    assert status == 200
+    return Samples(text)
 
 
 async def test_a_stopped_leader_is_replaced_and_comes_back_deposed(

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from scale_scheduler.api.app import build_app
 from scale_scheduler.daemon.config import ConfigError, parse_config
 
 DSN = "postgresql://scheduler@db1:5432/scale"
@@ -64,3 +65,22 @@ def test_ha_dsn_is_refused_beside_the_postgresql_backend() -> None:
         parse_config(
             {"state": {"backend": "postgresql", "dsn": DSN}, "ha": {"dsn": DSN}}, environ={}
         )
+
+
+async def test_a_single_instance_answers_leader_as_itself(
+    aiohttp_client: Any, make_config: Any
+) -> None:
+    client = await aiohttp_client(
+        build_app(
+            make_config(api={"port": 8123}, mesos={"hostname": "m.test"}), connect_mesos=False
+        )
+    )
+    response = await client.get("/leader/")
+    assert response.status == 200
+    body = await response.json()
+    assert body["leader"]["instance"] == body["this"]["instance"]
+    assert body["leader"]["hostname"] == "m.test"
+    assert body["this"]["instance"].endswith(":8123")
+    assert body["this"]["role"] == "leader"
+    assert body["epoch"] == 1
+    assert body["since"]
