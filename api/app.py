@@ -41,6 +41,7 @@ from scale_scheduler.api.keys import (
     SCHEDULER_HOSTNAME,
     STORE,
 )
+from scale_scheduler.api.leader_forwarding import forwarding_context, leader_forwarding_middleware
 from scale_scheduler.api.metrics import metrics_context, setup_metrics
 from scale_scheduler.api.request_guard import request_guard_middleware, setup_request_guard
 from scale_scheduler.api.routes import setup_routes
@@ -254,7 +255,8 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
             request_guard_middleware,
             auth_middleware,
             web.normalize_path_middleware(append_slash=True, merge_slashes=True),
-            body_deadline_middleware,  # last: normalize_path clones the request, unread only
+            body_deadline_middleware,  # after normalize_path: it clones the request, unread only
+            leader_forwarding_middleware,  # last: a standby forwards what passed every check
         ],
         client_max_size=config.api.max_body_bytes,
     )
@@ -274,6 +276,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     app.cleanup_ctx.append(metrics_context)
     app.cleanup_ctx.append(dashboard_context)
     app.cleanup_ctx.append(leadership_context)
+    app.cleanup_ctx.append(forwarding_context)
     if connect_mesos:
         app.cleanup_ctx.append(driver_context)
         app.cleanup_ctx.append(core_context)
