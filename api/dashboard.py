@@ -38,10 +38,12 @@ from scale_scheduler.api.keys import (
     CONFIG,
     CONNECTION,
     CORE,
+    LEADERSHIP,
     SCHEDULER,
     SCHEDULER_HOSTNAME,
     STORE,
 )
+from scale_scheduler.api.views_leader import leader_view
 from scale_scheduler.api.views_status import MasterStatus
 from scale_scheduler.daemon.burst_log import BurstLog
 from scale_scheduler.daemon.config import Config
@@ -117,6 +119,8 @@ async def build_snapshot(app: web.Application) -> dict[str, Any]:
         "queue_depth": cluster.queue_depth,
         "resources": cluster.resource_summary(),
     }
+    if LEADERSHIP in app:
+        snapshot["leader"] = leader_view(app)
     if core is not None:
         snapshot.update(_core_part(core, paused))
     else:

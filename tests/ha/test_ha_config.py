@@ -84,3 +84,14 @@ async def test_a_single_instance_answers_leader_as_itself(
     assert body["this"]["role"] == "leader"
     assert body["epoch"] == 1
     assert body["since"]
+
+
+async def test_the_dashboard_shows_the_leader(aiohttp_client: Any, make_config: Any) -> None:
+    client = await aiohttp_client(build_app(make_config(), connect_mesos=False))
+    response = await client.get("/dashboard/state/")
+    assert response.status == 200
+    leader = (await response.json())["leader"]
+    assert leader["this"]["role"] == "leader"
+    assert leader["leader"]["instance"] == leader["this"]["instance"]
+    page = await (await client.get("/")).text()
+    assert 'id="leader-pill"' in page
