@@ -246,11 +246,15 @@ class PostgresLeadership:
     async def _step(self) -> None:
         try:
             connection = await self._connect()
-            # A statement that hangs (the server frozen, the network cut) must not outlive the
-            # term: the expiry timer deposes the leader meanwhile, and the step gives up.
-            await asyncio.wait_for(self._lead_or_stand_by(connection), self._renew_seconds)
+            # A statement that hangs (the server frozen, the network cut) gives up: a standby's
+            # after ha.renew_seconds, a leader's when its term ends (the expiry timer deposes it
+            # then anyway), so a slow renewal does not depose a leader whose term still runs.
+            timeout = self._renew_seconds
+            if self._state.role is Role.LEADER:
+                timeout = max(timeout, self._state.valid_until - self._clock())
+            await asyncio.wait_for(self._lead_or_stand_by(connection), timeout)
         except (asyncio.TimeoutError, TimeoutError):
-            self._drop_connection("no answer from the database within ha.renew_seconds")
+            self._drop_connection("no answer from the database in time")
         except Exception as exc:
             if not is_connection_loss(exc, self._connection):
                 raise

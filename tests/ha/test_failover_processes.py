@@ -167,3 +167,49 @@ async def test_failed_over_single_instance_keeps_exit_4(tmp_path: Path) -> None:
         finally:
             first.process.stop_quietly()
             second.process.stop_quietly()
+
+
+async def test_repeated_failovers_epochs_only_increase(
+    tmp_path: Path, pg_database: PgDatabase
+) -> None:
+    """Six failovers, alternately kill -9 and SIGSTOP (longer than the lease) of the leader,
+    each victim started again as systemd would (deposed: exit 7). After each: exactly one
+    leader, subscribed with the one framework id, in a higher epoch than before."""
+    async with _cluster(tmp_path, pg_database) as (sim, instances, framework_id):
+        epoch = 1
+        for round_ in range(6):
+            roles = {i.name: await role_of(i) for i in instances}
+            assert sorted(roles.values()) == ["leader", "standby", "standby"], roles
+            leader = next(i for i in instances if roles[i.name] == "leader")
+            proc = leader.process.proc
+            assert proc is not None
+            old = live_subscription(sim)
+            if round_ % 2 == 0:
+                leader.process.kill9()
+            else:
+                os.kill(proc.pid, signal.SIGSTOP)
+            others = [i for i in instances if i is not leader]
+            await until(
+                lambda others=others, old=old: _new_leader(others, sim, old),
+                LEASE + 5,
+                f"a new leader in round {round_}",
+            )
+            if round_ % 2 == 1:
+                os.kill(proc.pid, signal.SIGCONT)
+                assert await leader.exit_code() == 7, leader.process.logs()
+            leader.start()  # Restart=on-failure: it comes back as a standby
+            await until(lambda leader=leader: role_of(leader), 15, "the old leader answers")
+            assert await role_of(leader) == "standby"
+            new = [i for i in others if await role_of(i) == "leader"]
+            assert len(new) == 1
+            _, view = await new[0].get("/leader/")
+            assert view["epoch"] > epoch
+            epoch = view["epoch"]
+            assert subscribed_framework(sim) == framework_id
+        assert len(sim.frameworks()) == 1
+
+
+async def _new_leader(others: list[Instance], sim: SimulatedCluster, old: object) -> bool:
+    if live_subscription(sim) in (None, old):
+        return False
+    return any([await role_of(i) == "leader" for i in others])
