@@ -15,7 +15,8 @@ leader's own name from its ``api_url``, which it answers to), nor ``Origin`` and
 Loop-free: a forwarded request carries ``FORWARDED_BY``. An instance that receives one while
 standing by (the forwarder's view of the leader was stale) answers 503 instead of forwarding
 again, and an instance never forwards to its own URL. With no leader known, or the leader
-unreachable, the answer is 503 ``text/plain`` with ``Retry-After``.
+unreachable, the answer is 503 ``text/plain`` with ``Retry-After``, except for ``/status/``,
+which the standby then answers itself (``scheduler.is_online: false``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ LOCAL_PATHS = frozenset(
     }
 )
 """Each instance's own answers, never forwarded."""
+
+ANSWERED_WITHOUT_LEADER = frozenset({"/status/"})
+"""Answered by the standby itself while no leader can answer: ``/status/`` then says
+``scheduler.is_online: false`` (this instance is not subscribed) instead of a 503."""
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to reach the leader; past it the leader counts as unreachable (503)."""
@@ -109,11 +114,14 @@ async def leader_forwarding_middleware(
 ) -> web.StreamResponse:
     if not _forwards(request):
         return await handler(request)
-    return await forward(request)
+    answer = await forward(request)
+    if answer.status == 503 and request.path in ANSWERED_WITHOUT_LEADER and not answer.prepared:
+        return await handler(request)
+    return answer
 
 
 async def forward(request: web.Request) -> web.StreamResponse:
-    """The leader's answer to ``request``, or a 503 saying why there is none."""
+    """The leader's answer to ``request``, or a 503 (not yet sent) saying why there is none."""
     app = request.app
     leadership = app[LEADERSHIP]
     retry_after = app[CONFIG].ha.lease_seconds
@@ -147,10 +155,9 @@ async def forward(request: web.Request) -> web.StreamResponse:
     body = await request.read() if request.body_exists else None
     session = app[FORWARDING_SESSION]
     try:
-        async with session.request(
+        upstream = await session.request(
             request.method, target, headers=headers, data=body, allow_redirects=False
-        ) as upstream:
-            return await _relay(request, upstream)
+        )
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning(
             "leader_forward_failed",
@@ -165,6 +172,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
             f"({type(exc).__name__}); retry shortly.",
             retry_after,
         )
+    async with upstream:
+        # Past this point the answer has begun: a failure while streaming it ends the
+        # connection (the client sees a truncated answer, never a second one).
+        return await _relay(request, upstream)
 
 
 def _connection_tokens(request: web.Request) -> frozenset[str]:

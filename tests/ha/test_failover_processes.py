@@ -51,9 +51,13 @@ async def test_three_instances_one_leader_and_kill_9_hands_over(
     async with _cluster(tmp_path, pg_database) as (sim, (a, b, c), framework_id):
         assert [await role_of(i) for i in (a, b, c)] == ["leader", "standby", "standby"]
         for standby in (b, c):
-            status, body = await standby.get("/status/")
+            status, body = await standby.get("/status/")  # the leader's, forwarded
             assert status == 200
-            assert body["scheduler"]["is_online"] is False
+            assert body["scheduler"] == {
+                "hostname": "a.test",
+                "is_online": True,
+                "is_paused": False,
+            }
             _, leader = await standby.get("/leader/")
             assert leader["leader"]["instance"] == "a"
             assert leader["leader"]["api_url"] == a.url + "/"

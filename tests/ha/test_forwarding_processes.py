@@ -57,7 +57,9 @@ async def test_a_standby_forwards_and_returns_the_leaders_answer_unchanged(
                 ) as response:
                     assert response.status == 421
                 # A request a standby received from another instance is never forwarded again.
-                async with session.get(b.url + "/status/", headers={FORWARDED_BY: "c"}) as response:
+                async with session.get(
+                    b.url + "/scheduler/", headers={FORWARDED_BY: "c"}
+                ) as response:
                     assert response.status == 503
                     assert response.headers["Retry-After"] == "2"
                     assert "is a standby, not the leader" in await response.text()
