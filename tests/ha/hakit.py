@@ -37,6 +37,8 @@ class Instance:
         name: str,
         sim: SimulatedCluster,
         db: PgDatabase | None,
+        *,
+        api: dict[str, Any] | None = None,
         **ha: Any,
     ) -> None:
         self.name = name
@@ -53,7 +55,7 @@ class Instance:
                 **ha,
             }
         sections: dict[str, dict[str, Any]] = {
-            "api": {"port": self.port},
+            "api": {"port": self.port, **(api or {})},
             "state": {"path": str(self.state_path)},
             "mesos": {
                 "master": sim.url,

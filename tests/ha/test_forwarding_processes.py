@@ -109,3 +109,36 @@ async def test_a_standby_whose_leader_is_unreachable_answers_503(
         finally:
             a.process.stop_quietly()
             b.process.stop_quietly()
+
+
+async def test_the_token_is_checked_by_the_standby_and_again_by_the_leader(
+    tmp_path: Path, pg_database: PgDatabase
+) -> None:
+    token_a, token_b = tmp_path / "token-a", tmp_path / "token-b"
+    token_a.write_text("secret-of-the-fleet\n")
+    token_b.write_text("another-secret\n")  # b is misconfigured: the leader must not trust it
+    for path in (token_a, token_b):
+        path.chmod(0o600)
+    async with SimulatedCluster(agents=1, heartbeat_interval=0.2, seed=19) as sim:
+        a = Instance(tmp_path, "a", sim, pg_database, api={"token_file": str(token_a)})
+        b = Instance(tmp_path, "b", sim, pg_database, api={"token_file": str(token_b)})
+        try:
+            a.start()
+            await a.process.wait_ready()
+            b.start()
+            await until(lambda: role_of(b), 15, "b answers")
+            async with aiohttp.ClientSession() as session:
+                url = b.url + "/scheduler/"
+                async with session.patch(url, json={"is_paused": True}) as response:
+                    assert response.status == 401  # b's own check: nothing forwarded
+                b_token = {"Authorization": "Bearer another-secret"}
+                async with session.patch(
+                    url, json={"is_paused": True}, headers=b_token
+                ) as response:
+                    assert response.status == 401  # passed b, refused by the leader
+                    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                async with session.get(a.url + "/scheduler/") as response:
+                    assert await response.json() == {"is_paused": False}
+        finally:
+            a.process.stop_quietly()
+            b.process.stop_quietly()
