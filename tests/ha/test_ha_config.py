@@ -8,6 +8,8 @@ import pytest
 
 from scale_scheduler.api.app import build_app
 from scale_scheduler.daemon.config import ConfigError, parse_config
+from scale_scheduler.daemon.exit_codes import ExitCode, FatalError
+from scale_scheduler.daemon.preflight import run_checks
 
 DSN = "postgresql://scheduler@db1:5432/scale"
 
@@ -95,3 +97,24 @@ async def test_the_dashboard_shows_the_leader(aiohttp_client: Any, make_config: 
     assert leader["leader"]["instance"] == leader["this"]["instance"]
     page = await (await client.get("/")).text()
     assert 'id="leader-pill"' in page
+
+
+def test_check_config_warns_that_ha_dsn_keeps_state_per_instance(tmp_path: Any) -> None:
+    password = tmp_path / "password"
+    password.write_text("pw\n")
+    password.chmod(0o600)
+    config = parse_config(
+        {
+            "state": {"path": str(tmp_path / "s.db")},
+            "api": {"port": 8000},
+            "ha": {"dsn": DSN, "password_file": str(password)},
+        },
+        environ={},
+    )
+    warnings = run_checks(config)
+    assert [w.key for w in warnings] == ["ha.dsn"]
+    assert "each keeps its own state" in warnings[0].message
+    password.write_text("")
+    with pytest.raises(FatalError, match=r"^ha\.password_file: ") as caught:
+        run_checks(config)
+    assert caught.value.code is ExitCode.CONFIG_ERROR
