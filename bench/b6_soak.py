@@ -128,7 +128,10 @@ class Feeder(threading.Thread):
             self.error = repr(exc)[:500]
 
 
-def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any]:
+def measure(
+    work: Path, tasks: int, feed: str, deadline: float, *, profile: bool = False
+) -> dict[str, Any]:
+    """One feed; ``profile``: the daemon runs under cProfile (``daemon.prof`` in ``work``)."""
     work.mkdir(parents=True, exist_ok=True)
     floor, batch = FEEDS[feed]
     sim = start_simulator(work)
@@ -139,7 +142,12 @@ def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any
         write_daemon_config(
             work / "config.yaml", master=sim.info["leader"], db=work / "state.db", port=port
         )
-        daemon = Daemon(work / "config.yaml", port, work / "daemon.log")
+        daemon = Daemon(
+            work / "config.yaml",
+            port,
+            work / "daemon.log",
+            profile_to=work / "daemon.prof" if profile else None,
+        )
         daemon.wait(subscribed=True, timeout=120)
         feeder = Feeder(daemon, tasks, floor, batch)
         started = time.monotonic()
@@ -286,8 +294,11 @@ def main() -> None:
     parser.add_argument("--feed", default="1x", choices=sorted(FEEDS))
     parser.add_argument("--deadline", type=float, default=900.0)
     parser.add_argument("--work", default="bench/out/work-b6")
+    parser.add_argument(
+        "--profile", action="store_true", help="run the daemon under cProfile (daemon.prof)"
+    )
     args = parser.parse_args()
-    result = measure(Path(args.work), args.tasks, args.feed, args.deadline)
+    result = measure(Path(args.work), args.tasks, args.feed, args.deadline, profile=args.profile)
     (Path(args.work) / "samples.json").write_text(json.dumps(result.pop("samples")))
     print(json.dumps(result, indent=1))
 

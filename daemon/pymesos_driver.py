@@ -225,6 +225,20 @@ class PymesosDriver:
         status = acknowledge_payload(agent_id, task_id, uuid)
         await self._call("ACKNOWLEDGE", lambda client: client.acknowledgeStatusUpdate(status))
 
+    async def acknowledge_many(
+        self, acks: Sequence[tuple[str, str, str]]
+    ) -> list[DriverError | None]:
+        # pymesos sends one blocking call at a time on its call thread: one after the other.
+        out: list[DriverError | None] = []
+        for agent_id, task_id, uuid in acks:
+            try:
+                await self.acknowledge(agent_id, task_id, uuid)
+            except DriverError as exc:
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
+
     async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
         # pymesos's reconcileTasks drops the agent ids, which decide the master's answer.
         payload = reconcile_payload(tasks)
