@@ -35,8 +35,11 @@ log = structlog.get_logger(__name__)
 
 ACK_WORKERS = 8
 """Pipelined batches of acknowledgements in flight at once (one connection each)."""
-ACK_BATCH = 64
-"""Most acknowledgements in one batch."""
+ACK_BATCH = 16
+"""Most acknowledgements in one batch. With 64, quick B2 runs launched slower (median 2,400
+against 3,200 tasks/s from unpause, noisy runs on a shared machine; likely because a batch holds
+its connection, and the master's loop, until all of it is answered), for no better
+acknowledgement latency in B6."""
 LATENCY_BUCKETS = (
     0.005,
     0.01,
