@@ -319,7 +319,7 @@ class TaskTracker:
         self._updates_ready = asyncio.Event()
         self._room: asyncio.Future[None] | None = None
         """Set while the driver waits for the update backlog to shrink."""
-        self.acks = AckSender(driver.acknowledge_many, clock)
+        self.acks = AckSender(self._acknowledge_many, clock)
         self.flow = LaunchFlow(config.max_in_flight, clock())
         # Bursts are resolved against memory and applied after their commit: one at a time.
         self._burst_lock = asyncio.Lock()
@@ -980,6 +980,11 @@ class TaskTracker:
 
     def _count_ended(self, state: TaskState) -> None:
         self.ended_counts[state] = self.ended_counts.get(state, 0) + 1
+
+    async def _acknowledge_many(
+        self, acks: Sequence[tuple[str, str, str]]
+    ) -> Sequence[Exception | None]:
+        return await self._driver.acknowledge_many(acks)
 
     @property
     def acks_sent(self) -> int:
