@@ -137,7 +137,9 @@ def write_daemon_config(
     level: str = "info",
     fmt: str = "json",
     scheduler: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The daemon's config at ``path``; ``scheduler`` and ``state`` add to those sections."""
     raw: dict[str, Any] = {
         "mesos": {
             "master": master,
@@ -148,7 +150,7 @@ def write_daemon_config(
             "backoff_max": 1.0,
         },
         "api": {"host": "127.0.0.1", "port": port},
-        "state": {"path": str(db)},
+        "state": {"path": str(db), **(state or {})},
         "logging": {"level": level, "format": fmt},
         "scheduler": scheduler or {},
     }

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from scale_scheduler.daemon.driver import (
     ConnectionStatus,
+    DriverError,
     EventHandler,
     Launch,
     NotConnectedError,
@@ -34,13 +35,19 @@ class LeaderGuardedDriver:
         self.refused = 0
         """Calls not sent because this instance did not hold a live term."""
 
-    def _check(self, call: str) -> None:
+    def _refusal(self, call: str, count: int = 1) -> NotConnectedError | None:
+        """None when this instance may act; else the error of ``count`` calls not sent."""
         if self._may_act():
-            return
-        self.refused += 1
+            return None
+        self.refused += count
         message = f"{call} not sent: this instance is not the leader (no live term)"
         self._on_deposed(message)
-        raise NotConnectedError(message)
+        return NotConnectedError(message)
+
+    def _check(self, call: str) -> None:
+        error = self._refusal(call)
+        if error is not None:
+            raise error
 
     async def start(self, handler: EventHandler) -> None:
         self._check("SUBSCRIBE")
@@ -72,6 +79,14 @@ class LeaderGuardedDriver:
     async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
         self._check("ACKNOWLEDGE")
         await self._driver.acknowledge(agent_id, task_id, uuid)
+
+    async def acknowledge_many(
+        self, acks: Sequence[tuple[str, str, str]]
+    ) -> list[DriverError | None]:
+        error = self._refusal("ACKNOWLEDGE", len(acks))
+        if error is not None:
+            return [error for _ in acks]
+        return await self._driver.acknowledge_many(acks)
 
     async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
         self._check("RECONCILE")

@@ -76,8 +76,18 @@ class Instance:
     def start(self) -> None:
         self.process.start()
 
+    async def wait_online(self, timeout: float = 10.0) -> None:
+        """Until ``/status/`` says subscribed: the framework id is committed by then."""
+
+        async def online() -> bool:
+            status, body = await self.get("/status/")
+            return status == 200 and bool(body["scheduler"]["is_online"])
+
+        await until(online, timeout, f"{self.name} is subscribed")
+
     def copy_state_from(self, other: Instance) -> None:
-        """Start from ``other``'s database as it is now (it may be running: SQLite's backup)."""
+        """Start from ``other``'s database as it is now (it may be running: SQLite's backup).
+        Wait for ``other.wait_online()`` first, or the framework id may not be in it yet."""
         source = sqlite3.connect(other.state_path)
         target = sqlite3.connect(self.state_path)
         try:

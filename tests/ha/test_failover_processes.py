@@ -28,7 +28,7 @@ async def _cluster(
             first = instances[0]
             first.start()
             await first.process.wait_ready()
-            await until(lambda: subscribed_framework(sim), 10, "the first instance subscribes")
+            await first.wait_online()
             framework_id = subscribed_framework(sim)
             assert framework_id is not None
             for other in instances[1:]:
@@ -133,7 +133,7 @@ async def test_failed_over_by_another_subscription_steps_down_with_an_election(
         try:
             leader.start()
             await leader.process.wait_ready()
-            await until(lambda: subscribed_framework(sim), 10, "a subscribes")
+            await leader.wait_online()
             framework_id = subscribed_framework(sim)
             intruder.copy_state_from(leader)
             intruder.start()
@@ -155,7 +155,7 @@ async def test_failed_over_single_instance_keeps_exit_4(tmp_path: Path) -> None:
         try:
             first.start()
             await first.process.wait_ready()
-            await until(lambda: subscribed_framework(sim), 10, "a subscribes")
+            await first.wait_online()
             framework_id = subscribed_framework(sim)
             second.copy_state_from(first)
             second.start()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
-from hakit import Instance, live_subscription, role_of, subscribed_framework, until
+from hakit import Instance, live_subscription, role_of, until
 from pgserver import PgDatabase
 
 from scale_scheduler.api.leader_forwarding import FORWARDED_BY
@@ -23,7 +23,7 @@ async def test_a_standby_forwards_and_returns_the_leaders_answer_unchanged(
         try:
             a.start()
             await a.process.wait_ready()
-            await until(lambda: subscribed_framework(sim), 10, "a subscribes")
+            await a.wait_online()
             b.copy_state_from(a)
             b.start()
             await b.process.wait_ready()

@@ -8,6 +8,7 @@ import pytest
 
 from scale_scheduler.daemon.driver import (
     ConnectionStatus,
+    DriverError,
     EventHandler,
     Launch,
     NotConnectedError,
@@ -44,6 +45,12 @@ class RecordingDriver:
     async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
         self.calls.append("acknowledge")
 
+    async def acknowledge_many(
+        self, acks: Sequence[tuple[str, str, str]]
+    ) -> list[DriverError | None]:
+        self.calls.append("acknowledge_many")
+        return [None for _ in acks]
+
     async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
         self.calls.append("reconcile")
 
@@ -74,8 +81,10 @@ async def test_calls_pass_while_the_term_is_live_and_none_after() -> None:
     for call in calls:
         with pytest.raises(NotConnectedError, match="not sent: this instance is not the leader"):
             await call
+    errors = await driver.acknowledge_many([("a", "t1", "u"), ("a", "t2", "u")])
+    assert [type(e) for e in errors] == [NotConnectedError, NotConnectedError]  # never raises
     assert inner.calls == ["decline", "acknowledge"]  # nothing reached the master
-    assert driver.refused == len(calls)
+    assert driver.refused == len(calls) + 2
     assert deposed[0] == "ACCEPT not sent: this instance is not the leader (no live term)"
     await driver.stop()  # closing the stream is always allowed
     assert inner.calls[-1] == "stop"
