@@ -38,7 +38,6 @@ from scale_scheduler.api.keys import (
     CONFIG,
     CONNECTION,
     CORE,
-    LEADERSHIP,
     SCHEDULER,
     SCHEDULER_HOSTNAME,
     STORE,
@@ -118,9 +117,8 @@ async def build_snapshot(app: web.Application) -> dict[str, Any]:
         },
         "queue_depth": cluster.queue_depth,
         "resources": cluster.resource_summary(),
+        "leader": leader_view(app),
     }
-    if LEADERSHIP in app:
-        snapshot["leader"] = leader_view(app)
     if core is not None:
         snapshot.update(_core_part(core, paused))
     else:

@@ -183,6 +183,7 @@ def _snapshot_schema() -> Schema:
             ),
             "queue_depth": count,
             "resources": _nullable(_ref("ClusterResources")),
+            "leader": _ref("Leader"),
             "tasks": {
                 "type": "object",
                 "description": "Live tasks per state (states without tasks are left out).",
