@@ -43,10 +43,8 @@ import enum
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-import msgspec
 import structlog
 
 from scale_scheduler.daemon.config import SchedulerConfig
@@ -56,27 +54,27 @@ from scale_scheduler.daemon.matcher import AgentLaunch, GroupWaiting, TaskPlacem
 from scale_scheduler.daemon.mesos_types import TERMINAL_STATES, TaskStatus, Value
 from scale_scheduler.daemon.queue_index import QueueIndex
 from scale_scheduler.daemon.status_acks import ACK_WORKERS, AckSender
+from scale_scheduler.state.changes import (
+    KillRequested,
+    LaunchesReverted,
+    LaunchIntent,
+    LaunchIntents,
+    RevertedLaunch,
+    StatusChange,
+    StatusesApplied,
+    TaskCanceled,
+    TasksQueued,
+)
+from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.nodes import NodeRepository
-from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import (
-    CANCEL_SQL,
-    INSERT_SQL,
-    INTENT_SQL,
-    KILL_SQL,
     LAUNCHED,
-    REQUEUE_AFTER_STATUS_SQL,
-    REVERT_SQL,
-    STATUS_SQL,
     Constraints,
     ShapeInterner,
     Task,
     TaskSpec,
     TaskState,
     TaskView,
-    count_ended,
-    insert_row,
-    load_live_tasks,
-    max_task_id,
     mesos_task_id,
     new_task_view,
     parse_mesos_task_id,
@@ -253,7 +251,7 @@ class LaunchPlan:
     """Launch intents of one offer pass: per agent, the tasks and their new attempt numbers."""
 
     agents: list[tuple[AgentLaunch, list[PlannedTask]]]
-    statements: list[Statement]
+    change: LaunchIntents
     apply: Callable[[], None]
 
     @property
@@ -262,18 +260,16 @@ class LaunchPlan:
             yield from planned
 
 
-@dataclass(slots=True)
-class _Working:
-    """A task's state while one burst of updates is resolved."""
+class _Working(StatusChange):
+    """A task's state while one burst of updates is resolved (committed as it is)."""
 
-    task: Task
-    state: TaskState
-    failures: int
-    lost_launches: int
-    requeue: bool = False
-    started: bool = False
-    status: TaskStatus | None = None
-    transitions: list[tuple[TaskState, TaskState, TaskStatus]] = field(default_factory=list)
+    __slots__ = ("status", "task", "transitions")
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(task.id, task.state, task.failures, task.lost_launches)
+        self.task = task
+        self.status: TaskStatus | None = None
+        self.transitions: list[tuple[TaskState, TaskState, TaskStatus]] = []
 
 
 class DeleteOutcome(str, enum.Enum):
@@ -286,10 +282,6 @@ def _is_terminal(mesos_state: str) -> bool:
     return mesos_state in TERMINAL_STATES or mesos_state == "TASK_UNKNOWN"
 
 
-def _ports_json(ports: Sequence[int]) -> str | None:
-    return msgspec.json.encode(list(ports)).decode() if ports else None
-
-
 # --- the tracker -------------------------------------------------------------------------------
 
 
@@ -297,7 +289,7 @@ class TaskTracker:
     def __init__(
         self,
         config: SchedulerConfig,
-        store: Store,
+        store: StateStore,
         driver: SchedulerDriver,
         nodes: NodeRepository,
         clock: Callable[[], float],
@@ -344,9 +336,9 @@ class TaskTracker:
 
     async def load(self) -> None:
         """Load every non-terminal task in batches, yielding to the loop between them."""
-        self._next_id = await max_task_id(self._store) + 1
+        self._next_id = await self._store.max_task_id() + 1
         loaded = 0
-        async for batch in load_live_tasks(self._store, self.interner):
+        async for batch in self._store.live_tasks(self.interner):
             for task in batch:
                 self.tasks[task.id] = task
                 if task.state is TaskState.QUEUED:
@@ -374,7 +366,7 @@ class TaskTracker:
         now = self._clock()
         first = self._next_id
         self._next_id += len(items)
-        rows: list[tuple[Any, ...]] = []
+        names: list[str] = []
         records: list[Task] = []
         views: list[TaskView] = []
         interner = self.interner
@@ -385,11 +377,7 @@ class TaskTracker:
                 item.cpus, item.mem, item.disk, item.gpus, item.ports, item.constraints
             )
             spec_bytes = encode(item.spec)
-            rows.append(
-                insert_row(
-                    task_id, item.spec, spec_bytes, item.priority, shape, item.max_attempts, now
-                )
-            )
+            names.append(item.spec.name)
             records.append(
                 Task(
                     id=task_id,
@@ -420,7 +408,7 @@ class TaskTracker:
             )
             self._notify_work()
 
-        await self._store.write([Statement(INSERT_SQL, rows)], apply)
+        await self._store.commit([TasksQueued(records, names, now)], apply)
         return views
 
     def _notify_work(self) -> None:
@@ -511,7 +499,7 @@ class TaskTracker:
     def plan_launch(self, launches: Sequence[AgentLaunch], now: float) -> LaunchPlan:
         """Reserve the placed tasks (busy) and build their intent rows; memory changes in apply."""
         agents: list[tuple[AgentLaunch, list[PlannedTask]]] = []
-        rows: list[tuple[Any, ...]] = []
+        intents: list[LaunchIntent] = []
         tasks = self.tasks
         for launch in launches:
             planned: list[PlannedTask] = []
@@ -520,8 +508,11 @@ class TaskTracker:
                 task.busy = True
                 attempt = task.attempts + 1
                 planned.append(PlannedTask(task, attempt, placement))
-                ports = _ports_json(placement.ports)
-                rows.append((attempt, launch.agent_id, launch.hostname, ports, now, now, task.id))
+                intents.append(
+                    LaunchIntent(
+                        task.id, attempt, launch.agent_id, launch.hostname, placement.ports
+                    )
+                )
             agents.append((launch, planned))
 
         def apply() -> None:
@@ -552,7 +543,7 @@ class TaskTracker:
                 self.queue_depth -= len(planned)
                 self.launched_counts[TaskState.LAUNCHING] += len(planned)
 
-        return LaunchPlan(agents, [Statement(INTENT_SQL, rows)] if rows else [], apply)
+        return LaunchPlan(agents, LaunchIntents(intents, now), apply)
 
     def release(self, plan: LaunchPlan) -> list[int]:
         """The intent was not committed: the tasks stay queued and may be placed again.
@@ -567,8 +558,8 @@ class TaskTracker:
         if not planned:
             return
         now = self._clock()
-        rows = [
-            (item.task.failures, item.task.lost_launches, now, now, item.task.id, item.attempt)
+        reverts = [
+            RevertedLaunch(item.task.id, item.attempt, item.task.failures, item.task.lost_launches)
             for item in planned
         ]
 
@@ -598,10 +589,7 @@ class TaskTracker:
                 self.flow.confirmed(count, now)
                 self._notify_work()
 
-        await self._store.write(
-            [Statement(REVERT_SQL, rows)],
-            apply,
-        )
+        await self._store.commit([LaunchesReverted(reverts, now)], apply)
 
     async def reconcile_launches(self, planned: Sequence[PlannedTask]) -> None:
         """The ACCEPT of these launches may or may not have reached the master: ask it now.
@@ -654,8 +642,7 @@ class TaskTracker:
         """Cancel a queued task, or ask Mesos to kill a launched one."""
         task = self.tasks.get(task_id)
         if task is None:
-            row = await self._store.fetchone("SELECT state FROM tasks WHERE id = ?", (task_id,))
-            if row is None:
+            if await self._store.task_state(task_id) is None:
                 raise TaskNotFoundError(f"No task with id {task_id}.")
             return DeleteOutcome.ALREADY_TERMINAL
         now = self._clock()
@@ -679,13 +666,7 @@ class TaskTracker:
                 )
 
             try:
-                await self._store.write(
-                    [
-                        Statement(CANCEL_SQL, [(now, now, task.id)]),
-                        *count_ended([TaskState.CANCELED]),
-                    ],
-                    cancel,
-                )
+                await self._store.commit([TaskCanceled(task.id, now)], cancel)
             except BaseException:
                 task.busy = False
                 raise
@@ -694,7 +675,7 @@ class TaskTracker:
         def mark() -> None:
             task.kill_requested = True
 
-        await self._store.write([Statement(KILL_SQL, [(now, task.id)])], mark)
+        await self._store.commit([KillRequested(task.id, now)], mark)
         if task.state.launched and not task.busy and task.agent_id:
             await self._send_kills([(task.mesos_task_id, task.agent_id)])
         log.info("task_kill_requested", task_id=task.id, state=task.state.value)
@@ -781,34 +762,15 @@ class TaskTracker:
                 acks.append((agent_id, status.task_id.value, status.uuid, arrived))
             self._resolve_one(status, agent_id, working, kills)
 
-        status_rows: list[tuple[Any, ...]] = []
-        requeue_rows: list[tuple[Any, ...]] = []
         changed = [w for w in working.values() if w.transitions]
         for w in changed:
             last = w.status
             assert last is not None
-            fields = (
-                last.state,
-                last.message,
-                last.reason,
-                last.source,
-                last.timestamp or now,
-            )
-            if w.requeue:
-                requeue_rows.append((w.failures, w.lost_launches, now, now, *fields, w.task.id))
-            else:
-                status_rows.append(
-                    (
-                        w.state.value,
-                        w.failures,
-                        w.lost_launches,
-                        now if w.started else None,
-                        now if w.state.terminal else None,
-                        now,
-                        *fields,
-                        w.task.id,
-                    )
-                )
+            w.status_state = last.state
+            w.status_message = last.message
+            w.status_reason = last.reason
+            w.status_source = last.source
+            w.status_time = last.timestamp
 
         def apply() -> None:
             requeued = False
@@ -824,14 +786,8 @@ class TaskTracker:
             if requeued:
                 self._notify_work()
 
-        statements = []
-        if status_rows:
-            statements.append(Statement(STATUS_SQL, status_rows))
-            statements += count_ended(w.state for w in changed if not w.requeue)
-        if requeue_rows:
-            statements.append(Statement(REQUEUE_AFTER_STATUS_SQL, requeue_rows))
-        if statements:
-            await self._store.write(statements, apply)
+        if changed:
+            await self._store.commit([StatusesApplied(changed, now)], apply)
         if kills:
             # Whatever this burst also says has ended needs no KILL.
             ended = {s.task_id.value for s in burst if _is_terminal(s.state)}
@@ -882,7 +838,7 @@ class TaskTracker:
         if self._heard is not None:
             self._heard.add(task.id)
         if w is None:
-            w = working[task.id] = _Working(task, task.state, task.failures, task.lost_launches)
+            w = working[task.id] = _Working(task)
         outcome = resolve(
             w.state,
             status.state,

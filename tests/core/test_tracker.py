@@ -278,7 +278,7 @@ async def test_restart_reloads_queue_and_launched_tasks(harness: CoreHarness) ->
     await core.stop()
 
     again = SchedulerCore(
-        harness.config, harness.store, harness.scheduler, harness.driver, harness.clock
+        harness.config, harness.state, harness.scheduler, harness.driver, harness.clock
     )
     harness.core = again
     await again.start()
