@@ -9,6 +9,7 @@ import pytest
 from corekit import Clock, CoreHarness
 
 from scale_scheduler.daemon.config import Config
+from scale_scheduler.state.memory import MemoryState
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
@@ -39,12 +40,12 @@ async def store(core_config: Config) -> AsyncIterator[Store]:
     await store.close()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "memory"])
 async def harness(
     request: pytest.FixtureRequest, core_config: Config, store: Store, clock: Clock
 ) -> AsyncIterator[CoreHarness]:
-    """The core on the SQLite state."""
-    state = SqliteState(store)
+    """The core on either implementation of the state interface: each test runs on both."""
+    state = SqliteState(store) if request.param == "sqlite" else MemoryState()
     h = CoreHarness(core_config, state, clock)
     yield h
     if h.core is not None:
