@@ -504,6 +504,15 @@ class NodeRepository:
             node.scheduled.add_shape(shape)
             node.running_tasks += 1
 
+    def hold_all(self, hostname: str, shapes: Sequence[Shape]) -> None:
+        """Tasks of ``shapes`` were launched on the node (one launch of an offer pass)."""
+        node = self.by_hostname.get(hostname)
+        if node is not None:
+            add = node.scheduled.add_shape
+            for shape in shapes:
+                add(shape)
+            node.running_tasks += len(shapes)
+
     def release(self, hostname: str | None, shape: Shape) -> None:
         """A task of ``shape`` on the node ended, or went back to the queue."""
         node = self.by_hostname.get(hostname or "")
