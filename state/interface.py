@@ -11,6 +11,11 @@ runs ahead of what is durable; when ``commit`` returns, the write is durable (a 
 sent). A write that fails is not applied and raises; with ``MissingRowError`` when a change
 naming a single row (the pause flag, a node's flags) found none.
 
+A change may refer to memory's records (``Task``, a burst's ``StatusChange``s); the caller
+leaves them unchanged until ``apply`` runs, so a backend may read them at any point up to its
+commit. Many writes may share one transaction (group commit), but each write's changes are all
+committed or none.
+
 Reads see every write whose ``commit`` has returned.
 """
 
