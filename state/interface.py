@@ -13,8 +13,9 @@ naming a single row (the pause flag, a node's flags) found none.
 
 A change may refer to memory's records (``Task``, a burst's ``StatusChange``s); the caller
 leaves them unchanged until ``apply`` runs, so a backend may read them at any point up to its
-commit. Many writes may share one transaction (group commit), but each write's changes are all
-committed or none.
+commit. Many writes may share one transaction (group commit); a write that fails takes none of
+its changes into it, provided a change naming a single row (``PauseSet``, ``NodeFlagsChanged``)
+comes first in its write (as every write of the daemon has it).
 
 Reads see every write whose ``commit`` has returned.
 """
