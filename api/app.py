@@ -32,6 +32,7 @@ from scale_scheduler.api.keys import (
     PRUNER,
     SCHEDULER,
     SCHEDULER_HOSTNAME,
+    STATE,
     STORE,
 )
 from scale_scheduler.api.metrics import metrics_context, setup_metrics
@@ -50,6 +51,7 @@ from scale_scheduler.state.framework import FrameworkIdRepository
 from scale_scheduler.state.nodes import ClusterResources
 from scale_scheduler.state.retention import RetentionPolicy
 from scale_scheduler.state.scheduler import SchedulerRepository
+from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
 FRAMEWORK_IDS = web.AppKey("framework_ids", FrameworkIdRepository)
@@ -77,10 +79,11 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
     store = await Store.open(config.state.path)
     try:
         app[STORE] = store
-        scheduler = SchedulerRepository(store)
+        state = app[STATE] = SqliteState(store)
+        scheduler = SchedulerRepository(state)
         await scheduler.ensure_and_load()
         app[SCHEDULER] = scheduler
-        framework_ids = FrameworkIdRepository(store)
+        framework_ids = FrameworkIdRepository(state)
         await framework_ids.load()
         app[FRAMEWORK_IDS] = framework_ids
         yield
@@ -93,7 +96,7 @@ async def retention_context(app: web.Application) -> AsyncIterator[None]:
     background, from start-up to shutdown (stopped before the store closes)."""
     state = app[CONFIG].state
     pruner = Pruner(
-        app[STORE],
+        app[STATE],
         RetentionPolicy(state.retention_days, state.retention_max_tasks),
         interval=state.retention_interval,
     )
@@ -133,7 +136,7 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
     )
     core = SchedulerCore(
         config,
-        app[STORE],
+        app[STATE],
         app[SCHEDULER],
         driver,
         fetch_agents=fetch_agents,

@@ -47,7 +47,8 @@ from scale_scheduler.daemon.burst_log import BurstLog
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.nodes import node_view
-from scale_scheduler.state.tasks import VIEW_COLUMNS, TaskState, iso, spec_decoder, view_from_row
+from scale_scheduler.state.sqlite.task_rows import VIEW_COLUMNS, view_from_row
+from scale_scheduler.state.tasks import TaskState, iso, spec_decoder
 
 log = structlog.get_logger(__name__)
 

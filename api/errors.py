@@ -16,7 +16,7 @@ from aiohttp import web
 
 from scale_scheduler.api.json_body import BodyError, brief, decode_object, json_kind
 from scale_scheduler.api.keys import CONFIG
-from scale_scheduler.state.store import MissingRowError
+from scale_scheduler.state.interface import MissingRowError
 
 log = structlog.get_logger(__name__)
 

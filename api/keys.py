@@ -11,6 +11,7 @@ from scale_scheduler.daemon.driver import ConnectionStatus
 from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.pruner import Pruner
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
+from scale_scheduler.state.interface import MaintainedState
 from scale_scheduler.state.nodes import ClusterResources
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.store import Store
@@ -31,6 +32,8 @@ CONFIG = web.AppKey("config", Config)
 SCHEDULER_HOSTNAME = web.AppKey("scheduler_hostname", str)
 """This host's name (``mesos.hostname`` or the machine's), resolved once at start-up."""
 STORE = web.AppKey("store", Store)
+STATE = web.AppKey("state", MaintainedState)
+"""The state interface over ``STORE`` (what the core and the pruner use)."""
 SCHEDULER = web.AppKey("scheduler", SchedulerRepository)
 CONNECTION = web.AppKey("connection", ConnectionStatus)
 CLUSTER = web.AppKey("cluster", ClusterView)

@@ -16,7 +16,7 @@ from scale_scheduler.api.keys import CORE, SCHEDULER, STORE
 from scale_scheduler.api.own_names import own_url
 from scale_scheduler.api.pagination import envelope, page_of
 from scale_scheduler.api.task_body import decode_tasks
-from scale_scheduler.state.tasks import fetch_rows_by_ids, view_from_row
+from scale_scheduler.state.sqlite.task_rows import fetch_rows_by_ids, view_from_row
 
 
 async def post_queue(request: web.Request) -> web.Response:

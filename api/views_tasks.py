@@ -13,14 +13,8 @@ from scale_scheduler.api.json_body import brief
 from scale_scheduler.api.keys import CORE, PRUNER, SCHEDULER, STORE
 from scale_scheduler.api.pagination import envelope, page_of
 from scale_scheduler.daemon.task_tracker import DeleteOutcome, TaskNotFoundError
-from scale_scheduler.state.tasks import (
-    TaskState,
-    TaskView,
-    fetch_task_row,
-    fetch_task_rows,
-    parse_state,
-    view_from_row,
-)
+from scale_scheduler.state.sqlite.task_rows import fetch_task_row, fetch_task_rows, view_from_row
+from scale_scheduler.state.tasks import TaskState, TaskView, parse_state
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: no task has a larger id
 

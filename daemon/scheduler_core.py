@@ -26,6 +26,7 @@ from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.offer_pipeline import OfferPipeline
 from scale_scheduler.daemon.task_tracker import TaskTracker
+from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.nodes import (
     AgentTotals,
     ClusterAmounts,
@@ -34,7 +35,6 @@ from scale_scheduler.state.nodes import (
     NodeRepository,
 )
 from scale_scheduler.state.scheduler import SchedulerRepository
-from scale_scheduler.state.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +45,7 @@ class SchedulerCore:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: StateStore,
         scheduler_repo: SchedulerRepository,
         driver: SchedulerDriver,
         clock: Callable[[], float] = time.time,

@@ -1,7 +1,7 @@
 """The single ``scheduler`` row: global pause flag, in memory and on disk.
 
 Memory is the source for reads on hot paths (offer handling, ``/status/``); every change is
-committed first and applied to memory in the same step (``Store.write``'s ``apply``).
+committed first and applied to memory in the same step (``StateStore.commit``'s ``apply``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from scale_scheduler.state.store import MissingRowError, Statement, Store
+from scale_scheduler.state.changes import PauseSet, SchedulerRowEnsured
+from scale_scheduler.state.interface import MissingRowError, StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -44,34 +45,24 @@ class SchedulerSnapshot:
 
 
 class SchedulerRepository:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: StateStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
         self.state = SchedulerState()
 
     async def ensure_and_load(self) -> SchedulerState:
         """Create the row if missing (start-up only), then load it into memory."""
-        await self._store.write(
-            [
-                Statement(
-                    "INSERT OR IGNORE INTO scheduler (id, is_paused, last_modified) "
-                    "VALUES (1, 0, ?)",
-                    [(self._clock(),)],
-                )
-            ]
-        )
-        row = await self._store.fetchone(
-            "SELECT is_paused, last_modified FROM scheduler WHERE id = 1"
-        )
+        await self._store.commit([SchedulerRowEnsured(self._clock())])
+        row = await self._store.load_scheduler()
         if row is None:  # pragma: no cover - the insert above guarantees it
             raise SchedulerRowMissingError(MISSING_MESSAGE)
-        self.state.is_paused = bool(row[0])
-        self.state.last_modified = float(row[1])
+        self.state.is_paused = row.is_paused
+        self.state.last_modified = row.last_modified
         return self.state
 
     async def check_row(self) -> None:
         """Raise ``SchedulerRowMissingError`` if the row has been deleted by hand."""
-        if await self._store.fetchone("SELECT 1 FROM scheduler WHERE id = 1") is None:
+        if await self._store.load_scheduler() is None:
             raise SchedulerRowMissingError(MISSING_MESSAGE)
 
     async def set_paused(self, is_paused: bool) -> SchedulerSnapshot:
@@ -92,17 +83,7 @@ class SchedulerRepository:
             return produced
 
         try:
-            result = await self._store.write(
-                [
-                    Statement(
-                        "UPDATE scheduler SET is_paused = ?, last_modified = ? WHERE id = 1",
-                        [(int(is_paused), now)],
-                        expect_rows=True,
-                        missing_message=MISSING_MESSAGE,
-                    )
-                ],
-                apply,
-            )
+            result = await self._store.commit([PauseSet(is_paused, now)], apply)
         except MissingRowError as exc:
             raise SchedulerRowMissingError(str(exc)) from None
         assert result is not None

@@ -13,7 +13,7 @@ from corekit import Clock, FakeDriver, make_offer, status
 from yarl import URL
 
 from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import CLUSTER, CORE, SCHEDULER, STORE
+from scale_scheduler.api.keys import CLUSTER, CORE, SCHEDULER, STATE, STORE
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.nodes import AgentTotals, Resources
@@ -39,7 +39,7 @@ async def client(
 
     async def core_context(app: web.Application) -> AsyncIterator[None]:
         core = SchedulerCore(
-            core_config, app[STORE], app[SCHEDULER], driver, Clock(), fetch_agents=fetch_agents
+            core_config, app[STATE], app[SCHEDULER], driver, Clock(), fetch_agents=fetch_agents
         )
         await core.start()
         app[CORE] = core
