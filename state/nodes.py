@@ -20,8 +20,9 @@ from typing import Annotated, Any
 import msgspec
 import structlog
 
+from scale_scheduler.state.domain import Shape
 from scale_scheduler.state.store import Statement, Store
-from scale_scheduler.state.tasks import Count, RowId, Shape, Timestamp, iso
+from scale_scheduler.state.tasks import Count, RowId, Timestamp, iso
 
 log = structlog.get_logger(__name__)
 

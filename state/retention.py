@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scale_scheduler.state.domain import TERMINAL
 from scale_scheduler.state.store import Statement, Store
-from scale_scheduler.state.tasks import TERMINAL
 
 DAY = 86_400.0
 _TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)

@@ -27,9 +27,10 @@ from scale_scheduler.daemon.mesos_types import (
 )
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import NewTask
+from scale_scheduler.state.domain import constraints_from
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.store import Statement, Store
-from scale_scheduler.state.tasks import TaskSpec, constraints_from
+from scale_scheduler.state.tasks import TaskSpec
 
 
 class Clock:
