@@ -16,7 +16,7 @@ from aiohttp import web
 
 from scale_scheduler.api.json_body import BodyError, brief, decode_object, json_kind
 from scale_scheduler.api.keys import CONFIG
-from scale_scheduler.state.store import MissingRowError
+from scale_scheduler.daemon.core_facade import CoreUnavailableError, MissingRowError
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +101,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         _ensure_text(exc, request)
         raise
+    except CoreUnavailableError as exc:
+        raise text_error(
+            web.HTTPServiceUnavailable, str(exc), headers={"Retry-After": "1"}
+        ) from None
     except MissingRowError as exc:
         log.error("database_row_missing", path=request.path, error=str(exc))
         raise text_error(web.HTTPInternalServerError, str(exc)) from None

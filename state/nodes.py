@@ -346,8 +346,6 @@ class NodeRepository:
         self._total_changes = 0
         self._scheduled_total = ScheduledResources()
         self._totals: tuple[tuple[int, int], tuple[Resources | None, Resources]] | None = None
-        self.listeners: list[Callable[[Node], None]] = []
-        """Called after a node's flags changed (the core revives when launches may resume)."""
 
     async def load(self) -> None:
         rows = await self._store.fetchall(
@@ -519,10 +517,7 @@ class NodeRepository:
                     is_active=after[2],
                     was_blocking=was_blocking,
                 )
-            produced = node.flags()
-            for listener in list(self.listeners):
-                listener(node)
-            return produced
+            return node.flags()
 
         result = await self._store.write(
             [

@@ -9,7 +9,8 @@ from pathlib import Path
 from daemonkit import Daemon, running_daemon, task
 from yarl import URL
 
-from scale_scheduler.api.keys import PRUNER, STORE
+from scale_scheduler.api.app import STORE
+from scale_scheduler.api.keys import PRUNER
 from scale_scheduler.state.retention import load_mark
 from scale_scheduler.state.tasks import TaskState, count_tasks
 

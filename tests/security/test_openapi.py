@@ -20,10 +20,10 @@ from multidict import CIMultiDict
 from securitykit import AUTH, running_daemon, token_file
 
 from scale_scheduler.api import limits
-from scale_scheduler.api.app import build_app
+from scale_scheduler.api.app import SCHEDULER_CORE, build_app
 from scale_scheduler.api.auth import requires_token
 from scale_scheduler.api.dashboard import DASHBOARD
-from scale_scheduler.api.keys import CONFIG, CORE
+from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.limits import MAX_CPUS
 from scale_scheduler.api.openapi import ANSWERS, BODIES, build_document
 from scale_scheduler.daemon.config import ApiConfig, Config
@@ -230,7 +230,7 @@ async def _provoke_the_stream_limit(prober: Prober, daemon: Any) -> None:
 
 async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> None:
     await _provoke_the_stream_limit(prober, daemon)
-    core = daemon.app[CORE]
+    core = daemon.app[SCHEDULER_CORE]
     task = {"name": "t", "command": "true", "cpus": 0.1, "mem": 8}
     running = await _submit(prober, {**task, "labels": {"sim.duration": "600"}})
     finished = await _submit(prober, task)
