@@ -15,17 +15,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from scale_scheduler.api.access_log import access_log_middleware
-from scale_scheduler.api.auth import auth_middleware, token_context
+from scale_scheduler.api.auth import token_context
 from scale_scheduler.api.dashboard import dashboard_context, setup_dashboard
-from scale_scheduler.api.edge_server import (
-    body_deadline_middleware,
-    connection_activity_middleware,
-)
-from scale_scheduler.api.errors import error_middleware
+from scale_scheduler.api.edge import edge_middleware, setup_edge
 from scale_scheduler.api.keys import CONFIG, CORE, LOOP_SHARE, PRUNER, SCHEDULER_HOSTNAME
 from scale_scheduler.api.metrics import METRICS, metrics_context, setup_metrics
-from scale_scheduler.api.request_guard import request_guard_middleware, setup_request_guard
+from scale_scheduler.api.request_guard import setup_request_guard
 from scale_scheduler.api.routes import setup_routes
 from scale_scheduler.api.views_status import setup_status
 from scale_scheduler.daemon.config import Config, master_address_hint
@@ -149,15 +144,7 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
 def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     """The daemon as an aiohttp application. ``connect_mesos=False`` serves the API alone."""
     app = web.Application(
-        middlewares=[
-            connection_activity_middleware,
-            access_log_middleware,
-            error_middleware,
-            request_guard_middleware,
-            auth_middleware,
-            web.normalize_path_middleware(append_slash=True, merge_slashes=True),
-            body_deadline_middleware,  # last: normalize_path clones the request, unread only
-        ],
+        middlewares=[edge_middleware],  # every check, the errors, the access log: api.edge
         client_max_size=config.api.max_body_bytes,
     )
     app[CONFIG] = config
@@ -171,6 +158,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     setup_metrics(app)
     setup_dashboard(app)
     setup_request_guard(app)
+    setup_edge(app)
     setup_status(app)
     app.cleanup_ctx.append(token_context)  # first: a bad api.token_file stops start-up (exit 2)
     app.on_startup.append(resolve_hostname)

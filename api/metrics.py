@@ -345,7 +345,8 @@ def setup_metrics(app: web.Application) -> Metrics:
 def observe_request(request: web.Request, status: int, seconds: float) -> None:
     """Observe one answered request's latency under its route template (bounded label values).
 
-    Called by the access-log middleware, which times every request once for both.
+    Called by the edge middleware (``api.edge``), which times every request once for this and
+    the access log.
     """
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else _UNMATCHED
