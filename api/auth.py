@@ -149,7 +149,8 @@ def authenticate(request: web.Request, api: ApiConfig) -> None:
     """One ``Authorization`` header at most (400), and the token where this configuration
     requires one (401)."""
     check_single_authorization(request)
-    # The check runs in its own frame, so no local variable of this one (which stays on the
-    # stack while the handler runs, and in any traceback it raises) holds a presented token.
+    # The token is read in check_token's own frame and returned nowhere, so no local variable
+    # of the edge middleware (on the stack while the view runs, and in any traceback it
+    # raises) holds a presented token.
     if requires_token(api, request.method, request.path):
         check_token(request)
