@@ -9,7 +9,7 @@ launch that stayed silent past ``scheduler.launch_timeout`` (``SOURCE_SCHEDULER`
 from __future__ import annotations
 
 from scale_scheduler.daemon.mesos_types import TERMINAL_STATES, TaskStatus, Value
-from scale_scheduler.state.tasks import TaskState
+from scale_scheduler.state.domain import TaskState
 
 MESOS_STATES: dict[str, TaskState] = {
     "TASK_STAGING": TaskState.STAGING,

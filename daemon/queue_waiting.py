@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 from scale_scheduler.daemon.matcher import GroupWaiting, WaitReason
 from scale_scheduler.daemon.queue_index import QueueIndex
-from scale_scheduler.state.tasks import Task, TaskState
+from scale_scheduler.state.domain import TaskState
+from scale_scheduler.state.tasks import Task
 
 
 def waiting_reason(

@@ -31,7 +31,8 @@ from scale_scheduler.daemon.ended_attempts import EndedAttempts
 from scale_scheduler.daemon.mesos_task_states import FINAL_MESOS_STATES, MESOS_STATES, ends_attempt
 from scale_scheduler.daemon.mesos_types import TaskStatus
 from scale_scheduler.state.changes import StatusChange
-from scale_scheduler.state.tasks import Task, TaskState, parse_mesos_task_id
+from scale_scheduler.state.domain import TaskState
+from scale_scheduler.state.tasks import Task, parse_mesos_task_id
 
 FREE_RELAUNCHES = 3
 """Launches lost before any agent reported on them that do not count as attempts."""

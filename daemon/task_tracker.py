@@ -48,17 +48,10 @@ from scale_scheduler.state.changes import (
     TaskCanceled,
     TasksQueued,
 )
+from scale_scheduler.state.domain import LAUNCHED, ShapeInterner, TaskState
 from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.nodes import NodeRepository
-from scale_scheduler.state.tasks import (
-    LAUNCHED,
-    ShapeInterner,
-    Task,
-    TaskState,
-    TaskView,
-    new_task_view,
-    spec_encoder,
-)
+from scale_scheduler.state.tasks import Task, TaskView, new_task_view, spec_encoder
 
 log = structlog.get_logger(__name__)
 

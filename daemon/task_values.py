@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from scale_scheduler.daemon.matcher import AgentLaunch, TaskPlacement
 from scale_scheduler.state.changes import LaunchIntents
-from scale_scheduler.state.tasks import Constraints, Task, TaskSpec, mesos_task_id
+from scale_scheduler.state.domain import Constraints
+from scale_scheduler.state.tasks import Task, TaskSpec, mesos_task_id
 
 
 class TaskNotFoundError(LookupError):

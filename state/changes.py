@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from scale_scheduler.state.tasks import Task, TaskState
+from scale_scheduler.state.domain import TaskState
+from scale_scheduler.state.tasks import Task
 
 # --- tasks -------------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol, TypeVar
 
 from scale_scheduler.state.changes import Change
-from scale_scheduler.state.tasks import ShapeInterner, Task, TaskState, TaskView
+from scale_scheduler.state.domain import ShapeInterner, TaskState
+from scale_scheduler.state.tasks import Task, TaskView
 
 T = TypeVar("T")
 

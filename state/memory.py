@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from scale_scheduler.state import changes as c
+from scale_scheduler.state.domain import LAUNCHED, ShapeInterner, TaskState
 from scale_scheduler.state.interface import (
     MaintainedState,
     MissingRowError,
@@ -35,12 +36,9 @@ from scale_scheduler.state.interface import (
 from scale_scheduler.state.scheduler import MISSING_MESSAGE
 from scale_scheduler.state.tasks import (
     EMPTY,
-    LAUNCHED,
     ContainerView,
     LastStatus,
-    ShapeInterner,
     Task,
-    TaskState,
     TaskView,
     iso,
     mesos_task_id,

@@ -21,8 +21,9 @@ import msgspec
 import structlog
 
 from scale_scheduler.state.changes import NewNode, NodeFlagsChanged, NodesOffered, NodesSighted
+from scale_scheduler.state.domain import Shape
 from scale_scheduler.state.interface import StateStore
-from scale_scheduler.state.tasks import Count, RowId, Shape, Timestamp, iso
+from scale_scheduler.state.tasks import Count, RowId, Timestamp, iso
 
 log = structlog.get_logger(__name__)
 
@@ -319,8 +320,6 @@ class NodeRepository:
         self._total_changes = 0
         self._scheduled_total = ScheduledResources()
         self._totals: tuple[tuple[int, int], tuple[Resources | None, Resources]] | None = None
-        self.listeners: list[Callable[[Node], None]] = []
-        """Called after a node's flags changed (the core revives when launches may resume)."""
 
     async def load(self) -> None:
         for row in await self._store.load_nodes():
@@ -486,10 +485,7 @@ class NodeRepository:
                     is_active=after[2],
                     was_blocking=was_blocking,
                 )
-            produced = node.flags()
-            for listener in list(self.listeners):
-                listener(node)
-            return produced
+            return node.flags()
 
         result = await self._store.commit([change.change(node.id, now)], apply)
         assert result is not None

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scale_scheduler.state.changes import PrunedTask
+from scale_scheduler.state.domain import TERMINAL, TaskState
 from scale_scheduler.state.interface import TaskEnd
-from scale_scheduler.state.tasks import TERMINAL, TaskState
 
 DAY = 86_400.0
 _TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -33,15 +33,16 @@ class SchedulerState:
 
     is_paused: bool = False
     last_modified: float = 0.0
-    listeners: list[Callable[[bool], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class SchedulerSnapshot:
-    """The scheduler row as one write left it (what that write's PATCH answer shows)."""
+    """The scheduler row as one write left it (what that write's PATCH answer shows), and
+    whether that write changed the flag."""
 
     is_paused: bool
     last_modified: float
+    changed: bool
 
 
 class SchedulerRepository:
@@ -75,12 +76,9 @@ class SchedulerRepository:
             changed = state.is_paused != is_paused
             state.is_paused = is_paused
             state.last_modified = now
-            produced = SchedulerSnapshot(is_paused, now)
             if changed:
                 log.info("scheduler_pause_changed", is_paused=is_paused)
-                for listener in list(state.listeners):
-                    listener(is_paused)
-            return produced
+            return SchedulerSnapshot(is_paused, now, changed)
 
         try:
             result = await self._store.commit([PauseSet(is_paused, now)], apply)

@@ -28,11 +28,12 @@ from scale_scheduler.daemon.mesos_types import (
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import NewTask
 from scale_scheduler.state.changes import Change
+from scale_scheduler.state.domain import TaskState, constraints_from
 from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
-from scale_scheduler.state.tasks import TaskSpec, TaskState, constraints_from
+from scale_scheduler.state.tasks import TaskSpec
 
 
 class Clock:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from scale_scheduler.state import changes as c
+from scale_scheduler.state.domain import ShapeInterner, TaskState
 from scale_scheduler.state.interface import (
     MaintainedState,
     NodeRecord,
@@ -24,7 +25,7 @@ from scale_scheduler.state.interface import (
 from scale_scheduler.state.sqlite import service_rows as sr
 from scale_scheduler.state.sqlite import task_rows as tr
 from scale_scheduler.state.store import JOURNAL_SIZE_LIMIT, Statement, Store
-from scale_scheduler.state.tasks import ShapeInterner, Task, TaskState, TaskView
+from scale_scheduler.state.tasks import Task, TaskView
 
 T = TypeVar("T")
 

@@ -13,19 +13,21 @@ from typing import Any
 
 import msgspec
 
+from scale_scheduler.state.domain import (
+    LAUNCHED,
+    LIVE,
+    Shape,
+    ShapeInterner,
+    TaskState,
+    constraints_from,
+)
 from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import (
     EMPTY,
-    LAUNCHED,
-    LIVE,
     ContainerView,
     LastStatus,
-    Shape,
-    ShapeInterner,
     Task,
-    TaskState,
     TaskView,
-    constraints_from,
     iso,
     mesos_task_id,
     spec_decoder,

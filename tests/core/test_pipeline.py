@@ -20,7 +20,8 @@ from scale_scheduler.daemon.driver import (
 )
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.changes import Change, LaunchIntents
-from scale_scheduler.state.tasks import TaskState
+from scale_scheduler.state.domain import TaskState
+from scale_scheduler.state.nodes import FlagChange
 
 INTENT = "LaunchIntents"
 REVERT = "LaunchesReverted"
@@ -143,7 +144,7 @@ async def test_global_pause_declines_suppresses_and_unpause_revives(
 ) -> None:
     core = await harness.start()
     await harness.submit(2)
-    await harness.scheduler.set_paused(True)
+    await core.set_paused(True)
     await wait_for(lambda: bool(harness.driver.of("suppress")))
     harness.log.clear()
     await harness.offer_pass(make_offer("o1", "a1"))
@@ -151,7 +152,7 @@ async def test_global_pause_declines_suppresses_and_unpause_revives(
     assert harness.driver.of("decline") == [("decline", ("o1",), 5.0)]
     task = next(iter(core.tracker.tasks.values()))
     assert core.tracker.waiting_reason(task, True) == "the scheduler is paused"
-    await harness.scheduler.set_paused(False)
+    await core.set_paused(False)
     await wait_for(lambda: bool(harness.driver.of("revive")))
     await harness.offer_pass(make_offer("o2", "a1"))
     assert len(harness.driver.launched_ids()) == 2
@@ -189,9 +190,11 @@ async def test_node_pause_stops_launches_there_only_and_survives_global_pause(
     await harness.submit(2)
     await harness.offer_pass(make_offer("o0", "a1", cpus=0.1), make_offer("o00", "a2", cpus=0.1))
     n1 = core.nodes.by_hostname["host-a1"]
-    await core.nodes.update_flags(n1.id, is_paused=True, pause_reason="disk", set_reason=True)
-    await harness.scheduler.set_paused(True)
-    await harness.scheduler.set_paused(False)
+    await core.set_node_flags(
+        n1.id, FlagChange(is_paused=True, set_reason=True, pause_reason="disk")
+    )
+    await core.set_paused(True)
+    await core.set_paused(False)
     assert n1.is_paused
     assert n1.pause_reason == "disk"
     harness.log.clear()
@@ -199,7 +202,7 @@ async def test_node_pause_stops_launches_there_only_and_survives_global_pause(
     (accept,) = harness.driver.of("accept")
     assert list(accept[1].offer_ids) == ["o2"]
     assert ("decline", ("o1",), 5.0) in harness.driver.calls
-    await core.nodes.update_flags(n1.id, is_paused=False)
+    await core.set_node_flags(n1.id, FlagChange(is_paused=False))
     assert n1.pause_reason is None  # unpausing clears the reason
     await wait_for(lambda: bool(harness.driver.of("revive")))
     await harness.offer_pass(make_offer("o3", "a1"))

@@ -12,13 +12,13 @@ import pytest
 from corekit import Clock, CoreHarness, make_offer, status
 
 from scale_scheduler.daemon.pruner import Pruner
+from scale_scheduler.state.domain import TaskState
 from scale_scheduler.state.interface import RetentionMark
 from scale_scheduler.state.migrations import MIGRATIONS
 from scale_scheduler.state.retention import DAY, RetentionPolicy
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.sqlite.task_rows import count_tasks, fetch_task_rows
 from scale_scheduler.state.store import Store
-from scale_scheduler.state.tasks import TaskState
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ from pathlib import Path
 from daemonkit import Daemon, running_daemon, task
 from yarl import URL
 
-from scale_scheduler.api.keys import PRUNER, STORE
+from scale_scheduler.api.app import STORE
+from scale_scheduler.api.keys import PRUNER
+from scale_scheduler.state.domain import TaskState
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.sqlite.task_rows import count_tasks
-from scale_scheduler.state.tasks import TaskState
 
 KEEP = 40
 

@@ -24,7 +24,8 @@ from scale_scheduler.daemon.task_commands import (
     resolve_delete,
     still_silent,
 )
-from scale_scheduler.state.tasks import Shape, Task, TaskState
+from scale_scheduler.state.domain import Shape, TaskState
+from scale_scheduler.state.tasks import Task
 
 S = TaskState
 SHAPE = Shape(1.0, 128.0)

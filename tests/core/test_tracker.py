@@ -13,7 +13,8 @@ from scale_scheduler.daemon.ended_attempts import EndedAttempts
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_commands import FREE_RELAUNCHES, resolve
 from scale_scheduler.daemon.task_values import DeleteOutcome, TaskNotFoundError
-from scale_scheduler.state.tasks import TaskState, parse_mesos_task_id
+from scale_scheduler.state.domain import TaskState
+from scale_scheduler.state.tasks import parse_mesos_task_id
 
 S = TaskState
 

@@ -11,18 +11,11 @@ from typing import Any
 import pytest
 
 from scale_scheduler.state import changes as c
+from scale_scheduler.state.domain import Shape, ShapeInterner, TaskState, constraints_from
 from scale_scheduler.state.interface import MaintainedState, MissingRowError
 from scale_scheduler.state.memory import MemoryState
 from scale_scheduler.state.sqlite import SqliteState
-from scale_scheduler.state.tasks import (
-    Shape,
-    ShapeInterner,
-    Task,
-    TaskSpec,
-    TaskState,
-    constraints_from,
-    spec_encoder,
-)
+from scale_scheduler.state.tasks import Task, TaskSpec, spec_encoder
 
 NOW = 1_700_000_000.0
 

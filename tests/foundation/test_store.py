@@ -212,16 +212,16 @@ async def test_scheduler_row_is_ensured_once_and_pause_persists(tmp_path: Path) 
     await store.close()
 
 
-async def test_pause_listeners_fire_on_change_only(tmp_path: Path) -> None:
+async def test_pause_write_says_whether_it_changed_the_flag(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "s.db")
     repo = SchedulerRepository(SqliteState(store))
     await repo.ensure_and_load()
-    calls: list[bool] = []
-    repo.state.listeners.append(calls.append)
-    await repo.set_paused(True)
-    await repo.set_paused(True)
-    await repo.set_paused(False)
-    assert calls == [True, False]
+    answers = [await repo.set_paused(flag) for flag in (True, True, False)]
+    assert [(a.is_paused, a.changed) for a in answers] == [
+        (True, True),
+        (True, False),
+        (False, True),
+    ]
     await store.close()
 
 

@@ -11,8 +11,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import SCHEDULER
+from scale_scheduler.api.app import SCHEDULER, build_app
 from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.service import serve
 from scale_scheduler.state.scheduler import SchedulerRepository
