@@ -16,9 +16,8 @@ import asyncio
 
 from aiohttp import web
 
-from scale_scheduler.api.keys import CONNECTION, LEADERSHIP, STORE
+from scale_scheduler.api.keys import CORE
 from scale_scheduler.api.metrics import METRICS
-from scale_scheduler.daemon.leadership_terms import Role
 
 DATABASE_CHECK_TIMEOUT = 2.0
 _NOT_STARTED = "the daemon is starting or stopping"
@@ -44,22 +43,21 @@ async def get_healthz(request: web.Request) -> web.Response:
 async def not_ready_reasons(app: web.Application) -> list[str]:
     """Why the daemon is not ready (empty when it is)."""
     reasons: list[str] = []
-    store = app.get(STORE)
-    if store is None or not store.is_open:
+    core = app[CORE]
+    if not core.database_open:
         reasons.append(f"database: not open ({_NOT_STARTED})")
     else:
         try:
-            await asyncio.wait_for(store.fetchone("SELECT 1"), DATABASE_CHECK_TIMEOUT)
+            await asyncio.wait_for(core.ping_database(), DATABASE_CHECK_TIMEOUT)
         except asyncio.TimeoutError:
             reasons.append(f"database: no answer within {DATABASE_CHECK_TIMEOUT:g} s")
         except Exception as exc:
             reasons.append(f"database: {exc}")
-    leadership = app.get(LEADERSHIP)
-    if leadership is not None and leadership.role is Role.STANDBY:
-        if leadership.leader().leader is None:
+    if core.is_standby:
+        if core.leader().leader is None:
             reasons.append("standby: no leader is known to forward requests to")
         return reasons
-    connection = app[CONNECTION]
+    connection = core.connection
     if not connection.subscribed:
         master = f"{connection.master_hostname}:{connection.master_port}"
         reason = (
@@ -76,19 +74,19 @@ async def get_readyz(request: web.Request) -> web.Response:
     reasons = await not_ready_reasons(request.app)
     if reasons:
         return _text(503, ["not ready", *reasons])
-    leadership = request.app.get(LEADERSHIP)
-    if leadership is not None and leadership.role is Role.STANDBY:
-        leader = leadership.leader()
-        assert leader.leader is not None  # else not ready
+    core = request.app[CORE]
+    if core.is_standby:
+        view = core.leader()
+        assert view.leader is not None  # else not ready
         return _text(
             200,
             [
                 "ready",
-                f"standby: requests are forwarded to the leader {leader.leader.instance} at "
-                f"{leader.leader.api_url} (epoch {leader.epoch})",
+                f"standby: requests are forwarded to the leader {view.leader.instance} at "
+                f"{view.leader.api_url} (epoch {view.epoch})",
             ],
         )
-    connection = request.app[CONNECTION]
+    connection = core.connection
     return _text(
         200,
         [

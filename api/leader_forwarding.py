@@ -6,11 +6,12 @@ and files, ``/openapi.json``), is sent to the leader's ``api_url`` and its answe
 unchanged: status, headers (``Location`` included, naming the leader) and body, streamed.
 
 What it does not weaken: the standby checks every request as usual first (``Host``, ``Origin``,
-``Content-Type``, the token, the body's size and deadline: this middleware runs after all of
-them). The forwarded request carries the client's method, path, query, body and end-to-end
-headers (``Authorization`` too: the leader checks the token again), but not ``Host`` (the
-leader's own name from its ``api_url``, which it answers to), nor ``Origin`` and
-``Sec-Fetch-*``, which the standby has checked and which name the standby, not the leader.
+``Content-Type``, the token, the body's size and deadline: ``api.edge`` forwards only once all
+of them passed, in place of the view). The forwarded request carries the client's method,
+path, query, body and end-to-end headers (``Authorization`` too: the leader checks the token
+again), but not ``Host`` (the leader's own name from its ``api_url``, which it answers to), nor
+``Origin`` and ``Sec-Fetch-*``, which the standby has checked and which name the standby, not
+the leader.
 
 Loop-free: a forwarded request carries ``FORWARDED_BY``. An instance that receives one while
 standing by (the forwarder's view of the leader was stale) answers 503 instead of forwarding
@@ -31,8 +32,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from scale_scheduler.api.errors import Handler
-from scale_scheduler.api.keys import CONFIG, LEADERSHIP
-from scale_scheduler.daemon.leadership_terms import Role
+from scale_scheduler.api.keys import CONFIG, CORE
 
 log = structlog.get_logger(__name__)
 
@@ -99,21 +99,18 @@ def _unavailable(message: str, retry_after: float) -> web.Response:
     )
 
 
-def _forwards(request: web.Request) -> bool:
-    leadership = request.app.get(LEADERSHIP)
-    if leadership is None or leadership.role is not Role.STANDBY:
+def forwards(request: web.Request) -> bool:
+    """This instance stands by and ``request`` is not one of its own endpoints."""
+    if not request.app[CORE].is_standby:
         return False
     if request.match_info.http_exception is not None:  # 404, 405: answered alike anywhere
         return False
     return request.path not in LOCAL_PATHS
 
 
-@web.middleware
-async def leader_forwarding_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    if not _forwards(request):
-        return await handler(request)
+async def forward_or_answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The leader's answer; ``handler``'s (this instance's own) for ``/status/`` when no leader
+    can answer."""
     answer = await forward(request)
     if answer.status == 503 and request.path in ANSWERED_WITHOUT_LEADER and not answer.prepared:
         return await handler(request)
@@ -123,9 +120,9 @@ async def leader_forwarding_middleware(
 async def forward(request: web.Request) -> web.StreamResponse:
     """The leader's answer to ``request``, or a 503 (not yet sent) saying why there is none."""
     app = request.app
-    leadership = app[LEADERSHIP]
+    view = app[CORE].leader()
     retry_after = app[CONFIG].ha.lease_seconds
-    this = leadership.this
+    this = view.this
     forwarder = request.headers.get(FORWARDED_BY)
     if forwarder is not None:
         return _unavailable(
@@ -133,7 +130,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
             f"(the request was forwarded here by {forwarder[:80]!r}); retry shortly.",
             retry_after,
         )
-    leader = leadership.leader().leader
+    leader = view.leader
     if leader is None or not leader.api_url:
         return _unavailable(
             "No leader is known at the moment (an election is in progress); retry shortly.",

@@ -4,16 +4,14 @@ reconciliation)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from corekit import Clock, CoreHarness, make_offer, status
+from corekit import CoreHarness, make_offer, status
 
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.driver import Subscription
 from scale_scheduler.daemon.reconciliation_gate import ReconciliationGate
-from scale_scheduler.state.store import Store
 
 
 def test_the_gate_opens_when_every_task_was_heard_of_or_at_the_deadline() -> None:
@@ -34,18 +32,11 @@ def test_the_gate_opens_when_every_task_was_heard_of_or_at_the_deadline() -> Non
 
 
 @pytest.fixture
-async def harness(make_config: Callable[..., Config]) -> AsyncIterator[CoreHarness]:
-    config = make_config(
+def core_config(make_config: Callable[..., Config]) -> Config:
+    """The suite's config with a gate timeout (reconcile_retry x 3) far beyond the test."""
+    return make_config(
         scheduler={"reconcile_retry": 30.0, "reconcile_interval": 3600.0, "revive_interval": 0.1}
     )
-    store = await Store.open(Path(config.state.path))
-    h = CoreHarness(config, store, Clock())
-    try:
-        yield h
-    finally:
-        if h.core is not None:
-            await h.core.stop()
-        await store.close()
 
 
 def _subscribed() -> Subscription:
