@@ -37,6 +37,7 @@ from scale_scheduler.api.keys import (
 from scale_scheduler.api.metrics import metrics_context, setup_metrics
 from scale_scheduler.api.request_guard import request_guard_middleware, setup_request_guard
 from scale_scheduler.api.routes import setup_routes
+from scale_scheduler.daemon.agent_usage_api import AgentUsageClient
 from scale_scheduler.daemon.config import Config, master_address_hint
 from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
 from scale_scheduler.daemon.driver_factory import create_driver
@@ -131,12 +132,23 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         lambda: credentials.authorization() if credentials else None,
         config.mesos.request_timeout,
     )
+    # Its own connections, at most usage.concurrency, closed after each answer: with
+    # thousands of agents, kept-alive ones would hold a socket per agent between rounds.
+    usage_session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=config.usage.concurrency, force_close=True)
+    )
+    usage_client = AgentUsageClient(
+        lambda: usage_session,
+        lambda: credentials.authorization() if credentials else None,
+        config.usage.timeout,
+    )
     core = SchedulerCore(
         config,
         app[STORE],
         app[SCHEDULER],
         driver,
         fetch_agents=fetch_agents,
+        usage_client=usage_client,
         on_fatal=supervisor.fail,
     )
     app[CORE] = core
@@ -149,6 +161,7 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         await driver.stop()
         await core.stop()
         await session.close()
+        await usage_session.close()
 
 
 def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:

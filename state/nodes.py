@@ -175,6 +175,12 @@ class Node:
     """``scheduled.changes`` when ``offered`` was last noted into ``seen_total``."""
     counted: tuple[float, float, float, float] | None = None
     """This node's share of the repository's running total (None: not counted)."""
+    agent_endpoint: str | None = None
+    """Where the agent serves its HTTP endpoints (``http://ip:port/slave(1)``): the usage
+    poller asks it. From an offer's ``url`` or GET_AGENTS's ``pid``."""
+    url_key: object = None
+    """The raw ``url`` of the offer ``agent_endpoint`` was read from (read again only when a
+    node's offers change and carry another one)."""
 
     @property
     def blocks_launches(self) -> bool:
@@ -308,6 +314,8 @@ class AgentTotals:
     hostname: str
     total: Resources
     active: bool = True
+    endpoint: str | None = None
+    """Where the agent serves its HTTP endpoints (from its ``pid``), if known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +468,8 @@ class NodeRepository:
                 continue
             present.add(agent.hostname)
             node.agent_total = agent.total
+            if agent.endpoint is not None:
+                node.agent_endpoint = agent.endpoint
             node.online = True
             self._recount(node)
         for node in self.by_id.values():
