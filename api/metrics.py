@@ -34,6 +34,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from scale_scheduler.api.keys import CLUSTER, CONNECTION, CORE, PRUNER, SCHEDULER, STORE
+from scale_scheduler.api.views_usage import usage_metrics
 from scale_scheduler.daemon.driver import ConnectionState
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.nodes import NodeState, Resources
@@ -136,6 +137,7 @@ class LiveCollector(Collector):
         yield from self._core(core)
         yield from self._flow(core)
         yield from self._resources(core)
+        yield from usage_metrics(self._app, PREFIX)
         yield from self._history()
 
     def _flow(self, core: SchedulerCore | None) -> Iterator[Metric]:

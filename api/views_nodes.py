@@ -24,6 +24,7 @@ from scale_scheduler.api.errors import (
 from scale_scheduler.api.json_body import json_kind
 from scale_scheduler.api.keys import CORE, SCHEDULER
 from scale_scheduler.api.pagination import envelope, page_of
+from scale_scheduler.api.views_usage import node_used
 from scale_scheduler.state.nodes import Node, NodeNotFoundError, node_view
 
 _PauseReason = Annotated[
@@ -64,13 +65,16 @@ async def list_nodes(request: web.Request) -> web.Response:
     nodes.sort(key=lambda node: node.id)
     paused = request.app[SCHEDULER].state.is_paused
     results: list[Any] = [
-        node_view(node, paused) for node in nodes[page.offset : page.offset + page.size]
+        node_view(node, paused, used=node_used(request.app, node.hostname))
+        for node in nodes[page.offset : page.offset + page.size]
     ]
     return json_response(envelope(request, page, len(nodes), results))
 
 
 async def get_node(request: web.Request) -> web.Response:
-    return json_response(node_view(_node(request), request.app[SCHEDULER].state.is_paused))
+    node = _node(request)
+    paused = request.app[SCHEDULER].state.is_paused
+    return json_response(node_view(node, paused, used=node_used(request.app, node.hostname)))
 
 
 def _pause_reason(data: dict[str, Any]) -> str | None:
@@ -118,4 +122,6 @@ async def patch_node(request: web.Request) -> web.Response:
         pause_reason=_given(update.pause_reason),
         set_reason=update.pause_reason is not msgspec.UNSET,
     )
-    return json_response(node_view(node, request.app[SCHEDULER].state.is_paused, updated))
+    paused = request.app[SCHEDULER].state.is_paused
+    used = node_used(request.app, node.hostname)
+    return json_response(node_view(node, paused, updated, used))

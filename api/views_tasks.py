@@ -12,6 +12,7 @@ from scale_scheduler.api.errors import bad_request, json_response, not_found, te
 from scale_scheduler.api.json_body import brief
 from scale_scheduler.api.keys import CORE, PRUNER, SCHEDULER, STORE
 from scale_scheduler.api.pagination import envelope, page_of
+from scale_scheduler.api.views_usage import task_detail
 from scale_scheduler.daemon.task_tracker import DeleteOutcome, TaskNotFoundError
 from scale_scheduler.state.tasks import (
     TaskState,
@@ -95,7 +96,8 @@ def _after(request: web.Request) -> int | None:
 
 
 async def get_task(request: web.Request) -> web.Response:
-    return json_response(await _view(request, _task_id(request)))
+    view = await _view(request, _task_id(request))
+    return json_response(task_detail(request.app, view))
 
 
 async def delete_task(request: web.Request) -> web.Response:

@@ -96,7 +96,7 @@ class UsagePoller:
         self._settings = settings
         self._nodes = nodes
         self._tasks = tasks
-        self._client = client
+        self.client = client
         self._framework_id = framework_id
         self._clock = clock
         self.latest: UsageSnapshot | None = None
@@ -110,6 +110,10 @@ class UsagePoller:
         """Agents whose failure was logged (once, until they answer again)."""
 
     # -- what the API reads ---------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The poller's clock (wall time), to tell a snapshot's age."""
+        return self._clock()
 
     def used(self) -> Usage | None:
         """The cluster's usage from the latest round; None while nothing is known (no round
@@ -140,19 +144,21 @@ class UsagePoller:
     # -- rounds ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll forever, one round every ``usage.interval`` seconds (from one round's start to
-        the next; a round that takes longer is followed by the next at once)."""
+        """Poll forever, one round every ``usage.interval`` seconds from one round's start to
+        the next (a round that takes longer is followed by the next at once). The first round
+        is one interval after the start, when offers and GET_AGENTS have named the agents."""
         interval = self._settings.interval
         loop = asyncio.get_running_loop()
+        due = loop.time() + interval
         while True:
-            started = loop.time()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = loop.time() + interval
             try:
                 await self.poll_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("usage_round_failed")
-            await asyncio.sleep(max(0.0, started + interval - loop.time()))
 
     async def poll_once(self) -> UsageSnapshot:
         """One round over the online agents; returns (and publishes) its snapshot."""
@@ -196,7 +202,7 @@ class UsagePoller:
 
     async def _ask(self, hostname: str, endpoint: str) -> list[ContainerReading] | None:
         try:
-            readings = await self._client.fetch(endpoint)
+            readings = await self.client.fetch(endpoint)
         except AgentUsageError as exc:
             if hostname not in self._unknown_logged:
                 self._unknown_logged.add(hostname)

@@ -236,11 +236,22 @@ class ResourceAmounts(msgspec.Struct, forbid_unknown_fields=True):
         return cls(resources.cpus, resources.mem, resources.disk, resources.gpus)
 
 
+class UsedAmounts(msgspec.Struct, forbid_unknown_fields=True):
+    """What containers really use, as their agents report it: CPUs, memory and disk (MiB)."""
+
+    cpus: _Amount
+    mem: _Amount
+    disk: _Amount
+
+
 class NodeResources(msgspec.Struct, forbid_unknown_fields=True):
-    """What the agent has (null until the scheduler learns it) and what our tasks hold."""
+    """What the agent has (null until the scheduler learns it), what our tasks hold, and what
+    every container on it uses by the latest usage round (null when unknown: no round yet,
+    the agent did not answer it, or usage polling is off)."""
 
     total: ResourceAmounts | None
     scheduled: ResourceAmounts
+    used: UsedAmounts | None
 
 
 class ClusterAmounts(msgspec.Struct, forbid_unknown_fields=True):
@@ -281,9 +292,14 @@ class NodeView(msgspec.Struct, forbid_unknown_fields=True):
     last_modified: Timestamp | None
 
 
-def node_view(node: Node, scheduler_paused: bool, flags: NodeFlags | None = None) -> NodeView:
+def node_view(
+    node: Node,
+    scheduler_paused: bool,
+    flags: NodeFlags | None = None,
+    used: UsedAmounts | None = None,
+) -> NodeView:
     """The node as the API shows it; ``flags`` (a write's own result) replace its current
-    flags, so a PATCH answer shows what that PATCH produced."""
+    flags, so a PATCH answer shows what that PATCH produced; ``used``: its usage, if known."""
     if flags is None:
         flags = node.flags()
     total = node.total
@@ -298,6 +314,7 @@ def node_view(node: Node, scheduler_paused: bool, flags: NodeFlags | None = None
         resources=NodeResources(
             total=ResourceAmounts.of(total) if total is not None else None,
             scheduled=ResourceAmounts.of(node.scheduled),
+            used=used,
         ),
         running_tasks=node.running_tasks,
         last_offer=iso(node.last_offer),
