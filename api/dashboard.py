@@ -43,6 +43,7 @@ from scale_scheduler.api.keys import (
     STORE,
 )
 from scale_scheduler.api.views_status import MasterStatus
+from scale_scheduler.api.views_usage import node_used_by
 from scale_scheduler.daemon.burst_log import BurstLog
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
@@ -174,7 +175,10 @@ def _core_part(core: SchedulerCore, paused: bool) -> dict[str, Any]:
         "suppressed": pipeline.suppressed,
         "nodes": {
             "count": len(nodes),
-            "items": [node_view(node, paused) for node in nodes[:NODE_ROWS]],
+            "items": [
+                node_view(node, paused, used=node_used_by(core, node.hostname))
+                for node in nodes[:NODE_ROWS]
+            ],
         },
         "queue": queue,
     }

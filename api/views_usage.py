@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from scale_scheduler.api.errors import json_response
 from scale_scheduler.api.keys import CONFIG, CORE
+from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.usage_math import MIB, Usage
 from scale_scheduler.daemon.usage_poller import TaskSample, UsagePoller
 from scale_scheduler.state.nodes import UsedAmounts
@@ -75,11 +76,15 @@ def used_amounts(usage: Usage) -> UsedAmounts:
     return UsedAmounts(usage.cpus, usage.mem, usage.disk)
 
 
-def node_used(app: web.Application, hostname: str) -> UsedAmounts | None:
+def node_used_by(core: SchedulerCore | None, hostname: str) -> UsedAmounts | None:
     """A node's usage in the latest round; None when unknown."""
-    found = poller(app)
+    found = core.usage if core is not None else None
     usage = found.node_usage(hostname) if found is not None else None
     return used_amounts(usage) if usage is not None else None
+
+
+def node_used(app: web.Application, hostname: str) -> UsedAmounts | None:
+    return node_used_by(app.get(CORE), hostname)
 
 
 def _sample(sample: TaskSample) -> UsageSampleView:

@@ -109,6 +109,12 @@ async def test_used_is_zero_before_a_round_and_the_scripted_sums_after_two(
         one = await get(daemon, f"/nodes/{nodes[0]['id']}/")
         assert one["resources"]["used"] == nodes[0]["resources"]["used"]
 
+        # The dashboard's snapshot: the cluster's used bars and the node table's used column.
+        state = await get(daemon, "/dashboard/state/")
+        assert state["resources"]["used"] == used
+        by_host = {n["hostname"]: n["resources"]["used"] for n in state["nodes"]["items"]}
+        assert by_host == {n["hostname"]: n["resources"]["used"] for n in nodes}
+
         samples = await daemon.scrape()
         assert samples.get("scale_scheduler_cluster_used_cpus") == pytest.approx(0.75, rel=0.05)
         assert samples.get("scale_scheduler_cluster_used_memory_bytes") == pytest.approx(
