@@ -137,6 +137,7 @@ def write_daemon_config(
     level: str = "info",
     fmt: str = "json",
     scheduler: dict[str, Any] | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "mesos": {
@@ -152,6 +153,8 @@ def write_daemon_config(
         "logging": {"level": level, "format": fmt},
         "scheduler": scheduler or {},
     }
+    if usage is not None:
+        raw["usage"] = usage
     path.write_text(yaml.safe_dump(raw))
     return raw
 

@@ -15,11 +15,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 MIB = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class _Value(msgspec.Struct, frozen=True, gc=False):
+    """Base of the values below: immutable, and never tracked by the garbage collector (a round
+    over thousands of agents makes tens of thousands of them; tracked, they set off full
+    collections that held the event loop for tens of milliseconds)."""
+
+
+class Sample(_Value):
     """One container's statistics at one moment (what the arithmetic needs of them)."""
 
     timestamp: float
@@ -62,8 +69,7 @@ def cpu_rate(previous: Sample | None, current: Sample) -> float | None:
     return spent / elapsed
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerUsage:
+class ContainerUsage(_Value):
     """What one container uses: CPUs, memory and disk in MiB; None where not known."""
 
     cpus: float | None
@@ -77,8 +83,7 @@ def container_usage(previous: Sample | None, current: Sample) -> ContainerUsage:
     return ContainerUsage(cpu_rate(previous, current), mem, disk)
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(_Value):
     """Summed usage: CPUs, memory and disk in MiB. A container's unknown figure adds nothing."""
 
     cpus: float = 0.0
@@ -105,8 +110,7 @@ def total(usages: Iterable[ContainerUsage | Usage]) -> Usage:
     return Usage(cpus, mem, disk).rounded()
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerReading:
+class ContainerReading(_Value):
     """One container as an agent reported it in one round."""
 
     key: str
@@ -119,45 +123,72 @@ class ContainerReading:
 
 
 @dataclass(frozen=True, slots=True)
-class RoundUsage:
-    """One polling round worked out: per container, per node (every framework), the cluster."""
+class AgentUsage:
+    """One agent's answer worked out: per container, and its node's sum (every framework)."""
 
-    containers: dict[str, list[tuple[ContainerReading, ContainerUsage]]]
-    """By hostname, for the agents that answered."""
-    nodes: dict[str, Usage]
-    """By hostname, for the agents that answered."""
+    containers: list[tuple[ContainerReading, ContainerUsage]]
+    node: Usage
+    samples: dict[str, Sample]
+    """The samples to compare the agent's next answer with, by container key."""
+
+
+def work_out_agent(readings: list[ContainerReading], previous: Mapping[str, Sample]) -> AgentUsage:
+    """Usage from one agent's answer and its samples of the round before; containers that are
+    gone from the answer are forgotten."""
+    containers = []
+    samples = {}
+    for reading in readings:
+        containers.append((reading, container_usage(previous.get(reading.key), reading.sample)))
+        samples[reading.key] = reading.sample
+    return AgentUsage(containers, total(usage for _, usage in containers), samples)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundUsage:
+    """One polling round worked out: per agent that answered, the cluster, the silent ones."""
+
+    agents: dict[str, AgentUsage]
+    """By hostname, the agents that answered."""
     cluster: Usage
     """The sum over the agents that answered."""
     unknown: list[str]
     """Hostnames of the agents that did not answer (sorted)."""
-    samples: dict[tuple[str, str], Sample]
-    """The samples to compare the next round with, by (hostname, container key)."""
+    samples: dict[str, dict[str, Sample]]
+    """The samples to compare the next round with, by hostname and container key."""
+
+
+def close_round(
+    answered: Mapping[str, AgentUsage],
+    polled: Iterable[str],
+    previous: Mapping[str, dict[str, Sample]],
+) -> RoundUsage:
+    """The round of the agents ``polled``, of which ``answered`` answered. An agent that did
+    not answer keeps its earlier samples, so its CPU figures resume from them (as an average
+    over the gap) once it answers again; agents no longer polled are forgotten."""
+    unknown: list[str] = []
+    samples: dict[str, dict[str, Sample]] = {}
+    for hostname in polled:
+        agent = answered.get(hostname)
+        if agent is not None:
+            samples[hostname] = agent.samples
+        else:
+            unknown.append(hostname)
+            kept = previous.get(hostname)
+            if kept is not None:
+                samples[hostname] = kept
+    cluster = total(agent.node for agent in answered.values())
+    return RoundUsage(dict(answered), cluster, sorted(unknown), samples)
 
 
 def work_out_round(
     answers: Mapping[str, list[ContainerReading] | None],
-    previous: Mapping[tuple[str, str], Sample],
+    previous: Mapping[str, dict[str, Sample]],
 ) -> RoundUsage:
-    """Usage from one round of ``answers`` (None: the agent did not answer) and the samples
-    kept from earlier rounds. An agent that did not answer keeps its earlier samples, so its
-    CPU figures resume from them (as an average over the gap) once it answers again; containers
-    that are gone from an answering agent are forgotten."""
-    containers: dict[str, list[tuple[ContainerReading, ContainerUsage]]] = {}
-    nodes: dict[str, Usage] = {}
-    unknown: list[str] = []
-    samples: dict[tuple[str, str], Sample] = {}
-    for hostname, readings in answers.items():
-        if readings is None:
-            unknown.append(hostname)
-            continue
-        worked = []
-        for reading in readings:
-            key = (hostname, reading.key)
-            worked.append((reading, container_usage(previous.get(key), reading.sample)))
-            samples[key] = reading.sample
-        containers[hostname] = worked
-        nodes[hostname] = total(usage for _, usage in worked)
-    for key, sample in previous.items():
-        if key[0] not in containers and key[0] in answers:
-            samples[key] = sample  # the agent did not answer: keep its containers' samples
-    return RoundUsage(containers, nodes, total(nodes.values()), sorted(unknown), samples)
+    """A whole round at once (None: the agent did not answer); the poller works out each
+    agent's answer as it arrives (``work_out_agent``) and closes the round after the last."""
+    answered = {
+        hostname: work_out_agent(readings, previous.get(hostname, {}))
+        for hostname, readings in answers.items()
+        if readings is not None
+    }
+    return close_round(answered, answers, previous)

@@ -32,11 +32,12 @@ from scale_scheduler.daemon.agent_usage_api import (
 from scale_scheduler.daemon.config import UsageConfig
 from scale_scheduler.daemon.mesos_types import TaskStatus
 from scale_scheduler.daemon.usage_math import (
+    AgentUsage,
     ContainerReading,
-    ContainerUsage,
     Sample,
     Usage,
-    work_out_round,
+    close_round,
+    work_out_agent,
 )
 from scale_scheduler.state.nodes import NodeRepository
 from scale_scheduler.state.tasks import Task, parse_mesos_task_id
@@ -101,7 +102,7 @@ class UsagePoller:
         self._clock = clock
         self.latest: UsageSnapshot | None = None
         self.rounds = 0
-        self._samples: dict[tuple[str, str], Sample] = {}
+        self._samples: dict[str, dict[str, Sample]] = {}
         self._containers: dict[str, str] = {}
         """Container id -> Mesos task id, from this framework's status updates."""
         self._history: dict[int, _TaskHistory] = {}
@@ -161,33 +162,38 @@ class UsagePoller:
                 log.exception("usage_round_failed")
 
     async def poll_once(self) -> UsageSnapshot:
-        """One round over the online agents; returns (and publishes) its snapshot."""
+        """One round over the online agents; returns (and publishes) its snapshot.
+
+        Each answer is worked out as it arrives, so no step of the round holds the event loop
+        for more than one agent's containers."""
         started = time.perf_counter()
         targets = [(n.hostname, n.agent_endpoint) for n in self._nodes.by_id.values() if n.online]
-        answers: dict[str, list[ContainerReading] | None] = dict.fromkeys(
-            hostname for hostname, _ in targets
-        )
         pending = iter([(h, e) for h, e in targets if e is not None])
+        answered: dict[str, AgentUsage] = {}
+        previous = self._samples
 
         async def worker() -> None:
             for hostname, endpoint in pending:  # one shared iterator: each agent asked once
                 assert endpoint is not None
-                answers[hostname] = await self._ask(hostname, endpoint)
+                readings = await self._ask(hostname, endpoint)
+                if readings is not None:
+                    agent = work_out_agent(readings, previous.get(hostname, {}))
+                    answered[hostname] = agent
+                    self._join_tasks(agent, self._clock())
 
         workers = min(self._settings.concurrency, len(targets))
         await asyncio.gather(*(worker() for _ in range(workers)))
-        worked = work_out_round(answers, self._samples)
+        worked = close_round(answered, (hostname for hostname, _ in targets), previous)
         self._samples = worked.samples
-        now = self._clock()
-        self._join_tasks(worked.containers, now)
+        self._forget_ended()
         snapshot = UsageSnapshot(
-            sampled_at=now,
+            sampled_at=self._clock(),
             round_seconds=time.perf_counter() - started,
             agents_total=len(targets),
-            agents_answered=len(worked.nodes),
+            agents_answered=len(worked.agents),
             agents_unknown=tuple(worked.unknown),
             used=worked.cluster,
-            nodes=worked.nodes,
+            nodes={hostname: agent.node for hostname, agent in worked.agents.items()},
         )
         self.latest = snapshot
         self.rounds += 1
@@ -214,29 +220,31 @@ class UsagePoller:
             log.info("agent_usage_known", hostname=hostname)
         return readings
 
-    def _join_tasks(
-        self, containers: Mapping[str, list[tuple[ContainerReading, ContainerUsage]]], now: float
-    ) -> None:
-        """Add this round's sample to each of this framework's tasks it covers."""
+    def _join_tasks(self, agent: AgentUsage, now: float) -> None:
+        """Add this round's sample to each of this framework's tasks on the agent."""
         framework_id = self._framework_id()
         tasks = self._tasks
-        for worked in containers.values():
-            for reading, usage in worked:
-                if reading.framework_id != framework_id:
-                    continue
-                mesos_id = None
-                if reading.container_id is not None:
-                    mesos_id = self._containers.get(reading.container_id)
-                parsed = parse_mesos_task_id(mesos_id or reading.executor_id)
-                if parsed is None:
-                    continue
-                task = tasks.get(parsed[0])
-                if task is None or task.attempts != parsed[1]:
-                    continue
-                history = self._history.get(task.id)
-                if history is None or history.attempt != parsed[1]:
-                    history = self._history[task.id] = _TaskHistory(parsed[1])
-                history.samples.append(TaskSample(now, usage.cpus, usage.mem, usage.disk))
+        for reading, usage in agent.containers:
+            if reading.framework_id != framework_id:
+                continue
+            mesos_id = None
+            if reading.container_id is not None:
+                mesos_id = self._containers.get(reading.container_id)
+            parsed = parse_mesos_task_id(mesos_id or reading.executor_id)
+            if parsed is None:
+                continue
+            task = tasks.get(parsed[0])
+            if task is None or task.attempts != parsed[1]:
+                continue
+            history = self._history.get(task.id)
+            if history is None or history.attempt != parsed[1]:
+                history = self._history[task.id] = _TaskHistory(parsed[1])
+            history.samples.append(TaskSample(now, usage.cpus, usage.mem, usage.disk))
+
+    def _forget_ended(self) -> None:
+        """Move the samples of tasks that ended aside (the latest ``ENDED_TASKS_KEPT`` stay
+        readable) and forget their containers."""
+        tasks = self._tasks
         for task_id in [t for t in self._history if t not in tasks]:
             self._ended[task_id] = self._history.pop(task_id)
             while len(self._ended) > ENDED_TASKS_KEPT:

@@ -104,7 +104,10 @@ def test_a_round_sums_answering_agents_and_names_the_silent_ones() -> None:
         {},
     )
     # First samples: memory is known, CPUs are not yet.
-    assert first.nodes == {"a": Usage(0.0, 150.0, 0.0), "b": Usage(0.0, 10.0, 0.0)}
+    assert {h: a.node for h, a in first.agents.items()} == {
+        "a": Usage(0.0, 150.0, 0.0),
+        "b": Usage(0.0, 10.0, 0.0),
+    }
     assert first.cluster == Usage(0.0, 160.0, 0.0)
     assert first.unknown == ["c"]
     second = work_out_round(
@@ -115,22 +118,29 @@ def test_a_round_sums_answering_agents_and_names_the_silent_ones() -> None:
         },
         first.samples,
     )
-    assert second.nodes == {"a": Usage(1.5, 160.0, 0.0), "c": Usage(0.0, 1.0, 0.0)}
+    assert {h: a.node for h, a in second.agents.items()} == {
+        "a": Usage(1.5, 160.0, 0.0),
+        "c": Usage(0.0, 1.0, 0.0),
+    }
     assert second.cluster == Usage(1.5, 161.0, 0.0)
     assert second.unknown == ["b"]
-    assert ("b", "c3") in second.samples
-    [(_, usage)] = [w for w in second.containers["a"] if w[0].key == "c1"]
+    assert "c3" in second.samples["b"]
+    [(_, usage)] = [w for w in second.agents["a"].containers if w[0].key == "c1"]
     assert usage == ContainerUsage(0.5, 100.0, None)
     # b answers again: its rate spans the gap from its last sample; c1 is gone from a.
     third = work_out_round(
         {"a": [], "b": [reading("c3", 20.0, 4.0, 10.0)], "c": []}, second.samples
     )
-    assert third.nodes["b"] == Usage(0.2, 10.0, 0.0)
+    assert third.agents["b"].node == Usage(0.2, 10.0, 0.0)
     assert third.cluster == Usage(0.2, 10.0, 0.0)
-    assert ("a", "c1") not in third.samples
-    assert not [key for key in third.samples if key[0] == "c"]
+    assert third.samples["a"] == {}
+    assert third.samples["c"] == {}
 
 
-def test_nodes_that_are_no_longer_polled_are_forgotten() -> None:
+def test_agents_that_are_no_longer_polled_are_forgotten() -> None:
     first = work_out_round({"a": [reading("c1", 0.0, 0.0, 1.0)]}, {})
     assert work_out_round({"b": None}, first.samples).samples == {}
+
+
+def test_a_silent_agent_never_seen_before_has_no_samples() -> None:
+    assert work_out_round({"new": None}, {}).samples == {}
