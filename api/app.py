@@ -132,8 +132,9 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         lambda: credentials.authorization() if credentials else None,
         config.mesos.request_timeout,
     )
-    # Its own connections, at most usage.concurrency, closed after each answer: with
-    # thousands of agents, kept-alive ones would hold a socket per agent between rounds.
+    # For agents without the v1 API (/monitor/statistics): its own connections, at most
+    # usage.concurrency, closed after each answer (kept-alive ones would hold a socket per
+    # agent between rounds). GET_CONTAINERS goes over the lean client, closed alike.
     usage_session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=config.usage.concurrency, force_close=True)
     )

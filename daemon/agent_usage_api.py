@@ -13,11 +13,13 @@ This module decodes the answers into ``ContainerReading``s; it keeps no usage st
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 
 import aiohttp
 import msgspec
 
+from scale_scheduler.daemon.http_calls import CallNotSentError, CallUnansweredError, HttpCallClient
 from scale_scheduler.daemon.mesos_types import Value
 from scale_scheduler.daemon.usage_math import ContainerReading, sample_of
 
@@ -180,6 +182,7 @@ class AgentUsageClient:
         self._session = session
         self._authorization = authorization
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ssl_context: ssl.SSLContext | None = None
         self.v0_endpoints: set[str] = set()
         """Endpoints that answered 404 to the v1 API: asked on /monitor/statistics since."""
 
@@ -195,7 +198,7 @@ class AgentUsageClient:
     async def fetch(self, endpoint: str) -> list[ContainerReading]:
         """The agent's containers with statistics; raises ``AgentUsageError``."""
         if endpoint not in self.v0_endpoints:
-            status, body = await self._request("POST", f"{endpoint}/api/v1", _GET_CONTAINERS)
+            status, body = await self._get_containers(endpoint)
             if status == 200:
                 return parse_get_containers(body)
             if status != 404:
@@ -205,6 +208,42 @@ class AgentUsageClient:
         if status != 200:
             raise AgentUsageError(f"/monitor/statistics answered {status}")
         return parse_monitor_statistics(body)
+
+    async def _get_containers(self, endpoint: str) -> tuple[int, bytes]:
+        """POST GET_CONTAINERS on one connection of the daemon's lean client (``http_calls``),
+        closed after the answer: aiohttp's client cost the loop about twice as much per agent,
+        thousands of times a round (``bench/usage_poll.py``)."""
+        context = None
+        if endpoint.startswith("https:"):
+            if self._ssl_context is None:
+                # Reads the system's certificate store: off the loop, once.
+                self._ssl_context = await asyncio.to_thread(ssl.create_default_context)
+            context = self._ssl_context
+        headers = self._headers(json_body=True)
+        headers["Connection"] = "close"
+        try:
+            client = HttpCallClient(
+                f"{endpoint}/api/v1",
+                headers,
+                timeout=self._timeout.total or 0.0,
+                max_connections=1,
+                ssl_context=context,
+                max_body=MAX_ANSWER_BYTES + 1,
+            )
+        except ValueError as exc:
+            raise AgentUsageError(f"POST failed: {exc}") from None
+        try:
+            # The client bounds each silence; this bounds the whole answer (a slow drip too).
+            response = await asyncio.wait_for(client.post(_GET_CONTAINERS), self._timeout.total)
+        except (CallNotSentError, CallUnansweredError, asyncio.TimeoutError) as exc:
+            raise AgentUsageError(f"POST failed: {type(exc).__name__} {exc}") from None
+        finally:
+            client.close()
+        if response.status != 200:
+            return response.status, b""
+        if len(response.body) > MAX_ANSWER_BYTES:
+            raise AgentGarbageError(f"answer over {MAX_ANSWER_BYTES} bytes")
+        return 200, response.body
 
     async def _request(self, method: str, url: str, data: bytes | None) -> tuple[int, bytes]:
         try:

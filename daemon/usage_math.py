@@ -26,7 +26,7 @@ class _Value(msgspec.Struct, frozen=True, gc=False):
     collections that held the event loop for tens of milliseconds)."""
 
 
-class Sample(_Value):
+class Sample(_Value, frozen=True, gc=False):
     """One container's statistics at one moment (what the arithmetic needs of them)."""
 
     timestamp: float
@@ -69,7 +69,7 @@ def cpu_rate(previous: Sample | None, current: Sample) -> float | None:
     return spent / elapsed
 
 
-class ContainerUsage(_Value):
+class ContainerUsage(_Value, frozen=True, gc=False):
     """What one container uses: CPUs, memory and disk in MiB; None where not known."""
 
     cpus: float | None
@@ -83,7 +83,7 @@ def container_usage(previous: Sample | None, current: Sample) -> ContainerUsage:
     return ContainerUsage(cpu_rate(previous, current), mem, disk)
 
 
-class Usage(_Value):
+class Usage(_Value, frozen=True, gc=False):
     """Summed usage: CPUs, memory and disk in MiB. A container's unknown figure adds nothing."""
 
     cpus: float = 0.0
@@ -110,7 +110,7 @@ def total(usages: Iterable[ContainerUsage | Usage]) -> Usage:
     return Usage(cpus, mem, disk).rounded()
 
 
-class ContainerReading(_Value):
+class ContainerReading(_Value, frozen=True, gc=False):
     """One container as an agent reported it in one round."""
 
     key: str
