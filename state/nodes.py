@@ -267,8 +267,8 @@ class ClusterAmounts(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ClusterResources(msgspec.Struct, forbid_unknown_fields=True):
-    """The online agents' totals, what our live tasks hold, and what they use (no source yet:
-    zeros, as the spec says)."""
+    """The online agents' totals, what our live tasks hold, and what every container on the
+    agents that answered the latest usage round really uses (zeros while nothing is known)."""
 
     total: ClusterAmounts
     scheduled: ClusterAmounts
