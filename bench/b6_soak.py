@@ -8,15 +8,20 @@ were submitted. Two feeds:
 - ``1x``: floor 20,000 (the simulator's capacity: the queue never runs dry, the cluster stays
   busy, as in issue 19's run 1);
 - ``2x``: floor 40,000 (twice the work waiting at every moment; batches stay at the API's
-  limit of 10,000, submitted back to back until the queue is over the floor).
+  limit of 10,000, submitted back to back until the queue is over the floor);
+- ``retention``: the 1x feed with ``state.retention_max_tasks`` at a fifth of the feed (200,000
+  of a million; quick: 4,000 of 20,000) and a pruning pass every second (the default is a
+  minute: a short run would see few), to show that the database file stops growing once
+  pruning has caught up.
 
 Sampled every 0.25 s: the daemon's RSS (``/proc``), tasks by state and tasks in flight
 (``/metrics``), FINISHED so far; ``/status/`` is polled 10 times a second and timed. Reported:
 RSS over time (and its peak), tasks in flight over time (and the peak against the bound), the
 longest stall without a newly FINISHED task, the acknowledgement latency p50/p99 (the daemon's
 histogram: from an update's arrival to its ACKNOWLEDGE answered), the end-to-end rate per tenth
-of the run (per 100,000 at full size), the database size at the end and the WAL's largest
-size during the run, and ``/status/`` p50/p99 during the run.
+of the run (per 100,000 at full size), the database and WAL file sizes over time (and, for
+the retention feed, the database's growth once pruning has caught up), and ``/status/``
+p50/p99 during the run.
 """
 
 from __future__ import annotations
@@ -38,8 +43,12 @@ AGENT_CPUS = 32
 TASK = {"name": "soak", "cpus": 0.1, "mem": 32, "command": "true"}
 TASK_DURATION = 0.2
 SAMPLE_SECONDS = 0.25
-FEEDS = {"1x": (20_000, 10_000), "2x": (40_000, 10_000)}
+FEEDS = {"1x": (20_000, 10_000), "2x": (40_000, 10_000), "retention": (20_000, 10_000)}
 """Feed name: (queue floor, batch size)."""
+RETAIN_SHARE = 0.2
+"""The retention feed keeps this share of its tasks (``state.retention_max_tasks``)."""
+RETENTION_INTERVAL = 1.0
+"""The retention feed's ``state.retention_interval`` (seconds)."""
 
 
 def start_simulator(work: Path) -> Child:
@@ -128,18 +137,36 @@ class Feeder(threading.Thread):
             self.error = repr(exc)[:500]
 
 
-def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any]:
+def measure(
+    work: Path, tasks: int, feed: str, deadline: float, *, profile: bool = False
+) -> dict[str, Any]:
+    """One feed; ``profile``: the daemon runs under cProfile (``daemon.prof`` in ``work``)."""
     work.mkdir(parents=True, exist_ok=True)
     floor, batch = FEEDS[feed]
+    keep = max(1, round(tasks * RETAIN_SHARE)) if feed == "retention" else None
+    state = (
+        {"retention_max_tasks": keep, "retention_interval": RETENTION_INTERVAL}
+        if keep is not None
+        else None
+    )
     sim = start_simulator(work)
     daemon: Daemon | None = None
     samples: list[dict[str, float]] = []
     try:
         port = free_port()
         write_daemon_config(
-            work / "config.yaml", master=sim.info["leader"], db=work / "state.db", port=port
+            work / "config.yaml",
+            master=sim.info["leader"],
+            db=work / "state.db",
+            port=port,
+            state=state,
         )
-        daemon = Daemon(work / "config.yaml", port, work / "daemon.log")
+        daemon = Daemon(
+            work / "config.yaml",
+            port,
+            work / "daemon.log",
+            profile_to=work / "daemon.prof" if profile else None,
+        )
         daemon.wait(subscribed=True, timeout=120)
         feeder = Feeder(daemon, tasks, floor, batch)
         started = time.monotonic()
@@ -155,6 +182,7 @@ def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any
                 continue
             rss, _peak = rss_mb(daemon.pid)
             wal_mb = _size_mb(work / "state.db-wal")
+            db_mb = _size_mb(work / "state.db")
             finished = metrics.get('scale_scheduler_tasks_ended_total{state="FINISHED"}', 0.0)
             samples.append(
                 {
@@ -168,6 +196,8 @@ def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any
                     "backlog": metrics.get("scale_scheduler_status_update_backlog", float("nan")),
                     "queued": metrics.get("scale_scheduler_queue_depth", 0.0),
                     "wal_mb": wal_mb,
+                    "db_mb": db_mb,
+                    "pruned": metrics.get("scale_scheduler_tasks_pruned_total", 0.0),
                     **{
                         state.lower(): metrics.get(f'scale_scheduler_tasks{{state="{state}"}}', 0.0)
                         for state in ("LAUNCHING", "STAGING", "STARTING", "RUNNING")
@@ -203,6 +233,11 @@ def measure(work: Path, tasks: int, feed: str, deadline: float) -> dict[str, Any
             "status_p50_ms": percentile(feeder.status_ms, 0.5),
             "status_p99_ms": percentile(feeder.status_ms, 0.99),
             "status_polls": len(feeder.status_ms),
+            "retain": keep,
+            "pruned": metrics.get("scale_scheduler_tasks_pruned_total"),
+            "db_growth_after_catch_up": (
+                growth_after_catch_up(samples, keep) if keep is not None else None
+            ),
             "rates": tenth_rates(samples, tasks),
             "samples": thin(samples, 200),
         }
@@ -225,6 +260,20 @@ def _size_mb(path: Path) -> float:
         return path.stat().st_size / 1e6
     except OSError:
         return 0.0
+
+
+def growth_after_catch_up(samples: list[dict[str, float]], keep: int) -> float | None:
+    """How much the database file grew once pruning had caught up: its largest size over the
+    second half of the samples taken after twice ``keep`` tasks had finished, against its
+    largest over the first half (0.05: 5 % larger). None if the run did not get that far.
+    Without pruning the file grows with every task, so the second half is well over the first."""
+    after = [s for s in samples if s["finished"] >= 2 * keep]
+    if len(after) < 4:
+        return None
+    half = len(after) // 2
+    first = max(s["db_mb"] for s in after[:half])
+    last = max(s["db_mb"] for s in after[half:])
+    return last / first - 1 if first > 0 else None
 
 
 def longest_stall(samples: list[dict[str, float]], tasks: int) -> float:
@@ -286,8 +335,11 @@ def main() -> None:
     parser.add_argument("--feed", default="1x", choices=sorted(FEEDS))
     parser.add_argument("--deadline", type=float, default=900.0)
     parser.add_argument("--work", default="bench/out/work-b6")
+    parser.add_argument(
+        "--profile", action="store_true", help="run the daemon under cProfile (daemon.prof)"
+    )
     args = parser.parse_args()
-    result = measure(Path(args.work), args.tasks, args.feed, args.deadline)
+    result = measure(Path(args.work), args.tasks, args.feed, args.deadline, profile=args.profile)
     (Path(args.work) / "samples.json").write_text(json.dumps(result.pop("samples")))
     print(json.dumps(result, indent=1))
 

@@ -137,8 +137,11 @@ def write_daemon_config(
     level: str = "info",
     fmt: str = "json",
     scheduler: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
     usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The daemon's config at ``path``; ``scheduler`` and ``state`` add to those sections,
+    ``usage`` replaces the default one."""
     raw: dict[str, Any] = {
         "mesos": {
             "master": master,
@@ -149,7 +152,7 @@ def write_daemon_config(
             "backoff_max": 1.0,
         },
         "api": {"host": "127.0.0.1", "port": port},
-        "state": {"path": str(db)},
+        "state": {"path": str(db), **(state or {})},
         "logging": {"level": level, "format": fmt},
         "scheduler": scheduler or {},
     }

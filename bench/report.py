@@ -487,7 +487,9 @@ def b6_section(data: dict[str, Any], run: dict[str, Any]) -> list[str]:
         "32 cpus (32,000 slots), fed in batches through `POST /queue/` whenever `queue_depth` "
         "falls under the floor (1x: 20,000, as issue 19's run 1; 2x: 40,000; batches of "
         "10,000, the API's limit). The daemon runs with its defaults "
-        "(`scheduler.max_in_flight` 20,000). `python -m bench.b6_soak --tasks N --feed 1x` "
+        "(`scheduler.max_in_flight` 20,000). The retention feed is the 1x feed with "
+        "`state.retention_max_tasks` at a fifth of the tasks (200,000 of a million) and a "
+        "pruning pass every second. `python -m bench.b6_soak --tasks N --feed 1x` "
         "runs one feed alone.",
         "",
         "| target | goal | measured | verdict |",
@@ -548,6 +550,26 @@ def b6_section(data: dict[str, Any], run: dict[str, Any]) -> list[str]:
         points = [samples[int(i * (len(samples) - 1) / 9)] for i in range(10)] if samples else []
         cells = [
             f"{num(p['t'])} s: {num(p['rss_mb'])} / {num(p['in_flight'])} / {num(p['backlog'])}"
+            for p in points
+        ]
+        cells += ["n/a"] * (10 - len(cells))
+        lines.append(f"| {feed} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Database / WAL file sizes (MB) and tasks pruned, ten points per feed (the growth once "
+        "pruning caught up compares the largest database size over the second half of the "
+        "samples taken after twice the retained count had finished with that over the first "
+        "half):",
+        "",
+        "| feed | " + " | ".join(f"t{i}" for i in range(10)) + " |",
+        "| --- |" + " ---: |" * 10,
+    ]
+    for feed, run in data["runs"].items():
+        samples = run.get("samples") or []
+        points = [samples[int(i * (len(samples) - 1) / 9)] for i in range(10)] if samples else []
+        cells = [
+            f"{num(p['t'])} s: {num(p.get('db_mb'), 1)} / {num(p.get('wal_mb'), 1)} / "
+            f"{num(p.get('pruned'))}"
             for p in points
         ]
         cells += ["n/a"] * (10 - len(cells))

@@ -341,8 +341,9 @@ class SchedulerConfig(_Section, frozen=True):
             "Most tasks launched but not yet confirmed (LAUNCHING, STAGING, STARTING) at once. "
             "Within it, the bound follows the measured rate at which launches are confirmed "
             "(about 2 s of it, at least 500), and a pass launches no more than the room left "
-            "under about 0.5 s of status update handling; offers left over are declined with "
-            "a 0.5 s filter. 0 turns flow control off.",
+            "under the status update backlog limit, which follows the acknowledgement latency "
+            "(grown while every acknowledgement takes under 0.3 s, halved after a later one); "
+            "offers left over are declined with a 0.5 s filter. 0 turns flow control off.",
             ge=0,
         ),
     ] = 20_000

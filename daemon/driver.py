@@ -143,6 +143,13 @@ class SchedulerDriver(Protocol):
 
     async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None: ...
 
+    async def acknowledge_many(
+        self, acks: Sequence[tuple[str, str, str]]
+    ) -> list[DriverError | None]:
+        """Acknowledge each ``(agent_id, task_id, uuid)`` (one call each, as Mesos wants);
+        returns each one's error (None: acknowledged). Never raises for one failed call."""
+        ...
+
     async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
         """Explicit for ``(task_id, agent_id)`` pairs; an empty sequence is implicit."""
         ...

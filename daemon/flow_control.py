@@ -11,17 +11,22 @@ the backlog into memory, delays every acknowledgement and ends in resends and st
   (``scheduler.max_in_flight``; 0 turns flow control off); within it, about ``HORIZON``
   seconds' worth of the measured confirmation rate (tasks leaving the in-flight states per
   second), and never under ``floor`` (so a cold start, or a slow phase, still launches);
-- the update backlog (received, not yet acknowledged) is kept under ``BACKLOG_HORIZON``
-  seconds of the measured update-handling capacity (at least ``BACKLOG_FLOOR``): a pass
-  launches no more tasks than there is room left under that limit, since each launched task
-  soon has an update waiting (one at a time: the agent sends the next once the previous is
-  acknowledged). An update then waits about that long at most, far under an agent's 10 s.
+- the update backlog (received, not yet acknowledged) is kept under a limit that follows the
+  acknowledgement latency, the figure an agent cares about (``BacklogLimit``): a pass launches
+  no more tasks than there is room left under it, since each launched task soon has an update
+  waiting (one at a time: the agent sends the next once the previous is acknowledged). The
+  limit grows by half each ``WINDOW`` in which it held a pass's launches back (``held_back``)
+  and no acknowledgement
+  took longer than ``ACK_TARGET``, and halves in a window in which one did (additive increase
+  would be too slow to follow a rate that changes with every wave of launches). An earlier
+  version derived it from the measured update-handling rate; but that rate is itself limited by
+  the launches the limit allows, so the measurement held the limit at whatever it started from
+  (at the floor, half the throughput) or, counted in bursts, overshot it (waves of 7,000
+  launches and 3 s stalls in B6).
 
-Rates are exponential averages over ``WINDOW``-second windows. A window in which nothing was in
-flight leaves the confirmation rate as it was; the handling capacity is measured only over
-windows in which acknowledgements were saturated (a backlog at least as long as the sender's
-pool), so a quiet period is not taken for a slow daemon. The bound therefore grows while
-launches are confirmed quickly, and shrinks when they are not.
+The confirmation rate is an exponential average over ``WINDOW``-second windows; a window in
+which nothing was in flight leaves it as it was. The bound therefore grows while launches are
+confirmed quickly, and shrinks when they are not.
 """
 
 from __future__ import annotations
@@ -30,10 +35,18 @@ import math
 
 HORIZON = 2.0
 """Seconds of confirmations the bound allows in flight."""
-BACKLOG_HORIZON = 0.5
-"""Seconds of update handling the backlog may hold before launches pause."""
+ACK_TARGET = 0.3
+"""Seconds: the worst acknowledgement latency (from the update's arrival) a window may see
+without the backlog limit shrinking. An agent resends after 10 s; B6's target is 1 s (p99)."""
 BACKLOG_FLOOR = 1000
-"""A backlog this small never pauses launches."""
+"""A backlog this small never pauses launches (and where the limit starts)."""
+BACKLOG_MAX = 20_000
+"""The limit never grows past this (the tracker stops reading the event stream there)."""
+GROWTH = 1.5
+"""Factor of the backlog limit after a window in which it held launches back and every
+acknowledgement was on time."""
+CUT = 0.5
+"""Factor of the backlog limit after a window with a late acknowledgement."""
 WINDOW = 0.5
 """Seconds over which events are counted before an average moves."""
 SMOOTHING = 0.5
@@ -84,25 +97,72 @@ class RateMeter:
         self._busy = False
 
 
-class LaunchFlow:
-    """Tracks confirmations and update handling; says how many launches a pass may make."""
+class BacklogLimit:
+    """The update backlog launches may fill, adapted to the acknowledgement latency."""
 
-    __slots__ = ("confirmations", "floor", "max_in_flight", "updates")
+    __slots__ = ("_binding", "_filled", "_start", "_worst", "limit")
+
+    def __init__(self, now: float) -> None:
+        self.limit = float(BACKLOG_FLOOR)
+        self._start = now
+        self._worst = 0.0
+        """The slowest acknowledgement answered in the current window."""
+        self._binding = False
+        """The last budget was smaller under this limit than under the bound on tasks in
+        flight."""
+        self._filled = False
+        """The limit held launches back in the current window."""
+
+    def acknowledged(self, worst: float, now: float) -> None:
+        """Acknowledgements were answered, the slowest ``worst`` seconds after its update."""
+        self.roll(now)
+        self._worst = max(self._worst, worst)
+
+    def room(self, backlog: int, wanted: int, now: float) -> int:
+        """Launches the backlog leaves room for, of the ``wanted`` the bound allows."""
+        self.roll(now)
+        room = max(0, int(self.limit) - backlog)
+        self._binding = room < wanted
+        return room
+
+    def held_back(self, now: float) -> None:
+        """A pass left tasks queued that its offers would have taken (only a limit that
+        holds launches back is grown)."""
+        self.roll(now)
+        if self._binding:
+            self._filled = True
+
+    def roll(self, now: float) -> None:
+        if now - self._start < WINDOW:
+            return
+        if self._worst > ACK_TARGET:
+            self.limit = max(float(BACKLOG_FLOOR), self.limit * CUT)
+        elif self._filled:
+            self.limit = min(float(BACKLOG_MAX), self.limit * GROWTH)
+        self._start = now
+        self._worst = 0.0
+        self._filled = False
+
+
+class LaunchFlow:
+    """Tracks confirmations and acknowledgements; says how many launches a pass may make."""
+
+    __slots__ = ("backlog", "confirmations", "floor", "max_in_flight")
 
     def __init__(self, max_in_flight: int, now: float, floor: int = FLOOR) -> None:
         self.max_in_flight = max_in_flight
         self.floor = min(floor, max_in_flight)
         self.confirmations = RateMeter(now)
-        self.updates = RateMeter(now)
+        self.backlog = BacklogLimit(now)
 
     def confirmed(self, count: int, now: float) -> None:
         """``count`` tasks left the in-flight states (RUNNING, or ended, or requeued)."""
         self.confirmations.add(count, now)
 
-    def handled(self, count: int, now: float, saturated: bool = True) -> None:
-        """``count`` updates were stored and acknowledged; ``saturated``: with more waiting
-        than the acknowledgement pool sends at once (only then is the capacity measured)."""
-        self.updates.add(count, now, busy=saturated)
+    def handled(self, now: float, worst_latency: float) -> None:
+        """A burst of updates was stored and acknowledged, the slowest acknowledgement
+        ``worst_latency`` seconds after its update arrived."""
+        self.backlog.acknowledged(worst_latency, now)
 
     def note(self, in_flight: int, now: float) -> None:
         """The current count: windows with tasks in flight measure the confirmation rate."""
@@ -120,18 +180,19 @@ class LaunchFlow:
             return self.floor
         return max(self.floor, min(self.max_in_flight, math.ceil(rate * HORIZON)))
 
+    def held_back(self, now: float) -> None:
+        """The last budget held launches back: a pass declined offers for flow control."""
+        self.backlog.held_back(now)
+
     def backlog_limit(self, now: float) -> int:
         """Update backlog up to which launches may fill."""
-        self.updates.roll(now)
-        rate = self.updates.rate
-        if rate is None:
-            return BACKLOG_FLOOR
-        return max(BACKLOG_FLOOR, math.ceil(rate * BACKLOG_HORIZON))
+        self.backlog.roll(now)
+        return int(self.backlog.limit)
 
     def budget(self, in_flight: int, now: float, backlog: int = 0) -> int | None:
         """How many tasks may be launched now (None: no limit, ``max_in_flight`` 0)."""
         if not self.max_in_flight:
             return None
         self.note(in_flight, now)
-        room = self.backlog_limit(now) - backlog
-        return max(0, min(self.bound(now) - in_flight, room))
+        wanted = max(0, self.bound(now) - in_flight)
+        return min(wanted, self.backlog.room(backlog, wanted, now))

@@ -5,6 +5,9 @@ request bytes (a head built once: request line, ``Host``, the caller's headers; 
 ``Content-Length`` and the body) and a minimal response parser (status line, headers, a
 ``Content-Length``, chunked or close-delimited body). One request per connection at a time; no
 redirect is followed and nothing is retried: what an answer means is the caller's business.
+``post_many`` pipelines several requests on one connection (HTTP/1.1 pipelining: written in one
+go, answered in order), so a burst of small calls costs one write and a few reads, not one of
+each per call.
 
 Failures are told apart by whether any byte of the request may have reached the server:
 ``CallNotSentError`` (the connection could not be made, connecting timed out, the TLS handshake
@@ -23,7 +26,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -68,7 +71,8 @@ _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_EOF = ra
 
 
 class _Connection(asyncio.Protocol):
-    """One connection to the server and the parser of the answer to its request in flight."""
+    """One connection to the server and the parser of the answers to its requests in flight
+    (one, or several pipelined: answered in the order they were written)."""
 
     def __init__(self, client: HttpCallClient) -> None:
         self._client = client
@@ -78,7 +82,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.keep_alive = True
         self._counted = True  # holds one of the client's connection slots
-        self._waiter: asyncio.Future[CallResponse] | None = None
+        self._waiters: deque[asyncio.Future[CallResponse]] = deque()
         self._timer: TimerHandle | None = None
         self._timeout = 0.0
         self._reads = 0
@@ -96,53 +100,70 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:
+        if not self._waiters:
             self.abort()  # bytes nobody asked for: this connection cannot be trusted
             return
         self._reads += 1
         self._client.answer_reads += 1
         self._buffer += data
-        try:
-            done = self._parse()
-        except _ProtocolError as exc:
-            self._fail(CallUnansweredError(f"unreadable answer: {exc}"))
-            self.abort()
-            return
-        if done:
-            if self._buffer:
-                self.keep_alive = False  # more than one answer to one request
+        while True:
+            try:
+                done = self._parse()
+            except _ProtocolError as exc:
+                self._fail(CallUnansweredError(f"unreadable answer: {exc}"))
+                self.abort()
+                return
+            if not done:
+                return
             self._complete()
+            if not self._waiters:
+                if self._buffer:
+                    self.keep_alive = False  # more answers than requests
+                return
+            if not self.keep_alive:
+                # The server closes after this answer: the pipelined requests behind it fail
+                # when the connection is lost (they may or may not have been read).
+                return
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost finishes or fails the request
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._waiter is not None:
+        if self._waiters:
             if self._phase == _UNTIL_EOF and exc is None:
                 self._complete()
-            else:
+            if self._waiters:
                 reason = repr(exc) if exc is not None else "the server closed the connection"
                 self._fail(CallUnansweredError(f"connection lost before the answer: {reason}"))
         self.release_slot()
 
     # -- one request ----------------------------------------------------------------------------
 
-    def send(self, data: bytes, timeout: float) -> asyncio.Future[CallResponse]:
+    def send(
+        self, data: bytes, timeout: float, count: int = 1
+    ) -> list[asyncio.Future[CallResponse]]:
+        """Write ``data``: ``count`` requests, answered in order (one future each)."""
         assert self.transport is not None
-        waiter = self._waiter = self._loop.create_future()
-        self._buffer.clear()
-        self._phase = _HEAD
-        self._body = bytearray()
+        if not self._waiters:
+            self._buffer.clear()
+            self._reset_answer()
+        waiters = [self._loop.create_future() for _ in range(count)]
+        self._waiters.extend(waiters)
         self._timeout = timeout
         self._armed_reads = self._reads
-        self._timer = self._clock.call_later(timeout, self._check_timeout)
+        if self._timer is None:
+            self._timer = self._clock.call_later(timeout, self._check_timeout)
         self.transport.write(data)
-        return waiter
+        return waiters
+
+    def _reset_answer(self) -> None:
+        self._phase = _HEAD
+        self._body = bytearray()
 
     def _check_timeout(self) -> None:
         self._timer = None
-        if self._waiter is None:
+        if not self._waiters:
             return
         if self._reads != self._armed_reads:
             # Bytes came within the last interval: the limit is on silence, as a read timeout.
@@ -153,20 +174,25 @@ class _Connection(asyncio.Protocol):
         self.abort()
 
     def _complete(self) -> None:
-        waiter = self._waiter
-        self._finish()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(CallResponse(self._status, bytes(self._body)))
+        """The oldest request's answer is in."""
+        waiter = self._waiters.popleft()
+        response = CallResponse(self._status, bytes(self._body))
+        self._reset_answer()
+        if not self._waiters:
+            self._finish()
+        if not waiter.done():
+            waiter.set_result(response)
 
     def _fail(self, exc: Exception) -> None:
-        waiter = self._waiter
+        """Every request still waiting fails with ``exc``."""
+        waiters, self._waiters = self._waiters, deque()
         self._finish()
         self.keep_alive = False
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
 
     def _finish(self) -> None:
-        self._waiter = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -376,12 +402,39 @@ class HttpCallClient:
         conn = await self._acquire()
         data = b"%s%d\r\n\r\n%s" % (self._head, len(body), body)
         try:
-            response = await conn.send(data, self._timeout)
+            (waiter,) = conn.send(data, self._timeout)
+            response = await waiter
         except BaseException:
             conn.abort()  # cancelled or failed mid-request: the connection's state is unknown
             raise
         self._release(conn)
         return response
+
+    async def post_many(self, bodies: Sequence[bytes]) -> list[CallResponse | Exception]:
+        """Send ``bodies`` pipelined on one connection (one write); each one's answer, or the
+        error it failed with (``CallNotSentError`` for all when no connection could be had,
+        ``CallUnansweredError`` for those unanswered when the connection failed)."""
+        if not bodies:
+            return []
+        try:
+            conn = await self._acquire()
+        except CallNotSentError as exc:
+            return [exc] * len(bodies)
+        head = self._head
+        data = b"".join([b"%s%d\r\n\r\n%s" % (head, len(body), body) for body in bodies])
+        out: list[CallResponse | Exception] = []
+        try:
+            waiters = conn.send(data, self._timeout, len(bodies))
+            for waiter in waiters:
+                try:
+                    out.append(await waiter)
+                except (CallUnansweredError, CallNotSentError) as exc:
+                    out.append(exc)
+        except BaseException:
+            conn.abort()  # cancelled mid-request: the connection's state is unknown
+            raise
+        self._release(conn)
+        return out
 
     def retire(self) -> None:
         """Take no new connections; close idle ones now and busy ones after their answer."""

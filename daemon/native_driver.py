@@ -48,6 +48,7 @@ from scale_scheduler.daemon.driver import (
 )
 from scale_scheduler.daemon.http_calls import (
     CallNotSentError,
+    CallResponse,
     CallUnansweredError,
     HttpCallClient,
 )
@@ -202,6 +203,25 @@ class NativeDriver:
     async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
         await self._call("ACKNOWLEDGE", acknowledge_payload(agent_id, task_id, uuid))
 
+    async def acknowledge_many(
+        self, acks: Sequence[tuple[str, str, str]]
+    ) -> list[DriverError | None]:
+        """One ACKNOWLEDGE call per ``(agent_id, task_id, uuid)``, pipelined on one connection
+        (Mesos takes one acknowledgement per call); each one's error, or None."""
+        endpoint, stream_id, calls = self._endpoint, self._stream_id, self._calls
+        if self.status.state is not ConnectionState.SUBSCRIBED or endpoint is None or calls is None:
+            error = self._core.not_connected("ACKNOWLEDGE")
+            return [error] * len(acks)
+        prefix = _ack_prefix(self._core.framework_id)
+        encode = _encoder.encode
+        bodies = [
+            b'%s%s},"task_id":{"value":%s},"uuid":%s}}'
+            % (prefix, encode(agent_id), encode(task_id), encode(uuid))
+            for agent_id, task_id, uuid in acks
+        ]
+        answers = await calls.post_many(bodies)
+        return [self._outcome("ACKNOWLEDGE", endpoint, stream_id, answer) for answer in answers]
+
     async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
         await self._call("RECONCILE", reconcile_payload(tasks))
 
@@ -219,32 +239,45 @@ class NativeDriver:
         }
         if payload is not None:
             body[call_type.lower()] = payload
+        response: CallResponse | Exception
         try:
             response = await calls.post(_encoder.encode(body))
-        except CallNotSentError as exc:
-            if exc.timed_out:
-                raise DriverError(
+        except (CallNotSentError, CallUnansweredError) as exc:
+            response = exc
+        error = self._outcome(call_type, endpoint, stream_id, response)
+        if error is not None:
+            raise error
+
+    def _outcome(
+        self, call_type: str, endpoint: str, stream_id: str | None, answer: CallResponse | Exception
+    ) -> DriverError | None:
+        """What a call's answer (or its client's error) means: None when it took effect."""
+        if isinstance(answer, CallNotSentError):
+            if answer.timed_out:
+                return DriverError(
                     f"{call_type} not sent: connecting to {endpoint} timed out after "
                     f"{self.settings.request_timeout}s"
-                ) from None
-            raise DriverError(f"{call_type} not sent to {endpoint}: {exc}") from exc
-        except CallUnansweredError as exc:
-            if exc.timed_out:
-                raise CallOutcomeUnknownError(
+                )
+            return DriverError(f"{call_type} not sent to {endpoint}: {answer}")
+        if isinstance(answer, CallUnansweredError):
+            if answer.timed_out:
+                return CallOutcomeUnknownError(
                     f"{call_type} to {endpoint} timed out after {self.settings.request_timeout}s "
                     "(it may have been applied)"
-                ) from None
-            raise CallOutcomeUnknownError(
-                f"{call_type} to {endpoint} failed: {exc} (it may have been applied)"
-            ) from exc
-        status = response.status
+                )
+            return CallOutcomeUnknownError(
+                f"{call_type} to {endpoint} failed: {answer} (it may have been applied)"
+            )
+        if not isinstance(answer, CallResponse):
+            raise answer
+        status = answer.status
         if status in (200, 202):
-            return
-        detail = response.body.decode(errors="replace").strip()[:300]
+            return None
+        detail = answer.body.decode(errors="replace").strip()[:300]
         error = rejected_call_error(call_type, endpoint, status, detail)
         if status in RESUBSCRIBE_STATUSES and stream_id == self._stream_id:
             self._interrupt_attempt(Outcome.RETRY, f"{call_type} answered {status}")
-        raise error
+        return error
 
     # -- the subscription loop ------------------------------------------------------------------
 
@@ -528,6 +561,14 @@ class NativeDriver:
         if self._core.credentials is not None:
             headers["Authorization"] = self._core.credentials.authorization()
         return headers
+
+
+def _ack_prefix(framework_id: str | None) -> bytes:
+    """An ACKNOWLEDGE call's JSON up to its agent id's value (the rest is appended per call)."""
+    return (
+        b'{"framework_id":{"value":%s},"type":"ACKNOWLEDGE","acknowledge":{"agent_id":{"value":'
+        % (_encoder.encode(framework_id))
+    )
 
 
 def _base_of(endpoint: str) -> str:

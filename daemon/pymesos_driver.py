@@ -14,6 +14,13 @@ How pymesos is driven (see ``pymesos_client`` for what runs on its threads):
   in stream order. When the attempt ends (connection closed, watchdog, ERROR, leader change,
   ``stop()``) the client is halted, its thread is waited for, and after a back-off a fresh client
   subscribes to the next candidate master with the stored framework id;
+- back-pressure as in the native driver: when a status update leaves the handler's backlog full
+  (``backlog_room``), the session's gate closes and pymesos's I/O thread, which posts each
+  update and then waits at the gate, reads nothing more until the handler has room (TCP holds
+  the rest at the master). Events pymesos had already read and posted are still handled, so
+  the backlog may exceed its limit by what one read brings. pymesos takes no lock while it
+  dispatches an event, so acknowledgements (on the call thread) go on meanwhile; the watchdog
+  counts the time held as activity, and ending the session opens the gate;
 - pymesos calls block (one ``http.client`` round trip under pymesos's lock), so they run on a
   dedicated one-thread executor, in the order they were made; halting and starting clients use
   a second one, so a slow call never delays a reconnect decision;
@@ -31,7 +38,8 @@ import contextlib
 import http.client
 import random
 import socket
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,12 +127,26 @@ class _Session:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     held: list[tuple[str, Any]] | None = None  # events held while the framework id is saved
     save_task: asyncio.Task[None] | None = None
+    gate: threading.Event = field(default_factory=threading.Event)
+    """Open (set) while pymesos's I/O thread may read on; closed for back-pressure."""
+    room_task: asyncio.Task[None] | None = None
+    """Opens the gate once the handler has room again."""
+    resumed: float = 0.0
+    """When the gate last opened (loop time): the watchdog's silence starts no earlier."""
+
+    def __post_init__(self) -> None:
+        self.gate.set()
 
     def finish(self, outcome: Outcome, reason: str) -> bool:
+        self.gate.set()  # a thread held at the gate must get on to its end
         if self.outcome.done():
             return False
         self.outcome.set_result((outcome, reason))
         return True
+
+    @property
+    def holding(self) -> bool:
+        return not self.gate.is_set()
 
     @property
     def finished(self) -> bool:
@@ -225,6 +247,20 @@ class PymesosDriver:
         status = acknowledge_payload(agent_id, task_id, uuid)
         await self._call("ACKNOWLEDGE", lambda client: client.acknowledgeStatusUpdate(status))
 
+    async def acknowledge_many(
+        self, acks: Sequence[tuple[str, str, str]]
+    ) -> list[DriverError | None]:
+        # pymesos sends one blocking call at a time on its call thread: one after the other.
+        out: list[DriverError | None] = []
+        for agent_id, task_id, uuid in acks:
+            try:
+                await self.acknowledge(agent_id, task_id, uuid)
+            except DriverError as exc:
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
+
     async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
         # pymesos's reconcileTasks drops the agent ids, which decide the master's answer.
         payload = reconcile_payload(tasks)
@@ -299,6 +335,8 @@ class PymesosDriver:
             # Runs on pymesos's threads; the loop may already be closed at interpreter exit.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._receive, session, kind, payload)
+            if kind == UPDATE:
+                session.gate.wait()  # back-pressure: the loop closes the gate when full
 
         client = self._client_factory(
             self._core.framework_info.with_id(self._core.framework_id).to_dict(),
@@ -317,6 +355,9 @@ class PymesosDriver:
             outcome, reason = await session.outcome
         finally:
             self._watchdog.disarm()
+            session.gate.set()
+            if session.room_task is not None:
+                session.room_task.cancel()
             await self._halt(session)
             if session.save_task is not None:
                 await asyncio.wait({session.save_task})
@@ -357,6 +398,9 @@ class PymesosDriver:
             if kind == UPDATE:
                 if self._live(session, kind):
                     handler.on_update(payload)
+                    room = handler.backlog_room()
+                    if room is not None:
+                        self._hold(session, room)
             elif kind == OFFERS:
                 if self._live(session, kind):
                     handler.on_offers(payload)
@@ -380,6 +424,25 @@ class PymesosDriver:
                 self._on_thread_ended(session, payload)
         except Exception:
             log.exception("mesos_handler_failed", type=kind)
+
+    def _hold(self, session: _Session, room: Awaitable[None]) -> None:
+        """Close the gate until ``room`` is done (once: a held session is left as it is)."""
+        if session.holding or session.finished:
+            return
+        session.gate.clear()
+        log.info("mesos_stream_paused", reason="status update backlog")
+        session.room_task = asyncio.get_running_loop().create_task(self._reopen(session, room))
+
+    async def _reopen(self, session: _Session, room: Awaitable[None]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await room
+        finally:
+            session.resumed = loop.time()
+            session.gate.set()
+            session.room_task = None
+        log.info("mesos_stream_resumed", paused_s=round(loop.time() - started, 3))
 
     def _live(self, session: _Session, kind: str) -> bool:
         if not session.subscribed:
@@ -487,7 +550,11 @@ class PymesosDriver:
         session = self._session
         if session is None or session.client is None:
             return 0.0
-        return session.client.last_event
+        if session.holding:
+            # While the reader is held, the silence is ours, not the master's.
+            assert self._loop is not None
+            return self._loop.time()
+        return max(session.client.last_event, session.resumed)
 
     def _watchdog_expired(self, reason: str) -> None:
         """End the session: no event arrived within the limit."""

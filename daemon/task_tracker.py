@@ -55,7 +55,7 @@ from scale_scheduler.daemon.flow_control import LaunchFlow
 from scale_scheduler.daemon.matcher import AgentLaunch, GroupWaiting, TaskPlacement, WaitReason
 from scale_scheduler.daemon.mesos_types import TERMINAL_STATES, TaskStatus, Value
 from scale_scheduler.daemon.queue_index import QueueIndex
-from scale_scheduler.daemon.status_acks import ACK_WORKERS, AckSender
+from scale_scheduler.daemon.status_acks import AckSender
 from scale_scheduler.state.nodes import NodeRepository
 from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import (
@@ -319,7 +319,7 @@ class TaskTracker:
         self._updates_ready = asyncio.Event()
         self._room: asyncio.Future[None] | None = None
         """Set while the driver waits for the update backlog to shrink."""
-        self.acks = AckSender(self._acknowledge, clock)
+        self.acks = AckSender(self._acknowledge_many, clock)
         self.flow = LaunchFlow(config.max_in_flight, clock())
         # Bursts are resolved against memory and applied after their commit: one at a time.
         self._burst_lock = asyncio.Lock()
@@ -753,7 +753,7 @@ class TaskTracker:
     def _handled(self, count: int) -> None:
         """A burst is stored and acknowledged (or failed): counted, and room for more."""
         self.updates_handled += count
-        self.flow.handled(count, self._clock(), saturated=self.acks.pending >= ACK_WORKERS)
+        self.flow.handled(self._clock(), self.acks.take_worst())
         self._check_room()
         for listener in list(self.room_listeners):
             listener()
@@ -981,8 +981,10 @@ class TaskTracker:
     def _count_ended(self, state: TaskState) -> None:
         self.ended_counts[state] = self.ended_counts.get(state, 0) + 1
 
-    async def _acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
-        await self._driver.acknowledge(agent_id, task_id, uuid)
+    async def _acknowledge_many(
+        self, acks: Sequence[tuple[str, str, str]]
+    ) -> Sequence[Exception | None]:
+        return await self._driver.acknowledge_many(acks)
 
     @property
     def acks_sent(self) -> int:

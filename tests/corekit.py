@@ -85,6 +85,19 @@ class FakeDriver:
     async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
         self._record("ack", agent_id, task_id, uuid)
 
+    async def acknowledge_many(
+        self, acks: Sequence[tuple[str, str, str]]
+    ) -> list[DriverError | None]:
+        out: list[DriverError | None] = []
+        for agent_id, task_id, uuid in acks:
+            try:
+                await self.acknowledge(agent_id, task_id, uuid)
+            except DriverError as exc:
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
+
     async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
         self._record("reconcile", tuple(tasks))
 

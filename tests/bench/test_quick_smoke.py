@@ -71,10 +71,15 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
         assert soak["finished"] > 0, soak
         assert soak["samples"], soak
         assert soak["in_flight_max"] <= 20_000, soak  # scheduler.max_in_flight's default
+    retention = results["B6"]["runs"]["retention"]
+    assert retention["retain"] == results["B6"]["tasks"] // 5
+    assert retention["pruned"] > 0, retention
+    assert all("db_mb" in sample for sample in retention["samples"])
     text = report.read_text()
     for heading in ("## Targets", "## B1 ", "## B2 ", "## B3 ", "## B4 ", "## B6 ", "## Machine"):
         assert heading in text
     assert "Failed:" not in text
+    assert "| B6 retention: database growth once pruning caught up |" in text
     assert text.count("| B1 ") == 4
     assert "## Calibration" in text
     assert "| daemon / bare launcher |" in text

@@ -11,9 +11,12 @@ from test_matcher import SETTINGS, Q
 
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.flow_control import (
+    ACK_TARGET,
     BACKLOG_FLOOR,
-    BACKLOG_HORIZON,
+    BACKLOG_MAX,
+    CUT,
     FLOOR,
+    GROWTH,
     HORIZON,
     WINDOW,
     LaunchFlow,
@@ -133,37 +136,57 @@ def test_no_budget_means_no_limit() -> None:
     assert result.declines == ()
 
 
-def test_launches_fill_only_the_room_under_half_a_second_of_update_handling() -> None:
+def test_launches_fill_only_the_room_under_the_backlog_limit() -> None:
     flow = LaunchFlow(20_000, now=0.0)
-    now = 0.0
-    while now < 3.0:  # 10,000 updates handled per second, acknowledgements saturated
-        now += 0.1
-        flow.note(in_flight=100, now=now)
-        flow.confirmed(300, now)
-        flow.handled(1_000, now, saturated=True)
+    now = confirm_steadily(flow, 10_000, 2.0, 0.0)  # the bound (2 s of those) is not binding
     limit = flow.backlog_limit(now)
-    assert limit == pytest.approx(10_000 * BACKLOG_HORIZON, rel=0.05)
+    assert limit == BACKLOG_FLOOR  # where it starts
     assert flow.budget(in_flight=0, now=now, backlog=limit - 700) == 700
     assert flow.budget(in_flight=0, now=now, backlog=limit + 1) == 0
-    # Before any rate is known, the floor leaves room.
+    # Before any rate is known, the floors leave room.
     assert LaunchFlow(20_000, now=0.0).budget(in_flight=0, now=0.0, backlog=0) == min(
         FLOOR, BACKLOG_FLOOR
     )
 
 
-def test_unsaturated_handling_says_nothing_of_the_capacity() -> None:
+def run_windows(
+    flow: LaunchFlow, windows: int, now: float, *, latency: float, backlog: int
+) -> float:
+    """``windows`` windows in which a pass asks for launches at ``backlog`` and acknowledgements
+    are answered ``latency`` seconds after their update; returns the time reached."""
+    for _ in range(windows):
+        flow.note(in_flight=100, now=now)
+        flow.confirmed(5_000, now)
+        if flow.budget(in_flight=0, now=now, backlog=backlog) == 0:
+            flow.held_back(now)  # the pass declines offers for flow control
+        flow.handled(now, latency)
+        now += WINDOW
+    return now
+
+
+def test_the_backlog_limit_grows_while_acknowledgements_are_on_time_and_it_binds() -> None:
     flow = LaunchFlow(20_000, now=0.0)
-    now = 0.0
-    while now < 2.0:
-        now += 0.1
-        flow.handled(1_000, now, saturated=True)
-    capacity = flow.updates.rate
-    while now < 10.0:  # a trickle of updates, nothing waiting: the capacity stays known
-        now += 0.1
-        flow.handled(3, now, saturated=False)
-    assert capacity is not None
-    assert flow.updates.rate == pytest.approx(capacity, rel=0.1)
-    assert flow.backlog_limit(now) > 4_000  # not the 30 updates/s of the trickle
+    now = run_windows(flow, 4, 0.0, latency=ACK_TARGET / 2, backlog=BACKLOG_MAX)
+    assert flow.backlog_limit(now) == int(BACKLOG_FLOOR * GROWTH**4)
+    now = run_windows(flow, 40, now, latency=0.01, backlog=BACKLOG_MAX)
+    assert flow.backlog_limit(now) == BACKLOG_MAX
+
+
+def test_a_limit_that_does_not_bind_does_not_grow() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    run_windows(flow, 10, 0.0, latency=0.01, backlog=0)  # room left: launches never held back
+    assert flow.backlog_limit(10 * WINDOW) == BACKLOG_FLOOR
+
+
+def test_a_late_acknowledgement_halves_the_backlog_limit() -> None:
+    flow = LaunchFlow(20_000, now=0.0)
+    now = run_windows(flow, 6, 0.0, latency=0.01, backlog=BACKLOG_MAX)
+    grown = flow.backlog_limit(now)
+    assert grown > 4 * BACKLOG_FLOOR
+    now = run_windows(flow, 1, now, latency=ACK_TARGET * 2, backlog=BACKLOG_MAX)
+    assert flow.backlog_limit(now) == int(grown * CUT)
+    now = run_windows(flow, 20, now, latency=ACK_TARGET * 2, backlog=BACKLOG_MAX)
+    assert flow.backlog_limit(now) == BACKLOG_FLOOR  # never under the floor
 
 
 def test_a_bound_of_zero_turns_flow_control_off() -> None:

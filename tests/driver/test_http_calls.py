@@ -567,3 +567,64 @@ async def test_https_with_an_untrusted_certificate_sends_nothing(
         with pytest.raises(CallNotSentError, match="cannot connect"):
             await client.post(b"{}")
     assert tls_master.bodies == []
+
+
+# -- pipelining ----------------------------------------------------------------------------------
+
+
+async def test_post_many_pipelines_on_one_connection_and_keeps_the_order() -> None:
+    def numbered(server: RawServer) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while request := await server.read_request(reader):
+                body = request.split(b"\r\n\r\n", 1)[1]
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                # Answers written back to back: several arrive in one read.
+
+        return handle
+
+    async with raw(numbered) as server, client_for(server.url) as client:
+        bodies = [b'{"n":%d}' % i for i in range(200)]
+        answers = await client.post_many(bodies)
+        assert [a.body for a in answers if not isinstance(a, Exception)] == bodies
+        assert server.connections == 1
+        assert client.answer_reads < len(bodies)  # not one read per answer
+        # The connection is kept for the next call.
+        assert (await client.post(b"{}")).status == 200
+        assert server.connections == 1
+
+
+async def test_post_many_reports_the_unanswered_rest_when_the_server_hangs_up() -> None:
+    def answers_two(server: RawServer) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            for _ in range(2):
+                await server.read_request(reader)
+                writer.write(ACCEPTED)
+            await writer.drain()
+            writer.transport.abort()
+
+        return handle
+
+    async with raw(answers_two) as server, client_for(server.url) as client:
+        answers = await client.post_many([b"{}"] * 5)
+        assert [a.status for a in answers[:2] if not isinstance(a, Exception)] == [202, 202]
+        assert all(isinstance(a, CallUnansweredError) for a in answers[2:])
+
+
+async def test_post_many_stops_at_a_connection_close_answer() -> None:
+    closing = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    async with raw(answering(closing, then_close=True)) as server, client_for(server.url) as client:
+        answers = await client.post_many([b"{}"] * 3)
+        assert not isinstance(answers[0], Exception)
+        assert answers[0].status == 202
+        assert all(isinstance(a, CallUnansweredError) for a in answers[1:])
+        assert (await client.post(b"{}")).status == 202  # a fresh connection
+        assert server.connections == 2
+
+
+async def test_post_many_to_a_refused_port_surely_sent_nothing() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with client_for(f"http://127.0.0.1:{port}/api/v1/scheduler") as client:
+        answers = await client.post_many([b"{}"] * 3)
+    assert all(isinstance(a, CallNotSentError) for a in answers)

@@ -612,6 +612,42 @@ async def test_thousands_of_acknowledgements_share_the_pool(
     assert 1 < master.max_in_flight <= 8
 
 
+async def test_acknowledgements_in_one_batch_are_pipelined_with_exact_json(
+    master: FakeMaster, make_driver: MakeDriver
+) -> None:
+    handler = RecordingHandler()
+    driver = make_driver(master.url)
+    await driver.start(handler)
+    await subscribed(driver, handler)
+    acks = [(f'agent "{i}"', f"tâche-{i}\\", "dXVpZA==") for i in range(300)]
+    assert await driver.acknowledge_many(acks) == [None] * 300
+    sent = master.calls_of("ACKNOWLEDGE")
+    assert [
+        (a["acknowledge"]["agent_id"]["value"], a["acknowledge"]["task_id"]["value"]) for a in sent
+    ] == [(agent, task) for agent, task, _uuid in acks]
+    assert all(a["acknowledge"]["uuid"] == "dXVpZA==" for a in sent)
+    assert {a["framework_id"]["value"] for a in sent} == {driver.status.framework_id}
+    assert master.max_in_flight == 1  # one connection, answered in order
+
+
+async def test_acknowledgements_in_a_batch_fail_one_by_one(
+    master: FakeMaster, make_driver: MakeDriver
+) -> None:
+    handler = RecordingHandler()
+    driver = make_driver(master.url)
+    await driver.start(handler)
+    await subscribed(driver, handler)
+    master.call_status = 400
+    errors = await driver.acknowledge_many([("a1", f"t{i}", "dXVpZA==") for i in range(3)])
+    assert len(errors) == 3
+    assert all(
+        isinstance(e, DriverError) and "ACKNOWLEDGE answered HTTP 400" in str(e) for e in errors
+    )
+    await driver.stop()
+    errors = await driver.acknowledge_many([("a1", "t1", "dXVpZA==")])
+    assert isinstance(errors[0], NotConnectedError)
+
+
 # -- the event stream ---------------------------------------------------------------------------
 
 

@@ -585,3 +585,29 @@ async def test_a_call_on_a_connection_the_master_dropped_is_resent_unless_accept
         assert [call["type"] for call in master.calls] == ["DECLINE", "DECLINE"]
     finally:
         await master.close()
+
+
+async def test_the_stream_is_not_read_while_the_handler_has_no_room(
+    sim: SimulatedCluster, make_driver: MakeDriver
+) -> None:
+    handler = RecordingHandler()
+    driver = make_driver(sim.url)
+    await subscribed(driver, handler)
+    offer = await first_offer(handler)
+    room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    handler.room = room
+    tasks = [task_on(offer, f"t{i}", **{"sim.duration": "60"}) for i in range(4)]
+    await driver.accept(Launch([offer.id.value], tasks))
+    await eventually(lambda: handler.updates)
+    # Unacknowledged, each agent stream resends its TASK_STARTING every 0.3 s and more (doubling):
+    # about 4 x 4 updates in the next 2.5 s if pymesos kept reading, and heartbeats every 0.2 s.
+    await asyncio.sleep(2.5)  # time must pass: held over several resends and the watchdog limit
+    held = len(handler.updates)
+    # What pymesos had read and posted before the loop closed the gate, no resend after it.
+    assert held < 2 * len(tasks)
+    assert handler.disconnects == []  # the watchdog counts the hold as ours
+    handler.room = None
+    room.set_result(None)
+    await eventually(lambda: len(handler.updates) > held)
+    assert handler.disconnects == []
+    assert len(handler.subscriptions) == 1
