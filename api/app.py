@@ -15,30 +15,17 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from scale_scheduler.api.access_log import access_log_middleware
-from scale_scheduler.api.auth import auth_middleware, token_context
+from scale_scheduler.api.auth import token_context
 from scale_scheduler.api.dashboard import dashboard_context, setup_dashboard
-from scale_scheduler.api.edge_server import (
-    body_deadline_middleware,
-    connection_activity_middleware,
-)
-from scale_scheduler.api.errors import error_middleware
-from scale_scheduler.api.keys import (
-    CLUSTER,
-    CONFIG,
-    CONNECTION,
-    CORE,
-    LOOP_SHARE,
-    PRUNER,
-    SCHEDULER,
-    SCHEDULER_HOSTNAME,
-    STORE,
-)
-from scale_scheduler.api.metrics import metrics_context, setup_metrics
-from scale_scheduler.api.request_guard import request_guard_middleware, setup_request_guard
+from scale_scheduler.api.edge import edge_middleware, setup_edge
+from scale_scheduler.api.keys import CONFIG, CORE, LOOP_SHARE, PRUNER, SCHEDULER_HOSTNAME
+from scale_scheduler.api.metrics import METRICS, metrics_context, setup_metrics
+from scale_scheduler.api.request_guard import setup_request_guard
 from scale_scheduler.api.routes import setup_routes
+from scale_scheduler.api.views_status import setup_status
 from scale_scheduler.daemon.agent_usage_api import AgentUsageClient
 from scale_scheduler.daemon.config import Config, master_address_hint
+from scale_scheduler.daemon.core_facade import SchedulerFacade
 from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
 from scale_scheduler.daemon.driver_factory import create_driver
 from scale_scheduler.daemon.framework_info import read_credentials
@@ -48,29 +35,32 @@ from scale_scheduler.daemon.pruner import Pruner
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.supervisor import Supervisor
 from scale_scheduler.state.framework import FrameworkIdRepository
-from scale_scheduler.state.nodes import ClusterResources
+from scale_scheduler.state.interface import MaintainedState
 from scale_scheduler.state.retention import RetentionPolicy
 from scale_scheduler.state.scheduler import SchedulerRepository
+from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
+# What only the wiring touches; the views reach all of it through ``CORE`` (``api.keys``).
+STORE = web.AppKey("store", Store)
+STATE = web.AppKey("state", MaintainedState)
+"""The state interface over ``STORE``: what the core, the facade and the pruner use."""
+SCHEDULER = web.AppKey("scheduler", SchedulerRepository)
+CONNECTION = web.AppKey("connection", ConnectionStatus)
+SCHEDULER_CORE = web.AppKey("scheduler_core", SchedulerCore)
 FRAMEWORK_IDS = web.AppKey("framework_ids", FrameworkIdRepository)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 DRIVER = web.AppKey("driver", SchedulerDriver)
 OPERATOR_SESSION = web.AppKey("operator_session", aiohttp.ClientSession)
-
-
-class EmptyCluster:
-    """The cluster view while no scheduling core runs: nothing queued, resources unknown."""
-
-    queue_depth = 0
-
-    def resource_summary(self) -> ClusterResources | None:
-        return None
+FACADE = web.AppKey("facade", SchedulerFacade)
+"""``CORE``'s implementation, which the wiring attaches the state and the core to."""
 
 
 async def resolve_hostname(app: web.Application) -> None:
     """Name lookups may block on DNS: done once, off the loop, never per request."""
-    app[SCHEDULER_HOSTNAME] = await asyncio.to_thread(app[CONFIG].effective_hostname)
+    hostname = await asyncio.to_thread(app[CONFIG].effective_hostname)
+    app[SCHEDULER_HOSTNAME] = hostname
+    app[FACADE].hostname = hostname
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
@@ -78,10 +68,13 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
     store = await Store.open(config.state.path)
     try:
         app[STORE] = store
-        scheduler = SchedulerRepository(store)
+        store.on_commit.append(app[METRICS].observe_commit)
+        state = app[STATE] = SqliteState(store)
+        scheduler = SchedulerRepository(state)
         await scheduler.ensure_and_load()
         app[SCHEDULER] = scheduler
-        framework_ids = FrameworkIdRepository(store)
+        app[FACADE].attach_state(state, scheduler)
+        framework_ids = FrameworkIdRepository(state)
         await framework_ids.load()
         app[FRAMEWORK_IDS] = framework_ids
         yield
@@ -94,7 +87,7 @@ async def retention_context(app: web.Application) -> AsyncIterator[None]:
     background, from start-up to shutdown (stopped before the store closes)."""
     state = app[CONFIG].state
     pruner = Pruner(
-        app[STORE],
+        app[STATE],
         RetentionPolicy(state.retention_days, state.retention_max_tasks),
         interval=state.retention_interval,
     )
@@ -114,6 +107,7 @@ async def driver_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[DRIVER] = driver
     app[CONNECTION] = driver.status
+    app[FACADE].connection = driver.status
     try:
         yield
     finally:
@@ -145,15 +139,15 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
     )
     core = SchedulerCore(
         config,
-        app[STORE],
+        app[STATE],
         app[SCHEDULER],
         driver,
         fetch_agents=fetch_agents,
         usage_client=usage_client,
         on_fatal=supervisor.fail,
     )
-    app[CORE] = core
-    app[CLUSTER] = core
+    app[SCHEDULER_CORE] = core
+    app[FACADE].attach_core(core)
     try:
         await core.start()
         await driver.start(core)
@@ -161,6 +155,7 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
     finally:
         await driver.stop()
         await core.stop()
+        app[FACADE].detach_core()
         await session.close()
         await usage_session.close()
 
@@ -168,26 +163,22 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
 def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     """The daemon as an aiohttp application. ``connect_mesos=False`` serves the API alone."""
     app = web.Application(
-        middlewares=[
-            connection_activity_middleware,
-            access_log_middleware,
-            error_middleware,
-            request_guard_middleware,
-            auth_middleware,
-            web.normalize_path_middleware(append_slash=True, merge_slashes=True),
-            body_deadline_middleware,  # last: normalize_path clones the request, unread only
-        ],
+        middlewares=[edge_middleware],  # every check, the errors, the access log: api.edge
         client_max_size=config.api.max_body_bytes,
     )
     app[CONFIG] = config
     host, port = master_address_hint(config.mesos.master)
     app[CONNECTION] = ConnectionStatus(master_hostname=host, master_port=port)
-    app[CLUSTER] = EmptyCluster()
+    facade = SchedulerFacade(app[CONNECTION])
+    app[FACADE] = facade
+    app[CORE] = facade
     app[SUPERVISOR] = Supervisor()
     app[LOOP_SHARE] = LoopShare()
     setup_metrics(app)
     setup_dashboard(app)
     setup_request_guard(app)
+    setup_edge(app)
+    setup_status(app)
     app.cleanup_ctx.append(token_context)  # first: a bad api.token_file stops start-up (exit 2)
     app.on_startup.append(resolve_hostname)
     app.cleanup_ctx.append(store_context)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiohttp import hdrs, web
 
-from scale_scheduler.api.errors import Handler, bad_request, text_error
+from scale_scheduler.api.errors import bad_request, text_error
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.daemon.config import ApiConfig, ConfigError
 
@@ -145,11 +145,12 @@ def check_single_authorization(request: web.Request) -> None:
         raise bad_request(f"Send one Authorization header; this request has {count}.")
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def authenticate(request: web.Request, api: ApiConfig) -> None:
+    """One ``Authorization`` header at most (400), and the token where this configuration
+    requires one (401)."""
     check_single_authorization(request)
-    # The check runs in its own frame, so no local variable of this one (which stays on the
-    # stack while the handler runs, and in any traceback it raises) holds a presented token.
-    if requires_token(request.app[CONFIG].api, request.method, request.path):
+    # The token is read in check_token's own frame and returned nowhere, so no local variable
+    # of the edge middleware (on the stack while the view runs, and in any traceback it
+    # raises) holds a presented token.
+    if requires_token(api, request.method, request.path):
         check_token(request)
-    return await handler(request)

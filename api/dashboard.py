@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
@@ -33,22 +33,11 @@ import structlog
 from aiohttp import web
 
 from scale_scheduler.api.errors import text_error
-from scale_scheduler.api.keys import (
-    CLUSTER,
-    CONFIG,
-    CONNECTION,
-    CORE,
-    SCHEDULER,
-    SCHEDULER_HOSTNAME,
-    STORE,
-)
-from scale_scheduler.api.views_status import MasterStatus
-from scale_scheduler.api.views_usage import node_used_by
+from scale_scheduler.api.keys import CONFIG, CORE
 from scale_scheduler.daemon.burst_log import BurstLog
 from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.state.nodes import node_view
-from scale_scheduler.state.tasks import VIEW_COLUMNS, TaskState, iso, spec_decoder, view_from_row
+from scale_scheduler.daemon.core_facade import TaskView
+from scale_scheduler.state.domain import TaskState
 
 log = structlog.get_logger(__name__)
 
@@ -96,125 +85,88 @@ def _read_assets(mode: str) -> dict[str, Asset]:
 
 
 async def build_snapshot(app: web.Application) -> dict[str, Any]:
-    """Everything the page shows, from memory (nodes, queue) and one indexed read (recent)."""
-    connection = app[CONNECTION]
-    scheduler = app[SCHEDULER]
-    paused = scheduler.state.is_paused
-    cluster = app[CLUSTER]
-    core = app.get(CORE)
-    snapshot: dict[str, Any] = {
-        "time": iso(time.time()),
-        "master": MasterStatus.of(connection),
+    """Everything the page shows: the core's status snapshot (``/status/``'s very body) and
+    counters, the nodes and the head of the queue from memory, and one indexed read (recent)."""
+    core = app[CORE]
+    status = core.status()
+    connection = core.connection
+    counters = core.counters()
+    tasks = {TaskState.QUEUED.value: counters.queue_depth}
+    tasks.update((state.value, count) for state, count in counters.launched.items() if count)
+    ended = counters.ended
+    node_count, nodes = core.node_page(0, NODE_ROWS, by_hostname=True)
+    return {
+        "time": _now(),
+        "master": status.master,
         "scheduler": {
-            "hostname": app[SCHEDULER_HOSTNAME],
-            "is_online": connection.subscribed,
-            "is_paused": paused,
+            "hostname": status.scheduler.hostname,
+            "is_online": status.scheduler.is_online,
+            "is_paused": status.scheduler.is_paused,
             "connection": connection.state.value,
             "framework_id": connection.framework_id,
             "last_error": connection.last_error,
             "subscriptions": connection.subscriptions,
             "reconnects": connection.reconnects,
         },
-        "queue_depth": cluster.queue_depth,
-        "resources": cluster.resource_summary(),
-    }
-    if core is not None:
-        snapshot.update(_core_part(core, paused))
-    else:
-        snapshot.update(
-            tasks={},
-            counters={},
-            suppressed=False,
-            nodes={"count": 0, "items": []},
-            queue=[],
-        )
-    snapshot["recent"] = await _recent(app, core, paused)
-    return snapshot
-
-
-def _core_part(core: SchedulerCore, paused: bool) -> dict[str, Any]:
-    tracker, pipeline = core.tracker, core.pipeline
-    tasks = {TaskState.QUEUED.value: tracker.queue_depth}
-    tasks.update((state.value, count) for state, count in tracker.launched_counts.items() if count)
-    totals = pipeline.totals
-    nodes = sorted(core.nodes.by_id.values(), key=lambda node: node.hostname)
-    queue = []
-    for task in itertools.islice(tracker.index.queued(), QUEUE_ROWS):
-        shape = task.shape
-        queue.append(
-            {
-                "id": task.id,
-                "name": spec_decoder.decode(task.spec).name,
-                "priority": task.priority,
-                "cpus": shape.cpus,
-                "mem": shape.mem,
-                "disk": shape.disk,
-                "gpus": shape.gpus,
-                "attempts": task.attempts,
-                "waiting_reason": tracker.waiting_reason(task, paused),
-            }
-        )
-    return {
+        "queue_depth": status.queue_depth,
+        "resources": None if status.resources is msgspec.UNSET else status.resources,
         "tasks": tasks,
         "counters": {
-            "offers_received": pipeline.offers_received,
-            "offers_accepted": totals.accepted,
-            "offers_declined": totals.declined,
-            "offers_rescinded": pipeline.rescinds_received,
-            "offer_passes": pipeline.passes,
-            "launches": totals.launched,
-            "status_updates": tracker.updates_handled,
-            "finished": tracker.ended_counts.get(TaskState.FINISHED, 0),
-            "cancelled": tracker.ended_counts.get(TaskState.CANCELED, 0),
+            "offers_received": counters.offers_received,
+            "offers_accepted": counters.offers_accepted,
+            "offers_declined": counters.offers_declined,
+            "offers_rescinded": counters.offers_rescinded,
+            "offer_passes": counters.offer_passes,
+            "launches": counters.launches,
+            "status_updates": counters.status_updates,
+            "finished": ended.get(TaskState.FINISHED, 0),
+            "cancelled": ended.get(TaskState.CANCELED, 0),
             "failed": sum(
                 count
-                for state, count in tracker.ended_counts.items()
+                for state, count in ended.items()
                 if state not in (TaskState.FINISHED, TaskState.CANCELED, TaskState.KILLED)
             ),
         },
-        "suppressed": pipeline.suppressed,
-        "nodes": {
-            "count": len(nodes),
-            "items": [
-                node_view(node, paused, used=node_used_by(core, node.hostname))
-                for node in nodes[:NODE_ROWS]
-            ],
-        },
-        "queue": queue,
+        "suppressed": counters.offers_suppressed,
+        "nodes": {"count": node_count, "items": nodes},
+        "queue": [
+            {
+                "id": task.id,
+                "name": task.name,
+                "priority": task.priority,
+                "cpus": task.shape.cpus,
+                "mem": task.shape.mem,
+                "disk": task.shape.disk,
+                "gpus": task.shape.gpus,
+                "attempts": task.attempts,
+                "waiting_reason": task.waiting_reason,
+            }
+            for task in core.queue_head(QUEUE_ROWS)
+        ],
+        "recent": [_recent(view) for view in await core.recent_tasks(RECENT_ROWS)],
     }
 
 
-async def _recent(
-    app: web.Application, core: SchedulerCore | None, paused: bool
-) -> list[dict[str, Any]]:
-    rows = await app[STORE].fetchall(
-        f"SELECT {VIEW_COLUMNS} FROM tasks ORDER BY id DESC LIMIT ?", (RECENT_ROWS,)
-    )
-    recent = []
-    for row in rows:
-        reason = None
-        if core is not None:
-            task = core.tracker.tasks.get(row[0])
-            if task is not None:
-                reason = core.tracker.waiting_reason(task, paused)
-        view = view_from_row(row, reason)
-        status = view.last_status
-        recent.append(
-            {
-                "id": view.id,
-                "name": view.name,
-                "state": view.state,
-                "hostname": view.hostname,
-                "attempts": view.attempts,
-                "cpus": view.cpus,
-                "mem": view.mem,
-                "waiting_reason": view.waiting_reason,
-                "message": status.message if status is not None else None,
-                "reason": status.reason if status is not None else None,
-                "last_modified": view.last_modified,
-            }
-        )
-    return recent
+def _now() -> str:
+    """The current time as the task views write times (UTC, milliseconds, ``Z``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _recent(view: TaskView) -> dict[str, Any]:
+    status = view.last_status
+    return {
+        "id": view.id,
+        "name": view.name,
+        "state": view.state,
+        "hostname": view.hostname,
+        "attempts": view.attempts,
+        "cpus": view.cpus,
+        "mem": view.mem,
+        "waiting_reason": view.waiting_reason,
+        "message": status.message if status is not None else None,
+        "reason": status.reason if status is not None else None,
+        "last_modified": view.last_modified,
+    }
 
 
 # --- the hub -----------------------------------------------------------------------------------

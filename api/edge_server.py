@@ -40,7 +40,6 @@ import structlog
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
-from scale_scheduler.api.errors import Handler
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.daemon.burst_log import BurstLog
 from scale_scheduler.daemon.config import Config
@@ -218,7 +217,7 @@ class GuardedRequestHandler(web.RequestHandler):
         """aiohttp's (it writes the answer out); idle only once that is done.
 
         An answer that closes the connection while the request's body is still arriving (the
-        408 of ``body_deadline_middleware``) closes it at once: aiohttp would first read and
+        408 of ``read_body_in_time``) closes it at once: aiohttp would first read and
         drop the rest for up to 10 s (its lingering time), which a slow client welcomes."""
         try:
             result = await super().finish_response(request, resp, start_time)
@@ -243,7 +242,7 @@ class GuardedRequestHandler(web.RequestHandler):
         """A fixed answer and one log line; ``message`` and ``exc`` may quote request bytes."""
         error = type(exc).__name__ if exc is not None else None
         if status >= 500:
-            # A failure of the daemon itself (no view raises past error_middleware): keep the
+            # A failure of the daemon itself (no view raises past the edge middleware): keep the
             # traceback, which shows code, not the request.
             log.error("api_server_error", status=status, error=error, exc_info=exc)
         else:
@@ -260,39 +259,35 @@ class GuardedRequestHandler(web.RequestHandler):
         return response
 
 
-@web.middleware
-async def connection_activity_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    """Tells the connection that a request started (a no-op under other servers); it ends
-    when its answer is written (``GuardedRequestHandler.finish_response``)."""
+def note_request_started(request: web.Request) -> None:
+    """Tell the connection that a request started (nothing under other servers); it ends when
+    its answer is written (``GuardedRequestHandler.finish_response``)."""
     protocol = request.protocol
     if isinstance(protocol, GuardedRequestHandler):
         protocol.request_started()
-    return await handler(request)
 
 
-@web.middleware
-async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The whole body within ``api.body_timeout``, or 408 and the connection closed.
+async def read_body_in_time(request: web.Request) -> web.Response | None:
+    """The whole body within ``api.body_timeout`` (``request.read()`` keeps it for the view),
+    or the 408 answer, its connection to be closed.
 
-    The body is read here, once (``request.read()`` keeps it for the view), and only after the
-    request passed the checks before this middleware: a refused request's body is not read."""
-    if request.body_exists:
-        timeout = request.app[CONFIG].api.body_timeout
-        try:
-            await asyncio.wait_for(request.read(), timeout)
-        except TimeoutError:  # the access log's line (status 408) is the only one: floodable
-            response = web.Response(
-                status=408,
-                text=(
-                    f"The request body did not arrive within {timeout:g} s (api.body_timeout).\n"
-                ),
-                content_type="text/plain",
-            )
-            response.force_close()
-            return response
-    return await handler(request)
+    Called once a request passed the checks before its view, so a refused request's body is
+    not read, and after the trailing-slash redirect (aiohttp's ``normalize_path_middleware``
+    clones the request, which it can do only with its body unread)."""
+    if not request.body_exists:
+        return None
+    timeout = request.app[CONFIG].api.body_timeout
+    try:
+        await asyncio.wait_for(request.read(), timeout)
+    except TimeoutError:  # the access log's line (status 408) is the only one: floodable
+        response = web.Response(
+            status=408,
+            text=f"The request body did not arrive within {timeout:g} s (api.body_timeout).\n",
+            content_type="text/plain",
+        )
+        response.force_close()
+        return response
+    return None
 
 
 class ApiListener:

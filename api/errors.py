@@ -1,8 +1,9 @@
 """Error rendering and request-body helpers.
 
 The spec wants every error as ``text/plain`` with a message a person can act on. Views raise
-``web.HTTPException`` subclasses (or ``ApiError``); ``error_middleware`` renders all of them,
-aiohttp's own 404/405/413 included, and turns anything unexpected into a logged 500.
+``web.HTTPException`` subclasses; the edge middleware (``api.edge``) renders all of them with
+``ensure_text``, aiohttp's own 404/405/413 included, and answers anything else with
+``error_answer`` (a logged 500 for the unexpected).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from scale_scheduler.api.json_body import BodyError, brief, decode_object, json_kind
 from scale_scheduler.api.keys import CONFIG
-from scale_scheduler.state.store import MissingRowError
+from scale_scheduler.daemon.core_facade import CoreUnavailableError, MissingRowError
 
 log = structlog.get_logger(__name__)
 
@@ -92,33 +93,28 @@ _DEFAULT_MESSAGES = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        _ensure_text(exc, request)
-        raise
-    except MissingRowError as exc:
+def error_answer(exc: Exception, request: web.Request) -> web.HTTPException | None:
+    """The text/plain answer to an exception a view (or a check before it) raised, other than an
+    ``HTTPException`` (``ensure_text`` completes those); None to let it propagate unchanged.
+    Call it in the ``except`` block: a 500 logs the traceback."""
+    if isinstance(exc, CoreUnavailableError):
+        return text_error(web.HTTPServiceUnavailable, str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, MissingRowError):
         log.error("database_row_missing", path=request.path, error=str(exc))
-        raise text_error(web.HTTPInternalServerError, str(exc)) from None
-    except ConnectionResetError:
+        return text_error(web.HTTPInternalServerError, str(exc))
+    if isinstance(exc, ConnectionResetError):
         if not _client_gone(request):
-            raise
+            return None
         # The client closed its connection mid-request (typically while sending the body): its
         # doing, not a failure of the daemon, and nobody is left to read an answer.
         log.info("request_aborted", method=request.method, path=brief(request.path))
-        raise text_error(
+        return text_error(
             web.HTTPBadRequest, "The client closed the connection before the request was read."
-        ) from None
-    except Exception:
-        log.exception("request_failed", method=request.method, path=request.path)
-        raise text_error(
-            web.HTTPInternalServerError,
-            "Internal server error; the daemon's log has the details.",
-        ) from None
+        )
+    log.exception("request_failed", method=request.method, path=request.path)
+    return text_error(
+        web.HTTPInternalServerError, "Internal server error; the daemon's log has the details."
+    )
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -126,7 +122,7 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _ensure_text(exc: web.HTTPException, request: web.Request) -> None:
+def ensure_text(exc: web.HTTPException, request: web.Request) -> None:
     """Give aiohttp's own errors (404, 405, 413, ...) a useful text/plain body."""
     own = (
         exc.content_type == "text/plain" and exc.text and not exc.text.startswith(f"{exc.status}:")

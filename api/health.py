@@ -14,7 +14,7 @@ import asyncio
 
 from aiohttp import web
 
-from scale_scheduler.api.keys import CONNECTION, STORE
+from scale_scheduler.api.keys import CORE
 from scale_scheduler.api.metrics import METRICS
 
 DATABASE_CHECK_TIMEOUT = 2.0
@@ -41,17 +41,17 @@ async def get_healthz(request: web.Request) -> web.Response:
 async def not_ready_reasons(app: web.Application) -> list[str]:
     """Why the daemon is not ready (empty when it is)."""
     reasons: list[str] = []
-    store = app.get(STORE)
-    if store is None or not store.is_open:
+    core = app[CORE]
+    if not core.database_open:
         reasons.append(f"database: not open ({_NOT_STARTED})")
     else:
         try:
-            await asyncio.wait_for(store.fetchone("SELECT 1"), DATABASE_CHECK_TIMEOUT)
+            await asyncio.wait_for(core.ping_database(), DATABASE_CHECK_TIMEOUT)
         except asyncio.TimeoutError:
             reasons.append(f"database: no answer within {DATABASE_CHECK_TIMEOUT:g} s")
         except Exception as exc:
             reasons.append(f"database: {exc}")
-    connection = app[CONNECTION]
+    connection = core.connection
     if not connection.subscribed:
         master = f"{connection.master_hostname}:{connection.master_port}"
         reason = (
@@ -68,7 +68,7 @@ async def get_readyz(request: web.Request) -> web.Response:
     reasons = await not_ready_reasons(request.app)
     if reasons:
         return _text(503, ["not ready", *reasons])
-    connection = request.app[CONNECTION]
+    connection = request.app[CORE].connection
     return _text(
         200,
         [

@@ -2,10 +2,11 @@
 
 Each application owns one ``CollectorRegistry`` (never the global one, so several apps in one
 process do not clash). Most values are read from live state at scrape time by ``LiveCollector``:
-the scheduling core's own counters (offer pipeline, task tracker), the Mesos connection status,
-the queue and the nodes. Only what has no counter elsewhere is observed as it happens, into
+the scheduling core's counters and status snapshot (``CoreFacade``), the Mesos connection
+status, the queue and the nodes. Only what has no counter elsewhere is observed as it happens, into
 histograms: API request latency (by route template, method and status), database commit time and
-group size (through ``Store.on_commit``), and event-loop lag (a probe task).
+group size (``observe_commit``, which ``api.app`` hands to ``Store.on_commit``), and event-loop
+lag (a probe task).
 
 This module owns the metric names and their exposition; it changes no scheduling state.
 """
@@ -33,12 +34,17 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from scale_scheduler.api.keys import CLUSTER, CONNECTION, CORE, PRUNER, SCHEDULER, STORE
+from scale_scheduler.api.keys import CORE, PRUNER
 from scale_scheduler.api.views_usage import usage_metrics
-from scale_scheduler.daemon.driver import ConnectionState
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.state.nodes import NodeState, Resources
-from scale_scheduler.state.tasks import LAUNCHED, TaskState
+from scale_scheduler.daemon.core_facade import (
+    ConnectionState,
+    ConnectionStatus,
+    CoreCounters,
+    NodeState,
+    Resources,
+    StatusView,
+)
+from scale_scheduler.state.domain import LAUNCHED, TaskState
 
 PREFIX = "scale_scheduler"
 MIB = 1024 * 1024
@@ -125,58 +131,51 @@ def _le(bound: float) -> str:
 
 
 class LiveCollector(Collector):
-    """Reads the application's live state on every scrape (nothing is copied in between)."""
+    """Reads the application's live state on every scrape (nothing is copied in between): the
+    core's status snapshot and counters (``CoreFacade``), and the pruner's figures."""
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._connection()
-        yield from self._scheduler()
-        core = self._app.get(CORE)
-        yield from self._core(core)
-        yield from self._flow(core)
-        yield from self._resources(core)
-        yield from usage_metrics(self._app, PREFIX)
+        core = self._app[CORE]
+        counters = core.counters()
+        yield from self._connection(core.connection)
+        yield from self._scheduler(core.status())
+        yield from self._core(counters)
+        yield from self._flow(counters)
+        yield from self._resources(counters)
+        yield from usage_metrics(core, PREFIX)
         yield from self._history()
 
-    def _flow(self, core: SchedulerCore | None) -> Iterator[Metric]:
+    def _flow(self, counters: CoreCounters) -> Iterator[Metric]:
         """Flow control on launches and the status update pipeline."""
-        tracker = core.tracker if core is not None else None
         yield _gauge(
             "tasks_in_flight",
             "Tasks launched and not yet confirmed (LAUNCHING, STAGING, STARTING).",
-            tracker.in_flight if tracker else 0,
+            counters.in_flight,
         )
         yield _gauge(
             "tasks_in_flight_bound",
             "The current bound on tasks in flight (scheduler.max_in_flight, adapted to the "
             "measured confirmation rate).",
-            tracker.in_flight_bound if tracker else 0,
+            counters.in_flight_bound,
         )
         yield _gauge(
             "status_update_backlog",
             "Status updates received and not yet acknowledged (queued, being stored, or their "
             "acknowledgement in flight).",
-            tracker.update_backlog if tracker else 0,
+            counters.update_backlog,
         )
         latency = HistogramMetricFamily(
             f"{PREFIX}_status_ack_latency_seconds",
             "Time from a status update's arrival to its acknowledgement's answer.",
         )
-        if tracker is not None:
-            histogram = tracker.acks.latency
-            latency.add_metric(
-                [],
-                [(_le(bound), float(count)) for bound, count in histogram.cumulative()],
-                histogram.sum,
-            )
-        else:
-            latency.add_metric([], [("+Inf", 0.0)], 0.0)
+        buckets = [(_le(bound), float(count)) for bound, count in counters.ack_latency_buckets]
+        latency.add_metric([], buckets or [("+Inf", 0.0)], counters.ack_latency_sum)
         yield latency
 
-    def _connection(self) -> Iterator[Metric]:
-        status = self._app[CONNECTION]
+    def _connection(self, status: ConnectionStatus) -> Iterator[Metric]:
         state = GaugeMetricFamily(
             f"{PREFIX}_mesos_connection_state",
             "State of the connection to the Mesos master: 1 for the current state.",
@@ -202,85 +201,74 @@ class LiveCollector(Collector):
             status.reconnects,
         )
 
-    def _scheduler(self) -> Iterator[Metric]:
-        scheduler = self._app.get(SCHEDULER)
-        paused = scheduler.state.is_paused if scheduler is not None else False
-        yield _gauge("scheduler_paused", "1 while the scheduler is paused globally.", paused)
+    def _scheduler(self, status: StatusView) -> Iterator[Metric]:
         yield _gauge(
-            "queue_depth",
-            "Tasks queued, waiting for an offer.",
-            self._app[CLUSTER].queue_depth,
+            "scheduler_paused",
+            "1 while the scheduler is paused globally.",
+            status.scheduler.is_paused,
         )
+        yield _gauge("queue_depth", "Tasks queued, waiting for an offer.", status.queue_depth)
 
-    def _core(self, core: SchedulerCore | None) -> Iterator[Metric]:
-        pipeline = core.pipeline if core is not None else None
-        tracker = core.tracker if core is not None else None
-        totals = pipeline.totals if pipeline is not None else None
-        yield _counter(
-            "offers_received",
-            "Offers received from Mesos.",
-            pipeline.offers_received if pipeline else 0,
-        )
+    def _core(self, counters: CoreCounters) -> Iterator[Metric]:
+        yield _counter("offers_received", "Offers received from Mesos.", counters.offers_received)
         yield _counter(
             "offers_accepted",
             "Offers used by an ACCEPT that the master took.",
-            totals.accepted if totals else 0,
+            counters.offers_accepted,
         )
         yield _counter(
             "offers_declined",
             "Offers declined by a DECLINE that the master took.",
-            totals.declined if totals else 0,
+            counters.offers_declined,
         )
         yield _counter(
-            "offers_rescinded",
-            "RESCIND events received from Mesos.",
-            pipeline.rescinds_received if pipeline else 0,
+            "offers_rescinded", "RESCIND events received from Mesos.", counters.offers_rescinded
         )
         yield _counter(
             "offer_passes",
             "Offer passes run (each answers every offer pending at its start).",
-            pipeline.passes if pipeline else 0,
+            counters.offer_passes,
         )
         yield _gauge(
             "offers_suppressed",
             "1 while offers are suppressed (nothing to launch, or paused).",
-            float(pipeline.suppressed) if pipeline else 0.0,
+            float(counters.offers_suppressed),
         )
         yield _counter(
             "task_launches",
             "Tasks launched: carried by an ACCEPT that the master took.",
-            totals.launched if totals else 0,
+            counters.launches,
         )
         yield _counter(
             "task_launches_reverted",
             "Launch intents put back in the queue because their ACCEPT could not be sent.",
-            totals.reverted if totals else 0,
+            counters.launches_reverted,
         )
         yield _counter(
             "task_launches_unconfirmed",
             "Tasks whose ACCEPT had an unknown outcome (timeout, dropped connection, 5xx): kept "
             "launching and reconciled at once instead of requeued.",
-            totals.unconfirmed if totals else 0,
+            counters.launches_unconfirmed,
         )
         yield _counter(
             "status_updates_stale",
             "Updates for attempts that had already ended: acknowledged, not answered with KILL.",
-            tracker.stale_updates if tracker else 0,
+            counters.status_updates_stale,
         )
         yield _counter(
             "status_updates",
             "Task status updates received from Mesos and handled.",
-            tracker.updates_handled if tracker else 0,
+            counters.status_updates,
         )
         yield _counter(
             "status_acknowledgements",
             "Status updates acknowledged to Mesos (after they were stored).",
-            tracker.acks_sent if tracker else 0,
+            counters.acknowledgements,
         )
         yield _counter(
             "reconciliation_rounds",
             "Reconciliation rounds started (after each SUBSCRIBED, and periodically).",
-            tracker.reconcile_rounds if tracker else 0,
+            counters.reconcile_rounds,
         )
         tasks = GaugeMetricFamily(
             f"{PREFIX}_tasks",
@@ -288,12 +276,10 @@ class LiveCollector(Collector):
             labels=("state",),
         )
         for state in _LIVE_STATES:
-            if tracker is None:
-                value = 0
-            elif state is TaskState.QUEUED:
-                value = tracker.queue_depth
+            if state is TaskState.QUEUED:
+                value = counters.queue_depth
             else:
-                value = tracker.launched_counts.get(state, 0)
+                value = counters.launched.get(state, 0)
             tasks.add_metric((state.value,), value)
         yield tasks
         ended = CounterMetricFamily(
@@ -302,18 +288,13 @@ class LiveCollector(Collector):
             labels=("state",),
         )
         for state in _ENDED_STATES:
-            ended.add_metric((state.value,), tracker.ended_counts.get(state, 0) if tracker else 0)
+            ended.add_metric((state.value,), counters.ended.get(state, 0))
         yield ended
         nodes = GaugeMetricFamily(
             f"{PREFIX}_nodes", "Known nodes (Mesos agents) by state.", labels=("state",)
         )
-        counts = dict.fromkeys(NodeState, 0)
-        if core is not None:
-            paused = core.scheduler.state.is_paused
-            for node in core.nodes.by_id.values():
-                counts[node.state(paused)] += 1
-        for node_state, count in counts.items():
-            nodes.add_metric((node_state.value,), count)
+        for node_state in NodeState:
+            nodes.add_metric((node_state.value,), counters.nodes.get(node_state, 0))
         yield nodes
 
     def _history(self) -> Iterator[Metric]:
@@ -338,10 +319,8 @@ class LiveCollector(Collector):
             sizes.wal if sizes else 0,
         )
 
-    def _resources(self, core: SchedulerCore | None) -> Iterator[Metric]:
-        if core is None:
-            return
-        total, scheduled = core.nodes.totals()
+    def _resources(self, counters: CoreCounters) -> Iterator[Metric]:
+        total, scheduled = counters.cluster_total, counters.scheduled
         kinds: list[tuple[str, str, Resources]] = [
             ("scheduled", "held by this framework's tasks", scheduled)
         ]
@@ -368,7 +347,8 @@ def setup_metrics(app: web.Application) -> Metrics:
 def observe_request(request: web.Request, status: int, seconds: float) -> None:
     """Observe one answered request's latency under its route template (bounded label values).
 
-    Called by the access-log middleware, which times every request once for both.
+    Called by the edge middleware (``api.edge``), which times every request once for this and
+    the access log.
     """
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else _UNMATCHED
@@ -377,10 +357,9 @@ def observe_request(request: web.Request, status: int, seconds: float) -> None:
 
 
 async def metrics_context(app: web.Application) -> AsyncIterator[None]:
-    """Observe the store's commits and probe the event loop's lag while the app runs."""
+    """Probe the event loop's lag while the app runs (the store's commits are observed
+    through ``Store.on_commit``, wired by ``api.app``, which owns the store)."""
     metrics = app[METRICS]
-    store = app[STORE]
-    store.on_commit.append(metrics.observe_commit)
     probe = asyncio.get_running_loop().create_task(_probe_loop_lag(metrics), name="loop-lag")
     try:
         yield
@@ -388,8 +367,6 @@ async def metrics_context(app: web.Application) -> AsyncIterator[None]:
         probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await probe
-        with contextlib.suppress(ValueError):
-            store.on_commit.remove(metrics.observe_commit)
 
 
 async def _probe_loop_lag(metrics: Metrics) -> None:

@@ -35,11 +35,16 @@ from scale_scheduler.api.request_guard import MUTATING_METHODS
 from scale_scheduler.api.task_body import MAX_BATCH, TaskIn
 from scale_scheduler.api.views_nodes import NodeUpdate
 from scale_scheduler.api.views_scheduler import SchedulerUpdate, SchedulerView
-from scale_scheduler.api.views_status import StatusView
-from scale_scheduler.api.views_usage import TaskDetailView, UsageView
+from scale_scheduler.api.views_usage import TaskDetailView
 from scale_scheduler.daemon.config import ApiConfig
-from scale_scheduler.state.nodes import NodeView
-from scale_scheduler.state.tasks import ContainerView, TaskState, TaskView
+from scale_scheduler.daemon.core_facade import (
+    ContainerView,
+    NodeView,
+    StatusView,
+    TaskView,
+    UsageView,
+)
+from scale_scheduler.state.domain import TaskState
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"

@@ -28,7 +28,7 @@ import functools
 
 from aiohttp import hdrs, web
 
-from scale_scheduler.api.errors import Handler, text_error
+from scale_scheduler.api.errors import text_error
 from scale_scheduler.api.json_body import brief
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.own_names import DEFAULT_PORTS, OwnNames, local_address, resolve_own_names
@@ -150,15 +150,14 @@ def check_content_type(request: web.Request) -> None:
         )
 
 
-@web.middleware
-async def request_guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    names = request.app[OWN_NAMES]
+def guard(request: web.Request, names: OwnNames) -> None:
+    """The checks of this module, in order: ``Host`` (421) for every request; for a change,
+    ``Origin`` and ``Sec-Fetch-Site`` (403), then ``Content-Type`` (415)."""
     check_host(request, names)
     # A request no route takes (404, 405) changes nothing: its own error says more than 415.
     if request.method in MUTATING_METHODS and request.match_info.http_exception is None:
         check_origin(request, names)
         check_content_type(request)
-    return await handler(request)
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -171,7 +170,7 @@ async def resolve_names(app: web.Application) -> None:
 
 
 def setup_request_guard(app: web.Application) -> None:
-    """Resolve the names at start-up and add the headers to every answer (the middleware itself
-    is placed by ``build_app``)."""
+    """Resolve the names at start-up and add the headers to every answer (``guard`` runs in the
+    edge middleware, ``api.edge``)."""
     app.on_startup.append(resolve_names)
     app.on_response_prepare.append(add_security_headers)

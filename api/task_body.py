@@ -33,9 +33,9 @@ from scale_scheduler.api.json_body import (
     decode_typed,
 )
 from scale_scheduler.api.limits import ENV_NAME, IMAGE, NO_NUL, PRINTABLE, RULES
-from scale_scheduler.daemon.task_tracker import NewTask
+from scale_scheduler.daemon.core_facade import NewTask, TaskSpec
 from scale_scheduler.daemon.validation_failure import failure_of
-from scale_scheduler.state.tasks import TaskSpec, constraints_from
+from scale_scheduler.state.domain import constraints_from
 
 MAX_BATCH = 10_000
 CHUNK = 500

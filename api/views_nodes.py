@@ -22,10 +22,9 @@ from scale_scheduler.api.errors import (
     require_bool,
 )
 from scale_scheduler.api.json_body import json_kind
-from scale_scheduler.api.keys import CORE, SCHEDULER
+from scale_scheduler.api.keys import CORE
 from scale_scheduler.api.pagination import envelope, page_of
-from scale_scheduler.api.views_usage import node_used
-from scale_scheduler.state.nodes import Node, NodeNotFoundError, node_view
+from scale_scheduler.daemon.core_facade import FlagChange, NodeNotFoundError, NodeView
 
 _PauseReason = Annotated[
     str,
@@ -46,35 +45,26 @@ class NodeUpdate(msgspec.Struct, forbid_unknown_fields=True):
 UPDATABLE = tuple(field.name for field in msgspec.structs.fields(NodeUpdate))
 
 
-def _node(request: web.Request) -> Node:
+def _node(request: web.Request) -> NodeView:
     digits = request.match_info["node_id"].lstrip("0") or "0"
     try:
         if len(digits) > 19:  # no such id, and int() refuses very long digit strings
             raise NodeNotFoundError(digits)
-        return request.app[CORE].nodes.get(int(digits))
+        return request.app[CORE].node(int(digits))
     except NodeNotFoundError:
         raise not_found(f"No node with id {digits}.") from None
 
 
 async def list_nodes(request: web.Request) -> web.Response:
     page = page_of(request)
-    nodes = list(request.app[CORE].nodes.by_id.values())
-    hostname = request.query.get("hostname")
-    if hostname is not None:
-        nodes = [node for node in nodes if node.hostname == hostname]
-    nodes.sort(key=lambda node: node.id)
-    paused = request.app[SCHEDULER].state.is_paused
-    results: list[Any] = [
-        node_view(node, paused, used=node_used(request.app, node.hostname))
-        for node in nodes[page.offset : page.offset + page.size]
-    ]
-    return json_response(envelope(request, page, len(nodes), results))
+    count, views = request.app[CORE].node_page(
+        page.offset, page.size, hostname=request.query.get("hostname")
+    )
+    return json_response(envelope(request, page, count, views))
 
 
 async def get_node(request: web.Request) -> web.Response:
-    node = _node(request)
-    paused = request.app[SCHEDULER].state.is_paused
-    return json_response(node_view(node, paused, used=node_used(request.app, node.hostname)))
+    return json_response(_node(request))
 
 
 def _pause_reason(data: dict[str, Any]) -> str | None:
@@ -115,13 +105,14 @@ def _given(value: Any) -> Any:
 async def patch_node(request: web.Request) -> web.Response:
     node = _node(request)
     update = _update(await read_json_object(request))
-    updated = await request.app[CORE].nodes.update_flags(
-        node.id,
+    change = FlagChange(
         is_paused=_given(update.is_paused),
         is_active=_given(update.is_active),
-        pause_reason=_given(update.pause_reason),
         set_reason=update.pause_reason is not msgspec.UNSET,
+        pause_reason=_given(update.pause_reason),
     )
-    paused = request.app[SCHEDULER].state.is_paused
-    used = node_used(request.app, node.hostname)
-    return json_response(node_view(node, paused, updated, used))
+    try:
+        view = await request.app[CORE].set_node_flags(node.id, change)
+    except NodeNotFoundError:
+        raise not_found(f"No node with id {node.id}.") from None
+    return json_response(view)

@@ -13,7 +13,7 @@ from scale_scheduler.api.errors import (
     read_json_object,
     require_bool,
 )
-from scale_scheduler.api.keys import SCHEDULER
+from scale_scheduler.api.keys import CORE
 from scale_scheduler.api.own_names import own_url
 
 
@@ -40,14 +40,14 @@ def _update(data: dict[str, Any]) -> SchedulerUpdate:
 
 
 async def get_scheduler(request: web.Request) -> web.Response:
-    repo = request.app[SCHEDULER]
-    await repo.check_row()
-    return json_response(SchedulerView(repo.state.is_paused))
+    core = request.app[CORE]
+    await core.check_scheduler_row()
+    return json_response(SchedulerView(core.is_paused))
 
 
 async def patch_scheduler(request: web.Request) -> web.Response:
     update = _update(await read_json_object(request))
     assert update.is_paused is not msgspec.UNSET  # the only field, and one is required
-    state = await request.app[SCHEDULER].set_paused(update.is_paused)
+    is_paused = await request.app[CORE].set_paused(update.is_paused)
     location = own_url(request, request.path)
-    return json_response(SchedulerView(state.is_paused), status=201, headers={"Location": location})
+    return json_response(SchedulerView(is_paused), status=201, headers={"Location": location})

@@ -1,65 +1,45 @@
-"""``/status/``: master, scheduler, queue depth and cluster resources, served from memory."""
+"""``/status/``: master, scheduler, queue depth and cluster resources, served from memory.
+
+The body is the core's status snapshot (``CoreFacade.status``), the one ``/metrics`` and the
+dashboard read too. It is encoded once per snapshot: while nothing it shows changes, every
+request is answered with the same bytes.
+"""
 
 from __future__ import annotations
-
-from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
-from scale_scheduler.api.errors import json_response
-from scale_scheduler.api.keys import CLUSTER, CONNECTION, SCHEDULER, SCHEDULER_HOSTNAME
-from scale_scheduler.daemon.driver import ConnectionStatus
-from scale_scheduler.state.nodes import ClusterResources
-from scale_scheduler.state.tasks import Count
+from scale_scheduler.api.keys import CORE
+from scale_scheduler.daemon.core_facade import StatusView
 
-_Port = msgspec.Meta(ge=0, le=65535)
+_encode = msgspec.json.Encoder().encode
 
 
-class MasterStatus(msgspec.Struct, forbid_unknown_fields=True):
-    """The Mesos master the scheduler talks to."""
+class EncodedStatus:
+    """The last snapshot and its JSON, kept per application."""
 
-    hostname: str
-    port: Annotated[int, _Port]
-    is_online: bool
+    __slots__ = ("body", "snapshot")
 
-    @classmethod
-    def of(cls, connection: ConnectionStatus) -> MasterStatus:
-        return cls(connection.master_hostname, connection.master_port, connection.master_online)
+    def __init__(self) -> None:
+        self.snapshot: StatusView | None = None
+        self.body = b""
 
-
-class SchedulerStatus(msgspec.Struct, forbid_unknown_fields=True):
-    """This scheduler: its host, whether it is subscribed, whether it is paused."""
-
-    hostname: str
-    is_online: bool
-    is_paused: bool
+    def of(self, snapshot: StatusView) -> bytes:
+        if snapshot is not self.snapshot:
+            self.body = _encode(snapshot)
+            self.snapshot = snapshot
+        return self.body
 
 
-class StatusView(msgspec.Struct, forbid_unknown_fields=True):
-    """Master, scheduler, queue depth and cluster resources. 'resources' is absent while no
-    agent's totals are known."""
+ENCODED_STATUS = web.AppKey("encoded_status", EncodedStatus)
 
-    master: MasterStatus
-    scheduler: SchedulerStatus
-    queue_depth: Count
-    resources: ClusterResources | msgspec.UnsetType = msgspec.UNSET
+
+def setup_status(app: web.Application) -> None:
+    app[ENCODED_STATUS] = EncodedStatus()
 
 
 async def get_status(request: web.Request) -> web.Response:
     app = request.app
-    connection = app[CONNECTION]
-    cluster = app[CLUSTER]
-    resources = cluster.resource_summary()
-    return json_response(
-        StatusView(
-            master=MasterStatus.of(connection),
-            scheduler=SchedulerStatus(
-                hostname=app[SCHEDULER_HOSTNAME],
-                is_online=connection.subscribed,
-                is_paused=app[SCHEDULER].state.is_paused,
-            ),
-            queue_depth=cluster.queue_depth,
-            resources=msgspec.UNSET if resources is None else resources,
-        )
-    )
+    body = app[ENCODED_STATUS].of(app[CORE].status())
+    return web.Response(body=body, content_type="application/json")

@@ -10,18 +10,11 @@ from aiohttp import web
 
 from scale_scheduler.api.errors import bad_request, json_response, not_found, text_error
 from scale_scheduler.api.json_body import brief
-from scale_scheduler.api.keys import CORE, PRUNER, SCHEDULER, STORE
+from scale_scheduler.api.keys import CORE, PRUNER
 from scale_scheduler.api.pagination import envelope, page_of
 from scale_scheduler.api.views_usage import task_detail
-from scale_scheduler.daemon.task_tracker import DeleteOutcome, TaskNotFoundError
-from scale_scheduler.state.tasks import (
-    TaskState,
-    TaskView,
-    fetch_task_row,
-    fetch_task_rows,
-    parse_state,
-    view_from_row,
-)
+from scale_scheduler.daemon.core_facade import DeleteOutcome, TaskNotFoundError, TaskView
+from scale_scheduler.state.domain import TaskState, parse_state
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: no task has a larger id
 
@@ -33,14 +26,6 @@ def _task_id(request: web.Request) -> int:
     return int(digits)
 
 
-def _reason(request: web.Request, task_id: int) -> str | None:
-    tracker = request.app[CORE].tracker
-    task = tracker.tasks.get(task_id)
-    if task is None:
-        return None
-    return tracker.waiting_reason(task, request.app[SCHEDULER].state.is_paused)
-
-
 def _missing(request: web.Request, task_id: int) -> web.HTTPException:
     """404 for a task not in the database: pruned by retention, or never there."""
     pruner = request.app.get(PRUNER)
@@ -50,10 +35,10 @@ def _missing(request: web.Request, task_id: int) -> web.HTTPException:
 
 
 async def _view(request: web.Request, task_id: int) -> TaskView:
-    row = await fetch_task_row(request.app[STORE], task_id)
-    if row is None:
+    view = await request.app[CORE].task(task_id)
+    if view is None:
         raise _missing(request, task_id)
-    return view_from_row(row, _reason(request, task_id))
+    return view
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -66,12 +51,11 @@ async def list_tasks(request: web.Request) -> web.Response:
             names = ", ".join(s.value for s in TaskState)
             raise bad_request(f"Unknown task state {brief(raw)!r}; use one of {names}.")
     after = _after(request)
-    count, rows = await fetch_task_rows(request.app[STORE], state, page.offset, page.size, after)
-    results = [view_from_row(row, _reason(request, row[0])) for row in rows]
-    body = envelope(request, page, count, results)
+    count, views = await request.app[CORE].tasks(state, page.offset, page.size, after)
+    body = envelope(request, page, count, views)
     if after is not None:
         query = {k: v for k, v in request.query.items() if k != "page"}
-        last = rows[-1][0] if len(rows) == page.size else None
+        last = views[-1].id if len(views) == page.size else None
         body["next"] = (
             str(request.url.with_query({**query, "after": last, "page_size": page.size}))
             if last
@@ -96,8 +80,9 @@ def _after(request: web.Request) -> int | None:
 
 
 async def get_task(request: web.Request) -> web.Response:
-    view = await _view(request, _task_id(request))
-    return json_response(task_detail(request.app, view))
+    task_id = _task_id(request)
+    view = await _view(request, task_id)
+    return json_response(task_detail(view, request.app[CORE].task_usage(task_id)))
 
 
 async def delete_task(request: web.Request) -> web.Response:
@@ -105,7 +90,7 @@ async def delete_task(request: web.Request) -> web.Response:
     Mesos's updates). A task already finished answers 409."""
     task_id = _task_id(request)
     try:
-        outcome = await request.app[CORE].tracker.delete(task_id)
+        outcome = await request.app[CORE].cancel(task_id)
     except TaskNotFoundError:
         raise _missing(request, task_id) from None
     view = await _view(request, task_id)

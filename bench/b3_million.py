@@ -35,7 +35,7 @@ from scale_scheduler.daemon.matcher import MatchSettings, match
 from scale_scheduler.daemon.mesos_types import decode_event
 from scale_scheduler.daemon.task_tracker import TaskTracker
 from scale_scheduler.state.nodes import NodeRepository
-from scale_scheduler.state.store import Store
+from scale_scheduler.state.sqlite import SqliteState
 
 
 def measure_process(settings: Settings, work: Path) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def _timed_matches(
 
 async def _load_and_match(db: Path, settings: Settings) -> dict[str, Any]:
     config = parse_config({"state": {"path": str(db)}}, environ={})
-    store = await Store.open(db)
+    store = await SqliteState.open(db)
     try:
         nodes = NodeRepository(store, time.time)
         await nodes.load()

@@ -41,8 +41,9 @@ from bench.b1_offers import start_master
 from bench.common import Settings, free_port, percentile
 from bench.offer_stream import load_offers
 from bench.procs import ROOT, Daemon, rss_mb, write_daemon_config
+from scale_scheduler.state.sqlite.task_rows import INSERT_SQL
 from scale_scheduler.state.store import Store
-from scale_scheduler.state.tasks import INSERT_SQL, TaskSpec, spec_encoder
+from scale_scheduler.state.tasks import TaskSpec, spec_encoder
 
 SECTION = "## History at size"
 CHUNK = 100_000

@@ -9,8 +9,10 @@ loggers (aiohttp, aiosqlite, kazoo, pymesos) go through the same processors via
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import msgspec
@@ -32,12 +34,68 @@ def use_json(fmt: str, stream: Any = None) -> bool:
     return fmt == "json"
 
 
-class _NamedWriteLogger(structlog.WriteLogger):
-    """structlog's line writer with the logger's name, for ``add_logger_name``."""
+class TurnFlush:
+    """Flushes a stream once per turn of the event loop instead of once per line.
 
-    def __init__(self, file: TextIO, name: str) -> None:
+    A flush is a system call (stdout is a pipe or a file), and the daemon writes a line per API
+    request and per task state change: under load, one turn of the loop handles many of them
+    (B4 in ``bench/RESULTS.md``: the access log's flush was a sixth of a ``/status/``
+    request). The first line of a turn schedules the flush for the start of the next one, so a
+    line waits at most one turn. Outside a running loop (start-up, worker threads, the CLI),
+    every line is flushed at once, as before."""
+
+    __slots__ = ("_flush", "_scheduled_on")
+
+    def __init__(self) -> None:
+        self._flush: Callable[[], None] | None = None
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+
+    def attach(self, flush: Callable[[], None]) -> None:
+        """The stream's flush (under its writers' lock); given by its first writer."""
+        if self._flush is None:
+            self._flush = flush
+
+    def after_write(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or loop.is_closed():
+            if self._flush is not None:
+                self._flush()
+            return
+        if self._scheduled_on is loop:
+            return
+        self._scheduled_on = loop
+        loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._scheduled_on = None
+        if self._flush is not None:
+            self._flush()
+
+
+class _NamedWriteLogger(structlog.WriteLogger):
+    """structlog's line writer with the logger's name (for ``add_logger_name``), flushing once
+    per loop turn (``TurnFlush``)."""
+
+    def __init__(self, file: TextIO, name: str, turn_flush: TurnFlush) -> None:
         super().__init__(file)
         self.name = name
+        self._turn_flush = turn_flush
+        turn_flush.attach(self._flush_locked)
+
+    def _flush_locked(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            self._write(message + "\n")
+        self._turn_flush.after_write()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 class _NamedWriteLoggerFactory:
@@ -46,12 +104,13 @@ class _NamedWriteLoggerFactory:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._loggers: dict[str, _NamedWriteLogger] = {}
+        self._turn_flush = TurnFlush()
 
     def __call__(self, *args: Any) -> _NamedWriteLogger:
         name = str(args[0]) if args else ""
         logger = self._loggers.get(name)
         if logger is None:
-            logger = self._loggers[name] = _NamedWriteLogger(self._stream, name)
+            logger = self._loggers[name] = _NamedWriteLogger(self._stream, name, self._turn_flush)
         return logger
 
 

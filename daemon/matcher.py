@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from scale_scheduler.daemon.mesos_types import Offer, Range, Ranges, Resource, Scalar
-from scale_scheduler.state.tasks import Shape
+from scale_scheduler.state.domain import Shape
 
 EPSILON = 1e-6
 SCALARS = ("cpus", "mem", "disk", "gpus")

@@ -18,6 +18,7 @@ import structlog
 from scale_scheduler.daemon.agent_usage_api import endpoint_from_offer_url
 from scale_scheduler.daemon.matcher import SCALARS, HostBlock
 from scale_scheduler.daemon.mesos_types import Offer, Resource
+from scale_scheduler.state.changes import Change
 from scale_scheduler.state.nodes import (
     Node,
     NodeRepository,
@@ -25,7 +26,6 @@ from scale_scheduler.state.nodes import (
     Resources,
     resources_from_mesos,
 )
-from scale_scheduler.state.store import Statement
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +41,8 @@ def _nothing() -> None:
 class Sightings:
     """What one pass learned about the offering nodes."""
 
-    statements: list[Statement]
+    changes: list[Change]
+    """Durable changes: nodes seen for the first time (committed with the pass)."""
     apply: Callable[[], None]
     hosts: dict[str, Offer]
     """The offering hostnames (each with its first offer)."""
@@ -106,7 +107,7 @@ class NodeObserver:
                 continue
             key = offer.resources_json if group is None else tuple(o.resources_json for o in group)
             changed.append((host, key, summed, offer.url))
-        statements, apply_new = nodes.plan_sightings(sightings, now) if sightings else ([], None)
+        changes, apply_new = nodes.plan_sightings(sightings, now) if sightings else ([], None)
 
         def apply() -> None:
             if apply_new is not None:
@@ -125,10 +126,10 @@ class NodeObserver:
             for host, node in nodes.blocking.items()
             if host in first
         }
-        if not statements:
+        if not changes:
             apply()  # nothing durable changes: memory may follow at once
             apply = _nothing
-        return Sightings(statements, apply, first, agents, malformed, blocked)
+        return Sightings(list(changes), apply, first, agents, malformed, blocked)
 
     def offering_nodes(self, hosts: dict[str, Offer]) -> list[Node]:
         """The known nodes among ``hosts``."""

@@ -60,9 +60,10 @@ from scale_scheduler.daemon.mesos_types import (
 )
 from scale_scheduler.daemon.offer_nodes import NodeObserver
 from scale_scheduler.daemon.task_tracker import LaunchPlan, PlannedTask, TaskTracker
+from scale_scheduler.state.changes import Change
+from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.nodes import NodeRepository
 from scale_scheduler.state.scheduler import SchedulerState
-from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import spec_decoder
 
 log = structlog.get_logger(__name__)
@@ -143,7 +144,7 @@ class OfferPipeline:
         self,
         config: SchedulerConfig,
         roles: Sequence[str],
-        store: Store,
+        store: StateStore,
         driver: SchedulerDriver,
         tracker: TaskTracker,
         nodes: NodeRepository,
@@ -286,7 +287,7 @@ class OfferPipeline:
             bad = {o.id.value for o in seen.malformed}
             offers = [o for o in offers if o.id.value not in bad]
             await self._decline(list(bad), self._config.idle_refuse_seconds, stats, "MALFORMED")
-        node_statements, node_apply = seen.statements, seen.apply
+        node_changes, node_apply = seen.changes, seen.apply
         generation = self._tracker.index.generation
         try:
             result = match(
@@ -309,15 +310,15 @@ class OfferPipeline:
         self._tracker.record_waiting(result.waiting)
 
         plan = self._tracker.plan_launch(result.launches, now) if result.launches else None
-        statements: list[Statement] = list(node_statements)
+        changes: list[Change] = list(node_changes)
         if plan is not None or now - self._last_offer_flush >= LAST_OFFER_FLUSH_SECONDS:
-            flush = self._nodes.last_offer_statement(self._observer.offering_nodes(seen.hosts))
+            flush = self._nodes.last_offers(self._observer.offering_nodes(seen.hosts))
             if flush is not None:
-                statements.append(flush)
+                changes.append(flush)
                 self._last_offer_flush = now
         if plan is not None:
-            statements.extend(plan.statements)
-        if statements:
+            changes.append(plan.change)
+        if changes:
             plan_apply = plan.apply if plan is not None else None
 
             def apply() -> None:
@@ -326,7 +327,7 @@ class OfferPipeline:
                     plan_apply()
 
             try:
-                await self._store.write(statements, apply)
+                await self._store.commit(changes, apply)
             except Exception as exc:
                 log.error("launch_intent_failed", error=repr(exc))
                 doomed = self._tracker.release(plan) if plan is not None else []

@@ -8,7 +8,7 @@ Every ``state.retention_interval`` seconds a pass:
    write through the store's single writer, and the pass yields to the loop between batches, so
    API requests and status bursts interleave with it;
 2. when the database is in ``auto_vacuum = INCREMENTAL`` mode, gives freed pages back to the file
-   system, ``VACUUM_PAGES`` at a time;
+   system, a batch of pages at a time;
 3. checkpoints the WAL (``PASSIVE``: it never waits for readers; with the store's
    ``journal_size_limit`` the WAL file is cut back when it restarts), and if the WAL is still
    over that limit (readers kept it from restarting), a ``TRUNCATE`` checkpoint that waits at
@@ -26,56 +26,25 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
-from scale_scheduler.state.retention import (
-    DAY,
-    WALK_SQL,
-    PassPlan,
-    RetentionPolicy,
-    load_mark,
-    prune_statements,
-    terminal_total,
-)
-from scale_scheduler.state.store import JOURNAL_SIZE_LIMIT, Store
+from scale_scheduler.state.changes import TasksPruned
+from scale_scheduler.state.interface import MaintainedState, StorageSizes
+from scale_scheduler.state.retention import DAY, PassPlan, RetentionPolicy
 
 log = structlog.get_logger(__name__)
 
 BATCH = 2000
 """Rows read, and at most deleted, per write: a few milliseconds of the writer's time."""
-VACUUM_PAGES = 2048
-"""Pages (of 4 KiB) given back per ``incremental_vacuum`` step."""
-WAL_TRUNCATE_BYTES = JOURNAL_SIZE_LIMIT
-"""A WAL larger than this after a pass's checkpoint is cut back to zero."""
 TRUNCATE_WAIT_MS = 50
-"""How long that cut may wait for readers (the writes wait behind it meanwhile)."""
-INCREMENTAL = 2
-"""``PRAGMA auto_vacuum``'s value for INCREMENTAL."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileSizes:
-    database: int = 0
-    wal: int = 0
-
-
-def _file_sizes(path: Path) -> FileSizes:
-    def size(file: Path) -> int:
-        try:
-            return file.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    return FileSizes(size(path), size(Path(f"{path}-wal")))
+"""How long cutting the WAL may wait for readers (the writes wait behind it meanwhile)."""
 
 
 class Pruner:
     def __init__(
         self,
-        store: Store,
+        store: MaintainedState,
         policy: RetentionPolicy,
         *,
         interval: float,
@@ -88,20 +57,17 @@ class Pruner:
         self._clock = clock
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
-        self._incremental = False
         self.pruned_through = 0
         self.pruned = 0
         """Tasks pruned by this process (the metric's counter)."""
-        self.sizes = FileSizes()
+        self.sizes = StorageSizes()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the mark and the vacuum mode, read the file sizes, then run passes."""
-        mark = await load_mark(self._store)
+        mark = await self._store.retention_mark()
         self.pruned_through = mark.pruned_through
-        row = await self._store.fetchone("PRAGMA auto_vacuum")
-        self._incremental = row is not None and int(row[0]) == INCREMENTAL
         await self._sample_sizes()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="pruner")
         log.info(
@@ -109,7 +75,6 @@ class Pruner:
             retention_days=self.policy.days,
             retention_max_tasks=self.policy.max_tasks,
             pruned_through=self.pruned_through,
-            incremental_vacuum=self._incremental,
         )
 
     async def stop(self) -> None:
@@ -146,14 +111,14 @@ class Pruner:
         """Prune what is due now, give the space back, checkpoint, sample the sizes. Returns
         how many tasks were pruned."""
         pruned = await self.prune() if self.policy.enabled else 0
-        if pruned and self._incremental:
-            await self._vacuum()
-        await self._store.maintain("PRAGMA wal_checkpoint(PASSIVE)")
+        if pruned:
+            await self._store.reclaim_space()
+        await self._store.checkpoint()
         await self._sample_sizes()
-        if self.sizes.wal > WAL_TRUNCATE_BYTES:
+        if self.sizes.wal > self._store.log_limit:
             # Long reads kept the WAL from restarting (so journal_size_limit could not cut it):
             # cut it now, waiting only briefly for readers (else the next pass tries again).
-            truncated = await self._store.truncate_wal(TRUNCATE_WAIT_MS)
+            truncated = await self._store.truncate_log(TRUNCATE_WAIT_MS)
             log.info("wal_truncated", wal_bytes=self.sizes.wal, done=truncated)
             await self._sample_sizes()
         return pruned
@@ -163,17 +128,16 @@ class Pruner:
         started = time.perf_counter()
         excess = 0
         if policy.max_tasks > 0:
-            excess = await terminal_total(self._store) - policy.max_tasks
+            excess = await self._store.terminal_total() - policy.max_tasks
         cutoff = self._clock() - policy.days * DAY if policy.days > 0 else None
         plan = PassPlan(excess, cutoff)
         pruned = batches = 0
         while not plan.done:
-            rows = await self._store.fetchall(WALK_SQL, (plan.after, self._batch))
-            victims = plan.take(rows)
+            victims = plan.take(await self._store.task_ends(plan.after, self._batch))
             if victims:
                 through, count = max(v.task_id for v in victims), len(victims)
-                await self._store.write(
-                    prune_statements(victims), functools.partial(self._pruned, through, count)
+                await self._store.commit(
+                    [TasksPruned(victims)], functools.partial(self._pruned, through, count)
                 )
                 pruned += count
                 batches += 1
@@ -193,13 +157,5 @@ class Pruner:
         self.pruned_through = max(self.pruned_through, through)
         self.pruned += count
 
-    async def _vacuum(self) -> None:
-        while True:
-            row = await self._store.fetchone("PRAGMA freelist_count")
-            if row is None or int(row[0]) == 0:
-                return
-            await self._store.maintain(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
-            await asyncio.sleep(0)
-
     async def _sample_sizes(self) -> None:
-        self.sizes = await asyncio.to_thread(_file_sizes, self._store.path)
+        self.sizes = await self._store.storage_sizes()

@@ -22,7 +22,8 @@ from array import array
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from scale_scheduler.state.tasks import Shape, Task, TaskState
+from scale_scheduler.state.domain import Shape, TaskState
+from scale_scheduler.state.tasks import Task
 
 _QUEUED = TaskState.QUEUED
 

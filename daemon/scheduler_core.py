@@ -5,9 +5,10 @@ and runs its background work (offer passes, status bursts, reconciliation, launc
 agents' totals) until ``stop()``. The driver callbacks only queue work and return at once.
 ``start()`` does not start the driver: call ``await driver.start(core)`` after it.
 
-It also serves what ``/status/`` reads (``queue_depth``, ``resource_summary()``), and reacts to
-pause changes: the global flag (``SchedulerRepository.state.listeners``) and node flags act on
-the next offer pass, and unpausing revives offers.
+It also serves what ``/status/`` reads (``queue_depth``, ``resource_summary()``), and makes the
+operator's flag changes: ``set_paused`` and ``set_node_flags`` commit, apply, then react (the
+next offer pass sees the flags; unpausing revives offers). A failing reaction is logged and the
+committed change stands. The API reaches all of this through ``daemon.core_facade``.
 """
 
 from __future__ import annotations
@@ -28,15 +29,17 @@ from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.offer_pipeline import OfferPipeline
 from scale_scheduler.daemon.task_tracker import TaskTracker
 from scale_scheduler.daemon.usage_poller import UsagePoller
+from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.nodes import (
     AgentTotals,
     ClusterAmounts,
     ClusterResources,
+    FlagChange,
     Node,
+    NodeFlags,
     NodeRepository,
 )
-from scale_scheduler.state.scheduler import SchedulerRepository
-from scale_scheduler.state.store import Store
+from scale_scheduler.state.scheduler import SchedulerRepository, SchedulerSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +50,7 @@ class SchedulerCore:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: StateStore,
         scheduler_repo: SchedulerRepository,
         driver: SchedulerDriver,
         clock: Callable[[], float] = time.time,
@@ -101,8 +104,6 @@ class SchedulerCore:
         started = time.perf_counter()
         await self.nodes.load()
         await self.tracker.load()
-        self.scheduler.state.listeners.append(self._on_pause_changed)
-        self.nodes.listeners.append(self._on_node_changed)
         self.tracker.work_listeners.append(self._on_work)
         self.tracker.room_listeners.append(self.pipeline.on_room)
         settings = self._settings
@@ -134,10 +135,6 @@ class SchedulerCore:
 
     async def stop(self) -> None:
         """Stop taking work and cancel the background loops (the driver is stopped by its owner)."""
-        with contextlib.suppress(ValueError):
-            self.scheduler.state.listeners.remove(self._on_pause_changed)
-        with contextlib.suppress(ValueError):
-            self.nodes.listeners.remove(self._on_node_changed)
         with contextlib.suppress(ValueError):
             self.tracker.work_listeners.remove(self._on_work)
         with contextlib.suppress(ValueError):
@@ -219,15 +216,46 @@ class SchedulerCore:
         log.info("scheduler_disconnected", reason=reason)
         self.pipeline.drop_offers()
 
-    # -- reactions ------------------------------------------------------------------------------
+    # -- the operator's flags: commit, apply, then react ----------------------------------------
 
-    def _on_pause_changed(self, is_paused: bool) -> None:
-        if is_paused:
+    async def set_paused(self, is_paused: bool) -> SchedulerSnapshot:
+        """Set the global pause flag; the answer is the state this write produced."""
+        produced = await self.scheduler.set_paused(is_paused)
+        if produced.changed:
+            self._react("pause_changed", self._pause_changed)
+        return produced
+
+    async def set_node_flags(self, node_id: int, change: FlagChange) -> NodeFlags:
+        """Change a node's own flags (``NodeNotFoundError`` for an unknown id); the answer is
+        the flags this write produced."""
+        produced = await self.nodes.update_flags(
+            node_id,
+            is_paused=change.is_paused,
+            pause_reason=change.pause_reason,
+            set_reason=change.set_reason,
+            is_active=change.is_active,
+        )
+        node = self.nodes.by_id.get(node_id)
+        if node is not None:
+            self._react("node_flags_changed", lambda: self._node_changed(node))
+        return produced
+
+    def _react(self, change: str, reaction: Callable[[], None]) -> None:
+        """Run what must follow a committed change. The change stands whatever happens here:
+        a failure is logged once, and the next offer pass still sees the committed flags."""
+        try:
+            reaction()
+        except Exception:
+            log.exception("flag_reaction_failed", change=change)
+
+    def _pause_changed(self) -> None:
+        # The flag as it is now: a later write may have committed since this one.
+        if self.scheduler.state.is_paused:
             self.pipeline.sync_interest()
         else:
             self.pipeline.request_revive()
 
-    def _on_node_changed(self, node: Node) -> None:
+    def _node_changed(self, node: Node) -> None:
         if not node.blocks_launches:
             self.pipeline.request_revive()
 

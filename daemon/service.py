@@ -20,9 +20,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from scale_scheduler.api.app import SUPERVISOR, build_app
+from scale_scheduler.api.app import CONNECTION, SCHEDULER, SUPERVISOR, build_app
 from scale_scheduler.api.edge_server import ApiListener
-from scale_scheduler.api.keys import CONNECTION, SCHEDULER
 from scale_scheduler.daemon.accept_errors import install_accept_error_log
 from scale_scheduler.daemon.config import Config, ConfigError, load_config
 from scale_scheduler.daemon.exit_codes import ExitCode, FatalError

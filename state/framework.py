@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import time
 
-from scale_scheduler.state.store import Statement, Store
+from scale_scheduler.state.changes import FrameworkIdSaved
+from scale_scheduler.state.interface import StateStore
 
 
 class FrameworkIdRepository:
     """Implements the driver's ``FrameworkIdStore`` on top of the store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StateStore) -> None:
         self._store = store
         self.framework_id: str | None = None
 
     async def load(self) -> str | None:
-        row = await self._store.fetchone("SELECT framework_id FROM framework WHERE id = 1")
-        self.framework_id = str(row[0]) if row else None
+        self.framework_id = await self._store.load_framework_id()
         return self.framework_id
 
     async def save_framework_id(self, framework_id: str) -> None:
@@ -26,14 +26,4 @@ class FrameworkIdRepository:
         def apply() -> None:
             self.framework_id = framework_id
 
-        await self._store.write(
-            [
-                Statement(
-                    "INSERT INTO framework (id, framework_id, registered) VALUES (1, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET framework_id = excluded.framework_id, "
-                    "registered = excluded.registered",
-                    [(framework_id, time.time())],
-                )
-            ],
-            apply,
-        )
+        await self._store.commit([FrameworkIdSaved(framework_id, time.time())], apply)

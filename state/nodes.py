@@ -20,8 +20,10 @@ from typing import Annotated, Any
 import msgspec
 import structlog
 
-from scale_scheduler.state.store import Statement, Store
-from scale_scheduler.state.tasks import Count, RowId, Shape, Timestamp, iso
+from scale_scheduler.state.changes import NewNode, NodeFlagsChanged, NodesOffered, NodesSighted
+from scale_scheduler.state.domain import Shape
+from scale_scheduler.state.interface import StateStore
+from scale_scheduler.state.tasks import Count, RowId, Timestamp, iso
 
 log = structlog.get_logger(__name__)
 
@@ -114,8 +116,8 @@ class FlagChange:
     pause_reason: str | None = None
 
     def applied_to(self, node: Node) -> tuple[bool, str | None, bool]:
-        """(is_paused, pause_reason, is_active) after this change; ``_FLAGS_SQL`` is the same
-        rule in SQL."""
+        """(is_paused, pause_reason, is_active) after this change; a backend applies the
+        same rule to the row as committed."""
         paused = node.is_paused if self.is_paused is None else self.is_paused
         active = node.is_active if self.is_active is None else self.is_active
         if not paused:
@@ -126,28 +128,10 @@ class FlagChange:
             reason = node.pause_reason
         return paused, reason, active
 
-    def sql_row(self, now: float, node_id: int) -> tuple[Any, ...]:
-        return (
-            None if self.is_paused is None else int(self.is_paused),
-            int(self.set_reason),
-            self.pause_reason,
-            None if self.is_active is None else int(self.is_active),
-            now,
-            node_id,
+    def change(self, node_id: int, now: float) -> NodeFlagsChanged:
+        return NodeFlagsChanged(
+            node_id, self.is_paused, self.set_reason, self.pause_reason, self.is_active, now
         )
-
-
-# ``FlagChange.applied_to`` in SQL, computed from the row as committed when the statement runs
-# (in SET, column names are the row's values before this UPDATE).
-_FLAGS_SQL = (
-    "UPDATE nodes SET "
-    "pause_reason = CASE WHEN NOT COALESCE(?1, is_paused) THEN NULL "
-    "WHEN ?2 THEN ?3 ELSE pause_reason END, "
-    "is_paused = COALESCE(?1, is_paused), "
-    "is_active = COALESCE(?4, is_active), "
-    "last_modified = ?5 "
-    "WHERE id = ?6"
-)
 
 
 @dataclass(slots=True)
@@ -343,19 +327,10 @@ class NodeSighting:
     agent_id: str
 
 
-_INSERT_SQL = (
-    "INSERT INTO nodes (id, hostname, agent_id, is_paused, pause_reason, is_active, created, "
-    "last_modified, last_offer) VALUES (?, ?, ?, 0, NULL, 1, ?, ?, ?) "
-    "ON CONFLICT (hostname) DO UPDATE SET agent_id = excluded.agent_id"
-)
-_AGENT_SQL = "UPDATE nodes SET agent_id = ? WHERE id = ?"
-_LAST_OFFER_SQL = "UPDATE nodes SET last_offer = ? WHERE id = ?"
-
-
 class NodeRepository:
     """All nodes in memory (a few thousand at most), keyed by id and by hostname."""
 
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(self, store: StateStore, clock: Callable[[], float]) -> None:
         self._store = store
         self._clock = clock
         self.by_id: dict[int, Node] = {}
@@ -370,25 +345,19 @@ class NodeRepository:
         self._total_changes = 0
         self._scheduled_total = ScheduledResources()
         self._totals: tuple[tuple[int, int], tuple[Resources | None, Resources]] | None = None
-        self.listeners: list[Callable[[Node], None]] = []
-        """Called after a node's flags changed (the core revives when launches may resume)."""
 
     async def load(self) -> None:
-        rows = await self._store.fetchall(
-            "SELECT id, hostname, agent_id, is_paused, pause_reason, is_active, created, "
-            "last_modified, last_offer FROM nodes ORDER BY id"
-        )
-        for row in rows:
+        for row in await self._store.load_nodes():
             node = Node(
-                id=row[0],
-                hostname=row[1],
-                agent_id=row[2],
-                is_paused=bool(row[3]),
-                pause_reason=row[4],
-                is_active=bool(row[5]),
-                created=row[6],
-                last_modified=row[7],
-                last_offer=row[8],
+                id=row.id,
+                hostname=row.hostname,
+                agent_id=row.agent_id,
+                is_paused=row.is_paused,
+                pause_reason=row.pause_reason,
+                is_active=row.is_active,
+                created=row.created,
+                last_modified=row.last_modified,
+                last_offer=row.last_offer,
                 scheduled=ScheduledResources(self._scheduled_total),
             )
             self._index(node)
@@ -411,8 +380,8 @@ class NodeRepository:
 
     def plan_sightings(
         self, sightings: Iterable[NodeSighting], now: float
-    ) -> tuple[list[Statement], Callable[[], None]]:
-        """Statements creating unknown nodes (and recording new agent ids) plus their ``apply``.
+    ) -> tuple[list[NodesSighted], Callable[[], None]]:
+        """The change creating unknown nodes (and recording new agent ids) plus its ``apply``.
 
         Ids are allocated here, synchronously, so concurrent plans never collide.
         """
@@ -437,16 +406,14 @@ class NodeRepository:
                 new.append(node)
             elif node.agent_id != sighting.agent_id:
                 moved.append((node, sighting.agent_id))
-        statements: list[Statement] = []
-        if new:
-            statements.append(
-                Statement(
-                    _INSERT_SQL,
-                    [(n.id, n.hostname, n.agent_id, n.created, n.last_modified, None) for n in new],
+        changes: list[NodesSighted] = []
+        if new or moved:
+            changes.append(
+                NodesSighted(
+                    [NewNode(n.id, n.hostname, n.agent_id, now) for n in new],
+                    [(n.id, agent) for n, agent in moved],
                 )
             )
-        if moved:
-            statements.append(Statement(_AGENT_SQL, [(agent, n.id) for n, agent in moved]))
 
         def apply() -> None:
             for node in new:
@@ -464,16 +431,16 @@ class NodeRepository:
                 node.agent_id = agent
                 self.by_agent[agent] = node
 
-        return statements, apply
+        return changes, apply
 
-    def last_offer_statement(self, nodes: Sequence[Node]) -> Statement | None:
-        rows = [(n.last_offer, n.id) for n in nodes if n.last_offer is not None]
-        return Statement(_LAST_OFFER_SQL, rows) if rows else None
+    def last_offers(self, nodes: Sequence[Node]) -> NodesOffered | None:
+        pairs = [(n.id, n.last_offer) for n in nodes if n.last_offer is not None]
+        return NodesOffered(pairs) if pairs else None
 
     async def learn(self, sightings: Iterable[NodeSighting]) -> None:
-        statements, apply = self.plan_sightings(sightings, self._clock())
-        if statements:
-            await self._store.write(statements, apply)
+        changes, apply = self.plan_sightings(sightings, self._clock())
+        if changes:
+            await self._store.commit(changes, apply)
 
     async def apply_agents(self, agents: Sequence[AgentTotals]) -> None:
         """A fresh GET_AGENTS answer: learn new nodes, set totals, mark absent nodes offline."""
@@ -545,24 +512,36 @@ class NodeRepository:
                     is_active=after[2],
                     was_blocking=was_blocking,
                 )
-            produced = node.flags()
-            for listener in list(self.listeners):
-                listener(node)
-            return produced
+            return node.flags()
 
-        result = await self._store.write(
-            [
-                Statement(
-                    _FLAGS_SQL,
-                    [change.sql_row(now, node.id)],
-                    expect_rows=True,
-                    missing_message=f"Node {node.id} is missing from the database.",
-                )
-            ],
-            apply,
-        )
+        result = await self._store.commit([change.change(node.id, now)], apply)
         assert result is not None
         return result
+
+    # -- what our tasks hold -------------------------------------------------------------------
+
+    def hold(self, hostname: str | None, shape: Shape) -> None:
+        """A task of ``shape`` was launched on the node (or found launched there at start-up)."""
+        node = self.by_hostname.get(hostname or "")
+        if node is not None:
+            node.scheduled.add_shape(shape)
+            node.running_tasks += 1
+
+    def hold_all(self, hostname: str, shapes: Sequence[Shape]) -> None:
+        """Tasks of ``shapes`` were launched on the node (one launch of an offer pass)."""
+        node = self.by_hostname.get(hostname)
+        if node is not None:
+            add = node.scheduled.add_shape
+            for shape in shapes:
+                add(shape)
+            node.running_tasks += len(shapes)
+
+    def release(self, hostname: str | None, shape: Shape) -> None:
+        """A task of ``shape`` on the node ended, or went back to the queue."""
+        node = self.by_hostname.get(hostname or "")
+        if node is not None:
+            node.scheduled.add_shape(shape, -1.0)
+            node.running_tasks = max(0, node.running_tasks - 1)
 
     # -- totals ---------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 import structlog
 
+from scale_scheduler.state.interface import MissingRowError, StateClosedError, StateError
 from scale_scheduler.state.migrations import MIGRATIONS, Migration, unknown_version_problem
 
 log = structlog.get_logger(__name__)
@@ -37,19 +38,15 @@ T = TypeVar("T")
 MAX_GROUP = 4096
 
 
-class StoreError(Exception):
+class StoreError(StateError):
     """The store cannot do what was asked."""
 
 
 NOT_A_FILE = "is a directory, not a database file"
 
 
-class StoreClosedError(StoreError):
+class StoreClosedError(StoreError, StateClosedError):
     """A write arrived after ``close`` began."""
-
-
-class MissingRowError(StoreError):
-    """A checked statement matched no row (for example the scheduler row was deleted)."""
 
 
 @dataclass(frozen=True)

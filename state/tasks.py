@@ -1,156 +1,24 @@
-"""The task model: states, resource shapes, the compact in-memory record, and the task table's SQL.
+"""The task model: the compact in-memory record, the launch spec, and the API's views.
 
 A task is stored once in SQLite (table ``tasks``, every field the API shows) and, while it is not
 terminal, once in memory as a small ``Task`` record holding only what scheduling needs. The launch
 spec (name, command, container, env, labels) stays as the compact JSON bytes that are also the
 ``spec`` column, decoded only when the task is launched or shown. Resource shapes are interned,
-so a million queued tasks share a handful of ``Shape`` objects.
+so a million queued tasks share a handful of ``Shape`` objects (task states and shapes are the
+domain's: ``state.domain``).
 
-This module owns shapes, records and statements; it changes no state by itself (the task tracker
-does, through ``Store.write``).
+This module owns records and views; it knows no storage (a backend of
+``state.interface`` stores them) and changes no state by itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
-from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
-from scale_scheduler.state.store import Statement, Store
-
-
-class TaskState(str, enum.Enum):
-    """A task's own state. Mesos states map onto it (``TASK_RUNNING`` -> ``RUNNING``)."""
-
-    QUEUED = "QUEUED"
-    LAUNCHING = "LAUNCHING"
-    """Intent committed: an ACCEPT carrying it is being (or has been) sent; no status yet."""
-    STAGING = "STAGING"
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    KILLING = "KILLING"
-    UNREACHABLE = "UNREACHABLE"
-    FINISHED = "FINISHED"
-    FAILED = "FAILED"
-    KILLED = "KILLED"
-    LOST = "LOST"
-    ERROR = "ERROR"
-    DROPPED = "DROPPED"
-    GONE = "GONE"
-    CANCELED = "CANCELED"
-    """Removed from the queue before it was launched."""
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-    @property
-    def launched(self) -> bool:
-        """Holds resources on an agent (from the launch intent until a terminal state)."""
-        return self in LAUNCHED
-
-
-TERMINAL = frozenset(
-    {
-        TaskState.FINISHED,
-        TaskState.FAILED,
-        TaskState.KILLED,
-        TaskState.LOST,
-        TaskState.ERROR,
-        TaskState.DROPPED,
-        TaskState.GONE,
-        TaskState.CANCELED,
-    }
-)
-LAUNCHED = frozenset(
-    {
-        TaskState.LAUNCHING,
-        TaskState.STAGING,
-        TaskState.STARTING,
-        TaskState.RUNNING,
-        TaskState.KILLING,
-        TaskState.UNREACHABLE,
-    }
-)
-LIVE = frozenset({TaskState.QUEUED} | LAUNCHED)
-
-_STATE_BY_VALUE = {state.value: state for state in TaskState}
-
-
-def parse_state(value: str) -> TaskState | None:
-    return _STATE_BY_VALUE.get(value.upper())
-
-
-# --- shapes ------------------------------------------------------------------------------------
-
-Constraints = tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """What placement depends on: resources and constraints. Interned, hashable, shared."""
-
-    cpus: float
-    mem: float
-    disk: float = 0.0
-    gpus: int = 0
-    ports: int = 0
-    constraints: Constraints = ()
-
-    def describe(self) -> str:
-        parts = [f"cpus={_num(self.cpus)}", f"mem={_num(self.mem)}"]
-        if self.disk:
-            parts.append(f"disk={_num(self.disk)}")
-        if self.gpus:
-            parts.append(f"gpus={self.gpus}")
-        if self.ports:
-            parts.append(f"ports={self.ports}")
-        parts.extend(f"{name}={value}" for name, value in self.constraints)
-        return " ".join(parts)
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:g}"
-
-
-class ShapeInterner:
-    """Returns one shared ``Shape`` per distinct value (looked up by a plain tuple: cheap)."""
-
-    def __init__(self) -> None:
-        self._shapes: dict[Shape, Shape] = {}
-        self._by_key: dict[tuple[Any, ...], Shape] = {}
-
-    def get(
-        self,
-        cpus: float,
-        mem: float,
-        disk: float = 0.0,
-        gpus: int = 0,
-        ports: int = 0,
-        constraints: Constraints = (),
-    ) -> Shape:
-        key = (cpus, mem, disk, gpus, ports, constraints)
-        shape = self._by_key.get(key)
-        if shape is None:
-            made = Shape(float(cpus), float(mem), float(disk), int(gpus), int(ports), constraints)
-            shape = self._by_key[key] = self._shapes.setdefault(made, made)
-        return shape
-
-    def __len__(self) -> int:
-        return len(self._shapes)
-
-
-def constraints_from(mapping: Mapping[str, str] | None) -> Constraints:
-    if not mapping:
-        return ()
-    return tuple(sorted(mapping.items()))
-
+from scale_scheduler.state.domain import Shape, TaskState
 
 # --- the launch spec and the in-memory record ------------------------------------------------
 
@@ -210,158 +78,6 @@ def parse_mesos_task_id(value: str) -> tuple[int, int] | None:
     if not sep or not value.isascii() or not head.isdigit() or not tail.isdigit():
         return None
     return int(head), int(tail)
-
-
-# --- SQL ---------------------------------------------------------------------------------------
-
-INSERT_SQL = (
-    "INSERT INTO tasks (id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, "
-    "spec, max_attempts, created, queued, last_modified) "
-    "VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-INTENT_SQL = (
-    "UPDATE tasks SET state = 'LAUNCHING', attempts = ?, agent_id = ?, hostname = ?, "
-    "assigned_ports = ?, launched = ?, last_modified = ?, status_state = NULL, "
-    "status_message = NULL, status_reason = NULL, status_source = NULL, status_time = NULL "
-    "WHERE id = ?"
-)
-
-REVERT_SQL = (
-    "UPDATE tasks SET state = 'QUEUED', failures = ?, lost_launches = ?, agent_id = NULL, "
-    "hostname = NULL, assigned_ports = NULL, queued = ?, last_modified = ? "
-    "WHERE id = ? AND state = 'LAUNCHING' AND attempts = ?"
-)
-
-STATUS_SQL = (
-    "UPDATE tasks SET state = ?, failures = ?, lost_launches = ?, started = COALESCE(started, ?), "
-    "ended = ?, last_modified = ?, status_state = ?, status_message = ?, status_reason = ?, "
-    "status_source = ?, status_time = ? WHERE id = ?"
-)
-
-REQUEUE_AFTER_STATUS_SQL = (
-    "UPDATE tasks SET state = 'QUEUED', failures = ?, lost_launches = ?, agent_id = NULL, "
-    "hostname = NULL, assigned_ports = NULL, queued = ?, last_modified = ?, status_state = ?, "
-    "status_message = ?, status_reason = ?, status_source = ?, status_time = ? WHERE id = ?"
-)
-
-CANCEL_SQL = (
-    "UPDATE tasks SET state = 'CANCELED', ended = ?, last_modified = ? "
-    "WHERE id = ? AND state = 'QUEUED'"
-)
-
-KILL_SQL = "UPDATE tasks SET kill_requested = 1, last_modified = ? WHERE id = ?"
-
-COUNT_ENDED_SQL = "UPDATE task_counts SET n = n + ? WHERE state = ?"
-
-
-def count_ended(states: Iterable[TaskState]) -> list[Statement]:
-    """What adds tasks that reach terminal ``states`` to ``task_counts``: part of the very write
-    that ends them (a terminal state is final, so each task is counted once)."""
-    counts = Counter(state.value for state in states if state.terminal)
-    if not counts:
-        return []
-    return [Statement(COUNT_ENDED_SQL, [(n, state) for state, n in counts.items()])]
-
-
-VIEW_COLUMNS = (
-    "id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, spec, max_attempts, "
-    "attempts, failures, kill_requested, agent_id, hostname, assigned_ports, created, queued, "
-    "launched, started, ended, last_modified, status_state, status_message, status_reason, "
-    "status_source, status_time"
-)
-
-LOAD_COLUMNS = (
-    "id, priority, cpus, mem, disk, gpus, ports, constraints, spec, state, max_attempts, "
-    "attempts, failures, lost_launches, agent_id, hostname, launched, last_modified, "
-    "kill_requested"
-)
-
-
-def insert_row(
-    task_id: int,
-    spec: TaskSpec,
-    spec_bytes: bytes,
-    priority: int,
-    shape: Shape,
-    max_attempts: int,
-    now: float,
-) -> tuple[Any, ...]:
-    constraints = (
-        msgspec.json.encode(dict(shape.constraints)).decode() if shape.constraints else None
-    )
-    return (
-        task_id,
-        spec.name,
-        priority,
-        shape.cpus,
-        shape.mem,
-        shape.disk,
-        shape.gpus,
-        shape.ports,
-        constraints,
-        spec_bytes,
-        max_attempts,
-        now,
-        now,
-        now,
-    )
-
-
-async def load_live_tasks(
-    store: Store, interner: ShapeInterner, batch: int = 50_000
-) -> AsyncIterator[list[Task]]:
-    """Every non-terminal task, in id order per state, ``batch`` rows per read. The next read is
-    already running while a batch is turned into records."""
-    sql = f"SELECT {LOAD_COLUMNS} FROM tasks WHERE state = ? AND id > ? ORDER BY id LIMIT ?"
-    shapes: dict[tuple[Any, ...], Shape] = {}
-    loop = asyncio.get_running_loop()
-    for state in (TaskState.QUEUED, *sorted(LAUNCHED, key=lambda s: s.value)):
-        rows = await store.fetchall(sql, (state.value, 0, batch))
-        while rows:
-            following: asyncio.Future[list[tuple[Any, ...]]] | None = None
-            if len(rows) == batch:
-                following = loop.create_task(store.fetchall(sql, (state.value, rows[-1][0], batch)))
-            tasks: list[Task] = []
-            append = tasks.append
-            for row in rows:
-                key = row[2:8]
-                shape = shapes.get(key)
-                if shape is None:
-                    raw = row[7]
-                    constraints = constraints_from(msgspec.json.decode(raw)) if raw else ()
-                    cpus, mem, disk, gpus, ports = row[2:7]
-                    shape = shapes[key] = interner.get(cpus, mem, disk, gpus, ports, constraints)
-                append(
-                    Task(
-                        row[0],
-                        row[1],
-                        shape,
-                        row[8],
-                        state,
-                        row[10],
-                        row[11],
-                        row[12],
-                        row[13],
-                        row[14],
-                        row[15],
-                        row[16] or 0.0,
-                        row[17] or 0.0,
-                        0.0,
-                        bool(row[18]),
-                    )
-                )
-            yield tasks
-            rows = await following if following is not None else []
-
-
-async def max_task_id(store: Store) -> int:
-    """The largest id ever given: pruned ids count, so no id is ever given twice."""
-    row = await store.fetchone(
-        "SELECT MAX(COALESCE((SELECT MAX(id) FROM tasks), 0), "
-        "(SELECT pruned_through FROM retention))"
-    )
-    return int(row[0]) if row and row[0] is not None else 0
 
 
 # --- the API's view of a task ------------------------------------------------------------------
@@ -434,48 +150,7 @@ class TaskView(msgspec.Struct, forbid_unknown_fields=True):
     waiting_reason: str | None
 
 
-_EMPTY: dict[str, str] = {}
-
-
-def view_from_row(row: Sequence[Any], waiting_reason: str | None = None) -> TaskView:
-    """A ``TaskView`` from a row of ``SELECT {VIEW_COLUMNS}``."""
-    spec = spec_decoder.decode(row[10])
-    attempts = row[12]
-    last_status = None
-    if row[24] is not None:
-        last_status = LastStatus(row[24], row[25], row[26], row[27], iso(row[28]))
-    return TaskView(
-        id=row[0],
-        name=row[1],
-        state=row[2],
-        priority=row[3],
-        command=spec.command,
-        container=ContainerView(spec.image) if spec.image else None,
-        cpus=row[4],
-        mem=row[5],
-        disk=row[6],
-        gpus=row[7],
-        ports=row[8],
-        env=spec.env or _EMPTY,
-        labels=spec.labels or _EMPTY,
-        constraints=msgspec.json.decode(row[9]) if row[9] else _EMPTY,
-        max_attempts=row[11],
-        attempts=attempts,
-        failures=row[13],
-        mesos_task_id=mesos_task_id(row[0], attempts) if attempts else None,
-        agent_id=row[15],
-        hostname=row[16],
-        assigned_ports=msgspec.json.decode(row[17]) if row[17] else [],
-        kill_requested=bool(row[14]),
-        created=iso(row[18]),
-        queued=iso(row[19]),
-        launched=iso(row[20]),
-        started=iso(row[21]),
-        ended=iso(row[22]),
-        last_modified=iso(row[23]),
-        last_status=last_status,
-        waiting_reason=waiting_reason if row[2] == TaskState.QUEUED.value else None,
-    )
+EMPTY: dict[str, str] = {}
 
 
 def new_task_view(
@@ -495,8 +170,8 @@ def new_task_view(
         disk=shape.disk,
         gpus=shape.gpus,
         ports=shape.ports,
-        env=spec.env or _EMPTY,
-        labels=spec.labels or _EMPTY,
+        env=spec.env or EMPTY,
+        labels=spec.labels or EMPTY,
         constraints=dict(shape.constraints),
         max_attempts=max_attempts,
         attempts=0,
@@ -515,74 +190,3 @@ def new_task_view(
         last_status=None,
         waiting_reason=None,
     )
-
-
-async def fetch_task_row(store: Store, task_id: int) -> tuple[Any, ...] | None:
-    return await store.fetchone(f"SELECT {VIEW_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
-
-
-_LIVE_VALUES = tuple(sorted(state.value for state in LIVE))
-_COUNT_LIVE_SQL = f"SELECT COUNT(*) FROM tasks WHERE state IN ({','.join('?' * len(_LIVE_VALUES))})"
-
-
-def _count_sql(state: TaskState | None) -> tuple[str, tuple[Any, ...]]:
-    """One statement (so one snapshot: a task ending between two reads is counted once) that
-    counts the tasks (of one state): history from ``task_counts``, live work through the
-    (state, id) index, whose live ranges are as small as the live work. Never a scan of
-    history."""
-    if state is not None and state.terminal:
-        return "SELECT COALESCE((SELECT n FROM task_counts WHERE state = ?), 0)", (state.value,)
-    if state is not None:
-        return "SELECT COUNT(*) FROM tasks WHERE state = ?", (state.value,)
-    return (
-        f"SELECT (SELECT COALESCE(SUM(n), 0) FROM task_counts) + ({_COUNT_LIVE_SQL})",
-        _LIVE_VALUES,
-    )
-
-
-async def count_tasks(store: Store, state: TaskState | None) -> int:
-    """How many tasks there are (of one state), read in one snapshot."""
-    sql, params = _count_sql(state)
-    row = await store.fetchone(sql, params)
-    return int(row[0]) if row else 0
-
-
-async def fetch_task_rows(
-    store: Store, state: TaskState | None, offset: int, limit: int, after: int | None = None
-) -> tuple[int, list[tuple[Any, ...]]]:
-    """One page of tasks in id order (optionally of one state) and the total count, both read
-    in one statement, so one snapshot: a count and a page that disagree would come from tasks
-    ending or arriving between two reads.
-
-    ``after`` pages by key (the tasks with an id above it), which stays as fast deep into
-    millions of rows as on the first page; ``offset`` steps over every row before the page
-    (counted from ``after`` when both are given).
-    """
-    count_sql, count_params = _count_sql(state)
-    where: list[str] = []
-    params: list[Any] = list(count_params)
-    if state is not None:
-        where.append("state = ?")
-        params.append(state.value)
-    if after is not None:
-        where.append("id > ?")
-        params.append(after)
-    clause = f"WHERE {' AND '.join(where)} " if where else ""
-    # The count rides along as the last column (an uncorrelated subquery: evaluated once).
-    sql = f"SELECT {VIEW_COLUMNS}, ({count_sql}) FROM tasks {clause}ORDER BY id LIMIT ?"
-    params.append(limit)
-    if offset:
-        sql += " OFFSET ?"
-        params.append(offset)
-    rows = await store.fetchall(sql, params)
-    if not rows:  # past the last page: the count alone
-        return await count_tasks(store, state), rows
-    return int(rows[0][-1]), [row[:-1] for row in rows]
-
-
-async def fetch_rows_by_ids(store: Store, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
-    if not ids:
-        return {}
-    marks = ",".join("?" * len(ids))
-    rows = await store.fetchall(f"SELECT {VIEW_COLUMNS} FROM tasks WHERE id IN ({marks})", ids)
-    return {row[0]: row for row in rows}

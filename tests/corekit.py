@@ -27,9 +27,13 @@ from scale_scheduler.daemon.mesos_types import (
 )
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import NewTask
+from scale_scheduler.state.changes import Change
+from scale_scheduler.state.domain import TaskState, constraints_from
+from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.scheduler import SchedulerRepository
-from scale_scheduler.state.store import Statement, Store
-from scale_scheduler.state.tasks import TaskSpec, constraints_from
+from scale_scheduler.state.sqlite import SqliteState
+from scale_scheduler.state.store import Store
+from scale_scheduler.state.tasks import TaskSpec
 
 
 class Clock:
@@ -123,20 +127,35 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.002)  # poll interval of this wait on a condition
 
 
-def spy_on_writes(store: Store, log: list[tuple[Any, ...]]) -> None:
-    """Record each committed write (its statements' SQL) in ``log`` when its apply runs."""
-    original = store.write
+class RecordingState:
+    """A ``StateStore`` over another one that records each write in ``log`` when it is applied,
+    as ``("commit", names of its change types)``, so tests can assert the order of commits and
+    driver calls. ``before_commit(changes)`` (may be async) runs before a write is handed on: a
+    test's way to make one fail (raise) or to act while it is in flight."""
 
-    async def write(statements: Sequence[Statement], apply: Callable[[], Any] | None = None) -> Any:
-        sqls = tuple(s.sql for s in statements)
+    def __init__(self, inner: StateStore, log: list[tuple[Any, ...]]) -> None:
+        self.inner = inner
+        self.log = log
+        self.before_commit: Callable[[Sequence[Change]], Any] | None = None
+
+    async def commit(
+        self, changes: Sequence[Change], apply: Callable[[], Any] | None = None
+    ) -> Any:
+        hook = self.before_commit
+        if hook is not None:
+            waiting = hook(changes)
+            if asyncio.iscoroutine(waiting):
+                await waiting
+        kinds = tuple(type(change).__name__ for change in changes)
 
         def recorded() -> Any:
-            log.append(("commit", sqls))
+            self.log.append(("commit", kinds))
             return apply() if apply is not None else None
 
-        return await original(statements, recorded)
+        return await self.inner.commit(changes, recorded)
 
-    store.write = write  # type: ignore[method-assign]
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def scalar(name: str, value: float, role: str | None = None) -> Resource:
@@ -240,26 +259,32 @@ def status(
 
 
 class CoreHarness:
-    """A ``SchedulerCore`` on a real store with the fake driver; ``log`` holds commits and calls
-    in order."""
+    """A ``SchedulerCore`` on a state (SQLite in a temporary directory, or in memory) with the
+    fake driver; ``log`` holds commits and calls in order."""
 
-    def __init__(self, config: Config, store: Store, clock: Clock) -> None:
+    def __init__(self, config: Config, state: StateStore, clock: Clock) -> None:
         self.config = config
-        self.store = store
-        self.clock = clock
         self.log: list[tuple[Any, ...]] = []
-        spy_on_writes(store, self.log)
+        self.state = RecordingState(state, self.log)
+        self.clock = clock
         self.driver = FakeDriver(self.log)
-        self.scheduler = SchedulerRepository(store, clock)
+        self.scheduler = SchedulerRepository(self.state, clock)
         self.core: SchedulerCore | None = None
 
     async def start(self, **kwargs: Any) -> SchedulerCore:
         await self.scheduler.ensure_and_load()
         self.core = SchedulerCore(
-            self.config, self.store, self.scheduler, self.driver, self.clock, **kwargs
+            self.config, self.state, self.scheduler, self.driver, self.clock, **kwargs
         )
         await self.core.start()
         return self.core
+
+    @property
+    def store(self) -> Store:
+        """The SQLite store under the state (for tests that read the database file itself)."""
+        inner = self.state.inner
+        assert isinstance(inner, SqliteState), "this test needs the SQLite state"
+        return inner.store
 
     @property
     def c(self) -> SchedulerCore:
@@ -284,14 +309,10 @@ class CoreHarness:
         return [v.id for v in views]
 
     async def db_state(self, task_id: int) -> tuple[Any, ...]:
-        row = await self.store.fetchone(
-            "SELECT state, attempts, failures, agent_id, kill_requested FROM tasks WHERE id = ?",
-            (task_id,),
-        )
-        assert row is not None
-        return row
+        """(state, attempts, failures, agent_id, kill_requested) as stored."""
+        view = await self.state.task(task_id)
+        assert view is not None
+        return view.state, view.attempts, view.failures, view.agent_id, int(view.kill_requested)
 
     async def db_count(self, state: str) -> int:
-        row = await self.store.fetchone("SELECT COUNT(*) FROM tasks WHERE state = ?", (state,))
-        assert row is not None
-        return int(row[0])
+        return await self.state.count_tasks(TaskState(state))

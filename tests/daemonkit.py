@@ -26,8 +26,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import CONNECTION, CORE, STORE
+from scale_scheduler.api.app import CONNECTION, SCHEDULER_CORE, STORE, build_app
 from scale_scheduler.daemon.config import Config, MesosConfig, parse_config
 from scale_scheduler.daemon.driver import Subscription
 from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
@@ -184,7 +183,7 @@ class Daemon:
 
     @property
     def core(self) -> SchedulerCore:
-        return self.app[CORE]
+        return self.app[SCHEDULER_CORE]
 
     async def until(self, predicate: Callable[[], Any], timeout: float = 20) -> None:
         await self.sim.wait_until(predicate, timeout=timeout, interval=0.02)

@@ -9,6 +9,8 @@ import pytest
 from corekit import Clock, CoreHarness
 
 from scale_scheduler.daemon.config import Config
+from scale_scheduler.state.memory import MemoryState
+from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
 
@@ -38,9 +40,24 @@ async def store(core_config: Config) -> AsyncIterator[Store]:
     await store.close()
 
 
+@pytest.fixture(params=["sqlite", "memory"])
+async def harness(
+    request: pytest.FixtureRequest, core_config: Config, store: Store, clock: Clock
+) -> AsyncIterator[CoreHarness]:
+    """The core on either implementation of the state interface: each test runs on both."""
+    state = SqliteState(store) if request.param == "sqlite" else MemoryState()
+    h = CoreHarness(core_config, state, clock)
+    yield h
+    if h.core is not None:
+        await h.core.stop()
+
+
 @pytest.fixture
-async def harness(core_config: Config, store: Store, clock: Clock) -> AsyncIterator[CoreHarness]:
-    h = CoreHarness(core_config, store, clock)
+async def sqlite_harness(
+    core_config: Config, store: Store, clock: Clock
+) -> AsyncIterator[CoreHarness]:
+    """The core on SQLite, for tests that read the database file itself (``store``)."""
+    h = CoreHarness(core_config, SqliteState(store), clock)
     yield h
     if h.core is not None:
         await h.core.stop()

@@ -6,14 +6,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from corekit import Clock, FakeDriver, make_offer, status
+from structlog.testing import capture_logs
 from yarl import URL
 
-from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import CLUSTER, CORE, SCHEDULER, STORE
+from scale_scheduler.api.app import FACADE, SCHEDULER, SCHEDULER_CORE, STATE, STORE, build_app
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.state.nodes import AgentTotals, Resources
@@ -39,11 +40,11 @@ async def client(
 
     async def core_context(app: web.Application) -> AsyncIterator[None]:
         core = SchedulerCore(
-            core_config, app[STORE], app[SCHEDULER], driver, Clock(), fetch_agents=fetch_agents
+            core_config, app[STATE], app[SCHEDULER], driver, Clock(), fetch_agents=fetch_agents
         )
         await core.start()
-        app[CORE] = core
-        app[CLUSTER] = core
+        app[SCHEDULER_CORE] = core
+        app[FACADE].attach_core(core)
         yield
         await core.stop()
 
@@ -52,7 +53,7 @@ async def client(
 
 
 def core_of(client: Client) -> SchedulerCore:
-    return client.app[CORE]  # type: ignore[index]
+    return client.app[SCHEDULER_CORE]  # type: ignore[index]
 
 
 async def offer_pass(client: Client, *offers: Any) -> None:
@@ -290,3 +291,65 @@ async def test_status_has_no_resources_before_any_agent_is_known(client: Client)
     body = await (await client.get("/status/")).json()
     assert "resources" not in body
     assert body["queue_depth"] == 0
+
+
+def _broken() -> None:
+    raise RuntimeError("the reaction broke")
+
+
+async def test_a_failing_reaction_leaves_a_committed_pause_answered_and_logged_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = core_of(client)
+    monkeypatch.setattr(core.pipeline, "sync_interest", _broken)
+    monkeypatch.setattr(core.pipeline, "request_revive", _broken)
+    with capture_logs() as events:
+        paused = await client.patch("/scheduler/", json={"is_paused": True})
+        unpaused = await client.patch("/scheduler/", json={"is_paused": False})
+    assert (paused.status, await paused.json()) == (201, {"is_paused": True})
+    assert (unpaused.status, await unpaused.json()) == (201, {"is_paused": False})
+    failures = [e for e in events if e["event"] == "flag_reaction_failed"]
+    assert [e["change"] for e in failures] == ["pause_changed", "pause_changed"]
+    assert not [e for e in events if e["event"] == "request_failed"]
+    row = await client.app[STORE].fetchone("SELECT is_paused FROM scheduler WHERE id = 1")  # type: ignore[index]
+    assert row == (0,)
+    assert (await (await client.get("/scheduler/")).json()) == {"is_paused": False}
+
+
+async def test_a_failing_reaction_leaves_committed_node_flags_answered(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await offer_pass(client, make_offer("o1", "a1"))
+    monkeypatch.setattr(core_of(client).pipeline, "request_revive", _broken)
+    with capture_logs() as events:
+        response = await client.patch("/nodes/1/", json={"is_active": True})
+    assert response.status == 200, await response.text()
+    assert [e["change"] for e in events if e["event"] == "flag_reaction_failed"] == [
+        "node_flags_changed"
+    ]
+    response = await client.patch("/nodes/1/", json={"is_paused": True, "pause_reason": "disk"})
+    assert (await response.json())["pause_reason"] == "disk"
+    row = await client.app[STORE].fetchone("SELECT is_paused, pause_reason FROM nodes WHERE id = 1")  # type: ignore[index]
+    assert row == (1, "disk")
+
+
+async def test_status_metrics_and_dashboard_read_one_snapshot(client: Client) -> None:
+    facade = client.app[FACADE]
+    first = facade.status()
+    assert facade.status() is first  # nothing changed: the same snapshot, not a rebuild
+    await client.post("/queue/", json=TASK)
+    snapshot = facade.status()
+    assert snapshot is not first
+    assert snapshot.queue_depth == 1
+    status = await (await client.get("/status/")).json()
+    assert status == msgspec.to_builtins(snapshot)
+    dashboard = await (await client.get("/dashboard/state/")).json()
+    assert dashboard["master"] == status["master"]
+    shown = {key: dashboard["scheduler"][key] for key in status["scheduler"]}
+    assert shown == status["scheduler"]
+    assert dashboard["queue_depth"] == status["queue_depth"] == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert "scale_scheduler_queue_depth 1.0" in metrics.splitlines()
+    await client.patch("/scheduler/", json={"is_paused": True})
+    assert (await (await client.get("/status/")).json())["scheduler"]["is_paused"] is True
+    assert facade.status() is not snapshot

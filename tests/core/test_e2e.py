@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from daemonkit import Daemon, running_daemon, task
 
-from scale_scheduler.api.keys import STORE
+from scale_scheduler.api.app import STORE
 
 SIM = {"seed": 5}  # the kit's simulator settings, with this suite's seed
 

@@ -23,6 +23,7 @@ from scale_scheduler.daemon.flow_control import (
 )
 from scale_scheduler.daemon.matcher import DeclineReason, WaitReason, match
 from scale_scheduler.daemon.offer_pipeline import FLOW_REFUSE_SECONDS
+from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
 
@@ -198,7 +199,7 @@ async def test_a_pass_at_the_bound_declines_briefly_then_revives_once_updates_gi
     make_config: Callable[..., Config], store: Store, clock: Clock
 ) -> None:
     config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
-    harness = CoreHarness(config, store, clock)
+    harness = CoreHarness(config, SqliteState(store), clock)
     core = await harness.start()
     try:
         ids = await harness.submit(10)

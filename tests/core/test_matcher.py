@@ -20,7 +20,8 @@ from scale_scheduler.daemon.matcher import (
 )
 from scale_scheduler.daemon.mesos_types import AllocationInfo, Offer, Resource, Scalar, Value
 from scale_scheduler.daemon.queue_index import QueueIndex
-from scale_scheduler.state.tasks import ShapeInterner, Task, TaskState, constraints_from
+from scale_scheduler.state.domain import ShapeInterner, TaskState, constraints_from
+from scale_scheduler.state.tasks import Task
 
 SETTINGS = MatchSettings(refuse_seconds=5.0, idle_refuse_seconds=120.0)
 

@@ -13,8 +13,8 @@ import structlog
 from corekit import CoreHarness, make_offer, status
 
 from scale_scheduler.daemon.mesos_types import Offer, decode_event
+from scale_scheduler.state.domain import Shape
 from scale_scheduler.state.nodes import AgentTotals, NodeRepository, Resources, _clean
-from scale_scheduler.state.tasks import Shape
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ rate-limited REVIVE, TaskInfo."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -18,11 +19,20 @@ from scale_scheduler.daemon.driver import (
     NotConnectedError,
 )
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.state.tasks import INTENT_SQL, REVERT_SQL, TaskState
+from scale_scheduler.state.changes import Change, LaunchIntents
+from scale_scheduler.state.domain import TaskState
+from scale_scheduler.state.nodes import FlagChange
+
+INTENT = "LaunchIntents"
+REVERT = "LaunchesReverted"
 
 
-def commits_with(log: list[tuple[Any, ...]], sql: str) -> list[int]:
-    return [i for i, entry in enumerate(log) if entry[0] == "commit" and sql in entry[1]]
+def commits_with(log: list[tuple[Any, ...]], kind: str) -> list[int]:
+    return [i for i, entry in enumerate(log) if entry[0] == "commit" and kind in entry[1]]
+
+
+def has_intents(changes: Sequence[Change]) -> bool:
+    return any(isinstance(change, LaunchIntents) for change in changes)
 
 
 async def test_intent_is_committed_before_accept(harness: CoreHarness) -> None:
@@ -30,7 +40,7 @@ async def test_intent_is_committed_before_accept(harness: CoreHarness) -> None:
     ids = await harness.submit(3)
     harness.log.clear()
     await harness.offer_pass(make_offer("o1", "a1"), make_offer("o2", "a2", cpus=1))
-    (intent,) = commits_with(harness.log, INTENT_SQL)
+    (intent,) = commits_with(harness.log, INTENT)
     accepts = [i for i, entry in enumerate(harness.log) if entry[0] == "accept"]
     assert len(accepts) == 1  # one ACCEPT for the agent that got every task (first fit)
     assert intent < accepts[0]
@@ -47,8 +57,8 @@ async def test_failed_accept_reverts_tasks_to_the_queue(harness: CoreHarness) ->
     harness.driver.fail_agents.add("a2")
     harness.log.clear()
     await harness.offer_pass(make_offer("o1", "a1", cpus=4), make_offer("o2", "a2", cpus=4))
-    (intent,) = commits_with(harness.log, INTENT_SQL)
-    (revert,) = commits_with(harness.log, REVERT_SQL)
+    (intent,) = commits_with(harness.log, INTENT)
+    (revert,) = commits_with(harness.log, REVERT)
     accept_positions = [i for i, e in enumerate(harness.log) if e[0] == "accept"]
     assert intent < min(accept_positions)
     assert max(accept_positions) < revert
@@ -79,19 +89,15 @@ async def test_matcher_error_declines_without_filter(
     assert core.queue_depth == 2 == await harness.db_count("QUEUED")
 
 
-async def test_failed_intent_commit_declines_and_keeps_tasks_queued(
-    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_failed_intent_commit_declines_and_keeps_tasks_queued(harness: CoreHarness) -> None:
     core = await harness.start()
     await harness.submit(2)
-    original = harness.store.write
 
-    async def failing(statements: Any, apply: Any = None) -> Any:
-        if any(s.sql == INTENT_SQL for s in statements):
+    def failing(changes: Sequence[Change]) -> None:
+        if has_intents(changes):
             raise OSError("disk full")
-        return await original(statements, apply)
 
-    monkeypatch.setattr(harness.store, "write", failing)
+    harness.state.before_commit = failing
     await harness.offer_pass(make_offer("o1", "a1"))
     assert harness.driver.of("accept") == []
     assert harness.driver.of("decline") == [("decline", ("o1",), None)]
@@ -118,19 +124,15 @@ async def test_rescinded_offer_is_never_used(harness: CoreHarness) -> None:
     assert "o1" not in str(harness.driver.calls)
 
 
-async def test_offer_rescinded_while_intent_commits_is_not_accepted(
-    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_offer_rescinded_while_intent_commits_is_not_accepted(harness: CoreHarness) -> None:
     core = await harness.start()
     (task_id,) = await harness.submit(1)
-    original = harness.store.write
 
-    async def slow(statements: Any, apply: Any = None) -> Any:
-        if any(s.sql == INTENT_SQL for s in statements):
+    def rescind(changes: Sequence[Change]) -> None:
+        if has_intents(changes):
             core.on_rescind("o1")
-        return await original(statements, apply)
 
-    monkeypatch.setattr(harness.store, "write", slow)
+    harness.state.before_commit = rescind
     await harness.offer_pass(make_offer("o1", "a1"))
     assert harness.driver.of("accept") == []
     assert core.queue_depth == 1
@@ -142,7 +144,7 @@ async def test_global_pause_declines_suppresses_and_unpause_revives(
 ) -> None:
     core = await harness.start()
     await harness.submit(2)
-    await harness.scheduler.set_paused(True)
+    await core.set_paused(True)
     await wait_for(lambda: bool(harness.driver.of("suppress")))
     harness.log.clear()
     await harness.offer_pass(make_offer("o1", "a1"))
@@ -150,7 +152,7 @@ async def test_global_pause_declines_suppresses_and_unpause_revives(
     assert harness.driver.of("decline") == [("decline", ("o1",), 5.0)]
     task = next(iter(core.tracker.tasks.values()))
     assert core.tracker.waiting_reason(task, True) == "the scheduler is paused"
-    await harness.scheduler.set_paused(False)
+    await core.set_paused(False)
     await wait_for(lambda: bool(harness.driver.of("revive")))
     await harness.offer_pass(make_offer("o2", "a1"))
     assert len(harness.driver.launched_ids()) == 2
@@ -188,9 +190,11 @@ async def test_node_pause_stops_launches_there_only_and_survives_global_pause(
     await harness.submit(2)
     await harness.offer_pass(make_offer("o0", "a1", cpus=0.1), make_offer("o00", "a2", cpus=0.1))
     n1 = core.nodes.by_hostname["host-a1"]
-    await core.nodes.update_flags(n1.id, is_paused=True, pause_reason="disk", set_reason=True)
-    await harness.scheduler.set_paused(True)
-    await harness.scheduler.set_paused(False)
+    await core.set_node_flags(
+        n1.id, FlagChange(is_paused=True, set_reason=True, pause_reason="disk")
+    )
+    await core.set_paused(True)
+    await core.set_paused(False)
     assert n1.is_paused
     assert n1.pause_reason == "disk"
     harness.log.clear()
@@ -198,7 +202,7 @@ async def test_node_pause_stops_launches_there_only_and_survives_global_pause(
     (accept,) = harness.driver.of("accept")
     assert list(accept[1].offer_ids) == ["o2"]
     assert ("decline", ("o1",), 5.0) in harness.driver.calls
-    await core.nodes.update_flags(n1.id, is_paused=False)
+    await core.set_node_flags(n1.id, FlagChange(is_paused=False))
     assert n1.pause_reason is None  # unpausing clears the reason
     await wait_for(lambda: bool(harness.driver.of("revive")))
     await harness.offer_pass(make_offer("o3", "a1"))
@@ -227,19 +231,17 @@ async def test_task_info_carries_command_env_ports_container_labels(harness: Cor
 
 
 async def test_delete_while_the_launch_is_in_flight_kills_after_accept(
-    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
+    harness: CoreHarness,
 ) -> None:
     core = await harness.start()
     (task_id,) = await harness.submit(1)
-    original = harness.store.write
     deletes: list[asyncio.Task[Any]] = []
 
-    async def racing(statements: Any, apply: Any = None) -> Any:
-        if any(s.sql == INTENT_SQL for s in statements):
+    def racing(changes: Sequence[Change]) -> None:
+        if has_intents(changes):
             deletes.append(asyncio.get_running_loop().create_task(core.tracker.delete(task_id)))
-        return await original(statements, apply)
 
-    monkeypatch.setattr(harness.store, "write", racing)
+    harness.state.before_commit = racing
     await harness.offer_pass(make_offer("o1", "a1"))
     await deletes[0]
     kinds = harness.driver.kinds()
@@ -269,30 +271,28 @@ async def test_a_bug_after_matching_still_answers_every_offer(
 
 
 async def test_tasks_queued_during_a_pass_are_not_hidden_by_a_long_filter(
-    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
+    harness: CoreHarness,
 ) -> None:
     """A pass matched an empty queue; tasks arrive (and REVIVE) while it commits: its declines
     must not filter those offers for idle_refuse_seconds, or the new tasks wait that long."""
     await harness.start()
-    original = harness.store.write
     armed = [True]
     submitted: list[int] = []
 
-    async def submit_during_the_pass(statements: Any, apply: Any = None) -> Any:
-        result = await original(statements, apply)
+    async def submit_during_the_pass(changes: Sequence[Change]) -> None:
         if armed[0]:
             armed[0] = False
+            # Queued (and committed) while the pass's own write is in flight.
             submitted.extend(await harness.submit(2))
-        return result
 
-    monkeypatch.setattr(harness.store, "write", submit_during_the_pass)
+    harness.state.before_commit = submit_during_the_pass
     await harness.offer_pass(make_offer("o1", "a1"))  # first sighting of a1: a node commit
     assert len(submitted) == 2
     (decline,) = harness.driver.of("decline")
     assert decline[1:] == (("o1",), 0.0)
 
     # an undisturbed pass over the same empty-looking situation keeps the long filter
-    monkeypatch.setattr(harness.store, "write", original)
+    harness.state.before_commit = None
     await harness.offer_pass(make_offer("o2", "a2"), make_offer("o3", "a3", cpus=0.1))
     assert ("decline", ("o3",), 120.0) in harness.log
 
@@ -326,7 +326,7 @@ async def test_an_accept_that_surely_failed_is_reverted(
     fail_next_accept(harness, error)
     harness.log.clear()
     await harness.offer_pass(make_offer("o1", "a1"))
-    assert len(commits_with(harness.log, REVERT_SQL)) == 1
+    assert len(commits_with(harness.log, REVERT)) == 1
     assert harness.driver.of("reconcile") == []
     assert await harness.db_state(task_id) == ("QUEUED", 1, 0, None, 0)
     assert core.queue_depth == 1
@@ -348,7 +348,7 @@ async def test_an_accept_with_an_unknown_outcome_stays_launching_and_is_reconcil
     harness: CoreHarness,
 ) -> None:
     core, ids = await unconfirmed_launch(harness)
-    assert commits_with(harness.log, REVERT_SQL) == []
+    assert commits_with(harness.log, REVERT) == []
     assert [await harness.db_state(i) for i in ids] == [("LAUNCHING", 1, 0, "a1", 0)] * 2
     assert all(core.tracker.tasks[i].state is TaskState.LAUNCHING for i in ids)
     assert all(not core.tracker.tasks[i].busy for i in ids)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from scale_scheduler.daemon.queue_index import QueueIndex
-from scale_scheduler.state.tasks import Shape, ShapeInterner, Task, TaskState
+from scale_scheduler.state.domain import Shape, ShapeInterner, TaskState
+from scale_scheduler.state.tasks import Task
 
 interner = ShapeInterner()
 SMALL = interner.get(1, 128)

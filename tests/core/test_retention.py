@@ -8,13 +8,27 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
 from corekit import Clock, CoreHarness, make_offer, status
 
 from scale_scheduler.daemon.pruner import Pruner
+from scale_scheduler.state.domain import TaskState
+from scale_scheduler.state.interface import RetentionMark
 from scale_scheduler.state.migrations import MIGRATIONS
-from scale_scheduler.state.retention import DAY, RetentionMark, RetentionPolicy, load_mark
+from scale_scheduler.state.retention import DAY, RetentionPolicy
+from scale_scheduler.state.sqlite import SqliteState
+from scale_scheduler.state.sqlite.task_rows import count_tasks, fetch_task_rows
 from scale_scheduler.state.store import Store
-from scale_scheduler.state.tasks import TaskState, count_tasks, fetch_task_rows
+
+
+@pytest.fixture
+def harness(sqlite_harness: CoreHarness) -> CoreHarness:
+    """These tests read the SQLite file itself (rows, pages, the WAL)."""
+    return sqlite_harness
+
+
+async def load_mark(store: Store) -> RetentionMark:
+    return await SqliteState(store).retention_mark()
 
 
 async def run_to(h: CoreHarness, state: str, count: int, **kw: object) -> list[int]:
@@ -39,7 +53,9 @@ async def assert_counts_exact(store: Store) -> None:
 
 
 def pruner(store: Store, clock: Clock, days: float = 0, max_tasks: int = 0, **kw: int) -> Pruner:
-    return Pruner(store, RetentionPolicy(days, max_tasks), interval=3600, clock=clock, **kw)
+    return Pruner(
+        SqliteState(store), RetentionPolicy(days, max_tasks), interval=3600, clock=clock, **kw
+    )
 
 
 async def test_age_limit_prunes_tasks_ended_before_it_and_never_a_live_one(
@@ -123,7 +139,7 @@ async def test_a_pass_stopped_mid_way_leaves_a_consistent_database(
     await harness.c.stop()
     harness.core = None
     store = harness.store
-    p = Pruner(store, RetentionPolicy(0, 2), interval=0.001, clock=clock, batch=3)
+    p = Pruner(SqliteState(store), RetentionPolicy(0, 2), interval=0.001, clock=clock, batch=3)
     commits = 0
     stopping: list[asyncio.Task[None]] = []
     stop_requested = asyncio.Event()

@@ -9,9 +9,11 @@ from pathlib import Path
 from daemonkit import Daemon, running_daemon, task
 from yarl import URL
 
-from scale_scheduler.api.keys import PRUNER, STORE
-from scale_scheduler.state.retention import load_mark
-from scale_scheduler.state.tasks import TaskState, count_tasks
+from scale_scheduler.api.app import STORE
+from scale_scheduler.api.keys import PRUNER
+from scale_scheduler.state.domain import TaskState
+from scale_scheduler.state.sqlite import SqliteState
+from scale_scheduler.state.sqlite.task_rows import count_tasks
 
 KEEP = 40
 
@@ -59,7 +61,7 @@ async def test_pruning_while_tasks_launch_loses_nothing_and_keeps_counts_exact(
         assert pruner.pruned == total - KEEP
         assert core.tracker.ended_counts == {TaskState.FINISHED: total}
         assert await daemon.count("FINISHED") == KEEP
-        mark = await load_mark(store)
+        mark = await SqliteState(store).retention_mark()
         assert mark.pruned_total == total - KEEP
         assert await count_tasks(store, TaskState.FINISHED) == KEEP
         remaining = {row[0] for row in await store.fetchall("SELECT id FROM tasks")}

@@ -9,15 +9,12 @@ import asyncio
 import pytest
 from corekit import CoreHarness, make_offer, status, wait_for
 
+from scale_scheduler.daemon.ended_attempts import EndedAttempts
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.daemon.task_tracker import (
-    FREE_RELAUNCHES,
-    DeleteOutcome,
-    EndedAttempts,
-    TaskNotFoundError,
-    resolve,
-)
-from scale_scheduler.state.tasks import TaskState, parse_mesos_task_id
+from scale_scheduler.daemon.task_commands import FREE_RELAUNCHES, resolve
+from scale_scheduler.daemon.task_values import DeleteOutcome, TaskNotFoundError
+from scale_scheduler.state.domain import TaskState
+from scale_scheduler.state.tasks import parse_mesos_task_id
 
 S = TaskState
 
@@ -278,7 +275,7 @@ async def test_restart_reloads_queue_and_launched_tasks(harness: CoreHarness) ->
     await core.stop()
 
     again = SchedulerCore(
-        harness.config, harness.store, harness.scheduler, harness.driver, harness.clock
+        harness.config, harness.state, harness.scheduler, harness.driver, harness.clock
     )
     harness.core = again
     await again.start()

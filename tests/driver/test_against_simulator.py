@@ -33,6 +33,7 @@ from scale_scheduler.daemon.mesos_types import (
 from scale_scheduler.daemon.native_driver import DriverSettings
 from scale_scheduler.simulator import SimulatedCluster
 from scale_scheduler.state.framework import FrameworkIdRepository
+from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
 SIM = {
@@ -69,7 +70,7 @@ async def test_registration_survives_a_restart_through_sqlite(
 ) -> None:
     db = tmp_path / "state.db"
     store = await Store.open(db)
-    repo = FrameworkIdRepository(store)
+    repo = FrameworkIdRepository(SqliteState(store))
     assert await repo.load() is None
     handler = RecordingHandler()
     driver = make_driver(sim.url, store=repo)
@@ -80,7 +81,7 @@ async def test_registration_survives_a_restart_through_sqlite(
     await store.close()
 
     store = await Store.open(db)  # a new process: the id comes back from disk
-    repo = FrameworkIdRepository(store)
+    repo = FrameworkIdRepository(SqliteState(store))
     stored = await repo.load()
     assert stored == framework_id
     handler = RecordingHandler()

@@ -12,6 +12,7 @@ import pytest
 
 from scale_scheduler.state.nodes import NodeRepository, NodeSighting
 from scale_scheduler.state.scheduler import SchedulerRepository
+from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
 
@@ -25,7 +26,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def _nodes(store: Store) -> NodeRepository:
-    nodes = NodeRepository(store, clock=lambda: 1000.0)
+    nodes = NodeRepository(SqliteState(store), clock=lambda: 1000.0)
     await nodes.learn([NodeSighting("agent-a", "a-1")])
     return nodes
 
@@ -101,7 +102,7 @@ async def test_each_node_answer_shows_its_own_write(store: Store) -> None:
 
 
 async def test_each_scheduler_answer_shows_its_own_write(store: Store) -> None:
-    repo = SchedulerRepository(store)
+    repo = SchedulerRepository(SqliteState(store))
     await repo.ensure_and_load()
     wanted = [i % 3 == 0 for i in range(50)]
     answers = await asyncio.gather(*(repo.set_paused(v) for v in wanted))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -85,3 +86,41 @@ def test_json_lines_on_an_ascii_stream_escape_non_ascii() -> None:
     line = raw.getvalue().decode("ascii").strip()
     assert json.loads(line)["text"] == "Zürich"
     assert "\\u00fc" in line
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+async def test_lines_of_one_loop_turn_share_one_flush_at_the_next_turn() -> None:
+    stream = _CountingStream()
+    configure_logging("info", "json", stream)
+    try:
+        log = structlog.get_logger("test")
+        for n in range(3):
+            log.info("in_one_turn", n=n)
+        assert stream.flushes == 0  # written, the flush is scheduled for the next turn
+        assert len(stream.getvalue().splitlines()) == 3
+        await asyncio.sleep(0)  # not a wait: lets the loop run one turn
+        assert stream.flushes == 1
+        log.info("next_turn")
+        await asyncio.sleep(0)  # not a wait: lets the loop run one turn
+        assert stream.flushes == 2
+    finally:
+        configure_logging("info", "console", io.StringIO())
+
+
+def test_lines_outside_a_running_loop_are_flushed_at_once() -> None:
+    stream = _CountingStream()
+    configure_logging("info", "json", stream)
+    try:
+        structlog.get_logger("test").info("at_start_up")
+        assert stream.flushes == 1
+    finally:
+        configure_logging("info", "console", io.StringIO())

@@ -12,6 +12,7 @@ import pytest
 from scale_scheduler.state import migrations as migrations_module
 from scale_scheduler.state.migrations import Migration
 from scale_scheduler.state.scheduler import SchedulerRepository, SchedulerRowMissingError
+from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import (
     MissingRowError,
     Statement,
@@ -199,35 +200,35 @@ async def test_close_finishes_queued_writes_then_refuses(tmp_path: Path) -> None
 async def test_scheduler_row_is_ensured_once_and_pause_persists(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = await Store.open(path)
-    repo = SchedulerRepository(store)
+    repo = SchedulerRepository(SqliteState(store))
     assert (await repo.ensure_and_load()).is_paused is False
     await repo.set_paused(True)
     await store.close()
 
     store = await Store.open(path)
-    repo = SchedulerRepository(store)
+    repo = SchedulerRepository(SqliteState(store))
     assert (await repo.ensure_and_load()).is_paused is True
     assert await store.fetchall("SELECT count(*) FROM scheduler") == [(1,)]
     await store.close()
 
 
-async def test_pause_listeners_fire_on_change_only(tmp_path: Path) -> None:
+async def test_pause_write_says_whether_it_changed_the_flag(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "s.db")
-    repo = SchedulerRepository(store)
+    repo = SchedulerRepository(SqliteState(store))
     await repo.ensure_and_load()
-    calls: list[bool] = []
-    repo.state.listeners.append(calls.append)
-    await repo.set_paused(True)
-    await repo.set_paused(True)
-    await repo.set_paused(False)
-    assert calls == [True, False]
+    answers = [await repo.set_paused(flag) for flag in (True, True, False)]
+    assert [(a.is_paused, a.changed) for a in answers] == [
+        (True, True),
+        (True, False),
+        (False, True),
+    ]
     await store.close()
 
 
 async def test_missing_scheduler_row_is_not_recreated_while_running(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = await Store.open(path)
-    repo = SchedulerRepository(store)
+    repo = SchedulerRepository(SqliteState(store))
     await repo.ensure_and_load()
     with sqlite3.connect(path) as conn:
         conn.execute("DELETE FROM scheduler")

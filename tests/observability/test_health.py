@@ -9,8 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from obskit import SIM, Client, Daemon, daemon_config
 
-from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import STORE
+from scale_scheduler.api.app import STORE, build_app
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.simulator import SimulatedCluster
 

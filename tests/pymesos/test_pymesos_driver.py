@@ -58,6 +58,7 @@ from scale_scheduler.daemon.pymesos_driver import (  # noqa: E402
 )
 from scale_scheduler.simulator import SimulatedCluster  # noqa: E402
 from scale_scheduler.state.framework import FrameworkIdRepository  # noqa: E402
+from scale_scheduler.state.sqlite import SqliteState  # noqa: E402
 from scale_scheduler.state.store import Store  # noqa: E402
 
 
@@ -319,7 +320,7 @@ async def test_stop_sends_no_teardown_and_a_restart_resubscribes_through_sqlite(
 ) -> None:
     db = tmp_path / "state.db"
     store = await Store.open(db)
-    repo = FrameworkIdRepository(store)
+    repo = FrameworkIdRepository(SqliteState(store))
     assert await repo.load() is None
     handler = RecordingHandler()
     driver = make_driver(sim.url, store=repo)
@@ -332,7 +333,7 @@ async def test_stop_sends_no_teardown_and_a_restart_resubscribes_through_sqlite(
     assert [f.id for f in sim.frameworks()] == [framework_id]
 
     store = await Store.open(db)  # a new process: the id comes back from disk
-    repo = FrameworkIdRepository(store)
+    repo = FrameworkIdRepository(SqliteState(store))
     stored = await repo.load()
     assert stored == framework_id
     handler = RecordingHandler()

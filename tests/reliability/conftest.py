@@ -11,6 +11,7 @@ import pytest
 from corekit import Clock, CoreHarness
 
 from scale_scheduler.daemon.config import Config
+from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
 
@@ -26,7 +27,7 @@ async def core_harness(make_config: Callable[..., Config]) -> AsyncIterator[Core
         }
     )
     store = await Store.open(Path(config.state.path))
-    harness = CoreHarness(config, store, Clock())
+    harness = CoreHarness(config, SqliteState(store), Clock())
     try:
         yield harness
     finally:

@@ -6,7 +6,7 @@ import structlog
 from corekit import CoreHarness, make_offer, status
 
 from scale_scheduler.daemon.mesos_types import Resource, Scalar, Set
-from scale_scheduler.state.tasks import TaskState
+from scale_scheduler.state.domain import TaskState
 
 
 async def launched_and_reconciled(h: CoreHarness) -> int:

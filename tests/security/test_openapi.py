@@ -20,14 +20,14 @@ from multidict import CIMultiDict
 from securitykit import AUTH, running_daemon, token_file
 
 from scale_scheduler.api import limits
-from scale_scheduler.api.app import build_app
+from scale_scheduler.api.app import SCHEDULER_CORE, build_app
 from scale_scheduler.api.auth import requires_token
 from scale_scheduler.api.dashboard import DASHBOARD
-from scale_scheduler.api.keys import CONFIG, CORE
+from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.limits import MAX_CPUS
 from scale_scheduler.api.openapi import ANSWERS, BODIES, build_document
 from scale_scheduler.daemon.config import ApiConfig, Config
-from scale_scheduler.state.tasks import TaskState
+from scale_scheduler.state.domain import TaskState
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 BIG = b'{"is_paused": false, "pad": "' + b"x" * 2048 + b'"}'  # over max_body_bytes (1024)
@@ -230,7 +230,7 @@ async def _provoke_the_stream_limit(prober: Prober, daemon: Any) -> None:
 
 async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> None:
     await _provoke_the_stream_limit(prober, daemon)
-    core = daemon.app[CORE]
+    core = daemon.app[SCHEDULER_CORE]
     task = {"name": "t", "command": "true", "cpus": 0.1, "mem": 8}
     running = await _submit(prober, {**task, "labels": {"sim.duration": "600"}})
     finished = await _submit(prober, task)

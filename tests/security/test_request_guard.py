@@ -14,8 +14,7 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 from securitykit import AUTH, TOKEN, token_file
 
-from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import SCHEDULER
+from scale_scheduler.api.app import SCHEDULER, build_app
 from scale_scheduler.api.own_names import resolve_own_names
 from scale_scheduler.api.request_guard import SECURITY_HEADERS
 from scale_scheduler.daemon.authority import parse_authority

@@ -20,8 +20,7 @@ from aiohttp.test_utils import TestClient
 from securitykit import AUTH, TOKEN, running_daemon, token_file
 from structlog.testing import capture_logs
 
-from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import CONNECTION, CORE
+from scale_scheduler.api.app import CONNECTION, SCHEDULER_CORE, build_app
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.logging_setup import configure_logging
 
@@ -129,7 +128,7 @@ async def test_the_mesos_secret_appears_in_no_log_event(tmp_path: Path) -> None:
         async with running_daemon(
             tmp_path, agents=2, sim=credentials, mesos=_mesos_auth(tmp_path, MESOS_SECRET)
         ) as daemon:
-            core = daemon.app[CORE]
+            core = daemon.app[SCHEDULER_CORE]
             task = {"name": "t", "command": "true", "cpus": 0.1, "mem": 8}
             async with (
                 aiohttp.ClientSession() as session,

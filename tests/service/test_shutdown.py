@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from scale_scheduler.api.app import build_app
-from scale_scheduler.api.keys import SCHEDULER
+from scale_scheduler.api.app import SCHEDULER, build_app
 from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.service import serve
 from scale_scheduler.state.scheduler import SchedulerRepository
+from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
 
@@ -68,6 +68,6 @@ async def test_sigterm_finishes_the_write_in_flight_and_refuses_new_connections(
     assert await asyncio.wait_for(server, 10) is ExitCode.OK
     store = await Store.open(config.state.path)
     try:
-        assert (await SchedulerRepository(store).ensure_and_load()).is_paused is True
+        assert (await SchedulerRepository(SqliteState(store)).ensure_and_load()).is_paused is True
     finally:
         await store.close()

@@ -1,0 +1,193 @@
+"""The state interface: every durable change and read the scheduling core and the API make.
+
+``StateStore`` is what ``daemon/`` and ``api/`` depend on; a backend implements it (SQLite:
+``state.sqlite.SqliteState``; in memory, for tests: ``state.memory.MemoryState``). A second
+durable backend is one module implementing these Protocols plus its migrations.
+
+Writes: ``commit(changes, apply)``. The backend commits ``changes`` (``state.changes``), grouped
+with the writes that wait at the same moment into one transaction, then runs ``apply`` on the
+event loop, in commit order, and returns its result. Memory changes only in ``apply``, so it never
+runs ahead of what is durable; when ``commit`` returns, the write is durable (a 2xx answer may be
+sent). A write that fails is not applied and raises; with ``MissingRowError`` when a change
+naming a single row (the pause flag, a node's flags) found none.
+
+A change may refer to memory's records (``Task``, a burst's ``StatusChange``s); the caller
+leaves them unchanged until ``apply`` runs, so a backend may read them at any point up to its
+commit. Many writes may share one transaction (group commit); a write that fails takes none of
+its changes into it, provided a change naming a single row (``PauseSet``, ``NodeFlagsChanged``)
+comes first in its write (as every write of the daemon has it).
+
+Reads see every write whose ``commit`` has returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import NamedTuple, Protocol, TypeVar
+
+from scale_scheduler.state.changes import Change
+from scale_scheduler.state.domain import ShapeInterner, TaskState
+from scale_scheduler.state.tasks import Task, TaskView
+
+T = TypeVar("T")
+
+
+class StateError(Exception):
+    """The state cannot do what was asked."""
+
+
+class MissingRowError(StateError):
+    """A change naming one row found none (for example the scheduler row was deleted)."""
+
+
+class StateClosedError(StateError):
+    """A write arrived after ``close`` began."""
+
+
+class NodeRecord(NamedTuple):
+    """A node's durable part, as loaded at start-up."""
+
+    id: int
+    hostname: str
+    agent_id: str | None
+    is_paused: bool
+    pause_reason: str | None
+    is_active: bool
+    created: float
+    last_modified: float
+    last_offer: float | None
+
+
+class SchedulerRecord(NamedTuple):
+    is_paused: bool
+    last_modified: float
+
+
+class TaskEnd(NamedTuple):
+    """One task as retention walks the table: its state, when it was created and ended."""
+
+    task_id: int
+    state: str
+    created: float
+    ended: float | None
+
+
+class RetentionMark(NamedTuple):
+    pruned_through: int
+    """The largest id pruned; a missing id at or below it was pruned (ids are never reused)."""
+    pruned_total: int
+
+
+class StorageSizes(NamedTuple):
+    database: int = 0
+    wal: int = 0
+    """The write-ahead log's bytes."""
+
+
+class Writes(Protocol):
+    async def commit(
+        self, changes: Sequence[Change], apply: Callable[[], T] | None = None
+    ) -> T | None:
+        """Commit ``changes`` (grouped with concurrent writes), then run ``apply``."""
+        ...
+
+
+class TaskReads(Protocol):
+    def live_tasks(self, interner: ShapeInterner, batch: int = 50_000) -> AsyncIterator[list[Task]]:
+        """Every non-terminal task (queued first, then launched), ``batch`` per step."""
+        ...
+
+    async def max_task_id(self) -> int:
+        """The largest id ever given, pruned ids included (no id is given twice)."""
+        ...
+
+    async def task_state(self, task_id: int) -> TaskState | None:
+        """A stored task's state; None when there is no such task."""
+        ...
+
+    async def task(self, task_id: int) -> TaskView | None:
+        """A task as the API shows it (``waiting_reason`` left None: memory knows it)."""
+        ...
+
+    async def tasks_by_ids(self, ids: Sequence[int]) -> Mapping[int, TaskView]: ...
+
+    async def task_page(
+        self, state: TaskState | None, offset: int, limit: int, after: int | None = None
+    ) -> tuple[int, list[TaskView]]:
+        """One page of tasks in id order (of one state) and the count, from one snapshot.
+        ``after``: only ids above it (key paging); ``offset`` counts from there."""
+        ...
+
+    async def recent_tasks(self, limit: int) -> list[TaskView]:
+        """The ``limit`` newest tasks, newest first."""
+        ...
+
+    async def count_tasks(self, state: TaskState | None) -> int:
+        """How many tasks there are (of one state), history included."""
+        ...
+
+
+class ServiceReads(Protocol):
+    async def load_nodes(self) -> list[NodeRecord]: ...
+
+    async def load_scheduler(self) -> SchedulerRecord | None:
+        """The scheduler row; None when it is missing."""
+        ...
+
+    async def load_framework_id(self) -> str | None: ...
+
+
+class Lifecycle(Protocol):
+    @property
+    def is_open(self) -> bool:
+        """Taking writes (what the readiness check reads)."""
+        ...
+
+    async def ping(self) -> None:
+        """One trivial read: raises when the state cannot answer."""
+        ...
+
+    async def close(self) -> None:
+        """Refuse new writes, finish the queued ones, release the backend."""
+        ...
+
+
+class StateStore(Writes, TaskReads, ServiceReads, Lifecycle, Protocol):
+    """What the scheduling core and the API use."""
+
+
+class Maintenance(Protocol):
+    """What retention and the operator's tools need besides ``StateStore``."""
+
+    async def retention_mark(self) -> RetentionMark: ...
+
+    async def terminal_total(self) -> int:
+        """How many terminal tasks are kept (the sum of the terminal counts)."""
+        ...
+
+    async def task_ends(self, after: int, limit: int) -> list[TaskEnd]:
+        """Up to ``limit`` tasks with ids above ``after``, in id order."""
+        ...
+
+    async def reclaim_space(self) -> None:
+        """Give the space freed by deletes back to the file system, where the backend can."""
+        ...
+
+    async def checkpoint(self) -> None:
+        """Move the write-ahead log into the database without waiting for readers."""
+        ...
+
+    async def truncate_log(self, wait_ms: int) -> bool:
+        """Cut the write-ahead log to nothing, waiting at most ``wait_ms`` for readers."""
+        ...
+
+    async def storage_sizes(self) -> StorageSizes: ...
+
+    @property
+    def log_limit(self) -> int:
+        """Bytes of write-ahead log beyond which ``truncate_log`` is due."""
+        ...
+
+
+class MaintainedState(StateStore, Maintenance, Protocol):
+    """A backend with its maintenance operations (what the daemon's service shell holds)."""
