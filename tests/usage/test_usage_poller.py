@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from corekit import Clock
 from daemonkit import Daemon, running_daemon
 from structlog.testing import capture_logs
 
@@ -22,9 +24,13 @@ from scale_scheduler.daemon.agent_usage_api import (
     endpoint_from_pid,
 )
 from scale_scheduler.daemon.config import UsageConfig
+from scale_scheduler.daemon.mesos_types import TaskStatus
+from scale_scheduler.daemon.usage_math import MIB, ContainerReading, Sample
 from scale_scheduler.daemon.usage_poller import UsagePoller
+from scale_scheduler.state.domain import Shape, TaskState
 from scale_scheduler.state.nodes import Node, NodeRepository
 from scale_scheduler.state.store import Store
+from scale_scheduler.state.tasks import Task
 
 MANUAL = {"interval": 3600.0, "timeout": 0.5}
 """Rounds only when a test asks for one (``poll_once``)."""
@@ -316,3 +322,69 @@ def test_endpoint_from_offer_url(raw: bytes, endpoint: str | None) -> None:
 )
 def test_endpoint_from_pid(pid: str, endpoint: str | None) -> None:
     assert endpoint_from_pid(pid) == endpoint
+
+
+# -- the join of containers to tasks -------------------------------------------------------------
+
+
+class ScriptedAgents(AgentUsageClient):
+    """Answers every agent with the readings a test sets (no I/O)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: None, lambda: None, 1.0)  # type: ignore[arg-type,return-value]
+        self.readings: list[ContainerReading] = []
+
+    async def fetch(self, endpoint: str) -> list[ContainerReading]:
+        return list(self.readings)
+
+
+async def test_a_task_is_found_by_the_container_id_its_updates_carry(tmp_path: Path) -> None:
+    """An executor whose id is not the task's (not the command executor): the container id
+    from the task's status update names the task."""
+    store = await Store.open(tmp_path / "state.db")
+    try:
+        nodes = NodeRepository(store, lambda: 0.0)
+        nodes.by_id[1] = Node(1, "h1", "a1", online=True, agent_endpoint="http://h1:5051/slave(1)")
+        task = Task(
+            id=7,
+            priority=1,
+            shape=Shape(1.0, 64.0),
+            spec=b"{}",
+            state=TaskState.RUNNING,
+            max_attempts=1,
+            attempts=2,
+        )
+        agents = ScriptedAgents()
+        clock = Clock()
+        poller = UsagePoller(UsageConfig(), nodes, {7: task}, agents, lambda: "fw", clock)
+        poller.note_status(
+            msgspec.convert(
+                {
+                    "task_id": {"value": "7-2"},
+                    "state": "TASK_RUNNING",
+                    "container_status": {"container_id": {"value": "c-1"}},
+                },
+                TaskStatus,
+            )
+        )
+
+        def reading(ts: float, cpu: float) -> ContainerReading:
+            sample = Sample(ts, cpu, 10 * MIB, None)
+            return ContainerReading("c-1", "fw", "custom-executor", "c-1", sample)
+
+        agents.readings = [reading(0.0, 0.0)]
+        await poller.poll_once()
+        clock.advance(10)
+        agents.readings = [reading(10.0, 2.5)]
+        await poller.poll_once()
+        # An earlier attempt's container, and another framework's, are not this task's.
+        agents.readings = [
+            ContainerReading("old", "fw", "7-1", None, Sample(20.0, 1.0, MIB, None)),
+            ContainerReading("c-9", "other", "7-2", "c-9", Sample(20.0, 1.0, MIB, None)),
+        ]
+        clock.advance(10)
+        await poller.poll_once()
+    finally:
+        await store.close()
+    samples = poller.task_samples(7)
+    assert [(s.cpus, s.mem) for s in samples] == [(None, 10.0), (0.25, 10.0)]
