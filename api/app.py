@@ -30,6 +30,7 @@ from scale_scheduler.api.metrics import METRICS, metrics_context, setup_metrics
 from scale_scheduler.api.request_guard import setup_request_guard
 from scale_scheduler.api.routes import setup_routes
 from scale_scheduler.api.views_status import setup_status
+from scale_scheduler.daemon.agent_usage_api import AgentUsageClient
 from scale_scheduler.daemon.config import Config, master_address_hint
 from scale_scheduler.daemon.core_facade import SchedulerFacade
 from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
@@ -190,12 +191,24 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         lambda: credentials.authorization() if credentials else None,
         config.mesos.request_timeout,
     )
+    # For agents without the v1 API (/monitor/statistics): its own connections, at most
+    # usage.concurrency, closed after each answer (kept-alive ones would hold a socket per
+    # agent between rounds). GET_CONTAINERS goes over the lean client, closed alike.
+    usage_session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=config.usage.concurrency, force_close=True)
+    )
+    usage_client = AgentUsageClient(
+        lambda: usage_session,
+        lambda: credentials.authorization() if credentials else None,
+        config.usage.timeout,
+    )
     core = SchedulerCore(
         config,
         app[STATE],
         app[SCHEDULER],
         guarded,
         fetch_agents=fetch_agents,
+        usage_client=usage_client,
         on_fatal=on_fatal,
     )
     app[SCHEDULER_CORE] = core
@@ -240,6 +253,7 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         await core.stop()
         app[FACADE].detach_core()
         await session.close()
+        await usage_session.close()
 
 
 def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:

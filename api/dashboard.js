@@ -477,10 +477,10 @@
       const row = el("tr", { "data-node": n.hostname });
       const button = el("button", { type: "button", class: "btn btn-small node-toggle" });
       button.addEventListener("click", () => toggleNode(row.dataset.key));
-      cells(row, 8)[7].append(button);
+      cells(row, 9)[8].append(button);
       return row;
     }, (row, n) => {
-      const c = cells(row, 8);
+      const c = cells(row, 9);
       setCell(c[0], n.hostname, "mono host");
       setBadge(c[1], n.state);
       setCell(c[2], fmtInt(n.running_tasks), "num");
@@ -489,11 +489,15 @@
       miniBar(c[3], scheduled.cpus || 0, total.cpus || 0,
         (v, t) => fmtNum(v, 1) + " / " + (t ? fmtNum(t, 1) : "?"));
       miniBar(c[4], scheduled.mem || 0, total.mem || 0, fmtMiBPair);
-      setCell(c[5], ago(n.last_offer), "");
-      setCell(c[6], n.pause_reason || "", "why");
+      // Real usage of every container on the node (null: its agent did not answer).
+      const used = n.resources.used;
+      setCell(c[5], used ? fmtNum(used.cpus, 2) + " CPUs · " + fmtMiB(used.mem) : "unknown",
+        used ? "num" : "num why");
+      setCell(c[6], ago(n.last_offer), "");
+      setCell(c[7], n.pause_reason || "", "why");
       row.dataset.paused = String(n.is_paused);
-      c[7].className = "act";
-      const button = c[7].firstElementChild;
+      c[8].className = "act";
+      const button = c[8].firstElementChild;
       const label = n.is_paused ? "Resume" : "Pause…";
       if (button.textContent !== label) button.textContent = label;
       button.className = "btn btn-small node-toggle " + (n.is_paused ? "btn-resume" : "btn-quiet");

@@ -35,6 +35,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from scale_scheduler.api.keys import CORE, PRUNER
+from scale_scheduler.api.views_usage import usage_metrics
 from scale_scheduler.daemon.core_facade import (
     ConnectionState,
     ConnectionStatus,
@@ -147,6 +148,7 @@ class LiveCollector(Collector):
         yield from self._core(counters)
         yield from self._flow(counters)
         yield from self._resources(counters)
+        yield from usage_metrics(core, PREFIX)
         yield from self._history()
 
     def _leadership(self, core: CoreFacade) -> Iterator[Metric]:

@@ -35,6 +35,7 @@ from scale_scheduler.api.request_guard import MUTATING_METHODS
 from scale_scheduler.api.task_body import MAX_BATCH, TaskIn
 from scale_scheduler.api.views_nodes import NodeUpdate
 from scale_scheduler.api.views_scheduler import SchedulerUpdate, SchedulerView
+from scale_scheduler.api.views_usage import TaskDetailView
 from scale_scheduler.daemon.config import ApiConfig
 from scale_scheduler.daemon.core_facade import (
     ContainerView,
@@ -42,6 +43,7 @@ from scale_scheduler.daemon.core_facade import (
     NodeView,
     StatusView,
     TaskView,
+    UsageView,
 )
 from scale_scheduler.state.domain import TaskState
 
@@ -85,6 +87,8 @@ ANSWERS: dict[type[msgspec.Struct], str] = {
     SchedulerView: "SchedulerState",
     StatusView: "Status",
     LeaderView: "Leader",
+    UsageView: "Usage",
+    TaskDetailView: "TaskDetail",
 }
 """The Structs the views encode, and their schemas' names (their parts keep their own names).
 A field of these is required in the schema unless its default is ``UNSET``, which msgspec leaves
@@ -392,6 +396,13 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json("The leader and this instance.", _ref("Leader"))},
             }
         },
+        "/usage/": {
+            "get": {
+                "operationId": "getUsage",
+                "summary": "The latest usage round: its age, the agents it covers, the sums.",
+                "responses": {"200": _json("The usage.", _ref("Usage"))},
+            }
+        },
         "/queue/": {
             "get": {
                 "operationId": "listQueue",
@@ -459,9 +470,9 @@ def _operations() -> dict[str, dict[str, Any]]:
             "parameters": [_id_parameter("task_id", "task")],
             "get": {
                 "operationId": "getTask",
-                "summary": "One task.",
+                "summary": "One task, with its real resource usage.",
                 "responses": {
-                    "200": _json("The task.", _ref("Task")),
+                    "200": _json("The task.", _ref("TaskDetail")),
                     "404": _use("NotFound"),
                 },
             },

@@ -18,6 +18,7 @@ from scale_scheduler.api import (
     views_scheduler,
     views_status,
     views_tasks,
+    views_usage,
 )
 
 
@@ -35,6 +36,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/nodes/", views_nodes.list_nodes)
     router.add_get(r"/nodes/{node_id:[0-9]+}/", views_nodes.get_node)
     router.add_patch(r"/nodes/{node_id:[0-9]+}/", views_nodes.patch_node)
+    router.add_get("/usage/", views_usage.get_usage)
     router.add_get("/metrics", metrics.get_metrics)
     router.add_get("/healthz", health.get_healthz)
     router.add_get("/readyz", health.get_readyz)

@@ -12,6 +12,7 @@ from scale_scheduler.api.errors import bad_request, json_response, not_found, te
 from scale_scheduler.api.json_body import brief
 from scale_scheduler.api.keys import CORE, PRUNER
 from scale_scheduler.api.pagination import envelope, page_of
+from scale_scheduler.api.views_usage import task_detail
 from scale_scheduler.daemon.core_facade import DeleteOutcome, TaskNotFoundError, TaskView
 from scale_scheduler.state.domain import TaskState, parse_state
 
@@ -79,7 +80,9 @@ def _after(request: web.Request) -> int | None:
 
 
 async def get_task(request: web.Request) -> web.Response:
-    return json_response(await _view(request, _task_id(request)))
+    task_id = _task_id(request)
+    view = await _view(request, task_id)
+    return json_response(task_detail(view, request.app[CORE].task_usage(task_id)))
 
 
 async def delete_task(request: web.Request) -> web.Response:

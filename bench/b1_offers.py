@@ -29,6 +29,7 @@ VARIANTS = ("native_paused", "native_unpaused", "pymesos_daemon", "pymesos_bare"
 
 
 def start_master(settings: Settings, work: Path, mode: str = "offers") -> Child:
+    agents_api = ["--agents-api"] if settings.usage_interval is not None else []
     return Child(
         [
             python_for(),
@@ -38,6 +39,7 @@ def start_master(settings: Settings, work: Path, mode: str = "offers") -> Child:
             str(settings.offers_path),
             "--mode",
             mode,
+            *agents_api,
         ],
         work / "fake-master.log",
     )
@@ -51,11 +53,18 @@ def start_daemon(
     level: str = "info",
     profile_to: Path | None = None,
     db: Path | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> Daemon:
     port = free_port()
     config = work / "config.yaml"
     write_daemon_config(
-        config, master=master_url, db=db or work / "state.db", port=port, driver=driver, level=level
+        config,
+        master=master_url,
+        db=db or work / "state.db",
+        port=port,
+        driver=driver,
+        level=level,
+        usage=usage,
     )
     python = python_for("310") if driver == "pymesos" else python_for()
     return Daemon(config, port, work / "daemon.log", python=python, profile_to=profile_to)
@@ -78,7 +87,7 @@ def measure_variant(settings: Settings, variant: str, work: Path) -> dict[str, A
                 raise RuntimeError(f"pymesos did not subscribe: {client.tail()}")
         else:
             driver = "pymesos" if variant == "pymesos_daemon" else "native"
-            client = start_daemon(work, url, driver=driver)
+            client = start_daemon(work, url, driver=driver, usage=settings.usage_config())
             client.wait(subscribed=True, timeout=60)
             if variant != "native_unpaused":
                 client.pause(True)

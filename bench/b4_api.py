@@ -66,7 +66,7 @@ def measure_bare(settings: Settings, work: Path) -> dict[str, Any]:
 def measure_daemon(settings: Settings, work: Path) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     master = start_master(settings, work)
-    daemon = start_daemon(work, master.info["url"])
+    daemon = start_daemon(work, master.info["url"], usage=settings.usage_config())
     try:
         daemon.wait(subscribed=True, timeout=60)
         time.sleep(settings.b1_warmup)

@@ -36,6 +36,13 @@ class Settings:
     work: Path = Path()
     out: Path = Path()
     only: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B6")
+    usage_interval: float | None = None
+    """``--usage-interval``: B1's and B4's daemons poll the agents' usage this often, from
+    the fake master, which then serves every recorded agent's GET_CONTAINERS (None: the
+    daemon's default, whose first round comes after the measured windows)."""
+
+    def usage_config(self) -> dict[str, float] | None:
+        return None if self.usage_interval is None else {"interval": self.usage_interval}
 
     @classmethod
     def full(cls) -> Settings:

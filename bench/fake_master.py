@@ -11,6 +11,8 @@
 - every other call (DECLINE, ACCEPT, SUPPRESS, REVIVE, RECONCILE, ACKNOWLEDGE, ...): counted,
   then 202 at once. The offer ids of DECLINE and ACCEPT and the tasks of LAUNCH are counted;
 - ``POST /api/v1`` (operator API): GET_AGENTS answers no agents; ``GET /version`` for pymesos;
+- with ``--agents-api``, every recorded agent's ``POST /slave(N)/api/v1``: GET_CONTAINERS with
+  ``AGENT_CONTAINERS`` containers (CPU time accruing), the offers' ``url`` pointing here;
 - ``GET /bench/stats``: the counters and a monotonic timestamp (rates are taken between two reads).
 
 It keeps no offer state and validates nothing: it exists to measure the client, not to be Mesos.
@@ -33,6 +35,7 @@ from aiohttp import web
 from bench.offer_stream import FRAMEWORK_ID, OfferStream, load_offers
 
 EVENTS_PER_WRITE = 4
+AGENT_CONTAINERS = 10
 
 
 class _Id(msgspec.Struct):
@@ -82,6 +85,7 @@ class FakeMaster:
         self.mode = mode
         self.heartbeat = heartbeat
         self.generation = 0
+        self.started = time.time()
         self.stats: dict[str, Any] = {
             "subscribes": 0,
             "offers_sent": 0,
@@ -171,23 +175,59 @@ class FakeMaster:
     async def bench_stats(self, request: web.Request) -> web.Response:
         return web.json_response({**self.stats, "now": time.monotonic()})
 
+    async def agent(self, request: web.Request) -> web.Response:
+        """One agent's GET_CONTAINERS: its containers use half a CPU each since start-up."""
+        await request.read()
+        self.stats["agent_calls"] = self.stats.get("agent_calls", 0) + 1
+        pid = request.match_info["pid"]
+        now = time.time()
+        cpu = 0.5 * (now - self.started)
+        containers = [
+            {
+                "framework_id": {"value": FRAMEWORK_ID},
+                "executor_id": {"value": f"{pid}-{i}"},
+                "container_id": {"value": f"{pid}-c{i}"},
+                "resource_statistics": {
+                    "timestamp": now,
+                    "cpus_user_time_secs": cpu * 0.8,
+                    "cpus_system_time_secs": cpu * 0.2,
+                    "cpus_limit": 1.1,
+                    "mem_rss_bytes": 134217728,
+                    "mem_total_bytes": 134217728,
+                    "mem_limit_bytes": 301989888,
+                    "disk_used_bytes": 1048576,
+                },
+            }
+            for i in range(AGENT_CONTAINERS)
+        ]
+        body = {"type": "GET_CONTAINERS", "get_containers": {"containers": containers}}
+        return web.Response(body=_encode(body), content_type="application/json")
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/api/v1/scheduler", self.scheduler)
         app.router.add_post("/api/v1", self.operator)
+        app.router.add_post("/{pid}/api/v1", self.agent)
         app.router.add_get("/version", self.version)
         app.router.add_get("/bench/stats", self.bench_stats)
         return app
 
 
 async def serve(args: argparse.Namespace) -> None:
-    stream = OfferStream(load_offers(Path(args.offers)), per_event=args.per_event)
+    offers = load_offers(Path(args.offers))
+    stream = OfferStream(offers, per_event=args.per_event)
     master = FakeMaster(stream, args.mode, args.heartbeat)
     runner = web.AppRunner(master.app(), access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)
     await site.start()
     port = runner.addresses[0][1]
+    if args.agents_api:  # the agents' endpoints are here: the offers' url says so
+        for offer in offers:
+            url = offer.get("url")
+            if isinstance(url, dict):
+                url["address"] = {**url.get("address", {}), "ip": "127.0.0.1", "port": port}
+        master.stream = OfferStream(offers, per_event=args.per_event)
     print(json.dumps({"url": f"http://127.0.0.1:{port}"}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -207,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--per-event", type=int, default=100)
     parser.add_argument("--heartbeat", type=float, default=1.0)
+    parser.add_argument(
+        "--agents-api", action="store_true", help="serve the agents' GET_CONTAINERS too"
+    )
     args = parser.parse_args(argv)
     asyncio.run(serve(args))
     return 0

@@ -138,8 +138,10 @@ def write_daemon_config(
     fmt: str = "json",
     scheduler: dict[str, Any] | None = None,
     state: dict[str, Any] | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The daemon's config at ``path``; ``scheduler`` and ``state`` add to those sections."""
+    """The daemon's config at ``path``; ``scheduler`` and ``state`` add to those sections,
+    ``usage`` replaces the default one."""
     raw: dict[str, Any] = {
         "mesos": {
             "master": master,
@@ -154,6 +156,8 @@ def write_daemon_config(
         "logging": {"level": level, "format": fmt},
         "scheduler": scheduler or {},
     }
+    if usage is not None:
+        raw["usage"] = usage
     path.write_text(yaml.safe_dump(raw))
     return raw
 

@@ -41,6 +41,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated scenarios, e.g. B1,B4")
     parser.add_argument("--rounds", type=int, default=0, help="repetitions (default 5; quick 1)")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
+    parser.add_argument(
+        "--usage-interval",
+        type=float,
+        default=None,
+        help="B1 and B4 with the usage poller at this interval over the recorded agents",
+    )
     parser.add_argument("--output", default="", help="report path (default per mode)")
     parser.add_argument(
         "--report-from",
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.rounds = args.rounds
     if args.no_profile:
         settings.profile = False
+    settings.usage_interval = args.usage_interval
     if args.only:
         wanted = tuple(name.strip().upper() for name in args.only.split(",") if name.strip())
         unknown = [name for name in wanted if name not in SCENARIOS]

@@ -398,12 +398,32 @@ class SchedulerConfig(_Section, frozen=True):
     ] = 20_000
 
 
+class UsageConfig(_Section, frozen=True):
+    interval: Annotated[
+        float,
+        _doc(
+            "Seconds between rounds asking every online agent what its containers really use "
+            "(GET_CONTAINERS of the agent API, else /monitor/statistics); 0 turns it off "
+            "(resources.used then stays zero).",
+            ge=0,
+        ),
+    ] = 15.0
+    timeout: Annotated[
+        float,
+        _doc("Seconds an agent has to answer a usage request; then its usage is unknown.", gt=0),
+    ] = 5.0
+    concurrency: Annotated[
+        int, _doc("Most agents asked for their usage at once.", ge=1, le=1024)
+    ] = 32
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     mesos: MesosConfig = msgspec.field(default_factory=MesosConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     ha: HaConfig = msgspec.field(default_factory=HaConfig)
 
     def effective_user(self) -> str:

@@ -34,6 +34,14 @@ from scale_scheduler.daemon.leadership import Leadership
 from scale_scheduler.daemon.leadership_terms import Role
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import DeleteOutcome, NewTask, TaskNotFoundError
+from scale_scheduler.daemon.usage_views import (
+    TaskUsageView,
+    UsageSampleView,
+    UsageView,
+    node_used,
+    task_usage_view,
+    usage_view,
+)
 from scale_scheduler.state.domain import Shape, TaskState
 from scale_scheduler.state.interface import MissingRowError, StateStore
 from scale_scheduler.state.nodes import (
@@ -79,8 +87,11 @@ __all__ = [
     "StatusView",
     "TaskNotFoundError",
     "TaskSpec",
+    "TaskUsageView",
     "TaskView",
     "ThisInstance",
+    "UsageSampleView",
+    "UsageView",
 ]
 
 
@@ -282,6 +293,14 @@ class CoreFacade(Protocol):
         """Queue tasks, all or nothing; answered after the commit."""
         ...
 
+    def usage(self) -> UsageView:
+        """The latest usage round: its age, the agents it covers, the sums."""
+        ...
+
+    def task_usage(self, task_id: int) -> TaskUsageView:
+        """A task's latest usage sample and its last samples (none known: empty)."""
+        ...
+
     async def cancel(self, task_id: int) -> DeleteOutcome:
         """Cancel a queued task or ask Mesos to kill a launched one; ``TaskNotFoundError``."""
         ...
@@ -386,6 +405,7 @@ class SchedulerFacade:
         connection, core, paused = self.connection, self._core, self.is_paused
         depth = core.queue_depth if core is not None else 0
         totals = core.nodes.totals() if core is not None else None
+        usage = core.usage if core is not None else None
         # ``totals`` is the same tuple until the nodes' sums change: compared by identity first.
         key = (
             connection.master_hostname,
@@ -396,6 +416,7 @@ class SchedulerFacade:
             paused,
             depth,
             totals,
+            usage.rounds if usage is not None else 0,
         )
         if key == self._status_key and self._status is not None:
             return self._status
@@ -519,7 +540,8 @@ class SchedulerFacade:
         core = self._core
         if core is None:
             raise NodeNotFoundError(f"No node with id {node_id}.")
-        return node_view(core.nodes.get(node_id), self.is_paused)
+        node = core.nodes.get(node_id)
+        return node_view(node, self.is_paused, used=node_used(core.usage, node.hostname))
 
     def node_page(
         self, offset: int, size: int, *, hostname: str | None = None, by_hostname: bool = False
@@ -534,8 +556,11 @@ class SchedulerFacade:
             nodes.sort(key=lambda node: node.hostname)
         else:
             nodes.sort(key=lambda node: node.id)
-        paused = self.is_paused
-        return len(nodes), [node_view(node, paused) for node in nodes[offset : offset + size]]
+        paused, usage = self.is_paused, core.usage
+        return len(nodes), [
+            node_view(node, paused, used=node_used(usage, node.hostname))
+            for node in nodes[offset : offset + size]
+        ]
 
     async def set_paused(self, is_paused: bool) -> bool:
         core = self._core
@@ -550,4 +575,15 @@ class SchedulerFacade:
             raise NodeNotFoundError(f"No node with id {node_id}.")
         node = core.nodes.get(node_id)
         produced = await core.set_node_flags(node_id, change)
-        return node_view(node, self.is_paused, produced)
+        return node_view(node, self.is_paused, produced, node_used(core.usage, node.hostname))
+
+    # -- usage ----------------------------------------------------------------------------------
+
+    def usage(self) -> UsageView:
+        core = self._core
+        interval = core.config.usage.interval if core is not None else 0.0
+        return usage_view(core.usage if core is not None else None, interval)
+
+    def task_usage(self, task_id: int) -> TaskUsageView:
+        core = self._core
+        return task_usage_view(core.usage if core is not None else None, task_id)

@@ -63,7 +63,7 @@ class _ProtocolError(Exception):
 class CallResponse:
     status: int
     body: bytes
-    """At most ``MAX_BODY_BYTES`` of it."""
+    """At most the client's ``max_body`` bytes of it (``MAX_BODY_BYTES`` by default)."""
 
 
 # Parser phases.
@@ -318,7 +318,7 @@ class _Connection(asyncio.Protocol):
         return False
 
     def _keep(self, buffer: bytearray, count: int) -> None:
-        room = MAX_BODY_BYTES - len(self._body)
+        room = self._client.max_body - len(self._body)
         if room > 0:
             self._body += buffer[: min(count, room)]
         del buffer[:count]
@@ -342,7 +342,8 @@ class HttpCallClient:
     bounds connecting and then each silence while waiting for the answer. Callers beyond the
     connection limit wait, in order, for a free connection. ``ssl_context`` is used for
     ``https://`` URLs (default: the system's trusted certificates, with host name checks).
-    ``clock`` times the silences (default: the running loop).
+    ``clock`` times the silences (default: the running loop). ``max_body`` bytes of an
+    answer's body are kept.
     """
 
     def __init__(
@@ -354,6 +355,7 @@ class HttpCallClient:
         max_connections: int = 16,
         ssl_context: ssl.SSLContext | None = None,
         clock: TimerClock | None = None,
+        max_body: int = MAX_BODY_BYTES,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -367,6 +369,8 @@ class HttpCallClient:
         self._ssl_context = ssl_context
         self._timeout = timeout
         self._limit = max(1, max_connections)
+        self.max_body = max_body
+        """Bytes of an answer's body kept; the rest is read and dropped."""
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query

@@ -183,6 +183,13 @@ class MasterInfo(_Wire, omit_defaults=True):
         return self.hostname or "", self.port
 
 
+class ContainerStatus(_Wire, omit_defaults=True):
+    """The part of ``ContainerStatus`` the daemon reads: which container runs the task (the
+    usage poller joins the agents' container statistics to tasks with it)."""
+
+    container_id: Value | None = None
+
+
 class TaskStatus(_Wire, omit_defaults=True):
     task_id: Value
     state: str
@@ -196,7 +203,7 @@ class TaskStatus(_Wire, omit_defaults=True):
     healthy: bool | None = None
     data: str | None = None
     labels: Any | None = None
-    container_status: Any | None = None
+    container_status: ContainerStatus | None = None
     unreachable_time: Any | None = None
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 
+from scale_scheduler.daemon.agent_usage_api import endpoint_from_offer_url
 from scale_scheduler.daemon.matcher import SCALARS, HostBlock
 from scale_scheduler.daemon.mesos_types import Offer, Resource
 from scale_scheduler.state.changes import Change
@@ -92,7 +93,7 @@ class NodeObserver:
             else:
                 others[host] = None
         sightings: list[NodeSighting] = []
-        changed: list[tuple[str, object, Resources]] = []
+        changed: list[tuple[str, object, Resources, msgspec.Raw]] = []
         malformed: list[Offer] = []
         for host in others:
             offer = first[host]
@@ -105,16 +106,19 @@ class NodeObserver:
                 malformed.extend(group or [offer])
                 continue
             key = offer.resources_json if group is None else tuple(o.resources_json for o in group)
-            changed.append((host, key, summed))
+            changed.append((host, key, summed, offer.url))
         changes, apply_new = nodes.plan_sightings(sightings, now) if sightings else ([], None)
 
         def apply() -> None:
             if apply_new is not None:
                 apply_new()
-            for host, key, offered in changed:
+            for host, key, offered, url in changed:
                 node = by_hostname.get(host)
                 if node is not None:
                     nodes.offered(node, now, key, offered)
+                    if url != node.url_key:  # rarely: a new node, or an agent's new address
+                        node.url_key = url
+                        node.agent_endpoint = endpoint_from_offer_url(url) or node.agent_endpoint
 
         agents = len(first) if not more else len({o.agent_id.value for o in offers})
         blocked = {

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from scale_scheduler.daemon.agent_usage_api import endpoint_from_pid
 from scale_scheduler.daemon.driver import ConnectionStatus, DriverError
 from scale_scheduler.daemon.mesos_types import Resource, Value
 from scale_scheduler.state.nodes import AgentTotals, Resources
@@ -25,6 +26,7 @@ class _AgentInfo(msgspec.Struct):
 class _Agent(msgspec.Struct):
     agent_info: _AgentInfo
     active: bool = True
+    pid: str | None = None
     total_resources: list[Resource] = msgspec.field(default_factory=list)
 
 
@@ -53,7 +55,8 @@ def parse_get_agents(body: bytes) -> list[AgentTotals]:
                 current = getattr(totals, resource.name)
                 setattr(totals, resource.name, current + resource.scalar.value)
         agent_id = agent.agent_info.id.value if agent.agent_info.id else ""
-        out.append(AgentTotals(agent_id, agent.agent_info.hostname, totals, agent.active))
+        endpoint = endpoint_from_pid(agent.pid) if agent.pid else None
+        out.append(AgentTotals(agent_id, agent.agent_info.hostname, totals, agent.active, endpoint))
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from scale_scheduler.daemon.agent_usage_api import AgentUsageClient
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.daemon.driver import SchedulerDriver, Subscription
 from scale_scheduler.daemon.exit_codes import ExitCode
@@ -28,6 +29,7 @@ from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.offer_pipeline import OfferPipeline
 from scale_scheduler.daemon.reconciliation_gate import ReconciliationGate
 from scale_scheduler.daemon.task_tracker import TaskTracker
+from scale_scheduler.daemon.usage_poller import UsagePoller
 from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.nodes import (
     AgentTotals,
@@ -55,10 +57,12 @@ class SchedulerCore:
         clock: Callable[[], float] = time.time,
         *,
         fetch_agents: AgentsFetcher | None = None,
+        usage_client: AgentUsageClient | None = None,
         on_fatal: Callable[[ExitCode, str], None] | None = None,
     ) -> None:
         """``on_fatal(code, message)`` stops the daemon when the driver stops subscribing for
-        good (the supervisor's ``fail``: it logs the one ``daemon_fatal`` line)."""
+        good (the supervisor's ``fail``: it logs the one ``daemon_fatal`` line).
+        ``usage_client`` asks the agents for their usage (with ``usage.interval`` above 0)."""
         self.config = config
         self._settings = config.scheduler
         self._store = store
@@ -82,6 +86,16 @@ class SchedulerCore:
         self._gate = ReconciliationGate()
         self._gate_timer: asyncio.TimerHandle | None = None
         self.pipeline.launches_held = self._launches_held
+        self.usage: UsagePoller | None = None
+        if usage_client is not None and config.usage.interval > 0:
+            self.usage = UsagePoller(
+                config.usage,
+                self.nodes,
+                self.tracker.tasks,
+                usage_client,
+                lambda: driver.status.framework_id,
+                clock,
+            )
         self._background: list[asyncio.Task[None]] = []
         self._oneshots: set[asyncio.Task[None]] = set()
         self._reconciling: asyncio.Task[None] | None = None
@@ -112,6 +126,8 @@ class SchedulerCore:
                     self._every(settings.agents_refresh_interval, self._refresh_quietly), "agents"
                 )
             )
+        if self.usage is not None:
+            self._background.append(self._spawn_loop(self.usage.run(), "usage"))
         self._started = True
         log.info(
             "scheduler_core_started",
@@ -186,6 +202,8 @@ class SchedulerCore:
         if self._gate.heard(status.task_id.value):
             log.info("launches_released", reason="every launched task was heard of")
             self.pipeline.on_room()
+        if self.usage is not None:
+            self.usage.note_status(status)
 
     def backlog_room(self) -> asyncio.Future[None] | None:
         return self.tracker.backlog_room()
@@ -324,12 +342,16 @@ class SchedulerCore:
         return self.tracker.queue_depth
 
     def resource_summary(self) -> ClusterResources | None:
-        """The cluster's resources; None while no agent's totals are known."""
+        """The cluster's resources; None while no agent's totals are known. ``used`` is the
+        latest usage round's sum, zeros while no usage is known (see ``UsagePoller.used``)."""
         total, scheduled = self.nodes.totals()
         if total is None:
             return None
+        used = self.usage.used() if self.usage is not None else None
         return ClusterResources(
             total=ClusterAmounts.of(total),
             scheduled=ClusterAmounts.of(scheduled),
-            used=ClusterAmounts(0.0, 0.0, 0.0),
+            used=ClusterAmounts(used.cpus, used.mem, used.disk)
+            if used is not None
+            else ClusterAmounts(0.0, 0.0, 0.0),
         )

@@ -159,6 +159,12 @@ class Node:
     """``scheduled.changes`` when ``offered`` was last noted into ``seen_total``."""
     counted: tuple[float, float, float, float] | None = None
     """This node's share of the repository's running total (None: not counted)."""
+    agent_endpoint: str | None = None
+    """Where the agent serves its HTTP endpoints (``http://ip:port/slave(1)``): the usage
+    poller asks it. From an offer's ``url`` or GET_AGENTS's ``pid``."""
+    url_key: object = None
+    """The raw ``url`` of the offer ``agent_endpoint`` was read from (read again only when a
+    node's offers change and carry another one)."""
 
     @property
     def blocks_launches(self) -> bool:
@@ -214,11 +220,22 @@ class ResourceAmounts(msgspec.Struct, forbid_unknown_fields=True):
         return cls(resources.cpus, resources.mem, resources.disk, resources.gpus)
 
 
+class UsedAmounts(msgspec.Struct, forbid_unknown_fields=True):
+    """What containers really use, as their agents report it: CPUs, memory and disk (MiB)."""
+
+    cpus: _Amount
+    mem: _Amount
+    disk: _Amount
+
+
 class NodeResources(msgspec.Struct, forbid_unknown_fields=True):
-    """What the agent has (null until the scheduler learns it) and what our tasks hold."""
+    """What the agent has (null until the scheduler learns it), what our tasks hold, and what
+    every container on it uses by the latest usage round (null when unknown: no round yet,
+    the agent did not answer it, or usage polling is off)."""
 
     total: ResourceAmounts | None
     scheduled: ResourceAmounts
+    used: UsedAmounts | None
 
 
 class ClusterAmounts(msgspec.Struct, forbid_unknown_fields=True):
@@ -234,8 +251,8 @@ class ClusterAmounts(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ClusterResources(msgspec.Struct, forbid_unknown_fields=True):
-    """The online agents' totals, what our live tasks hold, and what they use (no source yet:
-    zeros, as the spec says)."""
+    """The online agents' totals, what our live tasks hold, and what every container on the
+    agents that answered the latest usage round really uses (zeros while nothing is known)."""
 
     total: ClusterAmounts
     scheduled: ClusterAmounts
@@ -259,9 +276,14 @@ class NodeView(msgspec.Struct, forbid_unknown_fields=True):
     last_modified: Timestamp | None
 
 
-def node_view(node: Node, scheduler_paused: bool, flags: NodeFlags | None = None) -> NodeView:
+def node_view(
+    node: Node,
+    scheduler_paused: bool,
+    flags: NodeFlags | None = None,
+    used: UsedAmounts | None = None,
+) -> NodeView:
     """The node as the API shows it; ``flags`` (a write's own result) replace its current
-    flags, so a PATCH answer shows what that PATCH produced."""
+    flags, so a PATCH answer shows what that PATCH produced; ``used``: its usage, if known."""
     if flags is None:
         flags = node.flags()
     total = node.total
@@ -276,6 +298,7 @@ def node_view(node: Node, scheduler_paused: bool, flags: NodeFlags | None = None
         resources=NodeResources(
             total=ResourceAmounts.of(total) if total is not None else None,
             scheduled=ResourceAmounts.of(node.scheduled),
+            used=used,
         ),
         running_tasks=node.running_tasks,
         last_offer=iso(node.last_offer),
@@ -292,6 +315,8 @@ class AgentTotals:
     hostname: str
     total: Resources
     active: bool = True
+    endpoint: str | None = None
+    """Where the agent serves its HTTP endpoints (from its ``pid``), if known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +452,8 @@ class NodeRepository:
                 continue
             present.add(agent.hostname)
             node.agent_total = agent.total
+            if agent.endpoint is not None:
+                node.agent_endpoint = agent.endpoint
             node.online = True
             self._recount(node)
         for node in self.by_id.values():

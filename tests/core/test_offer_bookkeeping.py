@@ -81,6 +81,60 @@ async def test_unchanged_offer_is_noted_again_when_scheduled_resources_changed(
     assert node.seen_total.cpus == 6.0
 
 
+def with_url(offer: Offer, port: int, pid: str = "slave(1)") -> Offer:
+    url = (
+        b'{"scheme":"http","address":{"hostname":"%s","ip":"10.0.0.9","port":%d},"path":"/%s"}'
+        % (offer.hostname.encode(), port, pid.encode())
+    )
+    return msgspec.structs.replace(offer, url=msgspec.Raw(url))
+
+
+async def test_the_agents_endpoint_is_read_from_the_url_only_when_a_node_changes(
+    harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scale_scheduler.daemon import offer_nodes
+
+    reads: list[bytes] = []
+    original = offer_nodes.endpoint_from_offer_url
+
+    def counting(raw: Any) -> str | None:
+        reads.append(bytes(raw))
+        return original(raw)
+
+    monkeypatch.setattr(offer_nodes, "endpoint_from_offer_url", counting)
+    core = await harness.start()
+    await harness.offer_pass(with_url(make_offer("o1", "a1"), 5051))
+    node = core.nodes.by_hostname["host-a1"]
+    assert node.agent_endpoint == "http://10.0.0.9:5051/slave(1)"
+    assert len(reads) == 1
+    # The same offer again: nothing is read (the offer path stays as cheap as without urls).
+    await harness.offer_pass(with_url(make_offer("o2", "a1"), 5051))
+    assert len(reads) == 1
+    # Changed resources, same url: the raw url is compared, not decoded again.
+    await harness.offer_pass(with_url(make_offer("o3", "a1", cpus=2), 5051))
+    assert len(reads) == 1
+    # The agent came back elsewhere (a new agent id): its new address is read.
+    await harness.offer_pass(
+        with_url(make_offer("o4", "a1b", hostname="host-a1"), 5052, "slave(2)")
+    )
+    assert node.agent_endpoint == "http://10.0.0.9:5052/slave(2)"
+    assert len(reads) == 2
+
+
+async def test_get_agents_pid_names_the_agents_endpoint(harness: CoreHarness) -> None:
+    from scale_scheduler.daemon.operator_api import parse_get_agents
+
+    core = await harness.start()
+    body = (
+        b'{"type":"GET_AGENTS","get_agents":{"agents":[{"agent_info":{"hostname":"h9",'
+        b'"id":{"value":"a9"}},"pid":"slave(3)@10.1.2.3:5051","total_resources":[]}]}}'
+    )
+    agents = parse_get_agents(body)
+    assert agents[0].endpoint == "http://10.1.2.3:5051/slave(3)"
+    await core.nodes.apply_agents(agents)
+    assert core.nodes.by_hostname["h9"].agent_endpoint == "http://10.1.2.3:5051/slave(3)"
+
+
 async def test_malformed_offer_is_declined_alone(harness: CoreHarness) -> None:
     core = await harness.start()
     await harness.submit(1)

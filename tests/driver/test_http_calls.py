@@ -309,6 +309,18 @@ async def test_a_long_body_is_cut_and_the_connection_kept() -> None:
         assert server.connections == 1
 
 
+async def test_max_body_keeps_more_of_a_long_body() -> None:
+    big = b"x" * (MAX_BODY_BYTES + 5000)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)
+    async with raw(answering(answer)) as server:
+        client = HttpCallClient(server.url, {}, timeout=2.0, max_body=len(big) + 1)
+        try:
+            response = await client.post(b"{}")
+        finally:
+            client.close()
+    assert response.body == big
+
+
 async def test_a_kept_connection_the_server_closed_is_replaced() -> None:
     async with (
         raw(answering(ACCEPTED, then_close=True)) as server,

@@ -252,6 +252,7 @@ async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> No
     await prober.expect(400, "PATCH", "/scheduler/", body={})
     await prober.expect(200, "GET", "/status/")
     await prober.expect(200, "GET", "/leader/")
+    await prober.expect(200, "GET", "/usage/")
     await prober.expect(200, "GET", "/queue/")
     await prober.expect(400, "GET", "/queue/", query="?page=0")
     await prober.expect(400, "POST", "/queue/", body={"name": "no resources"})
@@ -464,6 +465,7 @@ def test_the_answer_check_refuses_what_the_schemas_do_not_allow() -> None:
         "resources": {
             "total": None,
             "scheduled": dict.fromkeys(("cpus", "mem", "disk", "gpus"), 0),
+            "used": None,
         },
         "running_tasks": 0,
         "last_offer": None,

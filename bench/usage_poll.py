@@ -1,0 +1,170 @@
+"""The usage poller's cost: rounds over thousands of agents, timed in the daemon's own code.
+
+``python -m bench.usage_poll --agents 2000 --containers 10 --rounds 5`` starts a child process
+serving every agent's ``POST /slave(N)/api/v1`` GET_CONTAINERS (``containers`` containers each,
+CPU time accruing, one port for all, as the simulator serves its agents), then runs the
+daemon's ``UsagePoller`` in this process over that many online nodes with the daemon's own
+connector settings (``usage.concurrency`` connections, closed after each answer). Per round it
+reports the wall time, this process's CPU seconds (what a round takes from the daemon's one
+loop) and the event loop's lag while the round runs (a 5 ms probe timer's lateness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from scale_scheduler.daemon.agent_usage_api import AgentUsageClient
+from scale_scheduler.daemon.config import UsageConfig
+from scale_scheduler.daemon.usage_poller import UsagePoller
+from scale_scheduler.state.nodes import Node, NodeRepository
+from scale_scheduler.state.store import Store
+
+PROBE_INTERVAL = 0.005
+
+_SERVER = r"""
+import sys, time, msgspec
+from aiohttp import web
+containers = int(sys.argv[1])
+started = time.time()
+def body(pid):
+    now = time.time()
+    cpu = 0.5 * (now - started)
+    items = [{
+        "framework_id": {"value": "fw-" + str(i % 3)},
+        "executor_id": {"value": pid + "-" + str(i)},
+        "executor_name": "Command Executor",
+        "container_id": {"value": pid + "-c" + str(i)},
+        "resource_statistics": {
+            "timestamp": now, "processes": 1, "threads": 1,
+            "cpus_user_time_secs": cpu * 0.8, "cpus_system_time_secs": cpu * 0.2,
+            "cpus_limit": 1.1, "mem_rss_bytes": 134217728, "mem_total_bytes": 134217728,
+            "mem_limit_bytes": 301989888, "disk_used_bytes": 1048576,
+        },
+    } for i in range(containers)]
+    return msgspec.json.encode(
+        {"type": "GET_CONTAINERS", "get_containers": {"containers": items}})
+async def api(request):
+    await request.read()
+    return web.Response(body=body(request.match_info["pid"]), content_type="application/json")
+app = web.Application()
+app.router.add_post("/{pid}/api/v1", api)
+async def main():
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(runner.addresses[0][1], flush=True)
+    await asyncio.Event().wait()
+import asyncio
+asyncio.run(main())
+"""
+
+
+async def _probe(lags: list[float], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        due = loop.time() + PROBE_INTERVAL
+        await asyncio.sleep(PROBE_INTERVAL)  # the probe: how late this timer fires
+        lags.append(max(0.0, loop.time() - due))
+
+
+async def measure(
+    port: int, agents: int, containers: int, rounds: int, concurrency: int
+) -> dict[str, object]:
+    scratch = tempfile.TemporaryDirectory()
+    store = await Store.open(Path(scratch.name) / "state.db")
+    try:
+        nodes = NodeRepository(store, time.time)
+        for index in range(agents):
+            nodes.by_id[index + 1] = Node(
+                index + 1,
+                f"agent-{index}",
+                f"a{index}",
+                online=True,
+                agent_endpoint=f"http://127.0.0.1:{port}/slave({index + 1})",
+            )
+        settings = UsageConfig(interval=15.0, timeout=5.0, concurrency=concurrency)
+        connector = aiohttp.TCPConnector(limit=concurrency, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            client = AgentUsageClient(lambda: session, lambda: None, settings.timeout)
+            poller = UsagePoller(settings, nodes, {}, client, lambda: "fw-0")
+            # The loop's lag with nothing but the probe on it, for comparison (shared machine).
+            idle: list[float] = []
+            stop = asyncio.Event()
+            probe = asyncio.create_task(_probe(idle, stop))
+            await asyncio.sleep(2.0)  # the idle window the probe measures
+            stop.set()
+            await probe
+            idle.sort()
+            results = []
+            for _ in range(rounds):
+                lags: list[float] = []
+                stop = asyncio.Event()
+                probe = asyncio.create_task(_probe(lags, stop))
+                cpu = time.process_time()
+                snapshot = await poller.poll_once()
+                cpu = time.process_time() - cpu
+                stop.set()
+                await probe
+                lags.sort()
+                results.append(
+                    {
+                        "round_seconds": round(snapshot.round_seconds, 3),
+                        "cpu_seconds": round(cpu, 3),
+                        "answered": snapshot.agents_answered,
+                        "lag_max_ms": round(1000 * lags[-1], 1) if lags else 0.0,
+                        "lag_p99_ms": round(1000 * lags[int(0.99 * (len(lags) - 1))], 1)
+                        if lags
+                        else 0.0,
+                        "used_cpus": snapshot.used.cpus,
+                    }
+                )
+    finally:
+        await store.close()
+        scratch.cleanup()
+    return {
+        "idle_lag_max_ms": round(1000 * idle[-1], 1) if idle else 0.0,
+        "idle_lag_p99_ms": round(1000 * idle[int(0.99 * (len(idle) - 1))], 1) if idle else 0.0,
+        "agents": agents,
+        "containers_per_agent": containers,
+        "concurrency": concurrency,
+        "rounds": results,
+        "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in results),
+        "median_round_seconds": statistics.median(r["round_seconds"] for r in results),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=2000)
+    parser.add_argument("--containers", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=UsageConfig().concurrency)
+    args = parser.parse_args()
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(args.containers)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        result = asyncio.run(
+            measure(port, args.agents, args.containers, args.rounds, args.concurrency)
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
