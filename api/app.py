@@ -1,10 +1,15 @@
 """The application factory: one ``build_app(config)`` wires every service of the daemon.
 
 Resources are owned by ``cleanup_ctx`` generators, started in order and closed in reverse:
-the store (and the state loaded from it), the pruner of finished tasks, then the Mesos driver
-(created, not yet started), then the scheduling core, which starts the driver once its state is
-loaded. On shutdown the driver's
-stream closes first (no TEARDOWN), then the core stops, then the store commits its last writes.
+the store (and the state loaded from it), the pruner of finished tasks, the leadership (this
+instance's part in the election, or the single instance that always leads), then the Mesos
+driver (created, not yet started), then the scheduling core, which starts the driver once its
+state is loaded and this instance leads: at once for the leader, when elected for a standby
+(which serves the API meanwhile, forwarding to the leader, and does not subscribe). A leader that
+loses its term stops the daemon with exit status 7 (deposed: restarted as a standby); its driver
+only calls Mesos while its term is live (``daemon/leader_guard.py``). On shutdown the driver's
+stream closes first (no TEARDOWN), then the core stops, then the leadership hands its term back,
+then the store commits its last writes.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from scale_scheduler.api.auth import token_context
 from scale_scheduler.api.dashboard import dashboard_context, setup_dashboard
 from scale_scheduler.api.edge import edge_middleware, setup_edge
 from scale_scheduler.api.keys import CONFIG, CORE, LOOP_SHARE, PRUNER, SCHEDULER_HOSTNAME
+from scale_scheduler.api.leader_forwarding import forwarding_context
 from scale_scheduler.api.metrics import METRICS, metrics_context, setup_metrics
 from scale_scheduler.api.request_guard import setup_request_guard
 from scale_scheduler.api.routes import setup_routes
@@ -28,7 +35,16 @@ from scale_scheduler.daemon.config import Config, master_address_hint
 from scale_scheduler.daemon.core_facade import SchedulerFacade
 from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
 from scale_scheduler.daemon.driver_factory import create_driver
+from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.framework_info import read_credentials
+from scale_scheduler.daemon.leader_guard import LeaderGuardedDriver
+from scale_scheduler.daemon.leadership import Leadership, create_leadership
+from scale_scheduler.daemon.leadership_terms import (
+    Role,
+    exit_status_of_mesos_error,
+    machine_name,
+    this_instance,
+)
 from scale_scheduler.daemon.loop_share import LoopShare
 from scale_scheduler.daemon.operator_api import make_agents_fetcher
 from scale_scheduler.daemon.pruner import Pruner
@@ -40,6 +56,8 @@ from scale_scheduler.state.retention import RetentionPolicy
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
+
+log = structlog.get_logger(__name__)
 
 # What only the wiring touches; the views reach all of it through ``CORE`` (``api.keys``).
 STORE = web.AppKey("store", Store)
@@ -54,6 +72,8 @@ DRIVER = web.AppKey("driver", SchedulerDriver)
 OPERATOR_SESSION = web.AppKey("operator_session", aiohttp.ClientSession)
 FACADE = web.AppKey("facade", SchedulerFacade)
 """``CORE``'s implementation, which the wiring attaches the state and the core to."""
+LEADERSHIP = web.AppKey("leadership", Leadership)
+"""Whether this instance leads (``daemon/leadership.py``); the API reads it through ``CORE``."""
 
 
 async def resolve_hostname(app: web.Application) -> None:
@@ -99,6 +119,38 @@ async def retention_context(app: web.Application) -> AsyncIterator[None]:
         await pruner.stop()
 
 
+async def leadership_context(app: web.Application) -> AsyncIterator[None]:
+    """Take part in the election (or be the single instance): the first attempt to lead is made
+    before the scheduling core starts, so a lone instance leads from its start."""
+    config = app[CONFIG]
+    machine = await asyncio.to_thread(machine_name)
+    hostname = await asyncio.to_thread(config.effective_hostname)
+    this = this_instance(
+        instance=config.ha.instance,
+        advertise_url=config.ha.advertise_url,
+        api_host=config.api.host,
+        api_port=config.api.port,
+        machine=machine,
+        hostname=hostname,
+    )
+    leadership = create_leadership(config, this)
+    await leadership.start()
+    app[LEADERSHIP] = leadership
+    app[FACADE].attach_leadership(leadership)
+    log.info(
+        "leadership_started",
+        instance=this.instance,
+        api_url=this.api_url,
+        role=leadership.role.value,
+        epoch=leadership.epoch,
+        election=leadership.high_availability,
+    )
+    try:
+        yield
+    finally:
+        await leadership.stop()
+
+
 async def driver_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     framework_ids = app[FRAMEWORK_IDS]
@@ -118,6 +170,19 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     driver = app[DRIVER]
     supervisor = app[SUPERVISOR]
+    leadership = app[LEADERSHIP]
+
+    def deposed(reason: str) -> None:
+        supervisor.fail(ExitCode.DEPOSED, f"no longer the leader: {reason}")
+
+    def on_fatal(code: ExitCode, message: str) -> None:
+        if code is ExitCode.FRAMEWORK_REFUSED:
+            code = exit_status_of_mesos_error(
+                message, high_availability=leadership.high_availability
+            )
+        supervisor.fail(code, message)
+
+    guarded = LeaderGuardedDriver(driver, leadership.may_act, deposed)
     credentials = await asyncio.to_thread(read_credentials, config.mesos)
     session = aiohttp.ClientSession()
     fetch_agents = make_agents_fetcher(
@@ -141,18 +206,49 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         config,
         app[STATE],
         app[SCHEDULER],
-        driver,
+        guarded,
         fetch_agents=fetch_agents,
         usage_client=usage_client,
-        on_fatal=supervisor.fail,
+        on_fatal=on_fatal,
     )
     app[SCHEDULER_CORE] = core
     app[FACADE].attach_core(core)
-    try:
+    leading: list[asyncio.Task[None]] = []
+    led = False
+
+    async def lead() -> None:
+        """Load the state, then subscribe (with the stored framework id) and reconcile."""
+        nonlocal led
+        led = True
+        log.info("leading", instance=leadership.this.instance, epoch=leadership.epoch)
         await core.start()
-        await driver.start(core)
+        await guarded.start(core)
+
+    async def lead_in_background() -> None:
+        try:
+            await lead()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            supervisor.fail(ExitCode.FAILURE, f"cannot start leading: {exc!r}", exc)
+
+    def on_role(role: Role, reason: str) -> None:
+        if role is Role.STANDBY:
+            deposed(reason)
+        elif not led and not supervisor.stopping:
+            leading.append(asyncio.get_running_loop().create_task(lead_in_background()))
+
+    try:
+        leadership.add_listener(on_role)
+        if leadership.role is Role.LEADER:
+            await lead()
+        else:
+            log.info("standing_by", instance=leadership.this.instance, epoch=leadership.epoch)
         yield
     finally:
+        for task in leading:
+            task.cancel()
+        await asyncio.gather(*leading, return_exceptions=True)
         await driver.stop()
         await core.stop()
         app[FACADE].detach_core()
@@ -185,6 +281,8 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     app.cleanup_ctx.append(retention_context)
     app.cleanup_ctx.append(metrics_context)
     app.cleanup_ctx.append(dashboard_context)
+    app.cleanup_ctx.append(leadership_context)
+    app.cleanup_ctx.append(forwarding_context)
     if connect_mesos:
         app.cleanup_ctx.append(driver_context)
         app.cleanup_ctx.append(core_context)

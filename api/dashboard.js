@@ -275,6 +275,13 @@
     if (node.className !== className) node.className = className;
   }
 
+  function renderLeader(view) {
+    if (!view) return;
+    const leader = view.leader;
+    pill("leader-pill", leader ? "epoch " + view.epoch : "none", leader ? "ok" : "bad");
+    setText("leader-addr", leader ? leader.instance + " (" + leader.hostname + ")" : "no leader known");
+  }
+
   function renderHeader(data) {
     const master = data.master;
     const scheduler = data.scheduler;
@@ -285,6 +292,7 @@
     pill("scheduler-pill", connection.toLowerCase(), kind);
     setText("scheduler-addr", scheduler.hostname);
     setText("framework-id", scheduler.framework_id || "");
+    renderLeader(data.leader);
 
     const button = $("pause-button");
     button.disabled = false;

@@ -110,6 +110,7 @@ async def build_snapshot(app: web.Application) -> dict[str, Any]:
         },
         "queue_depth": status.queue_depth,
         "resources": None if status.resources is msgspec.UNSET else status.resources,
+        "leader": core.leader(),
         "tasks": tasks,
         "counters": {
             "offers_received": counters.offers_received,

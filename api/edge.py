@@ -10,7 +10,8 @@ In this order, for every request:
    required (401);
 4. when no route takes the path, aiohttp's trailing-slash and merged-slash redirect (308);
 5. the body, within ``api.body_timeout`` (408; ``edge_server.read_body_in_time``);
-6. the view.
+6. the view, or, on a standby, the leader's answer (``leader_forwarding``: every path but the
+   instance's own).
 
 Errors from 2 to 6 become ``text/plain`` answers (``errors``), and every request ends in one
 access-log event (``access_log``) and one latency observation (``metrics``; not for event
@@ -35,6 +36,7 @@ from scale_scheduler.api.auth import authenticate
 from scale_scheduler.api.edge_server import note_request_started, read_body_in_time
 from scale_scheduler.api.errors import Handler, ensure_text, error_answer
 from scale_scheduler.api.keys import CONFIG, LOOP_SHARE
+from scale_scheduler.api.leader_forwarding import forward_or_answer, forwards
 from scale_scheduler.api.metrics import STREAM_TYPE, observe_request
 from scale_scheduler.api.request_guard import OWN_NAMES, guard
 
@@ -47,6 +49,8 @@ async def _body_then_view(request: web.Request, handler: Handler) -> web.StreamR
     timed_out = await read_body_in_time(request)
     if timed_out is not None:
         return timed_out
+    if forwards(request):
+        return await forward_or_answer(request, handler)
     return await handler(request)
 
 

@@ -2,8 +2,10 @@
 
 Liveness is answered by the event loop itself: if this handler runs, the process and its loop are
 alive (a blocked loop answers nothing, and the probe times out). Readiness needs the database
-open and answering, and the framework subscribed to a Mesos master; otherwise 503 names every
-reason, one per line, so an operator reading a probe's output knows what to fix.
+open and answering, and, on the leader, the framework subscribed to a Mesos master; a standby
+(which does not subscribe) is ready while it knows a leader to forward to, and says "standby".
+Otherwise 503 names every reason, one per line, so an operator reading a probe's output knows
+what to fix.
 
 This module reads state only.
 """
@@ -51,6 +53,10 @@ async def not_ready_reasons(app: web.Application) -> list[str]:
             reasons.append(f"database: no answer within {DATABASE_CHECK_TIMEOUT:g} s")
         except Exception as exc:
             reasons.append(f"database: {exc}")
+    if core.is_standby:
+        if core.leader().leader is None:
+            reasons.append("standby: no leader is known to forward requests to")
+        return reasons
     connection = core.connection
     if not connection.subscribed:
         master = f"{connection.master_hostname}:{connection.master_port}"
@@ -68,7 +74,19 @@ async def get_readyz(request: web.Request) -> web.Response:
     reasons = await not_ready_reasons(request.app)
     if reasons:
         return _text(503, ["not ready", *reasons])
-    connection = request.app[CORE].connection
+    core = request.app[CORE]
+    if core.is_standby:
+        view = core.leader()
+        assert view.leader is not None  # else not ready
+        return _text(
+            200,
+            [
+                "ready",
+                f"standby: requests are forwarded to the leader {view.leader.instance} at "
+                f"{view.leader.api_url} (epoch {view.epoch})",
+            ],
+        )
+    connection = core.connection
     return _text(
         200,
         [

@@ -40,6 +40,8 @@ from scale_scheduler.daemon.core_facade import (
     ConnectionState,
     ConnectionStatus,
     CoreCounters,
+    CoreFacade,
+    CoreUnavailableError,
     NodeState,
     Resources,
     StatusView,
@@ -140,6 +142,7 @@ class LiveCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         core = self._app[CORE]
         counters = core.counters()
+        yield from self._leadership(core)
         yield from self._connection(core.connection)
         yield from self._scheduler(core.status())
         yield from self._core(counters)
@@ -147,6 +150,27 @@ class LiveCollector(Collector):
         yield from self._resources(counters)
         yield from usage_metrics(core, PREFIX)
         yield from self._history()
+
+    def _leadership(self, core: CoreFacade) -> Iterator[Metric]:
+        try:
+            view = core.leader()
+        except CoreUnavailableError:  # starting: the election has not run yet
+            return
+        yield _gauge(
+            "leader",
+            "1 while this instance leads (the single instance always does), 0 on a standby.",
+            float(view.this.role == "leader"),
+        )
+        yield _gauge(
+            "leader_epoch",
+            "The epoch of the current leader's term, as this instance last learned it.",
+            view.epoch,
+        )
+        yield _counter(
+            "leadership_changes",
+            "Times this instance's role changed (became the leader, or stopped being it).",
+            core.leadership_changes,
+        )
 
     def _flow(self, counters: CoreCounters) -> Iterator[Metric]:
         """Flow control on launches and the status update pipeline."""

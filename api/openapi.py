@@ -39,6 +39,7 @@ from scale_scheduler.api.views_usage import TaskDetailView
 from scale_scheduler.daemon.config import ApiConfig
 from scale_scheduler.daemon.core_facade import (
     ContainerView,
+    LeaderView,
     NodeView,
     StatusView,
     TaskView,
@@ -85,6 +86,7 @@ ANSWERS: dict[type[msgspec.Struct], str] = {
     NodeView: "Node",
     SchedulerView: "SchedulerState",
     StatusView: "Status",
+    LeaderView: "Leader",
     UsageView: "Usage",
     TaskDetailView: "TaskDetail",
 }
@@ -189,6 +191,7 @@ def _snapshot_schema() -> Schema:
             ),
             "queue_depth": count,
             "resources": _nullable(_ref("ClusterResources")),
+            "leader": _ref("Leader"),
             "tasks": {
                 "type": "object",
                 "description": "Live tasks per state (states without tasks are left out).",
@@ -384,6 +387,13 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "operationId": "getStatus",
                 "summary": "Master, scheduler, queue depth and cluster resources.",
                 "responses": {"200": _json("The status.", _ref("Status"))},
+            }
+        },
+        "/leader/": {
+            "get": {
+                "operationId": "getLeader",
+                "summary": "Who leads (answered by each instance itself, never forwarded).",
+                "responses": {"200": _json("The leader and this instance.", _ref("Leader"))},
             }
         },
         "/usage/": {

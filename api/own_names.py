@@ -3,7 +3,8 @@
 
 A browser tricked by DNS rebinding sends the attacker's name in ``Host``; a page of another site
 sends its own origin in ``Origin``. Both are refused unless they name this daemon: its API
-address, the machine's host name and FQDN, ``mesos.hostname``, ``mesos.webui_url``'s host,
+address, the machine's host name and FQDN, ``mesos.hostname``, ``mesos.webui_url``'s and
+``ha.advertise_url``'s host (where the other instances forward requests while this one leads),
 ``localhost`` and the loopback addresses when the API listens on loopback or on every address,
 the address the connection actually arrived on, and ``api.allowed_hosts``.
 
@@ -76,12 +77,15 @@ def resolve_own_names(config: Config) -> OwnNames:
     for name in (socket.gethostname(), socket.getfqdn(), mesos.hostname):
         if name:
             add(name)
-    if mesos.webui_url:
-        webui = urlsplit(mesos.webui_url.strip())
-        host = parse_authority(webui.netloc.rpartition("@")[2])
+    # The webui URL, and the URL the other instances forward to while this one leads.
+    for url in (mesos.webui_url, config.ha.advertise_url):
+        if not url:
+            continue
+        parts = urlsplit(url.strip())
+        host = parse_authority(parts.netloc.rpartition("@")[2])
         if host is not None:
             names.add(host[0])
-            pinned.add((host[0], host[1] or DEFAULT_PORTS.get(webui.scheme, 80)))
+            pinned.add((host[0], host[1] or DEFAULT_PORTS.get(parts.scheme, 80)))
     for entry in api.allowed_hosts:
         parsed = parse_authority(entry.strip())
         if parsed is None:

@@ -12,6 +12,7 @@ from scale_scheduler.api import (
     health,
     metrics,
     openapi,
+    views_leader,
     views_nodes,
     views_queue,
     views_scheduler,
@@ -26,6 +27,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/scheduler/", views_scheduler.get_scheduler)
     router.add_patch("/scheduler/", views_scheduler.patch_scheduler)
     router.add_get("/status/", views_status.get_status)
+    router.add_get("/leader/", views_leader.get_leader)
     router.add_post("/queue/", views_queue.post_queue)
     router.add_get("/queue/", views_queue.get_queue)
     router.add_get("/tasks/", views_tasks.list_tasks)

@@ -284,6 +284,55 @@ class StateConfig(_Section, frozen=True):
         return "StateConfig(" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")"
 
 
+class HaConfig(_Section, frozen=True):
+    lease_seconds: Annotated[
+        float,
+        _doc(
+            "Seconds a leader's term lasts unless renewed; a frozen or cut-off leader is replaced "
+            "this long after its last renewal (at once when its process dies).",
+            gt=0,
+        ),
+    ] = 10.0
+    renew_seconds: Annotated[
+        float,
+        _doc(
+            "Seconds between two renewals of the leader's lease (and between two attempts of a "
+            "standby to take it); less than lease_seconds.",
+            gt=0,
+        ),
+    ] = 2.0
+    advertise_url: Annotated[
+        str,
+        _doc(
+            "This instance's API URL as the other instances reach it (they forward requests "
+            "there while it leads); empty: http://<the machine's name>:<api.port>/."
+        ),
+    ] = ""
+    instance: Annotated[
+        str,
+        _doc("This instance's name among the instances; empty: the host name and the API port."),
+    ] = ""
+    dsn: Annotated[
+        str,
+        _doc(
+            "PostgreSQL database the instances elect their leader in, while state.backend is "
+            "sqlite: leadership only, each instance keeps its own state file (for trying "
+            "failover; a new leader does not see the old one's queue). With state.backend: "
+            "postgresql the election is in state.dsn and this stays empty. Empty: one instance, "
+            "always the leader."
+        ),
+    ] = ""
+    password_file: Annotated[
+        str,
+        _doc("File holding the password of ha.dsn on its first line (read at start-up)."),
+    ] = ""
+
+    def __repr__(self) -> str:
+        values = msgspec.structs.asdict(self)
+        values["dsn"] = redact_dsn(self.dsn)
+        return "HaConfig(" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")"
+
+
 class LoggingConfig(_Section, frozen=True):
     level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"],
@@ -375,6 +424,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
+    ha: HaConfig = msgspec.field(default_factory=HaConfig)
 
     def effective_user(self) -> str:
         return self.mesos.user or getpass.getuser()
@@ -553,6 +603,7 @@ def _check_semantics(config: Config) -> None:
         "api.token_file": config.api.token_file,
         "mesos.secret_file": config.mesos.secret_file,
         "state.password_file": config.state.password_file,
+        "ha.password_file": config.ha.password_file,
     }
     for key, path in paths.items():
         if "\0" in path:  # no file system takes one; os calls raise ValueError
@@ -588,6 +639,7 @@ def _check_semantics(config: Config) -> None:
             "api.read_auth",
         )
     _check_state_backend(config.state)
+    _check_ha(config)
     for entry in config.api.allowed_hosts:
         if parse_authority(entry) is None:
             raise ConfigError(
@@ -622,6 +674,60 @@ def _check_state_backend(state: StateConfig) -> None:
             "state.password_file: state.dsn holds a password too; keep the one in the file and "
             f"remove it from state.dsn ({redact_dsn(state.dsn)!r})",
             "state.password_file",
+        )
+
+
+def _check_ha(config: Config) -> None:
+    """Renewal well inside the lease; ha.dsn only beside an SQLite backend; a usable URL."""
+    ha = config.ha
+    if ha.renew_seconds >= ha.lease_seconds:
+        raise ConfigError(
+            f"ha.renew_seconds: must be less than ha.lease_seconds ({ha.lease_seconds:g}), got "
+            f"{ha.renew_seconds:g}; a lease renewed no sooner than it ends lapses between "
+            "renewals",
+            "ha.renew_seconds",
+        )
+    if ha.dsn:
+        if config.state.backend == "postgresql":
+            raise ConfigError(
+                "ha.dsn: with state.backend: postgresql the instances elect their leader in "
+                "state.dsn; remove ha.dsn",
+                "ha.dsn",
+            )
+        problem = dsn_problem(ha.dsn)
+        if problem:
+            raise ConfigError(f"ha.dsn: {problem}; got {redact_dsn(ha.dsn)!r}", "ha.dsn")
+        if ha.password_file and dsn_has_password(ha.dsn):
+            raise ConfigError(
+                "ha.password_file: ha.dsn holds a password too; keep the one in the file and "
+                f"remove it from ha.dsn ({redact_dsn(ha.dsn)!r})",
+                "ha.password_file",
+            )
+        if config.api.port == 0 and not ha.advertise_url:
+            raise ConfigError(
+                "ha.advertise_url: required when api.port is 0 (a port chosen at start-up "
+                "cannot be told to the other instances in advance); set api.port or "
+                "ha.advertise_url",
+                "ha.advertise_url",
+            )
+    elif ha.password_file:
+        raise ConfigError(
+            "ha.password_file: only used with ha.dsn; set ha.dsn, or remove ha.password_file",
+            "ha.password_file",
+        )
+    if ha.advertise_url:
+        parts = urlsplit(ha.advertise_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ConfigError(
+                "ha.advertise_url: expected http://host:port/ (how the other instances reach "
+                f"this one's API), got {ha.advertise_url!r}",
+                "ha.advertise_url",
+            )
+    if any(ch.isspace() or not ch.isprintable() for ch in ha.instance) or len(ha.instance) > 255:
+        raise ConfigError(
+            "ha.instance: expected up to 255 printable characters without spaces, "
+            f"got {ha.instance!r}",
+            "ha.instance",
         )
 
 
@@ -665,6 +771,7 @@ _SECTION_HELP = {
     "state": "Durable state: SQLite (WAL, fsync on every commit) or PostgreSQL.",
     "logging": "Structured logs on stdout.",
     "scheduler": "Offer handling and task life-cycle policy.",
+    "ha": "High availability: several instances, one leader (PostgreSQL).",
 }
 
 

@@ -24,11 +24,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any, Protocol
 
 import msgspec
 
 from scale_scheduler.daemon.driver import ConnectionState, ConnectionStatus
+from scale_scheduler.daemon.leadership import Leadership
+from scale_scheduler.daemon.leadership_terms import Role
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import DeleteOutcome, NewTask, TaskNotFoundError
 from scale_scheduler.daemon.usage_views import (
@@ -69,6 +72,8 @@ __all__ = [
     "CoreUnavailableError",
     "DeleteOutcome",
     "FlagChange",
+    "LeaderInstance",
+    "LeaderView",
     "MasterStatus",
     "MissingRowError",
     "NewTask",
@@ -84,6 +89,7 @@ __all__ = [
     "TaskSpec",
     "TaskUsageView",
     "TaskView",
+    "ThisInstance",
     "UsageSampleView",
     "UsageView",
 ]
@@ -123,6 +129,35 @@ class StatusView(msgspec.Struct, forbid_unknown_fields=True):
     scheduler: SchedulerStatus
     queue_depth: Count
     resources: ClusterResources | msgspec.UnsetType = msgspec.UNSET
+
+
+# --- who leads: GET /leader/'s body ------------------------------------------------------------
+
+
+class LeaderInstance(msgspec.Struct, forbid_unknown_fields=True):
+    """An instance as the others reach it; hostname is its name as it tells Mesos."""
+
+    instance: str
+    api_url: str
+    hostname: str
+
+
+class ThisInstance(msgspec.Struct, forbid_unknown_fields=True):
+    """The instance that answered, and its role ("leader" or "standby")."""
+
+    instance: str
+    api_url: str
+    role: str
+
+
+class LeaderView(msgspec.Struct, forbid_unknown_fields=True):
+    """The current leader (null while none is known), its term's epoch and start, and the
+    instance that answered."""
+
+    leader: LeaderInstance | None
+    epoch: int
+    since: datetime | None
+    this: ThisInstance
 
 
 # --- other read models --------------------------------------------------------------------------
@@ -192,6 +227,20 @@ class CoreFacade(Protocol):
 
     async def ping_database(self) -> None:
         """One trivial read: raises if the database does not answer."""
+        ...
+
+    def leader(self) -> LeaderView:
+        """Who leads, and this instance's role; ``CoreUnavailableError`` before start-up."""
+        ...
+
+    @property
+    def is_standby(self) -> bool:
+        """This instance stands by: another leads (or none yet), it forwards the API."""
+        ...
+
+    @property
+    def leadership_changes(self) -> int:
+        """Times this instance's role changed."""
         ...
 
     def status(self) -> StatusView:
@@ -275,6 +324,7 @@ class SchedulerFacade:
         self._store: StateStore | None = None
         self._scheduler: SchedulerRepository | None = None
         self._core: SchedulerCore | None = None
+        self._leadership: Leadership | None = None
         self._status_key: tuple[Any, ...] | None = None
         self._status: StatusView | None = None
 
@@ -288,6 +338,36 @@ class SchedulerFacade:
 
     def detach_core(self) -> None:
         self._core = None
+
+    def attach_leadership(self, leadership: Leadership) -> None:
+        self._leadership = leadership
+
+    # -- leadership -----------------------------------------------------------------------------
+
+    def leader(self) -> LeaderView:
+        leadership = self._leadership
+        if leadership is None:
+            raise CoreUnavailableError("The daemon is starting or stopping; retry shortly.")
+        view, this = leadership.leader(), leadership.this
+        leader = view.leader
+        return LeaderView(
+            leader=None
+            if leader is None
+            else LeaderInstance(leader.instance, leader.api_url, leader.hostname),
+            epoch=view.epoch,
+            since=view.since,
+            this=ThisInstance(this.instance, this.api_url, leadership.role.value),
+        )
+
+    @property
+    def is_standby(self) -> bool:
+        leadership = self._leadership
+        return leadership is not None and leadership.role is Role.STANDBY
+
+    @property
+    def leadership_changes(self) -> int:
+        leadership = self._leadership
+        return leadership.changes if leadership is not None else 0
 
     def _state(self) -> tuple[StateStore, SchedulerRepository]:
         if self._store is None or self._scheduler is None:

@@ -22,6 +22,10 @@ class ExitCode(enum.IntEnum):
     API_BIND_FAILED = 5
     SUBSCRIPTION_LOST = 6
     """No subscription to a Mesos master for ``mesos.give_up_after`` seconds."""
+    DEPOSED = 7
+    """This instance led and no longer does (its term ended, or the master said another
+    instance subscribed with the framework id): it stopped calling Mesos at once and exits, to
+    be restarted as a standby."""
 
 
 class FatalError(Exception):

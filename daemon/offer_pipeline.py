@@ -175,6 +175,8 @@ class OfferPipeline:
         self._interest_tasks: set[asyncio.Task[None]] = set()
         self._flow_held = False
         """The last pass left work queued because of flow control: offers were declined."""
+        self.launches_held: Callable[[], bool] = lambda: False
+        """True while launches wait (for reconciliation after a subscription: the core's)."""
         self._last_flow_revive = -float("inf")
         self._interest_lock = asyncio.Lock()
         self._observer = NodeObserver(nodes)
@@ -296,7 +298,7 @@ class OfferPipeline:
                 scheduler_paused=self._scheduler.is_paused,
                 blocked_hosts=seen.blocked,
                 settings=self._settings,
-                launch_budget=self._tracker.launch_budget(),
+                launch_budget=0 if self.launches_held() else self._tracker.launch_budget(),
             )
         except Exception:
             log.exception("offer_match_failed", offers=len(offers))

@@ -177,7 +177,21 @@ def cmd_status(client: ApiClient, args: argparse.Namespace) -> Result:
         lines += ["", table(["RESOURCES", *(n.upper() for n in names)], rows)]
     else:
         lines += ["resources: not known yet (no agent totals from the master)"]
+    lines += ["", _leader_line(client.get("leader/"))]
     return body, "\n".join(lines)
+
+
+def _leader_line(view: dict[str, Any]) -> str:
+    """Who leads, and what the instance asked is (``GET /leader/``, answered by it itself)."""
+    this = view["this"]
+    asked = f"this instance: {this['instance']} ({this['role']}, {this['api_url']})"
+    leader = view["leader"]
+    if leader is None:
+        return f"leader: none known (epoch {view['epoch']}); {asked}"
+    return (
+        f"leader: {leader['instance']} at {leader['api_url']} (host {leader['hostname']}, "
+        f"epoch {view['epoch']}, since {view['since']}); {asked}"
+    )
 
 
 def cmd_pause(client: ApiClient, args: argparse.Namespace) -> Result:

@@ -23,7 +23,7 @@ from scale_scheduler.daemon.exit_codes import ExitCode, FatalError
 from scale_scheduler.daemon.framework_info import CredentialsError, read_credentials
 from scale_scheduler.state.database_check import check_database_file
 from scale_scheduler.state.postgres.dsn import dsn_has_password
-from scale_scheduler.state.postgres.errors import PasswordFileError
+from scale_scheduler.state.postgres.errors import PasswordFileError, PostgresStateError
 from scale_scheduler.state.postgres.password import read_password_file
 from scale_scheduler.state.store import StoreError
 
@@ -97,6 +97,30 @@ def check_password_file(config: Config) -> list[ConfigWarning]:
     return warnings
 
 
+def check_election(config: Config) -> list[ConfigWarning]:
+    """``ha.password_file`` is usable; ``ha.dsn`` beside SQLite is warned about: the instances
+    elect a leader, but each keeps its own state."""
+    ha = config.ha
+    if not ha.dsn:
+        return []
+    warnings: list[ConfigWarning] = []
+    if ha.password_file:
+        try:
+            read_password_file(ha.password_file, "ha.password_file")
+        except PasswordFileError as exc:
+            raise ConfigError(str(exc), "ha.password_file") from None
+        warnings += _private_file_warnings("ha.password_file", ha.password_file)
+    warnings.append(
+        ConfigWarning(
+            "ha.dsn",
+            "the instances elect their leader in PostgreSQL but each keeps its own state in "
+            "state.path: a new leader does not see the queue of the one before (for trying "
+            "failover; shared state needs state.backend: postgresql)",
+        )
+    )
+    return warnings
+
+
 POSTGRESQL_NOT_YET = (
     "state.backend: postgresql is not supported by this release yet (its settings are "
     "checked, but the daemon cannot keep its state there); use sqlite"
@@ -128,6 +152,7 @@ CHECKS: tuple[Check, ...] = (
     check_token_file,
     check_secret_file,
     check_password_file,
+    check_election,
     check_mesos_driver,
     check_state_backend,
     check_database,
@@ -163,6 +188,11 @@ def fatal_error(exc: BaseException) -> FatalError | None:
         )
     if isinstance(exc, (ConfigError, CredentialsError)):
         return FatalError(ExitCode.CONFIG_ERROR, str(exc))
+    if isinstance(exc, PasswordFileError):
+        return FatalError(ExitCode.CONFIG_ERROR, str(exc))
+    if isinstance(exc, PostgresStateError):
+        # The election's database (ha.dsn) cannot be reached, logged in to or migrated.
+        return FatalError(ExitCode.STORE_ERROR, f"leadership database: {exc}")
     return None
 
 

@@ -27,6 +27,7 @@ from scale_scheduler.daemon.driver import SchedulerDriver, Subscription
 from scale_scheduler.daemon.exit_codes import ExitCode
 from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.offer_pipeline import OfferPipeline
+from scale_scheduler.daemon.reconciliation_gate import ReconciliationGate
 from scale_scheduler.daemon.task_tracker import TaskTracker
 from scale_scheduler.daemon.usage_poller import UsagePoller
 from scale_scheduler.state.interface import StateStore
@@ -82,6 +83,9 @@ class SchedulerCore:
             scheduler_repo.state,
             clock,
         )
+        self._gate = ReconciliationGate()
+        self._gate_timer: asyncio.TimerHandle | None = None
+        self.pipeline.launches_held = self._launches_held
         self.usage: UsagePoller | None = None
         if usage_client is not None and config.usage.interval > 0:
             self.usage = UsagePoller(
@@ -139,6 +143,8 @@ class SchedulerCore:
             self.tracker.work_listeners.remove(self._on_work)
         with contextlib.suppress(ValueError):
             self.tracker.room_listeners.remove(self.pipeline.on_room)
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
         tasks = [*self._background, *self._oneshots]
         if self._reconciling is not None:
             tasks.append(self._reconciling)
@@ -180,6 +186,7 @@ class SchedulerCore:
             queue_depth=self.tracker.queue_depth,
         )
         self.pipeline.on_subscribed()
+        self._hold_launches_for_reconciliation()
         self.start_reconciliation()
         if self._fetch_agents is not None:
             self._spawn(self._refresh_quietly())
@@ -192,6 +199,9 @@ class SchedulerCore:
 
     def on_update(self, status: TaskStatus) -> None:
         self.tracker.on_update(status)
+        if self._gate.heard(status.task_id.value):
+            log.info("launches_released", reason="every launched task was heard of")
+            self.pipeline.on_room()
         if self.usage is not None:
             self.usage.note_status(status)
 
@@ -263,6 +273,32 @@ class SchedulerCore:
         self.pipeline.request_revive()
 
     # -- reconciliation and agents --------------------------------------------------------------
+
+    def _launches_held(self) -> bool:
+        return self._gate.holding(asyncio.get_running_loop().time())
+
+    def _hold_launches_for_reconciliation(self) -> None:
+        """Launch nothing until Mesos has answered for every task believed launched (a new
+        leader's, a restart's), or ``scheduler.reconcile_retry`` x 3 has passed."""
+        loop = asyncio.get_running_loop()
+        timeout = self._settings.reconcile_retry * 3
+        awaited = self._gate.arm(
+            (task.mesos_task_id for task in self.tracker.launched_tasks()), loop.time(), timeout
+        )
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+            self._gate_timer = None
+        if not awaited:
+            return
+        log.info("launches_held_for_reconciliation", tasks=awaited, timeout=timeout)
+        self._gate_timer = loop.call_later(timeout, self._release_after_timeout)
+
+    def _release_after_timeout(self) -> None:
+        self._gate_timer = None
+        if self._gate.awaiting:
+            log.info("launches_released", reason="timeout", unanswered=self._gate.awaiting)
+        self._gate.release()
+        self.pipeline.on_room()
 
     def start_reconciliation(self) -> None:
         """Begin a reconciliation round, replacing one still running."""

@@ -21,6 +21,19 @@ leader checks ``Term.expired()`` before acting outside the database (a Mesos cal
 
 A leader whose transaction stays open (a paused process) would hold a new term back: its sessions
 should run with ``idle_in_transaction_session_timeout`` (``ConnectSettings.server_settings``).
+
+Takeover: a lease alone makes a dead leader's successor wait for the lease to lapse. So the
+leader also holds a session advisory lock (``LEADERSHIP_LOCK_KEY``) on the connection it renews
+on, and records that session's backend pid in ``holder_pid``. When its process dies, the server
+ends the session and frees the lock. A contender that then gets the lock knows the recorded
+session no longer holds it and may start a new term at once (``acquire(..., locked=True)``),
+without waiting for ``lease_until``. A leader that got its term without the lock (a paused
+predecessor still held it) records ``holder_pid`` NULL until it gets the lock: nobody can take
+over from it before its lease lapses. A forced takeover ends the old term before its
+``valid_until``: the old leader's session is gone, so it learns it was deposed from its
+connection's loss, which it treats as the end of its term.
+
+The row also says where the leader is (``api_url``, ``hostname``), for standbys to forward to.
 """
 
 from __future__ import annotations
@@ -35,25 +48,35 @@ import asyncpg
 
 from scale_scheduler.state.postgres.errors import FencedError
 
-_COLUMNS = "epoch, holder, lease_until, since"
+_COLUMNS = "epoch, holder, lease_until, since, api_url, hostname, holder_pid"
 
+LEADERSHIP_LOCK_KEY = 0x5CA1E_1EAD
+"""The session advisory lock (one bigint) the leader holds on its renewing connection."""
+
+# $5: the caller holds the advisory lock on this session. Then a lease whose recorded session
+# (holder_pid) held the lock may be taken before it lapses: that session is gone.
 _ACQUIRE_SQL = f"""
 UPDATE leadership
    SET epoch = epoch + 1, holder = $1, since = clock_timestamp(),
-       lease_until = clock_timestamp() + make_interval(secs => $2)
- WHERE id = 1 AND lease_until <= clock_timestamp()
+       lease_until = clock_timestamp() + make_interval(secs => $2),
+       api_url = $3, hostname = $4,
+       holder_pid = CASE WHEN $5::boolean THEN pg_backend_pid() END
+ WHERE id = 1
+   AND (lease_until <= clock_timestamp()
+        OR ($5::boolean AND holder_pid IS NOT NULL AND holder_pid <> pg_backend_pid()))
 RETURNING {_COLUMNS}
 """
 
 _RENEW_SQL = f"""
 UPDATE leadership
-   SET lease_until = clock_timestamp() + make_interval(secs => $3)
+   SET lease_until = clock_timestamp() + make_interval(secs => $3),
+       holder_pid = CASE WHEN $4::boolean THEN pg_backend_pid() END
  WHERE id = 1 AND holder = $1 AND epoch = $2 AND lease_until > clock_timestamp()
 RETURNING {_COLUMNS}
 """
 
 _RELEASE_SQL = """
-UPDATE leadership SET lease_until = '-infinity'
+UPDATE leadership SET lease_until = '-infinity', holder_pid = NULL
  WHERE id = 1 AND holder = $1 AND epoch = $2
 """
 
@@ -87,13 +110,23 @@ class LeadershipView:
     lease_until: datetime
     since: datetime
     live: bool
+    api_url: str | None = None
+    hostname: str | None = None
+    holder_pid: int | None = None
+    """The backend of the leader's session holding the advisory lock (None: not held)."""
 
 
 class Lease:
     """Acquire, renew and release the lease for one holder (an instance's name)."""
 
     def __init__(
-        self, holder: str, lease_seconds: float, *, clock: Callable[[], float] = time.monotonic
+        self,
+        holder: str,
+        lease_seconds: float,
+        *,
+        api_url: str = "",
+        hostname: str = "",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not holder:
             raise ValueError("a lease holder needs a name")
@@ -101,18 +134,32 @@ class Lease:
             raise ValueError("lease_seconds must be positive")
         self.holder = holder
         self.lease_seconds = lease_seconds
+        self.api_url = api_url
+        self.hostname = hostname
         self._clock = clock
 
-    async def acquire(self, connection: asyncpg.Connection) -> Term | None:
-        """A new term (epoch + 1) when the lease has lapsed or was released; else None."""
+    async def acquire(self, connection: asyncpg.Connection, *, locked: bool = False) -> Term | None:
+        """A new term (epoch + 1) when the lease has lapsed or was released; else None.
+
+        ``locked``: ``connection``'s session holds the leadership advisory lock (``try_lock``):
+        the term is then taken also from a live lease whose session held the lock, as that
+        session is gone, and this session is recorded as the one holding it.
+        """
         sent = self._clock()
-        row = await connection.fetchrow(_ACQUIRE_SQL, self.holder, self.lease_seconds)
+        row = await connection.fetchrow(
+            _ACQUIRE_SQL, self.holder, self.lease_seconds, self.api_url, self.hostname, locked
+        )
         return None if row is None else self._term(row, sent)
 
-    async def renew(self, connection: asyncpg.Connection, term: Term) -> Term | None:
-        """The same term with a later end, or None when it lapsed or was taken over."""
+    async def renew(
+        self, connection: asyncpg.Connection, term: Term, *, locked: bool = False
+    ) -> Term | None:
+        """The same term with a later end, or None when it lapsed or was taken over.
+        ``locked``: ``connection``'s session holds the advisory lock (recorded; else cleared)."""
         sent = self._clock()
-        row = await connection.fetchrow(_RENEW_SQL, self.holder, term.epoch, self.lease_seconds)
+        row = await connection.fetchrow(
+            _RENEW_SQL, self.holder, term.epoch, self.lease_seconds, locked
+        )
         return None if row is None else self._term(row, sent)
 
     async def release(self, connection: asyncpg.Connection, term: Term) -> bool:
@@ -130,6 +177,19 @@ class Lease:
         )
 
 
+async def try_lock(connection: asyncpg.Connection) -> bool:
+    """Take the leadership advisory lock for ``connection``'s session, if no session holds it.
+
+    Session locks stack: call it only while this session does not hold the lock already.
+    """
+    return bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", LEADERSHIP_LOCK_KEY))
+
+
+async def unlock(connection: asyncpg.Connection) -> None:
+    """Give the advisory lock back (a standby that took it but found a live leader)."""
+    await connection.execute("SELECT pg_advisory_unlock($1)", LEADERSHIP_LOCK_KEY)
+
+
 async def read_leadership(connection: asyncpg.Connection) -> LeadershipView:
     row = await connection.fetchrow(_READ_SQL)
     if row is None:
@@ -140,6 +200,9 @@ async def read_leadership(connection: asyncpg.Connection) -> LeadershipView:
         lease_until=row["lease_until"],
         since=row["since"],
         live=bool(row["live"]),
+        api_url=row["api_url"],
+        hostname=row["hostname"],
+        holder_pid=row["holder_pid"],
     )
 
 

@@ -29,15 +29,15 @@ class Password:
         return "Password(<hidden>)"
 
 
-def read_password_file(path: str | Path) -> Password:
+def read_password_file(path: str | Path, key: str = PASSWORD_KEY) -> Password:
     """The password in ``path`` (its first line, trailing newline dropped); blocking.
 
-    Raises ``PasswordFileError`` naming ``state.password_file`` and the problem, never the
-    file's content.
+    Raises ``PasswordFileError`` naming ``key`` (the setting, ``state.password_file`` unless
+    told) and the problem, never the file's content.
     """
     problem = _password_problem(Path(path))
     if isinstance(problem, str):
-        raise PasswordFileError(f"{PASSWORD_KEY}: {problem}")
+        raise PasswordFileError(f"{key}: {problem}")
     return problem
 
 

@@ -251,6 +251,7 @@ async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> No
     await prober.expect(201, "PATCH", "/scheduler/", body={"is_paused": False})
     await prober.expect(400, "PATCH", "/scheduler/", body={})
     await prober.expect(200, "GET", "/status/")
+    await prober.expect(200, "GET", "/leader/")
     await prober.expect(200, "GET", "/usage/")
     await prober.expect(200, "GET", "/queue/")
     await prober.expect(400, "GET", "/queue/", query="?page=0")

@@ -68,6 +68,10 @@ def test_status_as_a_table_and_as_json(run: Run) -> None:
     assert "master" in out
     assert "scheduler" in out
     assert "queue depth: " in out
+    leader_line = out.splitlines()[-1]
+    assert leader_line.startswith("leader: ")
+    assert "epoch 1, since " in leader_line
+    assert "(leader, http://" in leader_line  # the instance asked leads: a single instance
     body = run.json("status")
     assert body["scheduler"]["hostname"] == "sched.test"
     assert body["master"]["is_online"] is True
