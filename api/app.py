@@ -35,6 +35,8 @@ from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.supervisor import Supervisor
 from scale_scheduler.state.framework import FrameworkIdRepository
 from scale_scheduler.state.interface import MaintainedState
+from scale_scheduler.state.postgres.backend import PostgresState
+from scale_scheduler.state.postgres.password import read_password_file
 from scale_scheduler.state.retention import RetentionPolicy
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.sqlite import SqliteState
@@ -42,8 +44,10 @@ from scale_scheduler.state.store import Store
 
 # What only the wiring touches; the views reach all of it through ``CORE`` (``api.keys``).
 STORE = web.AppKey("store", Store)
+"""The SQLite store (backend sqlite only)."""
 STATE = web.AppKey("state", MaintainedState)
-"""The state interface over ``STORE``: what the core, the facade and the pruner use."""
+"""The state interface (SQLite over ``STORE``, or PostgreSQL): what the core, the facade and
+the pruner use."""
 SCHEDULER = web.AppKey("scheduler", SchedulerRepository)
 CONNECTION = web.AppKey("connection", ConnectionStatus)
 SCHEDULER_CORE = web.AppKey("scheduler_core", SchedulerCore)
@@ -62,13 +66,25 @@ async def resolve_hostname(app: web.Application) -> None:
     app[FACADE].hostname = hostname
 
 
+async def open_state(app: web.Application) -> SqliteState | PostgresState:
+    """The configured backend, open and migrated (``STORE`` too, for SQLite)."""
+    settings = app[CONFIG].state
+    if settings.backend == "postgresql":
+        password = (
+            await asyncio.to_thread(read_password_file, settings.password_file)
+            if settings.password_file
+            else None
+        )
+        return await PostgresState.open(settings.dsn, password)
+    store = app[STORE] = await Store.open(settings.path)
+    return SqliteState(store)
+
+
 async def store_context(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    store = await Store.open(config.state.path)
+    state = await open_state(app)
     try:
-        app[STORE] = store
-        store.on_commit.append(app[METRICS].observe_commit)
-        state = app[STATE] = SqliteState(store)
+        state.on_commit.append(app[METRICS].observe_commit)
+        app[STATE] = state
         scheduler = SchedulerRepository(state)
         await scheduler.ensure_and_load()
         app[SCHEDULER] = scheduler
@@ -78,7 +94,7 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
         app[FRAMEWORK_IDS] = framework_ids
         yield
     finally:
-        await store.close()
+        await state.close()
 
 
 async def retention_context(app: web.Application) -> AsyncIterator[None]:

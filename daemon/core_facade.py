@@ -32,7 +32,12 @@ from scale_scheduler.daemon.driver import ConnectionState, ConnectionStatus
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import DeleteOutcome, NewTask, TaskNotFoundError
 from scale_scheduler.state.domain import Shape, TaskState
-from scale_scheduler.state.interface import MissingRowError, StateStore
+from scale_scheduler.state.interface import (
+    MissingRowError,
+    StateFencedError,
+    StateStore,
+    StateUnavailableError,
+)
 from scale_scheduler.state.nodes import (
     ClusterResources,
     FlagChange,
@@ -71,6 +76,8 @@ __all__ = [
     "Resources",
     "SchedulerFacade",
     "SchedulerStatus",
+    "StateFencedError",
+    "StateUnavailableError",
     "StatusView",
     "TaskNotFoundError",
     "TaskSpec",

@@ -23,7 +23,7 @@ from scale_scheduler.daemon.exit_codes import ExitCode, FatalError
 from scale_scheduler.daemon.framework_info import CredentialsError, read_credentials
 from scale_scheduler.state.database_check import check_database_file
 from scale_scheduler.state.postgres.dsn import dsn_has_password
-from scale_scheduler.state.postgres.errors import PasswordFileError
+from scale_scheduler.state.postgres.errors import PasswordFileError, PostgresStateError
 from scale_scheduler.state.postgres.password import read_password_file
 from scale_scheduler.state.store import StoreError
 
@@ -97,17 +97,14 @@ def check_password_file(config: Config) -> list[ConfigWarning]:
     return warnings
 
 
-POSTGRESQL_NOT_YET = (
-    "state.backend: postgresql is not supported by this release yet (its settings are "
-    "checked, but the daemon cannot keep its state there); use sqlite"
-)
+BACKENDS = ("sqlite", "postgresql")
 
 
 def check_state_backend(config: Config) -> list[ConfigWarning]:
-    """The backend can serve: until the state interface takes a PostgreSQL implementation,
-    only sqlite can."""
-    if config.state.backend == "postgresql":
-        raise ConfigError(POSTGRESQL_NOT_YET, "state.backend")
+    """The backend is one this release keeps its state in (``sqlite``, ``postgresql``; the
+    database itself is reached at start-up, which retries while it is away)."""
+    if config.state.backend not in BACKENDS:
+        raise ConfigError(f"state.backend: expected one of {', '.join(BACKENDS)}", "state.backend")
     return []
 
 
@@ -154,6 +151,10 @@ def fatal_error(exc: BaseException) -> FatalError | None:
         return exc
     if isinstance(exc, StoreError):
         return FatalError(ExitCode.STORE_ERROR, f"state.path {exc}")
+    if isinstance(exc, PasswordFileError):
+        return FatalError(ExitCode.CONFIG_ERROR, str(exc))
+    if isinstance(exc, PostgresStateError):  # unreachable, login refused, schema too new
+        return FatalError(ExitCode.STORE_ERROR, f"state.dsn: {exc}")
     if isinstance(exc, sqlite3.DatabaseError):
         # Damage past the pages the start-up checks read, found when the state is loaded.
         return FatalError(
