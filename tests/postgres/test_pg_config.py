@@ -139,9 +139,9 @@ def test_the_daemon_takes_postgresql_and_names_an_unreachable_database(tmp_path:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     done = _run("run", config)
     assert done.returncode == 3, done.stdout + done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "scale-scheduler: database error: state.dsn: database unreachable: 127.0.0.1:1/scale"
-    )
+    last_line = done.stderr.strip().splitlines()[-1]
+    expected = "scale-scheduler: database error: state.dsn: database unreachable: 127.0.0.1:1/scale"
+    assert last_line.startswith(expected), done.stderr
     for output in (checked, done):
         assert SECRET not in output.stdout + output.stderr
     assert not (tmp_path / "scale-scheduler.db").exists()
