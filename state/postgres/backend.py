@@ -11,14 +11,15 @@ Fencing: with ``fence`` (the current leadership epoch, or None when not leading)
 transaction runs under ``leadership.fenced``; a deposed epoch fails the group with
 ``StateFencedError``, having changed nothing.
 
-Connection loss: each group's transaction first inserts the group's id into ``state_writes``.
-When the connection drops while the transaction runs (during COMMIT, say), its outcome is
-unknown: the writer reconnects (with back-off) and looks for the id. Found: it committed, and is
-applied. Not found: the same transaction runs again with the same id, whose insert waits for, and
-then conflicts with, a first attempt still in flight. So each write is applied exactly once.
-While such a write is unsettled, new writes are refused at once with ``StateUnavailableError``;
-its callers wait for the settled answer. A write that reaches the writer while the database
-cannot be reached was never sent: it fails with ``StateUnavailableError`` (the API's 503).
+Connection loss: the writer reconnects (with back-off) and runs the group again. A transaction
+lost before its COMMIT was sent surely rolled back. One lost after (the answer to COMMIT never
+came) has an unknown outcome: each group's transaction first inserts the group's id into
+``state_writes``, so the writer looks for the id. Found: it committed, and is applied. Not found:
+the same transaction runs again with the same id, whose insert waits for, and then conflicts
+with, a first attempt still in flight. So each write is applied exactly once. While such a write
+is unsettled (the database still away), new writes are refused at once with
+``StateUnavailableError`` and its callers wait for the settled answer. A write whose group could
+not be sent fails with ``StateUnavailableError`` (the API's 503): nothing of it was committed.
 
 Reads run on a small pool of other connections; each is one statement (one snapshot) and sees
 every write whose ``commit`` has returned.
@@ -80,6 +81,8 @@ PRUNE_EVERY = 1024
 WRITE_ID_KEY = "state_writes_pkey"
 SETTLE_RETRY_SECONDS = 0.5
 """Pause between two attempts to settle a write of unknown outcome while the database is away."""
+MAX_LOSSES = 3
+"""Lost connections in a row, before any COMMIT was sent, after which a write is refused."""
 LOG_LIMIT = 64 * 1024 * 1024
 """``log_limit``: PostgreSQL manages its own WAL, so ``truncate_log`` is never due in practice."""
 
@@ -115,10 +118,13 @@ class PostgresState:
         self._pool = pool
         self._writer: asyncpg.Connection | None = writer
         self._fence = fence
+        self._read_timeout = connector.settings.connect_timeout
         self._queue: asyncio.Queue[_Write[Any] | None] = asyncio.Queue()
         self._closing = False
         self._away = False
         self._unsettled = False
+        self._committing = False
+        """The current transaction's COMMIT has been (or is being) sent."""
         self._writer_task: asyncio.Task[None] | None = None
         self.target = connector.target
         self.stats = StoreStats()
@@ -148,7 +154,7 @@ class PostgresState:
             pool = await asyncpg.create_pool(
                 dsn,
                 password=password.reveal if password is not None else None,
-                min_size=1,
+                min_size=0,  # no floor to restore: while the database is away, reads fail fast
                 max_size=readers,
                 timeout=settings.connect_timeout,
                 server_settings=dict(SERVER_SETTINGS),
@@ -237,6 +243,7 @@ class PostgresState:
     async def _commit_exactly_once(self, group: list[_Write[Any]], write_id: uuid.UUID) -> None:
         """Commit the group once, whatever connections are lost on the way."""
         in_doubt = False
+        losses = 0
         try:
             while True:
                 try:
@@ -280,7 +287,14 @@ class PostgresState:
                     )
                     connection.terminate()
                     self._writer = None
-                    in_doubt = True
+                    # Before its COMMIT was sent, a lost transaction surely rolled back.
+                    in_doubt = in_doubt or self._committing
+                    losses += 1
+                    if not in_doubt and losses >= MAX_LOSSES:
+                        raise StateUnavailableError(
+                            f"database {self.target} unreachable: {type(exc).__name__}: {exc}; "
+                            "the write was not made (try again)"
+                        ) from None
                     continue
                 if in_doubt:
                     log.warning("postgres_write_settled", landed=False, writes=len(group))
@@ -312,6 +326,7 @@ class PostgresState:
         transaction: AbstractAsyncContextManager[Any] = (
             fenced(connection, epoch) if epoch is not None else connection.transaction()
         )
+        self._committing = False
         async with transaction:
             # First: an attempt in flight with the same id makes this insert wait, then fail.
             await connection.execute(WRITE_ID_SQL, write_id)
@@ -346,6 +361,7 @@ class PostgresState:
             await flush()
             if self.stats.commits % PRUNE_EVERY == PRUNE_EVERY - 1:
                 await connection.execute(PRUNE_WRITE_IDS_SQL)
+            self._committing = True  # leaving the block sends COMMIT
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -355,12 +371,10 @@ class PostgresState:
         for attempt in (1, 2):
             connection: asyncpg.Connection | None = None
             try:
-                async with self._pool.acquire() as connection:
+                async with self._pool.acquire(timeout=self._read_timeout) as connection:
                     return await getattr(connection, method)(sql, *args)
             except Exception as exc:
-                if not is_connection_loss(exc, connection) and not (
-                    isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
-                ):
+                if not is_connection_loss(exc, connection):
                     raise
                 if attempt == 2:
                     raise StateUnavailableError(
