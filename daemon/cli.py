@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import structlog
 
@@ -69,8 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
         "submit sample tasks and show their progress until Ctrl-C.",
     )
     _add_demo_args(demo)
+    _add_state_args(commands)
     operator_cli.add_commands(commands, _add_config_arg)
     return parser
+
+
+def _add_state_args(commands: Any) -> None:
+    state = commands.add_parser("state", help="operate on the durable state (state copy)")
+    actions = state.add_subparsers(dest="state_command", metavar="ACTION")
+    actions.required = True
+    copy = actions.add_parser(
+        "copy",
+        help="copy a SQLite deployment's state into an empty PostgreSQL database",
+        description="Copy every task, node, the pause flag and the framework id from a SQLite "
+        "database into an empty PostgreSQL database, in one transaction. Stop the daemon first.",
+    )
+    copy.add_argument(
+        "--from", dest="source", required=True, metavar="sqlite:PATH", help="the SQLite database"
+    )
+    copy.add_argument(
+        "--to", dest="target", required=True, metavar="postgresql://...", help="the target DSN"
+    )
+    copy.add_argument(
+        "--password-file", metavar="PATH", help="the PostgreSQL password (its first line)"
+    )
 
 
 def _add_demo_args(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.subcommand
     if command in operator_cli.COMMANDS:
         return operator_cli.run(args)
+    if command == "state":
+        return state_copy(args.source, args.target, args.password_file)
     if command == "demo":
         from scale_scheduler.daemon.demo import main as demo_main
 
@@ -136,6 +162,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check-config":
         return check_config(config, args.config)
     return run_daemon(config, args.config)
+
+
+def state_copy(source: str, target: str, password_file: str | None) -> int:
+    """``state copy --from sqlite:PATH --to postgresql://...``: one line on success or error."""
+    from scale_scheduler.state.postgres.copy_from_sqlite import copy_sqlite_to_postgres
+    from scale_scheduler.state.postgres.dsn import describe_target, dsn_problem
+    from scale_scheduler.state.postgres.errors import PostgresStateError
+    from scale_scheduler.state.postgres.password import read_password_file
+    from scale_scheduler.state.store import StoreError
+
+    scheme, _, path = source.partition(":")
+    if scheme != "sqlite" or not path:
+        print("scale-scheduler: state copy: --from: expected sqlite:PATH", file=sys.stderr)
+        return ExitCode.CONFIG_ERROR
+    problem = dsn_problem(target)
+    if problem:
+        print(f"scale-scheduler: state copy: --to: {problem}", file=sys.stderr)
+        return ExitCode.CONFIG_ERROR
+    configure_logging("warning", "console", stream=sys.stderr)  # stdout: the one-line report
+    try:
+        password = read_password_file(password_file) if password_file else None
+        report = asyncio.run(copy_sqlite_to_postgres(path, target, password))
+    except (PostgresStateError, StoreError, sqlite3.Error) as exc:
+        print(f"scale-scheduler: state copy: {exc}", file=sys.stderr)
+        return ExitCode.STORE_ERROR
+    print(
+        f"copied {report.tasks} tasks, {report.nodes} nodes, framework id "
+        f"{report.framework_id or '(none)'} into {describe_target(target)}"
+    )
+    return ExitCode.OK
 
 
 def check_config(config: Config, config_path: str | None) -> int:
