@@ -245,8 +245,8 @@ def _nodes_sighted(change: c.NodesSighted) -> list[PgStatement]:
         rows = [(n.node_id, n.hostname, n.agent_id, n.now, n.now) for n in change.new]
         statements.append(PgStatement(NODE_INSERT_SQL, rows))
     if change.moved:
-        rows = [(agent, node_id) for node_id, agent in change.moved]
-        statements.append(PgStatement(NODE_AGENT_SQL, rows))
+        moved = [(agent, node_id) for node_id, agent in change.moved]
+        statements.append(PgStatement(NODE_AGENT_SQL, moved))
     return statements
 
 
