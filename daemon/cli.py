@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -166,31 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def state_copy(source: str, target: str, password_file: str | None) -> int:
     """``state copy --from sqlite:PATH --to postgresql://...``: one line on success or error."""
-    from scale_scheduler.state.postgres.copy_from_sqlite import copy_sqlite_to_postgres
-    from scale_scheduler.state.postgres.dsn import describe_target, dsn_problem
-    from scale_scheduler.state.postgres.errors import PostgresStateError
-    from scale_scheduler.state.postgres.password import read_password_file
-    from scale_scheduler.state.store import StoreError
+    from scale_scheduler.state.postgres import copy_from_sqlite as copying
 
-    scheme, _, path = source.partition(":")
-    if scheme != "sqlite" or not path:
-        print("scale-scheduler: state copy: --from: expected sqlite:PATH", file=sys.stderr)
-        return ExitCode.CONFIG_ERROR
-    problem = dsn_problem(target)
-    if problem:
-        print(f"scale-scheduler: state copy: --to: {problem}", file=sys.stderr)
-        return ExitCode.CONFIG_ERROR
     configure_logging("warning", "console", stream=sys.stderr)  # stdout: the one-line report
     try:
-        password = read_password_file(password_file) if password_file else None
-        report = asyncio.run(copy_sqlite_to_postgres(path, target, password))
-    except (PostgresStateError, StoreError, sqlite3.Error) as exc:
+        print(copying.state_copy(source, target, password_file))
+    except copying.CopyUsageError as exc:
+        print(f"scale-scheduler: state copy: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG_ERROR
+    except copying.CopyError as exc:
         print(f"scale-scheduler: state copy: {exc}", file=sys.stderr)
         return ExitCode.STORE_ERROR
-    print(
-        f"copied {report.tasks} tasks, {report.nodes} nodes, framework id "
-        f"{report.framework_id or '(none)'} into {describe_target(target)}"
-    )
     return ExitCode.OK
 
 

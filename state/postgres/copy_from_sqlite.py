@@ -21,10 +21,11 @@ from typing import Any
 import asyncpg
 
 from scale_scheduler.state.postgres.connection import Connector, ConnectSettings
+from scale_scheduler.state.postgres.dsn import describe_target, dsn_problem
 from scale_scheduler.state.postgres.errors import PostgresStateError
 from scale_scheduler.state.postgres.migrations import migrate
-from scale_scheduler.state.postgres.password import Password
-from scale_scheduler.state.store import Store
+from scale_scheduler.state.postgres.password import Password, read_password_file
+from scale_scheduler.state.store import Store, StoreError
 
 BATCH = 50_000
 
@@ -43,6 +44,33 @@ NODE_BOOLEANS = (3, 5)  # is_paused, is_active
 
 class CopyError(PostgresStateError):
     """The copy cannot be made (the source is missing, the target already holds state)."""
+
+
+class CopyUsageError(CopyError):
+    """``--from`` or ``--to`` is not what the command takes."""
+
+
+def state_copy(source: str, target: str, password_file: str | None) -> str:
+    """``state copy --from sqlite:PATH --to DSN``: the one-line report of a finished copy.
+    Raises ``CopyUsageError`` for a wrong argument, ``CopyError`` when the copy failed (nothing
+    was written to the target then)."""
+    scheme, _, path = source.partition(":")
+    if scheme != "sqlite" or not path:
+        raise CopyUsageError("--from: expected sqlite:PATH")
+    problem = dsn_problem(target)
+    if problem:
+        raise CopyUsageError(f"--to: {problem}")
+    try:
+        password = read_password_file(password_file) if password_file else None
+        report = asyncio.run(copy_sqlite_to_postgres(path, target, password))
+    except CopyError:
+        raise
+    except (PostgresStateError, StoreError, sqlite3.Error) as exc:
+        raise CopyError(str(exc)) from None
+    return (
+        f"copied {report.tasks} tasks, {report.nodes} nodes, framework id "
+        f"{report.framework_id or '(none)'} into {describe_target(target)}"
+    )
 
 
 @dataclass(frozen=True)
