@@ -47,7 +47,7 @@ async def client(index: int, daemon: Daemon, ledger: Ledger, stop: asyncio.Event
                     ledger.refused.append(names)
                 else:
                     ledger.unexpected.append(f"{response.status}: {await response.text()}")
-            await asyncio.sleep(0.05)  # pace: the submitting spans the outage
+            await asyncio.sleep(0.05)  # paced: the submitting spans the outage
 
 
 async def test_a_postgresql_restart_under_load_loses_no_acknowledged_write(
@@ -65,7 +65,7 @@ async def test_a_postgresql_restart_under_load_loses_no_acknowledged_write(
             await sim.wait_until(lambda: len(ledger.acked) >= 200, timeout=30)
             await asyncio.to_thread(server.stop, "fast")
             acked_before_outage = len(ledger.acked)
-            await asyncio.sleep(DOWN_SECONDS)  # the outage itself: its length is the scenario
+            await asyncio.sleep(DOWN_SECONDS)  # time must pass: the outage is the scenario
             await asyncio.to_thread(server.start)
             await sim.wait_until(lambda: len(ledger.acked) >= acked_before_outage + 200, timeout=30)
             stop.set()
