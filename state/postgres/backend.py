@@ -515,7 +515,7 @@ class PostgresState:
 
 
 def _plain(row: asyncpg.Record) -> tuple[Any, ...]:
-    """A view row as SQLite gives it (``spec`` as bytes, which ``bytea`` already is)."""
+    """A view row as the tuple ``view_from_row`` indexes (``bytea`` arrives as bytes)."""
     return tuple(row)
 
 
