@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import aiohttp
 import structlog
@@ -52,6 +53,8 @@ from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.supervisor import Supervisor
 from scale_scheduler.state.framework import FrameworkIdRepository
 from scale_scheduler.state.interface import MaintainedState
+from scale_scheduler.state.postgres.backend import PostgresState
+from scale_scheduler.state.postgres.password import read_password_file
 from scale_scheduler.state.retention import RetentionPolicy
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.sqlite import SqliteState
@@ -61,8 +64,10 @@ log = structlog.get_logger(__name__)
 
 # What only the wiring touches; the views reach all of it through ``CORE`` (``api.keys``).
 STORE = web.AppKey("store", Store)
+"""The SQLite store (backend sqlite only)."""
 STATE = web.AppKey("state", MaintainedState)
-"""The state interface over ``STORE``: what the core, the facade and the pruner use."""
+"""The state interface (SQLite over ``STORE``, or PostgreSQL): what the core, the facade and
+the pruner use."""
 SCHEDULER = web.AppKey("scheduler", SchedulerRepository)
 CONNECTION = web.AppKey("connection", ConnectionStatus)
 SCHEDULER_CORE = web.AppKey("scheduler_core", SchedulerCore)
@@ -72,6 +77,20 @@ DRIVER = web.AppKey("driver", SchedulerDriver)
 OPERATOR_SESSION = web.AppKey("operator_session", aiohttp.ClientSession)
 FACADE = web.AppKey("facade", SchedulerFacade)
 """``CORE``'s implementation, which the wiring attaches the state and the core to."""
+
+
+@dataclass
+class FenceEpoch:
+    """The epoch this process's state writes are fenced by: set when it starts leading and kept
+    until it exits (a deposed leader exits, status 7); None while it stands by."""
+
+    epoch: int | None = None
+
+    def __call__(self) -> int | None:
+        return self.epoch
+
+
+FENCE = web.AppKey("fence", FenceEpoch)
 LEADERSHIP = web.AppKey("leadership", Leadership)
 """Whether this instance leads (``daemon/leadership.py``); the API reads it through ``CORE``."""
 
@@ -83,13 +102,27 @@ async def resolve_hostname(app: web.Application) -> None:
     app[FACADE].hostname = hostname
 
 
+async def open_state(app: web.Application) -> SqliteState | PostgresState:
+    """The configured backend, open and migrated (``STORE`` too, for SQLite)."""
+    settings = app[CONFIG].state
+    if settings.backend == "postgresql":
+        password = (
+            await asyncio.to_thread(read_password_file, settings.password_file)
+            if settings.password_file
+            else None
+        )
+        # Every transaction is fenced by the epoch this process leads in (none while it stands
+        # by): a deposed leader's late write fails and changes nothing.
+        return await PostgresState.open(settings.dsn, password, fence=app[FENCE])
+    store = app[STORE] = await Store.open(settings.path)
+    return SqliteState(store)
+
+
 async def store_context(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    store = await Store.open(config.state.path)
+    state = await open_state(app)
     try:
-        app[STORE] = store
-        store.on_commit.append(app[METRICS].observe_commit)
-        state = app[STATE] = SqliteState(store)
+        state.on_commit.append(app[METRICS].observe_commit)
+        app[STATE] = state
         scheduler = SchedulerRepository(state)
         await scheduler.ensure_and_load()
         app[SCHEDULER] = scheduler
@@ -99,7 +132,7 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
         app[FRAMEWORK_IDS] = framework_ids
         yield
     finally:
-        await store.close()
+        await state.close()
 
 
 async def retention_context(app: web.Application) -> AsyncIterator[None]:
@@ -220,6 +253,7 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         """Load the state, then subscribe (with the stored framework id) and reconcile."""
         nonlocal led
         led = True
+        app[FENCE].epoch = leadership.epoch
         log.info("leading", instance=leadership.this.instance, epoch=leadership.epoch)
         await core.start()
         await guarded.start(core)
@@ -269,6 +303,7 @@ def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:
     app[FACADE] = facade
     app[CORE] = facade
     app[SUPERVISOR] = Supervisor()
+    app[FENCE] = FenceEpoch()
     app[LOOP_SHARE] = LoopShare()
     setup_metrics(app)
     setup_dashboard(app)

@@ -17,7 +17,12 @@ from aiohttp import web
 
 from scale_scheduler.api.json_body import BodyError, brief, decode_object, json_kind
 from scale_scheduler.api.keys import CONFIG
-from scale_scheduler.daemon.core_facade import CoreUnavailableError, MissingRowError
+from scale_scheduler.daemon.core_facade import (
+    CoreUnavailableError,
+    MissingRowError,
+    StateFencedError,
+    StateUnavailableError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +92,12 @@ def require_bool(data: dict[str, Any], field: str) -> bool | None:
     return value
 
 
+STATE_UNAVAILABLE_MESSAGE = (
+    "The database is unreachable (or this instance no longer leads); nothing was changed. "
+    "Retry shortly."
+)
+STATE_RETRY_AFTER = "2"
+
 _DEFAULT_MESSAGES = {
     404: "Not found: {path}. See the README for the API's endpoints.",
     405: "Method {method} is not allowed on {path}.",
@@ -99,6 +110,14 @@ def error_answer(exc: Exception, request: web.Request) -> web.HTTPException | No
     Call it in the ``except`` block: a 500 logs the traceback."""
     if isinstance(exc, CoreUnavailableError):
         return text_error(web.HTTPServiceUnavailable, str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, (StateUnavailableError, StateFencedError)):
+        # Not committed: nothing was acknowledged, so the client may simply retry.
+        log.warning("state_unavailable", path=request.path, error=str(exc))
+        return text_error(
+            web.HTTPServiceUnavailable,
+            STATE_UNAVAILABLE_MESSAGE,
+            headers={"Retry-After": STATE_RETRY_AFTER},
+        )
     if isinstance(exc, MissingRowError):
         log.error("database_row_missing", path=request.path, error=str(exc))
         return text_error(web.HTTPInternalServerError, str(exc))

@@ -5,8 +5,8 @@ process do not clash). Most values are read from live state at scrape time by ``
 the scheduling core's counters and status snapshot (``CoreFacade``), the Mesos connection
 status, the queue and the nodes. Only what has no counter elsewhere is observed as it happens, into
 histograms: API request latency (by route template, method and status), database commit time and
-group size (``observe_commit``, which ``api.app`` hands to ``Store.on_commit``), and event-loop
-lag (a probe task).
+group size (``observe_commit``, which ``api.app`` hands to the state's ``on_commit``), and
+event-loop lag (a probe task).
 
 This module owns the metric names and their exposition; it changes no scheduling state.
 """
@@ -76,7 +76,7 @@ class Metrics:
         )
         self.commit_duration = Histogram(
             f"{PREFIX}_database_commit_duration_seconds",
-            "Time of one group commit (BEGIN to COMMIT) of the SQLite store.",
+            "Time of one group commit (BEGIN to COMMIT) of the state database.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=registry,
         )
@@ -382,7 +382,7 @@ def observe_request(request: web.Request, status: int, seconds: float) -> None:
 
 async def metrics_context(app: web.Application) -> AsyncIterator[None]:
     """Probe the event loop's lag while the app runs (the store's commits are observed
-    through ``Store.on_commit``, wired by ``api.app``, which owns the store)."""
+    through the state's ``on_commit``, wired by ``api.app``, which owns the state)."""
     metrics = app[METRICS]
     probe = asyncio.get_running_loop().create_task(_probe_loop_lag(metrics), name="loop-lag")
     try:

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import structlog
 
@@ -69,8 +70,30 @@ def build_parser() -> argparse.ArgumentParser:
         "submit sample tasks and show their progress until Ctrl-C.",
     )
     _add_demo_args(demo)
+    _add_state_args(commands)
     operator_cli.add_commands(commands, _add_config_arg)
     return parser
+
+
+def _add_state_args(commands: Any) -> None:
+    state = commands.add_parser("state", help="operate on the durable state (state copy)")
+    actions = state.add_subparsers(dest="state_command", metavar="ACTION")
+    actions.required = True
+    copy = actions.add_parser(
+        "copy",
+        help="copy a SQLite deployment's state into an empty PostgreSQL database",
+        description="Copy every task, node, the pause flag and the framework id from a SQLite "
+        "database into an empty PostgreSQL database, in one transaction. Stop the daemon first.",
+    )
+    copy.add_argument(
+        "--from", dest="source", required=True, metavar="sqlite:PATH", help="the SQLite database"
+    )
+    copy.add_argument(
+        "--to", dest="target", required=True, metavar="postgresql://...", help="the target DSN"
+    )
+    copy.add_argument(
+        "--password-file", metavar="PATH", help="the PostgreSQL password (its first line)"
+    )
 
 
 def _add_demo_args(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.subcommand
     if command in operator_cli.COMMANDS:
         return operator_cli.run(args)
+    if command == "state":
+        return state_copy(args.source, args.target, args.password_file)
     if command == "demo":
         from scale_scheduler.daemon.demo import main as demo_main
 
@@ -136,6 +161,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check-config":
         return check_config(config, args.config)
     return run_daemon(config, args.config)
+
+
+def state_copy(source: str, target: str, password_file: str | None) -> int:
+    """``state copy --from sqlite:PATH --to postgresql://...``: one line on success or error."""
+    from scale_scheduler.state.postgres import copy_from_sqlite as copying
+
+    configure_logging("warning", "console", stream=sys.stderr)  # stdout: the one-line report
+    try:
+        print(copying.state_copy(source, target, password_file))
+    except copying.CopyUsageError as exc:
+        print(f"scale-scheduler: state copy: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG_ERROR
+    except copying.CopyError as exc:
+        print(f"scale-scheduler: state copy: {exc}", file=sys.stderr)
+        return ExitCode.STORE_ERROR
+    return ExitCode.OK
 
 
 def check_config(config: Config, config_path: str | None) -> int:

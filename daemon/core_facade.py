@@ -43,7 +43,12 @@ from scale_scheduler.daemon.usage_views import (
     usage_view,
 )
 from scale_scheduler.state.domain import Shape, TaskState
-from scale_scheduler.state.interface import MissingRowError, StateStore
+from scale_scheduler.state.interface import (
+    MissingRowError,
+    StateFencedError,
+    StateStore,
+    StateUnavailableError,
+)
 from scale_scheduler.state.nodes import (
     ClusterResources,
     FlagChange,
@@ -84,6 +89,8 @@ __all__ = [
     "Resources",
     "SchedulerFacade",
     "SchedulerStatus",
+    "StateFencedError",
+    "StateUnavailableError",
     "StatusView",
     "TaskNotFoundError",
     "TaskSpec",

@@ -101,7 +101,7 @@ def check_election(config: Config) -> list[ConfigWarning]:
     """``ha.password_file`` is usable; ``ha.dsn`` beside SQLite is warned about: the instances
     elect a leader, but each keeps its own state."""
     ha = config.ha
-    if not ha.dsn:
+    if not ha.dsn or config.state.backend == "postgresql":
         return []
     warnings: list[ConfigWarning] = []
     if ha.password_file:
@@ -121,17 +121,14 @@ def check_election(config: Config) -> list[ConfigWarning]:
     return warnings
 
 
-POSTGRESQL_NOT_YET = (
-    "state.backend: postgresql is not supported by this release yet (its settings are "
-    "checked, but the daemon cannot keep its state there); use sqlite"
-)
+BACKENDS = ("sqlite", "postgresql")
 
 
 def check_state_backend(config: Config) -> list[ConfigWarning]:
-    """The backend can serve: until the state interface takes a PostgreSQL implementation,
-    only sqlite can."""
-    if config.state.backend == "postgresql":
-        raise ConfigError(POSTGRESQL_NOT_YET, "state.backend")
+    """The backend is one this release keeps its state in (``sqlite``, ``postgresql``; the
+    database itself is reached at start-up, which retries while it is away)."""
+    if config.state.backend not in BACKENDS:
+        raise ConfigError(f"state.backend: expected one of {', '.join(BACKENDS)}", "state.backend")
     return []
 
 
@@ -179,6 +176,10 @@ def fatal_error(exc: BaseException) -> FatalError | None:
         return exc
     if isinstance(exc, StoreError):
         return FatalError(ExitCode.STORE_ERROR, f"state.path {exc}")
+    if isinstance(exc, PasswordFileError):
+        return FatalError(ExitCode.CONFIG_ERROR, str(exc))
+    if isinstance(exc, PostgresStateError):  # unreachable, login refused, schema too new
+        return FatalError(ExitCode.STORE_ERROR, f"state.dsn: {exc}")
     if isinstance(exc, sqlite3.DatabaseError):
         # Damage past the pages the start-up checks read, found when the state is loaded.
         return FatalError(

@@ -1,15 +1,17 @@
 """The state interface: every durable change and read the scheduling core and the API make.
 
 ``StateStore`` is what ``daemon/`` and ``api/`` depend on; a backend implements it (SQLite:
-``state.sqlite.SqliteState``; in memory, for tests: ``state.memory.MemoryState``). A second
-durable backend is one module implementing these Protocols plus its migrations.
+``state.sqlite.SqliteState``; PostgreSQL: ``state.postgres.backend.PostgresState``; in memory,
+for tests: ``state.memory.MemoryState``).
 
 Writes: ``commit(changes, apply)``. The backend commits ``changes`` (``state.changes``), grouped
 with the writes that wait at the same moment into one transaction, then runs ``apply`` on the
 event loop, in commit order, and returns its result. Memory changes only in ``apply``, so it never
 runs ahead of what is durable; when ``commit`` returns, the write is durable (a 2xx answer may be
 sent). A write that fails is not applied and raises; with ``MissingRowError`` when a change
-naming a single row (the pause flag, a node's flags) found none.
+naming a single row (the pause flag, a node's flags) found none; with ``StateUnavailableError``
+when the database cannot be reached; with ``StateFencedError`` when a fenced backend's epoch is
+no longer current.
 
 A change may refer to memory's records (``Task``, a burst's ``StatusChange``s); the caller
 leaves them unchanged until ``apply`` runs, so a backend may read them at any point up to its
@@ -42,6 +44,16 @@ class MissingRowError(StateError):
 
 class StateClosedError(StateError):
     """A write arrived after ``close`` began."""
+
+
+class StateUnavailableError(StateError):
+    """The database cannot be reached (down, restarting, cut off): the write was not
+    acknowledged, or the read not answered. Transient: try again (the API answers 503)."""
+
+
+class StateFencedError(StateError):
+    """This instance's leadership epoch is no longer current: the write was rolled back and
+    changed nothing. The instance has been deposed and must stop acting as leader."""
 
 
 class NodeRecord(NamedTuple):

@@ -144,6 +144,8 @@ class SqliteState:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.on_commit = store.on_commit
+        """Called after each group commit with (writes in the group, seconds it took)."""
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteState:

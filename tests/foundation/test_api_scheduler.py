@@ -1,8 +1,8 @@
-"""``/scheduler/`` and ``/status/`` served exactly as the spec says, plus the error shapes."""
+"""``/scheduler/`` and ``/status/`` served exactly as the spec says, plus the error shapes, on
+each durable backend (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,6 +10,7 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 from api_helpers import assert_text_error
+from backends import BACKENDS, db_rows, state_settings
 
 from scale_scheduler.api.app import build_app
 from scale_scheduler.daemon.config import Config
@@ -17,9 +18,12 @@ from scale_scheduler.daemon.config import Config
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
-@pytest.fixture
-def config(make_config: Callable[..., Config]) -> Config:
-    return make_config(mesos={"master": "http://mesos-a.example:5051"})
+@pytest.fixture(params=BACKENDS)
+def config(request: pytest.FixtureRequest, make_config: Callable[..., Config]) -> Config:
+    return make_config(
+        mesos={"master": "http://mesos-a.example:5051"},
+        state=state_settings(request.param, request),
+    )
 
 
 @pytest.fixture
@@ -54,8 +58,7 @@ async def test_patch_is_committed_before_the_answer(
     client: TestClient[Any, Any], config: Config
 ) -> None:
     await client.patch("/scheduler/", json={"is_paused": True})
-    with sqlite3.connect(config.state.path) as conn:
-        assert conn.execute("SELECT is_paused FROM scheduler").fetchall() == [(1,)]
+    assert await db_rows(config, "SELECT is_paused FROM scheduler") == [(1,)]
 
 
 @pytest.mark.parametrize(
@@ -88,14 +91,12 @@ async def test_missing_scheduler_row_is_500_until_restart(
 ) -> None:
     client = await aiohttp_client(build_app(config, connect_mesos=False))
     await client.patch("/scheduler/", json={"is_paused": True})
-    with sqlite3.connect(config.state.path) as conn:
-        conn.execute("DELETE FROM scheduler")
+    await db_rows(config, "DELETE FROM scheduler")
     await assert_text_error(await client.get("/scheduler/"), 500, "database entry is missing")
     await assert_text_error(
         await client.patch("/scheduler/", json={"is_paused": False}), 500, "missing"
     )
-    with sqlite3.connect(config.state.path) as conn:
-        assert conn.execute("SELECT count(*) FROM scheduler").fetchone() == (0,)
+    assert await db_rows(config, "SELECT count(*) FROM scheduler") == [(0,)]
     await client.close()
 
     restarted = await aiohttp_client(build_app(config, connect_mesos=False))

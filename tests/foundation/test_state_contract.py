@@ -1,6 +1,7 @@
-"""The state interface's contract, held by both backends: the same writes give the same reads
-(SQLite in a temporary directory and the in-memory state side by side), a write naming a missing
-row fails whole, and writes are applied after they take effect, in order."""
+"""The state interface's contract, held by every backend: the same writes give the same reads
+(SQLite in a temporary directory, and PostgreSQL in its own database, each beside the in-memory
+state), a write naming a missing row fails whole, and writes are applied after they take effect,
+in order."""
 
 from __future__ import annotations
 
@@ -9,23 +10,67 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgserver import PgDatabase
 
 from scale_scheduler.state import changes as c
 from scale_scheduler.state.domain import Shape, ShapeInterner, TaskState, constraints_from
 from scale_scheduler.state.interface import MaintainedState, MissingRowError
 from scale_scheduler.state.memory import MemoryState
+from scale_scheduler.state.postgres.backend import PostgresState
+from scale_scheduler.state.postgres.password import Password
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.tasks import Task, TaskSpec, spec_encoder
 
 NOW = 1_700_000_000.0
 
 
+KINDS = ["sqlite", "memory", "postgresql"]
+DURABLE = ["sqlite", "postgresql"]
+
+
+async def open_backend(kind: str, tmp_path: Path, database: PgDatabase | None) -> MaintainedState:
+    if kind == "sqlite":
+        return await SqliteState.open(tmp_path / "state.db")
+    if kind == "memory":
+        return MemoryState()
+    assert database is not None
+    return await PostgresState.open(database.dsn, Password(database.password))
+
+
+def database_for(kind: str, request: pytest.FixtureRequest) -> PgDatabase | None:
+    """The test's own PostgreSQL database when ``kind`` needs one (only then is the server
+    started: the other kinds run without it)."""
+    return request.getfixturevalue("pg_database") if kind == "postgresql" else None
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> tuple[str, PgDatabase | None]:
+    return request.param, database_for(request.param, request)
+
+
+@pytest.fixture(params=DURABLE)
+def durable_kind(request: pytest.FixtureRequest) -> tuple[str, PgDatabase | None]:
+    return request.param, database_for(request.param, request)
+
+
 @pytest.fixture
-async def backends(tmp_path: Path) -> AsyncIterator[list[MaintainedState]]:
-    sqlite = await SqliteState.open(tmp_path / "state.db")
+async def state(
+    kind: tuple[str, PgDatabase | None], tmp_path: Path
+) -> AsyncIterator[MaintainedState]:
+    backend = await open_backend(kind[0], tmp_path, kind[1])
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def backends(
+    durable_kind: tuple[str, PgDatabase | None], tmp_path: Path
+) -> AsyncIterator[list[MaintainedState]]:
+    """A durable backend and the in-memory state, side by side."""
+    durable = await open_backend(durable_kind[0], tmp_path, durable_kind[1])
     memory = MemoryState()
-    yield [sqlite, memory]
-    await sqlite.close()
+    yield [durable, memory]
+    await durable.close()
     await memory.close()
 
 
@@ -101,9 +146,10 @@ async def test_the_same_writes_give_the_same_reads(backends: list[MaintainedStat
     for write in WRITES:
         for state in backends:
             await state.commit(write)
-    sqlite, memory = [await reads(state) for state in backends]
-    for key in sqlite:
-        assert sqlite[key] == memory[key], key
+    durable, memory = [await reads(state) for state in backends]
+    for key in durable:
+        assert durable[key] == memory[key], key
+    sqlite = durable
     # and what they read is what the writes said
     assert sqlite["states"] == [
         TaskState.KILLED,
@@ -129,11 +175,7 @@ async def test_the_same_writes_give_the_same_reads(backends: list[MaintainedStat
     assert sqlite["nodes"][1].agent_id == "a2-new"
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "memory"])
-async def test_a_change_naming_a_missing_row_fails_the_whole_write(
-    kind: str, backends: list[MaintainedState]
-) -> None:
-    state = backends[0] if kind == "sqlite" else backends[1]
+async def test_a_change_naming_a_missing_row_fails_the_whole_write(state: MaintainedState) -> None:
     applied: list[str] = []
     with pytest.raises(MissingRowError):
         await state.commit([c.PauseSet(True, NOW)], lambda: applied.append("pause"))
@@ -143,11 +185,9 @@ async def test_a_change_naming_a_missing_row_fails_the_whole_write(
     assert await state.load_scheduler() is None
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "memory"])
 async def test_apply_runs_after_the_change_took_effect_and_its_result_is_returned(
-    kind: str, backends: list[MaintainedState]
+    state: MaintainedState,
 ) -> None:
-    state = backends[0] if kind == "sqlite" else backends[1]
     seen: list[Any] = []
 
     async def queued() -> Any:

@@ -1,5 +1,5 @@
-"""state.backend, state.dsn, state.password_file: parsed, validated, refused at start-up until
-the backend is wired, and never showing a password."""
+"""state.backend, state.dsn, state.password_file: parsed, validated, checked at start-up, and
+never showing a password."""
 
 from __future__ import annotations
 
@@ -125,24 +125,25 @@ def _postgresql_config(tmp_path: Path, **state: Any) -> Path:
     )
 
 
-def test_the_daemon_refuses_postgresql_until_it_is_supported(tmp_path: Path) -> None:
-    """Exit 2 and one line naming state.backend from both ``run`` and ``check-config``; neither
-    the password file's content nor a password in the DSN appears anywhere."""
+def test_the_daemon_takes_postgresql_and_names_an_unreachable_database(tmp_path: Path) -> None:
+    """``check-config`` accepts the backend; ``run`` retries the database for a few seconds,
+    then exits 3 with one line naming state.dsn and the target. Neither the password file's
+    content nor a password in the DSN appears anywhere."""
     password_file = tmp_path / "pw"
     password_file.write_text(SECRET + "\n")
     password_file.chmod(0o600)
     config = _postgresql_config(
         tmp_path, dsn="postgresql://scheduler@127.0.0.1:1/scale", password_file=str(password_file)
     )
-    for command in ("check-config", "run"):
-        done = _run(command, config)
-        assert done.returncode == 2, done.stdout + done.stderr
-        assert done.stderr.strip() == (
-            "scale-scheduler: config error: state.backend: postgresql is not supported by this "
-            "release yet (its settings are checked, but the daemon cannot keep its state there); "
-            "use sqlite"
-        )
-        assert SECRET not in done.stdout + done.stderr
+    checked = _run("check-config", config)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    done = _run("run", config)
+    assert done.returncode == 3, done.stdout + done.stderr
+    last_line = done.stderr.strip().splitlines()[-1]
+    expected = "scale-scheduler: database error: state.dsn: database unreachable: 127.0.0.1:1/scale"
+    assert last_line.startswith(expected), done.stderr
+    for output in (checked, done):
+        assert SECRET not in output.stdout + output.stderr
     assert not (tmp_path / "scale-scheduler.db").exists()
 
 
@@ -159,8 +160,7 @@ def test_an_unreadable_password_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_a_dsn_password_never_reaches_the_output(tmp_path: Path) -> None:
     config = _postgresql_config(tmp_path, dsn=f"postgresql://scheduler:{SECRET}@127.0.0.1:1/scale")
-    for command in ("check-config", "run"):
+    for command, status in (("check-config", 0), ("run", 3)):
         done = _run(command, config)
-        assert done.returncode == 2
-        assert "state.backend: postgresql is not supported" in done.stderr
+        assert done.returncode == status, done.stderr
         assert SECRET not in done.stdout + done.stderr

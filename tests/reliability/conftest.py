@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from corekit import Clock, CoreHarness
+from pgserver import PgDatabase
 
 from scale_scheduler.daemon.config import Config
 from scale_scheduler.state.sqlite import SqliteState
@@ -34,3 +35,11 @@ async def core_harness(make_config: Callable[..., Config]) -> AsyncIterator[Core
         if harness.core is not None:
             await harness.core.stop()
         await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> PgDatabase | None:
+    """The state backend a scenario's daemon runs on: None for SQLite (a file in the test's
+    directory), or a PostgreSQL database of its own (the session's server is started only for
+    this parameter)."""
+    return request.getfixturevalue("pg_database") if request.param == "postgresql" else None

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from daemon_process import DaemonProcess, write_config
+from pgserver import PgDatabase
 from ports import free_port
 
 from scale_scheduler.simulator import SimulatedCluster
@@ -41,13 +42,32 @@ def task_body(name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "command": "true", "cpus": 0.5, "mem": 64, **extra}
 
 
+def state_section(db_path: Path, database: PgDatabase | None) -> dict[str, Any]:
+    """The daemon's ``state`` settings: SQLite at ``db_path``, or ``database`` on PostgreSQL."""
+    if database is None:
+        return {"path": str(db_path)}
+    return {
+        "backend": "postgresql",
+        "dsn": database.dsn,
+        "password_file": str(database.password_file),
+    }
+
+
 class Daemon:
-    """The daemon process on one database and one API port, restartable like under systemd."""
+    """The daemon process on one database and one API port, restartable like under systemd.
+    ``database``: keep the state in that PostgreSQL database instead of SQLite."""
 
     def __init__(
-        self, tmp_path: Path, master: str, *, mesos: dict[str, Any] | None = None, **sections: Any
+        self,
+        tmp_path: Path,
+        master: str,
+        *,
+        mesos: dict[str, Any] | None = None,
+        database: PgDatabase | None = None,
+        **sections: Any,
     ) -> None:
         port = free_port()
+        self.database = database
         self.db_path = tmp_path / "state.db"
         self.log_path = tmp_path / "daemon.log"
         scheduler = {
@@ -62,7 +82,7 @@ class Daemon:
         config = write_config(
             tmp_path / "config.yaml",
             api={"host": "127.0.0.1", "port": port},
-            state={"path": str(self.db_path)},
+            state=state_section(self.db_path, database),
             mesos={
                 "master": master,
                 "user": "svc",
@@ -167,6 +187,10 @@ class Daemon:
     # -- database (read-only, off the loop) ---------------------------------------------------
 
     async def db(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` (``?`` parameters) from the daemon's database, whichever it is."""
+        if self.database is not None:
+            return await self._pg(sql, params)
+
         def query() -> list[tuple[Any, ...]]:
             conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
             try:
@@ -175,6 +199,16 @@ class Daemon:
                 conn.close()
 
         return await asyncio.to_thread(query)
+
+    async def _pg(self, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
+        assert self.database is not None
+        parts = sql.split("?")
+        numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+        connection = await self.database.connect()
+        try:
+            return [tuple(row) for row in await connection.fetch(numbered, *params)]
+        finally:
+            await connection.close()
 
     async def framework_id(self) -> str | None:
         rows = await self.db("SELECT framework_id FROM framework WHERE id = 1")

@@ -1,6 +1,6 @@
 """The real daemon under concurrent clients (issue 14 items 2, 5 and 12): no acknowledged node
 flag change is lost, every PATCH answer shows what its own write produced, and a read that
-follows an acknowledged write sees it."""
+follows an acknowledged write sees it. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pgserver import PgDatabase
 from reliability_kit import SIM, Daemon, task_body
 
 from scale_scheduler.simulator import SimulatedCluster
@@ -22,9 +23,9 @@ FILLER = 600
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+async def daemon(tmp_path: Path, backend: PgDatabase | None) -> AsyncIterator[Daemon]:
     async with SimulatedCluster(agents=2, seed=14, **SIM) as sim:
-        daemon = Daemon(tmp_path, sim.url)
+        daemon = Daemon(tmp_path, sim.url, database=backend)
         try:
             await daemon.start()
             yield daemon

@@ -1,5 +1,6 @@
-"""Crash: ``kill -9`` of the real daemon while 8 clients submit 10,000 tasks in batches and toggle
-the global and two node pause flags, with the simulator launching; then a restart.
+"""Crash: ``kill -9`` of the real daemon (on SQLite, and on PostgreSQL) while 8 clients submit
+10,000 tasks in batches and toggle the global and two node pause flags, with the simulator
+launching; then a restart.
 
 After the restart: every batch answered 201 is in the database under its returned ids, names
 intact; a batch cut off by the kill is there whole or not at all; nothing else exists; no task
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from pgserver import PgDatabase
 from reliability_kit import SIM, Daemon, audit, launches, task_body
 
 from scale_scheduler.simulator import AgentSpec, SimulatedCluster
@@ -162,11 +164,13 @@ UNDERWAY = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING")
 
 
 @pytest.mark.slow
-async def test_kill_9_under_load_loses_no_acknowledged_write(tmp_path: Path) -> None:
+async def test_kill_9_under_load_loses_no_acknowledged_write(
+    tmp_path: Path, backend: PgDatabase | None
+) -> None:
     rng = random.Random(9)
     agent = AgentSpec(cpus=4, mem=8192)  # 8 tasks per agent: 160 at a time
     async with SimulatedCluster(agents=20, agent=agent, seed=9, **SIM) as sim:
-        daemon = Daemon(tmp_path, sim.url)
+        daemon = Daemon(tmp_path, sim.url, database=backend)
         try:
             await daemon.start()
             framework_id = await daemon.framework_id()
