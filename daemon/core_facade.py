@@ -29,6 +29,7 @@ from typing import Annotated, Any, Protocol
 import msgspec
 
 from scale_scheduler.daemon.driver import ConnectionState, ConnectionStatus
+from scale_scheduler.daemon.retry_backoff import MAX_BACKOFF_SECONDS, RetryBackoff
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import DeleteOutcome, NewTask, TaskNotFoundError
 from scale_scheduler.state.domain import Shape, TaskState
@@ -44,6 +45,7 @@ from scale_scheduler.state.nodes import (
 )
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.tasks import (
+    BackoffSpec,
     ContainerView,
     Count,
     TaskSpec,
@@ -52,6 +54,8 @@ from scale_scheduler.state.tasks import (
 )
 
 __all__ = [
+    "MAX_BACKOFF_SECONDS",
+    "BackoffSpec",
     "ClusterResources",
     "ConnectionState",
     "ConnectionStatus",
@@ -69,6 +73,7 @@ __all__ = [
     "NodeView",
     "QueuedTask",
     "Resources",
+    "RetryBackoff",
     "SchedulerFacade",
     "SchedulerStatus",
     "StatusView",
@@ -238,8 +243,18 @@ class CoreFacade(Protocol):
         ...
 
 
+BEING_KILLED = frozenset(
+    state.value for state in (TaskState.STAGING, TaskState.STARTING, TaskState.RUNNING)
+)
+"""States a task asked to die is shown as KILLING in (its KILL is sent or follows its launch),
+until Mesos reports its end (with a ``kill_grace_period``, that is after the grace)."""
+
+
 def with_reason(view: TaskView, reason: str | None) -> TaskView:
-    """The view with the waiting reason only memory knows (None: none to add)."""
+    """The view with the waiting reason only memory knows (None: none to add), and KILLING
+    for a task asked to die that Mesos has not yet reported as being killed."""
+    if view.kill_requested and view.state in BEING_KILLED:
+        view = msgspec.structs.replace(view, state=TaskState.KILLING.value)
     return view if reason is None else msgspec.structs.replace(view, waiting_reason=reason)
 
 
@@ -385,7 +400,7 @@ class SchedulerFacade:
             return 0, []
         tracker, paused = core.tracker, self.is_paused
         # The order from memory in one synchronous step, then the details from the database.
-        queued = list(itertools.islice(tracker.index.queued(), offset, offset + size))
+        queued = list(itertools.islice(tracker.queued_in_order(), offset, offset + size))
         reasons = {task.id: tracker.waiting_reason(task, paused) for task in queued}
         count = tracker.queue_depth
         views = await store.tasks_by_ids([task.id for task in queued])
@@ -407,7 +422,7 @@ class SchedulerFacade:
                 attempts=task.attempts,
                 waiting_reason=tracker.waiting_reason(task, paused),
             )
-            for task in itertools.islice(tracker.index.queued(), limit)
+            for task in itertools.islice(tracker.queued_in_order(), limit)
         ]
 
     async def task(self, task_id: int) -> TaskView | None:

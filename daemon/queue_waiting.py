@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from scale_scheduler.daemon.matcher import GroupWaiting, WaitReason
 from scale_scheduler.daemon.queue_index import QueueIndex
 from scale_scheduler.state.domain import TaskState
-from scale_scheduler.state.tasks import Task
+from scale_scheduler.state.tasks import Task, iso
 
 
 def waiting_reason(
@@ -19,6 +19,8 @@ def waiting_reason(
         return "the scheduler is paused"
     if task.busy:
         return "being launched"
+    if task.next_attempt_at:
+        return f"retry back-off until {iso(task.next_attempt_at)}"
     group = index.group_of(task)
     waiting = group.waiting if group is not None else None
     if isinstance(waiting, GroupWaiting):

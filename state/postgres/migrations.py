@@ -29,7 +29,15 @@ log = structlog.get_logger(__name__)
 MIGRATION_LOCK_KEY = 0x5CA1E_5C4ED
 """The advisory lock (one bigint) that serializes migrations of this program's schema."""
 
-OWN_TABLES = ("scheduler", "framework", "tasks", "nodes", "task_counts", "retention")
+OWN_TABLES = (
+    "scheduler",
+    "framework",
+    "tasks",
+    "nodes",
+    "task_counts",
+    "retention",
+    "task_attempts",
+)
 
 MIGRATIONS: list[Migration] = [
     Migration(
@@ -125,6 +133,27 @@ MIGRATIONS: list[Migration] = [
         );
         INSERT INTO leadership (id, epoch, holder, lease_until, since)
             VALUES (1, 0, NULL, '-infinity', now());
+        """,
+    ),
+    Migration(
+        3,
+        "failure classes and retry back-off: cluster failures, next attempt, attempt history",
+        # As SQLite's migration 4.
+        """
+        ALTER TABLE tasks RENAME COLUMN lost_launches TO cluster_failures;
+        ALTER TABLE tasks ADD COLUMN next_attempt_at double precision;
+        CREATE TABLE task_attempts (
+            task_id bigint NOT NULL,
+            attempt integer NOT NULL,
+            agent_id text,
+            hostname text,
+            launched double precision,
+            ended double precision NOT NULL,
+            state text NOT NULL,
+            reason text,
+            failure_class text,
+            PRIMARY KEY (task_id, attempt)
+        );
         """,
     ),
 ]
