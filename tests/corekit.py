@@ -230,9 +230,11 @@ def new_task(
     constraints: dict[str, str] | None = None,
     command: str = "true",
     env: dict[str, str] | None = None,
+    **lifecycle: Any,
 ) -> NewTask:
+    """``lifecycle``: the spec's ``kill_grace_period``, ``max_runtime``, ``retry_backoff``."""
     return NewTask(
-        spec=TaskSpec(name=name, command=command, env=env),
+        spec=TaskSpec(name=name, command=command, env=env, **lifecycle),
         priority=priority,
         cpus=cpus,
         mem=mem,
