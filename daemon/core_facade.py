@@ -154,6 +154,11 @@ class CoreCounters:
     """Known nodes by state."""
     cluster_total: Resources | None = None
     """The online agents' totals; None while unknown."""
+    failures_by_class: Mapping[str, int] = field(default_factory=dict)
+    """Attempts that ended other than by a success since start, by failure class."""
+    retries_delayed: int = 0
+    kills_past_grace: int = 0
+    runtime_limits_enforced: int = 0
     scheduled: Resources = field(default_factory=Resources)
     """What this framework's live tasks hold."""
 
@@ -382,6 +387,10 @@ class SchedulerFacade:
             nodes=by_state,
             cluster_total=cluster_total,
             scheduled=scheduled,
+            failures_by_class=dict(tracker.failures_by_class),
+            retries_delayed=tracker.retries_delayed,
+            kills_past_grace=tracker.kills_past_grace,
+            runtime_limits_enforced=tracker.runtime_limits_enforced,
         )
 
     # -- tasks ----------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ log = structlog.get_logger(__name__)
 
 SHRINK_SLACK_BYTES = 256 * 1024
 """A per-task dict's table is rebuilt once it is this much larger than its entries need."""
+KILL_GRACE_SLACK = 5.0
+"""Seconds past its grace period after which a kill's end is counted as late."""
 ROUTINE = frozenset({TaskState.STAGING, TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED})
 """New states of a task's normal progress: logged per task at debug, counted per burst at info."""
 
@@ -100,6 +102,10 @@ class TaskTracker:
         self.failures_by_class: dict[str, int] = {}
         self.retries_delayed = 0
         self.runtime_limits_enforced = 0
+        self.kills_past_grace = 0
+        """Kills with a grace period whose task ended more than ``KILL_GRACE_SLACK`` after it."""
+        self._graceful_kills: dict[int, tuple[float, float]] = {}
+        """Per task asked to die with a grace period: (when, grace). Only such tasks."""
         # Read by the metrics at scrape time: launched tasks in memory by state (queued ones are
         # ``queue_depth``), terminal states reached since start.
         self.launched_counts: dict[TaskState, int] = dict.fromkeys(LAUNCHED, 0)
@@ -443,6 +449,9 @@ class TaskTracker:
 
         await self._store.commit([KillRequested(task.id, now)], mark)
         target = commands.kill_target(task)
+        grace = commands.kill_grace(task)
+        if grace is not None and task.state.launched:
+            self._graceful_kills.setdefault(task.id, (now, grace))
         if target is not None:
             await self.calls.kill([target])
         log.info("task_kill_requested", task_id=task.id, state=task.state.value)
@@ -506,10 +515,18 @@ class TaskTracker:
             self.tasks.pop(task.id, None)
             if self.failed_hosts:
                 self.failed_hosts.pop(task.id, None)
+            if self._graceful_kills:
+                self._kill_ended(task.id, now)
             self._count_ended(w.state)
         else:
             self.launched_counts[w.state] += 1
         return False
+
+    def _kill_ended(self, task_id: int, now: float) -> None:
+        asked = self._graceful_kills.pop(task_id, None)
+        if asked is not None and now - asked[0] > asked[1] + KILL_GRACE_SLACK:
+            self.kills_past_grace += 1
+            log.warning("kill_past_grace_period", task_id=task_id, seconds=round(now - asked[0], 3))
 
     def _requeue(self, task: Task, wait_until: float = 0.0) -> None:
         """A launched task goes back to the queue: its node's resources are free again. With

@@ -233,3 +233,22 @@ def test_a_bad_retry_backoff_is_named(backoff: dict[str, float], problem: str | 
 
 def new(**kw: Any) -> NewTask:
     return new_task("t", **kw)
+
+
+# --- kill grace --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("after", "late"), [(6.0, 0), (7.5, 1)])
+async def test_a_kill_that_ends_long_after_its_grace_period_is_counted(
+    harness: CoreHarness, after: float, late: int
+) -> None:
+    core = await harness.start()
+    views = await core.tracker.submit([new(kill_grace_period=1.0)])
+    task_id = views[0].id
+    await harness.offer_pass(make_offer("o1", "a1"))
+    await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
+    await core.tracker.delete(task_id)
+    assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1", 1.0)]
+    harness.clock.advance(after)  # the grace (1 s) plus the slack (5 s) is the limit
+    await harness.updates(status(f"{task_id}-1", "TASK_KILLED"))
+    assert core.tracker.kills_past_grace == late

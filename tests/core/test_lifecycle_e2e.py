@@ -64,8 +64,11 @@ async def test_failures_of_its_own_relaunch_after_growing_delays(tmp_path: Path)
         for gap, wait in zip(gaps, (0.2, 0.4, 0.8), strict=True):
             assert gap >= wait - 0.002, gaps
         assert gaps[0] < gaps[1] < gaps[2], gaps
-        assert tracker.retries_delayed == 3
-        assert tracker.failures_by_class == {"task": 4}
+        samples = await daemon.scrape()
+        failures = "scale_scheduler_task_failures_total"
+        assert samples.get(failures, **{"class": "task"}) == 4
+        assert samples.get(failures, **{"class": "cluster"}) == 0
+        assert samples.get("scale_scheduler_retries_delayed_total") == 3
 
 
 async def test_a_task_whose_agent_is_gone_retries_at_once_without_using_an_attempt(
@@ -93,7 +96,9 @@ async def test_a_task_whose_agent_is_gone_retries_at_once_without_using_an_attem
         assert first["reason"] == "REASON_AGENT_REMOVED_BY_OPERATOR"
         assert (second["state"], second["failure_class"]) == ("RUNNING", None)
         assert second["hostname"] != host
-        assert tracker.retries_delayed == 0  # at once: no back-off
+        samples = await daemon.scrape()
+        assert samples.get("scale_scheduler_task_failures_total", **{"class": "cluster"}) == 1
+        assert samples.get("scale_scheduler_retries_delayed_total") == 0  # at once: no back-off
 
 
 async def test_retries_go_to_hosts_they_have_not_failed_on(tmp_path: Path) -> None:
@@ -142,3 +147,5 @@ async def test_a_kill_with_a_grace_period_shows_killing_then_killed_after_it(
         assert stamp(view["ended"]) - asked >= 0.5 - 0.002
         (attempt,) = view["attempt_history"]
         assert (attempt["state"], attempt["failure_class"]) == ("KILLED", "operator")
+        samples = await daemon.scrape()
+        assert samples.get("scale_scheduler_kills_past_grace_period_total") == 0
