@@ -69,6 +69,9 @@ async def test_failures_of_its_own_relaunch_after_growing_delays(tmp_path: Path)
         assert samples.get(failures, **{"class": "task"}) == 4
         assert samples.get(failures, **{"class": "cluster"}) == 0
         assert samples.get("scale_scheduler_retries_delayed_total") == 3
+        dashboard = await (await daemon.client.get("/dashboard/state/")).json()
+        (recent,) = [t for t in dashboard["recent"] if t["id"] == task_id]
+        assert recent["attempt_classes"] == ["task"] * 4
 
 
 async def test_a_task_whose_agent_is_gone_retries_at_once_without_using_an_attempt(
