@@ -135,6 +135,18 @@ class ContainerView(msgspec.Struct, forbid_unknown_fields=True):
     image: str
 
 
+class BackoffView(msgspec.Struct, forbid_unknown_fields=True):
+    """The task's own retry back-off (a null field takes ``scheduler.retry_backoff_*``)."""
+
+    initial: float | None
+    factor: float | None
+    max: float | None
+
+
+def backoff_view(spec: BackoffSpec | None) -> BackoffView | None:
+    return None if spec is None else BackoffView(spec.initial, spec.factor, spec.max)
+
+
 class AttemptView(msgspec.Struct, forbid_unknown_fields=True):
     """One launch of a task and how it ended (``ended`` None: it has not)."""
 
@@ -185,13 +197,14 @@ class TaskView(msgspec.Struct, forbid_unknown_fields=True):
     last_modified: Timestamp | None
     last_status: LastStatus | None
     waiting_reason: str | None
-    next_attempt_at: Timestamp | None = None
+    next_attempt_at: Timestamp | None
     """While the task waits out its retry back-off: when it may launch again."""
-    attempt_history: list[AttemptView] = msgspec.field(default_factory=list)
-    """Its launches, oldest first (at most the last ``ATTEMPT_HISTORY``)."""
-    kill_grace_period: float | None = None
-    max_runtime: float | None = None
-    retry_backoff: BackoffSpec | None = None
+    attempt_history: list[AttemptView]
+    """Its launches, oldest first (at most the last ``ATTEMPT_HISTORY`` of those that failed,
+    and the current or last one)."""
+    kill_grace_period: float | None
+    max_runtime: float | None
+    retry_backoff: BackoffView | None
 
 
 class EndedAttempt(NamedTuple):
@@ -300,7 +313,9 @@ def new_task_view(
         last_modified=stamp,
         last_status=None,
         waiting_reason=None,
+        next_attempt_at=None,
+        attempt_history=[],
         kill_grace_period=spec.kill_grace_period,
         max_runtime=spec.max_runtime,
-        retry_backoff=spec.retry_backoff,
+        retry_backoff=backoff_view(spec.retry_backoff),
     )

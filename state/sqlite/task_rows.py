@@ -32,6 +32,7 @@ from scale_scheduler.state.tasks import (
     Task,
     TaskView,
     attempt_history,
+    backoff_view,
     ended_attempt_view,
     iso,
     mesos_task_id,
@@ -262,7 +263,7 @@ def view_from_row(
         attempt_history=history,
         kill_grace_period=spec.kill_grace_period,
         max_runtime=spec.max_runtime,
-        retry_backoff=spec.retry_backoff,
+        retry_backoff=backoff_view(spec.retry_backoff),
     )
 
 
