@@ -29,6 +29,7 @@ from typing import Annotated, Any, Protocol
 import msgspec
 
 from scale_scheduler.daemon.driver import ConnectionState, ConnectionStatus
+from scale_scheduler.daemon.queue_waiting import RETRY_WAIT
 from scale_scheduler.daemon.retry_backoff import MAX_BACKOFF_SECONDS, RetryBackoff
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import DeleteOutcome, NewTask, TaskNotFoundError
@@ -256,10 +257,14 @@ until Mesos reports its end (with a ``kill_grace_period``, that is after the gra
 
 
 def with_reason(view: TaskView, reason: str | None) -> TaskView:
-    """The view with the waiting reason only memory knows (None: none to add), and KILLING
-    for a task asked to die that Mesos has not yet reported as being killed."""
+    """The view with the waiting reason only memory knows (None: none to add), KILLING for a
+    task asked to die that Mesos has not yet reported as being killed, and ``next_attempt_at``
+    only while the task still waits out its back-off."""
     if view.kill_requested and view.state in BEING_KILLED:
         view = msgspec.structs.replace(view, state=TaskState.KILLING.value)
+    if view.next_attempt_at is not None and not (reason or "").startswith(RETRY_WAIT):
+        # Stored until the next launch; the wait is over once memory says so.
+        view = msgspec.structs.replace(view, next_attempt_at=None)
     return view if reason is None else msgspec.structs.replace(view, waiting_reason=reason)
 
 

@@ -9,6 +9,9 @@ from scale_scheduler.daemon.queue_index import QueueIndex
 from scale_scheduler.state.domain import TaskState
 from scale_scheduler.state.tasks import Task, iso
 
+RETRY_WAIT = "retry back-off until "
+"""How ``waiting_reason`` begins while a task waits out its retry back-off."""
+
 
 def waiting_reason(
     index: QueueIndex, task: Task, scheduler_paused: bool, in_flight: int
@@ -20,7 +23,7 @@ def waiting_reason(
     if task.busy:
         return "being launched"
     if task.next_attempt_at:
-        return f"retry back-off until {iso(task.next_attempt_at)}"
+        return f"{RETRY_WAIT}{iso(task.next_attempt_at)}"
     group = index.group_of(task)
     waiting = group.waiting if group is not None else None
     if isinstance(waiting, GroupWaiting):

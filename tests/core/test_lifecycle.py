@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from corekit import CoreHarness, make_offer, new_task, status
 
 from scale_scheduler.api.task_body import RetryBackoffIn, TaskIn, task_problem, to_new_task
+from scale_scheduler.daemon.core_facade import with_reason
 from scale_scheduler.daemon.matcher import MatchSettings, match
 from scale_scheduler.daemon.queue_index import QueueIndex
 from scale_scheduler.daemon.retry_waits import RetryWaits
@@ -18,7 +20,7 @@ from scale_scheduler.daemon.runtime_limits import RUNTIME_LIMIT_MARGIN
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_values import NewTask
 from scale_scheduler.state.domain import Shape, TaskState
-from scale_scheduler.state.tasks import ATTEMPT_HISTORY, BackoffSpec, Task
+from scale_scheduler.state.tasks import ATTEMPT_HISTORY, BackoffSpec, Task, TaskSpec, new_task_view
 
 SETTINGS = MatchSettings(refuse_seconds=5.0, idle_refuse_seconds=120.0)
 SHAPE = Shape(1.0, 128.0)
@@ -252,3 +254,27 @@ async def test_a_kill_that_ends_long_after_its_grace_period_is_counted(
     harness.clock.advance(after)  # the grace (1 s) plus the slack (5 s) is the limit
     await harness.updates(status(f"{task_id}-1", "TASK_KILLED"))
     assert core.tracker.kills_past_grace == late
+
+
+def test_an_entry_left_in_the_index_does_not_launch_a_waiting_task() -> None:
+    """A launch that fails before the pass that made it compacts the index leaves the task's
+    old entry there: while the task waits out its back-off, that entry is dead."""
+    index, tasks = queued(1)
+    tasks[1].next_attempt_at = 50.0  # requeued with a wait; its first entry is still there
+    assert list(index.eligible(next(index.groups()))) == []
+    assert list(index.queued()) == []
+    index.compact()
+    assert not tasks[1].indexed
+    tasks[1].next_attempt_at = 0.0  # the wait is over
+    index.add(tasks[1])
+    assert list(index.eligible(next(index.groups()))) == [1]
+
+
+def test_the_view_shows_next_attempt_at_only_while_the_task_waits() -> None:
+    stored = new_task_view(1, TaskSpec(name="t"), 100, SHAPE, 3, 0.0)
+    stored = msgspec.structs.replace(stored, next_attempt_at="2026-01-01T00:00:05.000Z")
+    waiting = with_reason(stored, "retry back-off until 2026-01-01T00:00:05.000Z")
+    assert waiting.next_attempt_at == "2026-01-01T00:00:05.000Z"
+    assert with_reason(stored, "waiting for an offer").next_attempt_at is None
+    killed = msgspec.structs.replace(stored, state="RUNNING", kill_requested=True)
+    assert with_reason(killed, None).state == "KILLING"
