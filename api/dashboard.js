@@ -523,6 +523,14 @@
     });
   }
 
+  function attemptsText(t) {
+    // "3 (2 task, 1 cluster)": the attempts, and the classes of those that failed.
+    const counts = {};
+    for (const name of t.attempt_classes || []) counts[name] = (counts[name] || 0) + 1;
+    const parts = Object.keys(counts).map((name) => counts[name] + " " + name);
+    return parts.length ? t.attempts + " (" + parts.join(", ") + ")" : String(t.attempts);
+  }
+
   function renderRecent(recent) {
     const tbody = $("recent-table").tBodies[0];
     $("recent-empty").hidden = recent.length > 0;
@@ -533,7 +541,10 @@
       c[1].title = t.name;
       setBadge(c[2], t.state);
       setCell(c[3], t.hostname || "", "mono");
-      setCell(c[4], t.attempts, "num");
+      setCell(c[4], attemptsText(t), "num");
+      c[4].title = (t.attempt_classes || []).length
+        ? "failed attempts by class (task: its own; cluster: agent lost or gone; operator: killed)"
+        : "";
       let detail = t.waiting_reason || t.message || "";
       if (!t.waiting_reason && t.reason) detail = detail ? detail + " (" + t.reason + ")" : t.reason;
       setCell(c[5], detail, FAILED_STATES.has(t.state) ? "why bad" : "why");

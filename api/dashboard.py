@@ -161,6 +161,7 @@ def _recent(view: TaskView) -> dict[str, Any]:
         "state": view.state,
         "hostname": view.hostname,
         "attempts": view.attempts,
+        "attempt_classes": [a.failure_class for a in view.attempt_history if a.failure_class],
         "cpus": view.cpus,
         "mem": view.mem,
         "waiting_reason": view.waiting_reason,

@@ -32,6 +32,8 @@ MAX_MIB = 16 * 1024 * 1024  # 16 TiB, for mem and disk (MiB)
 MAX_GPUS = 64
 MAX_PORTS = 1000
 MAX_ATTEMPTS = 1000
+MAX_KILL_GRACE = 86_400.0  # seconds (a day)
+MAX_RUNTIME = 365 * 86_400.0  # seconds (a year)
 
 MAX_NAME = 255
 MAX_COMMAND = 64 * 1024

@@ -147,6 +147,7 @@ class LiveCollector(Collector):
         yield from self._scheduler(core.status())
         yield from self._core(counters)
         yield from self._flow(counters)
+        yield from self._lifecycle(counters)
         yield from self._resources(counters)
         yield from usage_metrics(core, PREFIX)
         yield from self._history()
@@ -198,6 +199,34 @@ class LiveCollector(Collector):
         buckets = [(_le(bound), float(count)) for bound, count in counters.ack_latency_buckets]
         latency.add_metric([], buckets or [("+Inf", 0.0)], counters.ack_latency_sum)
         yield latency
+
+    def _lifecycle(self, counters: CoreCounters) -> Iterator[Metric]:
+        """Failed attempts by class, delayed retries, late kills, run-time limits enforced."""
+        failures = CounterMetricFamily(
+            f"{PREFIX}_task_failures",
+            "Attempts that ended other than by a success since start, by failure class (task: "
+            "the task's own; cluster: agent lost, gone, dropped, preempted; operator: killed "
+            "through the API).",
+            labels=("class",),
+        )
+        for name in ("task", "cluster", "operator"):
+            failures.add_metric((name,), counters.failures_by_class.get(name, 0))
+        yield failures
+        yield _counter(
+            "retries_delayed",
+            "Retries that waited out a retry back-off (after a failure of the task's own).",
+            counters.retries_delayed,
+        )
+        yield _counter(
+            "kills_past_grace_period",
+            "Kills with a kill_grace_period whose task ended more than 5 s after the grace period.",
+            counters.kills_past_grace,
+        )
+        yield _counter(
+            "runtime_limits_enforced",
+            "Attempts the daemon itself ended past their max_runtime (the master did not).",
+            counters.runtime_limits_enforced,
+        )
 
     def _connection(self, status: ConnectionStatus) -> Iterator[Metric]:
         state = GaugeMetricFamily(

@@ -226,6 +226,10 @@ def _snapshot_schema() -> Schema:
                         "state": {"type": "string", "enum": [s.value for s in TaskState]},
                         "hostname": text,
                         "attempts": count,
+                        "attempt_classes": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": ["task", "cluster", "operator"]},
+                        },
                         "cpus": number,
                         "mem": number,
                         "waiting_reason": text,

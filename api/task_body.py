@@ -33,7 +33,13 @@ from scale_scheduler.api.json_body import (
     decode_typed,
 )
 from scale_scheduler.api.limits import ENV_NAME, IMAGE, NO_NUL, PRINTABLE, RULES
-from scale_scheduler.daemon.core_facade import NewTask, TaskSpec
+from scale_scheduler.daemon.core_facade import (
+    MAX_BACKOFF_SECONDS,
+    BackoffSpec,
+    NewTask,
+    RetryBackoff,
+    TaskSpec,
+)
 from scale_scheduler.daemon.validation_failure import failure_of
 from scale_scheduler.state.domain import constraints_from
 
@@ -78,6 +84,14 @@ class ContainerIn(msgspec.Struct, forbid_unknown_fields=True):
     image: _Image
 
 
+class RetryBackoffIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A task's own retry back-off; a field left out takes ``scheduler.retry_backoff_*``."""
+
+    initial: Annotated[float, msgspec.Meta(ge=0, le=MAX_BACKOFF_SECONDS)] | None = None
+    factor: Annotated[float, msgspec.Meta(ge=1, le=100)] | None = None
+    max: Annotated[float, msgspec.Meta(ge=0, le=MAX_BACKOFF_SECONDS)] | None = None
+
+
 class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
     """One task as ``POST /queue/`` accepts it."""
 
@@ -97,10 +111,14 @@ class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_ATTEMPTS)] = 1
     labels: _StringMap = msgspec.field(default_factory=dict)
     constraints: _StringMap = msgspec.field(default_factory=dict)
+    kill_grace_period: Annotated[float, msgspec.Meta(ge=0, le=limits.MAX_KILL_GRACE)] | None = None
+    max_runtime: Annotated[float, msgspec.Meta(gt=0, le=limits.MAX_RUNTIME)] | None = None
+    retry_backoff: RetryBackoffIn | None = None
 
 
 FIELDS = tuple(f.name for f in msgspec.structs.fields(TaskIn))
 CONTAINER_FIELDS = tuple(f.name for f in msgspec.structs.fields(ContainerIn))
+BACKOFF_FIELDS = tuple(f.name for f in msgspec.structs.fields(RetryBackoffIn))
 _INT_FIELDS = ("gpus", "ports", "priority", "max_attempts")
 _task_decoder = msgspec.json.Decoder(TaskIn)
 _batch = BoundedArray(MAX_BATCH)
@@ -174,6 +192,18 @@ def task_problem(item: TaskIn) -> tuple[str, str] | None:
         return "container.image", f"expected {RULES[IMAGE]}"
     if item.env or item.labels or item.constraints:
         return _mapping_problem(item)
+    if item.retry_backoff is not None:
+        return _backoff_problem(item.retry_backoff)
+    return None
+
+
+def _backoff_problem(own: RetryBackoffIn) -> tuple[str, str] | None:
+    """Whether the fields given make a usable back-off with the configured defaults' bounds
+    (``max`` below ``initial`` is the one case msgspec's bounds cannot see)."""
+    if own.initial is not None and own.max is not None:
+        problems = RetryBackoff(own.initial, own.factor or 1.0, own.max).problems()
+        if problems:
+            return "retry_backoff", problems[0].replace("maximum", "max", 1)
     return None
 
 
@@ -202,6 +232,9 @@ def to_new_task(item: TaskIn) -> NewTask:
             image=item.container.image if item.container is not None else None,
             env=item.env or None,
             labels=item.labels or None,
+            kill_grace_period=item.kill_grace_period,
+            max_runtime=item.max_runtime,
+            retry_backoff=_backoff_spec(item.retry_backoff),
         ),
         priority=item.priority,
         cpus=item.cpus,
@@ -212,6 +245,12 @@ def to_new_task(item: TaskIn) -> NewTask:
         constraints=constraints_from(item.constraints),
         max_attempts=item.max_attempts,
     )
+
+
+def _backoff_spec(own: RetryBackoffIn | None) -> BackoffSpec | None:
+    if own is None:
+        return None
+    return BackoffSpec(initial=own.initial, factor=own.factor, max=own.max)
 
 
 # --- a task that failed the fast path ------------------------------------------------------------
@@ -256,7 +295,9 @@ def _explain(error: msgspec.ValidationError, fields: dict[str, Any], index: int 
         if isinstance(found, msgspec.Raw):  # the container, kept undecoded by the first look
             found = decode_shallow(found)
         keys = list(found) if isinstance(found, dict) and found else [failure.unknown_field]
-        allowed = CONTAINER_FIELDS if field == "container" else FIELDS
+        allowed = {"container": CONTAINER_FIELDS, "retry_backoff": BACKOFF_FIELDS}.get(
+            field, FIELDS
+        )
         unexpected = [key for key in keys if key not in allowed]
         return _unexpected(f"{field}: " if field else "", unexpected, allowed, index)
     if failure.missing_field is not None:

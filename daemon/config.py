@@ -29,6 +29,7 @@ import msgspec
 import yaml
 
 from scale_scheduler.daemon.authority import parse_authority
+from scale_scheduler.daemon.retry_backoff import MAX_BACKOFF_SECONDS, RetryBackoff
 from scale_scheduler.daemon.validation_failure import failure_of
 from scale_scheduler.state.postgres.dsn import dsn_has_password, dsn_problem, redact_dsn
 
@@ -396,6 +397,47 @@ class SchedulerConfig(_Section, frozen=True):
             ge=0,
         ),
     ] = 20_000
+    max_cluster_failures: Annotated[
+        int,
+        _doc(
+            "Times a task is retried at once after attempts that ended by the cluster's fault "
+            "(agent removed or unreachable, task dropped or gone, preempted, master failover); "
+            "they do not count against its max_attempts.",
+            ge=0,
+        ),
+    ] = 10
+    retry_backoff_initial: Annotated[
+        float,
+        _doc(
+            "Seconds a task waits before its retry after its first failure of its own "
+            "(Marathon's backoffSeconds); a task may set its own retry_backoff.",
+            ge=0,
+            le=MAX_BACKOFF_SECONDS,
+        ),
+    ] = 1.0
+    retry_backoff_factor: Annotated[
+        float,
+        _doc(
+            "Each further failure of its own multiplies the wait by this (Marathon's "
+            "backoffFactor).",
+            ge=1,
+            le=100,
+        ),
+    ] = 1.15
+    retry_backoff_max: Annotated[
+        float,
+        _doc(
+            "Longest wait before a retry, in seconds (Marathon's maxLaunchDelaySeconds).",
+            ge=0,
+            le=MAX_BACKOFF_SECONDS,
+        ),
+    ] = 300.0
+
+    @property
+    def retry_backoff(self) -> RetryBackoff:
+        return RetryBackoff(
+            self.retry_backoff_initial, self.retry_backoff_factor, self.retry_backoff_max
+        )
 
 
 class UsageConfig(_Section, frozen=True):
@@ -637,6 +679,13 @@ def _check_semantics(config: Config) -> None:
             "api.read_auth: true needs api.token_file (without a token nothing is protected); "
             "set api.token_file, or remove api.read_auth",
             "api.read_auth",
+        )
+    backoff = config.scheduler.retry_backoff
+    if backoff.problems():
+        raise ConfigError(
+            "scheduler.retry_backoff_max: expected at least scheduler.retry_backoff_initial "
+            f"({backoff.initial:g}), got {backoff.maximum:g}",
+            "scheduler.retry_backoff_max",
         )
     _check_state_backend(config.state)
     _check_ha(config)

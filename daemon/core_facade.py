@@ -32,6 +32,8 @@ import msgspec
 from scale_scheduler.daemon.driver import ConnectionState, ConnectionStatus
 from scale_scheduler.daemon.leadership import Leadership
 from scale_scheduler.daemon.leadership_terms import Role
+from scale_scheduler.daemon.queue_waiting import RETRY_WAIT
+from scale_scheduler.daemon.retry_backoff import MAX_BACKOFF_SECONDS, RetryBackoff
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.task_tracker import DeleteOutcome, NewTask, TaskNotFoundError
 from scale_scheduler.daemon.usage_views import (
@@ -60,6 +62,7 @@ from scale_scheduler.state.nodes import (
 )
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.tasks import (
+    BackoffSpec,
     ContainerView,
     Count,
     TaskSpec,
@@ -68,6 +71,8 @@ from scale_scheduler.state.tasks import (
 )
 
 __all__ = [
+    "MAX_BACKOFF_SECONDS",
+    "BackoffSpec",
     "ClusterResources",
     "ConnectionState",
     "ConnectionStatus",
@@ -87,6 +92,7 @@ __all__ = [
     "NodeView",
     "QueuedTask",
     "Resources",
+    "RetryBackoff",
     "SchedulerFacade",
     "SchedulerStatus",
     "StateFencedError",
@@ -202,6 +208,11 @@ class CoreCounters:
     """Known nodes by state."""
     cluster_total: Resources | None = None
     """The online agents' totals; None while unknown."""
+    failures_by_class: Mapping[str, int] = field(default_factory=dict)
+    """Attempts that ended other than by a success since start, by failure class."""
+    retries_delayed: int = 0
+    kills_past_grace: int = 0
+    runtime_limits_enforced: int = 0
     scheduled: Resources = field(default_factory=Resources)
     """What this framework's live tasks hold."""
 
@@ -313,8 +324,22 @@ class CoreFacade(Protocol):
         ...
 
 
+BEING_KILLED = frozenset(
+    state.value for state in (TaskState.STAGING, TaskState.STARTING, TaskState.RUNNING)
+)
+"""States a task asked to die is shown as KILLING in (its KILL is sent or follows its launch),
+until Mesos reports its end (with a ``kill_grace_period``, that is after the grace)."""
+
+
 def with_reason(view: TaskView, reason: str | None) -> TaskView:
-    """The view with the waiting reason only memory knows (None: none to add)."""
+    """The view with the waiting reason only memory knows (None: none to add), KILLING for a
+    task asked to die that Mesos has not yet reported as being killed, and ``next_attempt_at``
+    only while the task still waits out its back-off."""
+    if view.kill_requested and view.state in BEING_KILLED:
+        view = msgspec.structs.replace(view, state=TaskState.KILLING.value)
+    if view.next_attempt_at is not None and not (reason or "").startswith(RETRY_WAIT):
+        # Stored until the next launch; the wait is over once memory says so.
+        view = msgspec.structs.replace(view, next_attempt_at=None)
     return view if reason is None else msgspec.structs.replace(view, waiting_reason=reason)
 
 
@@ -475,6 +500,10 @@ class SchedulerFacade:
             nodes=by_state,
             cluster_total=cluster_total,
             scheduled=scheduled,
+            failures_by_class=dict(tracker.failures_by_class),
+            retries_delayed=tracker.retries_delayed,
+            kills_past_grace=tracker.kills_past_grace,
+            runtime_limits_enforced=tracker.runtime_limits_enforced,
         )
 
     # -- tasks ----------------------------------------------------------------------------------
@@ -493,7 +522,7 @@ class SchedulerFacade:
             return 0, []
         tracker, paused = core.tracker, self.is_paused
         # The order from memory in one synchronous step, then the details from the database.
-        queued = list(itertools.islice(tracker.index.queued(), offset, offset + size))
+        queued = list(itertools.islice(tracker.queued_in_order(), offset, offset + size))
         reasons = {task.id: tracker.waiting_reason(task, paused) for task in queued}
         count = tracker.queue_depth
         views = await store.tasks_by_ids([task.id for task in queued])
@@ -515,7 +544,7 @@ class SchedulerFacade:
                 attempts=task.attempts,
                 waiting_reason=tracker.waiting_reason(task, paused),
             )
-            for task in itertools.islice(tracker.index.queued(), limit)
+            for task in itertools.islice(tracker.queued_in_order(), limit)
         ]
 
     async def task(self, task_id: int) -> TaskView | None:

@@ -72,9 +72,11 @@ class LeaderGuardedDriver:
         self._check("REVIVE")
         await self._driver.revive(roles)
 
-    async def kill(self, task_id: str, agent_id: str | None = None) -> None:
+    async def kill(
+        self, task_id: str, agent_id: str | None = None, grace_period: float | None = None
+    ) -> None:
         self._check("KILL")
-        await self._driver.kill(task_id, agent_id)
+        await self._driver.kill(task_id, agent_id, grace_period)
 
     async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
         self._check("ACKNOWLEDGE")

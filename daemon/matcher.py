@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -393,9 +393,12 @@ def match(
     blocked_hosts: Mapping[str, HostBlock],
     settings: MatchSettings,
     launch_budget: int | None = None,
+    avoid: Mapping[int, Collection[str]] | None = None,
 ) -> MatchResult:
     """``launch_budget``: at most this many tasks are placed (None: no limit); groups left
-    unplaced because it ran out wait with ``WaitReason.FLOW_CONTROL``."""
+    unplaced because it ran out wait with ``WaitReason.FLOW_CONTROL``. ``avoid``: per task, the
+    hosts where it failed; it goes to another agent that fits when there is one (a soft
+    preference: only tasks named there pay for the search)."""
     levels = list(queue.levels())
     if scheduler_paused:
         paused = WaitReason.SCHEDULER_PAUSED
@@ -433,7 +436,7 @@ def match(
                 waiting_list.append(GroupWaiting(group.priority, group.shape, reason, message))
         had_work = bool(waiting_list)
     else:
-        state = _Pass(bins, launch_budget)
+        state = _Pass(bins, launch_budget, avoid or None)
         for level in levels:
             examined += len(level)
             had_work |= state.place_level(level, queue, placements, waiting_list)
@@ -489,8 +492,15 @@ def _decline_all(
 class _Pass:
     """Placement state of one pass: bins, per-shape cursors, and upper bounds of free resources."""
 
-    def __init__(self, bins: list[_Bin], budget: int | None = None) -> None:
+    def __init__(
+        self,
+        bins: list[_Bin],
+        budget: int | None = None,
+        avoid: Mapping[int, Collection[str]] | None = None,
+    ) -> None:
         self.bins = bins
+        self.avoid = avoid
+        """Per task, hosts it failed on (None: no task has any)."""
         self.budget = budget if budget is not None else -1
         """Placements left (-1: no limit)."""
         self.budget_spent = False
@@ -513,6 +523,16 @@ class _Pass:
             or shape.gpus > self.max_gpus + EPSILON
             or shape.ports > self.max_ports
         )
+
+    def elsewhere(self, shape: Shape, cursor: int, hosts: Collection[str]) -> _Bin | None:
+        """An agent past the shape's cursor that fits and is none of ``hosts`` (the cursor stays:
+        the agents it passes over still fit the shape's other tasks)."""
+        bins = self.bins
+        for position in range(cursor, len(bins)):
+            bin_ = bins[position]
+            if bin_.hostname not in hosts and bin_.fits(shape):
+                return bin_
+        return None
 
     def find_bin(self, shape: Shape) -> _Bin | None:
         bins = self.bins
@@ -565,6 +585,8 @@ class _Pass:
                 waiting.append(self.explain(group))
                 continue
             shape = group.shape
+            if self.avoid is not None and bin_.hostname in self.avoid.get(task_id, ()):
+                bin_ = self.elsewhere(shape, self.cursors[shape], self.avoid[task_id]) or bin_
             needs = self._needs(shape)
             resources, ports = bin_.consume(shape, needs)
             placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
@@ -604,6 +626,7 @@ class _Pass:
         placed: list[TaskPlacement] = []
         task_id: int | None = first
         budget = self.budget
+        avoid = self.avoid
         while task_id is not None:
             if budget == 0:
                 self.budget_spent = True
@@ -615,6 +638,16 @@ class _Pass:
                 waiting.append(self.explain(group))
                 break
             bin_ = bins[cursor]
+            if avoid is not None and task_id in avoid:
+                other = self.elsewhere(shape, cursor, avoid[task_id])
+                if other is not None and other is not bin_:
+                    resources, ports = other.consume(shape, needs)
+                    placements.setdefault(other.agent, []).append(
+                        TaskPlacement(task_id, resources, ports)
+                    )
+                    budget -= budget > 0
+                    task_id = next(ids, None)
+                    continue
             if bin_.agent != agent:
                 agent = bin_.agent
                 placed = placements.setdefault(agent, [])
@@ -624,6 +657,8 @@ class _Pass:
             if times > 1:
                 taken = 0
                 while task_id is not None and taken < times:
+                    if avoid is not None and taken and task_id in avoid:
+                        break  # placed on its own, where it did not fail
                     placed.append(TaskPlacement(task_id, same))
                     taken += 1
                     task_id = next(ids, None)

@@ -297,6 +297,18 @@ class Labels(_Wire, omit_defaults=True):
     labels: list[Label] = msgspec.field(default_factory=list)
 
 
+class DurationInfo(_Wire, omit_defaults=True):
+    nanoseconds: int
+
+
+class KillPolicy(_Wire, omit_defaults=True):
+    grace_period: DurationInfo | None = None
+
+
+def duration_info(seconds: float) -> DurationInfo:
+    return DurationInfo(round(seconds * 1e9))
+
+
 class TaskInfo(_Wire, omit_defaults=True):
     name: str
     task_id: Value
@@ -305,6 +317,8 @@ class TaskInfo(_Wire, omit_defaults=True):
     command: CommandInfo | None = None
     container: Any | None = None
     labels: Labels | None = None
+    kill_policy: KillPolicy | None = None
+    max_completion_time: DurationInfo | None = None
 
 
 class Filters(_Wire, omit_defaults=True):

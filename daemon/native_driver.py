@@ -197,8 +197,10 @@ class NativeDriver:
     async def revive(self, roles: Sequence[str]) -> None:
         await self._call("REVIVE", {"roles": list(roles)})
 
-    async def kill(self, task_id: str, agent_id: str | None = None) -> None:
-        await self._call("KILL", kill_payload(task_id, agent_id))
+    async def kill(
+        self, task_id: str, agent_id: str | None = None, grace_period: float | None = None
+    ) -> None:
+        await self._call("KILL", kill_payload(task_id, agent_id, grace_period))
 
     async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
         await self._call("ACKNOWLEDGE", acknowledge_payload(agent_id, task_id, uuid))

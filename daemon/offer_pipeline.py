@@ -52,11 +52,13 @@ from scale_scheduler.daemon.mesos_types import (
     CommandInfo,
     Environment,
     EnvironmentVariable,
+    KillPolicy,
     Label,
     Labels,
     Offer,
     TaskInfo,
     Value,
+    duration_info,
 )
 from scale_scheduler.daemon.offer_nodes import NodeObserver
 from scale_scheduler.daemon.task_tracker import LaunchPlan, PlannedTask, TaskTracker
@@ -109,6 +111,14 @@ def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
         command=command,
         container=container,
         labels=labels,
+        kill_policy=(
+            KillPolicy(duration_info(spec.kill_grace_period))
+            if spec.kill_grace_period is not None
+            else None
+        ),
+        max_completion_time=(
+            duration_info(spec.max_runtime) if spec.max_runtime is not None else None
+        ),
     )
 
 
@@ -299,6 +309,7 @@ class OfferPipeline:
                 blocked_hosts=seen.blocked,
                 settings=self._settings,
                 launch_budget=0 if self.launches_held() else self._tracker.launch_budget(),
+                avoid=self._tracker.failed_hosts,
             )
         except Exception:
             log.exception("offer_match_failed", offers=len(offers))

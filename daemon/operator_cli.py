@@ -273,11 +273,26 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
-_TASK_OPTIONS = ("command", "cpus", "mem", "disk", "gpus", "ports", "priority", "max_attempts")
+_TASK_OPTIONS = (
+    "command",
+    "cpus",
+    "mem",
+    "disk",
+    "gpus",
+    "ports",
+    "priority",
+    "max_attempts",
+    "kill_grace_period",
+    "max_runtime",
+)
 
 
 def _tasks_from_args(args: argparse.Namespace) -> Any:
-    given = [name for name in ("name", *_TASK_OPTIONS, "image") if getattr(args, name) is not None]
+    given = [
+        name
+        for name in ("name", *_TASK_OPTIONS, "image", "retry_backoff")
+        if getattr(args, name) is not None
+    ]
     given += [name for name in ("env", "label", "constraint") if getattr(args, name)]
     if args.file is not None:
         if given or args.count != 1:
@@ -294,6 +309,8 @@ def _tasks_from_args(args: argparse.Namespace) -> Any:
             task[name] = value
     if args.image is not None:
         task["container"] = {"image": args.image}
+    if args.retry_backoff is not None:
+        task["retry_backoff"] = _backoff(args.retry_backoff)
     for option, field in (("env", "env"), ("label", "labels"), ("constraint", "constraints")):
         if getattr(args, option):
             task[field] = _pairs(getattr(args, option), f"--{option}")
@@ -303,6 +320,20 @@ def _tasks_from_args(args: argparse.Namespace) -> Any:
         return task
     name = task.get("name", "task")
     return [{**task, "name": f"{name}-{i}"} for i in range(1, args.count + 1)]
+
+
+def _backoff(text: str) -> dict[str, float]:
+    """``INITIAL[,FACTOR[,MAX]]`` seconds, factor, seconds."""
+    parts = text.split(",")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= 3 or len(values) != len(parts):
+        raise CommandError(
+            USAGE_ERROR, f"--retry-backoff expects INITIAL[,FACTOR[,MAX]], got {text!r}"
+        )
+    return dict(zip(("initial", "factor", "max"), values, strict=False))
 
 
 def _read_task_file(path: str) -> Any:
@@ -429,7 +460,20 @@ def add_commands(
     submit.add_argument("--gpus", type=int)
     submit.add_argument("--ports", type=int, help="number of ports to assign")
     submit.add_argument("--priority", type=int, help="lower launches first (default 100)")
-    submit.add_argument("--max-attempts", type=int)
+    submit.add_argument(
+        "--max-attempts", type=int, help="attempts that may fail by the task's own fault"
+    )
+    submit.add_argument(
+        "--kill-grace-period", type=float, metavar="SECONDS", help="SIGTERM to SIGKILL on a kill"
+    )
+    submit.add_argument(
+        "--max-runtime", type=float, metavar="SECONDS", help="an attempt running longer fails"
+    )
+    submit.add_argument(
+        "--retry-backoff",
+        metavar="INITIAL[,FACTOR[,MAX]]",
+        help="wait before a retry after its own failure (default scheduler.retry_backoff_*)",
+    )
     for option, text in (
         ("--env", "environment variable"),
         ("--label", "label (sim.duration=SECONDS scripts the simulator)"),

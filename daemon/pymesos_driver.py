@@ -238,9 +238,11 @@ class PymesosDriver:
     async def revive(self, roles: Sequence[str]) -> None:
         await self._call("REVIVE", lambda client: client.reviveOffers(list(roles)))
 
-    async def kill(self, task_id: str, agent_id: str | None = None) -> None:
+    async def kill(
+        self, task_id: str, agent_id: str | None = None, grace_period: float | None = None
+    ) -> None:
         # pymesos's killTask drops the agent id; send the call the native driver sends.
-        payload = kill_payload(task_id, agent_id)
+        payload = kill_payload(task_id, agent_id, grace_period)
         await self._call("KILL", lambda client: client.send_call("KILL", payload))
 
     async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:

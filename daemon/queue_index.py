@@ -8,7 +8,9 @@ A group keeps task ids in an ``array('q')`` read from a head offset (ids only gr
 keep it sorted; an array holds no object references, so the garbage collector never walks a
 million entries) plus a small sorted list for tasks that come back out of order (retries,
 reverted launches). Entries are removed lazily: the iterators skip tasks that are no longer
-eligible, and ``compact`` drops the dead prefix after each pass. ``Task.indexed`` records
+eligible, and ``compact`` drops the dead prefix after each pass. A task waiting out a retry
+back-off (``next_attempt_at``) is held outside the index (``retry_waits``); an entry it left
+behind from before its launch counts as dead until it is entered again. ``Task.indexed`` records
 whether an entry exists, so a task is never entered twice.
 
 Pure data structure: no I/O, no clock. The task tracker owns the instance and is the only writer.
@@ -98,7 +100,7 @@ class QueueIndex:
             main, head, end = group.main, group.head, len(group.main)
             while head < end:
                 task = tasks.get(main[head])
-                if task is not None and task.state is _QUEUED:
+                if task is not None and task.state is _QUEUED and not task.next_attempt_at:
                     break
                 head += 1
                 if task is not None:
@@ -115,7 +117,7 @@ class QueueIndex:
                 kept = []
                 for task_id in extra:
                     task = tasks.get(task_id)
-                    if task is not None and task.state is _QUEUED:
+                    if task is not None and task.state is _QUEUED and not task.next_attempt_at:
                         kept.append(task_id)
                     elif task is not None:
                         task.indexed = False
@@ -153,7 +155,12 @@ class QueueIndex:
         tasks = self._tasks
         for task_id in self._ordered_ids(group):
             task = tasks.get(task_id)
-            if task is not None and task.state is _QUEUED and not task.busy:
+            if (
+                task is not None
+                and task.state is _QUEUED
+                and not task.busy
+                and not task.next_attempt_at
+            ):
                 yield task_id
 
     def queued(self) -> Iterator[Task]:
@@ -171,7 +178,7 @@ class QueueIndex:
         tasks = self._tasks
         for task_id in self._ordered_ids(group):
             task = tasks.get(task_id)
-            if task is not None and task.state is _QUEUED:
+            if task is not None and task.state is _QUEUED and not task.next_attempt_at:
                 yield task_id
 
     @staticmethod

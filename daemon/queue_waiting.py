@@ -7,7 +7,10 @@ from collections.abc import Iterable
 from scale_scheduler.daemon.matcher import GroupWaiting, WaitReason
 from scale_scheduler.daemon.queue_index import QueueIndex
 from scale_scheduler.state.domain import TaskState
-from scale_scheduler.state.tasks import Task
+from scale_scheduler.state.tasks import Task, iso
+
+RETRY_WAIT = "retry back-off until "
+"""How ``waiting_reason`` begins while a task waits out its retry back-off."""
 
 
 def waiting_reason(
@@ -19,6 +22,8 @@ def waiting_reason(
         return "the scheduler is paused"
     if task.busy:
         return "being launched"
+    if task.next_attempt_at:
+        return f"{RETRY_WAIT}{iso(task.next_attempt_at)}"
     group = index.group_of(task)
     waiting = group.waiting if group is not None else None
     if isinstance(waiting, GroupWaiting):

@@ -44,6 +44,10 @@ from scale_scheduler.state.scheduler import SchedulerRepository, SchedulerSnapsh
 
 log = structlog.get_logger(__name__)
 
+TIMER_INTERVAL = 0.1
+"""Seconds between looks at the retry back-offs that end and the run-time limits passed (each
+look is a glance at the top of two heaps when nothing is due)."""
+
 AgentsFetcher = Callable[[], Awaitable[list[AgentTotals]]]
 
 
@@ -119,6 +123,7 @@ class SchedulerCore:
                 self._every(settings.reconcile_interval, self._periodic_reconcile), "reconcile"
             ),
             self._spawn_loop(self._every(check, self.tracker.check_launch_timeouts), "timeouts"),
+            self._spawn_loop(self._every(TIMER_INTERVAL, self.tracker.check_timers), "timers"),
         ]
         if self._fetch_agents is not None:
             self._background.append(

@@ -126,7 +126,7 @@ class StatusIntake:
         for status, arrived in zip(burst, arrivals, strict=True):
             if status.uuid and status.agent_id is not None and status.agent_id.value:
                 acks.append((status.agent_id.value, status.task_id.value, status.uuid, arrived))
-        resolution = resolve_burst(burst, tracker.tasks, tracker.ended)
+        resolution = resolve_burst(burst, tracker.tasks, tracker.ended, tracker.policy, now)
         if self.heard is not None:
             self.heard.update(resolution.working)
         for status in resolution.stale:

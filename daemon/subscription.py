@@ -122,10 +122,14 @@ def offer_id_values(offer_ids: Iterable[str]) -> list[dict[str, str]]:
     return [{"value": offer_id} for offer_id in offer_ids]
 
 
-def kill_payload(task_id: str, agent_id: str | None) -> dict[str, Any]:
+def kill_payload(
+    task_id: str, agent_id: str | None, grace_period: float | None = None
+) -> dict[str, Any]:
     payload: dict[str, Any] = {"task_id": {"value": task_id}}
     if agent_id is not None:
         payload["agent_id"] = {"value": agent_id}
+    if grace_period is not None:
+        payload["kill_policy"] = {"grace_period": {"nanoseconds": round(grace_period * 1e9)}}
     return payload
 
 

@@ -22,11 +22,18 @@ class TaskCalls:
         self._driver = driver
 
     async def kill(self, kills: Sequence[Kill]) -> None:
-        """Send KILL for (mesos task id, agent id) pairs, concurrently."""
+        """Send KILL for (mesos task id, agent id, grace period) triples, concurrently (a grace
+        period goes as the call's ``kill_policy``, overriding the TaskInfo's)."""
         if not kills:
             return
+        driver = self._driver
         results = await asyncio.gather(
-            *(self._driver.kill(task_id, agent_id) for task_id, agent_id in kills),
+            *(
+                driver.kill(task_id, agent_id)
+                if grace is None
+                else driver.kill(task_id, agent_id, grace)
+                for task_id, agent_id, grace in kills
+            ),
             return_exceptions=True,
         )
         failed = [kills[i][0] for i, r in enumerate(results) if isinstance(r, BaseException)]

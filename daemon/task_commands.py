@@ -8,8 +8,11 @@ Every change to a task is one of these commands:
 - launch result (``resolve_launch_result``): the ACCEPT was sent, surely not sent (the task goes
   back to the queue, its attempt spent), or its outcome is unknown (reconciled at once);
 - status update and reconcile answer (``resolve_burst``, ``resolve``): a Mesos status moves the
-  current attempt on, requeues it under the retry policy, or draws a KILL when it names an attempt
-  that is not current; a stale one about an attempt that ended for good draws nothing;
+  current attempt on, requeues it under the retry policy (by the end's failure class: the
+  task's own failures count against ``max_attempts`` and wait out a back-off, the cluster's
+  retry at once up to ``max_cluster_failures``, an operator's kill ends the task), or draws a
+  KILL when it names an attempt that is not current; a stale one about an attempt that ended
+  for good draws nothing;
 - cancel and kill (``resolve_delete``): a queued task is canceled, a launched one gets a kill
   request (and a KILL once it is on an agent);
 - launch timeout (``due_launch_timeouts``, ``still_silent``): a launch silent for
@@ -28,20 +31,51 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from scale_scheduler.daemon.ended_attempts import EndedAttempts
+from scale_scheduler.daemon.failure_classes import FailureClass, classify_end
 from scale_scheduler.daemon.mesos_task_states import FINAL_MESOS_STATES, MESOS_STATES, ends_attempt
 from scale_scheduler.daemon.mesos_types import TaskStatus
+from scale_scheduler.daemon.retry_backoff import RetryBackoff
 from scale_scheduler.state.changes import StatusChange
 from scale_scheduler.state.domain import TaskState
-from scale_scheduler.state.tasks import Task, parse_mesos_task_id
+from scale_scheduler.state.tasks import EndedAttempt, Task, parse_mesos_task_id, spec_decoder
 
-FREE_RELAUNCHES = 3
-"""Launches lost before any agent reported on them that do not count as attempts."""
-RETRYABLE = frozenset({TaskState.FAILED, TaskState.LOST, TaskState.DROPPED, TaskState.GONE})
+DEFAULT_BACKOFF = RetryBackoff()
 _EARLY = frozenset({TaskState.LAUNCHING, TaskState.STAGING, TaskState.STARTING})
 _LATE = frozenset({TaskState.RUNNING, TaskState.KILLING})
 
-Kill = tuple[str, "str | None"]
-"""A KILL to send: (Mesos task id, agent id)."""
+Kill = tuple[str, "str | None", "float | None"]
+"""A KILL to send: (Mesos task id, agent id, kill grace period in seconds or None)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How failed attempts are retried (``scheduler.max_cluster_failures`` and
+    ``scheduler.retry_backoff_*``; a task may bring its own back-off)."""
+
+    max_cluster_failures: int = 10
+    backoff: RetryBackoff = DEFAULT_BACKOFF
+
+    def backoff_of(self, task: Task) -> RetryBackoff:
+        """The task's back-off: its own fields over the configured ones (its spec is decoded
+        only when it names one, and only on a failure of its own)."""
+        if b'"retry_backoff"' not in task.spec:
+            return self.backoff
+        own = spec_decoder.decode(task.spec).retry_backoff
+        if own is None:
+            return self.backoff
+        default = self.backoff
+        return RetryBackoff(
+            default.initial if own.initial is None else own.initial,
+            default.factor if own.factor is None else own.factor,
+            default.maximum if own.max is None else own.max,
+        )
+
+
+def kill_grace(task: Task) -> float | None:
+    """The task's ``kill_grace_period`` (None: the executor's default)."""
+    if b'"kill_grace_period"' not in task.spec:
+        return None
+    return spec_decoder.decode(task.spec).kill_grace_period
 
 
 # --- one status on the current attempt ---------------------------------------------------------
@@ -51,39 +85,53 @@ Kill = tuple[str, "str | None"]
 class Outcome:
     state: TaskState
     failures: int
-    lost_launches: int
+    cluster_failures: int
     requeue: bool = False
     ignored: bool = False
+    failure_class: FailureClass | None = None
+    """Set when the status ended the attempt other than by a success."""
 
 
 def resolve(
     current: TaskState,
     mesos_state: str,
+    reason: str | None = None,
     *,
     failures: int,
-    lost_launches: int,
+    cluster_failures: int,
     max_attempts: int,
     kill_requested: bool,
+    max_cluster_failures: int = 10,
 ) -> Outcome:
-    """The effect of one Mesos status on a launched task of the current attempt."""
+    """The effect of one Mesos status on a launched task of the current attempt.
+
+    An end is classified (``failure_classes``): an operator's kill ends the task KILLED; a
+    failure of the cluster's is retried at once while ``cluster_failures`` is under
+    ``max_cluster_failures``; a failure of the task's own is retried while ``failures`` stays
+    under ``max_attempts`` (ERROR, an invalid description, never is). A success ends it."""
     target = MESOS_STATES.get(mesos_state)
     if target is None or (target in _EARLY and current in _LATE):
-        return Outcome(current, failures, lost_launches, ignored=True)
+        return Outcome(current, failures, cluster_failures, ignored=True)
     if not target.terminal:
-        return Outcome(target, failures, lost_launches, ignored=target is current)
-    if kill_requested and target is not TaskState.FINISHED:
-        return Outcome(TaskState.KILLED, failures, lost_launches)
-    if target in RETRYABLE:
-        if (
-            current is TaskState.LAUNCHING
-            and target is not TaskState.FAILED
-            and lost_launches < FREE_RELAUNCHES
-        ):
-            return Outcome(TaskState.QUEUED, failures, lost_launches + 1, requeue=True)
-        if failures + 1 < max_attempts:
-            return Outcome(TaskState.QUEUED, failures + 1, lost_launches, requeue=True)
-        return Outcome(target, failures + 1, lost_launches)
-    return Outcome(target, failures, lost_launches)
+        if kill_requested and current is TaskState.KILLING and target is TaskState.RUNNING:
+            return Outcome(current, failures, cluster_failures, ignored=True)
+        return Outcome(target, failures, cluster_failures, ignored=target is current)
+    klass = classify_end(mesos_state, reason, kill_requested=kill_requested)
+    if klass is None:
+        return Outcome(target, failures, cluster_failures)
+    if klass is FailureClass.OPERATOR:
+        return Outcome(TaskState.KILLED, failures, cluster_failures, failure_class=klass)
+    if klass is FailureClass.CLUSTER:
+        if cluster_failures < max_cluster_failures:
+            return Outcome(
+                TaskState.QUEUED, failures, cluster_failures + 1, requeue=True, failure_class=klass
+            )
+        return Outcome(target, failures, cluster_failures + 1, failure_class=klass)
+    if target is not TaskState.ERROR and failures + 1 < max_attempts:
+        return Outcome(
+            TaskState.QUEUED, failures + 1, cluster_failures, requeue=True, failure_class=klass
+        )
+    return Outcome(target, failures + 1, cluster_failures, failure_class=klass)
 
 
 # --- a burst of status updates and reconcile answers --------------------------------------------
@@ -92,11 +140,13 @@ def resolve(
 class WorkingTask(StatusChange):
     """A task's state while one burst is resolved; committed as it is (a ``StatusChange``)."""
 
-    __slots__ = ("status", "task", "transitions")
+    __slots__ = ("failure_class", "status", "task", "transitions")
 
     def __init__(self, task: Task) -> None:
-        super().__init__(task.id, task.state, task.failures, task.lost_launches)
+        super().__init__(task.id, task.state, task.failures, task.cluster_failures)
         self.task = task
+        self.failure_class: FailureClass | None = None
+        """Why the attempt ended, when it ended other than by a success."""
         self.status: TaskStatus | None = None
         """The last status that changed the task in this burst."""
         self.transitions: list[tuple[TaskState, TaskState, TaskStatus]] = []
@@ -135,16 +185,24 @@ class BurstResolution:
     strays: list[TaskStatus]
 
 
+DEFAULT_POLICY = RetryPolicy()
+
+
 def resolve_burst(
-    burst: Sequence[TaskStatus], tasks: Mapping[int, Task], ended: EndedAttempts
+    burst: Sequence[TaskStatus],
+    tasks: Mapping[int, Task],
+    ended: EndedAttempts,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    now: float = 0.0,
 ) -> BurstResolution:
-    """Resolve updates in order against the tasks as they are before the burst."""
+    """Resolve updates in order against the tasks as they are before the burst (``now``
+    stamps the attempts that end and starts the retry back-offs)."""
     working: dict[int, WorkingTask] = {}
     kills: list[Kill] = []
     stale: list[TaskStatus] = []
     strays: list[TaskStatus] = []
     for status in burst:
-        _resolve_one(status, tasks, ended, working, kills, stale, strays)
+        _resolve_one(status, tasks, ended, working, kills, stale, strays, policy, now)
     changed = [w for w in working.values() if w.transitions]
     for w in changed:
         w.seal()
@@ -163,6 +221,8 @@ def _resolve_one(
     kills: list[Kill],
     stale: list[TaskStatus],
     strays: list[TaskStatus],
+    policy: RetryPolicy,
+    now: float,
 ) -> None:
     mesos_id = status.task_id.value
     parsed = parse_mesos_task_id(mesos_id)
@@ -182,17 +242,20 @@ def _resolve_one(
             stale.append(status)
         else:
             strays.append(status)
-            kills.append((mesos_id, status.agent_id.value if status.agent_id is not None else None))
+            agent = status.agent_id.value if status.agent_id is not None else None
+            kills.append((mesos_id, agent, None))
         return
     if w is None:
         w = working[task.id] = WorkingTask(task)
     outcome = resolve(
         w.state,
         status.state,
+        status.reason,
         failures=w.failures,
-        lost_launches=w.lost_launches,
+        cluster_failures=w.cluster_failures,
         max_attempts=task.max_attempts,
         kill_requested=task.kill_requested,
+        max_cluster_failures=policy.max_cluster_failures,
     )
     if (
         task.kill_requested
@@ -201,16 +264,35 @@ def _resolve_one(
         and outcome.state is not TaskState.KILLING
         and task.agent_id
     ):
-        kills.append((mesos_id, task.agent_id))
+        kills.append((mesos_id, task.agent_id, kill_grace(task)))
     if outcome.ignored:
         return
     w.transitions.append((w.state, outcome.state, status))
     w.state = outcome.state
-    w.failures, w.lost_launches = outcome.failures, outcome.lost_launches
+    w.failures, w.cluster_failures = outcome.failures, outcome.cluster_failures
     w.requeue = outcome.requeue
     w.status = status
     if outcome.state is TaskState.RUNNING:
         w.started = True
+    klass = outcome.failure_class
+    if klass is not None:
+        ended_as = outcome.state if not outcome.requeue else MESOS_STATES[status.state]
+        w.failure_class = klass
+        w.ended_attempt = EndedAttempt(
+            task.id,
+            task.attempts,
+            task.agent_id,
+            task.hostname,
+            task.launched or None,
+            now,
+            ended_as.value,
+            status.reason,
+            klass.value,
+        )
+        if outcome.requeue and klass is FailureClass.TASK:
+            delay = policy.backoff_of(task).delay(outcome.failures)
+            if delay > 0:
+                w.next_attempt_at = now + delay
 
 
 def _trails_a_final_end(
@@ -286,7 +368,7 @@ def kill_target(task: Task) -> Kill | None:
     """Where to send the KILL of a task whose kill request is stored: its current attempt on
     its agent, unless it is not launched yet (``finish_launch`` sends it then)."""
     if task.state.launched and not task.busy and task.agent_id:
-        return (task.mesos_task_id, task.agent_id)
+        return (task.mesos_task_id, task.agent_id, kill_grace(task))
     return None
 
 

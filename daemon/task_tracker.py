@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import structlog
 
@@ -21,12 +21,15 @@ from scale_scheduler.daemon import task_commands as commands
 from scale_scheduler.daemon.config import SchedulerConfig
 from scale_scheduler.daemon.driver import SchedulerDriver
 from scale_scheduler.daemon.ended_attempts import EndedAttempts
+from scale_scheduler.daemon.failure_classes import FailureClass
 from scale_scheduler.daemon.flow_control import LaunchFlow
 from scale_scheduler.daemon.matcher import AgentLaunch, GroupWaiting
 from scale_scheduler.daemon.mesos_types import TaskStatus
 from scale_scheduler.daemon.queue_index import QueueIndex
 from scale_scheduler.daemon.queue_waiting import record_waiting, waiting_reason
 from scale_scheduler.daemon.reconciliation import Reconciler
+from scale_scheduler.daemon.retry_waits import RetryWaits
+from scale_scheduler.daemon.runtime_limits import RuntimeLimits, max_runtime, runtime_limit_status
 from scale_scheduler.daemon.status_acks import AckSender
 from scale_scheduler.daemon.status_intake import StatusIntake
 from scale_scheduler.daemon.task_calls import TaskCalls
@@ -57,6 +60,8 @@ log = structlog.get_logger(__name__)
 
 SHRINK_SLACK_BYTES = 256 * 1024
 """A per-task dict's table is rebuilt once it is this much larger than its entries need."""
+KILL_GRACE_SLACK = 5.0
+"""Seconds past its grace period after which a kill's end is counted as late."""
 ROUTINE = frozenset({TaskState.STAGING, TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED})
 """New states of a task's normal progress: logged per task at debug, counted per burst at info."""
 
@@ -86,6 +91,21 @@ class TaskTracker:
             config, self.tasks, self._launching, self.calls, self.intake, clock
         )
         self.ended = EndedAttempts()
+        self.policy = commands.RetryPolicy(config.max_cluster_failures, config.retry_backoff)
+        self.retry_waits = RetryWaits()
+        """Queued tasks waiting out their retry back-off (outside the queue index)."""
+        self.runtime_limits = RuntimeLimits()
+        self.failed_hosts: dict[int, set[str]] = {}
+        """Per live task that failed somewhere: the hosts its attempts failed on (a retry
+        prefers others). Only tasks that failed have an entry."""
+        # Read by the metrics at scrape time.
+        self.failures_by_class: dict[str, int] = {}
+        self.retries_delayed = 0
+        self.runtime_limits_enforced = 0
+        self.kills_past_grace = 0
+        """Kills with a grace period whose task ended more than ``KILL_GRACE_SLACK`` after it."""
+        self._graceful_kills: dict[int, tuple[float, float]] = {}
+        """Per task asked to die with a grace period: (when, grace). Only such tasks."""
         # Read by the metrics at scrape time: launched tasks in memory by state (queued ones are
         # ``queue_depth``), terminal states reached since start.
         self.launched_counts: dict[TaskState, int] = dict.fromkeys(LAUNCHED, 0)
@@ -111,23 +131,32 @@ class TaskTracker:
         """Load every non-terminal task in batches, yielding to the loop between them."""
         self._next_id = await self._store.max_task_id() + 1
         loaded = 0
+        now = self._clock()
         async for batch in self._store.live_tasks(self.interner):
             for task in batch:
                 self.tasks[task.id] = task
                 if task.state is TaskState.QUEUED:
-                    self.index.add(task)
+                    if task.next_attempt_at > now:
+                        self.retry_waits.add(task)
+                    else:
+                        task.next_attempt_at = 0.0
+                        self.index.add(task)
                     self.queue_depth += 1
                 else:
                     self._nodes.hold(task.hostname, task.shape)
                     self.launched_counts[task.state] += 1
                     if task.state is TaskState.LAUNCHING:
                         self._launching[task.id] = task
+                    limit = max_runtime(task)
+                    if limit is not None:
+                        self.runtime_limits.watch(task, task.attempts, task.launched, limit)
             loaded += len(batch)
             await asyncio.sleep(0)
         log.info(
             "tasks_loaded",
             live=loaded,
             queued=self.queue_depth,
+            retry_waiting=len(self.retry_waits),
             shapes=len(self.interner),
             next_id=self._next_id,
         )
@@ -239,6 +268,12 @@ class TaskTracker:
     def waiting_reason(self, task: Task, scheduler_paused: bool) -> str | None:
         return waiting_reason(self.index, task, scheduler_paused, self.in_flight)
 
+    def queued_in_order(self) -> Iterator[Task]:
+        """Every queued task: those the index holds in launch order, then those waiting out a
+        retry back-off in the order they come due."""
+        yield from self.index.queued()
+        yield from self.retry_waits.waiting()
+
     def record_waiting(self, waiting: Iterable[GroupWaiting]) -> None:
         record_waiting(self.index, waiting)
 
@@ -276,6 +311,9 @@ class TaskTracker:
                     task.last_update = now
                     task.reconcile_sent = 0.0
                     self._launching[task.id] = task
+                    limit = max_runtime(task)
+                    if limit is not None:
+                        self.runtime_limits.watch(task, item.attempt, now, limit)
                     debug(
                         "task_state_changed",
                         task_id=task.id,
@@ -304,7 +342,9 @@ class TaskTracker:
             return
         now = self._clock()
         reverts = [
-            RevertedLaunch(item.task.id, item.attempt, item.task.failures, item.task.lost_launches)
+            RevertedLaunch(
+                item.task.id, item.attempt, item.task.failures, item.task.cluster_failures
+            )
             for item in planned
         ]
 
@@ -355,7 +395,7 @@ class TaskTracker:
             task = item.task
             task.busy = False
             if commands.kill_after_launch(task, item.attempt):
-                kills.append((item.mesos_task_id, task.agent_id))
+                kills.append((item.mesos_task_id, task.agent_id, commands.kill_grace(task)))
         return kills, commands.doomed(item.task for item in plan.tasks)
 
     async def cancel_all(self, task_ids: Iterable[int]) -> None:
@@ -385,6 +425,8 @@ class TaskTracker:
                     return
                 task.state = TaskState.CANCELED
                 self.tasks.pop(task.id, None)
+                self.retry_waits.discard(task.id)
+                self.failed_hosts.pop(task.id, None)
                 self.queue_depth -= 1
                 self._count_ended(TaskState.CANCELED)
                 log.info(
@@ -407,6 +449,9 @@ class TaskTracker:
 
         await self._store.commit([KillRequested(task.id, now)], mark)
         target = commands.kill_target(task)
+        grace = commands.kill_grace(task)
+        if grace is not None and task.state.launched:
+            self._graceful_kills.setdefault(task.id, (now, grace))
         if target is not None:
             await self.calls.kill([target])
         log.info("task_kill_requested", task_id=task.id, state=task.state.value)
@@ -437,6 +482,11 @@ class TaskTracker:
         task = w.task
         if w.ended_for_good:
             self.ended.add(task.id, task.attempts)
+        klass = w.failure_class
+        if klass is not None:
+            self.failures_by_class[klass.value] = self.failures_by_class.get(klass.value, 0) + 1
+            if w.requeue and task.hostname and klass is not FailureClass.OPERATOR:
+                self.failed_hosts.setdefault(task.id, set()).add(task.hostname)
         for old, new, status in w.transitions:
             by_state[new.value] = by_state.get(new.value, 0) + 1
             emit = log.debug if new in ROUTINE else log.info
@@ -451,31 +501,91 @@ class TaskTracker:
                 message=status.message,
                 hostname=task.hostname,
             )
-        task.failures, task.lost_launches = w.failures, w.lost_launches
+        task.failures, task.cluster_failures = w.failures, w.cluster_failures
         task.last_update = now
         if task.state in self.launched_counts:
             self.launched_counts[task.state] -= 1
         if w.requeue:
-            self._requeue(task)
+            self._requeue(task, w.next_attempt_at or 0.0)
             return True
         self._launching.pop(task.id, None)
         task.state = w.state
         if w.state.terminal:
             self._nodes.release(task.hostname, task.shape)
             self.tasks.pop(task.id, None)
+            if self.failed_hosts:
+                self.failed_hosts.pop(task.id, None)
+            if self._graceful_kills:
+                self._kill_ended(task.id, now)
             self._count_ended(w.state)
         else:
             self.launched_counts[w.state] += 1
         return False
 
-    def _requeue(self, task: Task) -> None:
-        """A launched task goes back to the queue: its node's resources are free again."""
+    def _kill_ended(self, task_id: int, now: float) -> None:
+        asked = self._graceful_kills.pop(task_id, None)
+        if asked is not None and now - asked[0] > asked[1] + KILL_GRACE_SLACK:
+            self.kills_past_grace += 1
+            log.warning("kill_past_grace_period", task_id=task_id, seconds=round(now - asked[0], 3))
+
+    def _requeue(self, task: Task, wait_until: float = 0.0) -> None:
+        """A launched task goes back to the queue: its node's resources are free again. With
+        ``wait_until`` it waits out its retry back-off outside the queue index until then."""
         self._nodes.release(task.hostname, task.shape)
         self._launching.pop(task.id, None)
         task.state = TaskState.QUEUED
         task.agent_id = task.hostname = None
-        self.index.add(task)
         self.queue_depth += 1
+        if wait_until:
+            task.next_attempt_at = wait_until
+            self.retry_waits.add(task)
+            self.retries_delayed += 1
+        else:
+            self.index.add(task)
+
+    # -- timers: retry back-offs that end, run-time limits --------------------------------------
+
+    def release_due_retries(self) -> int:
+        """Enter the tasks whose retry back-off is over into the queue index (and ask for
+        offers); how many."""
+        waits = self.retry_waits
+        if not waits:
+            return 0
+        due = waits.due(self._clock())
+        if due:
+            index = self.index
+            for task in due:
+                index.add(task)
+            log.info("retry_backoff_over", tasks=len(due))
+            self._notify_work()
+        return len(due)
+
+    async def enforce_runtime_limits(self) -> None:
+        """Kill the launches past their ``max_runtime`` (plus a margin) that the master did not
+        end, and end them FAILED as Mesos would (a failure of the task's own)."""
+        if not self.runtime_limits:
+            return
+        overdue = self.runtime_limits.overdue(self._clock(), self.tasks)
+        if not overdue:
+            return
+        intake = self.intake
+        async with intake.lock:
+            # Updates received meanwhile go first: the master may have ended them already.
+            await intake.drain()
+            decided = [t for t in overdue if t.state.launched and self.tasks.get(t.id) is t]
+            if not decided:
+                return
+            now = self._clock()
+            kills = [(t.mesos_task_id, t.agent_id, commands.kill_grace(t)) for t in decided]
+            statuses = [runtime_limit_status(t, now) for t in decided]
+            self.runtime_limits_enforced += len(decided)
+            log.warning("runtime_limit_enforced", tasks=len(decided), first=decided[0].id)
+            await intake.process_updates(statuses)
+        await self.calls.kill(kills)
+
+    async def check_timers(self) -> None:
+        self.release_due_retries()
+        await self.enforce_runtime_limits()
 
     def _shrink_tables(self) -> None:
         """Give back the hash tables of the per-task dicts once a peak has passed: a dict never

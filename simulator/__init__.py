@@ -16,7 +16,8 @@ heartbeat_interval, allocation_interval, offer_timeout, task_duration, task_star
 kill_delay, status_update_retry, agent_reregister_delay, credentials, zk, ...).
 
 Faults: `stop_heartbeats`, `resume_heartbeats`, `close_stream(abort=)`, `hang_stream`,
-`delay_calls`, `fail_calls`, `clear_call_faults`, `rescind_offers`, `remove_agent`, `add_agent`,
+`delay_calls`, `fail_calls`, `clear_call_faults`, `rescind_offers`, `remove_agent`,
+`mark_agent_gone`, `add_agent`,
 `await step_down(rejoin=)`, `await rejoin()`, `inject(kind)` (kinds in `faults.RAW_KINDS`) and
 `inject_raw(bytes)`. Inspection: `leader`, `leader_url`, `agents`, `frameworks()`,
 `framework(id)`, `tasks()`, `task(id)`, `offers()`, `subscriptions()`, `state()`.

@@ -325,6 +325,12 @@ class SimulatedCluster:
         log.info("sim_agent_removed", agent_id=found.id, tasks=len(tasks))
         return True
 
+    def mark_agent_gone(self, agent: str) -> int:
+        """An operator marks a removed (unreachable) agent gone: its tasks end
+        TASK_GONE_BY_OPERATOR (TASK_LOST without PARTITION_AWARE). How many tasks."""
+        leader = self.leader
+        return leader.agent_gone(agent) if leader is not None else 0
+
     def set_agent_http(self, agent: str, mode: str) -> bool:
         """How an agent's HTTP endpoint answers from now on (``Agent.http_mode``)."""
         if mode not in AGENT_HTTP_MODES:

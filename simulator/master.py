@@ -287,6 +287,33 @@ class Master:
             if fw.subscription is not None:
                 fw.subscription.send(failure)
 
+    def agent_gone(self, agent: str) -> int:
+        """An operator marked an unreachable agent (id or hostname) gone (Mesos's
+        MARK_AGENT_GONE): its tasks end TASK_GONE_BY_OPERATOR. Returns how many."""
+        gone = [
+            (key, task)
+            for key, task in self.unreachable.items()
+            if agent in (task.agent.id, task.agent.hostname)
+        ]
+        now = self.timers.wall()
+        for key, task in gone:
+            del self.unreachable[key]
+            self.unreachable_agents.discard(task.agent.id)
+            task.state = "TASK_GONE_BY_OPERATOR"
+            fw = self.frameworks.get(task.framework_id)
+            if fw is not None and fw.subscription is not None:
+                status = protocol.task_status(
+                    task.task_id,
+                    protocol.state_for("TASK_GONE_BY_OPERATOR", fw.partition_aware),
+                    agent_id=task.agent.id,
+                    source="SOURCE_MASTER",
+                    timestamp=now,
+                    reason="REASON_AGENT_REMOVED_BY_OPERATOR",
+                    message=f"Agent {task.agent.hostname} was marked gone",
+                )
+                fw.subscription.send(protocol.update_event(status))
+        return len(gone)
+
     # subscriptions --------------------------------------------------------------------------
 
     def subscribe(self, info: dict[str, Any], suppressed_roles: list[str]) -> Subscription:

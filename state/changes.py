@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from scale_scheduler.state.domain import TaskState
-from scale_scheduler.state.tasks import Task
+from scale_scheduler.state.tasks import EndedAttempt, Task
 
 # --- tasks -------------------------------------------------------------------------------------
 
@@ -51,7 +51,7 @@ class RevertedLaunch(NamedTuple):
     task_id: int
     attempt: int
     failures: int
-    lost_launches: int
+    cluster_failures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +66,10 @@ class StatusChange:
     subclass, so the burst hands its records over as they are (no copy per task)."""
 
     __slots__ = (
+        "cluster_failures",
+        "ended_attempt",
         "failures",
-        "lost_launches",
+        "next_attempt_at",
         "requeue",
         "started",
         "state",
@@ -79,11 +81,13 @@ class StatusChange:
         "task_id",
     )
 
-    def __init__(self, task_id: int, state: TaskState, failures: int, lost_launches: int) -> None:
+    def __init__(
+        self, task_id: int, state: TaskState, failures: int, cluster_failures: int
+    ) -> None:
         self.task_id = task_id
         self.state = state
         self.failures = failures
-        self.lost_launches = lost_launches
+        self.cluster_failures = cluster_failures
         self.requeue = False
         """Queued again (``state`` is then QUEUED): the agent and ports are cleared."""
         self.started = False
@@ -93,6 +97,10 @@ class StatusChange:
         self.status_reason: str | None = None
         self.status_source: str | None = None
         self.status_time: float | None = None
+        self.next_attempt_at: float | None = None
+        """A requeue that waits out a retry back-off: when the task may launch again."""
+        self.ended_attempt: EndedAttempt | None = None
+        """The attempt ended in failure: its entry of the history (kept with the change)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,11 +35,16 @@ from scale_scheduler.state.interface import (
 )
 from scale_scheduler.state.scheduler import MISSING_MESSAGE
 from scale_scheduler.state.tasks import (
+    ATTEMPT_HISTORY,
     EMPTY,
     ContainerView,
+    EndedAttempt,
     LastStatus,
     Task,
     TaskView,
+    attempt_history,
+    backoff_view,
+    ended_attempt_view,
     iso,
     mesos_task_id,
     spec_decoder,
@@ -61,7 +66,7 @@ class _TaskRow:
     last_modified: float
     attempts: int = 0
     failures: int = 0
-    lost_launches: int = 0
+    cluster_failures: int = 0
     kill_requested: bool = False
     agent_id: str | None = None
     hostname: str | None = None
@@ -71,10 +76,25 @@ class _TaskRow:
     ended: float | None = None
     status: LastStatus | None = None
     status_time: float | None = None
+    next_attempt_at: float | None = None
+    ended_attempts: list[EndedAttempt] = field(default_factory=list)
+    """Attempts that ended in failure, the last ``ATTEMPT_HISTORY``."""
 
     def view(self) -> TaskView:
         task, shape = self.task, self.task.shape
         spec = spec_decoder.decode(task.spec)
+        queued = self.state is TaskState.QUEUED
+        history = attempt_history(
+            task.id,
+            self.attempts,
+            [ended_attempt_view(e) for e in self.ended_attempts],
+            self.state.value,
+            self.agent_id,
+            self.hostname,
+            self.launched,
+            self.ended,
+            self.status.reason if self.status is not None else None,
+        )
         return TaskView(
             id=task.id,
             name=self.name,
@@ -106,6 +126,11 @@ class _TaskRow:
             last_modified=iso(self.last_modified),
             last_status=self.status,
             waiting_reason=None,
+            next_attempt_at=iso(self.next_attempt_at) if queued and self.next_attempt_at else None,
+            attempt_history=history,
+            kill_grace_period=spec.kill_grace_period,
+            max_runtime=spec.max_runtime,
+            retry_backoff=backoff_view(spec.retry_backoff),
         )
 
 
@@ -185,6 +210,7 @@ class MemoryState:
             row.agent_id, row.hostname = intent.agent_id, intent.hostname
             row.assigned_ports = list(intent.ports)
             row.launched = row.last_modified = now
+            row.next_attempt_at = None
             row.status = None
             row.status_time = None
 
@@ -197,7 +223,7 @@ class MemoryState:
             if row.attempts != revert.attempt:
                 continue
             row.state = TaskState.QUEUED
-            row.failures, row.lost_launches = revert.failures, revert.lost_launches
+            row.failures, row.cluster_failures = revert.failures, revert.cluster_failures
             row.agent_id = row.hostname = None
             row.assigned_ports = []
             row.queued = row.last_modified = now
@@ -208,7 +234,7 @@ class MemoryState:
             row = self.tasks.get(w.task_id)
             if row is None:
                 continue
-            row.failures, row.lost_launches = w.failures, w.lost_launches
+            row.failures, row.cluster_failures = w.failures, w.cluster_failures
             row.last_modified = now
             row.status = LastStatus(
                 w.status_state or "",
@@ -217,11 +243,16 @@ class MemoryState:
                 w.status_source,
                 iso(w.status_time or now),
             )
+            if w.ended_attempt is not None:
+                kept = [e for e in row.ended_attempts if e.attempt != w.ended_attempt.attempt]
+                kept.append(w.ended_attempt)
+                row.ended_attempts = kept[-ATTEMPT_HISTORY:]
             if w.requeue:
                 row.state = TaskState.QUEUED
                 row.agent_id = row.hostname = None
                 row.assigned_ports = []
                 row.queued = now
+                row.next_attempt_at = w.next_attempt_at
                 continue
             if w.started and row.started is None:
                 row.started = now
@@ -314,13 +345,14 @@ class MemoryState:
             row.task.max_attempts,
             row.attempts,
             row.failures,
-            row.lost_launches,
+            row.cluster_failures,
             row.agent_id,
             row.hostname,
             row.launched or 0.0,
             row.last_modified,
             0.0,
             row.kill_requested,
+            next_attempt_at=row.next_attempt_at or 0.0,
         )
 
     async def max_task_id(self) -> int:

@@ -110,6 +110,31 @@ MIGRATIONS: list[Migration] = [
         INSERT INTO retention (id) VALUES (1);
         """,
     ),
+    Migration(
+        4,
+        "failure classes and retry back-off: cluster failures, next attempt, attempt history",
+        # lost_launches becomes cluster_failures: the free relaunches of lost launches are now
+        # the failures that are the cluster's (``failure_classes``), counted apart from the
+        # task's own. next_attempt_at: when a task waiting out its retry back-off may launch.
+        # task_attempts: the attempts that ended and were retried (the current or last attempt
+        # is the task row's); at most ``ATTEMPT_HISTORY`` per task.
+        """
+        ALTER TABLE tasks RENAME COLUMN lost_launches TO cluster_failures;
+        ALTER TABLE tasks ADD COLUMN next_attempt_at REAL;
+        CREATE TABLE task_attempts (
+            task_id INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            agent_id TEXT,
+            hostname TEXT,
+            launched REAL,
+            ended REAL NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT,
+            failure_class TEXT,
+            PRIMARY KEY (task_id, attempt)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

@@ -13,8 +13,9 @@ This module owns records and views; it knows no storage (a backend of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import msgspec
 
@@ -23,14 +24,29 @@ from scale_scheduler.state.domain import Shape, TaskState
 # --- the launch spec and the in-memory record ------------------------------------------------
 
 
+class BackoffSpec(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """A task's own retry back-off (``daemon.retry_backoff``); a field left out takes the
+    configured default."""
+
+    initial: float | None = None
+    factor: float | None = None
+    max: float | None = None
+
+
 class TaskSpec(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
-    """What goes into the TaskInfo besides resources; stored as compact JSON bytes."""
+    """What goes into the TaskInfo besides resources, and the task's lifecycle settings read
+    only when it launches, fails or is killed; stored as compact JSON bytes."""
 
     name: str
     command: str | None = None
     image: str | None = None
     env: dict[str, str] | None = None
     labels: dict[str, str] | None = None
+    kill_grace_period: float | None = None
+    """Seconds between SIGTERM and SIGKILL (``KillPolicy.grace_period``)."""
+    max_runtime: float | None = None
+    """Seconds an attempt may run (``TaskInfo.max_completion_time``)."""
+    retry_backoff: BackoffSpec | None = None
 
 
 spec_encoder = msgspec.json.Encoder()
@@ -42,6 +58,8 @@ class Task(msgspec.Struct, gc=False):
 
     ``busy`` marks a write about the task in flight (launch intent, cancel): the matcher skips it.
     ``indexed`` says the queue index holds an entry for it (so a requeue never adds a second).
+    ``cluster_failures`` counts the attempts that ended by the cluster's fault, ``failures``
+    those that were the task's own (``daemon.failure_classes``).
     """
 
     id: int
@@ -52,7 +70,7 @@ class Task(msgspec.Struct, gc=False):
     max_attempts: int
     attempts: int = 0
     failures: int = 0
-    lost_launches: int = 0
+    cluster_failures: int = 0
     agent_id: str | None = None
     hostname: str | None = None
     launched: float = 0.0
@@ -61,6 +79,8 @@ class Task(msgspec.Struct, gc=False):
     kill_requested: bool = False
     busy: bool = False
     indexed: bool = False
+    next_attempt_at: float = 0.0
+    """While the task waits out its retry back-off: when it may launch (0: not waiting)."""
 
     @property
     def mesos_task_id(self) -> str:
@@ -115,6 +135,35 @@ class ContainerView(msgspec.Struct, forbid_unknown_fields=True):
     image: str
 
 
+class BackoffView(msgspec.Struct, forbid_unknown_fields=True):
+    """The task's own retry back-off (a null field takes ``scheduler.retry_backoff_*``)."""
+
+    initial: float | None
+    factor: float | None
+    max: float | None
+
+
+def backoff_view(spec: BackoffSpec | None) -> BackoffView | None:
+    return None if spec is None else BackoffView(spec.initial, spec.factor, spec.max)
+
+
+class AttemptView(msgspec.Struct, forbid_unknown_fields=True):
+    """One launch of a task and how it ended (``ended`` None: it has not)."""
+
+    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    mesos_task_id: str
+    agent_id: str | None
+    hostname: str | None
+    launched: Timestamp | None
+    ended: Timestamp | None
+    state: str
+    reason: str | None
+    failure_class: (
+        Annotated[str, msgspec.Meta(extra_json_schema={"enum": ["task", "cluster", "operator"]})]
+        | None
+    )
+
+
 class TaskView(msgspec.Struct, forbid_unknown_fields=True):
     """A task as /queue/ and /tasks/ show it."""
 
@@ -148,7 +197,82 @@ class TaskView(msgspec.Struct, forbid_unknown_fields=True):
     last_modified: Timestamp | None
     last_status: LastStatus | None
     waiting_reason: str | None
+    next_attempt_at: Timestamp | None
+    """While the task waits out its retry back-off: when it may launch again."""
+    attempt_history: list[AttemptView]
+    """Its launches, oldest first (at most the last ``ATTEMPT_HISTORY`` of those that failed,
+    and the current or last one)."""
+    kill_grace_period: float | None
+    max_runtime: float | None
+    retry_backoff: BackoffView | None
 
+
+class EndedAttempt(NamedTuple):
+    """An attempt that ended in failure (retried or not): one entry of the attempt history."""
+
+    task_id: int
+    attempt: int
+    agent_id: str | None
+    hostname: str | None
+    launched: float | None
+    ended: float
+    state: str
+    """The task state the attempt ended in (FAILED, LOST, KILLED, ...)."""
+    reason: str | None
+    failure_class: str | None
+
+
+def ended_attempt_view(e: EndedAttempt) -> AttemptView:
+    return AttemptView(
+        attempt=e.attempt,
+        mesos_task_id=mesos_task_id(e.task_id, e.attempt),
+        agent_id=e.agent_id,
+        hostname=e.hostname,
+        launched=iso(e.launched),
+        ended=iso(e.ended),
+        state=e.state,
+        reason=e.reason,
+        failure_class=e.failure_class,
+    )
+
+
+def attempt_history(
+    task_id: int,
+    attempts: int,
+    ended: Sequence[AttemptView],
+    state: str,
+    agent_id: str | None,
+    hostname: str | None,
+    launched: float | None,
+    ended_at: float | None,
+    reason: str | None,
+) -> list[AttemptView]:
+    """The stored attempts that ended in failure, and the task's current (or last) attempt from
+    its own row when it is not among them: launched, finished, or ended in a failure that is
+    stored (a success or a launch still going is not)."""
+    history = list(ended)
+    if not attempts or (history and history[-1].attempt >= attempts):
+        return history
+    if state in (TaskState.QUEUED.value, TaskState.CANCELED.value):
+        return history  # the last attempt was never launched (its ACCEPT was not sent)
+    history.append(
+        AttemptView(
+            attempt=attempts,
+            mesos_task_id=mesos_task_id(task_id, attempts),
+            agent_id=agent_id,
+            hostname=hostname,
+            launched=iso(launched),
+            ended=iso(ended_at),
+            state=state,
+            reason=reason,
+            failure_class=None,
+        )
+    )
+    return history
+
+
+ATTEMPT_HISTORY = 20
+"""Attempts kept per task in ``attempt_history`` (older ones are dropped as new ones end)."""
 
 EMPTY: dict[str, str] = {}
 
@@ -189,4 +313,9 @@ def new_task_view(
         last_modified=stamp,
         last_status=None,
         waiting_reason=None,
+        next_attempt_at=None,
+        attempt_history=[],
+        kill_grace_period=spec.kill_grace_period,
+        max_runtime=spec.max_runtime,
+        retry_backoff=backoff_view(spec.retry_backoff),
     )

@@ -83,8 +83,13 @@ class FakeDriver:
     async def revive(self, roles: Sequence[str]) -> None:
         self._record("revive", tuple(roles))
 
-    async def kill(self, task_id: str, agent_id: str | None = None) -> None:
-        self._record("kill", task_id, agent_id)
+    async def kill(
+        self, task_id: str, agent_id: str | None = None, grace_period: float | None = None
+    ) -> None:
+        if grace_period is None:
+            self._record("kill", task_id, agent_id)
+        else:
+            self._record("kill", task_id, agent_id, grace_period)
 
     async def acknowledge(self, agent_id: str, task_id: str, uuid: str) -> None:
         self._record("ack", agent_id, task_id, uuid)
@@ -225,9 +230,11 @@ def new_task(
     constraints: dict[str, str] | None = None,
     command: str = "true",
     env: dict[str, str] | None = None,
+    **lifecycle: Any,
 ) -> NewTask:
+    """``lifecycle``: the spec's ``kill_grace_period``, ``max_runtime``, ``retry_backoff``."""
     return NewTask(
-        spec=TaskSpec(name=name, command=command, env=env),
+        spec=TaskSpec(name=name, command=command, env=env, **lifecycle),
         priority=priority,
         cpus=cpus,
         mem=mem,

@@ -39,6 +39,7 @@ import asyncpg
 import structlog
 
 from scale_scheduler.state import changes as c
+from scale_scheduler.state.changes import EndedAttempt
 from scale_scheduler.state.domain import LAUNCHED, Shape, ShapeInterner, TaskState
 from scale_scheduler.state.interface import (
     MaintainedState,
@@ -66,7 +67,7 @@ from scale_scheduler.state.postgres.password import Password
 from scale_scheduler.state.postgres.statements import PgStatement, statements_of
 from scale_scheduler.state.sqlite.task_rows import view_from_row
 from scale_scheduler.state.store import StoreStats
-from scale_scheduler.state.tasks import Task, TaskView
+from scale_scheduler.state.tasks import AttemptView, Task, TaskView, ended_attempt_view
 
 log = structlog.get_logger(__name__)
 
@@ -416,13 +417,14 @@ class PostgresState:
 
     async def task(self, task_id: int) -> TaskView | None:
         row = await self._fetchrow(q.TASK_SQL, task_id)
-        return view_from_row(_plain(row)) if row is not None else None
+        return (await self._views([_plain(row)]))[0] if row is not None else None
 
     async def tasks_by_ids(self, ids: Sequence[int]) -> Mapping[int, TaskView]:
         if not ids:
             return {}
         rows = await self._fetch(q.TASKS_BY_IDS_SQL, list(ids))
-        return {row[0]: view_from_row(_plain(row)) for row in rows}
+        views = await self._views([_plain(row) for row in rows])
+        return {view.id: view for view in views}
 
     async def task_page(
         self, state: TaskState | None, offset: int, limit: int, after: int | None = None
@@ -431,10 +433,22 @@ class PostgresState:
         rows = await self._fetch(sql, *params)
         if not rows:  # past the last page: the count alone
             return await self.count_tasks(state), []
-        return int(rows[0][-1]), [view_from_row(_plain(row)) for row in rows]
+        return int(rows[0][-1]), await self._views([_plain(row) for row in rows])
 
     async def recent_tasks(self, limit: int) -> list[TaskView]:
-        return [view_from_row(_plain(row)) for row in await self._fetch(q.RECENT_SQL, limit)]
+        rows = await self._fetch(q.RECENT_SQL, limit)
+        return await self._views([_plain(row) for row in rows])
+
+    async def _views(self, rows: Sequence[Sequence[Any]]) -> list[TaskView]:
+        """Views of task rows with their stored failed attempts (one more read, only for tasks
+        that were ever launched), as SQLite's."""
+        launched = [row[0] for row in rows if row[12]]
+        history: dict[int, list[AttemptView]] = {}
+        if launched:
+            for attempt in await self._fetch(q.ATTEMPTS_SQL, launched):
+                view = ended_attempt_view(EndedAttempt(*attempt))
+                history.setdefault(attempt[0], []).append(view)
+        return [view_from_row(row, history.get(row[0], ())) for row in rows]
 
     async def count_tasks(self, state: TaskState | None) -> int:
         sql, params = q.count_sql(state)

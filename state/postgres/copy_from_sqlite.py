@@ -31,9 +31,12 @@ BATCH = 50_000
 
 TASK_COLUMNS = (
     "id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, spec, max_attempts, "
-    "attempts, failures, lost_launches, kill_requested, agent_id, hostname, assigned_ports, "
+    "attempts, failures, cluster_failures, kill_requested, agent_id, hostname, assigned_ports, "
     "created, queued, launched, started, ended, last_modified, status_state, status_message, "
-    "status_reason, status_source, status_time"
+    "status_reason, status_source, status_time, next_attempt_at"
+)
+ATTEMPT_COLUMNS = (
+    "task_id, attempt, agent_id, hostname, launched, ended, state, reason, failure_class"
 )
 TASK_BOOLEANS = (15,)  # kill_requested
 NODE_COLUMNS = (
@@ -88,7 +91,8 @@ def _columns(names: str) -> tuple[str, ...]:
 def _rows(
     source: sqlite3.Connection, table: str, columns: str, booleans: Sequence[int]
 ) -> Iterator[list[tuple[Any, ...]]]:
-    cursor = source.execute(f"SELECT {columns} FROM {table} ORDER BY id")
+    order = "task_id, attempt" if table == "task_attempts" else "id"
+    cursor = source.execute(f"SELECT {columns} FROM {table} ORDER BY {order}")
     while batch := cursor.fetchmany(BATCH):
         yield [
             tuple(bool(v) if i in booleans and v is not None else v for i, v in enumerate(row))
@@ -134,6 +138,10 @@ async def _copy(source: sqlite3.Connection, target: asyncpg.Connection) -> CopyR
         await target.copy_records_to_table("tasks", records=batch, columns=_columns(TASK_COLUMNS))
         tasks += len(batch)
     nodes = 0
+    for batch in _rows(source, "task_attempts", ATTEMPT_COLUMNS, ()):
+        await target.copy_records_to_table(
+            "task_attempts", records=batch, columns=_columns(ATTEMPT_COLUMNS)
+        )
     for batch in _rows(source, "nodes", NODE_COLUMNS, NODE_BOOLEANS):
         await target.copy_records_to_table("nodes", records=batch, columns=_columns(NODE_COLUMNS))
         nodes += len(batch)

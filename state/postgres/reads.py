@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from scale_scheduler.state.domain import LIVE, Shape, ShapeInterner, TaskState, constraints_from
-from scale_scheduler.state.sqlite.task_rows import LOAD_COLUMNS, VIEW_COLUMNS
+from scale_scheduler.state.sqlite.task_rows import ATTEMPT_COLUMNS, LOAD_COLUMNS, VIEW_COLUMNS
 from scale_scheduler.state.tasks import Task
 
 TASK_SQL = f"SELECT {VIEW_COLUMNS} FROM tasks WHERE id = $1"
@@ -19,6 +19,10 @@ TASKS_BY_IDS_SQL = f"SELECT {VIEW_COLUMNS} FROM tasks WHERE id = ANY($1::bigint[
 RECENT_SQL = f"SELECT {VIEW_COLUMNS} FROM tasks ORDER BY id DESC LIMIT $1"
 LIVE_SQL = f"SELECT {LOAD_COLUMNS} FROM tasks WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3"
 STATE_SQL = "SELECT state FROM tasks WHERE id = $1"
+ATTEMPTS_SQL = (
+    f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id = ANY($1::bigint[]) "
+    "ORDER BY task_id, attempt"
+)
 MAX_ID_SQL = (
     "SELECT GREATEST(COALESCE((SELECT MAX(id) FROM tasks), 0), "
     "(SELECT pruned_through FROM retention WHERE id = 1))"
@@ -105,4 +109,5 @@ def task_from_row(
         row[17] or 0.0,
         0.0,
         bool(row[18]),
+        next_attempt_at=row[19] or 0.0,
     )

@@ -16,6 +16,7 @@ from scale_scheduler.state import changes as c
 from scale_scheduler.state.domain import TaskState
 from scale_scheduler.state.scheduler import MISSING_MESSAGE
 from scale_scheduler.state.sqlite.task_rows import insert_row, ports_json
+from scale_scheduler.state.tasks import ATTEMPT_HISTORY
 
 
 @dataclass(frozen=True)
@@ -56,26 +57,36 @@ TASK_COPY_COLUMNS = (
 
 INTENT_SQL = (
     "UPDATE tasks SET state = 'LAUNCHING', attempts = $1, agent_id = $2, hostname = $3, "
-    "assigned_ports = $4, launched = $5, last_modified = $6, status_state = NULL, "
-    "status_message = NULL, status_reason = NULL, status_source = NULL, status_time = NULL "
-    "WHERE id = $7"
+    "assigned_ports = $4, launched = $5, last_modified = $6, next_attempt_at = NULL, "
+    "status_state = NULL, status_message = NULL, status_reason = NULL, status_source = NULL, "
+    "status_time = NULL WHERE id = $7"
 )
 REVERT_SQL = (
-    "UPDATE tasks SET state = 'QUEUED', failures = $1, lost_launches = $2, agent_id = NULL, "
+    "UPDATE tasks SET state = 'QUEUED', failures = $1, cluster_failures = $2, agent_id = NULL, "
     "hostname = NULL, assigned_ports = NULL, queued = $3, last_modified = $4 "
     "WHERE id = $5 AND state = 'LAUNCHING' AND attempts = $6"
 )
 STATUS_SQL = (
-    "UPDATE tasks SET state = $1, failures = $2, lost_launches = $3, "
+    "UPDATE tasks SET state = $1, failures = $2, cluster_failures = $3, "
     "started = COALESCE(started, $4), ended = $5, last_modified = $6, status_state = $7, "
     "status_message = $8, status_reason = $9, status_source = $10, status_time = $11 "
     "WHERE id = $12"
 )
 REQUEUE_AFTER_STATUS_SQL = (
-    "UPDATE tasks SET state = 'QUEUED', failures = $1, lost_launches = $2, agent_id = NULL, "
-    "hostname = NULL, assigned_ports = NULL, queued = $3, last_modified = $4, status_state = $5, "
-    "status_message = $6, status_reason = $7, status_source = $8, status_time = $9 WHERE id = $10"
+    "UPDATE tasks SET state = 'QUEUED', failures = $1, cluster_failures = $2, agent_id = NULL, "
+    "hostname = NULL, assigned_ports = NULL, queued = $3, last_modified = $4, "
+    "next_attempt_at = $5, status_state = $6, status_message = $7, status_reason = $8, "
+    "status_source = $9, status_time = $10 WHERE id = $11"
 )
+ATTEMPT_SQL = (
+    "INSERT INTO task_attempts (task_id, attempt, agent_id, hostname, launched, ended, state, "
+    "reason, failure_class) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+    "ON CONFLICT (task_id, attempt) DO UPDATE SET agent_id = EXCLUDED.agent_id, "
+    "hostname = EXCLUDED.hostname, launched = EXCLUDED.launched, ended = EXCLUDED.ended, "
+    "state = EXCLUDED.state, reason = EXCLUDED.reason, failure_class = EXCLUDED.failure_class"
+)
+TRIM_ATTEMPTS_SQL = "DELETE FROM task_attempts WHERE task_id = $1 AND attempt <= $2"
+DELETE_ATTEMPTS_SQL = "DELETE FROM task_attempts WHERE task_id = $1"
 CANCEL_SQL = (
     "UPDATE tasks SET state = 'CANCELED', ended = $1, last_modified = $2 "
     "WHERE id = $3 AND state = 'QUEUED'"
@@ -145,7 +156,9 @@ def _intents(change: c.LaunchIntents) -> list[PgStatement]:
 
 def _reverted(change: c.LaunchesReverted) -> list[PgStatement]:
     now = change.now
-    rows = [(r.failures, r.lost_launches, now, now, r.task_id, r.attempt) for r in change.reverts]
+    rows = [
+        (r.failures, r.cluster_failures, now, now, r.task_id, r.attempt) for r in change.reverts
+    ]
     return [PgStatement(REVERT_SQL, rows)] if rows else []
 
 
@@ -157,14 +170,23 @@ def _statuses(change: c.StatusesApplied) -> list[PgStatement]:
         last = (w.status_state, w.status_message, w.status_reason, w.status_source)
         if w.requeue:
             requeue_rows.append(
-                (w.failures, w.lost_launches, now, now, *last, w.status_time or now, w.task_id)
+                (
+                    w.failures,
+                    w.cluster_failures,
+                    now,
+                    now,
+                    w.next_attempt_at,
+                    *last,
+                    w.status_time or now,
+                    w.task_id,
+                )
             )
         else:
             status_rows.append(
                 (
                     w.state.value,
                     w.failures,
-                    w.lost_launches,
+                    w.cluster_failures,
                     now if w.started else None,
                     now if w.state.terminal else None,
                     now,
@@ -179,6 +201,15 @@ def _statuses(change: c.StatusesApplied) -> list[PgStatement]:
         statements += _count_ended(w.state for w in change.changes if not w.requeue)
     if requeue_rows:
         statements.append(PgStatement(REQUEUE_AFTER_STATUS_SQL, requeue_rows))
+    ended = [w.ended_attempt for w in change.changes if w.ended_attempt is not None]
+    if ended:
+        # The last ATTEMPT_HISTORY failed attempts of each task, as SQLite keeps them.
+        statements.append(PgStatement(ATTEMPT_SQL, [tuple(e) for e in ended]))
+        trims = [
+            (e.task_id, e.attempt - ATTEMPT_HISTORY) for e in ended if e.attempt > ATTEMPT_HISTORY
+        ]
+        if trims:
+            statements.append(PgStatement(TRIM_ATTEMPTS_SQL, trims))
     return statements
 
 
@@ -200,6 +231,7 @@ def _pruned(change: c.TasksPruned) -> list[PgStatement]:
     by_state = Counter(t.state.value for t in tasks)
     return [
         PgStatement(DELETE_SQL, [(t.task_id, t.state.value) for t in tasks]),
+        PgStatement(DELETE_ATTEMPTS_SQL, [(t.task_id,) for t in tasks]),
         PgStatement(UNCOUNT_SQL, [(n, state) for state, n in by_state.items()]),
         PgStatement(MARK_SQL, [(max(t.task_id for t in tasks), len(tasks))]),
     ]

@@ -53,7 +53,9 @@ def _intents(change: c.LaunchIntents) -> list[Statement]:
 
 def _reverted(change: c.LaunchesReverted) -> list[Statement]:
     now = change.now
-    rows = [(r.failures, r.lost_launches, now, now, r.task_id, r.attempt) for r in change.reverts]
+    rows = [
+        (r.failures, r.cluster_failures, now, now, r.task_id, r.attempt) for r in change.reverts
+    ]
     return [Statement(tr.REVERT_SQL, rows)] if rows else []
 
 
@@ -66,9 +68,10 @@ def _statuses(change: c.StatusesApplied) -> list[Statement]:
             requeue_rows.append(
                 (
                     w.failures,
-                    w.lost_launches,
+                    w.cluster_failures,
                     now,
                     now,
+                    w.next_attempt_at,
                     w.status_state,
                     w.status_message,
                     w.status_reason,
@@ -82,7 +85,7 @@ def _statuses(change: c.StatusesApplied) -> list[Statement]:
                 (
                     w.state.value,
                     w.failures,
-                    w.lost_launches,
+                    w.cluster_failures,
                     now if w.started else None,
                     now if w.state.terminal else None,
                     now,
@@ -100,6 +103,9 @@ def _statuses(change: c.StatusesApplied) -> list[Statement]:
         statements += tr.count_ended(w.state for w in change.changes if not w.requeue)
     if requeue_rows:
         statements.append(Statement(tr.REQUEUE_AFTER_STATUS_SQL, requeue_rows))
+    ended = [w.ended_attempt for w in change.changes if w.ended_attempt is not None]
+    if ended:
+        statements += tr.attempt_statements(ended)
     return statements
 
 
@@ -172,20 +178,30 @@ class SqliteState:
 
     async def task(self, task_id: int) -> TaskView | None:
         row = await tr.fetch_task_row(self.store, task_id)
-        return tr.view_from_row(row) if row is not None else None
+        if row is None:
+            return None
+        return (await self._views([row]))[0]
 
     async def tasks_by_ids(self, ids: Sequence[int]) -> Mapping[int, TaskView]:
         rows = await tr.fetch_rows_by_ids(self.store, ids)
-        return {task_id: tr.view_from_row(row) for task_id, row in rows.items()}
+        views = await self._views(list(rows.values()))
+        return {view.id: view for view in views}
 
     async def task_page(
         self, state: TaskState | None, offset: int, limit: int, after: int | None = None
     ) -> tuple[int, list[TaskView]]:
         count, rows = await tr.fetch_task_rows(self.store, state, offset, limit, after)
-        return count, [tr.view_from_row(row) for row in rows]
+        return count, await self._views(rows)
 
     async def recent_tasks(self, limit: int) -> list[TaskView]:
-        return [tr.view_from_row(row) for row in await tr.fetch_recent_rows(self.store, limit)]
+        return await self._views(await tr.fetch_recent_rows(self.store, limit))
+
+    async def _views(self, rows: Sequence[Sequence[Any]]) -> list[TaskView]:
+        """Views of task rows, with their stored attempts (one more read, only for tasks that
+        were ever launched)."""
+        launched = [row[0] for row in rows if row[12]]
+        history = await tr.fetch_attempts(self.store, launched)
+        return [tr.view_from_row(row, history.get(row[0], ())) for row in rows]
 
     async def count_tasks(self, state: TaskState | None) -> int:
         return await tr.count_tasks(self.store, state)

@@ -127,6 +127,9 @@ def nodes_offered(change: NodesOffered) -> list[Statement]:
     return [Statement(NODE_LAST_OFFER_SQL, [(at, node_id) for node_id, at in change.last_offers])]
 
 
+DELETE_ATTEMPTS_SQL = "DELETE FROM task_attempts WHERE task_id = ?"
+
+
 def tasks_pruned(change: TasksPruned) -> list[Statement]:
     """One batch's write: delete the rows, uncount them, move the mark."""
     tasks: Sequence = change.tasks
@@ -135,6 +138,7 @@ def tasks_pruned(change: TasksPruned) -> list[Statement]:
     by_state = Counter(t.state.value for t in tasks)
     return [
         Statement(DELETE_SQL, [(t.task_id, t.state.value) for t in tasks]),
+        Statement(DELETE_ATTEMPTS_SQL, [(t.task_id,) for t in tasks]),
         Statement(UNCOUNT_SQL, [(n, state) for state, n in by_state.items()]),
         Statement(MARK_SQL, [(max(t.task_id for t in tasks), len(tasks))]),
     ]

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from scale_scheduler.state.changes import EndedAttempt
 from scale_scheduler.state.domain import (
     LAUNCHED,
     LIVE,
@@ -23,11 +24,16 @@ from scale_scheduler.state.domain import (
 )
 from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import (
+    ATTEMPT_HISTORY,
     EMPTY,
+    AttemptView,
     ContainerView,
     LastStatus,
     Task,
     TaskView,
+    attempt_history,
+    backoff_view,
+    ended_attempt_view,
     iso,
     mesos_task_id,
     spec_decoder,
@@ -41,28 +47,53 @@ INSERT_SQL = (
 
 INTENT_SQL = (
     "UPDATE tasks SET state = 'LAUNCHING', attempts = ?, agent_id = ?, hostname = ?, "
-    "assigned_ports = ?, launched = ?, last_modified = ?, status_state = NULL, "
-    "status_message = NULL, status_reason = NULL, status_source = NULL, status_time = NULL "
-    "WHERE id = ?"
+    "assigned_ports = ?, launched = ?, last_modified = ?, next_attempt_at = NULL, "
+    "status_state = NULL, status_message = NULL, status_reason = NULL, status_source = NULL, "
+    "status_time = NULL WHERE id = ?"
 )
 
 REVERT_SQL = (
-    "UPDATE tasks SET state = 'QUEUED', failures = ?, lost_launches = ?, agent_id = NULL, "
+    "UPDATE tasks SET state = 'QUEUED', failures = ?, cluster_failures = ?, agent_id = NULL, "
     "hostname = NULL, assigned_ports = NULL, queued = ?, last_modified = ? "
     "WHERE id = ? AND state = 'LAUNCHING' AND attempts = ?"
 )
 
 STATUS_SQL = (
-    "UPDATE tasks SET state = ?, failures = ?, lost_launches = ?, started = COALESCE(started, ?), "
-    "ended = ?, last_modified = ?, status_state = ?, status_message = ?, status_reason = ?, "
-    "status_source = ?, status_time = ? WHERE id = ?"
+    "UPDATE tasks SET state = ?, failures = ?, cluster_failures = ?, "
+    "started = COALESCE(started, ?), ended = ?, last_modified = ?, status_state = ?, "
+    "status_message = ?, status_reason = ?, status_source = ?, status_time = ? WHERE id = ?"
 )
 
 REQUEUE_AFTER_STATUS_SQL = (
-    "UPDATE tasks SET state = 'QUEUED', failures = ?, lost_launches = ?, agent_id = NULL, "
-    "hostname = NULL, assigned_ports = NULL, queued = ?, last_modified = ?, status_state = ?, "
-    "status_message = ?, status_reason = ?, status_source = ?, status_time = ? WHERE id = ?"
+    "UPDATE tasks SET state = 'QUEUED', failures = ?, cluster_failures = ?, agent_id = NULL, "
+    "hostname = NULL, assigned_ports = NULL, queued = ?, last_modified = ?, next_attempt_at = ?, "
+    "status_state = ?, status_message = ?, status_reason = ?, status_source = ?, status_time = ? "
+    "WHERE id = ?"
 )
+
+ATTEMPT_SQL = (
+    "INSERT OR REPLACE INTO task_attempts (task_id, attempt, agent_id, hostname, launched, ended, "
+    "state, reason, failure_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+TRIM_ATTEMPTS_SQL = "DELETE FROM task_attempts WHERE task_id = ? AND attempt <= ?"
+
+ATTEMPT_COLUMNS = (
+    "task_id, attempt, agent_id, hostname, launched, ended, state, reason, failure_class"
+)
+
+
+def attempt_statements(ended: Sequence[EndedAttempt]) -> list[Statement]:
+    """What records attempts that ended in failure, keeping the last ``ATTEMPT_HISTORY`` per
+    task (a trim only for tasks past that many)."""
+    if not ended:
+        return []
+    statements = [Statement(ATTEMPT_SQL, [tuple(e) for e in ended])]
+    trims = [(e.task_id, e.attempt - ATTEMPT_HISTORY) for e in ended if e.attempt > ATTEMPT_HISTORY]
+    if trims:
+        statements.append(Statement(TRIM_ATTEMPTS_SQL, trims))
+    return statements
+
 
 CANCEL_SQL = (
     "UPDATE tasks SET state = 'CANCELED', ended = ?, last_modified = ? "
@@ -87,13 +118,13 @@ VIEW_COLUMNS = (
     "id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, spec, max_attempts, "
     "attempts, failures, kill_requested, agent_id, hostname, assigned_ports, created, queued, "
     "launched, started, ended, last_modified, status_state, status_message, status_reason, "
-    "status_source, status_time"
+    "status_source, status_time, next_attempt_at"
 )
 
 LOAD_COLUMNS = (
     "id, priority, cpus, mem, disk, gpus, ports, constraints, spec, state, max_attempts, "
-    "attempts, failures, lost_launches, agent_id, hostname, launched, last_modified, "
-    "kill_requested"
+    "attempts, failures, cluster_failures, agent_id, hostname, launched, last_modified, "
+    "kill_requested, next_attempt_at"
 )
 
 
@@ -165,6 +196,7 @@ async def load_live_tasks(
                         row[17] or 0.0,
                         0.0,
                         bool(row[18]),
+                        next_attempt_at=row[19] or 0.0,
                     )
                 )
             yield tasks
@@ -180,13 +212,22 @@ async def max_task_id(store: Store) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def view_from_row(row: Sequence[Any], waiting_reason: str | None = None) -> TaskView:
-    """A ``TaskView`` from a row of ``SELECT {VIEW_COLUMNS}``."""
+def view_from_row(
+    row: Sequence[Any],
+    ended: Sequence[AttemptView] = (),
+    waiting_reason: str | None = None,
+) -> TaskView:
+    """A ``TaskView`` from a row of ``SELECT {VIEW_COLUMNS}`` and its stored ``ended``
+    attempts (``fetch_attempts``)."""
     spec = spec_decoder.decode(row[10])
     attempts = row[12]
     last_status = None
     if row[24] is not None:
         last_status = LastStatus(row[24], row[25], row[26], row[27], iso(row[28]))
+    queued = row[2] == TaskState.QUEUED.value
+    history = attempt_history(
+        row[0], attempts, ended, row[2], row[15], row[16], row[20], row[22], row[26]
+    )
     return TaskView(
         id=row[0],
         name=row[1],
@@ -217,8 +258,29 @@ def view_from_row(row: Sequence[Any], waiting_reason: str | None = None) -> Task
         ended=iso(row[22]),
         last_modified=iso(row[23]),
         last_status=last_status,
-        waiting_reason=waiting_reason if row[2] == TaskState.QUEUED.value else None,
+        waiting_reason=waiting_reason if queued else None,
+        next_attempt_at=iso(row[29]) if queued and row[29] else None,
+        attempt_history=history,
+        kill_grace_period=spec.kill_grace_period,
+        max_runtime=spec.max_runtime,
+        retry_backoff=backoff_view(spec.retry_backoff),
     )
+
+
+async def fetch_attempts(store: Store, ids: Sequence[int]) -> dict[int, list[AttemptView]]:
+    """The stored attempts of these tasks, oldest first."""
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = await store.fetchall(
+        f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id IN ({marks}) "
+        "ORDER BY task_id, attempt",
+        ids,
+    )
+    found: dict[int, list[AttemptView]] = {}
+    for row in rows:
+        found.setdefault(row[0], []).append(ended_attempt_view(EndedAttempt(*row)))
+    return found
 
 
 async def fetch_task_row(store: Store, task_id: int) -> tuple[Any, ...] | None:

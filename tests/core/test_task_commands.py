@@ -11,10 +11,13 @@ import msgspec
 import pytest
 
 from scale_scheduler.daemon.ended_attempts import EndedAttempts
+from scale_scheduler.daemon.failure_classes import FailureClass
 from scale_scheduler.daemon.mesos_task_states import ends_attempt, launch_timeout_status
 from scale_scheduler.daemon.mesos_types import TaskStatus, Value
+from scale_scheduler.daemon.retry_backoff import RetryBackoff
 from scale_scheduler.daemon.task_commands import (
     DeleteAction,
+    RetryPolicy,
     doomed,
     due_launch_timeouts,
     kill_after_launch,
@@ -25,7 +28,7 @@ from scale_scheduler.daemon.task_commands import (
     still_silent,
 )
 from scale_scheduler.state.domain import Shape, TaskState
-from scale_scheduler.state.tasks import Task
+from scale_scheduler.state.tasks import BackoffSpec, EndedAttempt, Task, TaskSpec
 
 S = TaskState
 SHAPE = Shape(1.0, 128.0)
@@ -42,7 +45,7 @@ def st(mesos_id: str, state: str, **kw: Any) -> TaskStatus:
 
 
 # Each row: the task before, the burst, then what resolution decides for task 1:
-# (new state or None when unchanged, requeued, failures, lost launches), the KILLs, and how
+# (new state or None when unchanged, requeued, failures, cluster failures), the KILLs, and how
 # many updates were stale (acknowledged only) and stray (killed).
 BURSTS = [
     pytest.param(
@@ -78,12 +81,12 @@ BURSTS = [
         id="unknown-outcome-reconciled-running-is-followed",
     ),
     pytest.param(
-        task(state=S.LAUNCHING, lost_launches=3),
+        task(state=S.LAUNCHING, cluster_failures=3),
         [launch_timeout_status("1-1", "a1", 5.0)],
-        (S.QUEUED, True, 1, 3),
+        (S.QUEUED, True, 0, 4),
         [],
         (0, 0),
-        id="launch-timeout-lost-after-free-relaunches-counts-an-attempt",
+        id="launch-timeout-lost-is-the-clusters-failure",
     ),
     pytest.param(
         task(state=S.RUNNING, failures=2),
@@ -97,7 +100,7 @@ BURSTS = [
         task(state=S.RUNNING, attempts=2),
         [st("1-1", "TASK_RUNNING")],
         (None, False, 0, 0),
-        [("1-1", "a1")],
+        [("1-1", "a1", None)],
         (0, 1),
         id="old-attempt-reporting-is-killed",
     ),
@@ -113,7 +116,7 @@ BURSTS = [
         task(state=S.RUNNING),
         [st("7-1", "TASK_RUNNING"), st("junk", "TASK_RUNNING")],
         (None, False, 0, 0),
-        [("7-1", "a1"), ("junk", "a1")],
+        [("7-1", "a1", None), ("junk", "a1", None)],
         (0, 2),
         id="unknown-tasks-are-killed",
     ),
@@ -128,7 +131,7 @@ BURSTS = [
     pytest.param(
         task(state=S.RUNNING),
         [st("1-1", "TASK_LOST"), st("1-1", "TASK_RUNNING")],
-        (S.QUEUED, True, 1, 0),
+        (S.QUEUED, True, 0, 1),
         [],  # the same burst says the attempt ended: no KILL
         (0, 1),
         id="lost-then-running-in-one-burst-draws-no-kill",
@@ -137,7 +140,7 @@ BURSTS = [
         task(state=S.QUEUED, attempts=1),
         [st("1-1", "TASK_RUNNING")],
         (None, False, 0, 0),
-        [("1-1", "a1")],
+        [("1-1", "a1", None)],
         (0, 1),
         id="lost-attempt-coming-back-after-requeue-is-killed",
     ),
@@ -145,7 +148,7 @@ BURSTS = [
         task(state=S.RUNNING, kill_requested=True),
         [st("1-1", "TASK_RUNNING")],
         (None, False, 0, 0),
-        [("1-1", "a1")],
+        [("1-1", "a1", None)],
         (0, 0),
         id="kill-requested-task-still-running-is-killed-again",
     ),
@@ -185,7 +188,7 @@ def test_status_burst_resolution(
     else:
         (change,) = resolution.changed
         assert (change.state, change.requeue) == (state, requeue)
-        assert (change.failures, change.lost_launches) == (failures, lost)
+        assert (change.failures, change.cluster_failures) == (failures, lost)
         assert change.status_state == change.transitions[-1][2].state  # sealed for the commit
     assert resolution.kills == kills
     assert (len(resolution.stale), len(resolution.strays)) == stale_strays
@@ -217,8 +220,8 @@ def test_the_scheduler_made_lost_status() -> None:
         (task(state=S.QUEUED, attempts=0), DeleteAction.CANCEL, None),
         (task(state=S.QUEUED, attempts=0, busy=True), DeleteAction.REQUEST_KILL, None),
         (task(state=S.LAUNCHING, busy=True), DeleteAction.REQUEST_KILL, None),
-        (task(state=S.RUNNING, attempts=2), DeleteAction.REQUEST_KILL, ("1-2", "a1")),
-        (task(state=S.UNREACHABLE), DeleteAction.REQUEST_KILL, ("1-1", "a1")),
+        (task(state=S.RUNNING, attempts=2), DeleteAction.REQUEST_KILL, ("1-2", "a1", None)),
+        (task(state=S.UNREACHABLE), DeleteAction.REQUEST_KILL, ("1-1", "a1", None)),
     ],
 )
 def test_cancel_and_kill(
@@ -265,3 +268,62 @@ def test_launch_timeouts(before: Task, now: float, expected: str) -> None:
         assert still_silent(before, before.attempts, {before.id: before})
         answered = msgspec.structs.replace(before, state=S.RUNNING)
         assert not still_silent(answered, before.attempts, {before.id: answered})
+
+
+# --- failure classes, back-off and attempt history in a burst -----------------------------------
+
+
+def test_a_failure_of_its_own_waits_out_the_back_off_and_records_the_attempt() -> None:
+    before = task(state=S.RUNNING, failures=2, max_attempts=5, hostname="h1", launched=90.0)
+    policy = RetryPolicy(backoff=RetryBackoff(1.0, 2.0, 300.0))
+    resolution = resolve_burst(
+        [st("1-1", "TASK_FAILED", reason="REASON_COMMAND_EXECUTOR_FAILED")],
+        {1: before},
+        EndedAttempts(),
+        policy,
+        100.0,
+    )
+    (change,) = resolution.changed
+    assert (change.state, change.requeue, change.failures) == (S.QUEUED, True, 3)
+    assert change.next_attempt_at == 100.0 + 4.0  # the third failure: 1 x 2 x 2
+    assert change.failure_class is FailureClass.TASK
+    assert change.ended_attempt == EndedAttempt(
+        1, 1, "a1", "h1", 90.0, 100.0, "FAILED", "REASON_COMMAND_EXECUTOR_FAILED", "task"
+    )
+
+
+def test_a_failure_of_the_clusters_retries_at_once() -> None:
+    before = task(state=S.RUNNING, failures=2, max_attempts=3)
+    resolution = resolve_burst(
+        [st("1-1", "TASK_LOST", reason="REASON_AGENT_REMOVED")], {1: before}, EndedAttempts()
+    )
+    (change,) = resolution.changed
+    assert (change.state, change.requeue, change.failures, change.cluster_failures) == (
+        S.QUEUED,
+        True,
+        2,
+        1,
+    )
+    assert change.next_attempt_at is None
+    assert change.ended_attempt is not None
+    assert change.ended_attempt.failure_class == "cluster"
+
+
+def test_a_task_brings_its_own_back_off() -> None:
+    spec = msgspec.json.encode(
+        TaskSpec(name="t", retry_backoff=BackoffSpec(initial=10.0, max=15.0))
+    )
+    before = msgspec.structs.replace(task(state=S.RUNNING, max_attempts=9), spec=spec)
+    policy = RetryPolicy(backoff=RetryBackoff(1.0, 2.0, 300.0))
+    assert policy.backoff_of(before) == RetryBackoff(10.0, 2.0, 15.0)
+    assert policy.backoff_of(task()) is policy.backoff  # no spec decoded without one
+    failing = msgspec.structs.replace(before, failures=3)
+    resolution = resolve_burst([st("1-1", "TASK_FAILED")], {1: failing}, EndedAttempts(), policy, 0)
+    assert resolution.changed[0].next_attempt_at == 15.0  # 10 x 2^3, at most 15
+
+
+def test_a_kill_carries_the_tasks_grace_period() -> None:
+    spec = msgspec.json.encode(TaskSpec(name="t", kill_grace_period=7.5))
+    before = msgspec.structs.replace(task(state=S.RUNNING), spec=spec, kill_requested=True)
+    assert kill_target(before) == ("1-1", "a1", 7.5)
+    assert kill_target(task(state=S.RUNNING, kill_requested=True)) == ("1-1", "a1", None)

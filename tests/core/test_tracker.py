@@ -10,8 +10,9 @@ import pytest
 from corekit import CoreHarness, make_offer, status, wait_for
 
 from scale_scheduler.daemon.ended_attempts import EndedAttempts
+from scale_scheduler.daemon.failure_classes import FailureClass
 from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.daemon.task_commands import FREE_RELAUNCHES, resolve
+from scale_scheduler.daemon.task_commands import resolve
 from scale_scheduler.daemon.task_values import DeleteOutcome, TaskNotFoundError
 from scale_scheduler.state.domain import TaskState
 from scale_scheduler.state.tasks import parse_mesos_task_id
@@ -26,27 +27,44 @@ S = TaskState
         (S.STAGING, "TASK_RUNNING", {}, (S.RUNNING, False, 0, 0)),
         (S.RUNNING, "TASK_STARTING", {}, (S.RUNNING, False, 0, 0)),  # late, out of order
         (S.RUNNING, "TASK_FINISHED", {}, (S.FINISHED, False, 0, 0)),
-        (S.RUNNING, "TASK_KILLED", {}, (S.KILLED, False, 0, 0)),
-        (S.RUNNING, "TASK_ERROR", {"max_attempts": 5}, (S.ERROR, False, 0, 0)),
+        (S.RUNNING, "TASK_ERROR", {"max_attempts": 5}, (S.ERROR, False, 1, 0)),
+        # The task's own failures count against max_attempts.
         (S.RUNNING, "TASK_FAILED", {}, (S.FAILED, False, 1, 0)),
         (S.RUNNING, "TASK_FAILED", {"max_attempts": 2}, (S.QUEUED, True, 1, 0)),
-        (S.RUNNING, "TASK_LOST", {"max_attempts": 3, "failures": 1}, (S.QUEUED, True, 2, 0)),
-        (S.RUNNING, "TASK_LOST", {"max_attempts": 3, "failures": 2}, (S.LOST, False, 3, 0)),
-        (S.RUNNING, "TASK_GONE", {"max_attempts": 2}, (S.QUEUED, True, 1, 0)),
-        (S.RUNNING, "TASK_DROPPED", {}, (S.DROPPED, False, 1, 0)),
-        (S.RUNNING, "TASK_UNKNOWN", {}, (S.LOST, False, 1, 0)),
+        (S.LAUNCHING, "TASK_FAILED", {}, (S.FAILED, False, 1, 0)),
+        (
+            S.RUNNING,
+            "TASK_FAILED",
+            {"reason": "REASON_MAX_COMPLETION_TIME_REACHED"},
+            (S.FAILED, False, 1, 0),
+        ),
+        # The cluster's are retried at once, apart from max_attempts, up to their own limit.
+        (S.RUNNING, "TASK_LOST", {"failures": 1}, (S.QUEUED, True, 1, 1)),
+        (S.RUNNING, "TASK_GONE", {}, (S.QUEUED, True, 0, 1)),
+        (S.RUNNING, "TASK_DROPPED", {}, (S.QUEUED, True, 0, 1)),
+        (S.RUNNING, "TASK_UNKNOWN", {}, (S.QUEUED, True, 0, 1)),
+        (S.LAUNCHING, "TASK_LOST", {}, (S.QUEUED, True, 0, 1)),
+        (
+            S.RUNNING,
+            "TASK_KILLED",
+            {"reason": "REASON_CONTAINER_PREEMPTED"},
+            (S.QUEUED, True, 0, 1),
+        ),
+        (
+            S.RUNNING,
+            "TASK_FAILED",
+            {"reason": "REASON_AGENT_REMOVED"},
+            (S.QUEUED, True, 0, 1),
+        ),
+        (S.RUNNING, "TASK_LOST", {"cluster_failures": 10}, (S.LOST, False, 0, 11)),
+        (
+            S.RUNNING,
+            "TASK_LOST",
+            {"cluster_failures": 2, "max_cluster_failures": 2},
+            (S.LOST, False, 0, 3),
+        ),
         (S.RUNNING, "TASK_UNREACHABLE", {}, (S.UNREACHABLE, False, 0, 0)),
         (S.UNREACHABLE, "TASK_RUNNING", {}, (S.RUNNING, False, 0, 0)),
-        # A launch no agent ever reported on was lost before it ran: retried for free.
-        (S.LAUNCHING, "TASK_LOST", {}, (S.QUEUED, True, 0, 1)),
-        (S.LAUNCHING, "TASK_DROPPED", {}, (S.QUEUED, True, 0, 1)),
-        (
-            S.LAUNCHING,
-            "TASK_LOST",
-            {"lost_launches": FREE_RELAUNCHES},
-            (S.LOST, False, 1, FREE_RELAUNCHES),
-        ),
-        (S.LAUNCHING, "TASK_FAILED", {}, (S.FAILED, False, 1, 0)),
         # Asked to die: whatever ends it, it ends KILLED and is not retried.
         (
             S.RUNNING,
@@ -54,7 +72,10 @@ S = TaskState
             {"kill_requested": True, "max_attempts": 9},
             (S.KILLED, False, 0, 0),
         ),
+        (S.RUNNING, "TASK_KILLED", {"kill_requested": True}, (S.KILLED, False, 0, 0)),
         (S.RUNNING, "TASK_FINISHED", {"kill_requested": True}, (S.FINISHED, False, 0, 0)),
+        # Being killed: a late RUNNING does not take it out of KILLING.
+        (S.KILLING, "TASK_RUNNING", {"kill_requested": True}, (S.KILLING, False, 0, 0)),
     ],
 )
 def test_resolve(
@@ -65,17 +86,27 @@ def test_resolve(
 ) -> None:
     args: dict[str, object] = {
         "failures": 0,
-        "lost_launches": 0,
+        "cluster_failures": 0,
         "max_attempts": 1,
         "kill_requested": False,
     }
     args.update(kwargs)
-    outcome = resolve(current, mesos, **args)  # type: ignore[arg-type]
-    assert (outcome.state, outcome.requeue, outcome.failures, outcome.lost_launches) == expected
+    reason = args.pop("reason", None)
+    outcome = resolve(current, mesos, reason, **args)  # type: ignore[arg-type]
+    assert (outcome.state, outcome.requeue, outcome.failures, outcome.cluster_failures) == expected
+
+
+def test_resolve_names_the_failure_class() -> None:
+    kw = {"failures": 0, "cluster_failures": 0, "max_attempts": 3, "kill_requested": False}
+    assert resolve(S.RUNNING, "TASK_FAILED", **kw).failure_class is FailureClass.TASK  # type: ignore[arg-type]
+    assert resolve(S.RUNNING, "TASK_GONE", **kw).failure_class is FailureClass.CLUSTER  # type: ignore[arg-type]
+    assert resolve(S.RUNNING, "TASK_FINISHED", **kw).failure_class is None  # type: ignore[arg-type]
+    kw["kill_requested"] = True
+    assert resolve(S.RUNNING, "TASK_KILLED", **kw).failure_class is FailureClass.OPERATOR  # type: ignore[arg-type]
 
 
 def test_resolve_ignores_repeats_and_unknown_states() -> None:
-    kw = {"failures": 0, "lost_launches": 0, "max_attempts": 1, "kill_requested": False}
+    kw = {"failures": 0, "cluster_failures": 0, "max_attempts": 1, "kill_requested": False}
     assert resolve(S.RUNNING, "TASK_RUNNING", **kw).ignored  # type: ignore[arg-type]
     assert resolve(S.RUNNING, "TASK_SOMETHING_NEW", **kw).ignored  # type: ignore[arg-type]
 
@@ -148,7 +179,12 @@ async def test_failed_task_is_retried_with_a_fresh_mesos_id(harness: CoreHarness
     )
     assert core.queue_depth == 1
     assert await harness.db_state(task_id) == ("QUEUED", 1, 1, None, 0)
+    # It waits out its retry back-off (1 s by default) outside the queue index.
     await harness.offer_pass(make_offer("o2", "a2"))
+    assert harness.driver.launched_ids() == [f"{task_id}-1"]
+    harness.clock.advance(1.0)
+    assert core.tracker.release_due_retries() == 1
+    await harness.offer_pass(make_offer("o3", "a2"))
     assert harness.driver.launched_ids() == [f"{task_id}-1", f"{task_id}-2"]
     await harness.updates(status(f"{task_id}-2", "TASK_FAILED", agent="a2"))
     assert await harness.db_state(task_id) == ("FAILED", 2, 2, "a2", 0)
@@ -342,6 +378,8 @@ async def test_a_failed_attempt_is_stale_until_the_task_moves_on_then_a_stray(
     await harness.updates(status(f"{task_id}-1", "TASK_FAILED"))  # retried: queued again
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))  # trails the failure
     assert harness.driver.of("kill") == []
+    harness.clock.advance(1.0)  # its retry back-off
+    harness.c.tracker.release_due_retries()
     await harness.offer_pass(make_offer("o2", "a2"))  # now on attempt 2
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
     assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1")]
@@ -353,8 +391,8 @@ async def test_an_attempt_that_was_lost_may_come_back_and_is_killed(harness: Cor
     await harness.start()
     (task_id,) = await launch(harness)
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
-    await harness.updates(status(f"{task_id}-1", "TASK_LOST"))  # max_attempts 1: ends LOST
-    assert (await harness.db_state(task_id))[0] == "LOST"
+    await harness.updates(status(f"{task_id}-1", "TASK_LOST"))  # the cluster's: retried
+    assert (await harness.db_state(task_id))[:3] == ("QUEUED", 1, 0)
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
     assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1")]
 

@@ -61,8 +61,8 @@ async def test_routine_progress_is_debug_per_task_and_one_info_summary_per_burst
     [
         ("TASK_FAILED", 1, "FAILED"),
         ("TASK_FAILED", 2, "QUEUED"),  # a retry
-        ("TASK_KILLED", 1, "KILLED"),
-        ("TASK_LOST", 1, "LOST"),
+        ("TASK_KILLED", 1, "QUEUED"),  # nobody here asked: the cluster's failure, retried
+        ("TASK_LOST", 1, "QUEUED"),  # the cluster's failure: retried, not an attempt
         ("TASK_ERROR", 1, "ERROR"),
         ("TASK_UNREACHABLE", 1, "UNREACHABLE"),
     ],

@@ -175,6 +175,19 @@ def test_submit_errors_come_from_the_server_or_the_usage(run: Run, tmp_path: Pat
     code, _, err = run("submit", "--name", "x", "--env", "NOEQUALS")
     assert code == 2
     assert "--env expects KEY=VALUE" in err
+    code, _, err = run("submit", "--name", "x", "--retry-backoff", "1,x")
+    assert code == 2
+    assert "--retry-backoff expects INITIAL[,FACTOR[,MAX]]" in err
+
+
+def test_submit_takes_the_lifecycle_options(run: Run) -> None:
+    created = run.json(
+        "submit", "--name", "life", "--command", "true", "--cpus", "0.1", "--mem", "8",
+        "--max-attempts", "3", "--kill-grace-period", "30", "--max-runtime", "3600",
+        "--retry-backoff", "10,2,600",
+    )  # fmt: skip
+    assert (created["kill_grace_period"], created["max_runtime"]) == (30.0, 3600.0)
+    assert created["retry_backoff"] == {"initial": 10.0, "factor": 2.0, "max": 600.0}
 
 
 def test_kill_cancels_queued_kills_running_and_refuses_finished(run: Run) -> None:
@@ -198,7 +211,7 @@ def test_kill_cancels_queued_kills_running_and_refuses_finished(run: Run) -> Non
     wait_for(lambda: in_state("RUNNING"))
     code, out, _ = run("kill", task_path)
     assert code == 0
-    assert out.startswith(f"kill of task {long['id']} sent to Mesos (it stays RUNNING")
+    assert out.startswith(f"kill of task {long['id']} sent to Mesos (it stays KILLING")
     wait_for(lambda: in_state("KILLED"))
 
     code, out, err = run("kill", task_path)
