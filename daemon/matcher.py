@@ -9,6 +9,11 @@ Rules:
   resource's role, reservations and allocation info and change only the quantity;
 - a group of tasks (same priority and shape) that fits no agent is skipped whole with one
   ``WaitReason``, and the tasks behind it keep going (no head-of-line blocking);
+- placement constraints (Marathon's operators, ``state/placement_constraints.py``): those that
+  read only the agent filter like resources do; the scoped ones (``UNIQUE``, ``GROUP_BY``,
+  ``MAX_PER``, ``CLUSTER`` without a value) read the group's live tasks per value from the
+  ``PlacementView`` (kept as tasks launch and end) plus this pass's own placements, so a batch of
+  one group placed in one pass respects them too;
 - each shape keeps a cursor over the agents: resources only shrink during a pass, so an agent
   that could not take a shape once never can later in the same pass. A pass therefore costs
   about (tasks placed + groups x agents), however long the queue;
@@ -29,7 +34,14 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from scale_scheduler.daemon.mesos_types import Offer, Range, Ranges, Resource, Scalar
-from scale_scheduler.state.domain import Shape
+from scale_scheduler.state.domain import Shape, describe_constraint
+from scale_scheduler.state.placement_constraints import (
+    HOSTNAME,
+    AgentValues,
+    Constraint,
+    Operator,
+    admits,
+)
 
 EPSILON = 1e-6
 SCALARS = ("cpus", "mem", "disk", "gpus")
@@ -140,6 +152,18 @@ class QueueView(Protocol[G]):
     def eligible(self, group: G) -> Iterator[int]: ...
 
 
+class PlacementView(Protocol):
+    """What scoped constraints read beyond the offers (``PlacementCounts`` implements it)."""
+
+    def group_counts(self, group: str) -> Mapping[str, Mapping[str, int]]:
+        """The group's live tasks per field, per value."""
+        ...
+
+    def known_values(self, field: str) -> int:
+        """How many distinct values of ``field`` the cluster's agents have."""
+        ...
+
+
 # --- resource bins -----------------------------------------------------------------------------
 
 
@@ -181,7 +205,6 @@ class _Bin:
 
     __slots__ = (
         "agent",
-        "attributes",
         "cpus",
         "disk",
         "entries",
@@ -190,12 +213,13 @@ class _Bin:
         "mem",
         "port_entries",
         "ports",
+        "values",
     )
 
-    def __init__(self, agent: int, hostname: str, attributes: dict[str, str]) -> None:
+    def __init__(self, agent: int, values: AgentValues) -> None:
         self.agent = agent
-        self.hostname = hostname
-        self.attributes = attributes
+        self.hostname = values.hostname
+        self.values = values
         self.entries: dict[str, list[_Entry]] = {}
         self.port_entries: list[_PortEntry] = []
         self.cpus = self.mem = self.disk = self.gpus = 0.0
@@ -222,17 +246,13 @@ class _Bin:
             and shape.disk <= self.disk + EPSILON
             and shape.gpus <= self.gpus + EPSILON
             and shape.ports <= self.ports
-            and (not shape.constraints or self.satisfies(shape))
+            and (not shape.static or self.satisfies(shape))
         )
 
     def satisfies(self, shape: Shape) -> bool:
-        for name, value in shape.constraints:
-            if name == "hostname":
-                if self.hostname != value:
-                    return False
-            elif self.attributes.get(name) != value:
-                return False
-        return True
+        """The constraints that read only the agent (the scoped ones are the pass's to check)."""
+        values = self.values
+        return all(admits(constraint, values) for constraint in shape.static)
 
     def consume(
         self, shape: Shape, needs: tuple[tuple[str, float], ...]
@@ -350,8 +370,15 @@ class _Agent:
     blocked: HostBlock | None
 
 
-def _attributes(offer: Offer) -> dict[str, str]:
-    return {attr.name: attr.as_text() for attr in offer.attributes}
+def agent_values(offer: Offer) -> AgentValues:
+    """What constraints read of the offering agent: hostname, attributes, scalar attributes."""
+    attributes: dict[str, str] = {}
+    scalars: dict[str, float] = {}
+    for attr in offer.attributes:
+        attributes[attr.name] = attr.as_text()
+        if attr.scalar is not None:
+            scalars[attr.name] = attr.scalar.value
+    return AgentValues(offer.hostname, attributes, scalars)
 
 
 def group_offers(
@@ -375,7 +402,7 @@ def group_offers(
         key = (agent_id, role or "")
         bin_ = bins_by_role.get(key)
         if bin_ is None:
-            bin_ = bins_by_role[key] = _Bin(len(agents) - 1, offer.hostname, _attributes(offer))
+            bin_ = bins_by_role[key] = _Bin(len(agents) - 1, agent_values(offer))
             agent.bins.append(bin_)
         for resource in offer.resources:
             bin_.add(resource)
@@ -393,9 +420,11 @@ def match(
     blocked_hosts: Mapping[str, HostBlock],
     settings: MatchSettings,
     launch_budget: int | None = None,
+    placement: PlacementView | None = None,
 ) -> MatchResult:
     """``launch_budget``: at most this many tasks are placed (None: no limit); groups left
-    unplaced because it ran out wait with ``WaitReason.FLOW_CONTROL``."""
+    unplaced because it ran out wait with ``WaitReason.FLOW_CONTROL``. ``placement``: the
+    groups' live tasks per value, for scoped constraints (None: no group has any)."""
     levels = list(queue.levels())
     if scheduler_paused:
         paused = WaitReason.SCHEDULER_PAUSED
@@ -433,7 +462,7 @@ def match(
                 waiting_list.append(GroupWaiting(group.priority, group.shape, reason, message))
         had_work = bool(waiting_list)
     else:
-        state = _Pass(bins, launch_budget)
+        state = _Pass(bins, launch_budget, placement)
         for level in levels:
             examined += len(level)
             had_work |= state.place_level(level, queue, placements, waiting_list)
@@ -489,8 +518,14 @@ def _decline_all(
 class _Pass:
     """Placement state of one pass: bins, per-shape cursors, and upper bounds of free resources."""
 
-    def __init__(self, bins: list[_Bin], budget: int | None = None) -> None:
+    def __init__(
+        self, bins: list[_Bin], budget: int | None = None, placement: PlacementView | None = None
+    ) -> None:
         self.bins = bins
+        self.placement = placement
+        self.placed: dict[str, dict[str, dict[str, int]]] = {}
+        """This pass's placements per group, per field, per value (added to ``placement``'s)."""
+        self.known: dict[str, int] = {}
         self.budget = budget if budget is not None else -1
         """Placements left (-1: no limit)."""
         self.budget_spent = False
@@ -515,6 +550,8 @@ class _Pass:
         )
 
     def find_bin(self, shape: Shape) -> _Bin | None:
+        if shape.scoped:
+            return self._find_scoped(shape)
         bins = self.bins
         cursor = self.cursors.get(shape, 0)
         count = len(bins)
@@ -522,6 +559,72 @@ class _Pass:
             cursor += 1
         self.cursors[shape] = cursor
         return bins[cursor] if cursor < count else None
+
+    # -- scoped constraints ------------------------------------------------------------------
+
+    def _find_scoped(self, shape: Shape) -> _Bin | None:
+        """The first agent that fits the shape and admits one more task of its group. The cursor
+        moves only past agents that can never take the shape in this pass: counts only grow
+        during a pass, so only GROUP_BY may admit an agent it refused before."""
+        bins = self.bins
+        count = len(bins)
+        cursor = self.cursors.get(shape, 0)
+        counts = self.counts_of(shape)
+        spreads = shape.spreads
+        position = cursor
+        found = None
+        while position < count:
+            bin_ = bins[position]
+            if bin_.fits(shape):
+                if self._admits_scoped(shape, bin_, counts):
+                    found = bin_
+                    break
+                if spreads:
+                    position += 1
+                    continue
+            if position == cursor:
+                cursor += 1
+            position += 1
+        self.cursors[shape] = cursor
+        return found
+
+    def _admits_scoped(
+        self, shape: Shape, bin_: _Bin, counts: Mapping[str, Mapping[str, int]]
+    ) -> bool:
+        values = bin_.values
+        for constraint in shape.scoped:
+            name = constraint.field
+            if not admits(constraint, values, counts.get(name), self.known_values(name)):
+                return False
+        return True
+
+    def counts_of(self, shape: Shape) -> Mapping[str, Mapping[str, int]]:
+        """The shape's group's live tasks per field and value, this pass's placements included."""
+        group = shape.group
+        assert group is not None  # scoped constraints need a group (parse_constraints)
+        base = self.placement.group_counts(group) if self.placement is not None else {}
+        placed = self.placed.get(group)
+        if not placed:
+            return base
+        return {
+            name: _Sum(base.get(name, _NONE), placed.get(name, _NONE))
+            for name in base.keys() | placed.keys()
+        }
+
+    def known_values(self, name: str) -> int:
+        """Distinct values of the field in the cluster, and at least among this pass's offers."""
+        known = self.known.get(name)
+        if known is None:
+            offered = {b.values.text(name) for b in self.bins} - {None}
+            cluster = self.placement.known_values(name) if self.placement is not None else 0
+            known = self.known[name] = max(cluster, len(offered))
+        return known
+
+    def count_placed(self, group: str, values: AgentValues, times: int = 1) -> None:
+        per_field = self.placed.setdefault(group, {})
+        for name, value in ((HOSTNAME, values.hostname), *values.attributes.items()):
+            per_value = per_field.setdefault(name, {})
+            per_value[value] = per_value.get(value, 0) + times
 
     def place_level(
         self,
@@ -568,6 +671,8 @@ class _Pass:
             needs = self._needs(shape)
             resources, ports = bin_.consume(shape, needs)
             placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
+            if shape.group is not None:
+                self.count_placed(shape.group, bin_.values)
             self.budget -= self.budget > 0
             following = next(ids, None)
             if following is None:
@@ -596,6 +701,9 @@ class _Pass:
         rules as the merge loop, with the shape's cursor and the agent's list kept in locals
         (this loop runs once per task placed: B3 in bench/RESULTS.md)."""
         shape = group.shape
+        if shape.scoped:
+            self._place_scoped(group, first, ids, placements, waiting)
+            return
         needs = self._needs(shape)
         bins = self.bins
         count = len(bins)
@@ -628,15 +736,48 @@ class _Pass:
                     taken += 1
                     task_id = next(ids, None)
                 bin_.take_repeated(needs, taken)
+                if shape.group is not None:
+                    self.count_placed(shape.group, bin_.values, taken)
                 if budget > 0:
                     budget -= taken
                 continue
             resources, ports = bin_.consume(shape, needs)
             placed.append(TaskPlacement(task_id, resources, ports))
+            if shape.group is not None:
+                self.count_placed(shape.group, bin_.values)
             budget -= budget > 0
             task_id = next(ids, None)
         self.cursors[shape] = cursor
         self.budget = budget
+
+    def _place_scoped(
+        self,
+        group: GroupView,
+        first: int,
+        ids: Iterator[int],
+        placements: dict[int, list[TaskPlacement]],
+        waiting: list[GroupWaiting],
+    ) -> None:
+        """``_place_group`` for a shape with scoped constraints: one task at a time, each seeing
+        the counts the ones before it left."""
+        shape = group.shape
+        needs = self._needs(shape)
+        task_id: int | None = first
+        assert shape.group is not None
+        while task_id is not None:
+            if self.budget == 0:
+                self.budget_spent = True
+                waiting.append(_flow_waiting(group))
+                return
+            bin_ = self._find_scoped(shape)
+            if bin_ is None:
+                waiting.append(self.explain(group))
+                return
+            resources, ports = bin_.consume(shape, needs)
+            placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
+            self.count_placed(shape.group, bin_.values)
+            self.budget -= self.budget > 0
+            task_id = next(ids, None)
 
     def explain(self, group: GroupView) -> GroupWaiting:
         """One reason for a group that fits nowhere (computed once per shape and pass)."""
@@ -650,8 +791,12 @@ class _Pass:
         """The first resource no candidate offers has enough of, or the constraints."""
         candidates = [b for b in self.bins if b.satisfies(shape)]
         if not candidates:
-            wanted = ", ".join(f"{name}={value}" for name, value in shape.constraints)
+            wanted = ", ".join(describe_constraint(c) for c in shape.static)
             return WaitReason.CONSTRAINTS, f"no offer matches {wanted}"
+        if shape.scoped:
+            fitting = [b for b in candidates if b.fits(shape)]
+            if fitting:
+                return WaitReason.CONSTRAINTS, self._scoped_verdict(shape, fitting)
         for reason, attr, unit in (
             (WaitReason.CPUS, "cpus", " cpus"),
             (WaitReason.MEM, "mem", " MiB mem"),
@@ -663,6 +808,72 @@ class _Pass:
             if need > max(getattr(b, attr) for b in candidates) + EPSILON:
                 return reason, f"no offer has {_fmt(need)}{unit}"
         return WaitReason.RESOURCES, f"no offer has {shape.describe()} together"
+
+    def _scoped_verdict(self, shape: Shape, fitting: list[_Bin]) -> str:
+        """Which scoped constraint keeps the group's next task off every agent that fits it."""
+        counts = self.counts_of(shape)
+        blocked_by: dict[Constraint, int] = {}
+        for bin_ in fitting:
+            for constraint in shape.scoped:
+                name = constraint.field
+                if not admits(constraint, bin_.values, counts.get(name), self.known_values(name)):
+                    blocked_by[constraint] = blocked_by.get(constraint, 0) + 1
+                    break
+        group = shape.group
+        for constraint, blocked in blocked_by.items():
+            if blocked == len(fitting):
+                return _blocking_message(constraint, group, counts.get(constraint.field, _NONE))
+        named = ", ".join(str(c) for c in blocked_by)
+        return f"{named}: no offering host admits another task of group {group}"
+
+
+def _blocking_message(constraint: Constraint, group: str | None, counts: Mapping[str, int]) -> str:
+    """The waiting reason of a scoped constraint that blocks every offering agent."""
+    name = constraint.field
+    where = "host" if name == HOSTNAME else f"host's {name}"
+    operator = constraint.operator
+    if operator is Operator.UNIQUE:
+        runs = "runs" if name == HOSTNAME else "has"
+        return f"{constraint}: every offering {where} already {runs} a task of group {group}"
+    if operator is Operator.MAX_PER:
+        return (
+            f"{constraint}: every offering {where} already has {constraint.number} tasks of "
+            f"group {group}"
+        )
+    if operator is Operator.CLUSTER:
+        used = ", ".join(sorted(v for v, n in counts.items() if n > 0))
+        return f"{constraint}: group {group} runs on {name} {used}, which no offering host has"
+    return (
+        f"{constraint}: every offering {where} already has more tasks of group {group} than "
+        f"the least used {name}, or fewer {name} values than it spreads over are in use"
+    )
+
+
+_NONE: Mapping[str, int] = {}
+
+
+class _Sum(Mapping[str, int]):
+    """Two counts per value read as their sum (the group's live tasks plus this pass's)."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Mapping[str, int], second: Mapping[str, int]) -> None:
+        self.first = first
+        self.second = second
+
+    def __getitem__(self, key: str) -> int:
+        if key not in self.first and key not in self.second:
+            raise KeyError(key)
+        return self.first.get(key, 0) + self.second.get(key, 0)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.first
+        for key in self.second:
+            if key not in self.first:
+                yield key
+
+    def __len__(self) -> int:
+        return len(self.first) + sum(1 for key in self.second if key not in self.first)
 
 
 def _flow_waiting(group: GroupView) -> GroupWaiting:

@@ -297,6 +297,7 @@ class OfferPipeline:
                 blocked_hosts=seen.blocked,
                 settings=self._settings,
                 launch_budget=self._tracker.launch_budget(),
+                placement=self._nodes.placement,
             )
         except Exception:
             log.exception("offer_match_failed", offers=len(offers))

@@ -192,20 +192,25 @@ def admits(
         return constraint.pattern.fullmatch(value) is None
     if operator is Operator.CLUSTER and constraint.value:
         return value == constraint.value
-    used = {v: n for v, n in (counts or {}).items() if n > 0}
+    counts = counts or _NO_COUNTS
+    # The matcher asks once per candidate agent: only GROUP_BY reads more than one count.
     if operator is Operator.UNIQUE:
-        return value not in used
-    if operator is Operator.CLUSTER:
-        return not used or value in used
+        return counts.get(value, 0) <= 0
     if operator is Operator.MAX_PER:
         assert constraint.number is not None
-        return used.get(value, 0) < constraint.number
+        return counts.get(value, 0) < constraint.number
+    if operator is Operator.CLUSTER:
+        return counts.get(value, 0) > 0 or not any(n > 0 for n in counts.values())
     # GROUP_BY
     assert constraint.number is not None
-    if value not in used:
+    if counts.get(value, 0) <= 0:
         return True
+    used = [n for n in counts.values() if n > 0]
     wanted = max(constraint.number, known_values)
-    return len(used) >= wanted and used[value] == min(used.values())
+    return len(used) >= wanted and counts[value] == min(used)
+
+
+_NO_COUNTS: Mapping[str, int] = {}
 
 
 def first_blocking(
