@@ -283,11 +283,12 @@ class _Bin:
         return tuple(out), tuple(ports)
 
     def repeatable(
-        self, shape: Shape, needs: tuple[tuple[str, float], ...]
+        self, shape: Shape, needs: tuple[tuple[str, float], ...], cap: int = -1
     ) -> tuple[int, tuple[Resource, ...]]:
         """How many tasks of ``shape`` in a row ``consume`` would place here with the very same
-        resources (each need taken whole from the first entry with something left), and those
-        resources; ``(0, ())`` when the next task needs ports or a need split across entries.
+        resources (each need taken whole from the first entry with something left), at most
+        ``cap`` (-1: no cap), and those resources; ``(0, ())`` when the next task needs ports or
+        a need split across entries.
 
         Placing a run at once (``take_repeated``) instead of one ``consume`` per task is what
         makes matching a queue of equal tasks cheap (B3 in bench/RESULTS.md). The counting
@@ -295,7 +296,7 @@ class _Bin:
         """
         if shape.ports or not needs:
             return 0, ()
-        count = -1
+        count = cap
         out: list[Resource] = []
         for name, need in needs:
             entry = self._first_entry(name)
@@ -526,6 +527,9 @@ class _Pass:
         self.placed: dict[str, dict[str, dict[str, int]]] = {}
         """This pass's placements per group, per field, per value (added to ``placement``'s)."""
         self.known: dict[str, int] = {}
+        self.shortages: dict[tuple[float, float, float, int, int], tuple[WaitReason, str]] = {}
+        self.views: dict[str, Mapping[str, Mapping[str, int]]] = {}
+        """``counts_of``'s answers per group: they read the counts as they change."""
         self.budget = budget if budget is not None else -1
         """Placements left (-1: no limit)."""
         self.budget_spent = False
@@ -553,29 +557,37 @@ class _Pass:
         if shape.scoped:
             return self._find_scoped(shape)
         bins = self.bins
-        cursor = self.cursors.get(shape, 0)
+        fit = shape.fit
+        cursor = self.cursors.get(fit, 0)
         count = len(bins)
-        while cursor < count and not bins[cursor].fits(shape):
+        while cursor < count and not bins[cursor].fits(fit):
             cursor += 1
-        self.cursors[shape] = cursor
+        self.cursors[fit] = cursor
         return bins[cursor] if cursor < count else None
 
     # -- scoped constraints ------------------------------------------------------------------
 
     def _find_scoped(self, shape: Shape) -> _Bin | None:
-        """The first agent that fits the shape and admits one more task of its group. The cursor
-        moves only past agents that can never take the shape in this pass: counts only grow
-        during a pass, so only GROUP_BY may admit an agent it refused before."""
+        """The first agent that fits the shape and admits one more task of its group. Two cursors
+        move only past agents that can never take the shape in this pass: the one of the shape
+        without its scoped constraints (shared with every shape that differs only in those:
+        resources only shrink), and the shape's own (counts only grow during a pass, so only
+        GROUP_BY may admit an agent it refused before)."""
         bins = self.bins
         count = len(bins)
-        cursor = self.cursors.get(shape, 0)
+        fit = shape.fit
+        shared = self.cursors.get(fit, 0)
+        while shared < count and not bins[shared].fits(fit):
+            shared += 1
+        self.cursors[fit] = shared
+        cursor = max(self.cursors.get(shape, 0), shared)
         counts = self.counts_of(shape)
         spreads = shape.spreads
         position = cursor
         found = None
         while position < count:
             bin_ = bins[position]
-            if bin_.fits(shape):
+            if bin_.fits(fit):
                 if self._admits_scoped(shape, bin_, counts):
                     found = bin_
                     break
@@ -602,14 +614,19 @@ class _Pass:
         """The shape's group's live tasks per field and value, this pass's placements included."""
         group = shape.group
         assert group is not None  # scoped constraints need a group (parse_constraints)
-        base = self.placement.group_counts(group) if self.placement is not None else {}
-        placed = self.placed.get(group)
-        if not placed:
-            return base
-        return {
-            name: _Sum(base.get(name, _NONE), placed.get(name, _NONE))
-            for name in base.keys() | placed.keys()
-        }
+        view = self.views.get(group)
+        if view is None:
+            base = self.placement.group_counts(group) if self.placement is not None else {}
+            placed = self.placed.get(group)
+            view = self.views[group] = (
+                {
+                    name: _Sum(base.get(name, _NONE), placed.get(name, _NONE))
+                    for name in base.keys() | placed.keys()
+                }
+                if placed
+                else base
+            )
+        return view
 
     def known_values(self, name: str) -> int:
         """Distinct values of the field in the cluster, and at least among this pass's offers."""
@@ -623,7 +640,10 @@ class _Pass:
     def count_placed(self, group: str, values: AgentValues, times: int = 1) -> None:
         per_field = self.placed.setdefault(group, {})
         for name, value in ((HOSTNAME, values.hostname), *values.attributes.items()):
-            per_value = per_field.setdefault(name, {})
+            per_value = per_field.get(name)
+            if per_value is None:
+                per_value = per_field[name] = {}
+                self.views.pop(group, None)  # a field it does not sum yet
             per_value[value] = per_value.get(value, 0) + times
 
     def place_level(
@@ -669,12 +689,31 @@ class _Pass:
                 continue
             shape = group.shape
             needs = self._needs(shape)
-            resources, ports = bin_.consume(shape, needs)
-            placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
+            placed = placements.setdefault(bin_.agent, [])
+            # The group's next ids that come before every other group's: the same run of
+            # placements on this agent that one task at a time would make (_place_group).
+            limit = min((item[0] for item in heap[1:3]), default=_NO_LIMIT)
+            cap = min(limit - task_id, _NO_LIMIT)
+            if self.budget > 0:
+                cap = min(cap, self.budget)
+            times, same = (0, ()) if shape.scoped or cap < 2 else bin_.repeatable(shape, needs, cap)
+            if times > 1:
+                taken = 0
+                following: int | None = task_id
+                while following is not None and taken < times and following < limit:
+                    placed.append(TaskPlacement(following, same))
+                    taken += 1
+                    following = next(ids, None)
+                bin_.take_repeated(needs, taken)
+            else:
+                resources, ports = bin_.consume(shape, needs)
+                placed.append(TaskPlacement(task_id, resources, ports))
+                taken = 1
+                following = next(ids, None)
             if shape.group is not None:
-                self.count_placed(shape.group, bin_.values)
-            self.budget -= self.budget > 0
-            following = next(ids, None)
+                self.count_placed(shape.group, bin_.values, taken)
+            if self.budget > 0:
+                self.budget -= taken
             if following is None:
                 heapq.heappop(heap)
             else:
@@ -707,7 +746,8 @@ class _Pass:
         needs = self._needs(shape)
         bins = self.bins
         count = len(bins)
-        cursor = self.cursors.get(shape, 0)
+        fit = shape.fit
+        cursor = self.cursors.get(fit, 0)
         agent = -1
         placed: list[TaskPlacement] = []
         task_id: int | None = first
@@ -747,7 +787,7 @@ class _Pass:
                 self.count_placed(shape.group, bin_.values)
             budget -= budget > 0
             task_id = next(ids, None)
-        self.cursors[shape] = cursor
+        self.cursors[fit] = cursor
         self.budget = budget
 
     def _place_scoped(
@@ -789,14 +829,29 @@ class _Pass:
 
     def _verdict(self, shape: Shape) -> tuple[WaitReason, str]:
         """The first resource no candidate offers has enough of, or the constraints."""
-        candidates = [b for b in self.bins if b.satisfies(shape)]
-        if not candidates:
-            wanted = ", ".join(describe_constraint(c) for c in shape.static)
-            return WaitReason.CONSTRAINTS, f"no offer matches {wanted}"
+        resources = (shape.cpus, shape.mem, shape.disk, shape.gpus, shape.ports)
+        if shape.static:
+            candidates = [b for b in self.bins if b.satisfies(shape)]
+            if not candidates:
+                wanted = ", ".join(describe_constraint(c) for c in shape.static)
+                return WaitReason.CONSTRAINTS, f"no offer matches {wanted}"
+        else:
+            candidates = self.bins
+            # A resource no agent has enough of stays short for the rest of the pass (resources
+            # only shrink): shapes that differ in their scoped constraints only share the verdict.
+            short = self.shortages.get(resources)
+            if short is not None:
+                return short
         if shape.scoped:
             fitting = [b for b in candidates if b.fits(shape)]
             if fitting:
                 return WaitReason.CONSTRAINTS, self._scoped_verdict(shape, fitting)
+        verdict = self._resource_verdict(shape, candidates)
+        if not shape.static and verdict[0] is not WaitReason.RESOURCES:
+            self.shortages[resources] = verdict
+        return verdict
+
+    def _resource_verdict(self, shape: Shape, candidates: list[_Bin]) -> tuple[WaitReason, str]:
         for reason, attr, unit in (
             (WaitReason.CPUS, "cpus", " cpus"),
             (WaitReason.MEM, "mem", " MiB mem"),
@@ -850,6 +905,7 @@ def _blocking_message(constraint: Constraint, group: str | None, counts: Mapping
 
 
 _NONE: Mapping[str, int] = {}
+_NO_LIMIT = 2**63
 
 
 class _Sum(Mapping[str, int]):
@@ -865,6 +921,13 @@ class _Sum(Mapping[str, int]):
         if key not in self.first and key not in self.second:
             raise KeyError(key)
         return self.first.get(key, 0) + self.second.get(key, 0)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        first = self.first.get(key)
+        second = self.second.get(key)
+        if first is None and second is None:
+            return default
+        return (first or 0) + (second or 0)
 
     def __iter__(self) -> Iterator[str]:
         yield from self.first

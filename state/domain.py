@@ -104,8 +104,22 @@ class Shape:
     """The constraints that count the group's tasks per value."""
     spreads: bool = dataclasses.field(default=False, init=False, compare=False, repr=False)
     """Has a ``GROUP_BY``: an agent refused once may take a later task of the same pass."""
+    agent_part: Shape | None = dataclasses.field(
+        default=None, init=False, compare=False, repr=False
+    )
+    """The shape without its group and scoped constraints (None: this shape is that already):
+    what an agent alone decides, which shapes differing only in their group share."""
+    hashed: int = dataclasses.field(default=0, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        # The matcher looks shapes up several times per task placed: hash the fields once.
+        fields = (self.cpus, self.mem, self.disk, self.gpus, self.ports, self.constraints)
+        object.__setattr__(self, "hashed", hash((*fields, self.group)))
+        if self.group is not None or self.constraints:
+            static = tuple(c for c in self.constraints if not c.scoped)
+            if self.group is not None or len(static) != len(self.constraints):
+                part = Shape(self.cpus, self.mem, self.disk, self.gpus, self.ports, static)
+                object.__setattr__(self, "agent_part", part)
         if self.constraints:
             scoped = tuple(c for c in self.constraints if c.scoped)
             static = tuple(c for c in self.constraints if not c.scoped)
@@ -114,6 +128,15 @@ class Shape:
             object.__setattr__(
                 self, "spreads", any(c.operator is Operator.GROUP_BY for c in scoped)
             )
+
+    def __hash__(self) -> int:
+        return self.hashed
+
+    @property
+    def fit(self) -> Shape:
+        """The shape as far as one agent alone decides whether it fits (resources and the
+        constraints that read only the agent)."""
+        return self.agent_part if self.agent_part is not None else self
 
     def describe(self) -> str:
         parts = [f"cpus={_num(self.cpus)}", f"mem={_num(self.mem)}"]
