@@ -1,8 +1,11 @@
 """B3's constrained variant: ``match()`` over B3's queue size where a tenth of the tasks carry
 Marathon's scoped constraints, in this process (pure code, as B3's own match figure).
 
-Every tenth task belongs to one of 100 groups, each group with one of ``UNIQUE hostname``,
-``GROUP_BY rack`` and ``MAX_PER rack 2``; the other nine tenths are plain. Each group already runs
+A tenth of the tasks belong to 100 groups, each group with one of ``UNIQUE hostname``,
+``GROUP_BY rack`` and ``MAX_PER rack 2``; the other nine tenths are plain. Two layouts of the
+queue: ``batched``, each group's tasks submitted together (a run of ids per group, between runs
+of plain tasks, as batches arrive), and ``interleaved``, every tenth task constrained (the worst
+case for the matcher's merge of groups by id: no run longer than nine). Each group already runs
 a few tasks (the group counts the matcher reads, as ``PlacementCounts`` keeps them). The offers
 are B3's recorded OFFERS event (100 agents), each agent given a ``rack`` attribute (r0..r9). The
 queue is a ``QueueIndex`` over in-memory records: what the tracker hands the matcher.
@@ -48,21 +51,23 @@ def _offers(settings: Settings) -> list[Offer]:
     ]
 
 
-def _queue(tasks: int, offers: list[Offer]) -> tuple[QueueIndex, PlacementCounts, int]:
+def _queue(
+    tasks: int, offers: list[Offer], interleaved: bool
+) -> tuple[QueueIndex, PlacementCounts, int]:
     interner = ShapeInterner()
     plain = interner.get(1.0, 128.0)
     grouped = [
-        interner.get(
-            1.0, 128.0, constraints=constraints_from(FORMS[g % 3], f"g{g}"), group=f"g{g}"
-        )
+        interner.get(1.0, 128.0, constraints=constraints_from(FORMS[g % 3], f"g{g}"), group=f"g{g}")
         for g in range(GROUPS)
     ]
     records: dict[int, Task] = {}
     index = QueueIndex(records)
     constrained = 0
+    run = 1 if interleaved else max(1, tasks // (GROUPS * SHARE))
     for task_id in range(1, tasks + 1):
-        if task_id % SHARE == 0:
-            shape = grouped[(task_id // SHARE) % GROUPS]
+        block = (task_id - 1) // run
+        if block % SHARE == SHARE - 1:
+            shape = grouped[(block // SHARE) % GROUPS]
             constrained += 1
         else:
             shape = plain
@@ -80,8 +85,21 @@ def _queue(tasks: int, offers: list[Offer]) -> tuple[QueueIndex, PlacementCounts
 
 
 def run(settings: Settings) -> dict[str, Any]:
+    """Both layouts; the figures at the top are the batched layout's."""
     offers = _offers(settings)
-    index, counts, constrained = _queue(settings.b3_tasks, offers)
+    batched = _timed(settings, offers, interleaved=False)
+    interleaved = _timed(settings, offers, interleaved=True)
+    return {
+        **batched,
+        "groups": GROUPS,
+        "offers": len(offers),
+        "batched": batched,
+        "interleaved": interleaved,
+    }
+
+
+def _timed(settings: Settings, offers: list[Offer], interleaved: bool) -> dict[str, Any]:
+    index, counts, constrained = _queue(settings.b3_tasks, offers, interleaved)
     match_settings = MatchSettings(5.0, 120.0)
     gc.freeze()  # as the daemon runs after its start-up load (daemon/service.py)
     try:
@@ -105,8 +123,6 @@ def run(settings: Settings) -> dict[str, Any]:
     return {
         "queued": settings.b3_tasks,
         "constrained": constrained,
-        "groups": GROUPS,
-        "offers": len(offers),
         "p50_ms": percentile(durations, 0.50),
         "p99_ms": percentile(durations, 0.99),
         "max_ms": max(durations),

@@ -419,6 +419,17 @@ def _b3(data: dict[str, Any] | None) -> list[str]:
                 f"({num(m['placed_per_match'])} placed; {m['full_collections']} full collections "
                 f"= {num(m['full_collection_s'] * 1000, 1)} ms) |"
             )
+    constrained = data.get("match_constrained", {})
+    if constrained:
+        for layout in ("batched", "interleaved"):
+            m = constrained.get(layout, constrained)
+            lines.append(
+                f"| match, {constrained['offers']} offers, {num(constrained['constrained'])} of "
+                f"{num(constrained['queued'])} queued constrained over {constrained['groups']} "
+                f"groups ({layout}): p50 / p99 / max | {num(m['p50_ms'], 2)} / "
+                f"{num(m['p99_ms'], 2)} / {num(m['max_ms'], 2)} ms "
+                f"({num(m['placed_per_match'])} placed) |"
+            )
     lines.append("")
     return lines
 

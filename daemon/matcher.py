@@ -41,6 +41,7 @@ from scale_scheduler.state.placement_constraints import (
     Constraint,
     Operator,
     admits,
+    spread_of,
 )
 
 EPSILON = 1e-6
@@ -524,12 +525,11 @@ class _Pass:
     ) -> None:
         self.bins = bins
         self.placement = placement
-        self.placed: dict[str, dict[str, dict[str, int]]] = {}
-        """This pass's placements per group, per field, per value (added to ``placement``'s)."""
+        self.local: dict[str, dict[str, dict[str, int]]] = {}
+        """Per group that placed tasks in this pass: ``placement``'s counts copied at its first
+        placement, plus the pass's placements (the live counts are never written here)."""
         self.known: dict[str, int] = {}
         self.shortages: dict[tuple[float, float, float, int, int], tuple[WaitReason, str]] = {}
-        self.views: dict[str, Mapping[str, Mapping[str, int]]] = {}
-        """``counts_of``'s answers per group: they read the counts as they change."""
         self.budget = budget if budget is not None else -1
         """Placements left (-1: no limit)."""
         self.budget_spent = False
@@ -582,13 +582,22 @@ class _Pass:
         self.cursors[fit] = shared
         cursor = max(self.cursors.get(shape, 0), shared)
         counts = self.counts_of(shape)
+        checks = []  # what each constraint reads, the same for every agent of this call
+        for constraint in shape.scoped:
+            values = counts.get(constraint.field, _NONE)
+            spread = spread_of(values) if constraint.operator is Operator.GROUP_BY else None
+            checks.append((constraint, values, self.known_values(constraint.field), spread))
         spreads = shape.spreads
         position = cursor
         found = None
         while position < count:
             bin_ = bins[position]
             if bin_.fits(fit):
-                if self._admits_scoped(shape, bin_, counts):
+                agent = bin_.values
+                for constraint, values, known, spread in checks:
+                    if not admits(constraint, agent, values, known, spread):
+                        break
+                else:
                     found = bin_
                     break
                 if spreads:
@@ -600,33 +609,14 @@ class _Pass:
         self.cursors[shape] = cursor
         return found
 
-    def _admits_scoped(
-        self, shape: Shape, bin_: _Bin, counts: Mapping[str, Mapping[str, int]]
-    ) -> bool:
-        values = bin_.values
-        for constraint in shape.scoped:
-            name = constraint.field
-            if not admits(constraint, values, counts.get(name), self.known_values(name)):
-                return False
-        return True
-
     def counts_of(self, shape: Shape) -> Mapping[str, Mapping[str, int]]:
         """The shape's group's live tasks per field and value, this pass's placements included."""
         group = shape.group
         assert group is not None  # scoped constraints need a group (parse_constraints)
-        view = self.views.get(group)
-        if view is None:
-            base = self.placement.group_counts(group) if self.placement is not None else {}
-            placed = self.placed.get(group)
-            view = self.views[group] = (
-                {
-                    name: _Sum(base.get(name, _NONE), placed.get(name, _NONE))
-                    for name in base.keys() | placed.keys()
-                }
-                if placed
-                else base
-            )
-        return view
+        local = self.local.get(group)
+        if local is not None:
+            return local
+        return self.placement.group_counts(group) if self.placement is not None else _NO_GROUP
 
     def known_values(self, name: str) -> int:
         """Distinct values of the field in the cluster, and at least among this pass's offers."""
@@ -638,12 +628,15 @@ class _Pass:
         return known
 
     def count_placed(self, group: str, values: AgentValues, times: int = 1) -> None:
-        per_field = self.placed.setdefault(group, {})
+        per_field = self.local.get(group)
+        if per_field is None:
+            # Copied once per group and pass: the group's live values, not every task's.
+            base = self.placement.group_counts(group) if self.placement is not None else _NO_GROUP
+            per_field = self.local[group] = {name: dict(counts) for name, counts in base.items()}
         for name, value in ((HOSTNAME, values.hostname), *values.attributes.items()):
             per_value = per_field.get(name)
             if per_value is None:
                 per_value = per_field[name] = {}
-                self.views.pop(group, None)  # a field it does not sum yet
             per_value[value] = per_value.get(value, 0) + times
 
     def place_level(
@@ -905,38 +898,8 @@ def _blocking_message(constraint: Constraint, group: str | None, counts: Mapping
 
 
 _NONE: Mapping[str, int] = {}
+_NO_GROUP: Mapping[str, Mapping[str, int]] = {}
 _NO_LIMIT = 2**63
-
-
-class _Sum(Mapping[str, int]):
-    """Two counts per value read as their sum (the group's live tasks plus this pass's)."""
-
-    __slots__ = ("first", "second")
-
-    def __init__(self, first: Mapping[str, int], second: Mapping[str, int]) -> None:
-        self.first = first
-        self.second = second
-
-    def __getitem__(self, key: str) -> int:
-        if key not in self.first and key not in self.second:
-            raise KeyError(key)
-        return self.first.get(key, 0) + self.second.get(key, 0)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        first = self.first.get(key)
-        second = self.second.get(key)
-        if first is None and second is None:
-            return default
-        return (first or 0) + (second or 0)
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self.first
-        for key in self.second:
-            if key not in self.first:
-                yield key
-
-    def __len__(self) -> int:
-        return len(self.first) + sum(1 for key in self.second if key not in self.first)
 
 
 def _flow_waiting(group: GroupView) -> GroupWaiting:
