@@ -668,28 +668,37 @@ class _Pass:
             self._place_group(level[position], first, ids, placements, waiting)
             return had_work
         heapq.heapify(heap)
+        budget = self.budget
+        find_bin, needs_of, heapreplace = self.find_bin, self._needs, heapq.heapreplace
         while heap:
             task_id, position, ids = heap[0]
             group = level[position]
-            if self.budget == 0:
+            if budget == 0:
                 self.budget_spent = True
                 waiting.extend(_flow_waiting(level[item[1]]) for item in heap)
                 break
-            bin_ = self.find_bin(group.shape)
+            shape = group.shape
+            bin_ = find_bin(shape)
             if bin_ is None:
                 heapq.heappop(heap)
                 waiting.append(self.explain(group))
                 continue
-            shape = group.shape
-            needs = self._needs(shape)
+            needs = needs_of(shape)
             placed = placements.setdefault(bin_.agent, [])
             # The group's next ids that come before every other group's: the same run of
             # placements on this agent that one task at a time would make (_place_group).
-            limit = min((item[0] for item in heap[1:3]), default=_NO_LIMIT)
-            cap = min(limit - task_id, _NO_LIMIT)
-            if self.budget > 0:
-                cap = min(cap, self.budget)
-            times, same = (0, ()) if shape.scoped or cap < 2 else bin_.repeatable(shape, needs, cap)
+            size = len(heap)
+            if size > 2:
+                limit = heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]
+            else:
+                limit = heap[1][0] if size == 2 else _NO_LIMIT
+            cap = limit - task_id
+            if 0 < budget < cap:
+                cap = budget
+            if cap > 1 and not shape.scoped:
+                times, same = bin_.repeatable(shape, needs, cap)
+            else:
+                times = 0
             if times > 1:
                 taken = 0
                 following: int | None = task_id
@@ -705,12 +714,13 @@ class _Pass:
                 following = next(ids, None)
             if shape.group is not None:
                 self.count_placed(shape.group, bin_.values, taken)
-            if self.budget > 0:
-                self.budget -= taken
+            if budget > 0:
+                budget -= taken
             if following is None:
                 heapq.heappop(heap)
             else:
-                heapq.heapreplace(heap, (following, position, ids))
+                heapreplace(heap, (following, position, ids))
+        self.budget = budget
         return had_work
 
     def _needs(self, shape: Shape) -> tuple[tuple[str, float], ...]:
