@@ -14,8 +14,9 @@ Rules:
   ``MAX_PER``, ``CLUSTER`` without a value) read the group's live tasks per value from the
   ``PlacementView`` (kept as tasks launch and end) plus this pass's own placements, so a batch of
   one group placed in one pass respects them too;
-- each shape keeps a cursor over the agents: resources only shrink during a pass, so an agent
-  that could not take a shape once never can later in the same pass. A pass therefore costs
+- each shape keeps a cursor over the agents (shared by shapes that differ only in their group
+  and scoped constraints): resources only shrink during a pass, so an agent that could not take
+  a shape once never can later in the same pass. A pass therefore costs
   about (tasks placed + groups x agents), however long the queue;
 - every offer ends in exactly one decision: part of one agent's launch, or a decline with a
   filter (``refuse_seconds`` for paused nodes, ``idle_refuse_seconds`` when nothing queued fits).
