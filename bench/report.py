@@ -189,6 +189,9 @@ def _calibration(results: dict[str, Any]) -> list[str]:
         brackets.append(("B3 enqueue, RSS, restart (processes)", b3["calibration"]))
     if isinstance(b3.get("match"), dict) and "calibration" in b3["match"]:
         brackets.append(("B3 match (in-process)", b3["match"]["calibration"]))
+    constrained = b3.get("match_constrained")
+    if isinstance(constrained, dict) and "calibration" in constrained:
+        brackets.append(("B3 match, a tenth constrained", constrained["calibration"]))
     for index, row in enumerate(results.get("B4", {}).get("rounds", [])):
         if isinstance(row.get("daemon"), dict):
             brackets.append((f"B4 round {index + 1}, daemon", row["daemon"].get("calibration")))

@@ -3,15 +3,15 @@
 - ``state/domain.py`` (task states, resource shapes) imports nothing of the project but the
   placement constraints' model (``state/placement_constraints.py``), which imports nothing of
   the project: both the pure scheduling code and the storage modules stand on them.
-- ``daemon/matcher.py`` is pure: of the project it imports the domain types and the Mesos wire
-  types it decides on (``daemon/mesos_types.py``: offers and resources as plain msgspec
-  structs, themselves importing nothing of the project) and the placement constraints' model;
-  no storage module of ``state/``, and
-  nothing of the Mesos connection (drivers, HTTP calls, subscription, RecordIO ...).
+- ``daemon/matcher.py`` is pure: of the project it imports the domain types, the placement
+  constraints' model and the Mesos wire types it decides on (``daemon/mesos_types.py``: offers
+  and resources as plain msgspec structs, themselves importing nothing of the project); no
+  storage module of ``state/``, and nothing of the Mesos connection (drivers, HTTP calls,
+  subscription, RecordIO ...).
 - ``api/`` reaches the scheduling core and its state only through the core facade
   (``daemon/core_facade.py``), the domain types and the placement constraints' model (to parse
-  a task's constraints). Besides its own modules it may import the
-  service shell's plain helpers, none of which schedules or stores anything: the configuration,
+  a task's constraints). Besides its own modules it may import the service shell's plain
+  helpers, none of which schedules or stores anything: the configuration,
   the authority parser, the burst log, the loop share, the pruner (retention's answers and
   figures) and the validation-failure wording. ``api/app.py`` is the composition root: it builds
   the store, the driver and the core and attaches them to the facade, so it is exempt.
