@@ -607,6 +607,25 @@
     $("node-reason").focus();
   }
 
+  const OPERATORS = ["UNIQUE", "CLUSTER", "GROUP_BY", "MAX_PER", "LIKE", "UNLIKE", "IS"];
+
+  // The constraints field: Marathon's JSON list form as is, or one per line as
+  // field:OPERATOR[:value] or key=value (IS), as `scale-scheduler submit --constraint` takes them.
+  function parseConstraints(text) {
+    const trimmed = text.trim();
+    if (!trimmed) return null;
+    if (trimmed.startsWith("[") || trimmed.startsWith("{")) return JSON.parse(trimmed);
+    return trimmed.split("\n").map((line) => line.trim()).filter(Boolean).map((line) => {
+      const parts = line.split(":");
+      if (parts.length >= 2 && parts[0] && OPERATORS.includes(parts[1])) {
+        return parts.length > 2 ? [parts[0], parts[1], parts.slice(2).join(":")] : parts.slice(0, 2);
+      }
+      const at = line.indexOf("=");
+      if (at < 1) throw new Error("constraint '" + line + "': expected field:OPERATOR[:value] or key=value");
+      return [line.slice(0, at), "IS", line.slice(at + 1)];
+    });
+  }
+
   async function submitTasks(event) {
     event.preventDefault();
     const form = event.target;
@@ -620,6 +639,14 @@
     };
     if (values.command.trim()) base.command = values.command.trim();
     if (values.image.trim()) base.container = { image: values.image.trim() };
+    if (values.group.trim()) base.group = values.group.trim();
+    try {
+      const constraints = parseConstraints(values.constraints);
+      if (constraints) base.constraints = constraints;
+    } catch (error) {
+      toast(error.message, "bad");
+      return;
+    }
     const name = values.name.trim();
     const tasks = [];
     for (let i = 1; i <= count; i += 1) {

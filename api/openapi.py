@@ -136,9 +136,59 @@ def _body_schemas() -> dict[str, Schema]:
         {"required": ["command"], "properties": {"command": {"type": "string"}}},
         {"required": ["container"], "properties": {"container": {"type": "object"}}},
     ]
+    _constraint_rules(task)
     for name in ("SchedulerUpdate", "NodeUpdate"):
         schemas[name]["minProperties"] = 1
     return schemas
+
+
+def _constraint_rules(task: Schema) -> None:
+    """Marathon's constraint forms, one per operator (what ``parse_constraint`` accepts), and
+    the group that the scoped ones (UNIQUE, GROUP_BY, MAX_PER, CLUSTER without a value) need."""
+    listed = task["properties"]["constraints"]["anyOf"][0]
+    part = dict(listed["items"]["items"])
+    field = {**part, "minLength": 1}
+    count = {**part, "pattern": "^[0-9]*[1-9][0-9]*$"}
+    regex = {**part, "format": "regex"}
+
+    def form(operator: str, *value: Schema, optional: bool = False) -> Schema:
+        items = [field, {"const": operator}, *value]
+        return {
+            "type": "array",
+            "prefixItems": items,
+            "items": False,
+            "minItems": 2 if optional else len(items),
+            "maxItems": len(items),
+        }
+
+    each = {
+        "description": "[field, OPERATOR] or [field, OPERATOR, value] (Marathon's form)",
+        "oneOf": [
+            form("UNIQUE"),
+            form("CLUSTER", part, optional=True),
+            form("GROUP_BY", count, optional=True),
+            form("MAX_PER", count),
+            form("LIKE", regex),
+            form("UNLIKE", regex),
+            form("IS", part),
+        ],
+    }
+    # Beside the properties (which are the Struct's, field for field): "items" binds the list
+    # form only, the {"attr": "value"} shorthand being an object.
+    task["allOf"] = [{"properties": {"constraints": {"items": each}}}]
+    operator = {"type": "array", "minItems": 2}
+    scoped = {
+        "anyOf": [
+            {**operator, "prefixItems": [{}, {"enum": ["UNIQUE", "GROUP_BY", "MAX_PER"]}]},
+            {**operator, "prefixItems": [{}, {"const": "CLUSTER"}], "maxItems": 2},
+            {**operator, "prefixItems": [{}, {"const": "CLUSTER"}, {"maxLength": 0}]},
+        ]
+    }
+    task["if"] = {
+        "required": ["constraints"],
+        "properties": {"constraints": {"type": "array", "contains": scoped}},
+    }
+    task["then"] = {"required": ["group"], "properties": {"group": {"type": "string"}}}
 
 
 def _schemas() -> dict[str, Schema]:

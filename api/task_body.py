@@ -42,6 +42,7 @@ from scale_scheduler.daemon.core_facade import (
 )
 from scale_scheduler.daemon.validation_failure import failure_of
 from scale_scheduler.state.domain import constraints_from
+from scale_scheduler.state.placement_constraints import ConstraintError
 
 MAX_BATCH = 10_000
 CHUNK = 500
@@ -80,6 +81,23 @@ _Image = Annotated[
 ]
 
 
+_Group = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=limits.MAX_KEY, extra_json_schema=_pattern(PRINTABLE)),
+]
+_ConstraintIn = Annotated[
+    list[_Value],
+    msgspec.Meta(
+        min_length=2,
+        max_length=3,
+        description="[field, OPERATOR] or [field, OPERATOR, value] (Marathon's form)",
+    ),
+]
+_Constraints = (
+    Annotated[list[_ConstraintIn], msgspec.Meta(max_length=limits.MAX_ENTRIES)] | _StringMap
+)
+
+
 class ContainerIn(msgspec.Struct, forbid_unknown_fields=True):
     image: _Image
 
@@ -110,7 +128,12 @@ class TaskIn(msgspec.Struct, forbid_unknown_fields=True):
     priority: Annotated[int, msgspec.Meta(ge=-_INT64_MAX - 1, le=_INT64_MAX)] = 100
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_ATTEMPTS)] = 1
     labels: _StringMap = msgspec.field(default_factory=dict)
-    constraints: _StringMap = msgspec.field(default_factory=dict)
+    constraints: _Constraints = msgspec.field(default_factory=dict)
+    """Marathon's placement constraints: ``[["hostname", "UNIQUE"], ["rack", "GROUP_BY", "3"]]``
+    (operators UNIQUE, CLUSTER, GROUP_BY, MAX_PER, LIKE, UNLIKE, IS), or ``{"rack": "r1"}`` for
+    IS."""
+    group: _Group | None = None
+    """The group whose non-terminal tasks UNIQUE, GROUP_BY, MAX_PER and CLUSTER count."""
     kill_grace_period: Annotated[float, msgspec.Meta(ge=0, le=limits.MAX_KILL_GRACE)] | None = None
     max_runtime: Annotated[float, msgspec.Meta(gt=0, le=limits.MAX_RUNTIME)] | None = None
     retry_backoff: RetryBackoffIn | None = None
@@ -134,7 +157,7 @@ async def decode_tasks(body: bytes) -> tuple[list[NewTask], bool]:
         raise bad_request(EMPTY)
     try:
         if not start.startswith(b"["):
-            return [to_new_task(_task(body, None))], False
+            return [to_new_task(_task(body, None), None)], False
         raws = _batch.split(body)
     except TooManyItems:
         raise bad_request(f"A batch holds at most {MAX_BATCH} tasks; this one has more.") from None
@@ -148,7 +171,7 @@ async def decode_tasks(body: bytes) -> tuple[list[NewTask], bool]:
             await asyncio.sleep(0)  # let the loop serve others between chunks
         try:
             tasks.extend(
-                to_new_task(_task(raws[index], index))
+                to_new_task(_task(raws[index], index), index)
                 for index in range(first, min(first + CHUNK, len(raws)))
             )
         except BodyError as exc:
@@ -190,6 +213,8 @@ def task_problem(item: TaskIn) -> tuple[str, str] | None:
         return "command", f"expected {RULES[NO_NUL]}"
     if item.container is not None and _image(item.container.image) is None:
         return "container.image", f"expected {RULES[IMAGE]}"
+    if item.group is not None and _printable(item.group) is None:
+        return "group", f"expected {RULES[PRINTABLE]}"
     if item.env or item.labels or item.constraints:
         return _mapping_problem(item)
     if item.retry_backoff is not None:
@@ -213,10 +238,14 @@ def _mapping_problem(item: TaskIn) -> tuple[str, str] | None:
             return "env", f"the name {brief(key)!r} must be {RULES[ENV_NAME]}"
         if "\x00" in value:
             return "env", f"the value of {brief(key)!r} must have {RULES[NO_NUL]}"
-    for field, mapping in (("labels", item.labels), ("constraints", item.constraints)):
-        for key, value in mapping.items():
-            if "\x00" in key or "\x00" in value:
-                return field, f"keys and values must have {RULES[NO_NUL]}"
+    for key, value in item.labels.items():
+        if "\x00" in key or "\x00" in value:
+            return "labels", f"keys and values must have {RULES[NO_NUL]}"
+    constraints = item.constraints
+    pairs = constraints.items() if isinstance(constraints, dict) else constraints
+    parts = (part for pair in pairs for part in pair)
+    if any("\x00" in part for part in parts):
+        return "constraints", f"fields and values must have {RULES[NO_NUL]}"
     return None
 
 
@@ -224,7 +253,12 @@ def _invalid(field: str, reason: str, index: int | None) -> str:
     return f"Field {field!r} is invalid{_where(index)}: {reason}."
 
 
-def to_new_task(item: TaskIn) -> NewTask:
+def to_new_task(item: TaskIn, index: int | None = None) -> NewTask:
+    """The task to queue; ``BodyError`` naming a constraint that cannot be used."""
+    try:
+        constraints = constraints_from(item.constraints, item.group)
+    except ConstraintError as exc:
+        raise BodyError(_invalid("constraints", str(exc), index)) from None
     return NewTask(
         spec=TaskSpec(
             name=item.name,
@@ -242,8 +276,9 @@ def to_new_task(item: TaskIn) -> NewTask:
         disk=item.disk,
         gpus=item.gpus,
         ports=item.ports,
-        constraints=constraints_from(item.constraints),
+        constraints=constraints,
         max_attempts=item.max_attempts,
+        group=item.group,
     )
 
 

@@ -13,7 +13,8 @@ Then, in this process (pure code): the daemon's own start-up load (``TaskTracker
 database, and ``match()`` of one OFFERS event (100 recorded offers, 32 cpus each: 3,200 tasks
 placed per call) against the loaded queue, ``match_repeats`` times, with the garbage collector
 as the daemon runs it, then after ``gc.freeze()``: p50/p99/max milliseconds and the number of
-full (generation 2) collections that fell inside the timed calls.
+full (generation 2) collections that fell inside the timed calls. Then the same match over a
+queue of that size where a tenth of the tasks carry scoped constraints (``b3_constrained``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import b3_constrained
 from bench.b1_offers import start_daemon, start_master
 from bench.b2_launch import enqueue
 from bench.calibration import Calibrator
@@ -162,6 +164,13 @@ def run(settings: Settings) -> dict[str, Any]:
     between = calibrator.sample()
     result["match"] = asyncio.run(_load_and_match(work / "state.db", settings))
     after = calibrator.sample()
+    result["match_constrained"] = b3_constrained.run(settings)
+    last = calibrator.sample()
+    result["match_constrained"]["calibration"] = {
+        "before": after,
+        "after": last,
+        "rate": (after + last) / 2,
+    }
     result["calibration"] = {"before": before, "after": between, "rate": (before + between) / 2}
     result["match"]["calibration"] = {
         "before": between,

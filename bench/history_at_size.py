@@ -95,6 +95,7 @@ def generate(db: Path, tasks: int, live: int) -> dict[str, Any]:
                     created,
                     created,
                     created,
+                    None,  # task_group
                 )
             )
             if task_id <= tasks:

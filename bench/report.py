@@ -189,6 +189,9 @@ def _calibration(results: dict[str, Any]) -> list[str]:
         brackets.append(("B3 enqueue, RSS, restart (processes)", b3["calibration"]))
     if isinstance(b3.get("match"), dict) and "calibration" in b3["match"]:
         brackets.append(("B3 match (in-process)", b3["match"]["calibration"]))
+    constrained = b3.get("match_constrained")
+    if isinstance(constrained, dict) and "calibration" in constrained:
+        brackets.append(("B3 match, a tenth constrained", constrained["calibration"]))
     for index, row in enumerate(results.get("B4", {}).get("rounds", [])):
         if isinstance(row.get("daemon"), dict):
             brackets.append((f"B4 round {index + 1}, daemon", row["daemon"].get("calibration")))
@@ -418,6 +421,17 @@ def _b3(data: dict[str, Any] | None) -> list[str]:
                 f"{num(m['p50_ms'], 2)} / {num(m['p99_ms'], 2)} / {num(m['max_ms'], 2)} ms "
                 f"({num(m['placed_per_match'])} placed; {m['full_collections']} full collections "
                 f"= {num(m['full_collection_s'] * 1000, 1)} ms) |"
+            )
+    constrained = data.get("match_constrained", {})
+    if constrained:
+        for layout in ("batched", "interleaved"):
+            m = constrained.get(layout, constrained)
+            lines.append(
+                f"| match, {constrained['offers']} offers, {num(constrained['constrained'])} of "
+                f"{num(constrained['queued'])} queued constrained over {constrained['groups']} "
+                f"groups ({layout}): p50 / p99 / max | {num(m['p50_ms'], 2)} / "
+                f"{num(m['p99_ms'], 2)} / {num(m['max_ms'], 2)} ms "
+                f"({num(m['placed_per_match'])} placed) |"
             )
     lines.append("")
     return lines

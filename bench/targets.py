@@ -222,6 +222,19 @@ def targets(results: dict[str, Any]) -> list[Target]:
                 digits=2,
             )
         )
+    constrained = b3.get("match_constrained", {})
+    if constrained:
+        rows.append(
+            calibrated(
+                f"B3 match p99, 100 offers, {num(constrained['queued'])} queued, a tenth "
+                f"constrained (UNIQUE, GROUP_BY, MAX_PER) over {constrained['groups']} groups",
+                10,
+                "ms",
+                [(_number(constrained["p99_ms"]), constrained.get("calibration"))],
+                higher=False,
+                digits=2,
+            )
+        )
     b4 = results.get("B4", {})
     if "rounds" in b4:
         r = b4["rounds"]

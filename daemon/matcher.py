@@ -9,8 +9,14 @@ Rules:
   resource's role, reservations and allocation info and change only the quantity;
 - a group of tasks (same priority and shape) that fits no agent is skipped whole with one
   ``WaitReason``, and the tasks behind it keep going (no head-of-line blocking);
-- each shape keeps a cursor over the agents: resources only shrink during a pass, so an agent
-  that could not take a shape once never can later in the same pass. A pass therefore costs
+- placement constraints (Marathon's operators, ``state/placement_constraints.py``): those that
+  read only the agent filter like resources do; the scoped ones (``UNIQUE``, ``GROUP_BY``,
+  ``MAX_PER``, ``CLUSTER`` without a value) read the group's live tasks per value from the
+  ``PlacementView`` (kept as tasks launch and end) plus this pass's own placements, so a batch of
+  one group placed in one pass respects them too;
+- each shape keeps a cursor over the agents (shared by shapes that differ only in their group
+  and scoped constraints): resources only shrink during a pass, so an agent that could not take
+  a shape once never can later in the same pass. A pass therefore costs
   about (tasks placed + groups x agents), however long the queue;
 - every offer ends in exactly one decision: part of one agent's launch, or a decline with a
   filter (``refuse_seconds`` for paused nodes, ``idle_refuse_seconds`` when nothing queued fits).
@@ -29,7 +35,15 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from scale_scheduler.daemon.mesos_types import Offer, Range, Ranges, Resource, Scalar
-from scale_scheduler.state.domain import Shape
+from scale_scheduler.state.domain import Shape, describe_constraint
+from scale_scheduler.state.placement_constraints import (
+    HOSTNAME,
+    AgentValues,
+    Constraint,
+    Operator,
+    admits,
+    spread_of,
+)
 
 EPSILON = 1e-6
 SCALARS = ("cpus", "mem", "disk", "gpus")
@@ -140,6 +154,18 @@ class QueueView(Protocol[G]):
     def eligible(self, group: G) -> Iterator[int]: ...
 
 
+class PlacementView(Protocol):
+    """What scoped constraints read beyond the offers (``PlacementCounts`` implements it)."""
+
+    def group_counts(self, group: str) -> Mapping[str, Mapping[str, int]]:
+        """The group's live tasks per field, per value."""
+        ...
+
+    def known_values(self, field: str) -> int:
+        """How many distinct values of ``field`` the cluster's agents have."""
+        ...
+
+
 # --- resource bins -----------------------------------------------------------------------------
 
 
@@ -181,7 +207,6 @@ class _Bin:
 
     __slots__ = (
         "agent",
-        "attributes",
         "cpus",
         "disk",
         "entries",
@@ -190,12 +215,13 @@ class _Bin:
         "mem",
         "port_entries",
         "ports",
+        "values",
     )
 
-    def __init__(self, agent: int, hostname: str, attributes: dict[str, str]) -> None:
+    def __init__(self, agent: int, values: AgentValues) -> None:
         self.agent = agent
-        self.hostname = hostname
-        self.attributes = attributes
+        self.hostname = values.hostname
+        self.values = values
         self.entries: dict[str, list[_Entry]] = {}
         self.port_entries: list[_PortEntry] = []
         self.cpus = self.mem = self.disk = self.gpus = 0.0
@@ -222,17 +248,13 @@ class _Bin:
             and shape.disk <= self.disk + EPSILON
             and shape.gpus <= self.gpus + EPSILON
             and shape.ports <= self.ports
-            and (not shape.constraints or self.satisfies(shape))
+            and (not shape.static or self.satisfies(shape))
         )
 
     def satisfies(self, shape: Shape) -> bool:
-        for name, value in shape.constraints:
-            if name == "hostname":
-                if self.hostname != value:
-                    return False
-            elif self.attributes.get(name) != value:
-                return False
-        return True
+        """The constraints that read only the agent (the scoped ones are the pass's to check)."""
+        values = self.values
+        return all(admits(constraint, values) for constraint in shape.static)
 
     def consume(
         self, shape: Shape, needs: tuple[tuple[str, float], ...]
@@ -263,11 +285,12 @@ class _Bin:
         return tuple(out), tuple(ports)
 
     def repeatable(
-        self, shape: Shape, needs: tuple[tuple[str, float], ...]
+        self, shape: Shape, needs: tuple[tuple[str, float], ...], cap: int = -1
     ) -> tuple[int, tuple[Resource, ...]]:
         """How many tasks of ``shape`` in a row ``consume`` would place here with the very same
-        resources (each need taken whole from the first entry with something left), and those
-        resources; ``(0, ())`` when the next task needs ports or a need split across entries.
+        resources (each need taken whole from the first entry with something left), at most
+        ``cap`` (-1: no cap), and those resources; ``(0, ())`` when the next task needs ports or
+        a need split across entries.
 
         Placing a run at once (``take_repeated``) instead of one ``consume`` per task is what
         makes matching a queue of equal tasks cheap (B3 in bench/RESULTS.md). The counting
@@ -275,7 +298,7 @@ class _Bin:
         """
         if shape.ports or not needs:
             return 0, ()
-        count = -1
+        count = cap
         out: list[Resource] = []
         for name, need in needs:
             entry = self._first_entry(name)
@@ -350,8 +373,15 @@ class _Agent:
     blocked: HostBlock | None
 
 
-def _attributes(offer: Offer) -> dict[str, str]:
-    return {attr.name: attr.as_text() for attr in offer.attributes}
+def agent_values(offer: Offer) -> AgentValues:
+    """What constraints read of the offering agent: hostname, attributes, scalar attributes."""
+    attributes: dict[str, str] = {}
+    scalars: dict[str, float] = {}
+    for attr in offer.attributes:
+        attributes[attr.name] = attr.as_text()
+        if attr.scalar is not None:
+            scalars[attr.name] = attr.scalar.value
+    return AgentValues(offer.hostname, attributes, scalars)
 
 
 def group_offers(
@@ -375,7 +405,7 @@ def group_offers(
         key = (agent_id, role or "")
         bin_ = bins_by_role.get(key)
         if bin_ is None:
-            bin_ = bins_by_role[key] = _Bin(len(agents) - 1, offer.hostname, _attributes(offer))
+            bin_ = bins_by_role[key] = _Bin(len(agents) - 1, agent_values(offer))
             agent.bins.append(bin_)
         for resource in offer.resources:
             bin_.add(resource)
@@ -393,12 +423,15 @@ def match(
     blocked_hosts: Mapping[str, HostBlock],
     settings: MatchSettings,
     launch_budget: int | None = None,
+    placement: PlacementView | None = None,
     avoid: Mapping[int, Collection[str]] | None = None,
 ) -> MatchResult:
     """``launch_budget``: at most this many tasks are placed (None: no limit); groups left
-    unplaced because it ran out wait with ``WaitReason.FLOW_CONTROL``. ``avoid``: per task, the
-    hosts where it failed; it goes to another agent that fits when there is one (a soft
-    preference: only tasks named there pay for the search)."""
+    unplaced because it ran out wait with ``WaitReason.FLOW_CONTROL``. ``placement``: the
+    groups' live tasks per value, for scoped constraints (None: no group has any). ``avoid``:
+    per task, the hosts where it failed; it goes to another agent that fits when there is one
+    (a soft preference: only tasks named there pay for the search; a shape with scoped
+    constraints is placed by those alone)."""
     levels = list(queue.levels())
     if scheduler_paused:
         paused = WaitReason.SCHEDULER_PAUSED
@@ -436,7 +469,7 @@ def match(
                 waiting_list.append(GroupWaiting(group.priority, group.shape, reason, message))
         had_work = bool(waiting_list)
     else:
-        state = _Pass(bins, launch_budget, avoid or None)
+        state = _Pass(bins, launch_budget, placement, avoid or None)
         for level in levels:
             examined += len(level)
             had_work |= state.place_level(level, queue, placements, waiting_list)
@@ -496,11 +529,18 @@ class _Pass:
         self,
         bins: list[_Bin],
         budget: int | None = None,
+        placement: PlacementView | None = None,
         avoid: Mapping[int, Collection[str]] | None = None,
     ) -> None:
         self.bins = bins
+        self.placement = placement
         self.avoid = avoid
         """Per task, hosts it failed on (None: no task has any)."""
+        self.local: dict[str, dict[str, dict[str, int]]] = {}
+        """Per group that placed tasks in this pass: ``placement``'s counts copied at its first
+        placement, plus the pass's placements (the live counts are never written here)."""
+        self.known: dict[str, int] = {}
+        self.shortages: dict[tuple[float, float, float, int, int], tuple[WaitReason, str]] = {}
         self.budget = budget if budget is not None else -1
         """Placements left (-1: no limit)."""
         self.budget_spent = False
@@ -535,13 +575,90 @@ class _Pass:
         return None
 
     def find_bin(self, shape: Shape) -> _Bin | None:
+        if shape.scoped:
+            return self._find_scoped(shape)
         bins = self.bins
-        cursor = self.cursors.get(shape, 0)
+        fit = shape.fit
+        cursor = self.cursors.get(fit, 0)
         count = len(bins)
-        while cursor < count and not bins[cursor].fits(shape):
+        while cursor < count and not bins[cursor].fits(fit):
             cursor += 1
-        self.cursors[shape] = cursor
+        self.cursors[fit] = cursor
         return bins[cursor] if cursor < count else None
+
+    # -- scoped constraints ------------------------------------------------------------------
+
+    def _find_scoped(self, shape: Shape) -> _Bin | None:
+        """The first agent that fits the shape and admits one more task of its group. Two cursors
+        move only past agents that can never take the shape in this pass: the one of the shape
+        without its scoped constraints (shared with every shape that differs only in those:
+        resources only shrink), and the shape's own (counts only grow during a pass, so only
+        GROUP_BY may admit an agent it refused before)."""
+        bins = self.bins
+        count = len(bins)
+        fit = shape.fit
+        shared = self.cursors.get(fit, 0)
+        while shared < count and not bins[shared].fits(fit):
+            shared += 1
+        self.cursors[fit] = shared
+        cursor = max(self.cursors.get(shape, 0), shared)
+        counts = self.counts_of(shape)
+        checks = []  # what each constraint reads, the same for every agent of this call
+        for constraint in shape.scoped:
+            values = counts.get(constraint.field, _NONE)
+            spread = spread_of(values) if constraint.operator is Operator.GROUP_BY else None
+            checks.append((constraint, values, self.known_values(constraint.field), spread))
+        spreads = shape.spreads
+        position = cursor
+        found = None
+        while position < count:
+            bin_ = bins[position]
+            if bin_.fits(fit):
+                agent = bin_.values
+                for constraint, values, known, spread in checks:
+                    if not admits(constraint, agent, values, known, spread):
+                        break
+                else:
+                    found = bin_
+                    break
+                if spreads:
+                    position += 1
+                    continue
+            if position == cursor:
+                cursor += 1
+            position += 1
+        self.cursors[shape] = cursor
+        return found
+
+    def counts_of(self, shape: Shape) -> Mapping[str, Mapping[str, int]]:
+        """The shape's group's live tasks per field and value, this pass's placements included."""
+        group = shape.group
+        assert group is not None  # scoped constraints need a group (parse_constraints)
+        local = self.local.get(group)
+        if local is not None:
+            return local
+        return self.placement.group_counts(group) if self.placement is not None else _NO_GROUP
+
+    def known_values(self, name: str) -> int:
+        """Distinct values of the field in the cluster, and at least among this pass's offers."""
+        known = self.known.get(name)
+        if known is None:
+            offered = {b.values.text(name) for b in self.bins} - {None}
+            cluster = self.placement.known_values(name) if self.placement is not None else 0
+            known = self.known[name] = max(cluster, len(offered))
+        return known
+
+    def count_placed(self, group: str, values: AgentValues, times: int = 1) -> None:
+        per_field = self.local.get(group)
+        if per_field is None:
+            # Copied once per group and pass: the group's live values, not every task's.
+            base = self.placement.group_counts(group) if self.placement is not None else _NO_GROUP
+            per_field = self.local[group] = {name: dict(counts) for name, counts in base.items()}
+        for name, value in ((HOSTNAME, values.hostname), *values.attributes.items()):
+            per_value = per_field.get(name)
+            if per_value is None:
+                per_value = per_field[name] = {}
+            per_value[value] = per_value.get(value, 0) + times
 
     def place_level(
         self,
@@ -572,30 +689,65 @@ class _Pass:
             self._place_group(level[position], first, ids, placements, waiting)
             return had_work
         heapq.heapify(heap)
+        budget = self.budget
+        find_bin, needs_of, heapreplace = self.find_bin, self._needs, heapq.heapreplace
         while heap:
             task_id, position, ids = heap[0]
             group = level[position]
-            if self.budget == 0:
+            if budget == 0:
                 self.budget_spent = True
                 waiting.extend(_flow_waiting(level[item[1]]) for item in heap)
                 break
-            bin_ = self.find_bin(group.shape)
+            shape = group.shape
+            bin_ = find_bin(shape)
             if bin_ is None:
                 heapq.heappop(heap)
                 waiting.append(self.explain(group))
                 continue
-            shape = group.shape
-            if self.avoid is not None and bin_.hostname in self.avoid.get(task_id, ()):
-                bin_ = self.elsewhere(shape, self.cursors[shape], self.avoid[task_id]) or bin_
-            needs = self._needs(shape)
-            resources, ports = bin_.consume(shape, needs)
-            placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
-            self.budget -= self.budget > 0
-            following = next(ids, None)
+            avoid = self.avoid
+            avoided = avoid.get(task_id) if avoid is not None and not shape.scoped else None
+            if avoided is not None and bin_.hostname in avoided:
+                bin_ = self.elsewhere(shape, self.cursors.get(shape.fit, 0), avoided) or bin_
+            needs = needs_of(shape)
+            placed = placements.setdefault(bin_.agent, [])
+            # The group's next ids that come before every other group's: the same run of
+            # placements on this agent that one task at a time would make (_place_group).
+            size = len(heap)
+            if size > 2:
+                limit = heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]
+            else:
+                limit = heap[1][0] if size == 2 else _NO_LIMIT
+            cap = limit - task_id
+            if 0 < budget < cap:
+                cap = budget
+            if cap > 1 and not shape.scoped and avoided is None:
+                times, same = bin_.repeatable(shape, needs, cap)
+            else:
+                times = 0
+            if times > 1:
+                taken = 0
+                following: int | None = task_id
+                while following is not None and taken < times and following < limit:
+                    if taken and avoid is not None and following in avoid:
+                        break  # placed on its own, where it did not fail
+                    placed.append(TaskPlacement(following, same))
+                    taken += 1
+                    following = next(ids, None)
+                bin_.take_repeated(needs, taken)
+            else:
+                resources, ports = bin_.consume(shape, needs)
+                placed.append(TaskPlacement(task_id, resources, ports))
+                taken = 1
+                following = next(ids, None)
+            if shape.group is not None:
+                self.count_placed(shape.group, bin_.values, taken)
+            if budget > 0:
+                budget -= taken
             if following is None:
                 heapq.heappop(heap)
             else:
-                heapq.heapreplace(heap, (following, position, ids))
+                heapreplace(heap, (following, position, ids))
+        self.budget = budget
         return had_work
 
     def _needs(self, shape: Shape) -> tuple[tuple[str, float], ...]:
@@ -618,10 +770,14 @@ class _Pass:
         rules as the merge loop, with the shape's cursor and the agent's list kept in locals
         (this loop runs once per task placed: B3 in bench/RESULTS.md)."""
         shape = group.shape
+        if shape.scoped:
+            self._place_scoped(group, first, ids, placements, waiting)
+            return
         needs = self._needs(shape)
         bins = self.bins
         count = len(bins)
-        cursor = self.cursors.get(shape, 0)
+        fit = shape.fit
+        cursor = self.cursors.get(fit, 0)
         agent = -1
         placed: list[TaskPlacement] = []
         task_id: int | None = first
@@ -645,6 +801,8 @@ class _Pass:
                     placements.setdefault(other.agent, []).append(
                         TaskPlacement(task_id, resources, ports)
                     )
+                    if shape.group is not None:
+                        self.count_placed(shape.group, other.values)
                     budget -= budget > 0
                     task_id = next(ids, None)
                     continue
@@ -663,15 +821,48 @@ class _Pass:
                     taken += 1
                     task_id = next(ids, None)
                 bin_.take_repeated(needs, taken)
+                if shape.group is not None:
+                    self.count_placed(shape.group, bin_.values, taken)
                 if budget > 0:
                     budget -= taken
                 continue
             resources, ports = bin_.consume(shape, needs)
             placed.append(TaskPlacement(task_id, resources, ports))
+            if shape.group is not None:
+                self.count_placed(shape.group, bin_.values)
             budget -= budget > 0
             task_id = next(ids, None)
-        self.cursors[shape] = cursor
+        self.cursors[fit] = cursor
         self.budget = budget
+
+    def _place_scoped(
+        self,
+        group: GroupView,
+        first: int,
+        ids: Iterator[int],
+        placements: dict[int, list[TaskPlacement]],
+        waiting: list[GroupWaiting],
+    ) -> None:
+        """``_place_group`` for a shape with scoped constraints: one task at a time, each seeing
+        the counts the ones before it left."""
+        shape = group.shape
+        needs = self._needs(shape)
+        task_id: int | None = first
+        assert shape.group is not None
+        while task_id is not None:
+            if self.budget == 0:
+                self.budget_spent = True
+                waiting.append(_flow_waiting(group))
+                return
+            bin_ = self._find_scoped(shape)
+            if bin_ is None:
+                waiting.append(self.explain(group))
+                return
+            resources, ports = bin_.consume(shape, needs)
+            placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
+            self.count_placed(shape.group, bin_.values)
+            self.budget -= self.budget > 0
+            task_id = next(ids, None)
 
     def explain(self, group: GroupView) -> GroupWaiting:
         """One reason for a group that fits nowhere (computed once per shape and pass)."""
@@ -683,10 +874,29 @@ class _Pass:
 
     def _verdict(self, shape: Shape) -> tuple[WaitReason, str]:
         """The first resource no candidate offers has enough of, or the constraints."""
-        candidates = [b for b in self.bins if b.satisfies(shape)]
-        if not candidates:
-            wanted = ", ".join(f"{name}={value}" for name, value in shape.constraints)
-            return WaitReason.CONSTRAINTS, f"no offer matches {wanted}"
+        resources = (shape.cpus, shape.mem, shape.disk, shape.gpus, shape.ports)
+        if shape.static:
+            candidates = [b for b in self.bins if b.satisfies(shape)]
+            if not candidates:
+                wanted = ", ".join(describe_constraint(c) for c in shape.static)
+                return WaitReason.CONSTRAINTS, f"no offer matches {wanted}"
+        else:
+            candidates = self.bins
+            # A resource no agent has enough of stays short for the rest of the pass (resources
+            # only shrink): shapes that differ in their scoped constraints only share the verdict.
+            short = self.shortages.get(resources)
+            if short is not None:
+                return short
+        if shape.scoped:
+            fitting = [b for b in candidates if b.fits(shape)]
+            if fitting:
+                return WaitReason.CONSTRAINTS, self._scoped_verdict(shape, fitting)
+        verdict = self._resource_verdict(shape, candidates)
+        if not shape.static and verdict[0] is not WaitReason.RESOURCES:
+            self.shortages[resources] = verdict
+        return verdict
+
+    def _resource_verdict(self, shape: Shape, candidates: list[_Bin]) -> tuple[WaitReason, str]:
         for reason, attr, unit in (
             (WaitReason.CPUS, "cpus", " cpus"),
             (WaitReason.MEM, "mem", " MiB mem"),
@@ -698,6 +908,50 @@ class _Pass:
             if need > max(getattr(b, attr) for b in candidates) + EPSILON:
                 return reason, f"no offer has {_fmt(need)}{unit}"
         return WaitReason.RESOURCES, f"no offer has {shape.describe()} together"
+
+    def _scoped_verdict(self, shape: Shape, fitting: list[_Bin]) -> str:
+        """Which scoped constraint keeps the group's next task off every agent that fits it."""
+        counts = self.counts_of(shape)
+        blocked_by: dict[Constraint, int] = {}
+        for bin_ in fitting:
+            for constraint in shape.scoped:
+                name = constraint.field
+                if not admits(constraint, bin_.values, counts.get(name), self.known_values(name)):
+                    blocked_by[constraint] = blocked_by.get(constraint, 0) + 1
+                    break
+        group = shape.group
+        for constraint, blocked in blocked_by.items():
+            if blocked == len(fitting):
+                return _blocking_message(constraint, group, counts.get(constraint.field, _NONE))
+        named = ", ".join(str(c) for c in blocked_by)
+        return f"{named}: no offering host admits another task of group {group}"
+
+
+def _blocking_message(constraint: Constraint, group: str | None, counts: Mapping[str, int]) -> str:
+    """The waiting reason of a scoped constraint that blocks every offering agent."""
+    name = constraint.field
+    where = "host" if name == HOSTNAME else f"host's {name}"
+    operator = constraint.operator
+    if operator is Operator.UNIQUE:
+        runs = "runs" if name == HOSTNAME else "has"
+        return f"{constraint}: every offering {where} already {runs} a task of group {group}"
+    if operator is Operator.MAX_PER:
+        return (
+            f"{constraint}: every offering {where} already has {constraint.number} tasks of "
+            f"group {group}"
+        )
+    if operator is Operator.CLUSTER:
+        used = ", ".join(sorted(v for v, n in counts.items() if n > 0))
+        return f"{constraint}: group {group} runs on {name} {used}, which no offering host has"
+    return (
+        f"{constraint}: every offering {where} already has more tasks of group {group} than "
+        f"the least used {name}, or fewer {name} values than it spreads over are in use"
+    )
+
+
+_NONE: Mapping[str, int] = {}
+_NO_GROUP: Mapping[str, Mapping[str, int]] = {}
+_NO_LIMIT = 2**63
 
 
 def _flow_waiting(group: GroupView) -> GroupWaiting:

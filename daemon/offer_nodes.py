@@ -16,7 +16,7 @@ import msgspec
 import structlog
 
 from scale_scheduler.daemon.agent_usage_api import endpoint_from_offer_url
-from scale_scheduler.daemon.matcher import SCALARS, HostBlock
+from scale_scheduler.daemon.matcher import SCALARS, HostBlock, agent_values
 from scale_scheduler.daemon.mesos_types import Offer, Resource
 from scale_scheduler.state.changes import Change
 from scale_scheduler.state.nodes import (
@@ -95,11 +95,15 @@ class NodeObserver:
         sightings: list[NodeSighting] = []
         changed: list[tuple[str, object, Resources, msgspec.Raw]] = []
         malformed: list[Offer] = []
+        placement = nodes.placement
         for host in others:
             offer = first[host]
             node = by_hostname.get(host)
             if node is None or node.agent_id != offer.agent_id.value:
                 sightings.append(NodeSighting(host, offer.agent_id.value))
+                placement.learn(agent_values(offer))
+            elif not placement.knows(host):
+                placement.learn(agent_values(offer))
             group = more.get(host) if more else None
             summed = self._sum_offered(group or [offer])
             if summed is None:

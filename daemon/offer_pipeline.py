@@ -309,6 +309,7 @@ class OfferPipeline:
                 blocked_hosts=seen.blocked,
                 settings=self._settings,
                 launch_budget=0 if self.launches_held() else self._tracker.launch_budget(),
+                placement=self._nodes.placement,
                 avoid=self._tracker.failed_hosts,
             )
         except Exception:

@@ -284,7 +284,29 @@ _TASK_OPTIONS = (
     "max_attempts",
     "kill_grace_period",
     "max_runtime",
+    "group",
 )
+_OPERATORS = frozenset({"UNIQUE", "CLUSTER", "GROUP_BY", "MAX_PER", "LIKE", "UNLIKE", "IS"})
+
+
+def _constraints(values: list[str]) -> list[list[str]]:
+    """``--constraint`` values in Marathon's list form: ``field:OPERATOR[:value]``
+    (``hostname:UNIQUE``, ``rack:GROUP_BY:3``, ``zone:LIKE:us-.*``) or ``KEY=VALUE`` (IS)."""
+    out: list[list[str]] = []
+    for item in values:
+        field, sep, rest = item.partition(":")
+        operator, _, value = rest.partition(":")
+        if sep and field and operator in _OPERATORS:
+            out.append([field, operator] + ([value] if ":" in rest else []))
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(
+                USAGE_ERROR,
+                f"--constraint expects FIELD:OPERATOR[:VALUE] or KEY=VALUE, got {item!r}",
+            )
+        out.append([key, "IS", value])
+    return out
 
 
 def _tasks_from_args(args: argparse.Namespace) -> Any:
@@ -311,9 +333,11 @@ def _tasks_from_args(args: argparse.Namespace) -> Any:
         task["container"] = {"image": args.image}
     if args.retry_backoff is not None:
         task["retry_backoff"] = _backoff(args.retry_backoff)
-    for option, field in (("env", "env"), ("label", "labels"), ("constraint", "constraints")):
+    for option, field in (("env", "env"), ("label", "labels")):
         if getattr(args, option):
             task[field] = _pairs(getattr(args, option), f"--{option}")
+    if args.constraint:
+        task["constraints"] = _constraints(args.constraint)
     if args.count < 1:
         raise CommandError(USAGE_ERROR, "--count must be at least 1")
     if args.count == 1:
@@ -477,11 +501,20 @@ def add_commands(
     for option, text in (
         ("--env", "environment variable"),
         ("--label", "label (sim.duration=SECONDS scripts the simulator)"),
-        ("--constraint", "placement constraint, e.g. hostname=node-1"),
     ):
         submit.add_argument(
             option, action="append", metavar="KEY=VALUE", help=f"{text}; repeatable"
         )
+    submit.add_argument(
+        "--constraint",
+        action="append",
+        metavar="FIELD:OP[:VALUE]",
+        help="placement constraint as Marathon's (hostname:UNIQUE, rack:GROUP_BY:3, "
+        "zone:LIKE:us-.*) or KEY=VALUE for IS; repeatable",
+    )
+    submit.add_argument(
+        "--group", help="the task group that UNIQUE, GROUP_BY, MAX_PER and CLUSTER count"
+    )
     submit.add_argument(
         "--count", type=int, default=1, help="queue N copies named NAME-1..NAME-N (one batch)"
     )

@@ -176,7 +176,7 @@ class TaskTracker:
         for offset, item in enumerate(items):
             task_id = first + offset
             shape = interner.get(
-                item.cpus, item.mem, item.disk, item.gpus, item.ports, item.constraints
+                item.cpus, item.mem, item.disk, item.gpus, item.ports, item.constraints, item.group
             )
             names.append(item.spec.name)
             records.append(

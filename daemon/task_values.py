@@ -34,6 +34,7 @@ class NewTask:
     ports: int
     constraints: Constraints
     max_attempts: int
+    group: str | None = None
 
 
 @dataclass(slots=True)

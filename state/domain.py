@@ -2,16 +2,20 @@
 
 Both the pure scheduling code (the matcher, the queue index) and the storage modules of
 ``state/`` use these, so they live here, apart from either: this module imports nothing of the
-project, and the matcher reads a ``Shape`` without importing a storage module. The API may
-import it too (task states name its filters and answers).
+project but the placement constraints' model (``placement_constraints``, itself importing
+nothing of the project), and the matcher reads a ``Shape`` without importing a storage module.
+The API may import it too (task states name its filters and answers).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from scale_scheduler.state.placement_constraints import Constraint, Operator, parse_constraints
 
 
 class TaskState(str, enum.Enum):
@@ -78,12 +82,14 @@ def parse_state(value: str) -> TaskState | None:
 
 # --- shapes ------------------------------------------------------------------------------------
 
-Constraints = tuple[tuple[str, str], ...]
+Constraints = tuple[Constraint, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """What placement depends on: resources and constraints. Interned, hashable, shared."""
+    """What placement depends on: resources, constraints and, for tasks that name one, the
+    group whose tasks scoped constraints count. Interned, hashable, shared: a constraint's
+    regular expression is compiled once, when the task body is parsed, and shared with it."""
 
     cpus: float
     mem: float
@@ -91,6 +97,46 @@ class Shape:
     gpus: int = 0
     ports: int = 0
     constraints: Constraints = ()
+    group: str | None = None
+    static: Constraints = dataclasses.field(default=(), init=False, compare=False, repr=False)
+    """The constraints that read only the agent (an agent one fails never takes the shape)."""
+    scoped: Constraints = dataclasses.field(default=(), init=False, compare=False, repr=False)
+    """The constraints that count the group's tasks per value."""
+    spreads: bool = dataclasses.field(default=False, init=False, compare=False, repr=False)
+    """Has a ``GROUP_BY``: an agent refused once may take a later task of the same pass."""
+    agent_part: Shape | None = dataclasses.field(
+        default=None, init=False, compare=False, repr=False
+    )
+    """The shape without its group and scoped constraints (None: this shape is that already):
+    what an agent alone decides, which shapes differing only in their group share."""
+    hashed: int = dataclasses.field(default=0, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The matcher looks shapes up several times per task placed: hash the fields once.
+        fields = (self.cpus, self.mem, self.disk, self.gpus, self.ports, self.constraints)
+        object.__setattr__(self, "hashed", hash((*fields, self.group)))
+        if self.group is not None or self.constraints:
+            static = tuple(c for c in self.constraints if not c.scoped)
+            if self.group is not None or len(static) != len(self.constraints):
+                part = Shape(self.cpus, self.mem, self.disk, self.gpus, self.ports, static)
+                object.__setattr__(self, "agent_part", part)
+        if self.constraints:
+            scoped = tuple(c for c in self.constraints if c.scoped)
+            static = tuple(c for c in self.constraints if not c.scoped)
+            object.__setattr__(self, "static", static)
+            object.__setattr__(self, "scoped", scoped)
+            object.__setattr__(
+                self, "spreads", any(c.operator is Operator.GROUP_BY for c in scoped)
+            )
+
+    def __hash__(self) -> int:
+        return self.hashed
+
+    @property
+    def fit(self) -> Shape:
+        """The shape as far as one agent alone decides whether it fits (resources and the
+        constraints that read only the agent)."""
+        return self.agent_part if self.agent_part is not None else self
 
     def describe(self) -> str:
         parts = [f"cpus={_num(self.cpus)}", f"mem={_num(self.mem)}"]
@@ -100,8 +146,17 @@ class Shape:
             parts.append(f"gpus={self.gpus}")
         if self.ports:
             parts.append(f"ports={self.ports}")
-        parts.extend(f"{name}={value}" for name, value in self.constraints)
+        parts.extend(describe_constraint(c) for c in self.constraints)
+        if self.group is not None:
+            parts.append(f"group={self.group}")
         return " ".join(parts)
+
+
+def describe_constraint(constraint: Constraint) -> str:
+    """``rack=r1`` for ``IS`` (the shorthand's own form), ``UNIQUE hostname`` for the others."""
+    if constraint.operator is Operator.IS:
+        return f"{constraint.field}={constraint.value}"
+    return str(constraint)
 
 
 def _num(value: float) -> str:
@@ -123,11 +178,14 @@ class ShapeInterner:
         gpus: int = 0,
         ports: int = 0,
         constraints: Constraints = (),
+        group: str | None = None,
     ) -> Shape:
-        key = (cpus, mem, disk, gpus, ports, constraints)
+        key = (cpus, mem, disk, gpus, ports, constraints, group)
         shape = self._by_key.get(key)
         if shape is None:
-            made = Shape(float(cpus), float(mem), float(disk), int(gpus), int(ports), constraints)
+            made = Shape(
+                float(cpus), float(mem), float(disk), int(gpus), int(ports), constraints, group
+            )
             shape = self._by_key[key] = self._shapes.setdefault(made, made)
         return shape
 
@@ -135,7 +193,16 @@ class ShapeInterner:
         return len(self._shapes)
 
 
-def constraints_from(mapping: Mapping[str, str] | None) -> Constraints:
-    if not mapping:
+def constraints_from(
+    raw: Sequence[Sequence[str]] | Mapping[str, str] | None, group: str | None = None
+) -> Constraints:
+    """Constraints from Marathon's list form or the ``{"attr": "value"}`` shorthand (``IS``);
+    ``ConstraintError`` names a bad one."""
+    if not raw:
         return ()
-    return tuple(sorted(mapping.items()))
+    return parse_constraints(raw, group=group)
+
+
+def constraints_json(constraints: Constraints) -> list[list[str]]:
+    """Marathon's list form, as stored and shown."""
+    return [c.as_list() for c in constraints]

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from scale_scheduler.state import changes as c
-from scale_scheduler.state.domain import LAUNCHED, ShapeInterner, TaskState
+from scale_scheduler.state.domain import LAUNCHED, ShapeInterner, TaskState, constraints_json
 from scale_scheduler.state.interface import (
     MaintainedState,
     MissingRowError,
@@ -109,7 +109,8 @@ class _TaskRow:
             ports=shape.ports,
             env=spec.env or EMPTY,
             labels=spec.labels or EMPTY,
-            constraints=dict(shape.constraints),
+            constraints=constraints_json(shape.constraints),
+            group=shape.group,
             max_attempts=task.max_attempts,
             attempts=self.attempts,
             failures=self.failures,
@@ -335,7 +336,7 @@ class MemoryState:
     @staticmethod
     def _record(row: _TaskRow, interner: ShapeInterner) -> Task:
         s = row.task.shape
-        shape = interner.get(s.cpus, s.mem, s.disk, s.gpus, s.ports, s.constraints)
+        shape = interner.get(s.cpus, s.mem, s.disk, s.gpus, s.ports, s.constraints, s.group)
         return Task(
             row.task.id,
             row.task.priority,

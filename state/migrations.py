@@ -135,6 +135,15 @@ MIGRATIONS: list[Migration] = [
         ) WITHOUT ROWID;
         """,
     ),
+    Migration(
+        5,
+        "task groups for scoped placement constraints",
+        # constraints now holds Marathon's list form ([["rack", "IS", "r1"], ...]); rows of the
+        # {"rack": "r1"} shorthand stay as they are and still load (state/sqlite/task_rows.py).
+        """
+        ALTER TABLE tasks ADD COLUMN task_group TEXT;
+        """,
+    ),
 ]
 
 

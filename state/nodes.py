@@ -23,6 +23,7 @@ import structlog
 from scale_scheduler.state.changes import NewNode, NodeFlagsChanged, NodesOffered, NodesSighted
 from scale_scheduler.state.domain import Shape
 from scale_scheduler.state.interface import StateStore
+from scale_scheduler.state.placement_counts import PlacementCounts
 from scale_scheduler.state.tasks import Count, RowId, Timestamp, iso
 
 log = structlog.get_logger(__name__)
@@ -345,6 +346,8 @@ class NodeRepository:
         self._total_changes = 0
         self._scheduled_total = ScheduledResources()
         self._totals: tuple[tuple[int, int], tuple[Resources | None, Resources]] | None = None
+        self.placement = PlacementCounts()
+        """Live tasks of each group per agent value, for scoped placement constraints."""
 
     async def load(self) -> None:
         for row in await self._store.load_nodes():
@@ -466,6 +469,7 @@ class NodeRepository:
         if node is not None and node.online:
             node.online = False
             self._recount(node)
+            self.placement.forget(node.hostname)
             log.info("node_offline", node_id=node.id, hostname=node.hostname, agent_id=agent_id)
 
     # -- operator changes ----------------------------------------------------------------------
@@ -526,6 +530,8 @@ class NodeRepository:
         if node is not None:
             node.scheduled.add_shape(shape)
             node.running_tasks += 1
+        if hostname and shape.group is not None:
+            self.placement.launched(hostname, shape.group)
 
     def hold_all(self, hostname: str, shapes: Sequence[Shape]) -> None:
         """Tasks of ``shapes`` were launched on the node (one launch of an offer pass)."""
@@ -535,6 +541,9 @@ class NodeRepository:
             for shape in shapes:
                 add(shape)
             node.running_tasks += len(shapes)
+        for shape in shapes:
+            if shape.group is not None:
+                self.placement.launched(hostname, shape.group)
 
     def release(self, hostname: str | None, shape: Shape) -> None:
         """A task of ``shape`` on the node ended, or went back to the queue."""
@@ -542,6 +551,8 @@ class NodeRepository:
         if node is not None:
             node.scheduled.add_shape(shape, -1.0)
             node.running_tasks = max(0, node.running_tasks - 1)
+        if hostname and shape.group is not None:
+            self.placement.launched(hostname, shape.group, -1)
 
     # -- totals ---------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Annotated, NamedTuple
 
 import msgspec
 
-from scale_scheduler.state.domain import Shape, TaskState
+from scale_scheduler.state.domain import Shape, TaskState, constraints_json
 
 # --- the launch spec and the in-memory record ------------------------------------------------
 
@@ -180,7 +180,10 @@ class TaskView(msgspec.Struct, forbid_unknown_fields=True):
     ports: Count
     env: dict[str, str]
     labels: dict[str, str]
-    constraints: dict[str, str]
+    constraints: list[list[str]]
+    """Marathon's list form: ``[field, OPERATOR]`` or ``[field, OPERATOR, value]``."""
+    group: str | None
+    """The group whose tasks the scoped constraints count."""
     max_attempts: Annotated[int, msgspec.Meta(ge=1)]
     attempts: Count
     failures: Count
@@ -296,7 +299,8 @@ def new_task_view(
         ports=shape.ports,
         env=spec.env or EMPTY,
         labels=spec.labels or EMPTY,
-        constraints=dict(shape.constraints),
+        constraints=constraints_json(shape.constraints),
+        group=shape.group,
         max_attempts=max_attempts,
         attempts=0,
         failures=0,

@@ -227,7 +227,8 @@ def new_task(
     ports: int = 0,
     priority: int = 100,
     max_attempts: int = 1,
-    constraints: dict[str, str] | None = None,
+    constraints: dict[str, str] | list[list[str]] | None = None,
+    group: str | None = None,
     command: str = "true",
     env: dict[str, str] | None = None,
     **lifecycle: Any,
@@ -241,8 +242,9 @@ def new_task(
         disk=disk,
         gpus=gpus,
         ports=ports,
-        constraints=constraints_from(constraints),
+        constraints=constraints_from(constraints, group),
         max_attempts=max_attempts,
+        group=group,
     )
 
 

@@ -79,4 +79,9 @@ class DaemonProcess:
             self.proc.wait(10)
 
     def logs(self) -> str:
+        """The tail of the daemon's output (for failure messages)."""
         return self.log_path.read_text(errors="replace")[-4000:]
+
+    def all_logs(self) -> str:
+        """Everything the daemon wrote (for checks of what it logged)."""
+        return self.log_path.read_text(errors="replace")

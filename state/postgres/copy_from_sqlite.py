@@ -33,7 +33,7 @@ TASK_COLUMNS = (
     "id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, spec, max_attempts, "
     "attempts, failures, cluster_failures, kill_requested, agent_id, hostname, assigned_ports, "
     "created, queued, launched, started, ended, last_modified, status_state, status_message, "
-    "status_reason, status_source, status_time, next_attempt_at"
+    "status_reason, status_source, status_time, next_attempt_at, task_group"
 )
 ATTEMPT_COLUMNS = (
     "task_id, attempt, agent_id, hostname, launched, ended, state, reason, failure_class"

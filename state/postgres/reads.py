@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
-from scale_scheduler.state.domain import LIVE, Shape, ShapeInterner, TaskState, constraints_from
-from scale_scheduler.state.sqlite.task_rows import ATTEMPT_COLUMNS, LOAD_COLUMNS, VIEW_COLUMNS
+from scale_scheduler.state.domain import LIVE, Shape, ShapeInterner, TaskState
+from scale_scheduler.state.sqlite.task_rows import (
+    ATTEMPT_COLUMNS,
+    LOAD_COLUMNS,
+    VIEW_COLUMNS,
+    shape_of_row,
+)
 from scale_scheduler.state.tasks import Task
 
 TASK_SQL = f"SELECT {VIEW_COLUMNS} FROM tasks WHERE id = $1"
@@ -86,13 +89,10 @@ def task_from_row(
     row: Any, state: TaskState, interner: ShapeInterner, shapes: dict[tuple[Any, ...], Shape]
 ) -> Task:
     """A memory record from a row of ``LIVE_SQL`` (shapes shared through ``shapes``)."""
-    key = tuple(row[2:8])
+    key = (*row[2:8], row[20])
     shape = shapes.get(key)
     if shape is None:
-        raw = row[7]
-        constraints = constraints_from(msgspec.json.decode(raw)) if raw else ()
-        cpus, mem, disk, gpus, ports = row[2:7]
-        shape = shapes[key] = interner.get(cpus, mem, disk, gpus, ports, constraints)
+        shape = shapes[key] = shape_of_row(row, interner)
     return Task(
         row[0],
         row[1],

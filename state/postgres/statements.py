@@ -52,6 +52,7 @@ TASK_COPY_COLUMNS = (
     "created",
     "queued",
     "last_modified",
+    "task_group",
     "state",
 )
 

@@ -21,6 +21,7 @@ from scale_scheduler.state.domain import (
     ShapeInterner,
     TaskState,
     constraints_from,
+    constraints_json,
 )
 from scale_scheduler.state.store import Statement, Store
 from scale_scheduler.state.tasks import (
@@ -41,8 +42,8 @@ from scale_scheduler.state.tasks import (
 
 INSERT_SQL = (
     "INSERT INTO tasks (id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, "
-    "spec, max_attempts, created, queued, last_modified) "
-    "VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "spec, max_attempts, created, queued, last_modified, task_group) "
+    "VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 INTENT_SQL = (
@@ -118,20 +119,22 @@ VIEW_COLUMNS = (
     "id, name, state, priority, cpus, mem, disk, gpus, ports, constraints, spec, max_attempts, "
     "attempts, failures, kill_requested, agent_id, hostname, assigned_ports, created, queued, "
     "launched, started, ended, last_modified, status_state, status_message, status_reason, "
-    "status_source, status_time, next_attempt_at"
+    "status_source, status_time, next_attempt_at, task_group"
 )
 
 LOAD_COLUMNS = (
     "id, priority, cpus, mem, disk, gpus, ports, constraints, spec, state, max_attempts, "
     "attempts, failures, cluster_failures, agent_id, hostname, launched, last_modified, "
-    "kill_requested, next_attempt_at"
+    "kill_requested, next_attempt_at, task_group"
 )
 
 
 def insert_row(task: Task, name: str, now: float) -> tuple[Any, ...]:
     shape = task.shape
     constraints = (
-        msgspec.json.encode(dict(shape.constraints)).decode() if shape.constraints else None
+        msgspec.json.encode(constraints_json(shape.constraints)).decode()
+        if shape.constraints
+        else None
     )
     return (
         task.id,
@@ -148,6 +151,7 @@ def insert_row(task: Task, name: str, now: float) -> tuple[Any, ...]:
         now,
         now,
         now,
+        shape.group,
     )
 
 
@@ -172,13 +176,10 @@ async def load_live_tasks(
             tasks: list[Task] = []
             append = tasks.append
             for row in rows:
-                key = row[2:8]
+                key = (*row[2:8], row[20])
                 shape = shapes.get(key)
                 if shape is None:
-                    raw = row[7]
-                    constraints = constraints_from(msgspec.json.decode(raw)) if raw else ()
-                    cpus, mem, disk, gpus, ports = row[2:7]
-                    shape = shapes[key] = interner.get(cpus, mem, disk, gpus, ports, constraints)
+                    shape = shapes[key] = shape_of_row(row, interner)
                 append(
                     Task(
                         row[0],
@@ -201,6 +202,23 @@ async def load_live_tasks(
                 )
             yield tasks
             rows = await following if following is not None else []
+
+
+def shape_of_row(row: Sequence[Any], interner: ShapeInterner) -> Shape:
+    """A loaded row's shape (``LOAD_COLUMNS``): constraints in the list form, or the
+    ``{"attr": "value"}`` shorthand of rows written before the list form (both parse as they
+    did when queued)."""
+    raw, group = row[7], row[20]
+    constraints = constraints_from(msgspec.json.decode(raw), group) if raw else ()
+    cpus, mem, disk, gpus, ports = row[2:7]
+    return interner.get(cpus, mem, disk, gpus, ports, constraints, group)
+
+
+def _constraints_view(raw: str | None) -> list[list[str]]:
+    if not raw:
+        return []
+    decoded = msgspec.json.decode(raw)
+    return decoded if isinstance(decoded, list) else constraints_json(constraints_from(decoded))
 
 
 async def max_task_id(store: Store) -> int:
@@ -242,7 +260,8 @@ def view_from_row(
         ports=row[8],
         env=spec.env or EMPTY,
         labels=spec.labels or EMPTY,
-        constraints=msgspec.json.decode(row[9]) if row[9] else EMPTY,
+        constraints=_constraints_view(row[9]),
+        group=row[30],
         max_attempts=row[11],
         attempts=attempts,
         failures=row[13],

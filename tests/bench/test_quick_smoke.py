@@ -54,6 +54,7 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
         peer["calibration"],
         b3["calibration"],
         b3["match"]["calibration"],
+        b3["match_constrained"]["calibration"],
         results["B4"]["rounds"][0]["daemon"]["calibration"],
     ]
     for bracket in brackets:
@@ -62,6 +63,10 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
         assert bracket["rate"] == (bracket["before"] + bracket["after"]) / 2, bracket
     assert b3["queue_depth"] == b3["tasks"]
     assert b3["match"]["queued_loaded"] == b3["tasks"]
+    constrained = b3["match_constrained"]
+    for layout in ("batched", "interleaved"):
+        assert constrained[layout]["constrained"] == b3["tasks"] // 10, constrained
+        assert constrained[layout]["placed_per_match"] > 0, constrained
     assert b3["restart_s"] > 0
     b4 = results["B4"]["rounds"][0]
     assert b4["daemon"]["requests"] > 0
@@ -93,7 +98,7 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
             ("| B2 launch", "| B3 durable", "| B3 restart", "| B3 match", "| B4 /status/ p99")
         )
     ]
-    assert len(calibrated) == 6, calibrated
+    assert len(calibrated) == 7, calibrated  # B3 match: plain, and a tenth constrained
     for line in calibrated:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         _name, _goal, raw, calibration, judged, verdict = cells

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scale_scheduler.daemon.placement_constraints import (
+from scale_scheduler.state.placement_constraints import (
     AgentValues,
     Constraint,
     ConstraintError,

@@ -53,7 +53,7 @@ async def test_sigterm_exits_0_quickly_and_logs_json(daemon: DaemonProcess) -> N
     started = time.monotonic()
     assert await asyncio.to_thread(daemon.terminate) == 0
     assert time.monotonic() - started < 10
-    events = [json.loads(line) for line in daemon.logs().splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in daemon.all_logs().splitlines() if line.startswith("{")]
     names = [e["event"] for e in events]
     assert "daemon_started" in names
     assert names[-1] == "daemon_stopped"

@@ -1,14 +1,17 @@
 """The import rules of the seams between the API, the scheduling core and the state.
 
-- ``state/domain.py`` (task states, resource shapes) imports nothing of the project: both the
-  pure scheduling code and the storage modules stand on it.
-- ``daemon/matcher.py`` is pure: of the project it imports the domain types and the Mesos wire
-  types it decides on (``daemon/mesos_types.py``: offers and resources as plain msgspec
-  structs, themselves importing nothing of the project); no storage module of ``state/``, and
-  nothing of the Mesos connection (drivers, HTTP calls, subscription, RecordIO ...).
+- ``state/domain.py`` (task states, resource shapes) imports nothing of the project but the
+  placement constraints' model (``state/placement_constraints.py``), which imports nothing of
+  the project: both the pure scheduling code and the storage modules stand on them.
+- ``daemon/matcher.py`` is pure: of the project it imports the domain types, the placement
+  constraints' model and the Mesos wire types it decides on (``daemon/mesos_types.py``: offers
+  and resources as plain msgspec structs, themselves importing nothing of the project); no
+  storage module of ``state/``, and nothing of the Mesos connection (drivers, HTTP calls,
+  subscription, RecordIO ...).
 - ``api/`` reaches the scheduling core and its state only through the core facade
-  (``daemon/core_facade.py``) and the domain types. Besides its own modules it may import the
-  service shell's plain helpers, none of which schedules or stores anything: the configuration,
+  (``daemon/core_facade.py``), the domain types and the placement constraints' model (to parse
+  a task's constraints). Besides its own modules it may import the service shell's plain
+  helpers, none of which schedules or stores anything: the configuration,
   the authority parser, the burst log, the loop share, the pruner (retention's answers and
   figures) and the validation-failure wording. ``api/app.py`` is the composition root: it builds
   the store, the driver and the core and attaches them to the facade, so it is exempt.
@@ -27,11 +30,13 @@ PACKAGE = "scale_scheduler"
 DOMAIN = f"{PACKAGE}.state.domain"
 MESOS_TYPES = f"{PACKAGE}.daemon.mesos_types"
 FACADE = f"{PACKAGE}.daemon.core_facade"
-MATCHER_MAY_IMPORT = frozenset({DOMAIN, MESOS_TYPES})
+CONSTRAINTS = f"{PACKAGE}.state.placement_constraints"
+MATCHER_MAY_IMPORT = frozenset({DOMAIN, MESOS_TYPES, CONSTRAINTS})
 API_MAY_IMPORT = frozenset(
     {
         FACADE,
         DOMAIN,
+        CONSTRAINTS,
         f"{PACKAGE}.daemon.config",
         f"{PACKAGE}.daemon.authority",
         f"{PACKAGE}.daemon.burst_log",
@@ -64,8 +69,9 @@ def _is_module(dotted: str) -> bool:
     return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
-def test_the_domain_module_imports_nothing_of_the_project() -> None:
-    assert project_imports("state/domain.py") == set()
+def test_the_domain_module_imports_nothing_of_the_project_but_the_constraints_model() -> None:
+    assert project_imports("state/domain.py") == {CONSTRAINTS}
+    assert project_imports("state/placement_constraints.py") == set()
 
 
 def test_the_matcher_imports_only_domain_and_mesos_wire_types() -> None:

@@ -328,9 +328,9 @@ async def test_a_token_file_others_can_read_is_warned_about(tmp_path: Path) -> N
         await daemon.wait_ready()
     finally:
         daemon.stop_quietly()
-    warnings = [e for e in log_events(daemon.logs()) if e["event"] == "config_warning"]
+    warnings = [e for e in log_events(daemon.all_logs()) if e["event"] == "config_warning"]
     assert [(e["key"], e["level"]) for e in warnings] == [("api.token_file", "warning")]
-    assert "warned-token" not in daemon.logs()
+    assert "warned-token" not in daemon.all_logs()
 
     token.chmod(0o600)
     done = scale_scheduler("check-config", config)

@@ -75,7 +75,8 @@ async def backends(
 
 
 def task(task_id: int, **kw: Any) -> Task:
-    shape = Shape(1.0, 128.0, 0.0, 0, 1, constraints_from({"rack": "r1"}))
+    constraints = constraints_from([["rack", "IS", "r1"], ["hostname", "UNIQUE"]], "etl")
+    shape = Shape(1.0, 128.0, 0.0, 0, 1, constraints, "etl")
     spec = TaskSpec(name=f"t{task_id}", command="true", env={"A": "1"})
     return Task(task_id, 100, shape, spec_encoder.encode(spec), TaskState.QUEUED, 3, **kw)
 

@@ -142,6 +142,22 @@ async def test_live_numbers_pause_node_pause_and_submit(
         queue = await _text(page, "#queue-table")
         assert "from-ui-1" in queue
         assert "the scheduler is paused" in queue
+        # A group and constraints, as text: one per line (Marathon's field:OPERATOR[:value]).
+        await page.fill('#submit-form input[name="name"]', "spread")
+        await page.fill('#submit-form input[name="count"]', "2")
+        await page.fill('#submit-form input[name="group"]', "ui")
+        await page.fill(
+            '#submit-form textarea[name="constraints"]', "hostname:UNIQUE\nhostname:LIKE:sim-.*"
+        )
+        await page.click("#submit-button")
+        await daemon.until(lambda: daemon.core.queue_depth == 5, timeout=10)
+        listed = await (await client.get("/queue/")).json()
+        spread = [t for t in listed["results"] if t["name"].startswith("spread-")]
+        assert [(t["group"], t["constraints"]) for t in spread] == [
+            ("ui", [["hostname", "UNIQUE"], ["hostname", "LIKE", "sim-.*"]])
+        ] * 2
+        await page.fill('#submit-form input[name="group"]', "")
+        await page.fill('#submit-form textarea[name="constraints"]', "")
 
         # Node pause with a reason, through the row's button and the dialog.
         row = 'tr[data-node="sim-agent-1"]'

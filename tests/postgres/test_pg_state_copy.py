@@ -13,7 +13,7 @@ from daemon_process import SCRIPT
 from pgserver import PgDatabase
 
 from scale_scheduler.state import changes as c
-from scale_scheduler.state.domain import Shape, ShapeInterner, TaskState
+from scale_scheduler.state.domain import Shape, ShapeInterner, TaskState, constraints_from
 from scale_scheduler.state.interface import MaintainedState
 from scale_scheduler.state.postgres.backend import PostgresState
 from scale_scheduler.state.postgres.password import Password
@@ -26,7 +26,7 @@ NEXT_ID_SQL = "SELECT nextval(pg_get_serial_sequence('{table}', 'id'))"
 
 def task(task_id: int) -> Task:
     spec = spec_encoder.encode(TaskSpec(name=f"t{task_id}", command="true", env={"K": "v"}))
-    shape = Shape(0.5, 64.0, 1.0, 0, 1, (("rack", "r1"),))
+    shape = Shape(0.5, 64.0, 1.0, 0, 1, constraints_from({"rack": "r1"}))
     return Task(task_id, 5, shape, spec, TaskState.QUEUED, 3)
 
 

@@ -429,16 +429,27 @@ def test_the_character_rules_and_bounds_are_in_the_body_schemas() -> None:
     """What ``task_body`` and ``views_nodes`` check outside msgspec, the schema states exactly
     (the fuzzer generates from these patterns, and the API must agree with it)."""
     schemas = build_document(ApiConfig())["components"]["schemas"]
-    task = schemas["TaskSubmission"]["properties"]
+    task_schema = schemas["TaskSubmission"]
+    task = task_schema["properties"]
     assert task["name"]["pattern"] == limits.PRINTABLE
     assert task["name"]["maxLength"] == limits.MAX_NAME
     assert task["command"]["anyOf"][0]["pattern"] == limits.NO_NUL
     assert schemas["ContainerIn"]["properties"]["image"]["pattern"] == limits.IMAGE
     assert task["env"]["propertyNames"]["pattern"] == limits.ENV_NAME
     assert task["env"]["additionalProperties"]["pattern"] == limits.NO_NUL
-    for field in ("labels", "constraints"):
-        assert task[field]["propertyNames"]["pattern"] == limits.NO_NUL
-        assert task[field]["maxProperties"] == limits.MAX_ENTRIES
+    listed, shorthand = task["constraints"]["anyOf"]
+    for mapping in (task["labels"], shorthand):
+        assert mapping["propertyNames"]["pattern"] == limits.NO_NUL
+        assert mapping["maxProperties"] == limits.MAX_ENTRIES
+    assert listed["maxItems"] == limits.MAX_ENTRIES
+    assert listed["items"]["items"]["pattern"] == limits.NO_NUL
+    forms = task_schema["allOf"][0]["properties"]["constraints"]["items"]["oneOf"]
+    assert len(forms) == 7  # one per operator
+    for form in forms:
+        assert (form["minItems"], form["maxItems"]) in ((2, 2), (2, 3), (3, 3))
+        for part in form["prefixItems"][:1] + form["prefixItems"][2:]:
+            assert part["pattern"] in (limits.NO_NUL, "^[0-9]*[1-9][0-9]*$")  # n: digits only
+    assert task["group"]["anyOf"][0]["pattern"] == limits.PRINTABLE
     assert task["cpus"]["minimum"] == limits.MIN_CPUS
     assert task["cpus"]["maximum"] == limits.MAX_CPUS
     reason = schemas["NodeUpdate"]["properties"]["pause_reason"]["anyOf"][0]

@@ -158,6 +158,37 @@ def test_submit_from_options_and_files_then_tasks_lists_them(run: Run, tmp_path:
     assert "FINISHED" in out
 
 
+def test_submit_takes_constraints_and_a_group_from_flags_and_yaml(run: Run, tmp_path: Path) -> None:
+    created = run.json(
+        "submit", "--name", "c", "--command", "true", "--cpus", "0.1", "--mem", "8",
+        "--group", "etl", "--constraint", "hostname:UNIQUE", "--constraint", "rack:GROUP_BY:3",
+        "--constraint", "zone:LIKE:us-.*", "--constraint", "os=linux",
+    )  # fmt: skip
+    assert created["group"] == "etl"
+    assert created["constraints"] == [
+        ["hostname", "UNIQUE"],
+        ["rack", "GROUP_BY", "3"],
+        ["zone", "LIKE", "us-.*"],
+        ["os", "IS", "linux"],
+    ]
+    yaml_file = tmp_path / "grouped.yaml"
+    yaml_file.write_text(
+        "name: y\ncommand: 'true'\ncpus: 0.1\nmem: 8\ngroup: web\n"
+        "constraints:\n  - [hostname, MAX_PER, '2']\n"
+    )
+    from_yaml = run.json("submit", "--file", str(yaml_file))
+    assert (from_yaml["group"], from_yaml["constraints"]) == ("web", [["hostname", "MAX_PER", "2"]])
+    code, _, err = run("submit", "--name", "x", "--command", "true", "--constraint", "rack")
+    assert code == 2
+    assert "--constraint expects FIELD:OPERATOR[:VALUE] or KEY=VALUE" in err
+    code, _, err = run(
+        "submit", "--name", "x", "--command", "true", "--cpus", "1", "--mem", "8",
+        "--constraint", "hostname:UNIQUE",
+    )  # fmt: skip
+    assert code == 1
+    assert "the task needs a group" in err
+
+
 def test_submit_errors_come_from_the_server_or_the_usage(run: Run, tmp_path: Path) -> None:
     code, out, err = run("submit", "--name", "x", "--command", "true", "--mem", "32")
     assert code == 1

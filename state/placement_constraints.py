@@ -166,11 +166,13 @@ def admits(
     agent: AgentValues,
     counts: Mapping[str, int] | None = None,
     known_values: int = 0,
+    spread: tuple[int, int] | None = None,
 ) -> bool:
     """Whether one more task of the group may go to ``agent``. ``counts``: the group's
     non-terminal tasks per value of the constraint's field (scoped operators only);
     ``known_values``: how many distinct values of the field the cluster's agents have (GROUP_BY
-    spreads over all of them, as Marathon does, and over at least its n)."""
+    spreads over all of them, as Marathon does, and over at least its n); ``spread``:
+    ``spread_of(counts)`` when the caller has it already (GROUP_BY, asked for many agents)."""
     value = agent.text(constraint.field)
     operator = constraint.operator
     if value is None:
@@ -192,20 +194,32 @@ def admits(
         return constraint.pattern.fullmatch(value) is None
     if operator is Operator.CLUSTER and constraint.value:
         return value == constraint.value
-    used = {v: n for v, n in (counts or {}).items() if n > 0}
+    if counts is None:
+        counts = _NO_COUNTS
+    # The matcher asks once per candidate agent: only GROUP_BY reads more than one count.
     if operator is Operator.UNIQUE:
-        return value not in used
-    if operator is Operator.CLUSTER:
-        return not used or value in used
+        return counts.get(value, 0) <= 0
     if operator is Operator.MAX_PER:
         assert constraint.number is not None
-        return used.get(value, 0) < constraint.number
+        return counts.get(value, 0) < constraint.number
+    if operator is Operator.CLUSTER:
+        return counts.get(value, 0) > 0 or not any(n > 0 for n in counts.values())
     # GROUP_BY
     assert constraint.number is not None
-    if value not in used:
+    here = counts.get(value, 0)
+    if here <= 0:
         return True
-    wanted = max(constraint.number, known_values)
-    return len(used) >= wanted and used[value] == min(used.values())
+    in_use, least = spread if spread is not None else spread_of(counts)
+    return in_use >= max(constraint.number, known_values) and here == least
+
+
+def spread_of(counts: Mapping[str, int]) -> tuple[int, int]:
+    """How many values are in use, and the least count among them (GROUP_BY's view)."""
+    used = [n for n in counts.values() if n > 0]
+    return len(used), min(used, default=0)
+
+
+_NO_COUNTS: Mapping[str, int] = {}
 
 
 def first_blocking(
