@@ -58,7 +58,7 @@ setup(
         ],
         "pymesos": ["pymesos==0.3.15; python_version < '3.11'"],
     },
-    entry_points={"console_scripts": ["scale-scheduler=scale_scheduler.daemon.cli:main"]},
+    entry_points={"console_scripts": ["scale-scheduler=scale_scheduler.daemon.cli.main:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: AsyncIO",

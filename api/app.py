@@ -7,9 +7,9 @@ driver (created, not yet started), then the scheduling core, which starts the dr
 state is loaded and this instance leads: at once for the leader, when elected for a standby
 (which serves the API meanwhile, forwarding to the leader, and does not subscribe). A leader that
 loses its term stops the daemon with exit status 7 (deposed: restarted as a standby); its driver
-only calls Mesos while its term is live (``daemon/leader_guard.py``). On shutdown the driver's
-stream closes first (no TEARDOWN), then the core stops, then the leadership hands its term back,
-then the store commits its last writes.
+only calls Mesos while its term is live (``daemon/service/leader_guard.py``). On shutdown the
+driver's stream closes first (no TEARDOWN), then the core stops, then the leadership hands its
+term back, then the store commits its last writes.
 """
 
 from __future__ import annotations
@@ -31,26 +31,26 @@ from scale_scheduler.api.metrics import METRICS, metrics_context, setup_metrics
 from scale_scheduler.api.request_guard import setup_request_guard
 from scale_scheduler.api.routes import setup_routes
 from scale_scheduler.api.views_status import setup_status
-from scale_scheduler.daemon.agent_usage_api import AgentUsageClient
-from scale_scheduler.daemon.config import Config, master_address_hint
-from scale_scheduler.daemon.core_facade import SchedulerFacade
-from scale_scheduler.daemon.driver import ConnectionStatus, SchedulerDriver
-from scale_scheduler.daemon.driver_factory import create_driver
-from scale_scheduler.daemon.exit_codes import ExitCode
-from scale_scheduler.daemon.framework_info import read_credentials
-from scale_scheduler.daemon.leader_guard import LeaderGuardedDriver
-from scale_scheduler.daemon.leadership import Leadership, create_leadership
-from scale_scheduler.daemon.leadership_terms import (
+from scale_scheduler.daemon.mesos.agent_usage_api import AgentUsageClient
+from scale_scheduler.daemon.mesos.driver import ConnectionStatus, SchedulerDriver
+from scale_scheduler.daemon.mesos.driver_factory import create_driver
+from scale_scheduler.daemon.mesos.framework_info import read_credentials
+from scale_scheduler.daemon.mesos.loop_share import LoopShare
+from scale_scheduler.daemon.mesos.operator_api import make_agents_fetcher
+from scale_scheduler.daemon.scheduling.core_facade import SchedulerFacade
+from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.service.config import Config, master_address_hint
+from scale_scheduler.daemon.service.exit_codes import ExitCode
+from scale_scheduler.daemon.service.leader_guard import LeaderGuardedDriver
+from scale_scheduler.daemon.service.leadership import Leadership, create_leadership
+from scale_scheduler.daemon.service.leadership_terms import (
     Role,
     exit_status_of_mesos_error,
     machine_name,
     this_instance,
 )
-from scale_scheduler.daemon.loop_share import LoopShare
-from scale_scheduler.daemon.operator_api import make_agents_fetcher
-from scale_scheduler.daemon.pruner import Pruner
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.daemon.supervisor import Supervisor
+from scale_scheduler.daemon.service.pruner import Pruner
+from scale_scheduler.daemon.service.supervisor import Supervisor
 from scale_scheduler.state.framework import FrameworkIdRepository
 from scale_scheduler.state.interface import MaintainedState
 from scale_scheduler.state.postgres.backend import PostgresState
@@ -92,7 +92,8 @@ class FenceEpoch:
 
 FENCE = web.AppKey("fence", FenceEpoch)
 LEADERSHIP = web.AppKey("leadership", Leadership)
-"""Whether this instance leads (``daemon/leadership.py``); the API reads it through ``CORE``."""
+"""Whether this instance leads (``daemon/service/leadership.py``); the API reads it through
+``CORE``."""
 
 
 async def resolve_hostname(app: web.Application) -> None:

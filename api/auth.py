@@ -25,7 +25,7 @@ from aiohttp import hdrs, web
 
 from scale_scheduler.api.errors import bad_request, text_error
 from scale_scheduler.api.keys import CONFIG
-from scale_scheduler.daemon.config import ApiConfig, ConfigError
+from scale_scheduler.daemon.service.config import ApiConfig, ConfigError
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

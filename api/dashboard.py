@@ -34,9 +34,9 @@ from aiohttp import web
 
 from scale_scheduler.api.errors import text_error
 from scale_scheduler.api.keys import CONFIG, CORE
-from scale_scheduler.daemon.burst_log import BurstLog
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.core_facade import TaskView
+from scale_scheduler.daemon.scheduling.core_facade import TaskView
+from scale_scheduler.daemon.service.burst_log import BurstLog
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.state.domain import TaskState
 
 log = structlog.get_logger(__name__)

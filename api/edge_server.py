@@ -41,8 +41,8 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from scale_scheduler.api.keys import CONFIG
-from scale_scheduler.daemon.burst_log import BurstLog
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.burst_log import BurstLog
+from scale_scheduler.daemon.service.config import Config
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from scale_scheduler.api.json_body import BodyError, brief, decode_object, json_kind
 from scale_scheduler.api.keys import CONFIG
-from scale_scheduler.daemon.core_facade import (
+from scale_scheduler.daemon.scheduling.core_facade import (
     CoreUnavailableError,
     MissingRowError,
     StateFencedError,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.core_facade import CoreFacade
-from scale_scheduler.daemon.loop_share import LoopShare
-from scale_scheduler.daemon.pruner import Pruner
+from scale_scheduler.daemon.mesos.loop_share import LoopShare
+from scale_scheduler.daemon.scheduling.core_facade import CoreFacade
+from scale_scheduler.daemon.service.config import Config
+from scale_scheduler.daemon.service.pruner import Pruner
 
 CONFIG = web.AppKey("config", Config)
 SCHEDULER_HOSTNAME = web.AppKey("scheduler_hostname", str)

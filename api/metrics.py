@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from scale_scheduler.api.keys import CORE, PRUNER
 from scale_scheduler.api.views_usage import usage_metrics
-from scale_scheduler.daemon.core_facade import (
+from scale_scheduler.daemon.scheduling.core_facade import (
     ConnectionState,
     ConnectionStatus,
     CoreCounters,

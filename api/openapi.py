@@ -36,8 +36,7 @@ from scale_scheduler.api.task_body import MAX_BATCH, TaskIn
 from scale_scheduler.api.views_nodes import NodeUpdate
 from scale_scheduler.api.views_scheduler import SchedulerUpdate, SchedulerView
 from scale_scheduler.api.views_usage import TaskDetailView
-from scale_scheduler.daemon.config import ApiConfig
-from scale_scheduler.daemon.core_facade import (
+from scale_scheduler.daemon.scheduling.core_facade import (
     ContainerView,
     LeaderView,
     NodeView,
@@ -45,6 +44,7 @@ from scale_scheduler.daemon.core_facade import (
     TaskView,
     UsageView,
 )
+from scale_scheduler.daemon.service.config import ApiConfig
 from scale_scheduler.state.domain import TaskState
 
 OPENAPI_VERSION = "3.1.0"

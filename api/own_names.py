@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from scale_scheduler.api.keys import CONFIG, SCHEDULER_HOSTNAME
-from scale_scheduler.daemon.authority import format_host, parse_authority
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.authority import format_host, parse_authority
+from scale_scheduler.daemon.service.config import Config
 
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})

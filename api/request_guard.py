@@ -32,7 +32,7 @@ from scale_scheduler.api.errors import text_error
 from scale_scheduler.api.json_body import brief
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.own_names import DEFAULT_PORTS, OwnNames, local_address, resolve_own_names
-from scale_scheduler.daemon.authority import parse_authority
+from scale_scheduler.daemon.service.authority import parse_authority
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON_TYPE = "application/json"

@@ -33,14 +33,14 @@ from scale_scheduler.api.json_body import (
     decode_typed,
 )
 from scale_scheduler.api.limits import ENV_NAME, IMAGE, NO_NUL, PRINTABLE, RULES
-from scale_scheduler.daemon.core_facade import (
+from scale_scheduler.daemon.scheduling.core_facade import (
     MAX_BACKOFF_SECONDS,
     BackoffSpec,
     NewTask,
     RetryBackoff,
     TaskSpec,
 )
-from scale_scheduler.daemon.validation_failure import failure_of
+from scale_scheduler.daemon.service.validation_failure import failure_of
 from scale_scheduler.state.domain import constraints_from
 from scale_scheduler.state.placement_constraints import ConstraintError
 

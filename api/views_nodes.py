@@ -24,7 +24,7 @@ from scale_scheduler.api.errors import (
 from scale_scheduler.api.json_body import json_kind
 from scale_scheduler.api.keys import CORE
 from scale_scheduler.api.pagination import envelope, page_of
-from scale_scheduler.daemon.core_facade import FlagChange, NodeNotFoundError, NodeView
+from scale_scheduler.daemon.scheduling.core_facade import FlagChange, NodeNotFoundError, NodeView
 
 _PauseReason = Annotated[
     str,

@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from scale_scheduler.api.keys import CORE
-from scale_scheduler.daemon.core_facade import StatusView
+from scale_scheduler.daemon.scheduling.core_facade import StatusView
 
 _encode = msgspec.json.Encoder().encode
 

@@ -13,7 +13,7 @@ from scale_scheduler.api.json_body import brief
 from scale_scheduler.api.keys import CORE, PRUNER
 from scale_scheduler.api.pagination import envelope, page_of
 from scale_scheduler.api.views_usage import task_detail
-from scale_scheduler.daemon.core_facade import DeleteOutcome, TaskNotFoundError, TaskView
+from scale_scheduler.daemon.scheduling.core_facade import DeleteOutcome, TaskNotFoundError, TaskView
 from scale_scheduler.state.domain import TaskState, parse_state
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: no task has a larger id

@@ -1,6 +1,7 @@
 """Real resource usage in the API: ``GET /usage/``, a task's ``usage`` on ``/tasks/{id}/`` and
 the usage metrics, read through the core facade from the usage poller's latest complete round
-(``daemon/usage_poller.py``, ``daemon/usage_views.py``). Nodes carry theirs in their view.
+(``daemon/scheduling/usage_poller.py``, ``daemon/scheduling/usage_views.py``). Nodes carry theirs
+in their view.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from scale_scheduler.api.errors import json_response
 from scale_scheduler.api.keys import CORE
-from scale_scheduler.daemon.core_facade import CoreFacade, TaskUsageView, TaskView
+from scale_scheduler.daemon.scheduling.core_facade import CoreFacade, TaskUsageView, TaskView
 
 MIB = 1024 * 1024
 

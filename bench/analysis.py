@@ -170,7 +170,7 @@ def _b4(data: dict[str, Any]) -> list[str]:
             "The daemon's one loop also reads B1's unbounded offer "
             f"stream meanwhile ({_num(offers)} offers/s answered): the stream reader takes one "
             "record per turn of the loop and up to two extra turns while requests keep coming "
-            "(`daemon/loop_share.py`); each request also pays for the access-log event, the "
+            "(`daemon/mesos/loop_share.py`); each request also pays for the access-log event, the "
             "latency histogram, authentication and the error middleware, which the bare "
             "endpoint does not."
         )

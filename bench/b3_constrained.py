@@ -19,9 +19,9 @@ from typing import Any
 
 from bench.common import Settings, percentile
 from bench.offer_stream import OfferStream, load_offers
-from scale_scheduler.daemon.matcher import MatchSettings, agent_values, match
-from scale_scheduler.daemon.mesos_types import Attribute, Offer, Value, decode_event
-from scale_scheduler.daemon.queue_index import QueueIndex
+from scale_scheduler.daemon.mesos.mesos_types import Attribute, Offer, Value, decode_event
+from scale_scheduler.daemon.scheduling.matcher import MatchSettings, agent_values, match
+from scale_scheduler.daemon.scheduling.queue_index import QueueIndex
 from scale_scheduler.state.domain import ShapeInterner, TaskState, constraints_from
 from scale_scheduler.state.placement_counts import PlacementCounts
 from scale_scheduler.state.tasks import Task
@@ -103,7 +103,7 @@ def run(settings: Settings) -> dict[str, Any]:
 def _timed(settings: Settings, offers: list[Offer], interleaved: bool) -> dict[str, Any]:
     index, counts, constrained = _queue(settings.b3_tasks, offers, interleaved)
     match_settings = MatchSettings(5.0, 120.0)
-    gc.freeze()  # as the daemon runs after its start-up load (daemon/service.py)
+    gc.freeze()  # as the daemon runs after its start-up load (daemon/service/service.py)
     try:
         durations: list[float] = []
         placed = waiting = 0

@@ -32,10 +32,10 @@ from bench.calibration import Calibrator
 from bench.common import Settings, percentile
 from bench.offer_stream import OfferStream, load_offers
 from bench.procs import rss_mb
-from scale_scheduler.daemon.config import parse_config
-from scale_scheduler.daemon.matcher import MatchSettings, match
-from scale_scheduler.daemon.mesos_types import decode_event
-from scale_scheduler.daemon.task_tracker import TaskTracker
+from scale_scheduler.daemon.mesos.mesos_types import decode_event
+from scale_scheduler.daemon.scheduling.matcher import MatchSettings, match
+from scale_scheduler.daemon.scheduling.task_tracker import TaskTracker
+from scale_scheduler.daemon.service.config import parse_config
 from scale_scheduler.state.nodes import NodeRepository
 from scale_scheduler.state.sqlite import SqliteState
 

@@ -35,8 +35,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from scale_scheduler.daemon.http_calls import HttpCallClient
-from scale_scheduler.daemon.recordio import RecordReader
+from scale_scheduler.daemon.mesos.http_calls import HttpCallClient
+from scale_scheduler.daemon.mesos.recordio import RecordReader
 
 CALL_CONNECTIONS = 16  # the daemon's default ``mesos.max_call_connections``
 REFUSE_SECONDS = 5.0  # the daemon's default ``scheduler.refuse_seconds``

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from bench.offer_stream import OfferStream
-from scale_scheduler.daemon.mesos_types import (
+from scale_scheduler.daemon.mesos.mesos_types import (
     AllocationInfo,
     Attribute,
     Resource,

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from scale_scheduler.daemon.recordio import RecordReader
+from scale_scheduler.daemon.mesos.recordio import RecordReader
 from scale_scheduler.simulator import AgentSpec, SimulatedCluster
 
 # The agents the recording (and B2's simulator) is made of: 32 cpus, 128 GiB, 1 TB, ports.

@@ -179,7 +179,7 @@ class Daemon:
         argv = [python or sys.executable]
         if profile_to is not None:
             argv += ["-m", "cProfile", "-o", str(profile_to)]
-        argv += ["-m", "scale_scheduler.daemon.cli", "run", "--config", str(config_path)]
+        argv += ["-m", "scale_scheduler.daemon.cli.main", "run", "--config", str(config_path)]
         self.argv = argv
         self.started = time.monotonic()
         self.child = Child(argv, log_path, ready_line=False)

@@ -110,7 +110,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Processes per scenario (each its own OS process, loopback only):",
         "",
-        "- daemon: `python -m scale_scheduler.daemon.cli run --config <generated yaml>` "
+        "- daemon: `python -m scale_scheduler.daemon.cli.main run --config <generated yaml>` "
         "(the `scale-scheduler run` entry point); pymesos variant with `.venv310/bin/python`",
         "- fake master: `python -m bench.fake_master --offers bench/out/offers.json [--mode idle]`",
         "- bare pymesos: `.venv310/bin/python -m bench.pymesos_bare HOST:PORT`",

@@ -210,7 +210,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         )
     match = b3.get("match", {})
     if match:
-        # The daemon freezes its start-up state (daemon/service.py): that is the figure.
+        # The daemon freezes its start-up state (daemon/service/service.py): that is the figure.
         rows.append(
             calibrated(
                 f"B3 match p99, 100 offers, {num(match['queued_loaded'])} queued (as the daemon"

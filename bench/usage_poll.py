@@ -23,9 +23,9 @@ from pathlib import Path
 
 import aiohttp
 
-from scale_scheduler.daemon.agent_usage_api import AgentUsageClient
-from scale_scheduler.daemon.config import UsageConfig
-from scale_scheduler.daemon.usage_poller import UsagePoller
+from scale_scheduler.daemon.mesos.agent_usage_api import AgentUsageClient
+from scale_scheduler.daemon.scheduling.usage_poller import UsagePoller
+from scale_scheduler.daemon.service.config import UsageConfig
 from scale_scheduler.state.nodes import Node, NodeRepository
 from scale_scheduler.state.store import Store
 

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from pgserver import PgDatabase
 
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.state.postgres.password import read_password_file
 
 BACKENDS = ["sqlite", "postgresql"]

@@ -12,7 +12,7 @@ from pgserver import pg_database, postgresql  # noqa: F401  (one real PostgreSQL
 from ports import free_port
 from zookeeper import zookeeper  # noqa: F401  (one real ZooKeeper server per test session)
 
-from scale_scheduler.daemon.config import Config, parse_config
+from scale_scheduler.daemon.service.config import Config, parse_config
 
 ConfigFactory = Callable[..., Config]
 

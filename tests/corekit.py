@@ -6,15 +6,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.driver import (
+from scale_scheduler.daemon.mesos.driver import (
     ConnectionState,
     ConnectionStatus,
     DriverError,
     EventHandler,
     Launch,
 )
-from scale_scheduler.daemon.mesos_types import (
+from scale_scheduler.daemon.mesos.mesos_types import (
     AllocationInfo,
     Attribute,
     Offer,
@@ -25,8 +24,9 @@ from scale_scheduler.daemon.mesos_types import (
     TaskStatus,
     Value,
 )
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.daemon.task_tracker import NewTask
+from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.scheduling.task_tracker import NewTask
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.state.changes import Change
 from scale_scheduler.state.domain import TaskState, constraints_from
 from scale_scheduler.state.interface import StateStore

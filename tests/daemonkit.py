@@ -27,10 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from scale_scheduler.api.app import CONNECTION, SCHEDULER_CORE, STORE, build_app
-from scale_scheduler.daemon.config import Config, MesosConfig, parse_config
-from scale_scheduler.daemon.driver import Subscription
-from scale_scheduler.daemon.mesos_types import Offer, TaskStatus
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.mesos.driver import Subscription
+from scale_scheduler.daemon.mesos.mesos_types import Offer, TaskStatus
+from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.service.config import Config, MesosConfig, parse_config
 from scale_scheduler.simulator import SimulatedCluster
 
 SIM: dict[str, Any] = {

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from scale_scheduler.daemon.logging_setup import configure_logging, set_level
+from scale_scheduler.daemon.service.logging_setup import configure_logging, set_level
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_own_events_are_written_directly_and_stdlib_ones_share_the_shape() -> No
             records.append(record)
 
     logging.getLogger().addHandler(Spy())
-    structlog.get_logger("scale_scheduler.daemon.task_tracker").info(
+    structlog.get_logger("scale_scheduler.daemon.scheduling.task_tracker").info(
         "task_state_changed", task_id=7, new="LAUNCHING"
     )
     logging.getLogger("aiohttp.server").warning("plain %s", "stdlib")
@@ -46,7 +46,7 @@ def test_own_events_are_written_directly_and_stdlib_ones_share_the_shape() -> No
     assert own["event"] == "task_state_changed"
     assert own["task_id"] == 7
     assert own["level"] == "info"
-    assert own["logger"] == "scale_scheduler.daemon.task_tracker"
+    assert own["logger"] == "scale_scheduler.daemon.scheduling.task_tracker"
     assert own["timestamp"].endswith("Z")
     assert foreign["event"] == "plain stdlib"
     assert foreign["logger"] == "aiohttp.server"
@@ -57,7 +57,7 @@ def test_own_events_are_written_directly_and_stdlib_ones_share_the_shape() -> No
 def test_set_level_applies_to_own_events() -> None:
     out = io.StringIO()
     configure_logging("warning", "json", out)
-    log = structlog.get_logger("scale_scheduler.daemon.service")
+    log = structlog.get_logger("scale_scheduler.daemon.service.service")
     log.info("hidden_at_warning")
     set_level("debug")
     log.debug("shown_at_debug")

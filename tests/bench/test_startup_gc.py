@@ -6,8 +6,8 @@ import asyncio
 import gc
 
 from scale_scheduler.api.app import SUPERVISOR, build_app
-from scale_scheduler.daemon.exit_codes import ExitCode
-from scale_scheduler.daemon.service import serve
+from scale_scheduler.daemon.service.exit_codes import ExitCode
+from scale_scheduler.daemon.service.service import serve
 
 
 async def test_start_up_state_is_frozen_before_serving(make_config: object) -> None:

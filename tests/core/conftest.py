@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from corekit import Clock, CoreHarness
 
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.state.memory import MemoryState
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store

@@ -15,8 +15,8 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from scale_scheduler.api.app import FACADE, SCHEDULER, SCHEDULER_CORE, STATE, STORE, build_app
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.state.nodes import AgentTotals, Resources
 
 Client = TestClient[web.Request, web.Application]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scale_scheduler.daemon.failure_classes import (
+from scale_scheduler.daemon.mesos.failure_classes import (
     CLUSTER_REASONS,
     TASK_REASONS,
     FailureClass,

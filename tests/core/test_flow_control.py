@@ -9,8 +9,7 @@ import pytest
 from corekit import Clock, CoreHarness, make_offer, status, wait_for
 from test_matcher import SETTINGS, Q
 
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.flow_control import (
+from scale_scheduler.daemon.scheduling.flow_control import (
     ACK_TARGET,
     BACKLOG_FLOOR,
     BACKLOG_MAX,
@@ -21,8 +20,9 @@ from scale_scheduler.daemon.flow_control import (
     WINDOW,
     LaunchFlow,
 )
-from scale_scheduler.daemon.matcher import DeclineReason, WaitReason, match
-from scale_scheduler.daemon.offer_pipeline import FLOW_REFUSE_SECONDS
+from scale_scheduler.daemon.scheduling.matcher import DeclineReason, WaitReason, match
+from scale_scheduler.daemon.scheduling.offer_pipeline import FLOW_REFUSE_SECONDS
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 

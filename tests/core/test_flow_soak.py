@@ -15,7 +15,7 @@ from pathlib import Path
 
 from daemonkit import running_daemon
 
-from scale_scheduler.daemon.ended_attempts import ENDED_MEMORY
+from scale_scheduler.daemon.scheduling.ended_attempts import ENDED_MEMORY
 from scale_scheduler.state.domain import TaskState
 
 TASKS = int(os.environ.get("SCALE_SCHEDULER_SOAK_TASKS", "3000"))

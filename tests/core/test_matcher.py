@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import pytest
 from corekit import make_offer
 
-from scale_scheduler.daemon import matcher
-from scale_scheduler.daemon.matcher import (
+from scale_scheduler.daemon.mesos.mesos_types import AllocationInfo, Offer, Resource, Scalar, Value
+from scale_scheduler.daemon.scheduling import matcher
+from scale_scheduler.daemon.scheduling.matcher import (
     DeclineReason,
     GroupView,
     HostBlock,
@@ -18,8 +19,7 @@ from scale_scheduler.daemon.matcher import (
     WaitReason,
     match,
 )
-from scale_scheduler.daemon.mesos_types import AllocationInfo, Offer, Resource, Scalar, Value
-from scale_scheduler.daemon.queue_index import QueueIndex
+from scale_scheduler.daemon.scheduling.queue_index import QueueIndex
 from scale_scheduler.state.domain import ShapeInterner, TaskState, constraints_from
 from scale_scheduler.state.tasks import Task
 

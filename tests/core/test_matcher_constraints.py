@@ -19,9 +19,9 @@ from corekit import make_offer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scale_scheduler.daemon.matcher import MatchSettings, WaitReason, agent_values, match
-from scale_scheduler.daemon.mesos_types import Offer
-from scale_scheduler.daemon.queue_index import QueueIndex
+from scale_scheduler.daemon.mesos.mesos_types import Offer
+from scale_scheduler.daemon.scheduling.matcher import MatchSettings, WaitReason, agent_values, match
+from scale_scheduler.daemon.scheduling.queue_index import QueueIndex
 from scale_scheduler.state.domain import Shape, ShapeInterner, TaskState, constraints_from
 from scale_scheduler.state.placement_constraints import AgentValues, admits
 from scale_scheduler.state.placement_counts import PlacementCounts

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from corekit import CoreHarness, make_offer, status
 
-from scale_scheduler.daemon.mesos_types import Offer, decode_event
+from scale_scheduler.daemon.mesos.mesos_types import Offer, decode_event
 from scale_scheduler.state.domain import Shape
 from scale_scheduler.state.nodes import AgentTotals, NodeRepository, Resources, _clean
 
@@ -92,7 +92,7 @@ def with_url(offer: Offer, port: int, pid: str = "slave(1)") -> Offer:
 async def test_the_agents_endpoint_is_read_from_the_url_only_when_a_node_changes(
     harness: CoreHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scale_scheduler.daemon import offer_nodes
+    from scale_scheduler.daemon.scheduling import offer_nodes
 
     reads: list[bytes] = []
     original = offer_nodes.endpoint_from_offer_url
@@ -122,7 +122,7 @@ async def test_the_agents_endpoint_is_read_from_the_url_only_when_a_node_changes
 
 
 async def test_get_agents_pid_names_the_agents_endpoint(harness: CoreHarness) -> None:
-    from scale_scheduler.daemon.operator_api import parse_get_agents
+    from scale_scheduler.daemon.mesos.operator_api import parse_get_agents
 
     core = await harness.start()
     body = (

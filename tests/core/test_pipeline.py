@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from corekit import CoreHarness, make_offer, new_task, status, wait_for
 
-from scale_scheduler.daemon import offer_pipeline
-from scale_scheduler.daemon.driver import (
+from scale_scheduler.daemon.mesos.driver import (
     CallOutcomeUnknownError,
     DriverError,
     Launch,
     NotConnectedError,
 )
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.scheduling import offer_pipeline
+from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
 from scale_scheduler.state.changes import Change, LaunchIntents
 from scale_scheduler.state.domain import TaskState
 from scale_scheduler.state.nodes import FlagChange

@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 from corekit import CoreHarness, make_offer, status
 
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
 from scale_scheduler.state.domain import ShapeInterner, TaskState
 from scale_scheduler.state.placement_constraints import AgentValues, Operator
 from scale_scheduler.state.placement_counts import PlacementCounts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scale_scheduler.daemon.queue_index import QueueIndex
+from scale_scheduler.daemon.scheduling.queue_index import QueueIndex
 from scale_scheduler.state.domain import Shape, ShapeInterner, TaskState
 from scale_scheduler.state.tasks import Task
 

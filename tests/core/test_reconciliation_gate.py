@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from corekit import CoreHarness, make_offer, status
 
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.driver import Subscription
-from scale_scheduler.daemon.reconciliation_gate import ReconciliationGate
+from scale_scheduler.daemon.mesos.driver import Subscription
+from scale_scheduler.daemon.scheduling.reconciliation_gate import ReconciliationGate
+from scale_scheduler.daemon.service.config import Config
 
 
 def test_the_gate_opens_when_every_task_was_heard_of_or_at_the_deadline() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from corekit import Clock, CoreHarness, make_offer, status
 
-from scale_scheduler.daemon.pruner import Pruner
+from scale_scheduler.daemon.service.pruner import Pruner
 from scale_scheduler.state.domain import TaskState
 from scale_scheduler.state.interface import RetentionMark
 from scale_scheduler.state.migrations import MIGRATIONS

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from scale_scheduler.daemon.retry_backoff import RetryBackoff
+from scale_scheduler.daemon.scheduling.retry_backoff import RetryBackoff
 
 
 def test_marathon_defaults() -> None:

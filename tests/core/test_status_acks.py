@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from scale_scheduler.daemon.status_acks import AckSender
+from scale_scheduler.daemon.scheduling.status_acks import AckSender
 
 
 class BatchDriver:

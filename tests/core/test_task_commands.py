@@ -10,12 +10,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from scale_scheduler.daemon.ended_attempts import EndedAttempts
-from scale_scheduler.daemon.failure_classes import FailureClass
-from scale_scheduler.daemon.mesos_task_states import ends_attempt, launch_timeout_status
-from scale_scheduler.daemon.mesos_types import TaskStatus, Value
-from scale_scheduler.daemon.retry_backoff import RetryBackoff
-from scale_scheduler.daemon.task_commands import (
+from scale_scheduler.daemon.mesos.failure_classes import FailureClass
+from scale_scheduler.daemon.mesos.mesos_task_states import ends_attempt, launch_timeout_status
+from scale_scheduler.daemon.mesos.mesos_types import TaskStatus, Value
+from scale_scheduler.daemon.scheduling.ended_attempts import EndedAttempts
+from scale_scheduler.daemon.scheduling.retry_backoff import RetryBackoff
+from scale_scheduler.daemon.scheduling.task_commands import (
     DeleteAction,
     RetryPolicy,
     doomed,

@@ -12,13 +12,13 @@ import pytest
 from corekit import CoreHarness, make_offer, new_task, status
 
 from scale_scheduler.api.task_body import RetryBackoffIn, TaskIn, task_problem, to_new_task
-from scale_scheduler.daemon.core_facade import with_reason
-from scale_scheduler.daemon.matcher import MatchSettings, match
-from scale_scheduler.daemon.queue_index import QueueIndex
-from scale_scheduler.daemon.retry_waits import RetryWaits
-from scale_scheduler.daemon.runtime_limits import RUNTIME_LIMIT_MARGIN
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.daemon.task_values import NewTask
+from scale_scheduler.daemon.scheduling.core_facade import with_reason
+from scale_scheduler.daemon.scheduling.matcher import MatchSettings, match
+from scale_scheduler.daemon.scheduling.queue_index import QueueIndex
+from scale_scheduler.daemon.scheduling.retry_waits import RetryWaits
+from scale_scheduler.daemon.scheduling.runtime_limits import RUNTIME_LIMIT_MARGIN
+from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.scheduling.task_values import NewTask
 from scale_scheduler.state.domain import Shape, TaskState
 from scale_scheduler.state.tasks import ATTEMPT_HISTORY, BackoffSpec, Task, TaskSpec, new_task_view
 

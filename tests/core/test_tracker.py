@@ -9,11 +9,11 @@ import asyncio
 import pytest
 from corekit import CoreHarness, make_offer, status, wait_for
 
-from scale_scheduler.daemon.ended_attempts import EndedAttempts
-from scale_scheduler.daemon.failure_classes import FailureClass
-from scale_scheduler.daemon.scheduler_core import SchedulerCore
-from scale_scheduler.daemon.task_commands import resolve
-from scale_scheduler.daemon.task_values import DeleteOutcome, TaskNotFoundError
+from scale_scheduler.daemon.mesos.failure_classes import FailureClass
+from scale_scheduler.daemon.scheduling.ended_attempts import EndedAttempts
+from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
+from scale_scheduler.daemon.scheduling.task_commands import resolve
+from scale_scheduler.daemon.scheduling.task_values import DeleteOutcome, TaskNotFoundError
 from scale_scheduler.state.domain import TaskState
 from scale_scheduler.state.tasks import parse_mesos_task_id
 
@@ -266,7 +266,7 @@ async def test_reconciliation_explicit_with_resends_then_implicit(harness: CoreH
 
 
 async def test_subscribed_starts_reconciliation(harness: CoreHarness) -> None:
-    from scale_scheduler.daemon.driver import Subscription
+    from scale_scheduler.daemon.mesos.driver import Subscription
 
     core = await harness.start()
     ids = await launch(harness, 2)

@@ -8,8 +8,8 @@ import asyncio
 from corekit import CoreHarness, make_offer, status, wait_for
 from structlog.testing import capture_logs
 
-from scale_scheduler.daemon.status_acks import ACK_WORKERS
-from scale_scheduler.daemon.status_intake import MAX_UPDATE_BACKLOG
+from scale_scheduler.daemon.scheduling.status_acks import ACK_WORKERS
+from scale_scheduler.daemon.scheduling.status_intake import MAX_UPDATE_BACKLOG
 
 
 async def launch(h: CoreHarness, count: int = 1) -> list[int]:

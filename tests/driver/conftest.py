@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 import pytest
 from driver_fakes import API_URL, FAST, FakeMaster, MakeDriver, MemoryIdStore, driver_config
 
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.driver import FrameworkIdStore
-from scale_scheduler.daemon.loop_share import LoopShare
-from scale_scheduler.daemon.master_detector import MasterDetector, StaticMasterDetector
-from scale_scheduler.daemon.native_driver import (
+from scale_scheduler.daemon.mesos.driver import FrameworkIdStore
+from scale_scheduler.daemon.mesos.loop_share import LoopShare
+from scale_scheduler.daemon.mesos.master_detector import MasterDetector, StaticMasterDetector
+from scale_scheduler.daemon.mesos.native_driver import (
     DriverSettings,
     NativeDriver,
     create_native_driver,
 )
-from scale_scheduler.daemon.timer_clock import TimerClock
+from scale_scheduler.daemon.mesos.timer_clock import TimerClock
+from scale_scheduler.daemon.service.config import Config
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ from daemonkit import driver_config as driver_config
 from daemonkit import eventually as eventually
 from daemonkit import gave_up as gave_up
 
-from scale_scheduler.daemon.loop_share import LoopShare
-from scale_scheduler.daemon.native_driver import DriverSettings, NativeDriver
+from scale_scheduler.daemon.mesos.loop_share import LoopShare
+from scale_scheduler.daemon.mesos.native_driver import DriverSettings, NativeDriver
 
 API_URL = "http://sched.test:8000/"
 

@@ -15,14 +15,14 @@ import structlog
 from daemonkit import on_new_leader
 from driver_fakes import MakeDriver, RecordingHandler, driver_config, eventually
 
-from scale_scheduler.daemon.driver import (
+from scale_scheduler.daemon.mesos.driver import (
     CallOutcomeUnknownError,
     ConnectionState,
     DriverError,
     Launch,
 )
-from scale_scheduler.daemon.master_detector import ZooKeeperMasterDetector
-from scale_scheduler.daemon.mesos_types import (
+from scale_scheduler.daemon.mesos.master_detector import ZooKeeperMasterDetector
+from scale_scheduler.daemon.mesos.mesos_types import (
     CommandInfo,
     Offer,
     TaskInfo,
@@ -30,7 +30,7 @@ from scale_scheduler.daemon.mesos_types import (
     Value,
     scalar,
 )
-from scale_scheduler.daemon.native_driver import DriverSettings
+from scale_scheduler.daemon.mesos.native_driver import DriverSettings
 from scale_scheduler.simulator import SimulatedCluster
 from scale_scheduler.state.framework import FrameworkIdRepository
 from scale_scheduler.state.sqlite import SqliteState

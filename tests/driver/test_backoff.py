@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from scale_scheduler.daemon.backoff import Backoff
+from scale_scheduler.daemon.mesos.backoff import Backoff
 
 
 def test_delays_double_up_to_the_cap_with_jitter_in_the_upper_half() -> None:

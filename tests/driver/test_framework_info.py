@@ -7,14 +7,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from scale_scheduler.daemon.config import ApiConfig, Config, MesosConfig
-from scale_scheduler.daemon.framework_info import (
+from scale_scheduler.daemon.mesos.framework_info import (
     Credentials,
     CredentialsError,
     api_url_from_config,
     build_framework_info,
     read_credentials,
 )
+from scale_scheduler.daemon.service.config import ApiConfig, Config, MesosConfig
 
 
 def info_dict(config: Config, **kwargs: str) -> dict[str, object]:

@@ -12,8 +12,8 @@ import structlog
 from driver_fakes import FAST, FakeMaster, MakeDriver, RecordingHandler, eventually, gave_up
 from ports import free_port
 
-from scale_scheduler.daemon.driver import NotConnectedError
-from scale_scheduler.daemon.give_up import GiveUpDeadline
+from scale_scheduler.daemon.mesos.driver import NotConnectedError
+from scale_scheduler.daemon.mesos.give_up import GiveUpDeadline
 
 
 class Now:

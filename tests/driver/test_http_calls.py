@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from clockkit import ManualClock
 from driver_fakes import eventually
 
-from scale_scheduler.daemon.http_calls import (
+from scale_scheduler.daemon.mesos.http_calls import (
     MAX_BODY_BYTES,
     CallNotSentError,
     CallUnansweredError,

@@ -17,9 +17,9 @@ from driver_fakes import (
     eventually,
 )
 
-from scale_scheduler.daemon.loop_share import EXTRA_TURNS, LoopShare
-from scale_scheduler.daemon.master_detector import StaticMasterDetector
-from scale_scheduler.daemon.native_driver import create_native_driver
+from scale_scheduler.daemon.mesos.loop_share import EXTRA_TURNS, LoopShare
+from scale_scheduler.daemon.mesos.master_detector import StaticMasterDetector
+from scale_scheduler.daemon.mesos.native_driver import create_native_driver
 
 
 async def turns_taken(step: Callable[[], Awaitable[None]], on_turn: Callable[[], None]) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from driver_fakes import FakeMaster, MakeDriver, RecordingHandler, eventually
 
-from scale_scheduler.daemon.master_detector import (
+from scale_scheduler.daemon.mesos.master_detector import (
     StaticMasterDetector,
     ZooKeeperMasterDetector,
     detector_from_config,

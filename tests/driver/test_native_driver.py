@@ -22,17 +22,17 @@ from driver_fakes import (
     record,
 )
 
-from scale_scheduler.daemon.config import ApiConfig, Config, MesosConfig
-from scale_scheduler.daemon.driver import (
+from scale_scheduler.daemon.mesos.driver import (
     CallOutcomeUnknownError,
     ConnectionState,
     DriverError,
     Launch,
     NotConnectedError,
 )
-from scale_scheduler.daemon.master_detector import StaticMasterDetector
-from scale_scheduler.daemon.mesos_types import Resource, Scalar, TaskInfo, Value
-from scale_scheduler.daemon.native_driver import DriverSettings, create_native_driver
+from scale_scheduler.daemon.mesos.master_detector import StaticMasterDetector
+from scale_scheduler.daemon.mesos.mesos_types import Resource, Scalar, TaskInfo, Value
+from scale_scheduler.daemon.mesos.native_driver import DriverSettings, create_native_driver
+from scale_scheduler.daemon.service.config import ApiConfig, Config, MesosConfig
 
 OFFER = {
     "id": {"value": "o1"},

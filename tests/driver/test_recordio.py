@@ -10,7 +10,7 @@ from unittest import mock
 import aiohttp
 import pytest
 
-from scale_scheduler.daemon.recordio import (
+from scale_scheduler.daemon.mesos.recordio import (
     MalformedLengthError,
     RecordIOError,
     RecordReader,

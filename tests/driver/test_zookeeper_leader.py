@@ -13,7 +13,7 @@ import structlog
 from driver_fakes import FakeMaster, MakeDriver, RecordingHandler, eventually
 from kazoo.client import KazooClient
 
-from scale_scheduler.daemon.master_detector import ZooKeeperMasterDetector
+from scale_scheduler.daemon.mesos.master_detector import ZooKeeperMasterDetector
 
 
 class Registry:

@@ -11,7 +11,7 @@ from aiohttp.test_utils import make_mocked_request
 from structlog.testing import capture_logs
 
 from scale_scheduler.api.access_log import AccessLog
-from scale_scheduler.daemon.logging_setup import configure_logging, set_level
+from scale_scheduler.daemon.service.logging_setup import configure_logging, set_level
 
 
 def _events(stream: io.StringIO) -> list[dict[str, object]]:

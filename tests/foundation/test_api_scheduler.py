@@ -13,7 +13,7 @@ from api_helpers import assert_text_error
 from backends import BACKENDS, db_rows, state_settings
 
 from scale_scheduler.api.app import build_app
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.config import Config
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 

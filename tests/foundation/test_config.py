@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scale_scheduler.daemon import cli
-from scale_scheduler.daemon.config import (
+from scale_scheduler.daemon.cli import main as cli
+from scale_scheduler.daemon.service.config import (
     ConfigError,
     iter_settings,
     load_config,

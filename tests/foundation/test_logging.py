@@ -9,7 +9,7 @@ import logging
 
 import structlog
 
-from scale_scheduler.daemon.logging_setup import configure_logging
+from scale_scheduler.daemon.service.logging_setup import configure_logging
 
 
 def _fail_with_a_secret_in_a_local() -> None:

@@ -23,9 +23,9 @@ from daemon_process import SCRIPT, DaemonProcess, write_config
 from ports import free_port
 
 from scale_scheduler.api.app import build_app
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.exit_codes import ExitCode
-from scale_scheduler.daemon.service import serve
+from scale_scheduler.daemon.service.config import Config
+from scale_scheduler.daemon.service.exit_codes import ExitCode
+from scale_scheduler.daemon.service.service import serve
 from scale_scheduler.state.store import Store
 
 CONFIG_ERROR, STORE_ERROR = 2, 3

@@ -19,7 +19,7 @@ BACKEND_MODULES = (
 )
 ALLOWED = {
     # The service shell: it opens the database and checks its file before start-up.
-    "daemon/preflight.py",
+    "daemon/service/preflight.py",
     "api/app.py",
 }
 SQL = re.compile(r"\b(SELECT|INSERT INTO|DELETE FROM|PRAGMA)\b|\bUPDATE \w+ SET\b")

@@ -13,8 +13,8 @@ import structlog
 from aiohttp import web
 
 from scale_scheduler.api.app import build_app
-from scale_scheduler.daemon.exit_codes import ExitCode
-from scale_scheduler.daemon.service import serve
+from scale_scheduler.daemon.service.exit_codes import ExitCode
+from scale_scheduler.daemon.service.service import serve
 
 
 async def test_an_unexpected_start_up_failure_exits_1_and_is_logged_once(

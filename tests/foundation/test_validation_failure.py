@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 import pytest
 
-from scale_scheduler.daemon.validation_failure import ValidationFailure, failure_of
+from scale_scheduler.daemon.service.validation_failure import ValidationFailure, failure_of
 
 
 class Inner(msgspec.Struct, forbid_unknown_fields=True):

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from scale_scheduler.api.app import build_app
-from scale_scheduler.daemon.config import ConfigError, parse_config
-from scale_scheduler.daemon.exit_codes import ExitCode, FatalError
-from scale_scheduler.daemon.preflight import run_checks
+from scale_scheduler.daemon.service.config import ConfigError, parse_config
+from scale_scheduler.daemon.service.exit_codes import ExitCode, FatalError
+from scale_scheduler.daemon.service.preflight import run_checks
 
 DSN = "postgresql://scheduler@db1:5432/scale"
 

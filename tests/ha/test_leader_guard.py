@@ -6,14 +6,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from scale_scheduler.daemon.driver import (
+from scale_scheduler.daemon.mesos.driver import (
     ConnectionStatus,
     DriverError,
     EventHandler,
     Launch,
     NotConnectedError,
 )
-from scale_scheduler.daemon.leader_guard import LeaderGuardedDriver
+from scale_scheduler.daemon.service.leader_guard import LeaderGuardedDriver
 
 
 class RecordingDriver:

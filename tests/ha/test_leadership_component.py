@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 
 from pgserver import PgDatabase
 
-from scale_scheduler.daemon.leadership import PostgresLeadership, SingleInstance
-from scale_scheduler.daemon.leadership_terms import Instance, Role
+from scale_scheduler.daemon.service.leadership import PostgresLeadership, SingleInstance
+from scale_scheduler.daemon.service.leadership_terms import Instance, Role
 from scale_scheduler.state.postgres.connection import Connector, ConnectSettings
 from scale_scheduler.state.postgres.password import Password
 

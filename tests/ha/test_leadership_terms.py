@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from scale_scheduler.daemon.exit_codes import ExitCode
-from scale_scheduler.daemon.leadership_terms import (
+from scale_scheduler.daemon.service.exit_codes import ExitCode
+from scale_scheduler.daemon.service.leadership_terms import (
     EpochWentBackError,
     Role,
     TermState,

@@ -13,7 +13,7 @@ from daemonkit import Samples as Samples
 from daemonkit import scrape as scrape
 from daemonkit import task as task
 
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.config import Config
 
 SIM: dict[str, Any] = {**daemonkit.SIM, "task_duration": 0.1, "seed": 11}
 

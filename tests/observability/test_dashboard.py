@@ -17,7 +17,7 @@ from obskit import Client
 
 from scale_scheduler.api.app import build_app
 from scale_scheduler.api.dashboard import DASHBOARD, auth_mode
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.config import Config
 
 ClientFactory = Callable[[web.Application], Awaitable[Client]]
 

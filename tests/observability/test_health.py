@@ -10,7 +10,7 @@ from aiohttp import web
 from obskit import SIM, Client, Daemon, daemon_config
 
 from scale_scheduler.api.app import STORE, build_app
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.simulator import SimulatedCluster
 
 ClientFactory = Callable[[web.Application], Awaitable[Client]]

@@ -15,9 +15,9 @@ from obskit import SIM, Client, Daemon, Samples, daemon_config, scrape, task
 
 from scale_scheduler.api.app import build_app
 from scale_scheduler.api.metrics import METRICS
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.driver import Launch
-from scale_scheduler.daemon.mesos_types import TaskStatus
+from scale_scheduler.daemon.mesos.driver import Launch
+from scale_scheduler.daemon.mesos.mesos_types import TaskStatus
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.simulator import AgentSpec, SimulatedCluster
 
 ClientFactory = Callable[[web.Application], Awaitable[Client]]

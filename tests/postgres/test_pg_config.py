@@ -12,7 +12,7 @@ import pytest
 from daemon_process import SCRIPT, write_config
 from ports import free_port
 
-from scale_scheduler.daemon.config import ConfigError, parse_config
+from scale_scheduler.daemon.service.config import ConfigError, parse_config
 
 SECRET = "s3cret-Pa55"
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pymesos_kit import API_URL, SIM, MakeDriver, MemoryIdStore, driver_config
 
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.driver import FrameworkIdStore
+from scale_scheduler.daemon.mesos.driver import FrameworkIdStore
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.simulator import SimulatedCluster
 
 
@@ -25,7 +25,7 @@ async def sim() -> AsyncIterator[SimulatedCluster]:
 @pytest.fixture
 async def make_driver() -> AsyncIterator[MakeDriver]:
     """``make_driver(master, store=, framework_id=, config=, settings=, client_factory=)``."""
-    from scale_scheduler.daemon.pymesos_driver import PymesosSettings, create_pymesos_driver
+    from scale_scheduler.daemon.mesos.pymesos_driver import PymesosSettings, create_pymesos_driver
 
     made: list[Any] = []
 

@@ -22,7 +22,7 @@ from daemonkit import MemoryIdStore as MemoryIdStore  # re-exported for the pyme
 from daemonkit import RecordingHandler as RecordingHandler
 from daemonkit import eventually as eventually
 
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.config import Config
 
 API_URL = "http://sched.test:8000/"
 

@@ -13,7 +13,8 @@ from pymesos_kit import require_pymesos
 
 require_pymesos()
 
-from scale_scheduler.daemon.pymesos_driver import PymesosDriver  # noqa: E402
+from scale_scheduler.daemon.mesos.pymesos_driver import PymesosDriver  # noqa: E402
+from scale_scheduler.daemon.service.leader_guard import LeaderGuardedDriver  # noqa: E402
 
 SIM = {"seed": 17}  # the kit's simulator settings, with this suite's seed
 
@@ -28,7 +29,8 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
 
 async def test_the_daemon_runs_on_pymesos_and_finishes_a_hundred_tasks(daemon: Daemon) -> None:
     core = daemon.core
-    assert isinstance(core.driver, PymesosDriver)
+    assert isinstance(core.driver, LeaderGuardedDriver)
+    assert isinstance(core.driver.wrapped, PymesosDriver)
     status = await (await daemon.client.get("/status/")).json()
     assert status["scheduler"]["is_online"] is True
     assert status["master"]["port"] == int(daemon.sim.url.rsplit(":", 1)[1])

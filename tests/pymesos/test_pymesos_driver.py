@@ -33,16 +33,15 @@ from pymesos_kit import (  # noqa: E402
     subscribed_event,
 )
 
-from scale_scheduler.daemon.config import ConfigError  # noqa: E402
-from scale_scheduler.daemon.driver import (  # noqa: E402
+from scale_scheduler.daemon.mesos.driver import (  # noqa: E402
     CallOutcomeUnknownError,
     ConnectionState,
     DriverError,
     Launch,
     NotConnectedError,
 )
-from scale_scheduler.daemon.framework_info import CredentialsError  # noqa: E402
-from scale_scheduler.daemon.mesos_types import (  # noqa: E402
+from scale_scheduler.daemon.mesos.framework_info import CredentialsError  # noqa: E402
+from scale_scheduler.daemon.mesos.mesos_types import (  # noqa: E402
     CommandInfo,
     Label,
     Labels,
@@ -51,11 +50,12 @@ from scale_scheduler.daemon.mesos_types import (  # noqa: E402
     Value,
     scalar,
 )
-from scale_scheduler.daemon.pymesos_client import PymesosClient  # noqa: E402
-from scale_scheduler.daemon.pymesos_driver import (  # noqa: E402
+from scale_scheduler.daemon.mesos.pymesos_client import PymesosClient  # noqa: E402
+from scale_scheduler.daemon.mesos.pymesos_driver import (  # noqa: E402
     PymesosSettings,
     create_pymesos_driver,
 )
+from scale_scheduler.daemon.service.config import ConfigError  # noqa: E402
 from scale_scheduler.simulator import SimulatedCluster  # noqa: E402
 from scale_scheduler.state.framework import FrameworkIdRepository  # noqa: E402
 from scale_scheduler.state.sqlite import SqliteState  # noqa: E402

@@ -107,8 +107,8 @@ async def test_run_launches_stops_on_signals_and_resubscribes(tmp_path: Path) ->
 
 UNDO_SCRIPT = """
 import json, logging, signal
-from scale_scheduler.daemon.config import Config, MesosConfig
-from scale_scheduler.daemon.driver_factory import create_driver
+from scale_scheduler.daemon.service.config import Config, MesosConfig
+from scale_scheduler.daemon.mesos.driver_factory import create_driver
 
 class Store:
     async def save_framework_id(self, framework_id):

@@ -11,7 +11,7 @@ import pytest
 from corekit import Clock, CoreHarness
 from pgserver import PgDatabase
 
-from scale_scheduler.daemon.config import Config
+from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from corekit import CoreHarness, make_offer, status
 
-from scale_scheduler.daemon.mesos_types import Resource, Scalar, Set
+from scale_scheduler.daemon.mesos.mesos_types import Resource, Scalar, Set
 from scale_scheduler.state.domain import TaskState
 
 

@@ -12,13 +12,13 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
-from scale_scheduler.daemon.burst_log import BurstLog
+from scale_scheduler.daemon.service.burst_log import BurstLog
 
 # A listener that keeps every connection open, in a process with few file descriptors left.
 CHILD = """
 import asyncio, resource, sys
-from scale_scheduler.daemon.accept_errors import install_accept_error_log
-from scale_scheduler.daemon.logging_setup import configure_logging
+from scale_scheduler.daemon.service.accept_errors import install_accept_error_log
+from scale_scheduler.daemon.service.logging_setup import configure_logging
 
 async def main():
     configure_logging("info", "json")

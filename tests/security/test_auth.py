@@ -20,7 +20,7 @@ from securitykit import AUTH, TOKEN, token_file
 from scale_scheduler.api import auth
 from scale_scheduler.api.app import build_app
 from scale_scheduler.api.auth import read_token_file, requires_token
-from scale_scheduler.daemon.config import ApiConfig, Config, ConfigError
+from scale_scheduler.daemon.service.config import ApiConfig, Config, ConfigError
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]

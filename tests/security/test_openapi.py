@@ -26,7 +26,7 @@ from scale_scheduler.api.dashboard import DASHBOARD
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.api.limits import MAX_CPUS
 from scale_scheduler.api.openapi import ANSWERS, BODIES, build_document
-from scale_scheduler.daemon.config import ApiConfig, Config
+from scale_scheduler.daemon.service.config import ApiConfig, Config
 from scale_scheduler.state.domain import TaskState
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

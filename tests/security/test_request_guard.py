@@ -17,8 +17,8 @@ from securitykit import AUTH, TOKEN, token_file
 from scale_scheduler.api.app import SCHEDULER, build_app
 from scale_scheduler.api.own_names import resolve_own_names
 from scale_scheduler.api.request_guard import SECURITY_HEADERS
-from scale_scheduler.daemon.authority import parse_authority
-from scale_scheduler.daemon.config import Config, ConfigError, parse_config
+from scale_scheduler.daemon.service.authority import parse_authority
+from scale_scheduler.daemon.service.config import Config, ConfigError, parse_config
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]

@@ -21,8 +21,8 @@ from securitykit import AUTH, TOKEN, running_daemon, token_file
 from structlog.testing import capture_logs
 
 from scale_scheduler.api.app import CONNECTION, SCHEDULER_CORE, build_app
-from scale_scheduler.daemon.config import Config
-from scale_scheduler.daemon.logging_setup import configure_logging
+from scale_scheduler.daemon.service.config import Config
+from scale_scheduler.daemon.service.logging_setup import configure_logging
 
 Client = TestClient[web.Request, web.Application]
 OTHER_SECRET = "an-old-token-someone-still-sends"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from servicekit import ENTRY_POINT, LineReader, clean_env, wait_for
 
-from scale_scheduler.daemon.demo import port_or_any
+from scale_scheduler.daemon.cli.demo import port_or_any
 
 PROGRESS = re.compile(
     r"queued +(\d+) +running +(\d+) +finished +(\d+) +failed/canceled +(\d+)"

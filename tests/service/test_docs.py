@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scale_scheduler.daemon import cli, operator_cli
-from scale_scheduler.daemon.exit_codes import ExitCode
+from scale_scheduler.daemon.cli import main as cli
+from scale_scheduler.daemon.cli import operator_cli
+from scale_scheduler.daemon.service.exit_codes import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "systemd" / "README.md").read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from servicekit import DaemonProcess, SimProcess, daemon_config, free_port, wait_for
 
-from scale_scheduler.daemon import cli
+from scale_scheduler.daemon.cli import main as cli
 
 
 @pytest.fixture(scope="module")

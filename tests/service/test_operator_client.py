@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scale_scheduler.daemon import cli
-from scale_scheduler.daemon.operator_cli import table
+from scale_scheduler.daemon.cli import main as cli
+from scale_scheduler.daemon.cli.operator_cli import table
 
 
 class StandIn(BaseHTTPRequestHandler):

@@ -13,8 +13,8 @@ import pytest
 from daemonkit import eventually
 from servicekit import NotifyListener
 
-from scale_scheduler.daemon.driver import ConnectionState, ConnectionStatus
-from scale_scheduler.daemon.sd_notify import (
+from scale_scheduler.daemon.mesos.driver import ConnectionState, ConnectionStatus
+from scale_scheduler.daemon.service.sd_notify import (
     Notifier,
     describe_connection,
     ping_watchdog,

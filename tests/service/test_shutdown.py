@@ -12,8 +12,8 @@ import aiohttp
 from aiohttp import web
 
 from scale_scheduler.api.app import SCHEDULER, build_app
-from scale_scheduler.daemon.exit_codes import ExitCode
-from scale_scheduler.daemon.service import serve
+from scale_scheduler.daemon.service.exit_codes import ExitCode
+from scale_scheduler.daemon.service.service import serve
 from scale_scheduler.state.scheduler import SchedulerRepository
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store

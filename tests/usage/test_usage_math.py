@@ -1,10 +1,10 @@
-"""The usage arithmetic (``daemon/usage_math.py``), table-driven, no I/O."""
+"""The usage arithmetic (``daemon/mesos/usage_math.py``), table-driven, no I/O."""
 
 from __future__ import annotations
 
 import pytest
 
-from scale_scheduler.daemon.usage_math import (
+from scale_scheduler.daemon.mesos.usage_math import (
     MIB,
     ContainerReading,
     ContainerUsage,

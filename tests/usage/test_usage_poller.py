@@ -17,16 +17,16 @@ from corekit import Clock
 from daemonkit import Daemon, running_daemon
 from structlog.testing import capture_logs
 
-from scale_scheduler.daemon.agent_usage_api import (
+from scale_scheduler.daemon.mesos.agent_usage_api import (
     AgentUsageClient,
     AgentUsageError,
     endpoint_from_offer_url,
     endpoint_from_pid,
 )
-from scale_scheduler.daemon.config import UsageConfig
-from scale_scheduler.daemon.mesos_types import TaskStatus
-from scale_scheduler.daemon.usage_math import MIB, ContainerReading, Sample
-from scale_scheduler.daemon.usage_poller import UsagePoller
+from scale_scheduler.daemon.mesos.mesos_types import TaskStatus
+from scale_scheduler.daemon.mesos.usage_math import MIB, ContainerReading, Sample
+from scale_scheduler.daemon.scheduling.usage_poller import UsagePoller
+from scale_scheduler.daemon.service.config import UsageConfig
 from scale_scheduler.state.domain import Shape, TaskState
 from scale_scheduler.state.nodes import Node, NodeRepository
 from scale_scheduler.state.store import Store
