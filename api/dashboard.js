@@ -640,6 +640,12 @@
     if (values.command.trim()) base.command = values.command.trim();
     if (values.image.trim()) base.container = { image: values.image.trim() };
     if (values.group.trim()) base.group = values.group.trim();
+    const attempts = parseInt(values.max_attempts, 10);
+    if (attempts > 1) base.max_attempts = attempts;
+    // Left empty, a lifecycle field is left out and the daemon's default applies.
+    if (values.kill_grace_period !== "") base.kill_grace_period = Number(values.kill_grace_period);
+    if (values.max_runtime !== "") base.max_runtime = Number(values.max_runtime);
+    if (values.retry_initial !== "") base.retry_backoff = { initial: Number(values.retry_initial) };
     try {
       const constraints = parseConstraints(values.constraints);
       if (constraints) base.constraints = constraints;

@@ -158,6 +158,21 @@ async def test_live_numbers_pause_node_pause_and_submit(
         ] * 2
         await page.fill('#submit-form input[name="group"]', "")
         await page.fill('#submit-form textarea[name="constraints"]', "")
+        # The lifecycle fields: attempts, kill grace, run-time limit and the first retry's delay.
+        await page.fill('#submit-form input[name="name"]', "lifecycle")
+        await page.fill('#submit-form input[name="count"]', "1")
+        await page.fill('#submit-form input[name="max_attempts"]', "3")
+        await page.fill('#submit-form input[name="kill_grace_period"]', "7.5")
+        await page.fill('#submit-form input[name="max_runtime"]', "600")
+        await page.fill('#submit-form input[name="retry_initial"]', "2")
+        await page.click("#submit-button")
+        await daemon.until(lambda: daemon.core.queue_depth == 6, timeout=10)
+        listed = await (await client.get("/queue/")).json()
+        (made,) = [t for t in listed["results"] if t["name"] == "lifecycle"]
+        assert (made["max_attempts"], made["kill_grace_period"], made["max_runtime"]) == (3, 7.5, 600)
+        assert made["retry_backoff"]["initial"] == 2
+        for field in ("max_attempts", "kill_grace_period", "max_runtime", "retry_initial"):
+            await page.fill(f'#submit-form input[name="{field}"]', "")
 
         # Node pause with a reason, through the row's button and the dialog.
         row = 'tr[data-node="sim-agent-1"]'
