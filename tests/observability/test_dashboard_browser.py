@@ -169,7 +169,8 @@ async def test_live_numbers_pause_node_pause_and_submit(
         await daemon.until(lambda: daemon.core.queue_depth == 6, timeout=10)
         listed = await (await client.get("/queue/")).json()
         (made,) = [t for t in listed["results"] if t["name"] == "lifecycle"]
-        assert (made["max_attempts"], made["kill_grace_period"], made["max_runtime"]) == (3, 7.5, 600)
+        lifecycle = (made["max_attempts"], made["kill_grace_period"], made["max_runtime"])
+        assert lifecycle == (3, 7.5, 600)
         assert made["retry_backoff"]["initial"] == 2
         for field in ("max_attempts", "kill_grace_period", "max_runtime", "retry_initial"):
             await page.fill(f'#submit-form input[name="{field}"]', "")
