@@ -185,12 +185,16 @@ def measure(
                     status = daemon.status()
                     if status is not None and status["queue_depth"] == 0:
                         intent_s = now - started
-                if now - last_count >= 0.25:
+                if running_s is None and now - last_count >= 0.25:
                     last_count = now
                     reached = _count(daemon, "RUNNING") + _count(daemon, "FINISHED")
                     if reached >= tasks:
                         running_s = time.monotonic() - started
-                        break
+                # A busy daemon can leave every status poll of a short run unanswered until
+                # all tasks ran: then the next answer (queue depth 0) bounds 'intent' instead
+                # of leaving it unmeasured.
+                if running_s is not None and intent_s is not None:
+                    break
             except OSError:
                 pass  # the daemon's loop is too busy to answer in time: poll again
             time.sleep(0.05)
