@@ -54,6 +54,7 @@ def start_daemon(
     profile_to: Path | None = None,
     db: Path | None = None,
     usage: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> Daemon:
     port = free_port()
     config = work / "config.yaml"
@@ -65,6 +66,7 @@ def start_daemon(
         driver=driver,
         level=level,
         usage=usage,
+        state=state,
     )
     python = python_for("310") if driver == "pymesos" else python_for()
     return Daemon(config, port, work / "daemon.log", python=python, profile_to=profile_to)

@@ -21,6 +21,10 @@ Each round also runs the peer, ``bench.bare_launcher`` (the same tasks, no persi
 simulator started with the same arguments; the daemon's rates from its first launching pass are
 compared with it. Every run is bracketed by calibration samples (``bench.calibration``).
 
+Each round also runs the daemon at info on PostgreSQL (``state.backend: postgresql``, a
+database of its own on a throwaway cluster the scenario starts: ``bench.pg_cluster``), beside
+SQLite: the same figures, judged against the same targets.
+
 Flow control is off here (``scheduler.max_in_flight: 0``): B2 times the launch pipeline itself.
 With the default bound, launches follow the rate at which their status updates are handled
 (a few thousand tasks/s on this machine), which is what B6 measures.
@@ -28,6 +32,7 @@ With the default bound, launches follow the rate at which their status updates a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -36,7 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import procs
+from bench import pg_cluster, procs
 from bench.calibration import Calibrator
 from bench.common import Settings, cpu_seconds, free_port
 from bench.offer_stream import AGENT_ATTRIBUTES, AGENT_CPUS, AGENT_DISK, AGENT_MEM
@@ -136,7 +141,14 @@ def pass_figures(log_path: Path, since: float, tasks: int) -> dict[str, Any]:
     }
 
 
-def measure(settings: Settings, work: Path, level: str, profile: bool = False) -> dict[str, Any]:
+def measure(
+    settings: Settings,
+    work: Path,
+    level: str,
+    profile: bool = False,
+    state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One daemon run; ``state`` adds to its ``state`` settings (another backend)."""
     work.mkdir(parents=True, exist_ok=True)
     tasks = settings.b2_tasks
     sim = start_simulator(settings, work)
@@ -150,6 +162,7 @@ def measure(settings: Settings, work: Path, level: str, profile: bool = False) -
             port=port,
             level=level,
             scheduler={"max_in_flight": 0},
+            state=state,
         )
         prof = work / "daemon.prof" if profile else None
         daemon = Daemon(work / "config.yaml", port, work / "daemon.log", profile_to=prof)
@@ -172,12 +185,16 @@ def measure(settings: Settings, work: Path, level: str, profile: bool = False) -
                     status = daemon.status()
                     if status is not None and status["queue_depth"] == 0:
                         intent_s = now - started
-                if now - last_count >= 0.25:
+                if running_s is None and now - last_count >= 0.25:
                     last_count = now
                     reached = _count(daemon, "RUNNING") + _count(daemon, "FINISHED")
                     if reached >= tasks:
                         running_s = time.monotonic() - started
-                        break
+                # A busy daemon can leave every status poll of a short run unanswered until
+                # all tasks ran: then the next answer (queue depth 0) bounds 'intent' instead
+                # of leaving it unmeasured.
+                if running_s is not None and intent_s is not None:
+                    break
             except OSError:
                 pass  # the daemon's loop is too busy to answer in time: poll again
             time.sleep(0.05)
@@ -187,6 +204,7 @@ def measure(settings: Settings, work: Path, level: str, profile: bool = False) -
         }
         result: dict[str, Any] = {
             "tasks": tasks,
+            "backend": (state or {}).get("backend", "sqlite"),
             "agents": settings.b2_agents,
             "logging": f"json, {level}",
             "enqueue": queued,
@@ -239,29 +257,53 @@ def measure_bare_launcher(settings: Settings, work: Path) -> dict[str, Any]:
         sim.stop()
 
 
+def measure_postgresql(
+    settings: Settings, work: Path, server: pg_cluster.PostgresServer | None, database: str
+) -> dict[str, Any]:
+    """The daemon at info on a new database of ``server`` (None: no PostgreSQL here)."""
+    if server is None:
+        return {
+            "error": "no PostgreSQL: " + (pg_cluster.unavailable_reason() or "it did not start")
+        }
+    return measure(settings, work, "info", state=server.state_settings(database))
+
+
 def run(settings: Settings) -> dict[str, Any]:
     """Up to two rounds at info and one at warning (each full-size round runs for minutes: the
-    status updates of 100,000 tasks), each round with its bare launcher peer, then, in full mode,
-    one info run under cProfile that stops waiting a minute after unpause (enough to cover the
-    launches and the update flood). Each daemon measurement is bracketed by calibration samples
-    (``bench.calibration``)."""
+    status updates of 100,000 tasks), each round with the daemon at info on PostgreSQL and its
+    bare launcher peer, then, in full mode, one info run under cProfile that stops waiting a
+    minute after unpause (enough to cover the launches and the update flood). Each daemon
+    measurement is bracketed by calibration samples (``bench.calibration``)."""
     calibrator = Calibrator.for_run(settings)
     rounds = []
-    for index in range(max(1, min(settings.rounds, 2))):
-        work = settings.work
-        row = {
-            "info": calibrator.calibrated(
-                partial(measure, settings, work / f"b2-{index}-info", "info")
+    with contextlib.ExitStack() as stack:
+        server: pg_cluster.PostgresServer | None = None
+        with contextlib.suppress(RuntimeError):
+            server = stack.enter_context(pg_cluster.cluster())
+        for index in range(max(1, min(settings.rounds, 2))):
+            work = settings.work
+            row = {
+                "info": calibrator.calibrated(
+                    partial(measure, settings, work / f"b2-{index}-info", "info")
+                )
+            }
+            if index == 0:
+                row["warning"] = calibrator.calibrated(
+                    partial(measure, settings, work / f"b2-{index}-warning", "warning")
+                )
+            row["postgresql"] = calibrator.calibrated(
+                partial(
+                    measure_postgresql,
+                    settings,
+                    work / f"b2-{index}-postgresql",
+                    server,
+                    f"b2_{index}",
+                )
             )
-        }
-        if index == 0:
-            row["warning"] = calibrator.calibrated(
-                partial(measure, settings, work / f"b2-{index}-warning", "warning")
+            row["bare_launcher"] = calibrator.calibrated(
+                partial(measure_bare_launcher, settings, work / f"b2-{index}-bare-launcher")
             )
-        row["bare_launcher"] = calibrator.calibrated(
-            partial(measure_bare_launcher, settings, work / f"b2-{index}-bare-launcher")
-        )
-        rounds.append(row)
+            rounds.append(row)
     result: dict[str, Any] = {"rounds": rounds}
     if settings.profile:
         short = dataclasses.replace(settings, b2_deadline=60.0)

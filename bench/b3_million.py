@@ -15,6 +15,10 @@ placed per call) against the loaded queue, ``match_repeats`` times, with the gar
 as the daemon runs it, then after ``gc.freeze()``: p50/p99/max milliseconds and the number of
 full (generation 2) collections that fell inside the timed calls. Then the same match over a
 queue of that size where a tenth of the tasks carry scoped constraints (``b3_constrained``).
+
+Then the same process figures and the same load and match with the daemon on PostgreSQL
+(``state.backend: postgresql``, a database on a throwaway cluster the scenario starts:
+``bench.pg_cluster``), under ``postgresql``, with their own calibration bracket.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import b3_constrained
+from bench import b3_constrained, pg_cluster
 from bench.b1_offers import start_daemon, start_master
 from bench.b2_launch import enqueue
 from bench.calibration import Calibrator
@@ -36,17 +41,26 @@ from scale_scheduler.daemon.mesos.mesos_types import decode_event
 from scale_scheduler.daemon.scheduling.matcher import MatchSettings, match
 from scale_scheduler.daemon.scheduling.task_tracker import TaskTracker
 from scale_scheduler.daemon.service.config import parse_config
+from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.nodes import NodeRepository
+from scale_scheduler.state.postgres.backend import PostgresState
+from scale_scheduler.state.postgres.password import read_password_file
 from scale_scheduler.state.sqlite import SqliteState
 
+Opener = Callable[[], Awaitable[StateStore]]
+"""Opens the state the daemon wrote, for the in-process load."""
 
-def measure_process(settings: Settings, work: Path) -> dict[str, Any]:
+
+def measure_process(
+    settings: Settings, work: Path, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Enqueue, RSS, restart; ``state`` adds to the daemon's ``state`` settings (a backend)."""
     work.mkdir(parents=True, exist_ok=True)
     master = start_master(settings, work, mode="idle")
     db = work / "state.db"
     result: dict[str, Any] = {"tasks": settings.b3_tasks}
     try:
-        daemon = start_daemon(work, master.info["url"], db=db)
+        daemon = start_daemon(work, master.info["url"], db=db, state=state)
         try:
             daemon.wait(subscribed=True, timeout=60)
             result["enqueue"] = enqueue(daemon.url, settings.b3_tasks, work)
@@ -57,7 +71,7 @@ def measure_process(settings: Settings, work: Path) -> dict[str, Any]:
             stopping = time.monotonic()
             result["stop_exit_code"] = daemon.stop()
             result["stop_s"] = time.monotonic() - stopping
-        daemon = start_daemon(work, master.info["url"], db=db)
+        daemon = start_daemon(work, master.info["url"], db=db, state=state)
         try:
             result["restart_s"] = daemon.wait(subscribed=True, timeout=120)
             time.sleep(1.0)
@@ -118,9 +132,24 @@ def _timed_matches(
     }
 
 
-async def _load_and_match(db: Path, settings: Settings) -> dict[str, Any]:
-    config = parse_config({"state": {"path": str(db)}}, environ={})
-    store = await SqliteState.open(db)
+def sqlite_opener(db: Path) -> Opener:
+    async def open_state() -> StateStore:
+        return await SqliteState.open(db)
+
+    return open_state
+
+
+def postgresql_opener(state: dict[str, Any]) -> Opener:
+    async def open_state() -> StateStore:
+        password = read_password_file(state["password_file"])
+        return await PostgresState.open(state["dsn"], password)
+
+    return open_state
+
+
+async def _load_and_match(open_state: Opener, settings: Settings) -> dict[str, Any]:
+    config = parse_config({}, environ={})
+    store = await open_state()
     try:
         nodes = NodeRepository(store, time.time)
         await nodes.load()
@@ -162,7 +191,7 @@ def run(settings: Settings) -> dict[str, Any]:
     before = calibrator.sample()
     result = measure_process(settings, work)
     between = calibrator.sample()
-    result["match"] = asyncio.run(_load_and_match(work / "state.db", settings))
+    result["match"] = asyncio.run(_load_and_match(sqlite_opener(work / "state.db"), settings))
     after = calibrator.sample()
     result["match_constrained"] = b3_constrained.run(settings)
     last = calibrator.sample()
@@ -171,6 +200,28 @@ def run(settings: Settings) -> dict[str, Any]:
         "after": last,
         "rate": (after + last) / 2,
     }
+    result["calibration"] = {"before": before, "after": between, "rate": (before + between) / 2}
+    result["match"]["calibration"] = {
+        "before": between,
+        "after": after,
+        "rate": (between + after) / 2,
+    }
+    result["postgresql"] = run_postgresql(settings, calibrator, last)
+    return result
+
+
+def run_postgresql(settings: Settings, calibrator: Calibrator, before: float) -> dict[str, Any]:
+    """The process figures and the load and match on PostgreSQL, bracketed as SQLite's are
+    (``before`` is the sample that ended the SQLite part)."""
+    try:
+        with pg_cluster.cluster() as server:
+            state = server.state_settings("b3")
+            result = measure_process(settings, settings.work / "b3-postgresql", state)
+            between = calibrator.sample()
+            result["match"] = asyncio.run(_load_and_match(postgresql_opener(state), settings))
+    except RuntimeError as exc:
+        return {"error": f"no PostgreSQL: {exc}"[:1000]}
+    after = calibrator.sample()
     result["calibration"] = {"before": before, "after": between, "rate": (before + between) / 2}
     result["match"]["calibration"] = {
         "before": between,

@@ -6,6 +6,8 @@ missed target are written here once and quote the run's own profile rows and rat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from bench.analysis import explain
@@ -180,15 +182,18 @@ def _calibration(results: dict[str, Any]) -> list[str]:
         for key, label in (
             ("info", "daemon, json info"),
             ("warning", "daemon, json warning"),
+            ("postgresql", "daemon on PostgreSQL, json info"),
             ("bare_launcher", "bare launcher"),
         ):
-            if isinstance(row.get(key), dict):
+            if isinstance(row.get(key), dict) and "calibration" in row[key]:
                 brackets.append((f"B2 round {index + 1}, {label}", row[key].get("calibration")))
     b3 = results.get("B3", {})
-    if "calibration" in b3:
-        brackets.append(("B3 enqueue, RSS, restart (processes)", b3["calibration"]))
-    if isinstance(b3.get("match"), dict) and "calibration" in b3["match"]:
-        brackets.append(("B3 match (in-process)", b3["match"]["calibration"]))
+    postgresql = b3.get("postgresql") if isinstance(b3.get("postgresql"), dict) else {}
+    for data, suffix in ((b3, ""), (postgresql, ", PostgreSQL")):
+        if "calibration" in data:
+            brackets.append((f"B3 enqueue, RSS, restart (processes){suffix}", data["calibration"]))
+        if isinstance(data.get("match"), dict) and "calibration" in data["match"]:
+            brackets.append((f"B3 match (in-process){suffix}", data["match"]["calibration"]))
     constrained = b3.get("match_constrained")
     if isinstance(constrained, dict) and "calibration" in constrained:
         brackets.append(("B3 match, a tenth constrained", constrained["calibration"]))
@@ -298,18 +303,25 @@ def _b2(data: dict[str, Any] | None) -> list[str]:
         "simulated agents of 32 cpus; the daemon unpaused at t=0. 'intent' = every launch intent "
         "committed (queue depth 0); 'ACCEPT' = the pass that launched the last task ended (every "
         "ACCEPT answered 202); 'RUNNING' = every task RUNNING or FINISHED in the daemon's table. "
-        "CPU per task: each process's CPU from unpause to 'RUNNING', per task queued.",
+        "CPU per task: each process's CPU from unpause to 'RUNNING', per task queued. "
+        "The daemon's state is in SQLite, or, in the PostgreSQL row, in a database on a "
+        "throwaway PostgreSQL cluster on this machine (`bench.pg_cluster`: defaults, fsync and "
+        "`synchronous_commit` on).",
         "",
         "| logging | intent (s) | ACCEPT (s) | RUNNING (s) | first pass: tasks in s = tasks/s "
         "| pipeline tasks/s | enqueue tasks/s | CPU us/task daemon / simulator |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
-    for level in ("info", "warning"):
-        rows = [row[level] for row in r if level in row]
+    for key, label, level in (
+        ("info", "json, info", "info"),
+        ("warning", "json, warning", "warning"),
+        ("postgresql", "json, info, on PostgreSQL", "info"),
+    ):
+        rows = [row[key] for row in r if key in row]
         if not rows:
             continue
         if all("error" in x for x in rows):
-            lines.append(f"| json, {level} | {rows[0]['error']} | | | | | | |")
+            lines.append(f"| {label} | {rows[0]['error']} | | | | | | |")
             continue
         running = mmm(_vals(rows, "running_s"), 1)
         if not _vals(rows, "running_s"):
@@ -322,7 +334,7 @@ def _b2(data: dict[str, Any] | None) -> list[str]:
                 f" = {mmm(_vals(rows, 'first_pass_rate'))}"
             )
         lines.append(
-            f"| json, {level} | {mmm(_vals(rows, 'intent_s'), 2)} "
+            f"| {label} | {mmm(_vals(rows, 'intent_s'), 2)} "
             f"| {mmm(_vals(rows, 'accepted_s'), 2) if level == 'info' else 'n/a'} | {running} "
             f"| {first_pass} | {mmm(_vals(rows, 'pipeline_rate'))} "
             f"| {mmm(_vals(rows, 'enqueue', 'rate'))} "
@@ -389,38 +401,26 @@ def _b3(data: dict[str, Any] | None) -> list[str]:
     if failed:
         return failed
     assert data is not None
-    enqueue = data.get("enqueue", {})
+    postgresql = data.get("postgresql")
+    columns = [data] + ([postgresql] if isinstance(postgresql, dict) else [])
     lines = [
         "## B3 a million queued",
         "",
-        "| figure | value |",
-        "| --- | ---: |",
-        f"| tasks enqueued (batches of {num(enqueue.get('batch'))}, "
-        f"{num(enqueue.get('concurrency'))} in flight) | {num(enqueue.get('tasks'))} |",
-        f"| durable enqueue rate | {num(enqueue.get('rate'))} tasks/s "
-        f"({num(enqueue.get('seconds'), 1)} s; slowest batch "
-        f"{num(enqueue.get('slowest_batch_s'), 2)} s) |",
-        f"| queue depth reported afterwards | {num(data.get('queue_depth'))} |",
-        f"| daemon RSS (peak) with them queued | {num(data.get('rss_mb'))} MB "
-        f"({num(data.get('hwm_mb'))} MB) |",
-        f"| SIGTERM to exit | {num(data.get('stop_s'), 2)} s (exit {data.get('stop_exit_code')}) |",
-        f"| restart until serving and subscribed | {num(data.get('restart_s'), 2)} s |",
-        f"| RSS (peak) after restart | {num(data.get('rss_after_restart_mb'))} MB "
-        f"({num(data.get('hwm_after_restart_mb'))} MB) |",
+        "The daemon on SQLite, and on PostgreSQL (a database on a throwaway cluster on this "
+        "machine, `bench.pg_cluster`: defaults, fsync and `synchronous_commit` on).",
+        "",
+        "| figure | SQLite |" + (" PostgreSQL |" if len(columns) > 1 else ""),
+        "| --- | ---: |" + (" ---: |" if len(columns) > 1 else ""),
     ]
+    for label, cell in _b3_figures(data.get("enqueue") or {}):
+        lines.append(f"| {label} | " + " | ".join(_b3_cell(cell, c) for c in columns) + " |")
     match = data.get("match", {})
     if match:
-        lines.append(
-            f"| start-up load in-process (`TaskTracker.load`) | {num(match['load_s'], 2)} s "
-            f"({num(match['queued_loaded'])} queued) |"
-        )
         for key, label in (("gc_default", "default GC"), ("gc_frozen", "after gc.freeze()")):
-            m = match[key]
             lines.append(
                 f"| match, {match['offers']} offers, {label}: p50 / p99 / max | "
-                f"{num(m['p50_ms'], 2)} / {num(m['p99_ms'], 2)} / {num(m['max_ms'], 2)} ms "
-                f"({num(m['placed_per_match'])} placed; {m['full_collections']} full collections "
-                f"= {num(m['full_collection_s'] * 1000, 1)} ms) |"
+                + " | ".join(_b3_cell(partial(_match_cell, key), c) for c in columns)
+                + " |"
             )
     constrained = data.get("match_constrained", {})
     if constrained:
@@ -431,10 +431,74 @@ def _b3(data: dict[str, Any] | None) -> list[str]:
                 f"{num(constrained['queued'])} queued constrained over {constrained['groups']} "
                 f"groups ({layout}): p50 / p99 / max | {num(m['p50_ms'], 2)} / "
                 f"{num(m['p99_ms'], 2)} / {num(m['max_ms'], 2)} ms "
-                f"({num(m['placed_per_match'])} placed) |"
+                f"({num(m['placed_per_match'])} placed) |" + (" — |" if len(columns) > 1 else "")
             )
     lines.append("")
     return lines
+
+
+def _b3_cell(cell: Callable[[dict[str, Any]], str], data: dict[str, Any]) -> str:
+    if "error" in data:
+        return f"failed: `{str(data['error'])[:200]}`"
+    return cell(data)
+
+
+def _match_cell(key: str, data: dict[str, Any]) -> str:
+    match = data.get("match")
+    if not isinstance(match, dict) or key not in match:
+        return "n/a"
+    m = match[key]
+    return (
+        f"{num(m['p50_ms'], 2)} / {num(m['p99_ms'], 2)} / {num(m['max_ms'], 2)} ms "
+        f"({num(m['placed_per_match'])} placed; {m['full_collections']} full collections "
+        f"= {num(m['full_collection_s'] * 1000, 1)} ms)"
+    )
+
+
+def _b3_figures(load: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+    """B3's process figures: a label, and the cell it shows for one backend's results
+    (``load``: the enqueue's own figures, which name its batches)."""
+
+    def enqueue(d: dict[str, Any]) -> dict[str, Any]:
+        return d.get("enqueue") or {}
+
+    def loaded(d: dict[str, Any]) -> str:
+        match = d.get("match")
+        if not isinstance(match, dict):
+            return "n/a"
+        return f"{num(match['load_s'], 2)} s ({num(match['queued_loaded'])} queued)"
+
+    return [
+        (
+            f"tasks enqueued (batches of {num(load.get('batch'))}, "
+            f"{num(load.get('concurrency'))} in flight)",
+            lambda d: num(enqueue(d).get("tasks")),
+        ),
+        (
+            "durable enqueue rate",
+            lambda d: (
+                f"{num(enqueue(d).get('rate'))} tasks/s ({num(enqueue(d).get('seconds'), 1)} s; "
+                f"slowest batch {num(enqueue(d).get('slowest_batch_s'), 2)} s)"
+            ),
+        ),
+        ("queue depth reported afterwards", lambda d: num(d.get("queue_depth"))),
+        (
+            "daemon RSS (peak) with them queued",
+            lambda d: f"{num(d.get('rss_mb'))} MB ({num(d.get('hwm_mb'))} MB)",
+        ),
+        (
+            "SIGTERM to exit",
+            lambda d: f"{num(d.get('stop_s'), 2)} s (exit {d.get('stop_exit_code')})",
+        ),
+        ("restart until serving and subscribed", lambda d: f"{num(d.get('restart_s'), 2)} s"),
+        (
+            "RSS (peak) after restart",
+            lambda d: (
+                f"{num(d.get('rss_after_restart_mb'))} MB ({num(d.get('hwm_after_restart_mb'))} MB)"
+            ),
+        ),
+        ("start-up load in-process (`TaskTracker.load`)", loaded),
+    ]
 
 
 def _b4(data: dict[str, Any] | None) -> list[str]:

@@ -136,6 +136,59 @@ def _ratios(
     return out
 
 
+def _b3_rows(b3: dict[str, Any], suffix: str, tasks: Any = None) -> list[Target]:
+    """B3's process and match targets of one backend (``suffix`` names it in each row)."""
+    rows: list[Target] = []
+    tasks = b3.get("tasks", tasks)
+    if "enqueue" in b3:
+        bracket = b3.get("calibration")
+        rows.append(
+            calibrated(
+                f"B3 durable enqueue{suffix}",
+                20_000,
+                "tasks/s",
+                [(_number(b3["enqueue"].get("rate")), bracket)],
+            )
+        )
+        rows.append(
+            measured(
+                f"B3 RSS with {num(tasks)} queued{suffix}",
+                600,
+                "MB",
+                [v for v in [_number(b3.get("rss_mb"))] if v is not None],
+                higher=False,
+                note=NOT_SCALED_MEMORY,
+            )
+        )
+        rows.append(
+            calibrated(
+                f"B3 restart with {num(tasks)} queued{suffix}",
+                10,
+                "s",
+                [(_number(b3.get("restart_s")), bracket)],
+                higher=False,
+                digits=2,
+            )
+        )
+    elif suffix and "error" in b3:
+        rows.append(Target(f"B3{suffix}", "as on SQLite", "n/a", "—", "—", "not measured"))
+    match = b3.get("match", {})
+    if match:
+        # The daemon freezes its start-up state (daemon/service/service.py): that is the figure.
+        rows.append(
+            calibrated(
+                f"B3 match p99, 100 offers, {num(match['queued_loaded'])} queued (as the daemon"
+                f" runs: gc frozen after load){suffix}",
+                10,
+                "ms",
+                [(_number(match["gc_frozen"]["p99_ms"]), match.get("calibration"))],
+                higher=False,
+                digits=2,
+            )
+        )
+    return rows
+
+
 def targets(results: dict[str, Any]) -> list[Target]:
     rows: list[Target] = []
     b1 = results.get("B1", {})
@@ -164,64 +217,31 @@ def targets(results: dict[str, Any]) -> list[Target]:
             )
     b2 = results.get("B2", {})
     if "rounds" in b2:
-        infos = [row.get("info", {}) for row in b2["rounds"]]
         for key, label in (
             ("first_pass_rate", "first pass, all agents"),
             ("accept_rate", "all tasks, from unpause"),
         ):
-            rows.append(
-                calibrated(
-                    f"B2 launch rate to ACCEPT ({label})",
-                    10_000,
-                    "tasks/s",
-                    [(_number(info.get(key)), info.get("calibration")) for info in infos],
+            for variant, suffix in (("info", ""), ("postgresql", ", PostgreSQL")):
+                runs = [row[variant] for row in b2["rounds"] if isinstance(row.get(variant), dict)]
+                if not runs:
+                    continue  # a run from before PostgreSQL was measured
+                rows.append(
+                    calibrated(
+                        f"B2 launch rate to ACCEPT ({label}){suffix}",
+                        10_000,
+                        "tasks/s",
+                        [(_number(run.get(key)), run.get("calibration")) for run in runs],
+                    )
                 )
-            )
     b3 = results.get("B3", {})
-    if "enqueue" in b3:
-        bracket = b3.get("calibration")
-        rows.append(
-            calibrated(
-                "B3 durable enqueue",
-                20_000,
-                "tasks/s",
-                [(_number(b3["enqueue"].get("rate")), bracket)],
-            )
-        )
-        rows.append(
-            measured(
-                f"B3 RSS with {num(b3['tasks'])} queued",
-                600,
-                "MB",
-                [v for v in [_number(b3.get("rss_mb"))] if v is not None],
-                higher=False,
-                note=NOT_SCALED_MEMORY,
-            )
-        )
-        rows.append(
-            calibrated(
-                f"B3 restart with {num(b3['tasks'])} queued",
-                10,
-                "s",
-                [(_number(b3.get("restart_s")), bracket)],
-                higher=False,
-                digits=2,
-            )
-        )
-    match = b3.get("match", {})
-    if match:
-        # The daemon freezes its start-up state (daemon/service/service.py): that is the figure.
-        rows.append(
-            calibrated(
-                f"B3 match p99, 100 offers, {num(match['queued_loaded'])} queued (as the daemon"
-                " runs: gc frozen after load)",
-                10,
-                "ms",
-                [(_number(match["gc_frozen"]["p99_ms"]), match.get("calibration"))],
-                higher=False,
-                digits=2,
-            )
-        )
+    sqlite_rows = _b3_rows(b3, "")
+    postgresql_rows: list[Target] = []
+    if isinstance(b3.get("postgresql"), dict):
+        postgresql_rows = _b3_rows(b3["postgresql"], ", PostgreSQL", tasks=b3.get("tasks"))
+    if len(sqlite_rows) == len(postgresql_rows):  # each SQLite row beside its PostgreSQL row
+        rows += [row for pair in zip(sqlite_rows, postgresql_rows, strict=True) for row in pair]
+    else:
+        rows += sqlite_rows + postgresql_rows
     constrained = b3.get("match_constrained", {})
     if constrained:
         rows.append(

@@ -341,6 +341,9 @@ class PostgresState:
                         await connection.copy_records_to_table(
                             pending.sql, records=rows, columns=pending.copy_columns
                         )
+                    elif pending.array_sql is not None and _ids_unique(rows):
+                        columns = [list(column) for column in zip(*rows, strict=True)]
+                        await connection.execute(pending.array_sql, *columns)
                     else:
                         await connection.executemany(pending.sql, rows)
                 pending, rows = None, []
@@ -526,6 +529,11 @@ class PostgresState:
     @property
     def log_limit(self) -> int:
         return LOG_LIMIT
+
+
+def _ids_unique(rows: Sequence[Sequence[Any]]) -> bool:
+    """No two rows of a batch share their last value (the id an array statement joins on)."""
+    return len({row[-1] for row in rows}) == len(rows)
 
 
 def _plain(row: asyncpg.Record) -> tuple[Any, ...]:

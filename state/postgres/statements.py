@@ -1,8 +1,10 @@
 """Each durable change (``state.changes``) as PostgreSQL statements: the same rows as SQLite's
 (``state.sqlite``), in PostgreSQL's SQL (``$n`` parameters, booleans, ``GREATEST``).
 
-New tasks are written with COPY (the B2 path queues thousands per write); the other batches are
-``executemany`` (asyncpg pipelines the rows: one round trip per batch, not per row).
+New tasks are written with COPY (the B2 path queues thousands per write); launch intents and
+status updates (a pass launches thousands, and their updates follow) as one UPDATE over arrays of
+their columns; the other batches are ``executemany`` (asyncpg pipelines the rows: one round trip
+per batch, but one execution per row).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class PgStatement:
     expect_rows: bool = False
     missing_message: str = "database row is missing"
     copy_columns: tuple[str, ...] | None = None
+    array_sql: str | None = None
+    """The same statement over the batch's columns as arrays (``unnest``): one execution for
+    the whole batch instead of one per row. Used when no row's last value (the row's id)
+    repeats in the batch, where a join would apply one of the repeats only."""
 
     @property
     def key(self) -> tuple[str, tuple[str, ...] | None]:
@@ -62,6 +68,15 @@ INTENT_SQL = (
     "status_state = NULL, status_message = NULL, status_reason = NULL, status_source = NULL, "
     "status_time = NULL WHERE id = $7"
 )
+INTENT_ARRAY_SQL = (
+    "UPDATE tasks AS t SET state = 'LAUNCHING', attempts = v.attempt, agent_id = v.agent_id, "
+    "hostname = v.hostname, assigned_ports = v.ports, launched = v.launched, "
+    "last_modified = v.modified, next_attempt_at = NULL, status_state = NULL, "
+    "status_message = NULL, status_reason = NULL, status_source = NULL, status_time = NULL "
+    "FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[], $5::double precision[], "
+    "$6::double precision[], $7::bigint[]) "
+    "AS v(attempt, agent_id, hostname, ports, launched, modified, id) WHERE t.id = v.id"
+)
 REVERT_SQL = (
     "UPDATE tasks SET state = 'QUEUED', failures = $1, cluster_failures = $2, agent_id = NULL, "
     "hostname = NULL, assigned_ports = NULL, queued = $3, last_modified = $4 "
@@ -72,6 +87,18 @@ STATUS_SQL = (
     "started = COALESCE(started, $4), ended = $5, last_modified = $6, status_state = $7, "
     "status_message = $8, status_reason = $9, status_source = $10, status_time = $11 "
     "WHERE id = $12"
+)
+STATUS_ARRAY_SQL = (
+    "UPDATE tasks AS t SET state = v.state, failures = v.failures, "
+    "cluster_failures = v.cluster_failures, started = COALESCE(t.started, v.started), "
+    "ended = v.ended, last_modified = v.modified, status_state = v.status_state, "
+    "status_message = v.status_message, status_reason = v.status_reason, "
+    "status_source = v.status_source, status_time = v.status_time "
+    "FROM unnest($1::text[], $2::integer[], $3::integer[], $4::double precision[], "
+    "$5::double precision[], $6::double precision[], $7::text[], $8::text[], $9::text[], "
+    "$10::text[], $11::double precision[], $12::bigint[]) "
+    "AS v(state, failures, cluster_failures, started, ended, modified, status_state, "
+    "status_message, status_reason, status_source, status_time, id) WHERE t.id = v.id"
 )
 REQUEUE_AFTER_STATUS_SQL = (
     "UPDATE tasks SET state = 'QUEUED', failures = $1, cluster_failures = $2, agent_id = NULL, "
@@ -152,7 +179,7 @@ def _intents(change: c.LaunchIntents) -> list[PgStatement]:
         (i.attempt, i.agent_id, i.hostname, ports_json(i.ports), now, now, i.task_id)
         for i in change.intents
     ]
-    return [PgStatement(INTENT_SQL, rows)] if rows else []
+    return [PgStatement(INTENT_SQL, rows, array_sql=INTENT_ARRAY_SQL)] if rows else []
 
 
 def _reverted(change: c.LaunchesReverted) -> list[PgStatement]:
@@ -198,7 +225,7 @@ def _statuses(change: c.StatusesApplied) -> list[PgStatement]:
             )
     statements = []
     if status_rows:
-        statements.append(PgStatement(STATUS_SQL, status_rows))
+        statements.append(PgStatement(STATUS_SQL, status_rows, array_sql=STATUS_ARRAY_SQL))
         statements += _count_ended(w.state for w in change.changes if not w.requeue)
     if requeue_rows:
         statements.append(PgStatement(REQUEUE_AFTER_STATUS_SQL, requeue_rows))

@@ -129,3 +129,50 @@ def test_figures_measured_without_calibration_are_judged_raw_and_say_so() -> Non
     del results["B2"]["rounds"][0]["info"]["calibration"]
     first = _by_name(targets(results), "B2 launch rate to ACCEPT (first pass")
     assert (first.judged, first.verdict) == ("n/a", "**missed** (raw: no calibration)")
+
+
+def test_postgresql_rows_sit_beside_sqlites_and_are_scaled_by_their_own_bracket() -> None:
+    results = _results(HALF)
+    on_postgresql = {"first_pass_rate": 4_000.0, "accept_rate": 3_000.0}
+    results["B2"]["rounds"][0]["postgresql"] = {**on_postgresql, "calibration": _bracket(DOUBLE)}
+    results["B3"]["postgresql"] = {
+        "enqueue": {"rate": 25_000.0},
+        "rss_mb": 500.0,
+        "restart_s": 4.0,
+        "calibration": _bracket(DOUBLE),
+        "match": {
+            "queued_loaded": 1000,
+            "gc_frozen": {"p99_ms": 4.0},
+            "calibration": _bracket(DOUBLE),
+        },
+    }
+    rows = targets(results)
+    names = [row.name for row in rows]
+    first = names.index("B2 launch rate to ACCEPT (first pass, all agents)")
+    assert names[first + 1] == "B2 launch rate to ACCEPT (first pass, all agents), PostgreSQL"
+    enqueue = names.index("B3 durable enqueue")
+    assert names[enqueue + 1] == "B3 durable enqueue, PostgreSQL"
+    pg_first = _by_name(rows, "B2 launch rate to ACCEPT (first pass, all agents), PostgreSQL")
+    assert (pg_first.raw, pg_first.judged, pg_first.verdict) == (
+        "4,000 tasks/s",
+        "2,000 tasks/s",
+        "**missed**",
+    )
+    pg_enqueue = _by_name(rows, "B3 durable enqueue, PostgreSQL")
+    assert (pg_enqueue.judged, pg_enqueue.verdict) == ("12,500 tasks/s", "**missed**")
+    pg_restart = _by_name(rows, "B3 restart with 1,000 queued, PostgreSQL")
+    assert (pg_restart.judged, pg_restart.verdict) == ("8.00 s", "met")
+    pg_rss = _by_name(rows, "B3 RSS with 1,000 queued, PostgreSQL")
+    assert (pg_rss.raw, pg_rss.verdict) == ("500 MB", "met")
+    pg_match = next(row for row in rows if row.name.endswith("gc frozen after load), PostgreSQL"))
+    assert (pg_match.judged, pg_match.verdict) == ("8.00 ms", "met")
+
+
+def test_a_postgresql_that_could_not_start_is_reported_not_measured() -> None:
+    results = _results(HALF)
+    results["B2"]["rounds"][0]["postgresql"] = {"error": "no PostgreSQL: not installed"}
+    results["B3"]["postgresql"] = {"error": "no PostgreSQL: not installed"}
+    rows = targets(results)
+    pg_first = _by_name(rows, "B2 launch rate to ACCEPT (first pass, all agents), PostgreSQL")
+    assert pg_first.verdict == "not measured"
+    assert _by_name(rows, "B3, PostgreSQL").verdict == "not measured"

@@ -42,6 +42,10 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
     b2 = b2_round["info"]
     assert b2["intent_s"] is not None, b2
     assert b2["first_pass_tasks"] > 0, b2
+    on_postgresql = b2_round["postgresql"]
+    assert "error" not in on_postgresql, on_postgresql
+    assert on_postgresql["backend"] == "postgresql"
+    assert on_postgresql["first_pass_tasks"] > 0, on_postgresql
     peer = b2_round["bare_launcher"]
     assert "error" not in peer, peer
     assert peer["launched"] == peer["tasks"] == b2["tasks"], peer
@@ -51,9 +55,12 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
     brackets = [
         b2_round["info"]["calibration"],
         b2_round["warning"]["calibration"],
+        on_postgresql["calibration"],
         peer["calibration"],
         b3["calibration"],
         b3["match"]["calibration"],
+        b3["postgresql"]["calibration"],
+        b3["postgresql"]["match"]["calibration"],
         b3["match_constrained"]["calibration"],
         results["B4"]["rounds"][0]["daemon"]["calibration"],
     ]
@@ -63,6 +70,10 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
         assert bracket["rate"] == (bracket["before"] + bracket["after"]) / 2, bracket
     assert b3["queue_depth"] == b3["tasks"]
     assert b3["match"]["queued_loaded"] == b3["tasks"]
+    assert "error" not in b3["postgresql"], b3["postgresql"]
+    assert b3["postgresql"]["queue_depth"] == b3["tasks"]
+    assert b3["postgresql"]["match"]["queued_loaded"] == b3["tasks"]
+    assert b3["postgresql"]["restart_s"] > 0
     constrained = b3["match_constrained"]
     for layout in ("batched", "interleaved"):
         assert constrained[layout]["constrained"] == b3["tasks"] // 10, constrained
@@ -98,7 +109,10 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
             ("| B2 launch", "| B3 durable", "| B3 restart", "| B3 match", "| B4 /status/ p99")
         )
     ]
-    assert len(calibrated) == 7, calibrated  # B3 match: plain, and a tenth constrained
+    # B2's two and B3's enqueue, restart and plain match, each on SQLite and on PostgreSQL;
+    # B3's match with a tenth constrained; B4's p99.
+    assert len(calibrated) == 12, calibrated
+    assert sum(line.split("|")[1].strip().endswith(", PostgreSQL") for line in calibrated) == 5
     for line in calibrated:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         _name, _goal, raw, calibration, judged, verdict = cells

@@ -1,4 +1,5 @@
-"""The real entry point: durable PATCH across kill -9, clean SIGTERM, start-up failures."""
+"""The real entry point: the seed's contract and a durable PATCH across kill -9, clean SIGTERM
+(each on SQLite and on PostgreSQL), start-up failures."""
 
 from __future__ import annotations
 
@@ -12,23 +13,51 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from backends import BACKENDS, state_settings
 from daemon_process import SCRIPT, DaemonProcess, write_config
 from ports import free_port
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+@pytest.fixture(params=BACKENDS)
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DaemonProcess]:
     port = free_port()
     config = write_config(
         tmp_path / "config.yaml",
         api={"host": "127.0.0.1", "port": port},
-        state={"path": str(tmp_path / "state.db")},
+        state={"path": str(tmp_path / "state.db"), **state_settings(request.param, request)},
         # nothing listens there: the daemon serves its API while it retries Mesos
         mesos={"master": f"http://127.0.0.1:{free_port()}", "backoff_max": 1.0},
     )
     process = DaemonProcess(config, port, tmp_path / "daemon.log")
     yield process
     process.stop_quietly()
+
+
+async def test_the_seed_contract_is_served(daemon: DaemonProcess) -> None:
+    """GET/PATCH ``/scheduler/`` and GET ``/status/`` as the spec gives them, over HTTP."""
+    daemon.start()
+    await daemon.wait_ready()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(daemon.url + "/scheduler/") as r:
+            assert (r.status, r.content_type) == (200, "application/json")
+            assert await r.json() == {"is_paused": False}
+        async with session.patch(daemon.url + "/scheduler/", json={"is_paused": True}) as r:
+            assert (r.status, r.content_type) == (201, "application/json")
+            assert r.headers["Location"] == daemon.url + "/scheduler/"
+            assert await r.json() == {"is_paused": True}
+        async with session.patch(daemon.url + "/scheduler/", json={"paused": True}) as r:
+            assert (r.status, r.content_type) == (400, "text/plain")
+            assert "Unexpected fields: paused." in await r.text()
+        async with session.get(daemon.url + "/status/") as r:
+            assert (r.status, r.content_type) == (200, "application/json")
+            status = await r.json()
+    assert list(status) == ["master", "scheduler", "queue_depth"]  # no agent known yet
+    assert set(status["master"]) == {"hostname", "port", "is_online"}
+    assert status["master"]["is_online"] is False
+    assert status["scheduler"]["is_online"] is False
+    assert status["scheduler"]["is_paused"] is True
+    assert status["queue_depth"] == 0
+    assert await asyncio.to_thread(daemon.terminate) == 0
 
 
 async def test_acknowledged_patch_survives_kill_9(daemon: DaemonProcess) -> None:

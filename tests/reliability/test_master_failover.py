@@ -3,6 +3,7 @@ finding the leader with ``mesos.master: zk://...``. The leader steps down in the
 launches (and later the new leader is stopped outright): each time the daemon follows the new
 leader, resubscribes with the same framework id and reconciles, and at the end every task is
 accounted for exactly once (none lost, none launched twice, queue empty, database and API agree).
+On SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pgserver import PgDatabase
 from reliability_kit import SIM, Daemon, audit, launches, task_body
 
 from scale_scheduler.simulator import SimulatedCluster
@@ -29,12 +31,14 @@ async def follow(daemon: Daemon, sim: SimulatedCluster, reconciles: int) -> None
 
 
 @pytest.mark.slow
-async def test_daemon_follows_the_leader_and_loses_nothing(zookeeper: str, tmp_path: Path) -> None:
+async def test_daemon_follows_the_leader_and_loses_nothing(
+    zookeeper: str, tmp_path: Path, backend: PgDatabase | None
+) -> None:
     zk = f"zk://{zookeeper}/mesos-{uuid.uuid4().hex[:8]}"
     async with SimulatedCluster(masters=2, agents=20, zk=zk, seed=4, **SIM) as sim:
         first, second = sim.masters
         assert sim.leader is first
-        daemon = Daemon(tmp_path, zk)
+        daemon = Daemon(tmp_path, zk, database=backend)
         try:
             await daemon.start()
             framework_id = await daemon.framework_id()

@@ -1,4 +1,5 @@
-"""Regression tests, at the unit level, for defects the reliability scenarios exposed."""
+"""Regression tests, at the unit level, for defects the reliability scenarios exposed (the core on
+each state backend: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,21 @@
 """Retention in the real daemon process: ``kill -9`` in the middle of pruning a large history,
-then a restart that finds a consistent database and finishes the job."""
+then a restart that finds a consistent database and finishes the job. On SQLite, and on
+PostgreSQL (the same history moved there with ``state copy``)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from daemon_process import DaemonProcess, write_config
+from daemon_process import SCRIPT, DaemonProcess, write_config
+from pgserver import PgDatabase
 from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,18 +38,37 @@ def generate(work: Path) -> Path:
     return work / "history.db"
 
 
-def snapshot(db: Path) -> dict[str, int]:
-    conn = sqlite3.connect(db)
-    try:
-        finished, low, high = conn.execute(
-            "SELECT COUNT(*), MIN(id), MAX(id) FROM tasks WHERE state = 'FINISHED'"
-        ).fetchone()
-        (counted,) = conn.execute("SELECT n FROM task_counts WHERE state = 'FINISHED'").fetchone()
-        through, total = conn.execute(
-            "SELECT pruned_through, pruned_total FROM retention"
-        ).fetchone()
-    finally:
-        conn.close()
+def copy_to_postgresql(db: Path, database: PgDatabase) -> None:
+    """The history moved into ``database`` by ``scale-scheduler state copy``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALE_SCHEDULER_")}
+    command = [str(SCRIPT), "state", "copy", "--from", f"sqlite:{db}", "--to", database.dsn]
+    command += ["--password-file", str(database.password_file)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+
+
+SNAPSHOT = (
+    "SELECT COUNT(*), MIN(id), MAX(id) FROM tasks WHERE state = 'FINISHED'",
+    "SELECT n FROM task_counts WHERE state = 'FINISHED'",
+    "SELECT pruned_through, pruned_total FROM retention",
+)
+
+
+async def snapshot(db: Path, database: PgDatabase | None) -> dict[str, int]:
+    rows: list[Any]
+    if database is None:
+        conn = sqlite3.connect(db)
+        try:
+            rows = [conn.execute(sql).fetchone() for sql in SNAPSHOT]
+        finally:
+            conn.close()
+    else:
+        connection = await database.connect()
+        try:
+            rows = [await connection.fetchrow(sql) for sql in SNAPSHOT]
+        finally:
+            await connection.close()
+    (finished, low, high), (counted,), (through, total) = rows
     return {
         "finished": finished,
         "counted": counted,
@@ -75,15 +98,25 @@ async def until_pruning_began(url: str, timeout: float = 60) -> None:
             await asyncio.sleep(0.01)  # poll interval
 
 
-@pytest.mark.timeout(240)
-async def test_kill_9_mid_pruning_then_restart_is_consistent(tmp_path: Path) -> None:
+@pytest.mark.timeout(300)
+async def test_kill_9_mid_pruning_then_restart_is_consistent(
+    tmp_path: Path, backend: PgDatabase | None
+) -> None:
     db = await asyncio.to_thread(generate, tmp_path)
+    state: dict[str, Any] = {"path": str(db)}
+    if backend is not None:
+        await asyncio.to_thread(copy_to_postgresql, db, backend)
+        state = {
+            "backend": "postgresql",
+            "dsn": backend.dsn,
+            "password_file": str(backend.password_file),
+        }
     port = free_port()
     config = write_config(
         tmp_path / "config.yaml",
         mesos={"master": f"http://127.0.0.1:{free_port()}", "user": "svc", "hostname": "t"},
         api={"host": "127.0.0.1", "port": port},
-        state={"path": str(db), "retention_max_tasks": KEEP, "retention_interval": 0.2},
+        state={**state, "retention_max_tasks": KEEP, "retention_interval": 0.2},
     )
     daemon = DaemonProcess(config, port, tmp_path / "daemon.log")
     daemon.start()
@@ -94,7 +127,7 @@ async def test_kill_9_mid_pruning_then_restart_is_consistent(tmp_path: Path) -> 
     finally:
         daemon.stop_quietly()
 
-    cut = await asyncio.to_thread(snapshot, db)
+    cut = await snapshot(db, backend)
     assert KEEP < cut["finished"] < TASKS, "the kill did not land mid-pruning"
     assert cut["counted"] == cut["finished"]  # counts exact
     assert cut["total"] == TASKS - cut["finished"]  # every pruned row is accounted for
@@ -121,7 +154,7 @@ async def test_kill_9_mid_pruning_then_restart_is_consistent(tmp_path: Path) -> 
         assert daemon.terminate() == 0
     finally:
         daemon.stop_quietly()
-    done = await asyncio.to_thread(snapshot, db)
+    done = await snapshot(db, backend)
     assert done == {
         "finished": KEEP,
         "counted": KEEP,
