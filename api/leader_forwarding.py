@@ -177,12 +177,6 @@ async def _answer_without_leader(request: web.Request, handler: Handler) -> web.
         return outcome.answer if isinstance(outcome, NotDelivered) else outcome
 
 
-async def forward(request: web.Request) -> web.StreamResponse:
-    """The leader's answer to ``request``, or a 503 (not yet sent) saying why there is none."""
-    outcome = await _forward(request, request.app[CORE].leader().leader)
-    return outcome.answer if isinstance(outcome, NotDelivered) else outcome
-
-
 async def _forward(
     request: web.Request, leader: LeaderInstance | None
 ) -> web.StreamResponse | NotDelivered:

@@ -281,7 +281,7 @@ class CoreFacade(Protocol):
 
     async def stored_status(self) -> StatusView:
         """A standby's own status with no leader: not subscribed, the pause flag and the queue
-        depth as stored."""
+        depth as stored (as in memory while the database cannot answer)."""
         ...
 
     def counters(self) -> CoreCounters: ...
@@ -487,12 +487,16 @@ class SchedulerFacade:
         if leaderless is None:
             return self.status()
         connection = self.connection
+        try:
+            is_paused, depth = await leaderless.is_paused(), await leaderless.queue_depth()
+        except (StateUnavailableError, MissingRowError):  # /status/ answers all the same
+            return self.status()
         return StatusView(
             master=MasterStatus(
                 connection.master_hostname, connection.master_port, connection.master_online
             ),
-            scheduler=SchedulerStatus(self.hostname, False, await leaderless.is_paused()),
-            queue_depth=await leaderless.queue_depth(),
+            scheduler=SchedulerStatus(self.hostname, False, is_paused),
+            queue_depth=depth,
         )
 
     def status(self) -> StatusView:
