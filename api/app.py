@@ -38,6 +38,7 @@ from scale_scheduler.daemon.mesos.framework_info import read_credentials
 from scale_scheduler.daemon.mesos.loop_share import LoopShare
 from scale_scheduler.daemon.mesos.operator_api import make_agents_fetcher
 from scale_scheduler.daemon.scheduling.core_facade import SchedulerFacade
+from scale_scheduler.daemon.scheduling.leaderless import Leaderless
 from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
 from scale_scheduler.daemon.service.config import Config, master_address_hint
 from scale_scheduler.daemon.service.exit_codes import ExitCode
@@ -128,6 +129,8 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
         await scheduler.ensure_and_load()
         app[SCHEDULER] = scheduler
         app[FACADE].attach_state(state, scheduler)
+        if isinstance(state, PostgresState):  # a standby writes itself while no instance leads
+            app[FACADE].attach_leaderless(Leaderless(state, state))
         framework_ids = FrameworkIdRepository(state)
         await framework_ids.load()
         app[FRAMEWORK_IDS] = framework_ids
@@ -251,11 +254,16 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
     led = False
 
     async def lead() -> None:
-        """Load the state, then subscribe (with the stored framework id) and reconcile."""
+        """Load the state, then subscribe (with the stored framework id) and reconcile.
+
+        The term's election has committed by now, so the load sees every write a standby
+        committed while no instance led, and none commits after it (``leaderless``). The pause
+        flag is read again: the one read at this instance's start may have changed since."""
         nonlocal led
         led = True
         app[FENCE].epoch = leadership.epoch
         log.info("leading", instance=leadership.this.instance, epoch=leadership.epoch)
+        await app[SCHEDULER].ensure_and_load()
         await core.start()
         await guarded.start(core)
 

@@ -94,7 +94,7 @@ async def build_snapshot(app: web.Application) -> dict[str, Any]:
     tasks = {TaskState.QUEUED.value: counters.queue_depth}
     tasks.update((state.value, count) for state, count in counters.launched.items() if count)
     ended = counters.ended
-    node_count, nodes = core.node_page(0, NODE_ROWS, by_hostname=True)
+    node_count, nodes = await core.node_page(0, NODE_ROWS, by_hostname=True)
     return {
         "time": _now(),
         "master": status.master,

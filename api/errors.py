@@ -19,6 +19,7 @@ from scale_scheduler.api.json_body import BodyError, brief, decode_object, json_
 from scale_scheduler.api.keys import CONFIG
 from scale_scheduler.daemon.scheduling.core_facade import (
     CoreUnavailableError,
+    LeaderLiveError,
     MissingRowError,
     StateFencedError,
     StateUnavailableError,
@@ -110,6 +111,12 @@ def error_answer(exc: Exception, request: web.Request) -> web.HTTPException | No
     Call it in the ``except`` block: a 500 logs the traceback."""
     if isinstance(exc, CoreUnavailableError):
         return text_error(web.HTTPServiceUnavailable, str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, LeaderLiveError):
+        return text_error(
+            web.HTTPServiceUnavailable,
+            f"{exc.holder} leads now; nothing was changed here. Retry shortly.",
+            headers={"Retry-After": STATE_RETRY_AFTER},
+        )
     if isinstance(exc, (StateUnavailableError, StateFencedError)):
         # Not committed: nothing was acknowledged, so the client may simply retry.
         log.warning("state_unavailable", path=request.path, error=str(exc))

@@ -14,9 +14,21 @@ again), but not ``Host`` (the leader's own name from its ``api_url``, which it a
 the leader.
 
 Loop-free: a forwarded request carries ``FORWARDED_BY``. An instance that receives one while
-standing by (the forwarder's view of the leader was stale) answers 503 instead of forwarding
-again, and an instance never forwards to its own URL. With no leader known, or the leader
-unreachable, the answer is 503 ``text/plain`` with ``Retry-After``, except for ``/status/``,
+standing by (the forwarder's view of the leader was stale) does not forward it again, and an
+instance never forwards to its own URL.
+
+With no leader: the requests of ``ANSWERED_WITHOUT_LEADER`` (durable state: the pause flag, the
+queue, the tasks, the nodes' flags, and ``/status/``) are answered by the standby itself, from
+the shared database (PostgreSQL: ``core_facade``'s ``leaderless``), when its last look at the
+leadership found no live term, or when the request could not be delivered to the leader (its
+connection refused or not made in time: surely not sent). A write then commits only if, inside
+its transaction, no term is live; if one is (a leader was elected meanwhile), nothing was changed
+and the request goes to that leader. The request is never sent twice: an answer lost after it
+was sent to the leader stays a 503. A leader elected but still loading its state answers writes
+503 with ``Retry-After`` itself, and the standby returns that answer unchanged.
+
+Everything else, and every request with the SQLite backend (no shared database to write to),
+gets 503 ``text/plain`` with ``Retry-After`` while no leader can answer, except ``/status/``,
 which the standby then answers itself (``scheduler.is_online: false``).
 """
 
@@ -24,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import aiohttp
 import structlog
@@ -33,6 +46,7 @@ from yarl import URL
 
 from scale_scheduler.api.errors import Handler
 from scale_scheduler.api.keys import CONFIG, CORE
+from scale_scheduler.daemon.scheduling.core_facade import LeaderInstance, LeaderLiveError
 
 log = structlog.get_logger(__name__)
 
@@ -53,9 +67,23 @@ LOCAL_PATHS = frozenset(
 )
 """Each instance's own answers, never forwarded."""
 
-ANSWERED_WITHOUT_LEADER = frozenset({"/status/"})
-"""Answered by the standby itself while no leader can answer: ``/status/`` then says
-``scheduler.is_online: false`` (this instance is not subscribed) instead of a 503."""
+ANSWERED_WITHOUT_LEADER = frozenset(
+    {
+        ("GET", "/status/"),
+        ("GET", "/scheduler/"),
+        ("PATCH", "/scheduler/"),
+        ("GET", "/queue/"),
+        ("POST", "/queue/"),
+        ("GET", "/tasks/"),
+        ("GET", "/tasks/{task_id}/"),
+        ("DELETE", "/tasks/{task_id}/"),
+        ("GET", "/nodes/"),
+        ("GET", "/nodes/{node_id}/"),
+        ("PATCH", "/nodes/{node_id}/"),
+    }
+)
+"""(method, route) a standby answers itself while no leader can, from the shared database;
+``/status/`` then says ``scheduler.is_online: false`` (this instance is not subscribed)."""
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to reach the leader; past it the leader counts as unreachable (503)."""
@@ -108,38 +136,76 @@ def forwards(request: web.Request) -> bool:
     return request.path not in LOCAL_PATHS
 
 
+class NotDelivered(NamedTuple):
+    """No leader answered, and the request may be answered elsewhere: it surely was not sent
+    to one, or it is a read. ``answer`` is the 503 saying why."""
+
+    answer: web.Response
+
+
+def _answered_without_leader(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    method = hdrs.METH_GET if request.method == hdrs.METH_HEAD else request.method
+    return resource is not None and (method, resource.canonical) in ANSWERED_WITHOUT_LEADER
+
+
 async def forward_or_answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The leader's answer; ``handler``'s (this instance's own) for ``/status/`` when no leader
-    can answer."""
-    answer = await forward(request)
-    if answer.status == 503 and request.path in ANSWERED_WITHOUT_LEADER and not answer.prepared:
+    """The leader's answer; ``handler``'s (this instance's own, from the database) for the
+    requests of ``ANSWERED_WITHOUT_LEADER`` when no leader can answer."""
+    core = request.app[CORE]
+    own = _answered_without_leader(request)
+    if own and core.answers_without_leader and core.leader().leader is None:
+        return await _answer_without_leader(request, handler)
+    outcome = await _forward(request, core.leader().leader)
+    if not isinstance(outcome, NotDelivered):
+        return outcome
+    if own and core.answers_without_leader:
+        return await _answer_without_leader(request, handler)
+    if own and request.path == "/status/":
         return await handler(request)
-    return answer
+    return outcome.answer
 
 
-async def forward(request: web.Request) -> web.StreamResponse:
-    """The leader's answer to ``request``, or a 503 (not yet sent) saying why there is none."""
+async def _answer_without_leader(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """This instance's own answer; a write that found a live term goes to its leader."""
+    try:
+        return await handler(request)
+    except LeaderLiveError as exc:
+        log.info("leader_found_by_write", leader=exc.holder, epoch=exc.epoch, path=request.path)
+        leader = LeaderInstance(exc.holder, exc.api_url or "", "")
+        outcome = await _forward(request, leader)
+        return outcome.answer if isinstance(outcome, NotDelivered) else outcome
+
+
+async def _forward(
+    request: web.Request, leader: LeaderInstance | None
+) -> web.StreamResponse | NotDelivered:
+    """``leader``'s answer to ``request``, a 503 once it may have been sent, or ``NotDelivered``."""
     app = request.app
-    view = app[CORE].leader()
+    this = app[CORE].leader().this
     retry_after = app[CONFIG].ha.lease_seconds
-    this = view.this
     forwarder = request.headers.get(FORWARDED_BY)
     if forwarder is not None:
-        return _unavailable(
-            f"This instance ({this.instance}) is a standby, not the leader "
-            f"(the request was forwarded here by {forwarder[:80]!r}); retry shortly.",
-            retry_after,
+        return NotDelivered(
+            _unavailable(
+                f"This instance ({this.instance}) is a standby, not the leader "
+                f"(the request was forwarded here by {forwarder[:80]!r}); retry shortly.",
+                retry_after,
+            )
         )
-    leader = view.leader
     if leader is None or not leader.api_url:
-        return _unavailable(
-            "No leader is known at the moment (an election is in progress); retry shortly.",
-            retry_after,
+        return NotDelivered(
+            _unavailable(
+                "No leader is known at the moment (an election is in progress); retry shortly.",
+                retry_after,
+            )
         )
     if leader.api_url == this.api_url or leader.instance == this.instance:
-        return _unavailable(
-            f"This instance ({this.instance}) is not the leader yet; retry shortly.",
-            retry_after,
+        return NotDelivered(
+            _unavailable(
+                f"This instance ({this.instance}) is not the leader yet; retry shortly.",
+                retry_after,
+            )
         )
     # The client's path and query as sent (still percent-encoded), under the leader's URL.
     target = URL(leader.api_url.rstrip("/") + request.raw_path, encoded=True)
@@ -164,11 +230,16 @@ async def forward(request: web.Request) -> web.StreamResponse:
             path=request.path,
             error=repr(exc),
         )
-        return _unavailable(
+        answer = _unavailable(
             f"The leader {leader.instance} at {leader.api_url} cannot be reached "
             f"({type(exc).__name__}); retry shortly.",
             retry_after,
         )
+        # Refused, or no connection made in time: the request surely did not reach it. A read
+        # changes nothing, so it may be answered elsewhere whatever happened to it.
+        not_sent = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+        read = request.method in (hdrs.METH_GET, hdrs.METH_HEAD)
+        return NotDelivered(answer) if not_sent or read else answer
     async with upstream:
         # Past this point the answer has begun: a failure while streaming it ends the
         # connection (the client sees a truncated answer, never a second one).

@@ -1,8 +1,9 @@
 """``/nodes/``: the agents the scheduler knows, and their own pause and active flags.
 
-Served from the scheduling core's memory. ``PATCH`` follows the same rules as ``/scheduler/``
-(object body, at least one field, unexpected fields listed, wrong types named); unpausing
-clears ``pause_reason``. A node's flags are separate from the scheduler's global pause.
+Served from the scheduling core's memory (by a standby with no leader: from the database).
+``PATCH`` follows the same rules as ``/scheduler/`` (object body, at least one field, unexpected
+fields listed, wrong types named); unpausing clears ``pause_reason``. A node's flags are
+separate from the scheduler's global pause.
 """
 
 from __future__ import annotations
@@ -45,26 +46,26 @@ class NodeUpdate(msgspec.Struct, forbid_unknown_fields=True):
 UPDATABLE = tuple(field.name for field in msgspec.structs.fields(NodeUpdate))
 
 
-def _node(request: web.Request) -> NodeView:
+async def _node(request: web.Request) -> NodeView:
     digits = request.match_info["node_id"].lstrip("0") or "0"
     try:
         if len(digits) > 19:  # no such id, and int() refuses very long digit strings
             raise NodeNotFoundError(digits)
-        return request.app[CORE].node(int(digits))
+        return await request.app[CORE].node(int(digits))
     except NodeNotFoundError:
         raise not_found(f"No node with id {digits}.") from None
 
 
 async def list_nodes(request: web.Request) -> web.Response:
     page = page_of(request)
-    count, views = request.app[CORE].node_page(
+    count, views = await request.app[CORE].node_page(
         page.offset, page.size, hostname=request.query.get("hostname")
     )
     return json_response(envelope(request, page, count, views))
 
 
 async def get_node(request: web.Request) -> web.Response:
-    return json_response(_node(request))
+    return json_response(await _node(request))
 
 
 def _pause_reason(data: dict[str, Any]) -> str | None:
@@ -103,7 +104,7 @@ def _given(value: Any) -> Any:
 
 
 async def patch_node(request: web.Request) -> web.Response:
-    node = _node(request)
+    node = await _node(request)
     update = _update(await read_json_object(request))
     change = FlagChange(
         is_paused=_given(update.is_paused),

@@ -40,9 +40,7 @@ def _update(data: dict[str, Any]) -> SchedulerUpdate:
 
 
 async def get_scheduler(request: web.Request) -> web.Response:
-    core = request.app[CORE]
-    await core.check_scheduler_row()
-    return json_response(SchedulerView(core.is_paused))
+    return json_response(SchedulerView(await request.app[CORE].scheduler_paused()))
 
 
 async def patch_scheduler(request: web.Request) -> web.Response:

@@ -41,5 +41,9 @@ def setup_status(app: web.Application) -> None:
 
 async def get_status(request: web.Request) -> web.Response:
     app = request.app
-    body = app[ENCODED_STATUS].of(app[CORE].status())
+    core = app[CORE]
+    if core.is_standby:  # answering itself: no leader could (``leader_forwarding``)
+        body = _encode(await core.stored_status())
+        return web.Response(body=body, content_type="application/json")
+    body = app[ENCODED_STATUS].of(core.status())
     return web.Response(body=body, content_type="application/json")

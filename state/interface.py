@@ -24,7 +24,7 @@ Reads see every write whose ``commit`` has returned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol, TypeVar
 
 from scale_scheduler.state.changes import Change
@@ -54,6 +54,17 @@ class StateUnavailableError(StateError):
 class StateFencedError(StateError):
     """This instance's leadership epoch is no longer current: the write was rolled back and
     changed nothing. The instance has been deposed and must stop acting as leader."""
+
+
+class LeaderLiveError(StateError):
+    """A write meant for a time with no leader found a live term: nothing was changed, and the
+    leader (``holder``, reached at ``api_url``) is the one to answer it."""
+
+    def __init__(self, holder: str, api_url: str | None, epoch: int) -> None:
+        super().__init__(f"{holder} leads (epoch {epoch}); the write was not made here")
+        self.holder = holder
+        self.api_url = api_url
+        self.epoch = epoch
 
 
 class NodeRecord(NamedTuple):
@@ -161,6 +172,38 @@ class Lifecycle(Protocol):
 
     async def close(self) -> None:
         """Refuse new writes, finish the queued ones, release the backend."""
+        ...
+
+
+class LockedRows(Protocol):
+    """What a write made with no leader decides from: rows read inside its transaction and
+    locked until it ends, so what it decides still holds when it commits."""
+
+    async def next_task_id(self) -> int:
+        """The first id no task has had (pruned ones included)."""
+        ...
+
+    async def task_state(self, task_id: int) -> TaskState | None: ...
+
+    async def node(self, node_id: int) -> NodeRecord | None: ...
+
+
+class LeaderlessWrites(Protocol):
+    """Writes and reads a standby makes itself while no instance leads (PostgreSQL only: the
+    instances share the database, and the next leader loads what was committed here)."""
+
+    async def commit_without_leader(
+        self, decide: Callable[[LockedRows], Awaitable[tuple[Sequence[Change], T]]]
+    ) -> T:
+        """In one transaction that first makes sure no term is live: ``decide`` reads what it
+        needs, the changes it returns are committed, and its result is returned once they are
+        durable. ``LeaderLiveError`` (nothing changed) when a term is live; the next term's
+        leader, elected after this commit, loads it."""
+        ...
+
+    async def queued_page(self, offset: int, limit: int, now: float) -> tuple[int, list[TaskView]]:
+        """Queued tasks in launch order (priority, then id; those waiting out a retry back-off
+        at ``now`` last, by when they come due) and how many are queued, from one snapshot."""
         ...
 
 

@@ -9,6 +9,11 @@ cancel answers ``CoreUnavailableError``.
 - **Writes** commit, apply, then answer: ``set_paused`` and ``set_node_flags`` go to the core,
   which commits, applies and then makes the offer pipeline react (``SchedulerCore``);
   ``submit`` and ``cancel`` go to the task tracker. Each returns what its own write produced.
+- **With no leader**, on a standby (``leaderless``): the writes are committed to the shared
+  database directly, and the reads of durable state (the pause flag, the queue, the nodes, the
+  status's pause and queue depth) come from it, when the API answers them itself
+  (``api.leader_forwarding``); a term that began meanwhile fails the write with
+  ``LeaderLiveError``, nothing changed, and the API forwards it to that leader.
 - **Reads** are views: ``TaskView`` and ``NodeView`` as the API answers them, a counters
   snapshot (``CoreCounters``), the head of the queue (``QueuedTask``), and the status snapshot
   (``StatusView``: exactly ``GET /status/``'s body). ``status()`` builds it only when something
@@ -30,6 +35,7 @@ from typing import Annotated, Any, Protocol
 import msgspec
 
 from scale_scheduler.daemon.mesos.driver import ConnectionState, ConnectionStatus
+from scale_scheduler.daemon.scheduling.leaderless import Leaderless
 from scale_scheduler.daemon.scheduling.queue_waiting import RETRY_WAIT
 from scale_scheduler.daemon.scheduling.retry_backoff import MAX_BACKOFF_SECONDS, RetryBackoff
 from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
@@ -46,6 +52,7 @@ from scale_scheduler.daemon.service.leadership import Leadership
 from scale_scheduler.daemon.service.leadership_terms import Role
 from scale_scheduler.state.domain import Shape, TaskState
 from scale_scheduler.state.interface import (
+    LeaderLiveError,
     MissingRowError,
     StateFencedError,
     StateStore,
@@ -83,6 +90,7 @@ __all__ = [
     "DeleteOutcome",
     "FlagChange",
     "LeaderInstance",
+    "LeaderLiveError",
     "LeaderView",
     "MasterStatus",
     "MissingRowError",
@@ -257,6 +265,12 @@ class CoreFacade(Protocol):
         ...
 
     @property
+    def answers_without_leader(self) -> bool:
+        """Standing by, this instance can write and read durable state itself while no instance
+        leads (the PostgreSQL backend)."""
+        ...
+
+    @property
     def leadership_changes(self) -> int:
         """Times this instance's role changed."""
         ...
@@ -265,10 +279,20 @@ class CoreFacade(Protocol):
         """The status snapshot; the same object until something it shows changes."""
         ...
 
+    async def stored_status(self) -> StatusView:
+        """A standby's own status with no leader: not subscribed, the pause flag and the queue
+        depth as stored (as in memory while the database cannot answer)."""
+        ...
+
     def counters(self) -> CoreCounters: ...
 
     async def check_scheduler_row(self) -> None:
         """``MissingRowError`` if the scheduler row was deleted while the daemon runs."""
+        ...
+
+    async def scheduler_paused(self) -> bool:
+        """The global pause flag as ``GET /scheduler/`` shows it (``MissingRowError`` without
+        the row)."""
         ...
 
     async def queue_page(self, offset: int, size: int) -> tuple[int, list[TaskView]]:
@@ -289,11 +313,11 @@ class CoreFacade(Protocol):
         """The newest tasks, newest first."""
         ...
 
-    def node(self, node_id: int) -> NodeView:
+    async def node(self, node_id: int) -> NodeView:
         """``NodeNotFoundError`` for an unknown id."""
         ...
 
-    def node_page(
+    async def node_page(
         self, offset: int, size: int, *, hostname: str | None = None, by_hostname: bool = False
     ) -> tuple[int, list[NodeView]]:
         """Nodes in id order (or hostname order), optionally of one hostname: (count, page)."""
@@ -357,6 +381,7 @@ class SchedulerFacade:
         self._scheduler: SchedulerRepository | None = None
         self._core: SchedulerCore | None = None
         self._leadership: Leadership | None = None
+        self._leaderless: Leaderless | None = None
         self._status_key: tuple[Any, ...] | None = None
         self._status: StatusView | None = None
 
@@ -373,6 +398,9 @@ class SchedulerFacade:
 
     def attach_leadership(self, leadership: Leadership) -> None:
         self._leadership = leadership
+
+    def attach_leaderless(self, leaderless: Leaderless) -> None:
+        self._leaderless = leaderless
 
     # -- leadership -----------------------------------------------------------------------------
 
@@ -397,6 +425,14 @@ class SchedulerFacade:
         return leadership is not None and leadership.role is Role.STANDBY
 
     @property
+    def answers_without_leader(self) -> bool:
+        return self._leaderless is not None
+
+    def _without_leader(self) -> Leaderless | None:
+        """Where this instance's own answers go while it stands by (None: it leads)."""
+        return self._leaderless if self.is_standby else None
+
+    @property
     def leadership_changes(self) -> int:
         leadership = self._leadership
         return leadership.changes if leadership is not None else 0
@@ -407,12 +443,18 @@ class SchedulerFacade:
         return self._store, self._scheduler
 
     def _running_core(self) -> SchedulerCore:
-        if self._core is None:
+        if self._core is None or not self._core.started:
             raise CoreUnavailableError(
-                "The scheduling core is not running (the daemon is starting or stopping, or "
-                "serves its API without a Mesos connection); retry shortly."
+                "The scheduling core is not running (the daemon is starting or stopping, is "
+                "loading its state as a new leader, or serves its API without a Mesos "
+                "connection); retry shortly."
             )
         return self._core
+
+    def _check_loaded(self, core: SchedulerCore) -> None:
+        """A new leader's memory is not read before its state is loaded."""
+        if not core.started:
+            self._running_core()
 
     # -- plain reads ----------------------------------------------------------------------------
 
@@ -432,6 +474,30 @@ class SchedulerFacade:
     async def check_scheduler_row(self) -> None:
         _, scheduler = self._state()
         await scheduler.check_row()
+
+    async def scheduler_paused(self) -> bool:
+        leaderless = self._without_leader()
+        if leaderless is not None:
+            return await leaderless.is_paused()
+        await self.check_scheduler_row()
+        return self.is_paused
+
+    async def stored_status(self) -> StatusView:
+        leaderless = self._leaderless
+        if leaderless is None:
+            return self.status()
+        connection = self.connection
+        try:
+            is_paused, depth = await leaderless.is_paused(), await leaderless.queue_depth()
+        except (StateUnavailableError, MissingRowError):  # /status/ answers all the same
+            return self.status()
+        return StatusView(
+            master=MasterStatus(
+                connection.master_hostname, connection.master_port, connection.master_online
+            ),
+            scheduler=SchedulerStatus(self.hostname, False, is_paused),
+            queue_depth=depth,
+        )
 
     def status(self) -> StatusView:
         connection, core, paused = self.connection, self._core, self.is_paused
@@ -516,10 +582,14 @@ class SchedulerFacade:
         return core.tracker.waiting_reason(task, self.is_paused)
 
     async def queue_page(self, offset: int, size: int) -> tuple[int, list[TaskView]]:
+        leaderless = self._without_leader()
+        if leaderless is not None:
+            return await leaderless.queue_page(offset, size)
         store, _ = self._state()
         core = self._core
         if core is None:
             return 0, []
+        self._check_loaded(core)
         tracker, paused = core.tracker, self.is_paused
         # The order from memory in one synchronous step, then the details from the database.
         queued = list(itertools.islice(tracker.queued_in_order(), offset, offset + size))
@@ -565,26 +635,42 @@ class SchedulerFacade:
         return [with_reason(view, self._waiting_reason(view.id)) for view in views]
 
     async def submit(self, tasks: Sequence[NewTask]) -> list[TaskView]:
+        leaderless = self._without_leader()
+        if leaderless is not None:
+            return await leaderless.submit(tasks)
         return await self._running_core().tracker.submit(tasks)
 
     async def cancel(self, task_id: int) -> DeleteOutcome:
+        leaderless = self._without_leader()
+        if leaderless is not None:
+            return await leaderless.cancel(task_id)
         return await self._running_core().tracker.delete(task_id)
 
     # -- nodes and flags ------------------------------------------------------------------------
 
-    def node(self, node_id: int) -> NodeView:
+    async def node(self, node_id: int) -> NodeView:
+        leaderless = self._without_leader()
+        if leaderless is not None:
+            return await leaderless.node(node_id)
         core = self._core
         if core is None:
             raise NodeNotFoundError(f"No node with id {node_id}.")
+        self._check_loaded(core)
         node = core.nodes.get(node_id)
         return node_view(node, self.is_paused, used=node_used(core.usage, node.hostname))
 
-    def node_page(
+    async def node_page(
         self, offset: int, size: int, *, hostname: str | None = None, by_hostname: bool = False
     ) -> tuple[int, list[NodeView]]:
+        leaderless = self._without_leader()
+        if leaderless is not None:
+            return await leaderless.node_page(
+                offset, size, hostname=hostname, by_hostname=by_hostname
+            )
         core = self._core
         if core is None:
             return 0, []
+        self._check_loaded(core)
         nodes = list(core.nodes.by_id.values())
         if hostname is not None:
             nodes = [node for node in nodes if node.hostname == hostname]
@@ -599,6 +685,9 @@ class SchedulerFacade:
         ]
 
     async def set_paused(self, is_paused: bool) -> bool:
+        leaderless = self._without_leader()
+        if leaderless is not None:
+            return await leaderless.set_paused(is_paused)
         core = self._core
         if core is not None:
             return (await core.set_paused(is_paused)).is_paused
@@ -606,9 +695,10 @@ class SchedulerFacade:
         return (await scheduler.set_paused(is_paused)).is_paused
 
     async def set_node_flags(self, node_id: int, change: FlagChange) -> NodeView:
-        core = self._core
-        if core is None:
-            raise NodeNotFoundError(f"No node with id {node_id}.")
+        leaderless = self._without_leader()
+        if leaderless is not None:
+            return await leaderless.set_node_flags(node_id, change)
+        core = self._running_core()
         node = core.nodes.get(node_id)
         produced = await core.set_node_flags(node_id, change)
         return node_view(node, self.is_paused, produced, node_used(core.usage, node.hostname))

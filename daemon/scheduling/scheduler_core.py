@@ -142,6 +142,12 @@ class SchedulerCore:
             seconds=round(time.perf_counter() - started, 3),
         )
 
+    @property
+    def started(self) -> bool:
+        """Its state is loaded and its loops run (a leader elected while standing by serves
+        its API while it loads)."""
+        return self._started
+
     async def stop(self) -> None:
         """Stop taking work and cancel the background loops (the driver is stopped by its owner)."""
         with contextlib.suppress(ValueError):

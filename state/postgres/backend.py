@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -42,6 +42,8 @@ from scale_scheduler.state import changes as c
 from scale_scheduler.state.changes import EndedAttempt
 from scale_scheduler.state.domain import LAUNCHED, Shape, ShapeInterner, TaskState
 from scale_scheduler.state.interface import (
+    LeaderlessWrites,
+    LockedRows,
     MaintainedState,
     MissingRowError,
     NodeRecord,
@@ -53,6 +55,7 @@ from scale_scheduler.state.interface import (
     StorageSizes,
     TaskEnd,
 )
+from scale_scheduler.state.postgres import leaderless
 from scale_scheduler.state.postgres import reads as q
 from scale_scheduler.state.postgres.connection import (
     SERVER_SETTINGS,
@@ -457,6 +460,30 @@ class PostgresState:
         sql, params = q.count_sql(state)
         return int(await self._fetchval(sql, *params) or 0)
 
+    # -- with no leader (a standby's own writes and reads: ``leaderless``) ---------------------
+
+    async def commit_without_leader(
+        self, decide: Callable[[LockedRows], Awaitable[tuple[Sequence[c.Change], T]]]
+    ) -> T:
+        if self._closing:
+            raise StateClosedError("the state is shutting down; the write was not made")
+        return await leaderless.commit_without_leader(
+            self._pool, decide, target=self.target, timeout=self._read_timeout
+        )
+
+    async def queued_page(self, offset: int, limit: int, now: float) -> tuple[int, list[TaskView]]:
+        try:
+            count, rows = await leaderless.queued_page(
+                self._pool, offset, limit, now, self._read_timeout
+            )
+        except Exception as exc:
+            if not is_connection_loss(exc):
+                raise
+            raise StateUnavailableError(
+                f"database {self.target} unreachable: {type(exc).__name__}: {exc}"
+            ) from None
+        return count, await self._views(rows)
+
     # -- service reads --------------------------------------------------------------------------
 
     async def load_nodes(self) -> list[NodeRecord]:
@@ -543,3 +570,7 @@ def _plain(row: asyncpg.Record) -> tuple[Any, ...]:
 
 def _implements(state: PostgresState) -> MaintainedState:
     return state  # mypy checks that PostgresState implements the whole interface
+
+
+def _writes_without_leader(state: PostgresState) -> LeaderlessWrites:
+    return state  # and the writes a standby makes while no instance leads

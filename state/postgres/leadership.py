@@ -34,6 +34,18 @@ over from it before its lease lapses. A forced takeover ends the old term before
 connection's loss, which it treats as the end of its term.
 
 The row also says where the leader is (``api_url``, ``hostname``), for standbys to forward to.
+
+Writes with no leader: ``without_leader(connection)`` is the other kind of transaction. It reads
+the row ``FOR UPDATE`` and fails with ``LeaderLiveError``, having changed nothing, while a term is
+live. Otherwise it ends the lapsed term, if one is still recorded (a new epoch with no holder), and
+commits. The row lock orders it with everything else on the row:
+
+- a new term's UPDATE waits for it, so the next leader, which loads its state after its election
+  committed, sees the write; and a write that comes after the election sees the live term;
+- it waits for a lapsed leader's fenced transactions still in flight (their FOR KEY SHARE), and
+  the epoch it moves fails every later one: a leader paused past its lease cannot commit, on its
+  stale memory, over a write made meanwhile (a launch intent over a cancel, say);
+- two such writes of two standbys take turns, so ids given inside them never collide.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from datetime import datetime
 
 import asyncpg
 
+from scale_scheduler.state.interface import LeaderLiveError
 from scale_scheduler.state.postgres.errors import FencedError
 
 _COLUMNS = "epoch, holder, lease_until, since, api_url, hostname, holder_pid"
@@ -78,6 +91,19 @@ RETURNING {_COLUMNS}
 _RELEASE_SQL = """
 UPDATE leadership SET lease_until = '-infinity', holder_pid = NULL
  WHERE id = 1 AND holder = $1 AND epoch = $2
+"""
+
+_LOCK_SQL = (
+    f"SELECT {_COLUMNS}, lease_until > clock_timestamp() AS live FROM leadership WHERE id = 1 "
+    "FOR UPDATE"
+)
+
+# Ends a lapsed term for good: its holder's fenced writes fail from now on.
+_END_LAPSED_SQL = """
+UPDATE leadership
+   SET epoch = epoch + 1, holder = NULL, holder_pid = NULL, api_url = NULL, hostname = NULL,
+       since = clock_timestamp()
+ WHERE id = 1 AND holder IS NOT NULL AND lease_until <= clock_timestamp()
 """
 
 _READ_SQL = (
@@ -191,7 +217,10 @@ async def unlock(connection: asyncpg.Connection) -> None:
 
 
 async def read_leadership(connection: asyncpg.Connection) -> LeadershipView:
-    row = await connection.fetchrow(_READ_SQL)
+    return _view(await connection.fetchrow(_READ_SQL))
+
+
+def _view(row: asyncpg.Record | None) -> LeadershipView:
     if row is None:
         raise LookupError("the leadership row is missing (run the migrations)")
     return LeadershipView(
@@ -219,3 +248,19 @@ async def fenced(connection: asyncpg.Connection, epoch: int) -> AsyncIterator[as
         if current != epoch:
             raise FencedError(epoch, None if current is None else int(current))
         yield connection
+
+
+@asynccontextmanager
+async def without_leader(connection: asyncpg.Connection) -> AsyncIterator[LeadershipView]:
+    """A transaction that commits only while no term is live (see "Writes with no leader").
+
+    Raises ``LeaderLiveError`` (rolled back, nothing changed) while one is. Yields the row as it
+    was read; a lapsed term it names has been ended (a new epoch, no holder) in this transaction.
+    """
+    async with connection.transaction():
+        view = _view(await connection.fetchrow(_LOCK_SQL))
+        if view.live and view.holder:
+            raise LeaderLiveError(view.holder, view.api_url, view.epoch)
+        if view.holder is not None:
+            await connection.execute(_END_LAPSED_SQL)
+        yield view

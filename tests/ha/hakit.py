@@ -39,8 +39,12 @@ class Instance:
         db: PgDatabase | None,
         *,
         api: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
         **ha: Any,
     ) -> None:
+        """``state``: the instance's ``state`` section (default: its own SQLite file; with the
+        PostgreSQL backend, pass ``dsn=None, password_file=None``: it elects in ``state.dsn``).
+        ``ha``: the ``ha`` settings to change; None leaves one out."""
         self.name = name
         self.port = free_port()
         self.state_path = tmp_path / f"{name}.db"
@@ -54,9 +58,10 @@ class Instance:
                 "renew_seconds": RENEW,
                 **ha,
             }
+            ha_settings = {key: value for key, value in ha_settings.items() if value is not None}
         sections: dict[str, dict[str, Any]] = {
             "api": {"port": self.port, **(api or {})},
-            "state": {"path": str(self.state_path)},
+            "state": state or {"path": str(self.state_path)},
             "mesos": {
                 "master": sim.url,
                 "hostname": f"{name}.test",
