@@ -137,7 +137,7 @@ async def test_a_waiting_retry_survives_a_restart(harness: CoreHarness) -> None:
     )
     harness.core = again
     await again.start()
-    assert task_id in again.tracker.retry_waits
+    assert task_id in again.tracker.timers.retry_waits
     assert again.queue_depth == 1
     reason = again.tracker.waiting_reason(again.tracker.tasks[task_id], False)
     assert reason is not None
@@ -145,7 +145,7 @@ async def test_a_waiting_retry_survives_a_restart(harness: CoreHarness) -> None:
     await harness.offer_pass(make_offer("o2", "a1"))
     assert harness.driver.launched_ids() == [f"{task_id}-1"]  # still waiting
     harness.clock.advance(60.0)
-    assert again.tracker.release_due_retries() == 1
+    assert again.tracker.timers.release_due_retries() == 1
     await harness.offer_pass(make_offer("o3", "a2"))
     assert harness.driver.launched_ids() == [f"{task_id}-1", f"{task_id}-2"]
 
@@ -166,10 +166,10 @@ async def test_the_daemon_ends_a_task_past_its_runtime_when_the_master_does_not(
     assert info.kill_policy.grace_period.nanoseconds == 2_000_000_000
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
     harness.clock.advance(10.0 + RUNTIME_LIMIT_MARGIN - 0.1)
-    await core.tracker.enforce_runtime_limits()
+    await core.tracker.timers.enforce_runtime_limits()
     assert core.tracker.tasks[task_id].state is TaskState.RUNNING  # not yet
     harness.clock.advance(0.1)
-    await core.tracker.enforce_runtime_limits()
+    await core.tracker.timers.enforce_runtime_limits()
     assert task_id not in core.tracker.tasks
     view = await harness.state.task(task_id)
     assert view is not None
@@ -253,7 +253,7 @@ async def test_a_kill_that_ends_long_after_its_grace_period_is_counted(
     assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1", 1.0)]
     harness.clock.advance(after)  # the grace (1 s) plus the slack (5 s) is the limit
     await harness.updates(status(f"{task_id}-1", "TASK_KILLED"))
-    assert core.tracker.kills_past_grace == late
+    assert core.tracker.timers.kills_past_grace == late
 
 
 def test_an_entry_left_in_the_index_does_not_launch_a_waiting_task() -> None:
