@@ -126,9 +126,12 @@ class TaskTracker:
         loaded = 0
         now = self._clock()
         retry_waits = self.timers.retry_waits
+        failed: list[int] = []
         async for batch in self._store.live_tasks(self.interner):
             for task in batch:
                 self.tasks[task.id] = task
+                if task.failures or task.cluster_failures:
+                    failed.append(task.id)
                 if task.state is TaskState.QUEUED:
                     if task.next_attempt_at > now:
                         retry_waits.add(task)
@@ -144,11 +147,14 @@ class TaskTracker:
                     self.timers.watch_runtime(task, task.attempts, task.launched)
             loaded += len(batch)
             await asyncio.sleep(0)
+        # Every requeue counted a failure: only tasks with one have failed attempts to avoid.
+        self.failed_hosts.restore(await self._store.ended_attempts(failed))
         log.info(
             "tasks_loaded",
             live=loaded,
             queued=self.queue_depth,
             retry_waiting=len(retry_waits),
+            avoiding_hosts=len(self.failed_hosts),
             shapes=len(self.interner),
             next_id=self._next_id,
         )

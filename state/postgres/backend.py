@@ -66,7 +66,7 @@ from scale_scheduler.state.postgres.migrations import migrate
 from scale_scheduler.state.postgres.password import Password
 from scale_scheduler.state.postgres.statements import PgStatement, statements_of
 from scale_scheduler.state.sqlite.task_rows import view_from_row
-from scale_scheduler.state.tasks import AttemptView, Task, TaskView, ended_attempt_view
+from scale_scheduler.state.tasks import Task, TaskView, ended_attempt_view
 
 log = structlog.get_logger(__name__)
 
@@ -347,6 +347,13 @@ class PostgresState:
     async def max_task_id(self) -> int:
         return int(await self._fetchval(q.MAX_ID_SQL) or 0)
 
+    async def ended_attempts(self, task_ids: Sequence[int]) -> Mapping[int, list[EndedAttempt]]:
+        found: dict[int, list[EndedAttempt]] = {}
+        if task_ids:
+            for row in await self._fetch(q.ATTEMPTS_SQL, list(task_ids)):
+                found.setdefault(row[0], []).append(EndedAttempt(*row))
+        return found
+
     async def task_state(self, task_id: int) -> TaskState | None:
         value = await self._fetchval(q.STATE_SQL, task_id)
         return TaskState(value) if value is not None else None
@@ -378,12 +385,11 @@ class PostgresState:
     async def _views(self, rows: Sequence[Sequence[Any]]) -> list[TaskView]:
         """Views of task rows with their stored failed attempts (one more read, only for tasks
         that were ever launched), as SQLite's."""
-        launched = [row[0] for row in rows if row[12]]
-        history: dict[int, list[AttemptView]] = {}
-        if launched:
-            for attempt in await self._fetch(q.ATTEMPTS_SQL, launched):
-                view = ended_attempt_view(EndedAttempt(*attempt))
-                history.setdefault(attempt[0], []).append(view)
+        ended = await self.ended_attempts([row[0] for row in rows if row[12]])
+        history = {
+            task_id: [ended_attempt_view(e) for e in attempts]
+            for task_id, attempts in ended.items()
+        }
         return [view_from_row(row, history.get(row[0], ())) for row in rows]
 
     async def count_tasks(self, state: TaskState | None) -> int:

@@ -27,7 +27,7 @@ from scale_scheduler.state.rows import RowStatement, rows_of
 from scale_scheduler.state.sqlite import service_rows as sr
 from scale_scheduler.state.sqlite import task_rows as tr
 from scale_scheduler.state.store import JOURNAL_SIZE_LIMIT, Statement, Store
-from scale_scheduler.state.tasks import Task, TaskView
+from scale_scheduler.state.tasks import EndedAttempt, Task, TaskView
 
 T = TypeVar("T")
 
@@ -97,6 +97,9 @@ class SqliteState:
 
     async def max_task_id(self) -> int:
         return await tr.max_task_id(self.store)
+
+    async def ended_attempts(self, task_ids: Sequence[int]) -> Mapping[int, list[EndedAttempt]]:
+        return await tr.fetch_ended_attempts(self.store, task_ids)
 
     async def task_state(self, task_id: int) -> TaskState | None:
         row = await self.store.fetchone("SELECT state FROM tasks WHERE id = ?", (task_id,))

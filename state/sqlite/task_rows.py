@@ -234,20 +234,29 @@ def view_from_row(
     )
 
 
-async def fetch_attempts(store: Store, ids: Sequence[int]) -> dict[int, list[AttemptView]]:
+ID_CHUNK = 500
+"""Task ids per read of their attempts (one ``?`` each)."""
+
+
+async def fetch_ended_attempts(store: Store, ids: Sequence[int]) -> dict[int, list[EndedAttempt]]:
     """The stored attempts of these tasks, oldest first."""
-    if not ids:
-        return {}
-    marks = ",".join("?" * len(ids))
-    rows = await store.fetchall(
-        f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id IN ({marks}) "
-        "ORDER BY task_id, attempt",
-        ids,
-    )
-    found: dict[int, list[AttemptView]] = {}
-    for row in rows:
-        found.setdefault(row[0], []).append(ended_attempt_view(EndedAttempt(*row)))
+    found: dict[int, list[EndedAttempt]] = {}
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = ids[start : start + ID_CHUNK]
+        rows = await store.fetchall(
+            f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts "
+            f"WHERE task_id IN ({','.join('?' * len(chunk))}) ORDER BY task_id, attempt",
+            chunk,
+        )
+        for row in rows:
+            found.setdefault(row[0], []).append(EndedAttempt(*row))
     return found
+
+
+async def fetch_attempts(store: Store, ids: Sequence[int]) -> dict[int, list[AttemptView]]:
+    """The stored attempts of these tasks as the views show them, oldest first."""
+    ended = await fetch_ended_attempts(store, ids)
+    return {task_id: [ended_attempt_view(e) for e in rows] for task_id, rows in ended.items()}
 
 
 async def fetch_task_row(store: Store, task_id: int) -> tuple[Any, ...] | None:

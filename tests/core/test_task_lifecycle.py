@@ -94,6 +94,34 @@ def test_the_preference_holds_when_groups_are_merged() -> None:
     assert hosts_of(result, [1, 2]) == {1: "host-a1", 2: "host-a2"}
 
 
+async def test_a_retry_still_avoids_the_host_it_failed_on_after_a_restart(
+    harness: CoreHarness,
+) -> None:
+    """The hosts to avoid are rebuilt from the stored attempt history when the core loads."""
+    core = await harness.start()
+    views = await core.tracker.submit(
+        [new(max_attempts=3, retry_backoff=BackoffSpec(initial=5.0)), new(max_attempts=3)]
+    )
+    failing, other = views[0].id, views[1].id
+    await harness.offer_pass(make_offer("o1", "a1"))
+    await harness.updates(status(f"{failing}-1", "TASK_FAILED"))
+    assert core.tracker.failed_hosts.by_task == {failing: {"host-a1"}}
+    await core.stop()
+
+    again = SchedulerCore(
+        harness.config, harness.state, harness.scheduler, harness.driver, harness.clock
+    )
+    harness.core = again
+    await again.start()
+    assert again.tracker.failed_hosts.by_task == {failing: {"host-a1"}}  # not the running task's
+    harness.clock.advance(5.0)
+    assert again.tracker.timers.release_due_retries() == 1
+    await harness.offer_pass(make_offer("o2", "a1"), make_offer("o3", "a2"))
+    assert again.tracker.tasks[failing].attempts == 2
+    assert again.tracker.tasks[failing].hostname == "host-a2"  # first fit alone would take a1
+    assert again.tracker.tasks[other].hostname == "host-a1"
+
+
 # --- the retry waits ---------------------------------------------------------------------------
 
 
