@@ -29,7 +29,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from scale_scheduler.state.changes import Change
 from scale_scheduler.state.domain import ShapeInterner, TaskState
-from scale_scheduler.state.tasks import Task, TaskView
+from scale_scheduler.state.tasks import EndedAttempt, Task, TaskView
 
 T = TypeVar("T")
 
@@ -122,6 +122,11 @@ class TaskReads(Protocol):
 
     async def max_task_id(self) -> int:
         """The largest id ever given, pruned ids included (no id is given twice)."""
+        ...
+
+    async def ended_attempts(self, task_ids: Sequence[int]) -> Mapping[int, list[EndedAttempt]]:
+        """The stored attempt history of these tasks (their attempts that ended in failure,
+        the last ``ATTEMPT_HISTORY`` each), oldest first; tasks without one are left out."""
         ...
 
     async def task_state(self, task_id: int) -> TaskState | None:

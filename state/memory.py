@@ -359,6 +359,14 @@ class MemoryState:
     async def max_task_id(self) -> int:
         return max(max(self.tasks, default=0), self.mark.pruned_through)
 
+    async def ended_attempts(self, task_ids: Sequence[int]) -> Mapping[int, list[EndedAttempt]]:
+        found: dict[int, list[EndedAttempt]] = {}
+        for task_id in task_ids:
+            row = self.tasks.get(task_id)
+            if row is not None and row.ended_attempts:
+                found[task_id] = list(row.ended_attempts)
+        return found
+
     async def task_state(self, task_id: int) -> TaskState | None:
         row = self.tasks.get(task_id)
         return row.state if row is not None else None

@@ -4,12 +4,12 @@ Durability: WAL journal with ``synchronous=FULL``, so a write whose future has r
 and survives ``kill -9`` or a power cut.
 
 Writes go through ``Store.write``: a list of ``Statement``s plus an optional ``apply`` callback.
-A single writer task drains every write waiting at that moment into ONE transaction (group
-commit): consecutive statements with the same SQL are merged into one ``executemany``, so a burst
-of requests costs one fsync and a handful of thread hops, not one per item. After COMMIT, each
-write's ``apply`` runs on the event loop (this is where in-memory state changes: never ahead of
-the commit), then its caller is woken with apply's result. If a group fails, it is rolled back and
-its writes are retried one by one, so one bad write fails alone.
+A single writer task (``state.group_commit``) drains every write waiting at that moment into ONE
+transaction (group commit): consecutive statements with the same SQL are merged into one
+``executemany``, so a burst of requests costs one fsync and a handful of thread hops, not one per
+item. After COMMIT, each write's ``apply`` runs on the event loop (this is where in-memory state
+changes: never ahead of the commit), then its caller is woken with apply's result. If a group
+fails, it is rolled back and its writes are retried one by one, so one bad write fails alone.
 
 This module knows SQL and transactions, nothing about tasks or offers.
 """
@@ -19,23 +19,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import structlog
 
+from scale_scheduler.state.group_commit import GroupCommit, PendingWrite
 from scale_scheduler.state.interface import MissingRowError, StateClosedError, StateError
 from scale_scheduler.state.migrations import MIGRATIONS, Migration, unknown_version_problem
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-MAX_GROUP = 4096
 
 
 class StoreError(StateError):
@@ -64,36 +62,6 @@ class Statement:
     missing_message: str = "database row is missing"
 
 
-@dataclass
-class _Write(Generic[T]):
-    statements: Sequence[Statement]
-    apply: Callable[[], T] | None
-    future: asyncio.Future[T]
-    error: BaseException | None = None
-
-
-@dataclass
-class _Maintenance:
-    """Statements run on the writer connection between two groups, outside any transaction
-    (a WAL checkpoint cannot run inside one)."""
-
-    statements: Sequence[str]
-    future: asyncio.Future[list[list[tuple[Any, ...]]]]
-    """Each statement's rows."""
-
-
-@dataclass
-class StoreStats:
-    """Counters for metrics: commits, writes committed, last group size and commit time."""
-
-    commits: int = 0
-    writes: int = 0
-    last_group_size: int = 0
-    last_commit_seconds: float = 0.0
-    commit_seconds_total: float = 0.0
-    group_sizes: list[int] = field(default_factory=list)
-
-
 class Store:
     """Owns the SQLite connections. Create with ``await Store.open(path)``."""
 
@@ -101,11 +69,11 @@ class Store:
         self.path = path
         self._db = writer
         self._reader = reader
-        self._queue: asyncio.Queue[_Write[Any] | _Maintenance | None] = asyncio.Queue()
         self._closing = False
-        self._writer_task: asyncio.Task[None] | None = None
-        self.stats = StoreStats()
-        self.on_commit: list[Callable[[int, float], None]] = []
+        self._writer = GroupCommit[Statement](self._transaction, log_prefix="store")
+        self.stats = self._writer.stats
+        self.on_commit = self._writer.on_commit
+        """Called after each group commit with (writes in the group, seconds it took)."""
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
@@ -138,9 +106,7 @@ class Store:
             await writer.close()
             raise
         store = cls(path, writer, reader)
-        store._writer_task = asyncio.get_running_loop().create_task(
-            store._run_writer(), name="store-writer"
-        )
+        store._writer.start("store-writer")
         return store
 
     # -- writes ---------------------------------------------------------------------------------
@@ -151,9 +117,7 @@ class Store:
         """Commit ``statements`` (grouped with concurrent writes), then run ``apply``."""
         if self._closing:
             raise StoreClosedError("the store is shutting down; the write was not made")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(statements, apply, future))
-        return await asyncio.shield(future)
+        return await asyncio.shield(self._writer.submit(statements, apply))
 
     async def maintain(self, *statements: str) -> list[tuple[Any, ...]]:
         """Run statements (a ``PRAGMA wal_checkpoint``, ``incremental_vacuum``) on the writer
@@ -163,11 +127,15 @@ class Store:
     async def _maintain(self, statements: Sequence[str]) -> list[list[tuple[Any, ...]]]:
         if self._closing:
             raise StoreClosedError("the store is shutting down; the statement was not run")
-        future: asyncio.Future[list[list[tuple[Any, ...]]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._queue.put_nowait(_Maintenance(statements, future))
-        return await asyncio.shield(future)
+
+        async def run() -> list[list[tuple[Any, ...]]]:
+            rows: list[list[tuple[Any, ...]]] = []
+            for sql in statements:
+                async with self._db.execute(sql) as cursor:
+                    rows.append([tuple(row) for row in await cursor.fetchall()])
+            return rows
+
+        return await self._writer.between(run)
 
     async def truncate_wal(self, wait_ms: int) -> bool:
         """Checkpoint the whole WAL and cut its file to zero bytes, waiting at most ``wait_ms``
@@ -187,86 +155,15 @@ class Store:
             raise
         return bool(checkpoint) and checkpoint[0][0] == 0  # (busy, frames in log, checkpointed)
 
-    async def _run_writer(self) -> None:
-        """Commit groups until the ``None`` that ``close`` queues behind the last write."""
-        stopping = False
-        held: _Maintenance | None = None
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                return
-            if isinstance(first, _Maintenance):
-                await self._run_maintenance(first)
-                continue
-            group: list[_Write[Any]] = [first]
-            while len(group) < MAX_GROUP and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                if isinstance(item, _Maintenance):
-                    held = item  # after this group, before the writes queued behind it
-                    break
-                group.append(item)
-            await self._commit_group(group)
-            # Not held while waiting for the next write: a group's rows and apply closures
-            # can reference thousands of tasks.
-            del first, group
-            item = None  # the group's last write, if the loop above took one
-            if held is not None:
-                await self._run_maintenance(held)
-                held = None
-
-    async def _run_maintenance(self, item: _Maintenance) -> None:
-        rows: list[list[tuple[Any, ...]]] = []
+    async def _transaction(self, group: list[PendingWrite[Statement]]) -> None:
+        """The group in one transaction: committed, or rolled back and raised."""
         try:
-            for sql in item.statements:
-                async with self._db.execute(sql) as cursor:
-                    rows.append([tuple(row) for row in await cursor.fetchall()])
-        except Exception as exc:
-            if not item.future.done():
-                item.future.set_exception(exc)
-        else:
-            if not item.future.done():
-                item.future.set_result(rows)
-
-    async def _commit_group(self, group: list[_Write[Any]]) -> None:
-        started = time.perf_counter()
-        try:
-            await self._transaction(group)
-        except Exception as exc:
+            await self._run_group(group)
+        except Exception:
             await self._rollback()
-            if len(group) == 1:
-                group[0].error = exc
-            else:
-                log.warning("store_group_failed", size=len(group), error=repr(exc))
-                for item in group:
-                    item.error = None
-                    await self._commit_group([item])
-                return
-        elapsed = time.perf_counter() - started
-        self.stats.commits += 1
-        self.stats.writes += len(group)
-        self.stats.last_group_size = len(group)
-        self.stats.last_commit_seconds = elapsed
-        self.stats.commit_seconds_total += elapsed
-        for hook in self.on_commit:
-            hook(len(group), elapsed)
-        for item in group:
-            if item.future.done():
-                continue
-            if item.error is not None:
-                item.future.set_exception(item.error)
-                continue
-            try:
-                result = item.apply() if item.apply is not None else None
-            except Exception as exc:  # a bug in apply: the data is committed, report it
-                log.exception("store_apply_failed")
-                item.future.set_exception(exc)
-            else:
-                item.future.set_result(result)
+            raise
 
-    async def _transaction(self, group: list[_Write[Any]]) -> None:
+    async def _run_group(self, group: list[PendingWrite[Statement]]) -> None:
         db = self._db
         await db.execute("BEGIN IMMEDIATE")
         pending_sql: str | None = None
@@ -324,17 +221,14 @@ class Store:
     @property
     def is_open(self) -> bool:
         """Taking writes, with a live writer task (what the readiness check reads)."""
-        task = self._writer_task
-        return not self._closing and task is not None and not task.done()
+        return not self._closing and self._writer.running
 
     async def close(self) -> None:
         """Refuse new writes, finish the ones queued, then close both connections."""
         if self._closing:
             return
         self._closing = True
-        self._queue.put_nowait(None)
-        if self._writer_task is not None:
-            await self._writer_task
+        await self._writer.stop()
         await self._reader.close()
         await self._db.close()
 

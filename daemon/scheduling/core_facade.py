@@ -567,9 +567,9 @@ class SchedulerFacade:
             cluster_total=cluster_total,
             scheduled=scheduled,
             failures_by_class=dict(tracker.failures_by_class),
-            retries_delayed=tracker.retries_delayed,
-            kills_past_grace=tracker.kills_past_grace,
-            runtime_limits_enforced=tracker.runtime_limits_enforced,
+            retries_delayed=tracker.timers.retries_delayed,
+            kills_past_grace=tracker.timers.kills_past_grace,
+            runtime_limits_enforced=tracker.timers.runtime_limits_enforced,
         )
 
     # -- tasks ----------------------------------------------------------------------------------

@@ -53,6 +53,12 @@ from scale_scheduler.daemon.mesos.mesos_types import (
     Value,
     duration_info,
 )
+from scale_scheduler.daemon.scheduling.launch_plans import (
+    LaunchPlan,
+    PlannedTask,
+    finish_launches,
+    release_launches,
+)
 from scale_scheduler.daemon.scheduling.matcher import (
     DeclineReason,
     MatchResult,
@@ -60,7 +66,7 @@ from scale_scheduler.daemon.scheduling.matcher import (
     match,
 )
 from scale_scheduler.daemon.scheduling.offer_nodes import NodeObserver
-from scale_scheduler.daemon.scheduling.task_tracker import LaunchPlan, PlannedTask, TaskTracker
+from scale_scheduler.daemon.scheduling.task_tracker import TaskTracker
 from scale_scheduler.daemon.service.config import SchedulerConfig
 from scale_scheduler.state.changes import Change
 from scale_scheduler.state.interface import StateStore
@@ -310,7 +316,7 @@ class OfferPipeline:
                 settings=self._settings,
                 launch_budget=0 if self.launches_held() else self._tracker.launch_budget(),
                 placement=self._nodes.placement,
-                avoid=self._tracker.failed_hosts,
+                avoid=self._tracker.failed_hosts.by_task,
             )
         except Exception:
             log.exception("offer_match_failed", offers=len(offers))
@@ -344,7 +350,7 @@ class OfferPipeline:
                 await self._store.commit(changes, apply)
             except Exception as exc:
                 log.error("launch_intent_failed", error=repr(exc))
-                doomed = self._tracker.release(plan) if plan is not None else []
+                doomed = release_launches(plan) if plan is not None else []
                 await self._decline([o.id.value for o in offers], None, stats, "INTENT_FAILED")
                 await self._tracker.cancel_all(doomed)
                 return
@@ -365,7 +371,7 @@ class OfferPipeline:
         finally:
             if plan is not None:
                 # Always: a task left busy would be skipped by the matcher and the launch timeout.
-                kills, cancels = self._tracker.finish_launch(plan)
+                kills, cancels = finish_launches(plan)
                 if kills:
                     await self._tracker.kill_now(kills)
                 if cancels:
@@ -451,7 +457,7 @@ class OfferPipeline:
         if unconfirmed:
             # The intent stands (the tasks stay LAUNCHING); the master's answer decides.
             stats.unconfirmed = len(unconfirmed)
-            await self._tracker.reconcile_launches(unconfirmed)
+            await self._tracker.reconciler.reconcile_launches(unconfirmed)
         if failed:
             stats.reverted = len(failed)
             try:

@@ -3,20 +3,26 @@
 A round (after each SUBSCRIBED, and periodically) reconciles every launched task explicitly,
 re-sends to the silent ones with back-off, then reconciles implicitly. A launch that gets no
 status within ``launch_timeout`` is reconciled, and marked lost (the scheduler's own TASK_LOST,
-resolved like any status) if it stays silent as long again.
+resolved like any status) if it stays silent as long again. A launch whose ACCEPT may or may
+not have reached the master is reconciled at once (``reconcile_launches``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
 
 from scale_scheduler.daemon.mesos.mesos_task_states import launch_timeout_status
+from scale_scheduler.daemon.scheduling.launch_plans import PlannedTask
 from scale_scheduler.daemon.scheduling.task_calls import TaskCalls
-from scale_scheduler.daemon.scheduling.task_commands import due_launch_timeouts, still_silent
+from scale_scheduler.daemon.scheduling.task_commands import (
+    due_launch_timeouts,
+    launch_pending,
+    still_silent,
+)
 from scale_scheduler.daemon.service.config import SchedulerConfig
 from scale_scheduler.state.tasks import Task
 
@@ -76,6 +82,22 @@ class Reconciler:
                 self._intake.heard = None
         if await self._calls.reconcile_implicit():
             log.info("reconcile_implicit_sent", unanswered=len(pending))
+
+    async def reconcile_launches(self, planned: Sequence[PlannedTask]) -> None:
+        """Launch result: the ACCEPT may or may not have reached the master, so ask it now. Its
+        answer decides (lost or unknown: the retry policy, under a fresh attempt id; a real
+        state: followed). If it stays silent, the launch timeout still reconciles and then
+        marks them lost."""
+        live = self._tasks
+        tasks = [
+            item.task
+            for item in planned
+            if launch_pending(item.task, item.attempt) and live.get(item.task.id) is item.task
+        ]
+        if not tasks:
+            return
+        log.info("launch_outcome_reconcile", tasks=len(tasks))
+        await self._calls.reconcile(tasks)
 
     async def check_launch_timeouts(self) -> None:
         """Reconcile launches silent for ``launch_timeout``; mark lost if silent as long again."""

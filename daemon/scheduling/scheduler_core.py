@@ -123,7 +123,7 @@ class SchedulerCore:
                 self._every(settings.reconcile_interval, self._periodic_reconcile), "reconcile"
             ),
             self._spawn_loop(self._every(check, self.tracker.check_launch_timeouts), "timeouts"),
-            self._spawn_loop(self._every(TIMER_INTERVAL, self.tracker.check_timers), "timers"),
+            self._spawn_loop(self._every(TIMER_INTERVAL, self.tracker.timers.check), "timers"),
         ]
         if self._fetch_agents is not None:
             self._background.append(

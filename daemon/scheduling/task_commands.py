@@ -370,7 +370,7 @@ def resolve_delete(task: Task) -> DeleteAction:
 
 def kill_target(task: Task) -> Kill | None:
     """Where to send the KILL of a task whose kill request is stored: its current attempt on
-    its agent, unless it is not launched yet (``finish_launch`` sends it then)."""
+    its agent, unless it is not launched yet (``launch_plans.finish_launches`` sends it then)."""
     if task.state.launched and not task.busy and task.agent_id:
         return (task.mesos_task_id, task.agent_id, kill_grace(task))
     return None

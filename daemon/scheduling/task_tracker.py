@@ -4,7 +4,9 @@ Each change to a task is a command resolved by a pure function (``task_commands`
 commits the result (``StateStore.commit``) and changes memory only in that write's ``apply``, so
 memory (what ``/status/``, the matcher and the views read) never runs ahead of what is durable.
 Mesos calls (``task_calls``) come after the commit. Status bursts are ``status_intake``'s,
-reconciliation and launch timeouts ``reconciliation``'s, node accounting ``NodeRepository``'s.
+reconciliation and launch timeouts ``reconciliation``'s, node accounting ``NodeRepository``'s,
+building a pass's launch intents ``launch_plans``', the back-off, run-time and kill-grace clocks
+``lifecycle_timers``', the hosts a retry avoids ``failed_hosts``'.
 Routine progress (STAGING, STARTING, RUNNING, FINISHED) is logged per task at debug and counted
 per burst at info (``task_states_changed``); any other change is logged per task at info.
 """
@@ -18,38 +20,36 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import structlog
 
 from scale_scheduler.daemon.mesos.driver import SchedulerDriver
-from scale_scheduler.daemon.mesos.failure_classes import FailureClass
 from scale_scheduler.daemon.mesos.mesos_types import TaskStatus
 from scale_scheduler.daemon.scheduling import task_commands as commands
 from scale_scheduler.daemon.scheduling.ended_attempts import EndedAttempts
+from scale_scheduler.daemon.scheduling.failed_hosts import FailedHosts
 from scale_scheduler.daemon.scheduling.flow_control import LaunchFlow
+from scale_scheduler.daemon.scheduling.launch_plans import (
+    AgentLaunches,
+    LaunchPlan,
+    PlannedTask,
+    reserve_launches,
+)
+from scale_scheduler.daemon.scheduling.lifecycle_timers import LifecycleTimers
 from scale_scheduler.daemon.scheduling.matcher import AgentLaunch, GroupWaiting
 from scale_scheduler.daemon.scheduling.queue_index import QueueIndex
 from scale_scheduler.daemon.scheduling.queue_waiting import record_waiting, waiting_reason
 from scale_scheduler.daemon.scheduling.reconciliation import Reconciler
-from scale_scheduler.daemon.scheduling.retry_waits import RetryWaits
-from scale_scheduler.daemon.scheduling.runtime_limits import (
-    RuntimeLimits,
-    max_runtime,
-    runtime_limit_status,
-)
 from scale_scheduler.daemon.scheduling.status_acks import AckSender
 from scale_scheduler.daemon.scheduling.status_intake import StatusIntake
 from scale_scheduler.daemon.scheduling.task_calls import TaskCalls
-from scale_scheduler.daemon.scheduling.task_commands import Kill, WorkingTask
+from scale_scheduler.daemon.scheduling.task_commands import WorkingTask
 from scale_scheduler.daemon.scheduling.task_values import (
     DeleteOutcome,
-    LaunchPlan,
     NewTask,
-    PlannedTask,
     TaskNotFoundError,
+    queued_tasks,
 )
 from scale_scheduler.daemon.service.config import SchedulerConfig
 from scale_scheduler.state.changes import (
     KillRequested,
     LaunchesReverted,
-    LaunchIntent,
-    LaunchIntents,
     RevertedLaunch,
     StatusesApplied,
     TaskCanceled,
@@ -58,14 +58,12 @@ from scale_scheduler.state.changes import (
 from scale_scheduler.state.domain import LAUNCHED, ShapeInterner, TaskState
 from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.nodes import NodeRepository
-from scale_scheduler.state.tasks import Task, TaskView, new_task_view, spec_encoder
+from scale_scheduler.state.tasks import Task, TaskView
 
 log = structlog.get_logger(__name__)
 
 SHRINK_SLACK_BYTES = 256 * 1024
 """A per-task dict's table is rebuilt once it is this much larger than its entries need."""
-KILL_GRACE_SLACK = 5.0
-"""Seconds past its grace period after which a kill's end is counted as late."""
 ROUTINE = frozenset({TaskState.STAGING, TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED})
 """New states of a task's normal progress: logged per task at debug, counted per burst at info."""
 
@@ -96,22 +94,13 @@ class TaskTracker:
         )
         self.ended = EndedAttempts()
         self.policy = commands.RetryPolicy(config.max_cluster_failures, config.retry_backoff)
-        self.retry_waits = RetryWaits()
-        """Queued tasks waiting out their retry back-off (outside the queue index)."""
-        self.runtime_limits = RuntimeLimits()
-        self.failed_hosts: dict[int, set[str]] = {}
-        """Per live task that failed somewhere: the hosts its attempts failed on (a retry
-        prefers others). Only tasks that failed have an entry."""
-        # Read by the metrics at scrape time.
+        self.timers = LifecycleTimers(
+            self.tasks, self.index, self.intake, self.calls, clock, self._notify_work
+        )
+        self.failed_hosts = FailedHosts()
+        # Read by the metrics at scrape time: failures by class, launched tasks in memory by
+        # state (queued ones are ``queue_depth``), terminal states reached since start.
         self.failures_by_class: dict[str, int] = {}
-        self.retries_delayed = 0
-        self.runtime_limits_enforced = 0
-        self.kills_past_grace = 0
-        """Kills with a grace period whose task ended more than ``KILL_GRACE_SLACK`` after it."""
-        self._graceful_kills: dict[int, tuple[float, float]] = {}
-        """Per task asked to die with a grace period: (when, grace). Only such tasks."""
-        # Read by the metrics at scrape time: launched tasks in memory by state (queued ones are
-        # ``queue_depth``), terminal states reached since start.
         self.launched_counts: dict[TaskState, int] = dict.fromkeys(LAUNCHED, 0)
         self.ended_counts: dict[TaskState, int] = {}
         self.work_listeners: list[Callable[[], None]] = []
@@ -136,12 +125,16 @@ class TaskTracker:
         self._next_id = await self._store.max_task_id() + 1
         loaded = 0
         now = self._clock()
+        retry_waits = self.timers.retry_waits
+        failed: list[int] = []
         async for batch in self._store.live_tasks(self.interner):
             for task in batch:
                 self.tasks[task.id] = task
+                if task.failures or task.cluster_failures:
+                    failed.append(task.id)
                 if task.state is TaskState.QUEUED:
                     if task.next_attempt_at > now:
-                        self.retry_waits.add(task)
+                        retry_waits.add(task)
                     else:
                         task.next_attempt_at = 0.0
                         self.index.add(task)
@@ -151,16 +144,17 @@ class TaskTracker:
                     self.launched_counts[task.state] += 1
                     if task.state is TaskState.LAUNCHING:
                         self._launching[task.id] = task
-                    limit = max_runtime(task)
-                    if limit is not None:
-                        self.runtime_limits.watch(task, task.attempts, task.launched, limit)
+                    self.timers.watch_runtime(task, task.attempts, task.launched)
             loaded += len(batch)
             await asyncio.sleep(0)
+        # Every requeue counted a failure: only tasks with one have failed attempts to avoid.
+        self.failed_hosts.restore(await self._store.ended_attempts(failed))
         log.info(
             "tasks_loaded",
             live=loaded,
             queued=self.queue_depth,
-            retry_waiting=len(self.retry_waits),
+            retry_waiting=len(retry_waits),
+            avoiding_hosts=len(self.failed_hosts),
             shapes=len(self.interner),
             next_id=self._next_id,
         )
@@ -172,31 +166,8 @@ class TaskTracker:
         now = self._clock()
         first = self._next_id
         self._next_id += len(items)
-        names: list[str] = []
-        records: list[Task] = []
-        views: list[TaskView] = []
-        interner = self.interner
-        encode = spec_encoder.encode
-        for offset, item in enumerate(items):
-            task_id = first + offset
-            shape = interner.get(
-                item.cpus, item.mem, item.disk, item.gpus, item.ports, item.constraints, item.group
-            )
-            names.append(item.spec.name)
-            records.append(
-                Task(
-                    id=task_id,
-                    priority=item.priority,
-                    shape=shape,
-                    spec=encode(item.spec),
-                    state=TaskState.QUEUED,
-                    max_attempts=item.max_attempts,
-                    last_update=now,
-                )
-            )
-            views.append(
-                new_task_view(task_id, item.spec, item.priority, shape, item.max_attempts, now)
-            )
+        queued = queued_tasks(items, first, now, self.interner)
+        records = queued.records
 
         def apply() -> None:
             tasks, index = self.tasks, self.index
@@ -213,8 +184,8 @@ class TaskTracker:
             )
             self._notify_work()
 
-        await self._store.commit([TasksQueued(records, names, now)], apply)
-        return views
+        await self._store.commit([TasksQueued(records, queued.names, now)], apply)
+        return queued.views
 
     def _notify_work(self) -> None:
         for listener in list(self.work_listeners):
@@ -276,7 +247,7 @@ class TaskTracker:
         """Every queued task: those the index holds in launch order, then those waiting out a
         retry back-off in the order they come due."""
         yield from self.index.queued()
-        yield from self.retry_waits.waiting()
+        yield from self.timers.retry_waits.waiting()
 
     def record_waiting(self, waiting: Iterable[GroupWaiting]) -> None:
         record_waiting(self.index, waiting)
@@ -284,60 +255,37 @@ class TaskTracker:
     # -- launch intent and launch result --------------------------------------------------------
 
     def plan_launch(self, launches: Sequence[AgentLaunch], now: float) -> LaunchPlan:
-        """Reserve the placed tasks (busy) and build their intents; memory changes in apply."""
-        agents: list[tuple[AgentLaunch, list[PlannedTask]]] = []
-        intents: list[LaunchIntent] = []
-        tasks = self.tasks
-        for launch in launches:
-            planned: list[PlannedTask] = []
-            for placement in launch.placements:
-                task = tasks[placement.task_id]
-                task.busy = True
-                attempt = task.attempts + 1
-                planned.append(PlannedTask(task, attempt, placement))
-                intents.append(
-                    LaunchIntent(
-                        task.id, attempt, launch.agent_id, launch.hostname, placement.ports
-                    )
+        """Reserve the placed tasks and build their intents; memory changes in apply."""
+        agents, intents = reserve_launches(launches, self.tasks, now)
+        return LaunchPlan(agents, intents, lambda: self._apply_launch(agents, now))
+
+    def _apply_launch(self, agents: AgentLaunches, now: float) -> None:
+        """The intents are durable: the planned tasks are LAUNCHING on their agents."""
+        debug = log.debug
+        watch_runtime = self.timers.watch_runtime
+        for launch, planned in agents:
+            for item in planned:
+                task = item.task
+                task.state = TaskState.LAUNCHING
+                task.attempts = item.attempt
+                task.agent_id = launch.agent_id
+                task.hostname = launch.hostname
+                task.launched = now
+                task.last_update = now
+                task.reconcile_sent = 0.0
+                self._launching[task.id] = task
+                watch_runtime(task, item.attempt, now)
+                debug(
+                    "task_state_changed",
+                    task_id=task.id,
+                    old=TaskState.QUEUED.value,
+                    new=TaskState.LAUNCHING.value,
+                    attempt=item.attempt,
+                    hostname=launch.hostname,
                 )
-            agents.append((launch, planned))
-
-        def apply() -> None:
-            debug = log.debug
-            for launch, planned in agents:
-                for item in planned:
-                    task = item.task
-                    task.state = TaskState.LAUNCHING
-                    task.attempts = item.attempt
-                    task.agent_id = launch.agent_id
-                    task.hostname = launch.hostname
-                    task.launched = now
-                    task.last_update = now
-                    task.reconcile_sent = 0.0
-                    self._launching[task.id] = task
-                    limit = max_runtime(task)
-                    if limit is not None:
-                        self.runtime_limits.watch(task, item.attempt, now, limit)
-                    debug(
-                        "task_state_changed",
-                        task_id=task.id,
-                        old=TaskState.QUEUED.value,
-                        new=TaskState.LAUNCHING.value,
-                        attempt=item.attempt,
-                        hostname=launch.hostname,
-                    )
-                self._nodes.hold_all(launch.hostname, [item.task.shape for item in planned])
-                self.queue_depth -= len(planned)
-                self.launched_counts[TaskState.LAUNCHING] += len(planned)
-
-        return LaunchPlan(agents, LaunchIntents(intents, now), apply)
-
-    def release(self, plan: LaunchPlan) -> list[int]:
-        """The intent was not committed: the tasks stay queued and may be placed again.
-        Returns the ids of those asked to die meanwhile (``cancel_all`` them)."""
-        for item in plan.tasks:
-            item.task.busy = False
-        return commands.doomed(item.task for item in plan.tasks)
+            self._nodes.hold_all(launch.hostname, [item.task.shape for item in planned])
+            self.queue_depth -= len(planned)
+            self.launched_counts[TaskState.LAUNCHING] += len(planned)
 
     async def revert(self, planned: Sequence[PlannedTask], why: str) -> None:
         """Launch result: the ACCEPT surely took no effect. The tasks go back to the queue
@@ -375,33 +323,6 @@ class TaskTracker:
 
         await self._store.commit([LaunchesReverted(reverts, now)], apply)
 
-    async def reconcile_launches(self, planned: Sequence[PlannedTask]) -> None:
-        """Launch result: the ACCEPT may or may not have reached the master, so ask it now. Its
-        answer decides (lost or unknown: the retry policy, under a fresh attempt id; a real
-        state: followed). If it stays silent, the launch timeout still reconciles and then
-        marks them lost."""
-        tasks = [
-            item.task
-            for item in planned
-            if commands.launch_pending(item.task, item.attempt)
-            and self.tasks.get(item.task.id) is item.task
-        ]
-        if not tasks:
-            return
-        log.info("launch_outcome_reconcile", tasks=len(tasks))
-        await self.calls.reconcile(tasks)
-
-    def finish_launch(self, plan: LaunchPlan) -> tuple[list[Kill], list[int]]:
-        """The pass is over for these tasks. Returns (mesos id, agent) pairs to kill now, and the
-        ids of tasks asked to die whose launch was reverted (``cancel_all`` them)."""
-        kills: list[Kill] = []
-        for item in plan.tasks:
-            task = item.task
-            task.busy = False
-            if commands.kill_after_launch(task, item.attempt):
-                kills.append((item.mesos_task_id, task.agent_id, commands.kill_grace(task)))
-        return kills, commands.doomed(item.task for item in plan.tasks)
-
     async def cancel_all(self, task_ids: Iterable[int]) -> None:
         """Cancel queued tasks (those a DELETE reached while their launch was in flight)."""
         for task_id in task_ids:
@@ -429,8 +350,8 @@ class TaskTracker:
                     return
                 task.state = TaskState.CANCELED
                 self.tasks.pop(task.id, None)
-                self.retry_waits.discard(task.id)
-                self.failed_hosts.pop(task.id, None)
+                self.timers.retry_waits.discard(task.id)
+                self.failed_hosts.forget(task.id)
                 self.queue_depth -= 1
                 self._count_ended(TaskState.CANCELED)
                 log.info(
@@ -453,9 +374,7 @@ class TaskTracker:
 
         await self._store.commit([KillRequested(task.id, now)], mark)
         target = commands.kill_target(task)
-        grace = commands.kill_grace(task)
-        if grace is not None and task.state.launched:
-            self._graceful_kills.setdefault(task.id, (now, grace))
+        self.timers.kill_asked(task, now)
         if target is not None:
             await self.calls.kill([target])
         log.info("task_kill_requested", task_id=task.id, state=task.state.value)
@@ -489,8 +408,8 @@ class TaskTracker:
         klass = w.failure_class
         if klass is not None:
             self.failures_by_class[klass.value] = self.failures_by_class.get(klass.value, 0) + 1
-            if w.requeue and task.hostname and klass is not FailureClass.OPERATOR:
-                self.failed_hosts.setdefault(task.id, set()).add(task.hostname)
+            if w.requeue:
+                self.failed_hosts.record(task.id, task.hostname, klass)
         for old, new, status in w.transitions:
             by_state[new.value] = by_state.get(new.value, 0) + 1
             emit = log.debug if new in ROUTINE else log.info
@@ -517,20 +436,12 @@ class TaskTracker:
         if w.state.terminal:
             self._nodes.release(task.hostname, task.shape)
             self.tasks.pop(task.id, None)
-            if self.failed_hosts:
-                self.failed_hosts.pop(task.id, None)
-            if self._graceful_kills:
-                self._kill_ended(task.id, now)
+            self.failed_hosts.forget(task.id)
+            self.timers.task_ended(task.id, now)
             self._count_ended(w.state)
         else:
             self.launched_counts[w.state] += 1
         return False
-
-    def _kill_ended(self, task_id: int, now: float) -> None:
-        asked = self._graceful_kills.pop(task_id, None)
-        if asked is not None and now - asked[0] > asked[1] + KILL_GRACE_SLACK:
-            self.kills_past_grace += 1
-            log.warning("kill_past_grace_period", task_id=task_id, seconds=round(now - asked[0], 3))
 
     def _requeue(self, task: Task, wait_until: float = 0.0) -> None:
         """A launched task goes back to the queue: its node's resources are free again. With
@@ -541,55 +452,9 @@ class TaskTracker:
         task.agent_id = task.hostname = None
         self.queue_depth += 1
         if wait_until:
-            task.next_attempt_at = wait_until
-            self.retry_waits.add(task)
-            self.retries_delayed += 1
+            self.timers.wait_out(task, wait_until)
         else:
             self.index.add(task)
-
-    # -- timers: retry back-offs that end, run-time limits --------------------------------------
-
-    def release_due_retries(self) -> int:
-        """Enter the tasks whose retry back-off is over into the queue index (and ask for
-        offers); how many."""
-        waits = self.retry_waits
-        if not waits:
-            return 0
-        due = waits.due(self._clock())
-        if due:
-            index = self.index
-            for task in due:
-                index.add(task)
-            log.info("retry_backoff_over", tasks=len(due))
-            self._notify_work()
-        return len(due)
-
-    async def enforce_runtime_limits(self) -> None:
-        """Kill the launches past their ``max_runtime`` (plus a margin) that the master did not
-        end, and end them FAILED as Mesos would (a failure of the task's own)."""
-        if not self.runtime_limits:
-            return
-        overdue = self.runtime_limits.overdue(self._clock(), self.tasks)
-        if not overdue:
-            return
-        intake = self.intake
-        async with intake.lock:
-            # Updates received meanwhile go first: the master may have ended them already.
-            await intake.drain()
-            decided = [t for t in overdue if t.state.launched and self.tasks.get(t.id) is t]
-            if not decided:
-                return
-            now = self._clock()
-            kills = [(t.mesos_task_id, t.agent_id, commands.kill_grace(t)) for t in decided]
-            statuses = [runtime_limit_status(t, now) for t in decided]
-            self.runtime_limits_enforced += len(decided)
-            log.warning("runtime_limit_enforced", tasks=len(decided), first=decided[0].id)
-            await intake.process_updates(statuses)
-        await self.calls.kill(kills)
-
-    async def check_timers(self) -> None:
-        self.release_due_retries()
-        await self.enforce_runtime_limits()
 
     def _shrink_tables(self) -> None:
         """Give back the hash tables of the per-task dicts once a peak has passed: a dict never

@@ -1,16 +1,15 @@
-"""Values the task tracker exchanges with the API and the offer pipeline: a task to queue, a
-planned launch, the outcome of a DELETE."""
+"""Values the task tracker exchanges with the API: a task to queue (and the records and views
+it is queued as), the outcome of a DELETE. The launch plan the offer pipeline gets is in
+``launch_plans``."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scale_scheduler.daemon.scheduling.matcher import AgentLaunch, TaskPlacement
-from scale_scheduler.state.changes import LaunchIntents
-from scale_scheduler.state.domain import Constraints
-from scale_scheduler.state.tasks import Task, TaskSpec, mesos_task_id
+from scale_scheduler.state.domain import Constraints, ShapeInterner, TaskState
+from scale_scheduler.state.tasks import Task, TaskSpec, TaskView, new_task_view, spec_encoder
 
 
 class TaskNotFoundError(LookupError):
@@ -38,25 +37,39 @@ class NewTask:
 
 
 @dataclass(slots=True)
-class PlannedTask:
-    task: Task
-    attempt: int
-    placement: TaskPlacement
+class QueuedTasks:
+    """New tasks as the tracker queues them: their records, names (for the queue's rows) and
+    the views the API answers with."""
 
-    @property
-    def mesos_task_id(self) -> str:
-        return mesos_task_id(self.task.id, self.attempt)
+    records: list[Task]
+    names: list[str]
+    views: list[TaskView]
 
 
-@dataclass(slots=True)
-class LaunchPlan:
-    """Launch intents of one offer pass: per agent, the tasks and their new attempt numbers."""
-
-    agents: list[tuple[AgentLaunch, list[PlannedTask]]]
-    change: LaunchIntents
-    apply: Callable[[], None]
-
-    @property
-    def tasks(self) -> Iterable[PlannedTask]:
-        for _launch, planned in self.agents:
-            yield from planned
+def queued_tasks(
+    items: Sequence[NewTask], first_id: int, now: float, interner: ShapeInterner
+) -> QueuedTasks:
+    """The QUEUED records of new tasks numbered from ``first_id`` (shapes interned)."""
+    queued = QueuedTasks([], [], [])
+    encode = spec_encoder.encode
+    for offset, item in enumerate(items):
+        task_id = first_id + offset
+        shape = interner.get(
+            item.cpus, item.mem, item.disk, item.gpus, item.ports, item.constraints, item.group
+        )
+        queued.names.append(item.spec.name)
+        queued.records.append(
+            Task(
+                id=task_id,
+                priority=item.priority,
+                shape=shape,
+                spec=encode(item.spec),
+                state=TaskState.QUEUED,
+                max_attempts=item.max_attempts,
+                last_update=now,
+            )
+        )
+        queued.views.append(
+            new_task_view(task_id, item.spec, item.priority, shape, item.max_attempts, now)
+        )
+    return queued

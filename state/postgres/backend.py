@@ -1,11 +1,12 @@
 """``PostgresState``: the state interface (``MaintainedState``) on PostgreSQL, with SQLite's
 guarantees.
 
-Writes: one writer task drains every write waiting at that moment into ONE transaction (group
-commit), merging consecutive statements of the same SQL into one ``executemany`` or COPY; after
-COMMIT (``synchronous_commit = on``: durable), each write's ``apply`` runs on the event loop in
-commit order. A group that fails on a statement is rolled back and its writes retried one by one,
-so one bad write fails alone; a change naming a missing row fails its write only.
+Writes: one writer task (``state.group_commit``) drains every write waiting at that moment into
+ONE transaction (group commit), merging consecutive statements of the same SQL into one
+``executemany`` or COPY; after COMMIT (``synchronous_commit = on``: durable), each write's
+``apply`` runs on the event loop in commit order. A group that fails on a statement is rolled
+back and its writes retried one by one, so one bad write fails alone; a change naming a missing
+row fails its write only.
 
 Fencing: with ``fence`` (the current leadership epoch, or None when not leading), every
 transaction runs under ``leadership.fenced``; a deposed epoch fails the group with
@@ -28,12 +29,10 @@ every write whose ``commit`` has returned.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -41,6 +40,7 @@ import structlog
 from scale_scheduler.state import changes as c
 from scale_scheduler.state.changes import EndedAttempt
 from scale_scheduler.state.domain import LAUNCHED, Shape, ShapeInterner, TaskState
+from scale_scheduler.state.group_commit import GroupCommit, PendingWrite
 from scale_scheduler.state.interface import (
     LeaderlessWrites,
     LockedRows,
@@ -69,14 +69,12 @@ from scale_scheduler.state.postgres.migrations import migrate
 from scale_scheduler.state.postgres.password import Password
 from scale_scheduler.state.postgres.statements import PgStatement, statements_of
 from scale_scheduler.state.sqlite.task_rows import view_from_row
-from scale_scheduler.state.store import StoreStats
-from scale_scheduler.state.tasks import AttemptView, Task, TaskView, ended_attempt_view
+from scale_scheduler.state.tasks import Task, TaskView, ended_attempt_view
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-MAX_GROUP = 4096
 WRITE_ID_SQL = "INSERT INTO state_writes (id) VALUES ($1)"
 WRITE_LANDED_SQL = "SELECT EXISTS (SELECT 1 FROM state_writes WHERE id = $1)"
 PRUNE_WRITE_IDS_SQL = "DELETE FROM state_writes WHERE at < now() - interval '1 hour'"
@@ -91,14 +89,6 @@ LOG_LIMIT = 64 * 1024 * 1024
 """``log_limit``: PostgreSQL manages its own WAL, so ``truncate_log`` is never due in practice."""
 
 Fence = Callable[[], int | None]
-
-
-@dataclass
-class _Write(Generic[T]):
-    statements: Sequence[PgStatement]
-    apply: Callable[[], T] | None
-    future: asyncio.Future[T]
-    error: BaseException | None = None
 
 
 class _Landed(Exception):
@@ -123,16 +113,19 @@ class PostgresState:
         self._writer: asyncpg.Connection | None = writer
         self._fence = fence
         self._read_timeout = connector.settings.connect_timeout
-        self._queue: asyncio.Queue[_Write[Any] | None] = asyncio.Queue()
         self._closing = False
         self._away = False
         self._unsettled = False
         self._committing = False
         """The current transaction's COMMIT has been (or is being) sent."""
-        self._writer_task: asyncio.Task[None] | None = None
+        self._group_commit = GroupCommit[PgStatement](
+            self._commit_exactly_once,
+            log_prefix="postgres",
+            group_errors=(StateUnavailableError, StateFencedError, StateClosedError),
+        )
         self.target = connector.target
-        self.stats = StoreStats()
-        self.on_commit: list[Callable[[int, float], None]] = []
+        self.stats = self._group_commit.stats
+        self.on_commit = self._group_commit.on_commit
         """Called after each group commit with (writes in the group, seconds it took)."""
         self.reconnects = 0
 
@@ -167,9 +160,7 @@ class PostgresState:
             writer.terminate()
             raise
         state = cls(connector, probe, pool, writer, fence)
-        state._writer_task = asyncio.get_running_loop().create_task(
-            state._run_writer(), name="postgres-writer"
-        )
+        state._group_commit.start("postgres-writer")
         return state
 
     # -- writes ---------------------------------------------------------------------------------
@@ -183,69 +174,11 @@ class PostgresState:
             raise StateUnavailableError(
                 f"database {self.target} unreachable; the write was not made (try again)"
             )
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(statements_of(changes), apply, future))
-        return await asyncio.shield(future)
+        return await asyncio.shield(self._group_commit.submit(statements_of(changes), apply))
 
-    async def _run_writer(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                return
-            group: list[_Write[Any]] = [first]
-            while len(group) < MAX_GROUP and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                group.append(item)
-            await self._commit_group(group)
-            del first, group
-            item = None
-
-    async def _commit_group(self, group: list[_Write[Any]]) -> None:
-        started = time.perf_counter()
-        try:
-            await self._commit_exactly_once(group, uuid.uuid4())
-        except (StateUnavailableError, StateFencedError, StateClosedError) as exc:
-            for item in group:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-            return
-        except Exception as exc:
-            if len(group) == 1:
-                group[0].error = exc
-            else:
-                log.warning("postgres_group_failed", size=len(group), error=repr(exc))
-                for item in group:
-                    await self._commit_group([item])
-                return
-        elapsed = time.perf_counter() - started
-        stats = self.stats
-        stats.commits += 1
-        stats.writes += len(group)
-        stats.last_group_size = len(group)
-        stats.last_commit_seconds = elapsed
-        stats.commit_seconds_total += elapsed
-        for hook in self.on_commit:
-            hook(len(group), elapsed)
-        for item in group:
-            if item.future.done():
-                continue
-            if item.error is not None:
-                item.future.set_exception(item.error)
-                continue
-            try:
-                result = item.apply() if item.apply is not None else None
-            except Exception as exc:  # a bug in apply: the data is committed, report it
-                log.exception("state_apply_failed")
-                item.future.set_exception(exc)
-            else:
-                item.future.set_result(result)
-
-    async def _commit_exactly_once(self, group: list[_Write[Any]], write_id: uuid.UUID) -> None:
+    async def _commit_exactly_once(self, group: list[PendingWrite[PgStatement]]) -> None:
         """Commit the group once, whatever connections are lost on the way."""
+        write_id = uuid.uuid4()
         in_doubt = False
         losses = 0
         try:
@@ -324,7 +257,10 @@ class PostgresState:
         return connection
 
     async def _transaction(
-        self, connection: asyncpg.Connection, group: list[_Write[Any]], write_id: uuid.UUID
+        self,
+        connection: asyncpg.Connection,
+        group: list[PendingWrite[PgStatement]],
+        write_id: uuid.UUID,
     ) -> None:
         epoch = self._fence() if self._fence is not None else None
         transaction: AbstractAsyncContextManager[Any] = (
@@ -417,6 +353,13 @@ class PostgresState:
     async def max_task_id(self) -> int:
         return int(await self._fetchval(q.MAX_ID_SQL) or 0)
 
+    async def ended_attempts(self, task_ids: Sequence[int]) -> Mapping[int, list[EndedAttempt]]:
+        found: dict[int, list[EndedAttempt]] = {}
+        if task_ids:
+            for row in await self._fetch(q.ATTEMPTS_SQL, list(task_ids)):
+                found.setdefault(row[0], []).append(EndedAttempt(*row))
+        return found
+
     async def task_state(self, task_id: int) -> TaskState | None:
         value = await self._fetchval(q.STATE_SQL, task_id)
         return TaskState(value) if value is not None else None
@@ -448,12 +391,11 @@ class PostgresState:
     async def _views(self, rows: Sequence[Sequence[Any]]) -> list[TaskView]:
         """Views of task rows with their stored failed attempts (one more read, only for tasks
         that were ever launched), as SQLite's."""
-        launched = [row[0] for row in rows if row[12]]
-        history: dict[int, list[AttemptView]] = {}
-        if launched:
-            for attempt in await self._fetch(q.ATTEMPTS_SQL, launched):
-                view = ended_attempt_view(EndedAttempt(*attempt))
-                history.setdefault(attempt[0], []).append(view)
+        ended = await self.ended_attempts([row[0] for row in rows if row[12]])
+        history = {
+            task_id: [ended_attempt_view(e) for e in attempts]
+            for task_id, attempts in ended.items()
+        }
         return [view_from_row(row, history.get(row[0], ())) for row in rows]
 
     async def count_tasks(self, state: TaskState | None) -> int:
@@ -501,8 +443,7 @@ class PostgresState:
 
     @property
     def is_open(self) -> bool:
-        task = self._writer_task
-        return not self._closing and task is not None and not task.done()
+        return not self._closing and self._group_commit.running
 
     async def ping(self) -> None:
         await self._fetchval("SELECT 1")
@@ -512,9 +453,7 @@ class PostgresState:
         if self._closing:
             return
         self._closing = True
-        self._queue.put_nowait(None)
-        if self._writer_task is not None:
-            await self._writer_task
+        await self._group_commit.stop()
         writer, self._writer = self._writer, None
         if writer is not None and not writer.is_closed():
             try:

@@ -1,5 +1,5 @@
-"""Each durable change (``state.changes``) as PostgreSQL statements: the same rows as SQLite's
-(``state.sqlite``), in PostgreSQL's SQL (``$n`` parameters, booleans, ``GREATEST``).
+"""Each durable change (``state.changes``) as PostgreSQL statements: the rows ``state.rows``
+builds for every backend, bound to PostgreSQL's SQL (``$n`` parameters, booleans, ``GREATEST``).
 
 New tasks are written with COPY (the B2 path queues thousands per write); launch intents and
 status updates (a pass launches thousands, and their updates follow) as one UPDATE over arrays of
@@ -9,16 +9,13 @@ per batch, but one execution per row).
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from scale_scheduler.state import changes as c
 from scale_scheduler.state.domain import TaskState
-from scale_scheduler.state.scheduler import MISSING_MESSAGE
-from scale_scheduler.state.sqlite.task_rows import insert_row, ports_json
-from scale_scheduler.state.tasks import ATTEMPT_HISTORY
+from scale_scheduler.state.rows import RowBatch, RowStatement, rows_of
 
 
 @dataclass(frozen=True)
@@ -157,190 +154,51 @@ MARK_SQL = (
 )
 
 
-def _count_ended(states: Iterable[TaskState]) -> list[PgStatement]:
-    counts = Counter(state.value for state in states if state.terminal)
-    if not counts:
-        return []
-    return [PgStatement(COUNT_ENDED_SQL, [(n, state) for state, n in counts.items()])]
-
-
-def _queued(change: c.TasksQueued) -> list[PgStatement]:
-    now = change.now
-    rows = [
-        (*insert_row(t, n, now), TaskState.QUEUED.value)
-        for t, n in zip(change.tasks, change.names, strict=True)
-    ]
-    return [PgStatement("tasks", rows, copy_columns=TASK_COPY_COLUMNS)] if rows else []
-
-
-def _intents(change: c.LaunchIntents) -> list[PgStatement]:
-    now = change.now
-    rows = [
-        (i.attempt, i.agent_id, i.hostname, ports_json(i.ports), now, now, i.task_id)
-        for i in change.intents
-    ]
-    return [PgStatement(INTENT_SQL, rows, array_sql=INTENT_ARRAY_SQL)] if rows else []
-
-
-def _reverted(change: c.LaunchesReverted) -> list[PgStatement]:
-    now = change.now
-    rows = [
-        (r.failures, r.cluster_failures, now, now, r.task_id, r.attempt) for r in change.reverts
-    ]
-    return [PgStatement(REVERT_SQL, rows)] if rows else []
-
-
-def _statuses(change: c.StatusesApplied) -> list[PgStatement]:
-    now = change.now
-    status_rows: list[tuple[Any, ...]] = []
-    requeue_rows: list[tuple[Any, ...]] = []
-    for w in change.changes:
-        last = (w.status_state, w.status_message, w.status_reason, w.status_source)
-        if w.requeue:
-            requeue_rows.append(
-                (
-                    w.failures,
-                    w.cluster_failures,
-                    now,
-                    now,
-                    w.next_attempt_at,
-                    *last,
-                    w.status_time or now,
-                    w.task_id,
-                )
-            )
-        else:
-            status_rows.append(
-                (
-                    w.state.value,
-                    w.failures,
-                    w.cluster_failures,
-                    now if w.started else None,
-                    now if w.state.terminal else None,
-                    now,
-                    *last,
-                    w.status_time or now,
-                    w.task_id,
-                )
-            )
-    statements = []
-    if status_rows:
-        statements.append(PgStatement(STATUS_SQL, status_rows, array_sql=STATUS_ARRAY_SQL))
-        statements += _count_ended(w.state for w in change.changes if not w.requeue)
-    if requeue_rows:
-        statements.append(PgStatement(REQUEUE_AFTER_STATUS_SQL, requeue_rows))
-    ended = [w.ended_attempt for w in change.changes if w.ended_attempt is not None]
-    if ended:
-        # The last ATTEMPT_HISTORY failed attempts of each task, as SQLite keeps them.
-        statements.append(PgStatement(ATTEMPT_SQL, [tuple(e) for e in ended]))
-        trims = [
-            (e.task_id, e.attempt - ATTEMPT_HISTORY) for e in ended if e.attempt > ATTEMPT_HISTORY
-        ]
-        if trims:
-            statements.append(PgStatement(TRIM_ATTEMPTS_SQL, trims))
-    return statements
-
-
-def _canceled(change: c.TaskCanceled) -> list[PgStatement]:
-    return [
-        PgStatement(CANCEL_SQL, [(change.now, change.now, change.task_id)]),
-        *_count_ended([TaskState.CANCELED]),
-    ]
-
-
-def _kill(change: c.KillRequested) -> list[PgStatement]:
-    return [PgStatement(KILL_SQL, [(change.now, change.task_id)])]
-
-
-def _pruned(change: c.TasksPruned) -> list[PgStatement]:
-    tasks = change.tasks
-    if not tasks:
-        return []
-    by_state = Counter(t.state.value for t in tasks)
-    return [
-        PgStatement(DELETE_SQL, [(t.task_id, t.state.value) for t in tasks]),
-        PgStatement(DELETE_ATTEMPTS_SQL, [(t.task_id,) for t in tasks]),
-        PgStatement(UNCOUNT_SQL, [(n, state) for state, n in by_state.items()]),
-        PgStatement(MARK_SQL, [(max(t.task_id for t in tasks), len(tasks))]),
-    ]
-
-
-def _scheduler_ensured(change: c.SchedulerRowEnsured) -> list[PgStatement]:
-    return [PgStatement(ENSURE_SCHEDULER_SQL, [(change.now,)])]
-
-
-def _pause_set(change: c.PauseSet) -> list[PgStatement]:
-    return [
-        PgStatement(
-            PAUSE_SQL,
-            [(change.is_paused, change.now)],
-            expect_rows=True,
-            missing_message=MISSING_MESSAGE,
-        )
-    ]
-
-
-def _node_flags(change: c.NodeFlagsChanged) -> list[PgStatement]:
-    row = (
-        change.is_paused,
-        change.set_reason,
-        change.pause_reason,
-        change.is_active,
-        change.now,
-        change.node_id,
-    )
-    return [
-        PgStatement(
-            NODE_FLAGS_SQL,
-            [row],
-            expect_rows=True,
-            missing_message=f"Node {change.node_id} is missing from the database.",
-        )
-    ]
-
-
-def _nodes_sighted(change: c.NodesSighted) -> list[PgStatement]:
-    statements: list[PgStatement] = []
-    if change.new:
-        rows = [(n.node_id, n.hostname, n.agent_id, n.now, n.now) for n in change.new]
-        statements.append(PgStatement(NODE_INSERT_SQL, rows))
-    if change.moved:
-        moved = [(agent, node_id) for node_id, agent in change.moved]
-        statements.append(PgStatement(NODE_AGENT_SQL, moved))
-    return statements
-
-
-def _nodes_offered(change: c.NodesOffered) -> list[PgStatement]:
-    if not change.last_offers:
-        return []
-    rows = [(at, node_id) for node_id, at in change.last_offers]
-    return [PgStatement(NODE_LAST_OFFER_SQL, rows)]
-
-
-def _framework_saved(change: c.FrameworkIdSaved) -> list[PgStatement]:
-    return [PgStatement(FRAMEWORK_SQL, [(change.framework_id, change.now)])]
-
-
-_STATEMENTS: dict[type, Callable[[Any], list[PgStatement]]] = {
-    c.TasksQueued: _queued,
-    c.LaunchIntents: _intents,
-    c.LaunchesReverted: _reverted,
-    c.StatusesApplied: _statuses,
-    c.TaskCanceled: _canceled,
-    c.KillRequested: _kill,
-    c.TasksPruned: _pruned,
-    c.SchedulerRowEnsured: _scheduler_ensured,
-    c.PauseSet: _pause_set,
-    c.NodeFlagsChanged: _node_flags,
-    c.NodesSighted: _nodes_sighted,
-    c.NodesOffered: _nodes_offered,
-    c.FrameworkIdSaved: _framework_saved,
+SQL: dict[RowStatement, str] = {
+    RowStatement.LAUNCH_INTENT: INTENT_SQL,
+    RowStatement.REVERT_LAUNCH: REVERT_SQL,
+    RowStatement.STATUS: STATUS_SQL,
+    RowStatement.REQUEUE_AFTER_STATUS: REQUEUE_AFTER_STATUS_SQL,
+    RowStatement.RECORD_ATTEMPT: ATTEMPT_SQL,
+    RowStatement.TRIM_ATTEMPTS: TRIM_ATTEMPTS_SQL,
+    RowStatement.CANCEL: CANCEL_SQL,
+    RowStatement.KILL: KILL_SQL,
+    RowStatement.COUNT_ENDED: COUNT_ENDED_SQL,
+    RowStatement.ENSURE_SCHEDULER: ENSURE_SCHEDULER_SQL,
+    RowStatement.PAUSE: PAUSE_SQL,
+    RowStatement.FRAMEWORK: FRAMEWORK_SQL,
+    RowStatement.NODE_FLAGS: NODE_FLAGS_SQL,
+    RowStatement.INSERT_NODE: NODE_INSERT_SQL,
+    RowStatement.NODE_AGENT: NODE_AGENT_SQL,
+    RowStatement.NODE_LAST_OFFER: NODE_LAST_OFFER_SQL,
+    RowStatement.DELETE_TASK: DELETE_SQL,
+    RowStatement.DELETE_ATTEMPTS: DELETE_ATTEMPTS_SQL,
+    RowStatement.UNCOUNT: UNCOUNT_SQL,
+    RowStatement.MARK_PRUNED: MARK_SQL,
 }
+"""PostgreSQL's statement for each kind of row ``state.rows`` builds (new tasks are copied)."""
+ARRAY_SQL: dict[RowStatement, str] = {
+    RowStatement.LAUNCH_INTENT: INTENT_ARRAY_SQL,
+    RowStatement.STATUS: STATUS_ARRAY_SQL,
+}
+"""The kinds of row also written as one UPDATE over arrays of their columns."""
+QUEUED = TaskState.QUEUED.value
+
+
+def _statement(batch: RowBatch) -> PgStatement:
+    if batch.statement is RowStatement.INSERT_TASK:
+        # COPY takes no literal: the state is a column of each row.
+        rows = [(*row, QUEUED) for row in batch.rows]
+        return PgStatement("tasks", rows, copy_columns=TASK_COPY_COLUMNS)
+    return PgStatement(
+        SQL[batch.statement],
+        batch.rows,
+        batch.expect_rows,
+        batch.missing_message,
+        array_sql=ARRAY_SQL.get(batch.statement),
+    )
 
 
 def statements_of(changes: Sequence[c.Change]) -> list[PgStatement]:
     """The statements of one write, in the order of its changes."""
-    statements: list[PgStatement] = []
-    for change in changes:
-        statements += _STATEMENTS[type(change)](change)
-    return statements
+    return [_statement(batch) for batch in rows_of(changes)]

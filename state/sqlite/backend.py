@@ -1,8 +1,9 @@
 """``SqliteState``: ``state.interface.StateStore`` and ``Maintenance`` on the SQLite store.
 
-``commit`` turns each change into statements (``task_rows``, ``service_rows``) and hands them to
-``Store.write`` as one write: it is grouped with the writes waiting at that moment into one
-transaction, and its ``apply`` runs after the COMMIT, in commit order.
+``commit`` turns each change into rows (``state.rows``) bound to SQLite's statements
+(``task_rows``, ``service_rows``) and hands them to ``Store.write`` as one write: it is grouped
+with the writes waiting at that moment into one transaction, and its ``apply`` runs after the
+COMMIT, in commit order.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from scale_scheduler.state.interface import (
     StorageSizes,
     TaskEnd,
 )
+from scale_scheduler.state.rows import RowStatement, rows_of
 from scale_scheduler.state.sqlite import service_rows as sr
 from scale_scheduler.state.sqlite import task_rows as tr
 from scale_scheduler.state.store import JOURNAL_SIZE_LIMIT, Statement, Store
-from scale_scheduler.state.tasks import Task, TaskView
+from scale_scheduler.state.tasks import EndedAttempt, Task, TaskView
 
 T = TypeVar("T")
 
@@ -35,114 +37,38 @@ INCREMENTAL = 2
 """``PRAGMA auto_vacuum``'s value for INCREMENTAL."""
 
 
-def _queued(change: c.TasksQueued) -> list[Statement]:
-    now = change.now
-    rows = [tr.insert_row(t, n, now) for t, n in zip(change.tasks, change.names, strict=True)]
-    return [Statement(tr.INSERT_SQL, rows)] if rows else []
-
-
-def _intents(change: c.LaunchIntents) -> list[Statement]:
-    now = change.now
-    ports_json = tr.ports_json
-    rows = [
-        (i.attempt, i.agent_id, i.hostname, ports_json(i.ports), now, now, i.task_id)
-        for i in change.intents
-    ]
-    return [Statement(tr.INTENT_SQL, rows)] if rows else []
-
-
-def _reverted(change: c.LaunchesReverted) -> list[Statement]:
-    now = change.now
-    rows = [
-        (r.failures, r.cluster_failures, now, now, r.task_id, r.attempt) for r in change.reverts
-    ]
-    return [Statement(tr.REVERT_SQL, rows)] if rows else []
-
-
-def _statuses(change: c.StatusesApplied) -> list[Statement]:
-    now = change.now
-    status_rows: list[tuple[Any, ...]] = []
-    requeue_rows: list[tuple[Any, ...]] = []
-    for w in change.changes:
-        if w.requeue:
-            requeue_rows.append(
-                (
-                    w.failures,
-                    w.cluster_failures,
-                    now,
-                    now,
-                    w.next_attempt_at,
-                    w.status_state,
-                    w.status_message,
-                    w.status_reason,
-                    w.status_source,
-                    w.status_time or now,
-                    w.task_id,
-                )
-            )
-        else:
-            status_rows.append(
-                (
-                    w.state.value,
-                    w.failures,
-                    w.cluster_failures,
-                    now if w.started else None,
-                    now if w.state.terminal else None,
-                    now,
-                    w.status_state,
-                    w.status_message,
-                    w.status_reason,
-                    w.status_source,
-                    w.status_time or now,
-                    w.task_id,
-                )
-            )
-    statements = []
-    if status_rows:
-        statements.append(Statement(tr.STATUS_SQL, status_rows))
-        statements += tr.count_ended(w.state for w in change.changes if not w.requeue)
-    if requeue_rows:
-        statements.append(Statement(tr.REQUEUE_AFTER_STATUS_SQL, requeue_rows))
-    ended = [w.ended_attempt for w in change.changes if w.ended_attempt is not None]
-    if ended:
-        statements += tr.attempt_statements(ended)
-    return statements
-
-
-def _canceled(change: c.TaskCanceled) -> list[Statement]:
-    return [
-        Statement(tr.CANCEL_SQL, [(change.now, change.now, change.task_id)]),
-        *tr.count_ended([TaskState.CANCELED]),
-    ]
-
-
-def _kill(change: c.KillRequested) -> list[Statement]:
-    return [Statement(tr.KILL_SQL, [(change.now, change.task_id)])]
-
-
-_STATEMENTS: dict[type, Callable[[Any], list[Statement]]] = {
-    c.TasksQueued: _queued,
-    c.LaunchIntents: _intents,
-    c.LaunchesReverted: _reverted,
-    c.StatusesApplied: _statuses,
-    c.TaskCanceled: _canceled,
-    c.KillRequested: _kill,
-    c.TasksPruned: sr.tasks_pruned,
-    c.SchedulerRowEnsured: sr.scheduler_ensured,
-    c.PauseSet: sr.pause_set,
-    c.NodeFlagsChanged: sr.node_flags_changed,
-    c.NodesSighted: sr.nodes_sighted,
-    c.NodesOffered: sr.nodes_offered,
-    c.FrameworkIdSaved: sr.framework_saved,
+SQL: dict[RowStatement, str] = {
+    RowStatement.INSERT_TASK: tr.INSERT_SQL,
+    RowStatement.LAUNCH_INTENT: tr.INTENT_SQL,
+    RowStatement.REVERT_LAUNCH: tr.REVERT_SQL,
+    RowStatement.STATUS: tr.STATUS_SQL,
+    RowStatement.REQUEUE_AFTER_STATUS: tr.REQUEUE_AFTER_STATUS_SQL,
+    RowStatement.RECORD_ATTEMPT: tr.ATTEMPT_SQL,
+    RowStatement.TRIM_ATTEMPTS: tr.TRIM_ATTEMPTS_SQL,
+    RowStatement.CANCEL: tr.CANCEL_SQL,
+    RowStatement.KILL: tr.KILL_SQL,
+    RowStatement.COUNT_ENDED: tr.COUNT_ENDED_SQL,
+    RowStatement.ENSURE_SCHEDULER: sr.ENSURE_SCHEDULER_SQL,
+    RowStatement.PAUSE: sr.PAUSE_SQL,
+    RowStatement.FRAMEWORK: sr.FRAMEWORK_SQL,
+    RowStatement.NODE_FLAGS: sr.NODE_FLAGS_SQL,
+    RowStatement.INSERT_NODE: sr.NODE_INSERT_SQL,
+    RowStatement.NODE_AGENT: sr.NODE_AGENT_SQL,
+    RowStatement.NODE_LAST_OFFER: sr.NODE_LAST_OFFER_SQL,
+    RowStatement.DELETE_TASK: sr.DELETE_SQL,
+    RowStatement.DELETE_ATTEMPTS: sr.DELETE_ATTEMPTS_SQL,
+    RowStatement.UNCOUNT: sr.UNCOUNT_SQL,
+    RowStatement.MARK_PRUNED: sr.MARK_SQL,
 }
+"""SQLite's statement for each kind of row ``state.rows`` builds."""
 
 
 def statements_of(changes: Sequence[c.Change]) -> list[Statement]:
     """The statements of one write, in the order of its changes."""
-    statements: list[Statement] = []
-    for change in changes:
-        statements += _STATEMENTS[type(change)](change)
-    return statements
+    return [
+        Statement(SQL[b.statement], b.rows, b.expect_rows, b.missing_message)
+        for b in rows_of(changes)
+    ]
 
 
 class SqliteState:
@@ -171,6 +97,9 @@ class SqliteState:
 
     async def max_task_id(self) -> int:
         return await tr.max_task_id(self.store)
+
+    async def ended_attempts(self, task_ids: Sequence[int]) -> Mapping[int, list[EndedAttempt]]:
+        return await tr.fetch_ended_attempts(self.store, task_ids)
 
     async def task_state(self, task_id: int) -> TaskState | None:
         row = await self.store.fetchone("SELECT state FROM tasks WHERE id = ?", (task_id,))

@@ -1,21 +1,7 @@
-"""The scheduler row, nodes, framework id and retention in SQLite: statements and reads."""
+"""The scheduler row, nodes, framework id and retention in SQLite: statements (for the rows
+``state.rows`` builds) and reads."""
 
 from __future__ import annotations
-
-from collections import Counter
-from collections.abc import Sequence
-
-from scale_scheduler.state.changes import (
-    FrameworkIdSaved,
-    NodeFlagsChanged,
-    NodesOffered,
-    NodesSighted,
-    PauseSet,
-    SchedulerRowEnsured,
-    TasksPruned,
-)
-from scale_scheduler.state.scheduler import MISSING_MESSAGE
-from scale_scheduler.state.store import Statement
 
 ENSURE_SCHEDULER_SQL = (
     "INSERT OR IGNORE INTO scheduler (id, is_paused, last_modified) VALUES (1, 0, ?)"
@@ -43,7 +29,7 @@ NODE_FLAGS_SQL = (
 )
 NODE_INSERT_SQL = (
     "INSERT INTO nodes (id, hostname, agent_id, is_paused, pause_reason, is_active, created, "
-    "last_modified, last_offer) VALUES (?, ?, ?, 0, NULL, 1, ?, ?, ?) "
+    "last_modified, last_offer) VALUES (?, ?, ?, 0, NULL, 1, ?, ?, NULL) "
     "ON CONFLICT (hostname) DO UPDATE SET agent_id = excluded.agent_id"
 )
 NODE_AGENT_SQL = "UPDATE nodes SET agent_id = ? WHERE id = ?"
@@ -67,78 +53,4 @@ LOAD_MARK_SQL = "SELECT pruned_through, pruned_total FROM retention WHERE id = 1
 TERMINAL_TOTAL_SQL = "SELECT COALESCE(SUM(n), 0) FROM task_counts"
 
 
-def scheduler_ensured(change: SchedulerRowEnsured) -> list[Statement]:
-    return [Statement(ENSURE_SCHEDULER_SQL, [(change.now,)])]
-
-
-def pause_set(change: PauseSet) -> list[Statement]:
-    return [
-        Statement(
-            PAUSE_SQL,
-            [(int(change.is_paused), change.now)],
-            expect_rows=True,
-            missing_message=MISSING_MESSAGE,
-        )
-    ]
-
-
-def framework_saved(change: FrameworkIdSaved) -> list[Statement]:
-    return [Statement(FRAMEWORK_SQL, [(change.framework_id, change.now)])]
-
-
-def node_flags_changed(change: NodeFlagsChanged) -> list[Statement]:
-    row = (
-        None if change.is_paused is None else int(change.is_paused),
-        int(change.set_reason),
-        change.pause_reason,
-        None if change.is_active is None else int(change.is_active),
-        change.now,
-        change.node_id,
-    )
-    return [
-        Statement(
-            NODE_FLAGS_SQL,
-            [row],
-            expect_rows=True,
-            missing_message=f"Node {change.node_id} is missing from the database.",
-        )
-    ]
-
-
-def nodes_sighted(change: NodesSighted) -> list[Statement]:
-    statements: list[Statement] = []
-    if change.new:
-        statements.append(
-            Statement(
-                NODE_INSERT_SQL,
-                [(n.node_id, n.hostname, n.agent_id, n.now, n.now, None) for n in change.new],
-            )
-        )
-    if change.moved:
-        statements.append(
-            Statement(NODE_AGENT_SQL, [(agent, node_id) for node_id, agent in change.moved])
-        )
-    return statements
-
-
-def nodes_offered(change: NodesOffered) -> list[Statement]:
-    if not change.last_offers:
-        return []
-    return [Statement(NODE_LAST_OFFER_SQL, [(at, node_id) for node_id, at in change.last_offers])]
-
-
 DELETE_ATTEMPTS_SQL = "DELETE FROM task_attempts WHERE task_id = ?"
-
-
-def tasks_pruned(change: TasksPruned) -> list[Statement]:
-    """One batch's write: delete the rows, uncount them, move the mark."""
-    tasks: Sequence = change.tasks
-    if not tasks:
-        return []
-    by_state = Counter(t.state.value for t in tasks)
-    return [
-        Statement(DELETE_SQL, [(t.task_id, t.state.value) for t in tasks]),
-        Statement(DELETE_ATTEMPTS_SQL, [(t.task_id,) for t in tasks]),
-        Statement(UNCOUNT_SQL, [(n, state) for state, n in by_state.items()]),
-        Statement(MARK_SQL, [(max(t.task_id for t in tasks), len(tasks))]),
-    ]

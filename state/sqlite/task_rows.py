@@ -1,14 +1,14 @@
-"""The task table in SQLite: its statements, row builders and reads (``SqliteState`` uses them).
+"""The task table in SQLite: its statements and reads (``SqliteState`` uses them).
 
-Rows are positional tuples in the column order of the statement they belong to; nothing outside
-``state.sqlite`` sees them.
+The rows written are ``state.rows``' (the same for every backend), in the parameter order of
+the statement they belong to; the rows read are positional tuples in ``VIEW_COLUMNS`` or
+``LOAD_COLUMNS`` order.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -23,9 +23,8 @@ from scale_scheduler.state.domain import (
     constraints_from,
     constraints_json,
 )
-from scale_scheduler.state.store import Statement, Store
+from scale_scheduler.state.store import Store
 from scale_scheduler.state.tasks import (
-    ATTEMPT_HISTORY,
     EMPTY,
     AttemptView,
     ContainerView,
@@ -84,18 +83,6 @@ ATTEMPT_COLUMNS = (
 )
 
 
-def attempt_statements(ended: Sequence[EndedAttempt]) -> list[Statement]:
-    """What records attempts that ended in failure, keeping the last ``ATTEMPT_HISTORY`` per
-    task (a trim only for tasks past that many)."""
-    if not ended:
-        return []
-    statements = [Statement(ATTEMPT_SQL, [tuple(e) for e in ended])]
-    trims = [(e.task_id, e.attempt - ATTEMPT_HISTORY) for e in ended if e.attempt > ATTEMPT_HISTORY]
-    if trims:
-        statements.append(Statement(TRIM_ATTEMPTS_SQL, trims))
-    return statements
-
-
 CANCEL_SQL = (
     "UPDATE tasks SET state = 'CANCELED', ended = ?, last_modified = ? "
     "WHERE id = ? AND state = 'QUEUED'"
@@ -104,15 +91,6 @@ CANCEL_SQL = (
 KILL_SQL = "UPDATE tasks SET kill_requested = 1, last_modified = ? WHERE id = ?"
 
 COUNT_ENDED_SQL = "UPDATE task_counts SET n = n + ? WHERE state = ?"
-
-
-def count_ended(states: Iterable[TaskState]) -> list[Statement]:
-    """What adds tasks that reach terminal ``states`` to ``task_counts``: part of the very write
-    that ends them (a terminal state is final, so each task is counted once)."""
-    counts = Counter(state.value for state in states if state.terminal)
-    if not counts:
-        return []
-    return [Statement(COUNT_ENDED_SQL, [(n, state) for state, n in counts.items()])]
 
 
 VIEW_COLUMNS = (
@@ -127,36 +105,6 @@ LOAD_COLUMNS = (
     "attempts, failures, cluster_failures, agent_id, hostname, launched, last_modified, "
     "kill_requested, next_attempt_at, task_group"
 )
-
-
-def insert_row(task: Task, name: str, now: float) -> tuple[Any, ...]:
-    shape = task.shape
-    constraints = (
-        msgspec.json.encode(constraints_json(shape.constraints)).decode()
-        if shape.constraints
-        else None
-    )
-    return (
-        task.id,
-        name,
-        task.priority,
-        shape.cpus,
-        shape.mem,
-        shape.disk,
-        shape.gpus,
-        shape.ports,
-        constraints,
-        task.spec,
-        task.max_attempts,
-        now,
-        now,
-        now,
-        shape.group,
-    )
-
-
-def ports_json(ports: Sequence[int]) -> str | None:
-    return msgspec.json.encode(list(ports)).decode() if ports else None
 
 
 async def load_live_tasks(
@@ -286,20 +234,29 @@ def view_from_row(
     )
 
 
-async def fetch_attempts(store: Store, ids: Sequence[int]) -> dict[int, list[AttemptView]]:
+ID_CHUNK = 500
+"""Task ids per read of their attempts (one ``?`` each)."""
+
+
+async def fetch_ended_attempts(store: Store, ids: Sequence[int]) -> dict[int, list[EndedAttempt]]:
     """The stored attempts of these tasks, oldest first."""
-    if not ids:
-        return {}
-    marks = ",".join("?" * len(ids))
-    rows = await store.fetchall(
-        f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id IN ({marks}) "
-        "ORDER BY task_id, attempt",
-        ids,
-    )
-    found: dict[int, list[AttemptView]] = {}
-    for row in rows:
-        found.setdefault(row[0], []).append(ended_attempt_view(EndedAttempt(*row)))
+    found: dict[int, list[EndedAttempt]] = {}
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = ids[start : start + ID_CHUNK]
+        rows = await store.fetchall(
+            f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts "
+            f"WHERE task_id IN ({','.join('?' * len(chunk))}) ORDER BY task_id, attempt",
+            chunk,
+        )
+        for row in rows:
+            found.setdefault(row[0], []).append(EndedAttempt(*row))
     return found
+
+
+async def fetch_attempts(store: Store, ids: Sequence[int]) -> dict[int, list[AttemptView]]:
+    """The stored attempts of these tasks as the views show them, oldest first."""
+    ended = await fetch_ended_attempts(store, ids)
+    return {task_id: [ended_attempt_view(e) for e in rows] for task_id, rows in ended.items()}
 
 
 async def fetch_task_row(store: Store, task_id: int) -> tuple[Any, ...] | None:

@@ -44,7 +44,7 @@ async def test_failures_of_its_own_relaunch_after_growing_delays(tmp_path: Path)
         )
         tracker = daemon.core.tracker
         # While it waits, its view says until when, and it is not in the queue index.
-        await daemon.until(lambda: task_id in tracker.retry_waits)
+        await daemon.until(lambda: task_id in tracker.timers.retry_waits)
         waiting = await daemon.task(task_id)
         assert waiting["state"] == "QUEUED"
         assert waiting["next_attempt_at"] is not None

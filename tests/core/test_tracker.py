@@ -183,7 +183,7 @@ async def test_failed_task_is_retried_with_a_fresh_mesos_id(harness: CoreHarness
     await harness.offer_pass(make_offer("o2", "a2"))
     assert harness.driver.launched_ids() == [f"{task_id}-1"]
     harness.clock.advance(1.0)
-    assert core.tracker.release_due_retries() == 1
+    assert core.tracker.timers.release_due_retries() == 1
     await harness.offer_pass(make_offer("o3", "a2"))
     assert harness.driver.launched_ids() == [f"{task_id}-1", f"{task_id}-2"]
     await harness.updates(status(f"{task_id}-2", "TASK_FAILED", agent="a2"))
@@ -379,7 +379,7 @@ async def test_a_failed_attempt_is_stale_until_the_task_moves_on_then_a_stray(
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))  # trails the failure
     assert harness.driver.of("kill") == []
     harness.clock.advance(1.0)  # its retry back-off
-    harness.c.tracker.release_due_retries()
+    harness.c.tracker.timers.release_due_retries()
     await harness.offer_pass(make_offer("o2", "a2"))  # now on attempt 2
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
     assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1")]

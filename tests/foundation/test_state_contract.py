@@ -19,7 +19,7 @@ from scale_scheduler.state.memory import MemoryState
 from scale_scheduler.state.postgres.backend import PostgresState
 from scale_scheduler.state.postgres.password import Password
 from scale_scheduler.state.sqlite import SqliteState
-from scale_scheduler.state.tasks import Task, TaskSpec, spec_encoder
+from scale_scheduler.state.tasks import ATTEMPT_HISTORY, Task, TaskSpec, spec_encoder
 
 NOW = 1_700_000_000.0
 
@@ -199,3 +199,23 @@ async def test_apply_runs_after_the_change_took_effect_and_its_result_is_returne
     assert await queued() == "result"
     assert seen == ["applied"]
     assert await state.task_state(1) is TaskState.QUEUED
+
+
+async def test_the_attempt_history_reads_back_the_same_from_every_backend(
+    backends: list[MaintainedState],
+) -> None:
+    """``ended_attempts`` (what the core rebuilds the hosts a retry avoids from at start-up)."""
+    history = [
+        c.EndedAttempt(1, n, f"a{n}", f"h{n}", NOW + n, NOW + n + 0.5, "FAILED", "R", "task")
+        for n in range(1, ATTEMPT_HISTORY + 3)
+    ]
+    writes: list[list[c.Change]] = [[c.TasksQueued([task(1), task(2)], ["t1", "t2"], NOW)]]
+    for ended in history:
+        change = c.StatusChange(1, TaskState.QUEUED, ended.attempt, 0)
+        change.requeue, change.ended_attempt = True, ended
+        writes.append([c.StatusesApplied([change], ended.ended)])
+    for write in writes:
+        for state in backends:
+            await state.commit(write)
+    durable, memory = [await state.ended_attempts([2, 1, 99]) for state in backends]
+    assert durable == memory == {1: history[-ATTEMPT_HISTORY:]}  # the last ones, oldest first
