@@ -132,7 +132,7 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
         if isinstance(state, PostgresState):  # a standby writes itself while no instance leads
             app[FACADE].attach_leaderless(Leaderless(state, state))
         framework_ids = FrameworkIdRepository(state)
-        await framework_ids.load()
+        await framework_ids.load_framework_id()
         app[FRAMEWORK_IDS] = framework_ids
         yield
     finally:

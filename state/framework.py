@@ -15,7 +15,7 @@ class FrameworkIdRepository:
         self._store = store
         self.framework_id: str | None = None
 
-    async def load(self) -> str | None:
+    async def load_framework_id(self) -> str | None:
         self.framework_id = await self._store.load_framework_id()
         return self.framework_id
 

@@ -350,6 +350,9 @@ class MemoryIdStore:
         self.saved.append(framework_id)
         self.order.append("saved")
 
+    async def load_framework_id(self) -> str | None:
+        return self.saved[-1] if self.saved else None
+
 
 def on_new_leader(sim: SimulatedCluster, old_leader: Any, status: Any) -> Callable[[], bool]:
     """True once a master other than ``old_leader`` leads and ``status`` is subscribed to it.

@@ -114,6 +114,11 @@ class FrameworkIdStore(Protocol):
 
     async def save_framework_id(self, framework_id: str) -> None: ...
 
+    async def load_framework_id(self) -> str | None:
+        """The id stored now. A driver reads it when it starts: a standby built its driver
+        before the first leader subscribed, and must not subscribe as a new framework."""
+        ...
+
 
 class SchedulerDriver(Protocol):
     """Calls into Mesos. Every call raises ``DriverError`` when it surely took no effect, and

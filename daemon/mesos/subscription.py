@@ -244,6 +244,12 @@ class SubscriptionCore:
         if self._run_task is not None or self.stopping:
             raise RuntimeError("the driver was already started")
         self.handler = handler
+        stored = await self._id_store.load_framework_id()
+        if stored is not None and stored != self.framework_id:
+            log.info("mesos_framework_id_loaded", framework_id=stored, built_with=self.framework_id)
+            self.framework_id = stored
+            self.status.framework_id = stored
+            self.id_saved = True
         # User and host name lookups and the secret file are blocking: off the loop.
         try:
             self.framework_info, self.credentials = await asyncio.to_thread(prepare)

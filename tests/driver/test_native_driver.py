@@ -98,6 +98,25 @@ async def test_restart_resubscribes_with_the_stored_id(
     assert list(master.frameworks) == ["m1-fw-1"]
 
 
+async def test_a_driver_built_before_the_first_subscription_takes_the_id_stored_since(
+    master: FakeMaster, make_driver: MakeDriver
+) -> None:
+    """A standby builds its driver before any leader subscribed; when it leads later, it
+    subscribes with the id the first leader stored meanwhile, not as a new framework."""
+    store = MemoryIdStore()
+    standby = make_driver(master.url, store=store)  # built with no id
+    first = make_driver(master.url, store=store)
+    await first.start(RecordingHandler())
+    await eventually(lambda: store.saved)
+    await first.stop()
+    handler = RecordingHandler()
+    await standby.start(handler)
+    await subscribed(standby, handler)
+    assert master.subscribes[-1]["framework_id"] == {"value": "m1-fw-1"}
+    assert handler.subscriptions[0].resubscribed is True
+    assert list(master.frameworks) == ["m1-fw-1"]
+
+
 async def test_stream_end_resubscribes_with_the_same_id(
     master: FakeMaster, make_driver: MakeDriver
 ) -> None:

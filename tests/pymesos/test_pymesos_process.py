@@ -114,6 +114,9 @@ class Store:
     async def save_framework_id(self, framework_id):
         pass
 
+    async def load_framework_id(self):
+        return None
+
 before = signal.getsignal(signal.SIGINT)
 config = Config(mesos=MesosConfig(driver="pymesos", user="svc", hostname="h"))
 driver = create_driver(config, None, Store(), api_url="http://h:1/")
