@@ -321,7 +321,7 @@ async def test_stop_sends_no_teardown_and_a_restart_resubscribes_through_sqlite(
     db = tmp_path / "state.db"
     store = await Store.open(db)
     repo = FrameworkIdRepository(SqliteState(store))
-    assert await repo.load() is None
+    assert await repo.load_framework_id() is None
     handler = RecordingHandler()
     driver = make_driver(sim.url, store=repo)
     await subscribed(driver, handler)
@@ -334,7 +334,7 @@ async def test_stop_sends_no_teardown_and_a_restart_resubscribes_through_sqlite(
 
     store = await Store.open(db)  # a new process: the id comes back from disk
     repo = FrameworkIdRepository(SqliteState(store))
-    stored = await repo.load()
+    stored = await repo.load_framework_id()
     assert stored == framework_id
     handler = RecordingHandler()
     driver = make_driver(sim.url, store=repo, framework_id=stored)
