@@ -1,0 +1,142 @@
+"""Scoped placement constraints during one pass: the groups' counts per value, and the search
+for an agent that admits one more task of a group. Pure.
+
+The scoped operators (``UNIQUE``, ``GROUP_BY``, ``MAX_PER``, ``CLUSTER`` without a value) read
+the group's live tasks per value from the ``PlacementView`` (kept as tasks launch and end, never
+recounted here) plus this pass's own placements, so a batch of one group placed in one pass
+respects them too. The pass's placements go into a copy of the group's counts made at its first
+placement in the pass (the group's values, not its tasks); the live counts are never written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from scale_scheduler.daemon.scheduling.match_model import PlacementView
+from scale_scheduler.daemon.scheduling.offer_bins import Bin
+from scale_scheduler.state.domain import Shape
+from scale_scheduler.state.placement_constraints import (
+    HOSTNAME,
+    Constraint,
+    Operator,
+    admits,
+    spread_of,
+)
+
+Counts = Mapping[str, Mapping[str, int]]
+"""A group's tasks per field, per value."""
+_Plan = tuple[tuple[Constraint, str, bool, int], ...]
+"""Per scoped constraint of a shape: the constraint, its field, whether it is ``GROUP_BY``, and
+how many values of the field the cluster has (constant for the pass)."""
+
+
+class ScopedSearch:
+    """One pass's counts and searches. ``cursors`` is the pass's (shared with the plain
+    placement): per shape, the first agent that may still take it."""
+
+    def __init__(
+        self, bins: Sequence[Bin], cursors: dict[Shape, int], placement: PlacementView | None
+    ) -> None:
+        self.bins = bins
+        self.cursors = cursors
+        self.placement = placement
+        self.local: dict[str, dict[str, dict[str, int]]] = {}
+        """Per group that placed tasks in this pass: the live counts copied, plus the pass's."""
+        self.known: dict[str, int] = {}
+        self.plans: dict[Shape, _Plan] = {}
+
+    def counts_of(self, shape: Shape) -> Counts:
+        """The shape's group's live tasks per field and value, this pass's placements included."""
+        group = shape.group
+        assert group is not None  # scoped constraints need a group (parse_constraints)
+        local = self.local.get(group)
+        if local is not None:
+            return local
+        return self.placement.group_counts(group) if self.placement is not None else _NO_GROUP
+
+    def known_values(self, name: str) -> int:
+        """Distinct values of the field in the cluster, and at least among this pass's offers."""
+        known = self.known.get(name)
+        if known is None:
+            offered = {b.values.text(name) for b in self.bins} - {None}
+            cluster = self.placement.known_values(name) if self.placement is not None else 0
+            known = self.known[name] = max(cluster, len(offered))
+        return known
+
+    def count_placed(self, group: str, bin_: Bin, times: int = 1) -> None:
+        """``times`` tasks of ``group`` placed on ``bin_``'s agent in this pass."""
+        per_field = self.local.get(group)
+        if per_field is None:
+            base = self.placement.group_counts(group) if self.placement is not None else _NO_GROUP
+            per_field = self.local[group] = {name: dict(counts) for name, counts in base.items()}
+        values = bin_.values
+        for name, value in ((HOSTNAME, values.hostname), *values.attributes.items()):
+            per_value = per_field.get(name)
+            if per_value is None:
+                per_value = per_field[name] = {}
+            per_value[value] = per_value.get(value, 0) + times
+
+    def find(self, shape: Shape) -> Bin | None:
+        """The first agent that fits the shape and admits one more task of its group. Two cursors
+        move only past agents that can never take the shape in this pass: the one of the shape
+        without its scoped constraints (shared with every shape that differs only in those:
+        resources only shrink), and the shape's own (counts only grow during a pass, so only
+        GROUP_BY may admit an agent it refused before)."""
+        bins = self.bins
+        count = len(bins)
+        cursors = self.cursors
+        fit = shape.fit
+        shared = cursors.get(fit, 0)
+        while shared < count and not bins[shared].fits(fit):
+            shared += 1
+        cursors[fit] = shared
+        own = cursors.get(shape, 0)
+        cursor = own if own > shared else shared
+        if cursor == count:
+            cursors[shape] = cursor
+            return None
+        plan = self.plans.get(shape)
+        if plan is None:
+            plan = self.plans[shape] = self._plan(shape)
+        counts = self.counts_of(shape)
+        # What each constraint reads, the same for every agent of this search.
+        checks = [
+            (
+                constraint,
+                counts.get(name, _NONE),
+                known,
+                spread_of(counts.get(name, _NONE)) if group_by else None,
+            )
+            for constraint, name, group_by, known in plan
+        ]
+        spreads = shape.spreads
+        position = cursor
+        found = None
+        while position < count:
+            bin_ = bins[position]
+            if bin_.fits(fit):
+                agent = bin_.values
+                for constraint, values, known, spread in checks:
+                    if not admits(constraint, agent, values, known, spread):
+                        break
+                else:
+                    found = bin_
+                    break
+                if spreads:
+                    position += 1
+                    continue
+            if position == cursor:
+                cursor += 1
+            position += 1
+        cursors[shape] = cursor
+        return found
+
+    def _plan(self, shape: Shape) -> _Plan:
+        return tuple(
+            (c, c.field, c.operator is Operator.GROUP_BY, self.known_values(c.field))
+            for c in shape.scoped
+        )
+
+
+_NONE: Mapping[str, int] = {}
+_NO_GROUP: Counts = {}
