@@ -16,7 +16,7 @@ import msgspec
 
 from scale_scheduler.daemon.mesos.mesos_types import Offer, Range, Ranges, Resource, Scalar
 from scale_scheduler.state.domain import Shape
-from scale_scheduler.state.placement_constraints import AgentValues, admits
+from scale_scheduler.state.placement_constraints import HOSTNAME, AgentValues, admits
 
 EPSILON = 1e-6
 SCALARS = ("cpus", "mem", "disk", "gpus")
@@ -66,12 +66,14 @@ class Bin:
     """Resources of one agent allocated to one role, shrinking as tasks are placed."""
 
     __slots__ = (
+        "admitted",
         "agent",
         "cpus",
         "disk",
         "entries",
         "gpus",
         "hostname",
+        "labels",
         "mem",
         "port_entries",
         "ports",
@@ -82,6 +84,11 @@ class Bin:
         self.agent = agent
         self.hostname = values.hostname
         self.values = values
+        self.labels = ((HOSTNAME, values.hostname), *values.attributes.items())
+        """Every field a constraint may read, with the agent's value of it."""
+        self.admitted: dict[Shape, bool] = {}
+        """Per shape's agent part (``Shape.fit``): whether its static constraints admit this
+        agent (they read only the agent, so once per pass)."""
         self.entries: dict[str, list[Entry]] = {}
         self.port_entries: list[PortEntry] = []
         self.cpus = self.mem = self.disk = self.gpus = 0.0
@@ -113,8 +120,13 @@ class Bin:
 
     def satisfies(self, shape: Shape) -> bool:
         """The constraints that read only the agent (the scoped ones are the pass's to check)."""
-        values = self.values
-        return all(admits(constraint, values) for constraint in shape.static)
+        fit = shape.fit
+        admitted = self.admitted.get(fit)
+        if admitted is None:
+            values = self.values
+            admitted = all(admits(constraint, values) for constraint in shape.static)
+            self.admitted[fit] = admitted
+        return admitted
 
     def consume(self, shape: Shape, needs: Needs) -> tuple[tuple[Resource, ...], tuple[int, ...]]:
         """Take ``needs`` (the shape's non-zero scalars) and its ports; returns the launch
@@ -166,7 +178,13 @@ class Bin:
                 return 0, ()
             left = entry.left
             total = getattr(self, name)
-            if _whole(need, left, total):
+            if (  # whole numbers below 2**53: consume's subtractions of them are exact
+                need.is_integer()
+                and left.is_integer()
+                and total.is_integer()
+                and left < _EXACT
+                and total < _EXACT
+            ):
                 n = int((left if left < total else total) // need)
                 if 0 <= count < n:
                     n = count
@@ -186,8 +204,14 @@ class Bin:
             assert entry is not None
             left = entry.left
             total = getattr(self, name)
-            if _whole(need, left, total):
-                left -= times * need  # exact: whole numbers (repeatable left both >= 0)
+            if (
+                need.is_integer()
+                and left.is_integer()
+                and total.is_integer()
+                and left < _EXACT
+                and total < _EXACT
+            ):
+                left -= times * need  # exact, as in repeatable (which left both >= 0)
                 total -= times * need
             else:
                 for _ in range(times):
@@ -225,17 +249,6 @@ class Bin:
                 break
         self.ports -= len(taken)
         return taken
-
-
-def _whole(need: float, left: float, total: float) -> bool:
-    """Whole numbers below 2**53: ``consume``'s subtractions of them are exact."""
-    return (
-        need.is_integer()
-        and left.is_integer()
-        and total.is_integer()
-        and left < _EXACT
-        and total < _EXACT
-    )
 
 
 _EXACT = 2.0**53

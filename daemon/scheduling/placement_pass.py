@@ -31,7 +31,7 @@ from scale_scheduler.daemon.scheduling.match_model import (
     flow_waiting,
 )
 from scale_scheduler.daemon.scheduling.offer_bins import EPSILON, SCALARS, Bin, Needs
-from scale_scheduler.daemon.scheduling.scoped_search import ScopedSearch
+from scale_scheduler.daemon.scheduling.scoped_search import AgentParts, ScopedSearch
 from scale_scheduler.daemon.scheduling.wait_verdicts import WaitVerdicts
 from scale_scheduler.state.domain import Shape
 
@@ -47,11 +47,11 @@ class _Lane:
 
     __slots__ = ("fit", "group", "group_name", "needs", "scoped", "shape")
 
-    def __init__(self, group: GroupView, needs: Needs) -> None:
+    def __init__(self, group: GroupView, needs: Needs, fit: Shape) -> None:
         shape = group.shape
         self.group = group
         self.shape = shape
-        self.fit = shape.fit
+        self.fit = fit
         self.needs = needs
         self.scoped = bool(shape.scoped)
         self.group_name = shape.group
@@ -81,7 +81,8 @@ class PlacementPass:
         """Some group stayed unplaced because the budget ran out."""
         self.cursors: dict[Shape, int] = {}
         self.needs: dict[Shape, Needs] = {}
-        self.scoped = ScopedSearch(bins, self.cursors, placement)
+        self.agent_parts = AgentParts()
+        self.scoped = ScopedSearch(bins, self.cursors, self.agent_parts, placement)
         self.verdicts = WaitVerdicts(bins, self.scoped)
         # Resources only shrink during a pass, so the maxima at its start stay upper bounds.
         self.max_cpus = max(b.cpus for b in bins)
@@ -106,7 +107,7 @@ class PlacementPass:
             needs = self.needs[shape] = tuple(
                 (name, float(getattr(shape, name))) for name in SCALARS if getattr(shape, name) > 0
             )
-        return _Lane(group, needs)
+        return _Lane(group, needs, self.agent_parts.of(shape))
 
     def next_avoided(self, task_id: int) -> int:
         """The first task after ``task_id`` to keep off some hosts (``_NO_LIMIT``: none)."""

@@ -16,7 +16,6 @@ from scale_scheduler.daemon.scheduling.match_model import PlacementView
 from scale_scheduler.daemon.scheduling.offer_bins import Bin
 from scale_scheduler.state.domain import Shape
 from scale_scheduler.state.placement_constraints import (
-    HOSTNAME,
     Constraint,
     Operator,
     admits,
@@ -32,18 +31,24 @@ how many values of the field the cluster has (constant for the pass)."""
 
 class ScopedSearch:
     """One pass's counts and searches. ``cursors`` is the pass's (shared with the plain
-    placement): per shape, the first agent that may still take it."""
+    placement): per shape, the first agent that may still take it; ``agent_parts`` gives each
+    shape's ``Shape.fit`` as one object per value, the cursors' key."""
 
     def __init__(
-        self, bins: Sequence[Bin], cursors: dict[Shape, int], placement: PlacementView | None
+        self,
+        bins: Sequence[Bin],
+        cursors: dict[Shape, int],
+        agent_parts: AgentParts,
+        placement: PlacementView | None,
     ) -> None:
         self.bins = bins
         self.cursors = cursors
+        self.agent_parts = agent_parts
         self.placement = placement
         self.local: dict[str, dict[str, dict[str, int]]] = {}
         """Per group that placed tasks in this pass: the live counts copied, plus the pass's."""
         self.known: dict[str, int] = {}
-        self.plans: dict[Shape, _Plan] = {}
+        self.plans: dict[Shape, tuple[Shape, _Plan]] = {}
 
     def counts_of(self, shape: Shape) -> Counts:
         """The shape's group's live tasks per field and value, this pass's placements included."""
@@ -69,8 +74,7 @@ class ScopedSearch:
         if per_field is None:
             base = self.placement.group_counts(group) if self.placement is not None else _NO_GROUP
             per_field = self.local[group] = {name: dict(counts) for name, counts in base.items()}
-        values = bin_.values
-        for name, value in ((HOSTNAME, values.hostname), *values.attributes.items()):
+        for name, value in bin_.labels:
             per_value = per_field.get(name)
             if per_value is None:
                 per_value = per_field[name] = {}
@@ -85,7 +89,10 @@ class ScopedSearch:
         bins = self.bins
         count = len(bins)
         cursors = self.cursors
-        fit = shape.fit
+        planned = self.plans.get(shape)
+        if planned is None:
+            planned = self.plans[shape] = (self.agent_parts.of(shape), self._plan(shape))
+        fit, plan = planned
         shared = cursors.get(fit, 0)
         while shared < count and not bins[shared].fits(fit):
             shared += 1
@@ -95,26 +102,18 @@ class ScopedSearch:
         if cursor == count:
             cursors[shape] = cursor
             return None
-        plan = self.plans.get(shape)
-        if plan is None:
-            plan = self.plans[shape] = self._plan(shape)
         counts = self.counts_of(shape)
         # What each constraint reads, the same for every agent of this search.
-        checks = [
-            (
-                constraint,
-                counts.get(name, _NONE),
-                known,
-                spread_of(counts.get(name, _NONE)) if group_by else None,
-            )
-            for constraint, name, group_by, known in plan
-        ]
+        checks = []
+        for constraint, name, group_by, known in plan:
+            values = counts.get(name, _NONE)
+            checks.append((constraint, values, known, spread_of(values) if group_by else None))
         spreads = shape.spreads
         position = cursor
         found = None
         while position < count:
             bin_ = bins[position]
-            if bin_.fits(fit):
+            if position == shared or bin_.fits(fit):  # the shared cursor's agent fits
                 agent = bin_.values
                 for constraint, values, known, spread in checks:
                     if not admits(constraint, agent, values, known, spread):
@@ -136,6 +135,23 @@ class ScopedSearch:
             (c, c.field, c.operator is Operator.GROUP_BY, self.known_values(c.field))
             for c in shape.scoped
         )
+
+
+class AgentParts:
+    """Each shape's agent part (``Shape.fit``) as one shared object per value, so the pass's
+    lookups by it match by identity: equal parts of different shapes are separate objects, and
+    comparing them field by field cost more than the rest of a search (B3's constrained match)."""
+
+    def __init__(self) -> None:
+        self._by_value: dict[Shape, Shape] = {}
+        self._by_shape: dict[Shape, Shape] = {}
+
+    def of(self, shape: Shape) -> Shape:
+        part = self._by_shape.get(shape)
+        if part is None:
+            fit = shape.fit
+            part = self._by_shape[shape] = self._by_value.setdefault(fit, fit)
+        return part
 
 
 _NONE: Mapping[str, int] = {}

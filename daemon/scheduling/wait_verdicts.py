@@ -21,6 +21,8 @@ class WaitVerdicts:
         self.bins = bins
         self.scoped = scoped
         self.verdicts: dict[Shape, Verdict] = {}
+        self.candidates: dict[Shape, list[Bin]] = {}
+        """Per shape's agent part: the agents its static constraints admit."""
         self.shortages: dict[tuple[float, float, float, int, int], Verdict] = {}
 
     def explain(self, group: GroupView) -> GroupWaiting:
@@ -34,9 +36,12 @@ class WaitVerdicts:
     def _verdict(self, shape: Shape) -> Verdict:
         """The first resource no candidate offers has enough of, or the constraints."""
         resources = (shape.cpus, shape.mem, shape.disk, shape.gpus, shape.ports)
-        candidates: Sequence[Bin]
+        candidates: Sequence[Bin] | None
         if shape.static:
-            candidates = [b for b in self.bins if b.satisfies(shape)]
+            fit = shape.fit
+            candidates = self.candidates.get(fit)  # shapes that differ in group share them
+            if candidates is None:
+                candidates = self.candidates[fit] = [b for b in self.bins if b.satisfies(shape)]
             if not candidates:
                 wanted = ", ".join(describe_constraint(c) for c in shape.static)
                 return WaitReason.CONSTRAINTS, f"no offer matches {wanted}"
