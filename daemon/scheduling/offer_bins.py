@@ -172,9 +172,12 @@ class Bin:
             return 0, ()
         count = cap
         out: list[Resource] = []
+        entries = self.entries
         for name, need in needs:
-            entry = self._first_entry(name)
-            if entry is None:
+            for entry in entries.get(name, ()):  # the first with something left
+                if entry.left > EPSILON:
+                    break
+            else:
                 return 0, ()
             left = entry.left
             total = getattr(self, name)
@@ -199,9 +202,11 @@ class Bin:
 
     def take_repeated(self, needs: Needs, times: int) -> None:
         """Subtract ``times`` tasks' needs as ``times`` calls of ``consume`` would."""
+        entries = self.entries
         for name, need in needs:
-            entry = self._first_entry(name)
-            assert entry is not None
+            for entry in entries[name]:  # the first with something left, as in repeatable
+                if entry.left > EPSILON:
+                    break
             left = entry.left
             total = getattr(self, name)
             if (
@@ -219,12 +224,6 @@ class Bin:
                     total = total - need if total - need > 0.0 else 0.0
             entry.left = left
             setattr(self, name, total)
-
-    def _first_entry(self, name: str) -> Entry | None:
-        for entry in self.entries.get(name, ()):
-            if entry.left > EPSILON:
-                return entry
-        return None
 
     def _take_ports(self, count: int, out: list[Resource]) -> list[int]:
         taken: list[int] = []

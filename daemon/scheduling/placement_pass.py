@@ -180,10 +180,14 @@ class PlacementPass:
         waiting: list[GroupWaiting],
     ) -> None:
         """Several groups at one priority: the next task is always the lowest id of any group.
-        A group's run of ids below every other group's is placed at once when it is plain."""
+        A plain group's run of ids below every other group's is placed at once. The loop runs
+        once per run or constrained task (B3's constrained match: about 700 times a pass), so
+        what it reads is kept in locals."""
         heapq.heapify(heap)
         budget = self.budget
-        first_fit, find_scoped = self.first_fit, self.scoped.find
+        bins, cursors = self.bins, self.cursors
+        count = len(bins)
+        find_scoped = self.scoped.find
         count_placed, explain = self.scoped.count_placed, self.verdicts.explain
         heapreplace, heappop = heapq.heapreplace, heapq.heappop
         avoid = self.avoid
@@ -197,23 +201,30 @@ class PlacementPass:
                 break
             shape = lane.shape
             if lane.scoped:
-                bin_ = find_scoped(shape)
-                if bin_ is None:
+                found = find_scoped(shape)
+                if found is None:
                     heappop(heap)
                     waiting.append(explain(lane.group))
                     continue
+                bin_ = found
                 resources, ports = bin_.consume(shape, lane.needs)
-                placements.setdefault(bin_.agent, []).append(
-                    TaskPlacement(task_id, resources, ports)
-                )
+                placed = placements.get(bin_.agent)
+                if placed is None:
+                    placed = placements[bin_.agent] = []
+                placed.append(_new_tuple(TaskPlacement, (task_id, resources, ports)))
                 taken = 1
                 following = next(ids, None)
             else:
-                bin_ = first_fit(lane.fit)
-                if bin_ is None:
+                fit = lane.fit
+                cursor = cursors.get(fit, 0)
+                while cursor < count and not bins[cursor].fits(fit):
+                    cursor += 1
+                cursors[fit] = cursor
+                if cursor == count:
                     heappop(heap)
                     waiting.append(explain(lane.group))
                     continue
+                bin_ = bins[cursor]
                 # The group's next ids that come before every other group's: the same run of
                 # placements on this agent that one task at a time would make (_place_group).
                 size = len(heap)
@@ -227,7 +238,6 @@ class PlacementPass:
                     if avoided is not None:
                         single = True  # placed on its own, where it did not fail if it can
                         if bin_.hostname in avoided:
-                            cursor = self.cursors.get(lane.fit, 0)
                             bin_ = self.elsewhere(shape, cursor, avoided) or bin_
                     stop = self.next_avoided(task_id)
                     if stop < limit:
@@ -236,7 +246,9 @@ class PlacementPass:
                 if 0 < budget < cap:
                     cap = budget
                 needs = lane.needs
-                placed = placements.setdefault(bin_.agent, [])
+                placed = placements.get(bin_.agent)
+                if placed is None:
+                    placed = placements[bin_.agent] = []
                 times, same = (0, ()) if single or cap <= 1 else bin_.repeatable(shape, needs, cap)
                 if times > 1:
                     taken = 0
@@ -248,7 +260,7 @@ class PlacementPass:
                     bin_.take_repeated(needs, taken)
                 else:
                     resources, ports = bin_.consume(shape, needs)
-                    placed.append(TaskPlacement(task_id, resources, ports))
+                    placed.append(_new_tuple(TaskPlacement, (task_id, resources, ports)))
                     taken = 1
                     following = next(ids, None)
             if lane.group_name is not None:
