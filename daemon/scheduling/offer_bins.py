@@ -86,9 +86,10 @@ class Bin:
         self.values = values
         self.labels = ((HOSTNAME, values.hostname), *values.attributes.items())
         """Every field a constraint may read, with the agent's value of it."""
-        self.admitted: dict[Shape, bool] = {}
-        """Per shape's agent part (``Shape.fit``): whether its static constraints admit this
-        agent (they read only the agent, so once per pass)."""
+        self.admitted: dict[int, bool] = {}
+        """Per shape's agent part (``Shape.fit``, by ``id``: the bin lives for one pass, which
+        holds every shape it places): whether its static constraints admit this agent (they
+        read only the agent, so once per pass)."""
         self.entries: dict[str, list[Entry]] = {}
         self.port_entries: list[PortEntry] = []
         self.cpus = self.mem = self.disk = self.gpus = 0.0
@@ -98,10 +99,22 @@ class Bin:
         if resource.revocable is not None or resource.disk is not None:
             return  # revocable capacity and volumes are not for ordinary tasks
         name = resource.name
-        if name in SCALARS and resource.scalar is not None and resource.scalar.value > 0:
-            value = float(resource.scalar.value)
-            self.entries.setdefault(name, []).append(Entry(resource, value))
-            setattr(self, name, getattr(self, name) + value)
+        scalar = resource.scalar
+        if scalar is not None and name in SCALARS and scalar.value > 0:
+            value = float(scalar.value)
+            entries = self.entries.get(name)
+            if entries is None:
+                self.entries[name] = [Entry(resource, value)]
+            else:
+                entries.append(Entry(resource, value))
+            if name == "cpus":
+                self.cpus += value
+            elif name == "mem":
+                self.mem += value
+            elif name == "disk":
+                self.disk += value
+            else:
+                self.gpus += value
         elif name == "ports" and resource.ranges is not None:
             free = [[r.begin, r.end] for r in resource.ranges.range if r.end >= r.begin]
             if free:
@@ -120,12 +133,12 @@ class Bin:
 
     def satisfies(self, shape: Shape) -> bool:
         """The constraints that read only the agent (the scoped ones are the pass's to check)."""
-        fit = shape.fit
-        admitted = self.admitted.get(fit)
+        key = id(shape.fit)
+        admitted = self.admitted.get(key)
         if admitted is None:
             values = self.values
             admitted = all(admits(constraint, values) for constraint in shape.static)
-            self.admitted[fit] = admitted
+            self.admitted[key] = admitted
         return admitted
 
     def consume(self, shape: Shape, needs: Needs) -> tuple[tuple[Resource, ...], tuple[int, ...]]:

@@ -45,13 +45,15 @@ _NO_LIMIT = 2**63
 class _Lane:
     """What placing one group needs, worked out once when the pass reaches the group."""
 
-    __slots__ = ("fit", "group", "group_name", "needs", "scoped", "shape")
+    __slots__ = ("fit", "group", "group_name", "key", "needs", "scoped", "shape")
 
     def __init__(self, group: GroupView, needs: Needs, fit: Shape) -> None:
         shape = group.shape
         self.group = group
         self.shape = shape
         self.fit = fit
+        self.key = id(fit)
+        """The cursor's key (``PlacementPass.cursors``)."""
         self.needs = needs
         self.scoped = bool(shape.scoped)
         self.group_name = shape.group
@@ -79,7 +81,10 @@ class PlacementPass:
         """Placements left (-1: no limit)."""
         self.budget_spent = False
         """Some group stayed unplaced because the budget ran out."""
-        self.cursors: dict[Shape, int] = {}
+        self.cursors: dict[int, int] = {}
+        """Per shape (by ``id``: a ``Shape`` hashes in Python, and the pass looks cursors up
+        about once per task; every shape keyed is held by the queue or ``agent_parts`` for the
+        pass), the first agent that may still take it."""
         self.needs: dict[Shape, Needs] = {}
         self.agent_parts = AgentParts()
         self.scoped = ScopedSearch(bins, self.cursors, self.agent_parts, placement)
@@ -115,25 +120,16 @@ class PlacementPass:
         index = bisect_right(avoided, task_id)
         return avoided[index] if index < len(avoided) else _NO_LIMIT
 
-    def elsewhere(self, shape: Shape, cursor: int, hosts: Collection[str]) -> Bin | None:
-        """An agent past the shape's cursor that fits and is none of ``hosts`` (the cursor stays:
-        the agents it passes over still fit the shape's other tasks)."""
+    def elsewhere(self, fit: Shape, cursor: int, hosts: Collection[str]) -> Bin | None:
+        """An agent past the cursor of ``fit`` (a shape's agent part) that fits and is none of
+        ``hosts`` (the cursor stays: the agents it passes over still fit the shape's other
+        tasks)."""
         bins = self.bins
         for position in range(cursor, len(bins)):
             bin_ = bins[position]
-            if bin_.hostname not in hosts and bin_.fits(shape):
+            if bin_.hostname not in hosts and bin_.fits(fit):
                 return bin_
         return None
-
-    def first_fit(self, fit: Shape) -> Bin | None:
-        """The first agent that fits ``fit`` (a shape without scoped constraints)."""
-        bins = self.bins
-        cursor = self.cursors.get(fit, 0)
-        count = len(bins)
-        while cursor < count and not bins[cursor].fits(fit):
-            cursor += 1
-        self.cursors[fit] = cursor
-        return bins[cursor] if cursor < count else None
 
     def place_level(
         self,
@@ -216,10 +212,10 @@ class PlacementPass:
                 following = next(ids, None)
             else:
                 fit = lane.fit
-                cursor = cursors.get(fit, 0)
+                cursor = cursors.get(lane.key, 0)
                 while cursor < count and not bins[cursor].fits(fit):
                     cursor += 1
-                cursors[fit] = cursor
+                cursors[lane.key] = cursor
                 if cursor == count:
                     heappop(heap)
                     waiting.append(explain(lane.group))
@@ -238,7 +234,7 @@ class PlacementPass:
                     if avoided is not None:
                         single = True  # placed on its own, where it did not fail if it can
                         if bin_.hostname in avoided:
-                            bin_ = self.elsewhere(shape, cursor, avoided) or bin_
+                            bin_ = self.elsewhere(fit, cursor, avoided) or bin_
                     stop = self.next_avoided(task_id)
                     if stop < limit:
                         limit = stop
@@ -287,7 +283,7 @@ class PlacementPass:
         shape, fit, needs, group = lane.shape, lane.fit, lane.needs, lane.group_name
         bins = self.bins
         count = len(bins)
-        cursor = self.cursors.get(fit, 0)
+        cursor = self.cursors.get(id(fit), 0)
         agent = -1
         placed: list[TaskPlacement] = []
         task_id: int | None = first
@@ -306,7 +302,7 @@ class PlacementPass:
                 break
             bin_ = bins[cursor]
             if avoid is not None and task_id in avoid:
-                other = self.elsewhere(shape, cursor, avoid[task_id])
+                other = self.elsewhere(fit, cursor, avoid[task_id])
                 if other is not None and other is not bin_:
                     resources, ports = other.consume(shape, needs)
                     placements.setdefault(other.agent, []).append(
@@ -349,7 +345,7 @@ class PlacementPass:
                 count_placed(group, bin_)
             budget -= budget > 0
             task_id = next(ids, None)
-        self.cursors[fit] = cursor
+        self.cursors[id(fit)] = cursor
         self.budget = budget
 
     def _place_scoped(

@@ -37,7 +37,7 @@ class ScopedSearch:
     def __init__(
         self,
         bins: Sequence[Bin],
-        cursors: dict[Shape, int],
+        cursors: dict[int, int],
         agent_parts: AgentParts,
         placement: PlacementView | None,
     ) -> None:
@@ -48,7 +48,8 @@ class ScopedSearch:
         self.local: dict[str, dict[str, dict[str, int]]] = {}
         """Per group that placed tasks in this pass: the live counts copied, plus the pass's."""
         self.known: dict[str, int] = {}
-        self.plans: dict[Shape, tuple[Shape, _Plan]] = {}
+        self.plans: dict[int, tuple[Shape, _Plan]] = {}
+        """Per shape (by ``id``, as the cursors): its agent part and what its search reads."""
 
     def counts_of(self, shape: Shape) -> Counts:
         """The shape's group's live tasks per field and value, this pass's placements included."""
@@ -89,18 +90,20 @@ class ScopedSearch:
         bins = self.bins
         count = len(bins)
         cursors = self.cursors
-        planned = self.plans.get(shape)
+        key = id(shape)
+        planned = self.plans.get(key)
         if planned is None:
-            planned = self.plans[shape] = (self.agent_parts.of(shape), self._plan(shape))
+            planned = self.plans[key] = (self.agent_parts.of(shape), self._plan(shape))
         fit, plan = planned
-        shared = cursors.get(fit, 0)
+        fit_key = id(fit)
+        shared = cursors.get(fit_key, 0)
         while shared < count and not bins[shared].fits(fit):
             shared += 1
-        cursors[fit] = shared
-        own = cursors.get(shape, 0)
+        cursors[fit_key] = shared
+        own = cursors.get(key, 0)
         cursor = own if own > shared else shared
         if cursor == count:
-            cursors[shape] = cursor
+            cursors[key] = cursor
             return None
         counts = self.counts_of(shape)
         # What each constraint reads, the same for every agent of this search.
@@ -127,7 +130,7 @@ class ScopedSearch:
             if position == cursor:
                 cursor += 1
             position += 1
-        cursors[shape] = cursor
+        cursors[key] = cursor
         return found
 
     def _plan(self, shape: Shape) -> _Plan:

@@ -37,11 +37,11 @@ class WaitVerdicts:
         """The first resource no candidate offers has enough of, or the constraints."""
         resources = (shape.cpus, shape.mem, shape.disk, shape.gpus, shape.ports)
         candidates: Sequence[Bin] | None
+        fit = self.scoped.agent_parts.of(shape)
         if shape.static:
-            fit = shape.fit
             candidates = self.candidates.get(fit)  # shapes that differ in group share them
             if candidates is None:
-                candidates = self.candidates[fit] = [b for b in self.bins if b.satisfies(shape)]
+                candidates = self.candidates[fit] = [b for b in self.bins if b.satisfies(fit)]
             if not candidates:
                 wanted = ", ".join(describe_constraint(c) for c in shape.static)
                 return WaitReason.CONSTRAINTS, f"no offer matches {wanted}"
@@ -53,7 +53,7 @@ class WaitVerdicts:
             if short is not None:
                 return short
         if shape.scoped:
-            fitting = [b for b in candidates if b.fits(shape)]
+            fitting = [b for b in candidates if b.fits(fit)]
             if fitting:
                 return WaitReason.CONSTRAINTS, self._scoped_verdict(shape, fitting)
         verdict = _resource_verdict(shape, candidates)
