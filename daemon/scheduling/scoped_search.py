@@ -24,7 +24,7 @@ from scale_scheduler.state.placement_constraints import (
 
 Counts = Mapping[str, Mapping[str, int]]
 """A group's tasks per field, per value."""
-_Plan = tuple[tuple[Constraint, str, bool, int], ...]
+_Checks = tuple[tuple[Constraint, str, bool, int], ...]
 """Per scoped constraint of a shape: the constraint, its field, whether it is ``GROUP_BY``, and
 how many values of the field the cluster has (constant for the pass)."""
 
@@ -48,8 +48,8 @@ class ScopedSearch:
         self.local: dict[str, dict[str, dict[str, int]]] = {}
         """Per group that placed tasks in this pass: the live counts copied, plus the pass's."""
         self.known: dict[str, int] = {}
-        self.plans: dict[int, tuple[Shape, _Plan]] = {}
-        """Per shape (by ``id``, as the cursors): its agent part and what its search reads."""
+        self.plans: dict[int, tuple[Shape, _Checks, bool]] = {}
+        """Per shape (by ``id``, as the cursors): ``_plan``."""
 
     def counts_of(self, shape: Shape) -> Counts:
         """The shape's group's live tasks per field and value, this pass's placements included."""
@@ -85,16 +85,16 @@ class ScopedSearch:
         """The first agent that fits the shape and admits one more task of its group. Two cursors
         move only past agents that can never take the shape in this pass: the one of the shape
         without its scoped constraints (shared with every shape that differs only in those:
-        resources only shrink), and the shape's own (counts only grow during a pass, so only
-        GROUP_BY may admit an agent it refused before)."""
+        resources only shrink), and the shape's own, past agents its scoped constraints refused,
+        unless a refusal may lift later in the pass (``_plan``)."""
         bins = self.bins
         count = len(bins)
         cursors = self.cursors
         key = id(shape)
         planned = self.plans.get(key)
         if planned is None:
-            planned = self.plans[key] = (self.agent_parts.of(shape), self._plan(shape))
-        fit, plan = planned
+            planned = self.plans[key] = self._plan(shape)
+        fit, plan, final = planned
         fit_key = id(fit)
         shared = cursors.get(fit_key, 0)
         while shared < count and not bins[shared].fits(fit):
@@ -111,7 +111,6 @@ class ScopedSearch:
         for constraint, name, group_by, known in plan:
             values = counts.get(name, _NONE)
             checks.append((constraint, values, known, spread_of(values) if group_by else None))
-        spreads = shape.spreads
         position = cursor
         found = None
         while position < count:
@@ -124,7 +123,7 @@ class ScopedSearch:
                 else:
                     found = bin_
                     break
-                if spreads:
+                if not final:
                     position += 1
                     continue
             if position == cursor:
@@ -133,11 +132,18 @@ class ScopedSearch:
         cursors[key] = cursor
         return found
 
-    def _plan(self, shape: Shape) -> _Plan:
-        return tuple(
+    def _plan(self, shape: Shape) -> tuple[Shape, _Checks, bool]:
+        """The shape's agent part, what each scoped constraint reads, and whether a refusal is
+        final for the pass. Counts only grow during a pass: ``UNIQUE`` and ``MAX_PER`` never
+        admit an agent they refused. ``GROUP_BY`` may (the least used value changes), and so may
+        ``CLUSTER`` without a value (another shape of the group may place a task on a value the
+        group did not use yet)."""
+        checks = tuple(
             (c, c.field, c.operator is Operator.GROUP_BY, self.known_values(c.field))
             for c in shape.scoped
         )
+        final = all(c.operator in (Operator.UNIQUE, Operator.MAX_PER) for c in shape.scoped)
+        return self.agent_parts.of(shape), checks, final
 
 
 class AgentParts:
