@@ -102,8 +102,6 @@ class Shape:
     """The constraints that read only the agent (an agent one fails never takes the shape)."""
     scoped: Constraints = dataclasses.field(default=(), init=False, compare=False, repr=False)
     """The constraints that count the group's tasks per value."""
-    spreads: bool = dataclasses.field(default=False, init=False, compare=False, repr=False)
-    """Has a ``GROUP_BY``: an agent refused once may take a later task of the same pass."""
     agent_part: Shape | None = dataclasses.field(
         default=None, init=False, compare=False, repr=False
     )
@@ -125,9 +123,6 @@ class Shape:
             static = tuple(c for c in self.constraints if not c.scoped)
             object.__setattr__(self, "static", static)
             object.__setattr__(self, "scoped", scoped)
-            object.__setattr__(
-                self, "spreads", any(c.operator is Operator.GROUP_BY for c in scoped)
-            )
 
     def __hash__(self) -> int:
         return self.hashed

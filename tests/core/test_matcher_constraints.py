@@ -298,3 +298,21 @@ def test_cluster_without_a_value_follows_where_the_group_runs() -> None:
 def test_agent_values_read_the_offers_attributes() -> None:
     offer = make_offer("o", "a", hostname="h", attributes={"rack": "r1"})
     assert agent_values(offer) == AgentValues("h", {"rack": "r1"}, {})
+
+
+def test_cluster_without_a_value_takes_a_rack_another_shape_of_the_group_just_took() -> None:
+    """A group on r1 (live) and r0 (its plain task placed first in this pass): CLUSTER without a
+    value admits both, so the agent it refused at the start of the pass takes the third task.
+    The matcher's cursor of the shape once skipped that agent for the rest of the pass, as if
+    CLUSTER's refusals were final like UNIQUE's (found by the property test above)."""
+    scenario = Scenario(
+        offering=[Agent("h0", "r0", None, 2), Agent("h1", "r1", None, 1)],
+        others=[],
+        live=[("g0", 1)],
+        tasks=[("g0", 7, 1), ("g0", 0, 1), ("g0", 7, 1)],  # CLUSTER rack, plain, CLUSTER rack
+    )
+    assert CONSTRAINT_SETS[7] == [["rack", "CLUSTER"]]
+    assert CONSTRAINT_SETS[0] == []
+    placed, waiting = fast(scenario)
+    assert placed == reference(scenario) == {1: "h1", 2: "h0", 3: "h0"}
+    assert waiting == []

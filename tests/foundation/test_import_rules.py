@@ -3,10 +3,11 @@
 - ``state/domain.py`` (task states, resource shapes) imports nothing of the project but the
   placement constraints' model (``state/placement_constraints.py``), which imports nothing of
   the project: both the pure scheduling code and the storage modules stand on them.
-- ``daemon/scheduling/matcher.py`` is pure: of the project it imports the domain types, the
-  placement constraints' model and the Mesos wire types it decides on
-  (``daemon/mesos/mesos_types.py``: offers and resources as plain msgspec structs, themselves
-  importing nothing of the project); no
+- The matcher (``daemon/scheduling/matcher.py`` and the modules it is made of: its vocabulary,
+  the offers' bins, the placement pass, the scoped search, the waiting verdicts) is pure: of the
+  project each of them imports the domain types, the placement constraints' model, the Mesos
+  wire types it decides on (``daemon/mesos/mesos_types.py``: offers and resources as plain
+  msgspec structs, themselves importing nothing of the project) and the matcher's own modules; no
   storage module of ``state/``, and nothing of the Mesos connection (drivers, HTTP calls,
   subscription, RecordIO ...).
 - ``api/`` reaches the scheduling core and its state only through the core facade
@@ -32,7 +33,18 @@ DOMAIN = f"{PACKAGE}.state.domain"
 MESOS_TYPES = f"{PACKAGE}.daemon.mesos.mesos_types"
 FACADE = f"{PACKAGE}.daemon.scheduling.core_facade"
 CONSTRAINTS = f"{PACKAGE}.state.placement_constraints"
-MATCHER_MAY_IMPORT = frozenset({DOMAIN, MESOS_TYPES, CONSTRAINTS})
+MATCHER_MODULES = (
+    "matcher",
+    "match_model",
+    "offer_bins",
+    "placement_pass",
+    "scoped_search",
+    "wait_verdicts",
+)
+MATCHER_MAY_IMPORT = frozenset(
+    {DOMAIN, MESOS_TYPES, CONSTRAINTS}
+    | {f"{PACKAGE}.daemon.scheduling.{module}" for module in MATCHER_MODULES}
+)
 API_MAY_IMPORT = frozenset(
     {
         FACADE,
@@ -76,8 +88,12 @@ def test_the_domain_module_imports_nothing_of_the_project_but_the_constraints_mo
 
 
 def test_the_matcher_imports_only_domain_and_mesos_wire_types() -> None:
-    imported = project_imports("daemon/scheduling/matcher.py")
-    assert imported <= MATCHER_MAY_IMPORT, sorted(imported - MATCHER_MAY_IMPORT)
+    offenders: dict[str, list[str]] = {}
+    for module in MATCHER_MODULES:
+        imported = project_imports(f"daemon/scheduling/{module}.py")
+        if not imported <= MATCHER_MAY_IMPORT:
+            offenders[module] = sorted(imported - MATCHER_MAY_IMPORT)
+    assert offenders == {}
     assert project_imports("daemon/mesos/mesos_types.py") == set()
 
 
