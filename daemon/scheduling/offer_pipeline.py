@@ -3,7 +3,7 @@
 One pass, in Marathon's order:
 1. take every pending offer (rescinded ones are already gone);
 2. match (pure), within the tracker's launch budget (flow control: tasks launched but not yet
-   confirmed are bounded; offers left over at the bound are declined with a 0.5 s filter, never
+   confirmed are bounded; offers left over at the bound are declined with no filter, never
    suppressed, and revived once updates are handled and launches may go again); if the matcher
    raises, decline
    everything without a filter so offers come back;
@@ -71,9 +71,13 @@ from scale_scheduler.state.tasks import spec_decoder
 log = structlog.get_logger(__name__)
 
 LAST_OFFER_FLUSH_SECONDS = 60.0
-FLOW_REFUSE_SECONDS = 0.5
-"""Filter on offers declined at the launch bound (``scheduler.max_in_flight``): shorter than
-Mesos's allocation interval, so the agents are offered again in the next cycle."""
+FLOW_REFUSE_SECONDS = 0.0
+"""Filter on offers declined at the launch bound (``scheduler.max_in_flight``): none. Mesos
+installs no filter for 0, so the agents are offered again in the next allocation cycle. Any
+other filter lasts at least one allocation interval (Mesos's allocator stretches it so that it
+never expires before the next allocation, MESOS-4302): the 0.5 s filter used before kept the
+declined agents out of the next cycle, and the cluster sat idle for up to two intervals with
+work queued."""
 FLOW_REVIVE_INTERVAL = 0.5
 """Least seconds between two REVIVEs asking for offers back once flow control lets launches
 go again (``revive_interval`` paces the others). As long as the filter on the offers declined
@@ -135,6 +139,9 @@ class PassStats:
     rescinded: int = 0
     waiting_groups: int = 0
     decline_reasons: dict[str, int] = field(default_factory=dict)
+    phase_ms: dict[str, float] = field(default_factory=dict)
+    """Where the pass's time went: ``match``, ``commit`` (the launch intents, waiting for the
+    store's writer included) and ``calls`` (the ACCEPTs and DECLINEs answered)."""
 
     def add(self, other: PassStats) -> None:
         """Accumulate another pass's counts (the reasons are left out)."""
@@ -184,7 +191,10 @@ class OfferPipeline:
         self._revive_timer: asyncio.TimerHandle | None = None
         self._interest_tasks: set[asyncio.Task[None]] = set()
         self._flow_held = False
-        """The last pass left work queued because of flow control: offers were declined."""
+        """Offers were declined for flow control since the last REVIVE: once handled updates
+        free room, they are asked back at once. A later pass that declines none (a few offers
+        of agents whose tasks ended, say) does not clear it: the agents declined before are
+        still away until the next allocation cycle."""
         self.launches_held: Callable[[], bool] = lambda: False
         """True while launches wait (for reconciliation after a subscription: the core's)."""
         self._last_flow_revive = -float("inf")
@@ -287,6 +297,7 @@ class OfferPipeline:
                 rescinded=stats.rescinded,
                 decline_reasons=stats.decline_reasons,
                 waiting_groups=stats.waiting_groups,
+                phase_ms=stats.phase_ms,
                 queue_depth=self._tracker.queue_depth,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
@@ -301,6 +312,7 @@ class OfferPipeline:
             await self._decline(list(bad), self._config.idle_refuse_seconds, stats, "MALFORMED")
         node_changes, node_apply = seen.changes, seen.apply
         generation = self._tracker.index.generation
+        started = time.perf_counter()
         try:
             result = match(
                 offers,
@@ -318,8 +330,9 @@ class OfferPipeline:
             return
         stats.agents = seen.agents
         stats.waiting_groups = len(result.waiting)
-        self._flow_held = any(d.reason is DeclineReason.FLOW_CONTROL for d in result.declines)
-        if self._flow_held:
+        stats.phase_ms["match"] = _ms_since(started)
+        if any(d.reason is DeclineReason.FLOW_CONTROL for d in result.declines):
+            self._flow_held = True
             self._tracker.flow.held_back(now)
         self._tracker.record_waiting(result.waiting)
 
@@ -340,8 +353,10 @@ class OfferPipeline:
                 if plan_apply is not None:
                     plan_apply()
 
+            committing = time.perf_counter()
             try:
                 await self._store.commit(changes, apply)
+                stats.phase_ms["commit"] = _ms_since(committing)
             except Exception as exc:
                 log.error("launch_intent_failed", error=repr(exc))
                 doomed = self._tracker.release(plan) if plan is not None else []
@@ -424,7 +439,9 @@ class OfferPipeline:
             self._driver.accept(launch, self._config.refuse_seconds) for _planned, launch in accepts
         ]
         calls += [self._driver.decline(ids, refuse) for refuse, ids in declines.items()]
+        calling = time.perf_counter()
         results = await asyncio.gather(*calls, return_exceptions=True)
+        stats.phase_ms["calls"] = _ms_since(calling)
         failed: list[PlannedTask] = list(dropped)
         unconfirmed: list[PlannedTask] = []
         for (planned, launch), outcome in zip(accepts, results[: len(accepts)], strict=True):
@@ -562,6 +579,10 @@ class OfferPipeline:
         for task in list(self._interest_tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def _queue_based(reason: DeclineReason) -> bool:

@@ -21,7 +21,6 @@ from scale_scheduler.daemon.scheduling.flow_control import (
     LaunchFlow,
 )
 from scale_scheduler.daemon.scheduling.matcher import DeclineReason, WaitReason, match
-from scale_scheduler.daemon.scheduling.offer_pipeline import FLOW_REFUSE_SECONDS
 from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
@@ -208,7 +207,9 @@ async def test_a_pass_at_the_bound_declines_briefly_then_revives_once_updates_gi
         )
         assert core.tracker.in_flight == 4
         declines = harness.driver.of("decline")
-        assert [(call[1], call[2]) for call in declines] == [(("o2",), FLOW_REFUSE_SECONDS)]
+        # No filter: Mesos stretches any other to an allocation interval (MESOS-4302), which
+        # would keep the agent out of the next cycle.
+        assert [(call[1], call[2]) for call in declines] == [(("o2",), 0.0)]
         head = next(core.tracker.index.queued())
         assert core.tracker.waiting_reason(head, False) == "launch flow control: 4 tasks in flight"
         revives = len(harness.driver.of("revive"))
@@ -218,3 +219,37 @@ async def test_a_pass_at_the_bound_declines_briefly_then_revives_once_updates_gi
         await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
     finally:
         await core.stop()
+
+
+async def test_offers_declined_at_the_bound_are_revived_even_after_a_pass_that_declined_none(
+    make_config: Callable[..., Config], store: Store, clock: Clock
+) -> None:
+    # A pass between the decline and the room (here one offer that launches all the budget
+    # allows) used to forget the declined agents: no REVIVE followed, and they came back only
+    # with Mesos's next allocation cycle while the cluster sat idle.
+    config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
+    harness = CoreHarness(config, SqliteState(store), clock)
+    core = await harness.start()
+    try:
+        await harness.submit(10)
+        await harness.offer_pass(
+            make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
+        )
+        assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
+        launched = harness.driver.launched_ids()
+        assert len(launched) == 4
+        # One confirmation frees room for one launch: not yet worth a REVIVE (under half).
+        await harness.updates(status(launched[0], "TASK_RUNNING", uuid="u0"))
+        revives = len(harness.driver.of("revive"))
+        await harness.offer_pass(make_offer("o3", "a3", cpus=1, mem=1024))
+        assert len(harness.driver.launched_ids()) == 5
+        assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
+        clock.advance(1.0)
+        await harness.updates(
+            *(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in harness.driver.launched_ids()[1:])
+        )
+        assert core.tracker.in_flight == 0
+        await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
+    finally:
+        await core.stop()
+
