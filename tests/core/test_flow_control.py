@@ -252,4 +252,3 @@ async def test_offers_declined_at_the_bound_are_revived_even_after_a_pass_that_d
         await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
     finally:
         await core.stop()
-
