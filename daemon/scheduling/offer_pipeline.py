@@ -198,6 +198,7 @@ class OfferPipeline:
         self.launches_held: Callable[[], bool] = lambda: False
         """True while launches wait (for reconciliation after a subscription: the core's)."""
         self._last_flow_revive = -float("inf")
+        self._flow_revive_timer: asyncio.TimerHandle | None = None
         self._interest_lock = asyncio.Lock()
         self._observer = NodeObserver(nodes)
         self.passes = 0
@@ -507,13 +508,30 @@ class OfferPipeline:
 
     def on_room(self) -> None:
         """Updates were handled: if offers were declined for flow control and a pass could
-        now launch half of what one may launch at most, ask for offers back at once."""
+        now launch half of what one may launch at most, ask for offers back at once (or, within
+        ``FLOW_REVIVE_INTERVAL`` of the last such REVIVE, once it has passed)."""
         if not self._flow_held or self.suppressed or not self.wants_offers():
             return
-        now = self._clock()
-        if now - self._last_flow_revive < FLOW_REVIVE_INTERVAL:
+        if self._flow_revive_timer is not None:
             return
+        wait = self._last_flow_revive + FLOW_REVIVE_INTERVAL - self._clock()
+        if wait > 0:
+            # Deferred, not dropped: the wave that frees the room may have been handled in
+            # full by then, and no later update would ask again (offers came back only with
+            # Mesos's next allocation cycle while the cluster sat idle).
+            loop = asyncio.get_running_loop()
+            self._flow_revive_timer = loop.call_later(wait, self._flow_revive_later)
+            return
+        self._revive_for_room()
+
+    def _flow_revive_later(self) -> None:
+        self._flow_revive_timer = None
+        if self._flow_held and not self.suppressed and self.wants_offers():
+            self._revive_for_room()
+
+    def _revive_for_room(self) -> None:
         budget = self._tracker.launch_budget()
+        now = self._clock()
         if budget is not None:
             # At most: the bound on tasks in flight, or the room under the backlog limit when
             # that is smaller (then the bound alone would never be half free, and offers came
@@ -571,9 +589,10 @@ class OfferPipeline:
                 self.suppressed = kind == "revive"
 
     async def close(self) -> None:
-        if self._revive_timer is not None:
-            self._revive_timer.cancel()
-            self._revive_timer = None
+        for timer in (self._revive_timer, self._flow_revive_timer):
+            if timer is not None:
+                timer.cancel()
+        self._revive_timer = self._flow_revive_timer = None
         for task in list(self._interest_tasks):
             task.cancel()
         for task in list(self._interest_tasks):

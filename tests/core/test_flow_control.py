@@ -252,3 +252,30 @@ async def test_offers_declined_at_the_bound_are_revived_even_after_a_pass_that_d
         await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
     finally:
         await core.stop()
+
+
+async def test_room_freed_within_the_revive_interval_revives_once_it_has_passed(
+    make_config: Callable[..., Config], store: Store, clock: Clock
+) -> None:
+    # The second wave is confirmed in full within FLOW_REVIVE_INTERVAL of the first REVIVE:
+    # no later update asks again, so the REVIVE must be deferred, not dropped (it was, and the
+    # cluster sat idle until Mesos's next allocation cycle).
+    config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
+    harness = CoreHarness(config, SqliteState(store), clock)
+    core = await harness.start()
+    try:
+        await harness.submit(12)
+        for wave in range(2):
+            await harness.offer_pass(
+                make_offer(f"o{wave}a", "a1", cpus=8, mem=8192),
+                make_offer(f"o{wave}b", "a2", cpus=8, mem=8192),
+            )
+            assert len(harness.driver.of("decline")) == wave + 1  # one offer at the bound
+            revives = len(harness.driver.of("revive"))
+            await harness.updates(
+                *(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in harness.driver.launched_ids())
+            )
+            assert core.tracker.in_flight == 0
+            await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)  # noqa: B023
+    finally:
+        await core.stop()
