@@ -191,10 +191,10 @@ class OfferPipeline:
         self._revive_timer: asyncio.TimerHandle | None = None
         self._interest_tasks: set[asyncio.Task[None]] = set()
         self._flow_held = False
-        """Offers were declined for flow control since the last REVIVE: once handled updates
-        free room, they are asked back at once. A later pass that declines none (a few offers
-        of agents whose tasks ended, say) does not clear it: the agents declined before are
-        still away until the next allocation cycle."""
+        """Offers were declined for flow control since the last REVIVE (set once the pass's
+        DECLINEs are answered): once handled updates free room, they are asked back at once. A
+        later pass that declines none (a few offers of agents whose tasks ended, say) does not
+        clear it: the agents declined before are still away until the next allocation cycle."""
         self.launches_held: Callable[[], bool] = lambda: False
         """True while launches wait (for reconciliation after a subscription: the core's)."""
         self._last_flow_revive = -float("inf")
@@ -303,6 +303,12 @@ class OfferPipeline:
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
             self.sync_interest()
+            if DeclineReason.FLOW_CONTROL.value in stats.decline_reasons:
+                # Only now, with the DECLINEs answered: a REVIVE sent while the pass held these
+                # offers (room freed as it committed) left them declined after it, and nothing
+                # asked for them again until Mesos's next allocation cycle.
+                self._flow_held = True
+                self.on_room()
         return stats
 
     async def _pass(self, offers: list[Offer], now: float, stats: PassStats) -> None:
@@ -333,7 +339,6 @@ class OfferPipeline:
         stats.waiting_groups = len(result.waiting)
         stats.phase_ms["match"] = _ms_since(started)
         if any(d.reason is DeclineReason.FLOW_CONTROL for d in result.declines):
-            self._flow_held = True
             self._tracker.flow.held_back(now)
         self._tracker.record_waiting(result.waiting)
 

@@ -3,7 +3,7 @@ launch budget."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 from corekit import Clock, CoreHarness, make_offer, status, wait_for
@@ -22,6 +22,7 @@ from scale_scheduler.daemon.scheduling.flow_control import (
 )
 from scale_scheduler.daemon.scheduling.matcher import DeclineReason, WaitReason, match
 from scale_scheduler.daemon.service.config import Config
+from scale_scheduler.state.changes import Change, NodesSighted
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
@@ -277,5 +278,43 @@ async def test_room_freed_within_the_revive_interval_revives_once_it_has_passed(
             )
             assert core.tracker.in_flight == 0
             await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)  # noqa: B023
+    finally:
+        await core.stop()
+
+
+async def test_room_freed_while_a_pass_declines_at_the_bound_revives_after_its_declines(
+    make_config: Callable[..., Config], store: Store, clock: Clock
+) -> None:
+    # Room freed while a pass that declines offers at the bound is committing: a REVIVE sent
+    # then reaches the master before the DECLINEs, so it brings nothing back, and the offers
+    # stayed away until Mesos's next allocation cycle. The REVIVE must follow the DECLINEs.
+    config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
+    harness = CoreHarness(config, SqliteState(store), clock)
+    core = await harness.start()
+    try:
+        await harness.submit(12)
+        await harness.offer_pass(make_offer("o1", "a1", cpus=8, mem=8192))
+        launched = harness.driver.launched_ids()
+        assert len(launched) == 4
+        assert not harness.driver.of("decline")
+        freed = False
+
+        async def free_room(changes: Sequence[Change]) -> None:
+            nonlocal freed
+            if freed or not any(isinstance(change, NodesSighted) for change in changes):
+                return
+            freed = True  # the pass has matched (and held back) its offers; room frees now
+            await harness.updates(*(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in launched))
+
+        harness.state.before_commit = free_room
+        clock.advance(1.0)
+        await harness.offer_pass(
+            make_offer("o2", "a2", cpus=8, mem=8192), make_offer("o3", "a3", cpus=8, mem=8192)
+        )
+        assert freed
+        assert core.tracker.in_flight == 0
+        await wait_for(lambda: harness.driver.kinds()[-1] == "revive")
+        kinds = harness.driver.kinds()
+        assert kinds.index("decline") < len(kinds) - 1 - kinds[::-1].index("revive")
     finally:
         await core.stop()
