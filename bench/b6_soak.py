@@ -20,8 +20,10 @@ RSS over time (and its peak), tasks in flight over time (and the peak against th
 longest stall without a newly FINISHED task, the acknowledgement latency p50/p99 (the daemon's
 histogram: from an update's arrival to its ACKNOWLEDGE answered), the end-to-end rate per tenth
 of the run (per 100,000 at full size), the database and WAL file sizes over time (and, for
-the retention feed, the database's growth once pruning has caught up), and ``/status/``
-p50/p99 during the run.
+the retention feed, the database's growth once pruning has caught up), ``/status/``
+p50/p99 during the run, and the CPU the daemon and the simulator spent per finished task over
+each tenth (``/proc``): on a shared machine the rate per tenth moves with what the other
+processes leave, the CPU per task only with the work each task costs.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.common import Settings, free_port, percentile
+from bench.common import Settings, cpu_seconds, free_port, percentile
 from bench.procs import Child, Daemon, rss_mb, write_daemon_config
 
 AGENTS = 100
@@ -187,6 +189,8 @@ def measure(
             samples.append(
                 {
                     "t": time.monotonic() - started,
+                    "daemon_cpu_s": cpu_seconds(daemon.pid),
+                    "sim_cpu_s": cpu_seconds(sim.pid),
                     "rss_mb": rss,
                     "finished": finished,
                     "in_flight": metrics.get("scale_scheduler_tasks_in_flight", float("nan")),
@@ -239,6 +243,8 @@ def measure(
                 growth_after_catch_up(samples, keep) if keep is not None else None
             ),
             "rates": tenth_rates(samples, tasks),
+            "daemon_cpu_ms_per_task": tenth_cpu(samples, tasks, "daemon_cpu_s"),
+            "sim_cpu_ms_per_task": tenth_cpu(samples, tasks, "sim_cpu_s"),
             "samples": thin(samples, 200),
         }
     finally:
@@ -309,6 +315,22 @@ def tenth_rates(samples: list[dict[str, float]], tasks: int) -> list[float]:
             crossings.append(prev_t + share * (t - prev_t))
         prev_t, prev_done = t, done
     return [step / max(1e-9, b - a) for a, b in itertools.pairwise(crossings)]
+
+
+def tenth_cpu(samples: list[dict[str, float]], tasks: int, key: str) -> list[float]:
+    """CPU milliseconds a process spent per task finished, over each tenth of the run (from the
+    first sample at or past one tenth to the first at or past the next). Unlike the rate, this
+    does not move when the shared machine gives the process less time: a rising figure is work
+    per task growing."""
+    step = tasks / 10
+    marks: list[dict[str, float]] = [samples[0]] if samples else []
+    for sample in samples:
+        if len(marks) <= 10 and sample["finished"] >= step * len(marks):
+            marks.append(sample)
+    return [
+        (b[key] - a[key]) * 1000 / max(1.0, b["finished"] - a["finished"])
+        for a, b in itertools.pairwise(marks)
+    ]
 
 
 def thin(samples: list[dict[str, float]], keep: int) -> list[dict[str, float]]:

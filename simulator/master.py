@@ -587,7 +587,7 @@ class Master:
             record.launch_counts[task_id] += 1
             self.pool.launch(task)
         if refuse > 0 and not pool.is_empty():
-            fw.filters[(role, agent.id)] = (pool, self.timers.now() + refuse)
+            fw.filters[(role, agent.id)] = (pool, self._filter_expiry(refuse))
 
     def _validate_task(
         self, fw: Framework, info: dict[str, Any], agent: Agent, launching: set[str]
@@ -650,7 +650,14 @@ class Master:
                 filtered = offer.resources
                 if self_filter is not None and self_filter[1] > self.timers.now():
                     filtered = filtered + self_filter[0]
-                fw.filters[key] = (filtered, self.timers.now() + refuse)
+                fw.filters[key] = (filtered, self._filter_expiry(refuse))
+
+    def _filter_expiry(self, refuse: float) -> float:
+        """When a filter of ``refuse`` seconds (> 0) installed now expires. As Mesos's
+        allocator, it lasts at least one allocation interval, so it never expires before the
+        next periodic allocation (MESOS-4302): a filter shorter than the interval still keeps
+        the agent out of the next cycle. Only 0 installs no filter."""
+        return self.timers.now() + max(refuse, self.config.allocation_interval)
 
     def _revive(self, fw: Framework, roles: list[str]) -> None:
         targets = set(roles or fw.roles)

@@ -3,7 +3,7 @@
 One pass, in Marathon's order:
 1. take every pending offer (rescinded ones are already gone);
 2. match (pure), within the tracker's launch budget (flow control: tasks launched but not yet
-   confirmed are bounded; offers left over at the bound are declined with a 0.5 s filter, never
+   confirmed are bounded; offers left over at the bound are declined with no filter, never
    suppressed, and revived once updates are handled and launches may go again); if the matcher
    raises, decline
    everything without a filter so offers come back;
@@ -77,9 +77,13 @@ from scale_scheduler.state.tasks import spec_decoder
 log = structlog.get_logger(__name__)
 
 LAST_OFFER_FLUSH_SECONDS = 60.0
-FLOW_REFUSE_SECONDS = 0.5
-"""Filter on offers declined at the launch bound (``scheduler.max_in_flight``): shorter than
-Mesos's allocation interval, so the agents are offered again in the next cycle."""
+FLOW_REFUSE_SECONDS = 0.0
+"""Filter on offers declined at the launch bound (``scheduler.max_in_flight``): none. Mesos
+installs no filter for 0, so the agents are offered again in the next allocation cycle. Any
+other filter lasts at least one allocation interval (Mesos's allocator stretches it so that it
+never expires before the next allocation, MESOS-4302): the 0.5 s filter used before kept the
+declined agents out of the next cycle, and the cluster sat idle for up to two intervals with
+work queued."""
 FLOW_REVIVE_INTERVAL = 0.5
 """Least seconds between two REVIVEs asking for offers back once flow control lets launches
 go again (``revive_interval`` paces the others). As long as the filter on the offers declined
@@ -141,6 +145,9 @@ class PassStats:
     rescinded: int = 0
     waiting_groups: int = 0
     decline_reasons: dict[str, int] = field(default_factory=dict)
+    phase_ms: dict[str, float] = field(default_factory=dict)
+    """Where the pass's time went: ``match``, ``commit`` (the launch intents, waiting for the
+    store's writer included) and ``calls`` (the ACCEPTs and DECLINEs answered)."""
 
     def add(self, other: PassStats) -> None:
         """Accumulate another pass's counts (the reasons are left out)."""
@@ -190,10 +197,14 @@ class OfferPipeline:
         self._revive_timer: asyncio.TimerHandle | None = None
         self._interest_tasks: set[asyncio.Task[None]] = set()
         self._flow_held = False
-        """The last pass left work queued because of flow control: offers were declined."""
+        """Offers were declined for flow control since the last REVIVE (set once the pass's
+        DECLINEs are answered): once handled updates free room, they are asked back at once. A
+        later pass that declines none (a few offers of agents whose tasks ended, say) does not
+        clear it: the agents declined before are still away until the next allocation cycle."""
         self.launches_held: Callable[[], bool] = lambda: False
         """True while launches wait (for reconciliation after a subscription: the core's)."""
         self._last_flow_revive = -float("inf")
+        self._flow_revive_timer: asyncio.TimerHandle | None = None
         self._interest_lock = asyncio.Lock()
         self._observer = NodeObserver(nodes)
         self.passes = 0
@@ -293,10 +304,17 @@ class OfferPipeline:
                 rescinded=stats.rescinded,
                 decline_reasons=stats.decline_reasons,
                 waiting_groups=stats.waiting_groups,
+                phase_ms=stats.phase_ms,
                 queue_depth=self._tracker.queue_depth,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
             self.sync_interest()
+            if DeclineReason.FLOW_CONTROL.value in stats.decline_reasons:
+                # Only now, with the DECLINEs answered: a REVIVE sent while the pass held these
+                # offers (room freed as it committed) left them declined after it, and nothing
+                # asked for them again until Mesos's next allocation cycle.
+                self._flow_held = True
+                self.on_room()
         return stats
 
     async def _pass(self, offers: list[Offer], now: float, stats: PassStats) -> None:
@@ -307,6 +325,7 @@ class OfferPipeline:
             await self._decline(list(bad), self._config.idle_refuse_seconds, stats, "MALFORMED")
         node_changes, node_apply = seen.changes, seen.apply
         generation = self._tracker.index.generation
+        started = time.perf_counter()
         try:
             result = match(
                 offers,
@@ -324,8 +343,8 @@ class OfferPipeline:
             return
         stats.agents = seen.agents
         stats.waiting_groups = len(result.waiting)
-        self._flow_held = any(d.reason is DeclineReason.FLOW_CONTROL for d in result.declines)
-        if self._flow_held:
+        stats.phase_ms["match"] = _ms_since(started)
+        if any(d.reason is DeclineReason.FLOW_CONTROL for d in result.declines):
             self._tracker.flow.held_back(now)
         self._tracker.record_waiting(result.waiting)
 
@@ -346,8 +365,10 @@ class OfferPipeline:
                 if plan_apply is not None:
                     plan_apply()
 
+            committing = time.perf_counter()
             try:
                 await self._store.commit(changes, apply)
+                stats.phase_ms["commit"] = _ms_since(committing)
             except Exception as exc:
                 log.error("launch_intent_failed", error=repr(exc))
                 doomed = release_launches(plan) if plan is not None else []
@@ -430,7 +451,9 @@ class OfferPipeline:
             self._driver.accept(launch, self._config.refuse_seconds) for _planned, launch in accepts
         ]
         calls += [self._driver.decline(ids, refuse) for refuse, ids in declines.items()]
+        calling = time.perf_counter()
         results = await asyncio.gather(*calls, return_exceptions=True)
+        stats.phase_ms["calls"] = _ms_since(calling)
         failed: list[PlannedTask] = list(dropped)
         unconfirmed: list[PlannedTask] = []
         for (planned, launch), outcome in zip(accepts, results[: len(accepts)], strict=True):
@@ -496,13 +519,30 @@ class OfferPipeline:
 
     def on_room(self) -> None:
         """Updates were handled: if offers were declined for flow control and a pass could
-        now launch half of what one may launch at most, ask for offers back at once."""
+        now launch half of what one may launch at most, ask for offers back at once (or, within
+        ``FLOW_REVIVE_INTERVAL`` of the last such REVIVE, once it has passed)."""
         if not self._flow_held or self.suppressed or not self.wants_offers():
             return
-        now = self._clock()
-        if now - self._last_flow_revive < FLOW_REVIVE_INTERVAL:
+        if self._flow_revive_timer is not None:
             return
+        wait = self._last_flow_revive + FLOW_REVIVE_INTERVAL - self._clock()
+        if wait > 0:
+            # Deferred, not dropped: the wave that frees the room may have been handled in
+            # full by then, and no later update would ask again (offers came back only with
+            # Mesos's next allocation cycle while the cluster sat idle).
+            loop = asyncio.get_running_loop()
+            self._flow_revive_timer = loop.call_later(wait, self._flow_revive_later)
+            return
+        self._revive_for_room()
+
+    def _flow_revive_later(self) -> None:
+        self._flow_revive_timer = None
+        if self._flow_held and not self.suppressed and self.wants_offers():
+            self._revive_for_room()
+
+    def _revive_for_room(self) -> None:
         budget = self._tracker.launch_budget()
+        now = self._clock()
         if budget is not None:
             # At most: the bound on tasks in flight, or the room under the backlog limit when
             # that is smaller (then the bound alone would never be half free, and offers came
@@ -560,14 +600,19 @@ class OfferPipeline:
                 self.suppressed = kind == "revive"
 
     async def close(self) -> None:
-        if self._revive_timer is not None:
-            self._revive_timer.cancel()
-            self._revive_timer = None
+        for timer in (self._revive_timer, self._flow_revive_timer):
+            if timer is not None:
+                timer.cancel()
+        self._revive_timer = self._flow_revive_timer = None
         for task in list(self._interest_tasks):
             task.cancel()
         for task in list(self._interest_tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def _queue_based(reason: DeclineReason) -> bool:

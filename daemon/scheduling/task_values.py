@@ -8,7 +8,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scale_scheduler.state.domain import Constraints, ShapeInterner, TaskState
+from scale_scheduler.state.domain import Constraints, Shape, ShapeInterner, TaskState
 from scale_scheduler.state.tasks import Task, TaskSpec, TaskView, new_task_view, spec_encoder
 
 
@@ -36,40 +36,58 @@ class NewTask:
     group: str | None = None
 
 
-@dataclass(slots=True)
-class QueuedTasks:
-    """New tasks as the tracker queues them: their records, names (for the queue's rows) and
-    the views the API answers with."""
-
-    records: list[Task]
-    names: list[str]
-    views: list[TaskView]
+Prepared = tuple[Shape, bytes]
+"""A new task's interned shape and encoded spec."""
 
 
-def queued_tasks(
-    items: Sequence[NewTask], first_id: int, now: float, interner: ShapeInterner
-) -> QueuedTasks:
-    """The QUEUED records of new tasks numbered from ``first_id`` (shapes interned)."""
-    queued = QueuedTasks([], [], [])
+def prepare_tasks(items: Sequence[NewTask], interner: ShapeInterner) -> list[Prepared]:
+    """Each new task's shape (interned) and encoded spec: the costly part of queueing."""
     encode = spec_encoder.encode
-    for offset, item in enumerate(items):
-        task_id = first_id + offset
-        shape = interner.get(
-            item.cpus, item.mem, item.disk, item.gpus, item.ports, item.constraints, item.group
+    return [
+        (
+            interner.get(
+                item.cpus, item.mem, item.disk, item.gpus, item.ports, item.constraints, item.group
+            ),
+            encode(item.spec),
         )
-        queued.names.append(item.spec.name)
-        queued.records.append(
-            Task(
-                id=task_id,
-                priority=item.priority,
-                shape=shape,
-                spec=encode(item.spec),
-                state=TaskState.QUEUED,
-                max_attempts=item.max_attempts,
-                last_update=now,
-            )
+        for item in items
+    ]
+
+
+def queued_records(
+    items: Sequence[NewTask], prepared: Sequence[Prepared], first_id: int, now: float
+) -> list[Task]:
+    """The QUEUED records of new tasks numbered from ``first_id``."""
+    return [
+        Task(
+            id=first_id + offset,
+            priority=item.priority,
+            shape=shape,
+            spec=spec,
+            state=TaskState.QUEUED,
+            max_attempts=item.max_attempts,
+            last_update=now,
         )
-        queued.views.append(
-            new_task_view(task_id, item.spec, item.priority, shape, item.max_attempts, now)
+        for offset, (item, (shape, spec)) in enumerate(zip(items, prepared, strict=True))
+    ]
+
+
+def queued_views(
+    items: Sequence[NewTask],
+    prepared: Sequence[Prepared],
+    first_id: int,
+    now: float,
+    span: range,
+) -> list[TaskView]:
+    """The views the API answers with, for the new tasks at the offsets in ``span``."""
+    return [
+        new_task_view(
+            first_id + offset,
+            items[offset].spec,
+            items[offset].priority,
+            prepared[offset][0],
+            items[offset].max_attempts,
+            now,
         )
-    return queued
+        for offset in span
+    ]

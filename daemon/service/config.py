@@ -393,7 +393,8 @@ class SchedulerConfig(_Section, frozen=True):
             "(about 2 s of it, at least 500), and a pass launches no more than the room left "
             "under the status update backlog limit, which follows the acknowledgement latency "
             "(grown while every acknowledgement takes under 0.3 s, halved after a later one); "
-            "offers left over are declined with a 0.5 s filter. 0 turns flow control off.",
+            "offers left over are declined with no filter (offered again in the next "
+            "allocation cycle). 0 turns flow control off.",
             ge=0,
         ),
     ] = 20_000

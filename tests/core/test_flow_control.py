@@ -3,7 +3,7 @@ launch budget."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 from corekit import Clock, CoreHarness, make_offer, status, wait_for
@@ -21,8 +21,8 @@ from scale_scheduler.daemon.scheduling.flow_control import (
     LaunchFlow,
 )
 from scale_scheduler.daemon.scheduling.matcher import DeclineReason, WaitReason, match
-from scale_scheduler.daemon.scheduling.offer_pipeline import FLOW_REFUSE_SECONDS
 from scale_scheduler.daemon.service.config import Config
+from scale_scheduler.state.changes import Change, NodesSighted
 from scale_scheduler.state.sqlite import SqliteState
 from scale_scheduler.state.store import Store
 
@@ -208,7 +208,9 @@ async def test_a_pass_at_the_bound_declines_briefly_then_revives_once_updates_gi
         )
         assert core.tracker.in_flight == 4
         declines = harness.driver.of("decline")
-        assert [(call[1], call[2]) for call in declines] == [(("o2",), FLOW_REFUSE_SECONDS)]
+        # No filter: Mesos stretches any other to an allocation interval (MESOS-4302), which
+        # would keep the agent out of the next cycle.
+        assert [(call[1], call[2]) for call in declines] == [(("o2",), 0.0)]
         head = next(core.tracker.index.queued())
         assert core.tracker.waiting_reason(head, False) == "launch flow control: 4 tasks in flight"
         revives = len(harness.driver.of("revive"))
@@ -216,5 +218,103 @@ async def test_a_pass_at_the_bound_declines_briefly_then_revives_once_updates_gi
         await harness.updates(*(status(f"{i}-1", "TASK_RUNNING", uuid=f"u{i}") for i in launched))
         assert core.tracker.in_flight == 0
         await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
+    finally:
+        await core.stop()
+
+
+async def test_offers_declined_at_the_bound_are_revived_even_after_a_pass_that_declined_none(
+    make_config: Callable[..., Config], store: Store, clock: Clock
+) -> None:
+    # A pass between the decline and the room (here one offer that launches all the budget
+    # allows) used to forget the declined agents: no REVIVE followed, and they came back only
+    # with Mesos's next allocation cycle while the cluster sat idle.
+    config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
+    harness = CoreHarness(config, SqliteState(store), clock)
+    core = await harness.start()
+    try:
+        await harness.submit(10)
+        await harness.offer_pass(
+            make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
+        )
+        assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
+        launched = harness.driver.launched_ids()
+        assert len(launched) == 4
+        # One confirmation frees room for one launch: not yet worth a REVIVE (under half).
+        await harness.updates(status(launched[0], "TASK_RUNNING", uuid="u0"))
+        revives = len(harness.driver.of("revive"))
+        await harness.offer_pass(make_offer("o3", "a3", cpus=1, mem=1024))
+        assert len(harness.driver.launched_ids()) == 5
+        assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
+        clock.advance(1.0)
+        await harness.updates(
+            *(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in harness.driver.launched_ids()[1:])
+        )
+        assert core.tracker.in_flight == 0
+        await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
+    finally:
+        await core.stop()
+
+
+async def test_room_freed_within_the_revive_interval_revives_once_it_has_passed(
+    make_config: Callable[..., Config], store: Store, clock: Clock
+) -> None:
+    # The second wave is confirmed in full within FLOW_REVIVE_INTERVAL of the first REVIVE:
+    # no later update asks again, so the REVIVE must be deferred, not dropped (it was, and the
+    # cluster sat idle until Mesos's next allocation cycle).
+    config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
+    harness = CoreHarness(config, SqliteState(store), clock)
+    core = await harness.start()
+    try:
+        await harness.submit(12)
+        for wave in range(2):
+            await harness.offer_pass(
+                make_offer(f"o{wave}a", "a1", cpus=8, mem=8192),
+                make_offer(f"o{wave}b", "a2", cpus=8, mem=8192),
+            )
+            assert len(harness.driver.of("decline")) == wave + 1  # one offer at the bound
+            revives = len(harness.driver.of("revive"))
+            await harness.updates(
+                *(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in harness.driver.launched_ids())
+            )
+            assert core.tracker.in_flight == 0
+            await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)  # noqa: B023
+    finally:
+        await core.stop()
+
+
+async def test_room_freed_while_a_pass_declines_at_the_bound_revives_after_its_declines(
+    make_config: Callable[..., Config], store: Store, clock: Clock
+) -> None:
+    # Room freed while a pass that declines offers at the bound is committing: a REVIVE sent
+    # then reaches the master before the DECLINEs, so it brings nothing back, and the offers
+    # stayed away until Mesos's next allocation cycle. The REVIVE must follow the DECLINEs.
+    config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
+    harness = CoreHarness(config, SqliteState(store), clock)
+    core = await harness.start()
+    try:
+        await harness.submit(12)
+        await harness.offer_pass(make_offer("o1", "a1", cpus=8, mem=8192))
+        launched = harness.driver.launched_ids()
+        assert len(launched) == 4
+        assert not harness.driver.of("decline")
+        freed = False
+
+        async def free_room(changes: Sequence[Change]) -> None:
+            nonlocal freed
+            if freed or not any(isinstance(change, NodesSighted) for change in changes):
+                return
+            freed = True  # the pass has matched (and held back) its offers; room frees now
+            await harness.updates(*(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in launched))
+
+        harness.state.before_commit = free_room
+        clock.advance(1.0)
+        await harness.offer_pass(
+            make_offer("o2", "a2", cpus=8, mem=8192), make_offer("o3", "a3", cpus=8, mem=8192)
+        )
+        assert freed
+        assert core.tracker.in_flight == 0
+        await wait_for(lambda: harness.driver.kinds()[-1] == "revive")
+        kinds = harness.driver.kinds()
+        assert kinds.index("decline") < len(kinds) - 1 - kinds[::-1].index("revive")
     finally:
         await core.stop()

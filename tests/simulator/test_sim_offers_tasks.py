@@ -202,6 +202,31 @@ async def test_short_refuse_seconds_expire(client: SchedulerClient) -> None:
     assert offer["agent_id"] in [o["agent_id"] for o in _offers(event)]
 
 
+async def test_a_filter_lasts_at_least_one_allocation_interval(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Mesos's allocator stretches every filter to an allocation interval (MESOS-4302), so a
+    # short one still keeps the agent out of the next cycle; 0 installs no filter at all.
+    async with SimulatedCluster(**{**FAST, "allocation_interval": 30.0}, agents=2) as sim:
+        c = SchedulerClient(session, sim.url)
+        await c.subscribe()
+        offers = _offers(await c.next_event("OFFERS"))  # the SUBSCRIBE's own allocation
+        short, none = offers
+        await c.call("DECLINE", {"offer_ids": [short["id"]], "filters": {"refuse_seconds": 0.5}})
+        await c.call("DECLINE", {"offer_ids": [none["id"]], "filters": {"refuse_seconds": 0}})
+        master = sim.leader
+        assert master is not None
+        filters = master.frameworks[c.framework_id].filters
+        (_role, agent), (_resources, expires) = next(iter(filters.items()))
+        assert len(filters) == 1
+        assert agent == short["agent_id"]["value"]
+        assert expires - sim.timers.now() > 29.0
+        master.allocate()  # the next periodic allocation: only the unfiltered agent
+        again = _offers(await c.next_event("OFFERS"))
+        assert [o["agent_id"] for o in again] == [none["agent_id"]]
+        await c.close()
+
+
 async def test_suppress_stops_offers_and_revive_restores_them(
     sim: SimulatedCluster, client: SchedulerClient
 ) -> None:
