@@ -113,8 +113,14 @@ async def open_state(app: web.Application) -> SqliteState | PostgresState:
             else None
         )
         # Every transaction is fenced by the epoch this process leads in (none while it stands
-        # by): a deposed leader's late write fails and changes nothing.
-        return await PostgresState.open(settings.dsn, password, fence=app[FENCE])
+        # by): a deposed leader's late write fails and changes nothing. A transaction left open
+        # (the process paused) ends with the lease, so that it holds no new term back.
+        return await PostgresState.open(
+            settings.dsn,
+            password,
+            fence=app[FENCE],
+            idle_transaction_timeout=app[CONFIG].ha.lease_seconds,
+        )
     store = app[STORE] = await Store.open(settings.path)
     return SqliteState(store)
 
