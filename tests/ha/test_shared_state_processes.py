@@ -1,0 +1,101 @@
+"""Three real daemon processes on one real PostgreSQL state, against the simulator: a pause
+written through a standby acts on the leader's next offer pass (issue 16, scenario 4)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from auditkit import SIM
+from hakit import Fleet, Instance, role_of, shared_fleet, task_body
+from pgserver import PgDatabase
+
+from scale_scheduler.simulator import AgentSpec, SimulatedCluster
+
+WATCH_SECONDS = 1.5
+"""How long nothing may launch after a pause: offers come every 0.05 s (SIM's allocation
+interval) and a refused one returns after 0.2 s, so many offer passes fall within it."""
+
+
+async def _standby(fleet: Fleet) -> Instance:
+    leader = await fleet.leader()
+    standby = next(i for i in fleet.instances if i is not leader)
+    assert await role_of(standby) == "standby"
+    return standby
+
+
+async def _send(method: str, url: str, body: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.request(method, url, json=body) as r:
+        return r.status, await r.json() if r.content_type == "application/json" else await r.text()
+
+
+async def _queue(fleet: Fleet, count: int) -> None:
+    leader = await fleet.leader()
+    status, body = await _send(
+        "POST", leader.url + "/queue/", [task_body(f"t{i}") for i in range(count)]
+    )
+    assert status == 201, body
+
+
+async def test_a_pause_through_a_standby_stops_every_launch_once_answered(
+    tmp_path: Path, pg_database: PgDatabase
+) -> None:
+    agent = AgentSpec(cpus=4, mem=8192)
+    async with (
+        SimulatedCluster(agents=4, agent=agent, seed=41, **{**SIM, "task_duration": 0.5}) as sim,
+        shared_fleet(tmp_path, pg_database, sim) as (fleet, _),
+    ):
+        standby = await _standby(fleet)
+        loop = asyncio.get_running_loop()
+        await _queue(fleet, 400)
+        await sim.wait_until(lambda: len(sim.record.launch_log) >= 20, timeout=30)
+
+        status, body = await _send("PATCH", standby.url + "/scheduler/", {"is_paused": True})
+        answered = loop.time()
+        assert (status, body) == (201, {"is_paused": True})
+        await asyncio.sleep(WATCH_SECONDS)  # time must pass: nothing may launch during it
+        late = [entry for entry in sim.record.launch_log if entry[0] > answered]
+        assert late == [], f"{len(late)} launches after the pause was answered"
+        status, view = await _send("GET", standby.url + "/status/", None)
+        assert view["queue_depth"] > 0
+        assert view["scheduler"]["is_paused"] is True
+
+        # The check can fail: once unpaused (through the other standby) launches resume.
+        leader = await fleet.leader()
+        other = next(i for i in fleet.instances if i not in (standby, leader))
+        status, _ = await _send("PATCH", other.url + "/scheduler/", {"is_paused": False})
+        assert status == 201
+        resumed = loop.time()
+        await sim.wait_until(lambda: sim.record.launch_log[-1][0] > resumed, timeout=10)
+
+
+async def test_a_node_paused_through_a_standby_gets_no_launch_once_answered(
+    tmp_path: Path, pg_database: PgDatabase
+) -> None:
+    agent = AgentSpec(cpus=4, mem=8192)
+    async with (
+        SimulatedCluster(agents=4, agent=agent, seed=43, **{**SIM, "task_duration": 0.5}) as sim,
+        shared_fleet(tmp_path, pg_database, sim) as (fleet, _),
+    ):
+        standby = await _standby(fleet)
+        loop = asyncio.get_running_loop()
+        await _queue(fleet, 400)
+        hostname = sim.agents[0].hostname
+        await sim.wait_until(
+            lambda: any(host == hostname for _, _, host in sim.record.launch_log), timeout=30
+        )
+        status, nodes = await _send("GET", standby.url + f"/nodes/?hostname={hostname}", None)
+        assert status == 200
+        assert len(nodes["results"]) == 1, nodes
+        node = nodes["results"][0]["id"]
+
+        status, body = await _send("PATCH", standby.url + f"/nodes/{node}/", {"is_paused": True})
+        answered = loop.time()
+        assert status == 200, body
+        assert body["is_paused"] is True
+        await asyncio.sleep(WATCH_SECONDS)  # time must pass: nothing may launch there during it
+        after = [host for when, _, host in sim.record.launch_log if when > answered]
+        assert hostname not in after, f"{after.count(hostname)} launches on the paused node"
+        assert after, "no launch elsewhere: the other nodes must keep working"
