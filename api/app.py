@@ -195,7 +195,11 @@ async def driver_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     framework_ids = app[FRAMEWORK_IDS]
     driver = create_driver(
-        config, framework_ids.framework_id, framework_ids, loop_share=app[LOOP_SHARE]
+        config,
+        framework_ids.framework_id,
+        framework_ids,
+        loop_share=app[LOOP_SHARE],
+        may_subscribe=app[LEADERSHIP].may_act,
     )
     app[DRIVER] = driver
     app[CONNECTION] = driver.status

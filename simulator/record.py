@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 
@@ -89,7 +90,7 @@ class ClusterRecord:
         for sub in self.subscriptions:
             by_framework.setdefault(sub.framework_id, []).append(sub)
         for subs in by_framework.values():
-            for earlier, later in zip(subs, subs[1:]):
+            for earlier, later in pairwise(subs):
                 if earlier.ended is None or earlier.ended > later.began:
                     overlaps.append((earlier, later))
         return overlaps
@@ -102,7 +103,7 @@ class ClusterRecord:
         for sub in self.subscriptions:
             by_framework.setdefault(sub.framework_id, []).append(sub)
         for subs in by_framework.values():
-            for earlier, later in zip(subs, subs[1:]):
+            for earlier, later in pairwise(subs):
                 if earlier.last_call is not None and earlier.last_call > later.began:
                     late.append((earlier, later))
         return late

@@ -312,13 +312,15 @@ class Ledger:
 
     acked: dict[int, str] = field(default_factory=dict)
     unsure: set[str] = field(default_factory=set)
+    refused: int = 0
+    """Batches answered 503 (``text/plain``, with ``Retry-After``)."""
     unexpected: list[str] = field(default_factory=list)
     acked_through_standby: int = 0
 
     def check_against(self, stored: dict[int, str]) -> None:
         """Every acknowledged task is stored under its id; any other stored task is one the
         clients were not told about."""
-        assert self.unexpected == []
+        assert self.unexpected == [], self.unexpected[:5]
         lost = {i: n for i, n in self.acked.items() if stored.get(i) != n}
         assert not lost, f"acknowledged tasks lost: {dict(list(lost.items())[:10])}"
         others = {n for i, n in stored.items() if i not in self.acked}
@@ -359,13 +361,30 @@ async def submit_forever(
                         views = await response.json()
                         ledger.acked.update((view["id"], view["name"]) for view in views)
                         ledger.acked_through_standby += len(views) if role == "standby" else 0
-                    elif response.status == 503 and "Retry-After" in response.headers:
+                    elif (
+                        response.status == 503
+                        and "Retry-After" in response.headers
+                        and response.content_type == "text/plain"
+                    ):
+                        ledger.refused += 1
                         ledger.unsure.update(names)
                     else:
                         ledger.unexpected.append(f"{response.status}: {await response.text()}")
             except (aiohttp.ClientError, TimeoutError):
                 ledger.unsure.update(names)  # the instance died, stopped or was restarting
             await asyncio.sleep(0.1)  # pace: a steady trickle of tasks through the failovers
+
+
+async def restart_exited(fleet: Fleet, stop: asyncio.Event, exits: list[int]) -> None:
+    """Start again every instance whose process ended, as systemd's ``Restart=on-failure``
+    does, until ``stop``; each ended process's exit status goes to ``exits``."""
+    while not stop.is_set():
+        for instance in fleet.instances:
+            proc = instance.process.proc
+            if proc is not None and proc.poll() is not None:
+                exits.append(proc.returncode)
+                instance.start()
+        await asyncio.sleep(0.2)  # pace of the restarts (systemd's RestartSec)
 
 
 def task_body(name: str) -> dict[str, Any]:

@@ -1,17 +1,31 @@
 """Three real daemon processes on one real PostgreSQL state, against the simulator: a pause
-written through a standby acts on the leader's next offer pass (issue 16, scenario 4)."""
+written through a standby acts on the leader's next offer pass (issue 16, scenario 4), and a
+PostgreSQL restart under load (scenario 3; ``pg_terminate_backend`` of the leader's sessions is
+one of the faults of ``test_failover_processes``' repeated failovers)."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from auditkit import SIM
-from hakit import Fleet, Instance, role_of, shared_fleet, task_body
+from auditkit import SIM, audit
+from hakit import (
+    Fleet,
+    Instance,
+    Ledger,
+    live_subscription,
+    restart_exited,
+    role_of,
+    shared_fleet,
+    submit_forever,
+    task_body,
+)
 from pgserver import PgDatabase
 
+from scale_scheduler.daemon.service.exit_codes import ExitCode
 from scale_scheduler.simulator import AgentSpec, SimulatedCluster
 
 WATCH_SECONDS = 1.5
@@ -99,3 +113,48 @@ async def test_a_node_paused_through_a_standby_gets_no_launch_once_answered(
         after = [host for when, _, host in sim.record.launch_log if when > answered]
         assert hostname not in after, f"{after.count(hostname)} launches on the paused node"
         assert after, "no launch elsewhere: the other nodes must keep working"
+
+
+DOWN_SECONDS = 6.0
+"""Longer than the lease (2 s) and than the state's wait for a lost database (5 s)."""
+
+
+async def test_a_postgresql_restart_under_load_settles_on_one_leader_and_loses_nothing(
+    tmp_path: Path, pg_database: PgDatabase
+) -> None:
+    """The server stops (fast: sessions ended) for longer than the lease while a client
+    submits through any instance; instances that stand down are started again as systemd
+    would. Writes meet the outage as 503; afterwards exactly one instance leads, subscribed
+    with the one framework id, every acknowledged task is stored, and the audit holds."""
+    server = pg_database.server
+    agent = AgentSpec(cpus=4, mem=8192)
+    async with (
+        SimulatedCluster(agents=4, agent=agent, seed=47, **SIM) as sim,
+        shared_fleet(tmp_path, pg_database, sim) as (fleet, framework_id),
+    ):
+        ledger, stop, exits = Ledger(), asyncio.Event(), list[int]()
+        client = asyncio.create_task(submit_forever(fleet, ledger, stop, random.Random(47)))
+        keeper = asyncio.create_task(restart_exited(fleet, stop, exits))
+        await sim.wait_until(lambda: len(ledger.acked) >= 60, timeout=30)
+        await asyncio.to_thread(server.stop, "fast")
+        acked_before_outage = len(ledger.acked)
+        await asyncio.sleep(DOWN_SECONDS)  # time must pass: the outage is the scenario
+        refused_in_outage = ledger.refused
+        await asyncio.to_thread(server.start)
+        await sim.wait_until(lambda: len(ledger.acked) >= acked_before_outage + 60, timeout=60)
+        stop.set()
+        await asyncio.gather(client, keeper)
+
+        assert refused_in_outage > 0, "no write was answered 503 during the outage"
+        # Standing down (7), or a start that found no database (3): both restarted by systemd.
+        assert set(exits) <= {ExitCode.DEPOSED, ExitCode.STORE_ERROR}, exits
+        leader = await fleet.leader()  # leadership settled on exactly one instance
+        assert live_subscription(sim) is not None
+        _, status = await leader.get("/status/")
+        assert status["scheduler"]["is_online"] is True
+        stored = {int(i): str(n) for i, n in await fleet.db("SELECT id, name FROM tasks")}
+        ledger.check_against(stored)
+        await audit(fleet, sim, stored)
+        assert [fw.id for fw in sim.frameworks()] == [framework_id]
+        assert sim.record.overlapping_subscriptions() == []
+        assert sim.record.calls_after_takeover() == []

@@ -99,10 +99,15 @@ async def test_the_record_keeps_each_subscription_and_the_calls_accepted_on_it(
     assert (await again.call("REVIVE", {}))[0] == 202
     old, new = sim.record.subscriptions
     assert (old.framework_id, new.framework_id) == (client.framework_id, client.framework_id)
-    assert old.ended is not None and old.ended <= new.began
+    assert old.ended is not None
+    assert old.ended <= new.began
     assert new.ended is None
-    assert old.calls == 1 and old.last_call is not None and old.last_call <= new.began  # ACCEPT
-    assert new.calls == 1 and new.first_call is not None and new.first_call >= new.began
+    assert old.calls == 1  # the ACCEPT
+    assert old.last_call is not None
+    assert old.last_call <= new.began
+    assert new.calls == 1
+    assert new.first_call is not None
+    assert new.first_call >= new.began
     assert sim.record.overlapping_subscriptions() == []
     assert sim.record.calls_after_takeover() == []
     assert [(task_id, host) for _, task_id, host in sim.record.launch_log] == [
