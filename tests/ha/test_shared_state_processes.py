@@ -6,13 +6,16 @@ one of the faults of ``test_failover_processes``' repeated failovers)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from auditkit import SIM, audit
 from hakit import (
+    LEASE,
     Fleet,
     Instance,
     Ledger,
@@ -22,6 +25,7 @@ from hakit import (
     shared_fleet,
     submit_forever,
     task_body,
+    until,
 )
 from pgserver import PgDatabase
 
@@ -155,6 +159,62 @@ async def test_a_postgresql_restart_under_load_settles_on_one_leader_and_loses_n
         stored = {int(i): str(n) for i, n in await fleet.db("SELECT id, name FROM tasks")}
         ledger.check_against(stored)
         await audit(fleet, sim, stored)
+        assert [fw.id for fw in sim.frameworks()] == [framework_id]
+        assert sim.record.overlapping_subscriptions() == []
+        assert sim.record.calls_after_takeover() == []
+
+
+async def test_a_leader_stopped_inside_its_write_holds_no_takeover_back(
+    tmp_path: Path, pg_database: PgDatabase
+) -> None:
+    """SIGSTOP while the leader's write is inside its fenced transaction: a row lock the test
+    holds keeps the write there until the leader is stopped; released, the server finishes the
+    statement and the stopped leader's session sits idle in its transaction, holding the share
+    lock on the leadership row that every new term must wait for. The server ends that session
+    once the lease has passed (idle_in_transaction_session_timeout): a standby takes over,
+    the old leader exits 7 on SIGCONT, and its write never commits."""
+    async with (
+        SimulatedCluster(agents=1, seed=53, **SIM) as sim,
+        shared_fleet(tmp_path, pg_database, sim) as (fleet, framework_id),
+    ):
+        leader = await fleet.leader()
+        proc = leader.process.proc
+        assert proc is not None
+        old = live_subscription(sim)
+        blocker = await pg_database.connect()
+        try:
+            held = blocker.transaction()
+            await held.start()
+            await blocker.execute("SELECT * FROM scheduler WHERE id = 1 FOR UPDATE")
+            patch = asyncio.create_task(
+                _send("PATCH", leader.url + "/scheduler/", {"is_paused": True})
+            )
+
+            async def write_waits() -> bool:
+                rows = await blocker.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'UPDATE scheduler%'"
+                )
+                return len(rows) == 1
+
+            await until(write_waits, 10, "the leader's write waits on the row lock")
+            os.kill(proc.pid, signal.SIGSTOP)
+            await held.rollback()
+        finally:
+            await blocker.close()
+        others = [i for i in fleet.instances if i is not leader]
+
+        async def taken_over() -> bool:
+            if live_subscription(sim) in (None, old):
+                return False
+            return any([await role_of(i) == "leader" for i in others])
+
+        await until(taken_over, LEASE + 6, "a standby takes over from the stopped leader")
+        os.kill(proc.pid, signal.SIGCONT)
+        assert await leader.exit_code() == ExitCode.DEPOSED, leader.process.logs()
+        answer = await asyncio.gather(patch, return_exceptions=True)
+        assert not (isinstance(answer[0], tuple) and answer[0][0] == 201), answer
+        assert await fleet.db("SELECT is_paused FROM scheduler") == [(False,)]
         assert [fw.id for fw in sim.frameworks()] == [framework_id]
         assert sim.record.overlapping_subscriptions() == []
         assert sim.record.calls_after_takeover() == []
