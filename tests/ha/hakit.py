@@ -346,7 +346,7 @@ async def submit_forever(
         while not stop.is_set():
             targets = [i for i in fleet.instances if i.alive() and i.name not in (frozen or set())]
             if not targets:
-                await asyncio.sleep(0.05)  # pace: every instance is down for a moment
+                await asyncio.sleep(0.05)  # paced: every instance is down for a moment
                 continue
             target = rng.choice(targets)
             number += 1
@@ -372,7 +372,7 @@ async def submit_forever(
                         ledger.unexpected.append(f"{response.status}: {await response.text()}")
             except (aiohttp.ClientError, TimeoutError):
                 ledger.unsure.update(names)  # the instance died, stopped or was restarting
-            await asyncio.sleep(0.1)  # pace: a steady trickle of tasks through the failovers
+            await asyncio.sleep(0.1)  # paced: a steady trickle of tasks through the failovers
 
 
 async def restart_exited(fleet: Fleet, stop: asyncio.Event, exits: list[int]) -> None:
@@ -384,7 +384,7 @@ async def restart_exited(fleet: Fleet, stop: asyncio.Event, exits: list[int]) ->
             if proc is not None and proc.poll() is not None:
                 exits.append(proc.returncode)
                 instance.start()
-        await asyncio.sleep(0.2)  # pace of the restarts (systemd's RestartSec)
+        await asyncio.sleep(0.2)  # paced restarts, as systemd's RestartSec
 
 
 def task_body(name: str) -> dict[str, Any]:

@@ -73,7 +73,7 @@ async def test_stop_returns_even_if_a_step_loses_the_cancellation(
         # A step in flight, long enough for stop() to cancel the loop inside it; the
         # cancellation is lost, as wait_for loses it when the step completes at that moment.
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # deliberately slow: the step in flight
         return await wait_for(awaitable, timeout)
 
     monkeypatch.setattr(leadership_module.asyncio, "wait_for", swallowing_wait_for)

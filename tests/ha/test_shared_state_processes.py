@@ -181,7 +181,7 @@ async def test_a_leader_stopped_inside_its_write_holds_no_takeover_back(
         proc = leader.process.proc
         assert proc is not None
         old = live_subscription(sim)
-        blocker = await pg_database.connect()
+        blocker, watcher = await pg_database.connect(), await pg_database.connect()
         try:
             held = blocker.transaction()
             await held.start()
@@ -191,7 +191,9 @@ async def test_a_leader_stopped_inside_its_write_holds_no_takeover_back(
             )
 
             async def write_waits() -> bool:
-                rows = await blocker.fetch(
+                # Another session than the blocker's: pg_stat_activity is read once per
+                # transaction, and the blocker's would keep showing its first snapshot.
+                rows = await watcher.fetch(
                     "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                     " AND query LIKE 'UPDATE scheduler%'"
                 )
@@ -202,6 +204,7 @@ async def test_a_leader_stopped_inside_its_write_holds_no_takeover_back(
             await held.rollback()
         finally:
             await blocker.close()
+            await watcher.close()
         others = [i for i in fleet.instances if i is not leader]
 
         async def taken_over() -> bool:
