@@ -114,8 +114,14 @@ async def open_state(app: web.Application) -> SqliteState | PostgresState:
             else None
         )
         # Every transaction is fenced by the epoch this process leads in (none while it stands
-        # by): a deposed leader's late write fails and changes nothing.
-        return await PostgresState.open(settings.dsn, password, fence=app[FENCE])
+        # by): a deposed leader's late write fails and changes nothing. A transaction left open
+        # (the process paused) ends with the lease, so that it holds no new term back.
+        return await PostgresState.open(
+            settings.dsn,
+            password,
+            fence=app[FENCE],
+            idle_transaction_timeout=app[CONFIG].ha.lease_seconds,
+        )
     store = app[STORE] = await Store.open(settings.path)
     return SqliteState(store)
 
@@ -192,7 +198,11 @@ async def driver_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     framework_ids = app[FRAMEWORK_IDS]
     driver = create_driver(
-        config, framework_ids.framework_id, framework_ids, loop_share=app[LOOP_SHARE]
+        config,
+        framework_ids.framework_id,
+        framework_ids,
+        loop_share=app[LOOP_SHARE],
+        may_subscribe=app[LEADERSHIP].may_act,
     )
     app[DRIVER] = driver
     app[CONNECTION] = driver.status

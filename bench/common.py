@@ -33,9 +33,11 @@ class Settings:
     calibration_seconds: float
     b6_tasks: int = 1_000_000
     b6_deadline: float = 3600.0
+    b5_kills: int = 20
+    b5_stops: int = 3
     work: Path = Path()
     out: Path = Path()
-    only: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B6")
+    only: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6")
     usage_interval: float | None = None
     """``--usage-interval``: B1's and B4's daemons poll the agents' usage this often, from
     the fake master, which then serves every recorded agent's GET_CONTAINERS (None: the
@@ -80,6 +82,8 @@ class Settings:
             calibration_seconds=0.5,
             b6_tasks=20_000,
             b6_deadline=120.0,
+            b5_kills=4,
+            b5_stops=1,
         )
 
     @property

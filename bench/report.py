@@ -14,7 +14,7 @@ from bench.analysis import explain
 from bench.calibration import REFERENCE_DECODE_RATE, bracket_rate, speed_factor
 from bench.common import num, summary
 from bench.decode_limit import LAZY_DECODER, TYPED_DECODER
-from bench.targets import b6_targets, targets
+from bench.targets import b5_targets, b6_targets, targets
 
 B1_LABELS = {
     "native_paused": "daemon, native driver, paused (declines all)",
@@ -152,6 +152,8 @@ def render(results: dict[str, Any]) -> str:
     lines += _own_run(results.get("B2"), _b2(results.get("B2")))
     lines += _own_run(results.get("B3"), _b3(results.get("B3")))
     lines += _own_run(results.get("B4"), _b4(results.get("B4")))
+    if "B5" in results:
+        lines += _own_run(results["B5"], _b5(results["B5"]))
     if "B6" in results:
         lines += b6_section(results["B6"], results["B6"].get("run", results))
     lines += explain(results)
@@ -542,6 +544,46 @@ def _b4(data: dict[str, Any] | None) -> list[str]:
             f"| {col('submit_seconds', 2)} |",
             "",
         ]
+    return lines
+
+
+def _b5(data: dict[str, Any]) -> list[str]:
+    failed = _error("B5 failover", data)
+    if failed:
+        return failed
+    if "not_run" in data:
+        return ["## B5 failover", "", f"Not run: {data['not_run']}.", ""]
+    lines = [
+        "## B5 failover",
+        "",
+        f"Three daemon instances on one PostgreSQL (`state.backend: postgresql`) and the "
+        f"simulator, with the default election timings (`ha.lease_seconds` "
+        f"{num(data['lease_seconds'])}, `ha.renew_seconds` {num(data['renew_seconds'])}) and "
+        f"{num(data['tasks'])} tasks running throughout (each new leader reconciles them). Each "
+        "round kills (`kill -9`) or stops (SIGSTOP) the leader and times the hand-over from the "
+        "signal to the simulator's admitting a SUBSCRIBE of the same framework id (both on the "
+        "machine's monotonic clock); the victim is then started again and waits as a standby. "
+        "`elected` is when the new leader's term began (its log), the rest of the hand-over is "
+        "its SUBSCRIBE. `python -m bench.b5_failover --kills N --stops M` runs it alone.",
+        "",
+        "| target | goal | measured | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
+    for target, goal, measured, verdict in b5_targets(data):
+        lines.append(f"| {target} | {goal} | {measured} | {verdict} |")
+    lines += [
+        "",
+        "| fault | rounds | hand-over p50 s | max s | elected p50 s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| kill -9 | {num(data['kills'])} | {num(data['kill_p50_s'], 2)} "
+        f"| {num(data['kill_max_s'], 2)} | {num(data['kill_elected_p50_s'], 2)} |",
+        f"| SIGSTOP | {num(data['stops'])} | {num(data['stop_p50_s'], 2)} "
+        f"| {num(data['stop_max_s'], 2)} | |",
+        "",
+        f"Tasks still running after the last round: {num(data['tasks_running_at_end'])} "
+        f"of {num(data['tasks'])}.",
+        "",
+    ]
     return lines
 
 

@@ -281,12 +281,64 @@ def targets(results: dict[str, Any]) -> list[Target]:
                 digits=2,
             )
         )
+    if "kills" in results.get("B5", {}):
+        rows += [
+            Target(name, goal, shown, "—", "as measured (hand-over times are not scaled)", verdict)
+            for name, goal, shown, verdict in b5_targets(results["B5"])
+        ]
     if "runs" in results.get("B6", {}):
         rows += [
             Target(name, goal, shown, "—", "as measured (no calibration in B6)", verdict)
             for name, goal, shown, verdict in b6_targets(results["B6"])
         ]
     return rows
+
+
+B5_KILLS = 20
+"""Failovers by kill -9 the target asks for."""
+B5_KILL_P50 = 2.0
+B5_KILL_MAX = 5.0
+B5_STOP_OVER_LEASE = 3.0
+
+
+def b5_targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """B5's rows: (target, goal, measured, verdict)."""
+
+    def row(label: str, goal: str, value: Any, limit: float, higher: bool = False) -> tuple:
+        number = _number(value)
+        if number is None or math.isnan(number):
+            return (label, goal, "n/a", "not measured")
+        shown = f"{num(number, 2)} s" if not higher else num(number)
+        return (label, goal, shown, _verdict(number, limit, higher))
+
+    stop_limit = float(data["lease_seconds"]) + B5_STOP_OVER_LEASE
+    return [
+        row("B5 failovers by kill -9", f">= {B5_KILLS}", data.get("kills"), B5_KILLS, True),
+        row(
+            "B5 kill -9 to a standby's SUBSCRIBED, p50",
+            f"<= {B5_KILL_P50:g} s",
+            data.get("kill_p50_s"),
+            B5_KILL_P50,
+        ),
+        row(
+            "B5 kill -9 to a standby's SUBSCRIBED, max",
+            f"<= {B5_KILL_MAX:g} s",
+            data.get("kill_max_s"),
+            B5_KILL_MAX,
+        ),
+        row(
+            "B5 SIGSTOP to a standby's SUBSCRIBED, max",
+            f"<= {stop_limit:g} s (lease + {B5_STOP_OVER_LEASE:g} s)",
+            data.get("stop_max_s"),
+            stop_limit,
+        ),
+        (
+            "B5 one framework id throughout",
+            "yes",
+            "yes" if data.get("one_framework") else "no",
+            "met" if data.get("one_framework") else "**missed**",
+        ),
+    ]
 
 
 B6_TARGETS = (

@@ -182,6 +182,7 @@ async def _subscribe(
     finally:
         sub.close()
         master.stream_ended(sub)
+        master.cluster.record.subscription_ended(sub.stream_id, master.timers.now())
     return resp
 
 

@@ -331,6 +331,7 @@ class Master:
             old = fw.subscription
             fw.subscription = None
             if old is not None:
+                self.cluster.record.subscription_ended(old.stream_id, self.timers.now())
                 old.send(protocol.error_event("Framework failed over"))
                 old.close()
             for offer in list(fw.offers.values()):
@@ -354,6 +355,14 @@ class Master:
         fw.failover_gen += 1
         sub = Subscription(framework_id, stream_id, self.config.heartbeat_interval)
         fw.subscription = sub
+        hostname = info.get("hostname")
+        self.cluster.record.subscription_began(
+            framework_id,
+            stream_id,
+            self.index,
+            hostname if isinstance(hostname, str) else None,
+            self.timers.now(),
+        )
         sub.send(
             protocol.subscribed_event(framework_id, self.config.heartbeat_interval, self.info())
         )
@@ -372,6 +381,7 @@ class Master:
         if fw is None or fw.subscription is not sub:
             return
         fw.subscription = None
+        self.cluster.record.subscription_ended(sub.stream_id, self.timers.now())
         fw.active = False
         fw.unregistered_time = self.timers.wall()
         for offer in list(fw.offers.values()):
@@ -402,6 +412,8 @@ class Master:
         fw.active = False
         fw.unregistered_time = self.timers.wall()
         sub, fw.subscription = fw.subscription, None
+        if sub is not None:
+            self.cluster.record.subscription_ended(sub.stream_id, self.timers.now())
         for task in fw.tasks.values():
             fw.completed_tasks.append(task)
         fw.tasks = {}
@@ -446,6 +458,8 @@ class Master:
                 "to be present",
             )
         body: dict[str, Any] = payload if isinstance(payload, dict) else {}
+        if fw.subscription is not None:
+            self.cluster.record.call_accepted(fw.subscription.stream_id, self.timers.now())
         if call_type == "ACCEPT":
             self._accept(fw, body)
         elif call_type == "DECLINE":
@@ -584,7 +598,7 @@ class Master:
                 self.pool.forget(old)
                 fw.completed_tasks.append(old)
             fw.tasks[task_id] = task
-            record.launch_counts[task_id] += 1
+            record.launched(task_id, agent.hostname, self.timers.now())
             self.pool.launch(task)
         if refuse > 0 and not pool.is_empty():
             fw.filters[(role, agent.id)] = (pool, self._filter_expiry(refuse))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 
 from scale_scheduler.daemon.mesos.driver import FrameworkIdStore, SchedulerDriver
@@ -34,16 +35,23 @@ def create_driver(
     *,
     api_url: str = "",
     loop_share: LoopShare | None = None,
+    may_subscribe: Callable[[], bool] | None = None,
 ) -> SchedulerDriver:
     """``loop_share`` paces the native driver's stream reader against the API (the pymesos
-    driver reads on its own thread)."""
+    driver reads on its own thread); ``may_subscribe`` is asked before every SUBSCRIBE (the
+    leadership's ``may_act``: a deposed leader never resubscribes)."""
     if config.mesos.driver == "pymesos":
         driver: SchedulerDriver = _pymesos_driver_module().create_pymesos_driver(
-            config, framework_id, id_store, api_url=api_url
+            config, framework_id, id_store, api_url=api_url, may_subscribe=may_subscribe
         )
         return driver
     from scale_scheduler.daemon.mesos.native_driver import create_native_driver
 
     return create_native_driver(
-        config, framework_id, id_store, api_url=api_url, loop_share=loop_share
+        config,
+        framework_id,
+        id_store,
+        api_url=api_url,
+        loop_share=loop_share,
+        may_subscribe=may_subscribe,
     )

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin
@@ -117,8 +117,10 @@ class NativeDriver:
         rng: random.Random | None = None,
         loop_share: LoopShare | None = None,
         clock: TimerClock | None = None,
+        may_subscribe: Callable[[], bool] | None = None,
     ) -> None:
-        """``clock`` times the liveness watchdog and the calls' answers (default: the loop's)."""
+        """``clock`` times the liveness watchdog and the calls' answers (default: the loop's);
+        ``may_subscribe``: see ``SubscriptionCore``."""
         self.settings = settings or DriverSettings()
         self._loop_share = loop_share or LoopShare()
         self._core = SubscriptionCore(
@@ -127,6 +129,7 @@ class NativeDriver:
             framework_id=framework_id,
             settings=self.settings,
             rng=rng,
+            may_subscribe=may_subscribe,
         )
         self.status = self._core.status
         self._prepare = prepare
@@ -592,6 +595,7 @@ def create_native_driver(
     rng: random.Random | None = None,
     loop_share: LoopShare | None = None,
     clock: TimerClock | None = None,
+    may_subscribe: Callable[[], bool] | None = None,
 ) -> NativeDriver:
     """The daemon's driver for ``config``; ``framework_id`` is the stored id, if any.
 
@@ -609,4 +613,5 @@ def create_native_driver(
         rng=rng,
         loop_share=loop_share,
         clock=clock,
+        may_subscribe=may_subscribe,
     )

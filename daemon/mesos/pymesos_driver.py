@@ -166,6 +166,7 @@ class PymesosDriver:
         settings: PymesosSettings | None = None,
         rng: random.Random | None = None,
         client_factory: ClientFactory = PymesosClient,
+        may_subscribe: Callable[[], bool] | None = None,
     ) -> None:
         undo_import_effects()
         self.settings = settings or PymesosSettings()
@@ -176,6 +177,7 @@ class PymesosDriver:
             settings=self.settings,
             rng=rng,
             extra={"driver": "pymesos"},
+            may_subscribe=may_subscribe,
         )
         self.status = self._core.status
         self._prepare = prepare
@@ -613,6 +615,7 @@ def create_pymesos_driver(
     settings: PymesosSettings | None = None,
     rng: random.Random | None = None,
     client_factory: ClientFactory = PymesosClient,
+    may_subscribe: Callable[[], bool] | None = None,
 ) -> PymesosDriver:
     """The daemon's pymesos driver for ``config``; ``framework_id`` is the stored id, if any.
 
@@ -630,4 +633,5 @@ def create_pymesos_driver(
         settings=settings or PymesosSettings.from_config(mesos),
         rng=rng,
         client_factory=client_factory,
+        may_subscribe=may_subscribe,
     )

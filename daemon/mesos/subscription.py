@@ -210,8 +210,11 @@ class SubscriptionCore:
         settings: SubscriptionSettings,
         rng: random.Random | None,
         extra: dict[str, str] | None = None,
+        may_subscribe: Callable[[], bool] | None = None,
     ) -> None:
-        """``extra`` names the driver in ``status.extra`` and in connection log events."""
+        """``extra`` names the driver in ``status.extra`` and in connection log events.
+        ``may_subscribe`` is asked before every SUBSCRIBE, the first and each resubscription:
+        once it says no (this instance no longer leads), the loop ends without subscribing."""
         self.status = ConnectionStatus(framework_id=framework_id, extra=dict(extra or {}))
         self.framework_id = framework_id
         self.id_saved = framework_id is not None
@@ -226,6 +229,7 @@ class SubscriptionCore:
         self.tearing_down = False
         self.detector = detector
         self._give_up_after = settings.give_up_after
+        self._may_subscribe = may_subscribe
         self._id_store = id_store
         self._run_task: asyncio.Task[None] | None = None
         self._log_fields = dict(extra or {})
@@ -305,6 +309,12 @@ class SubscriptionCore:
                 log.warning("mesos_no_leader")
                 await self._sleep(deadline.bound(None))
                 continue
+            if self._may_subscribe is not None and not self._may_subscribe():
+                # A deposed leader's SUBSCRIBE would fail the new leader's subscription over.
+                self.status.last_error = "SUBSCRIBE not sent: this instance does not lead"
+                log.warning("mesos_subscribe_withheld", reason=self.status.last_error)
+                outcome = Outcome.FATAL
+                break
             subscriptions = self.status.subscriptions
             outcome, reason = await attempt(candidates[index % len(candidates)])
             if self.status.subscriptions != subscriptions:

@@ -232,8 +232,13 @@ class PostgresLeadership:
     # -- the loop -------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        # Ends on the flag as well as on cancellation: a cancellation that arrives as a step's
+        # wait_for completes can be lost (asyncio before 3.12), and a loop that kept stepping
+        # would keep a stopping instance campaigning, and its stop() waiting, for ever.
+        while not self._stopping:
             await asyncio.sleep(self._renew_seconds)
+            if self._stopping:
+                return
             try:
                 await self._step()
             except asyncio.CancelledError:

@@ -29,6 +29,7 @@ every write whose ``commit`` has returned.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -58,7 +59,6 @@ from scale_scheduler.state.interface import (
 from scale_scheduler.state.postgres import leaderless
 from scale_scheduler.state.postgres import reads as q
 from scale_scheduler.state.postgres.connection import (
-    SERVER_SETTINGS,
     Connector,
     ConnectSettings,
     is_connection_loss,
@@ -138,13 +138,20 @@ class PostgresState:
         fence: Fence | None = None,
         unavailable_after: float = 5.0,
         readers: int = 4,
+        idle_transaction_timeout: float | None = None,
     ) -> PostgresState:
         """Connect (with back-off for up to ``unavailable_after`` seconds), migrate, and start
         the writer. Raises ``DatabaseUnreachableError``, ``DatabaseLoginError`` or
-        ``MigrationError`` (``state.postgres.errors``)."""
-        settings = ConnectSettings(dsn, password, give_up_after=unavailable_after)
+        ``MigrationError`` (``state.postgres.errors``). ``idle_transaction_timeout``: see
+        ``ConnectSettings`` (a fenced instance passes its lease)."""
+        settings = ConnectSettings(
+            dsn,
+            password,
+            give_up_after=unavailable_after,
+            idle_transaction_timeout=idle_transaction_timeout,
+        )
         connector = Connector(settings)
-        probe = Connector(ConnectSettings(dsn, password, give_up_after=0))
+        probe = Connector(dataclasses.replace(settings, give_up_after=0))
         writer = await connector.connect()
         try:
             await migrate(writer)
@@ -154,7 +161,7 @@ class PostgresState:
                 min_size=0,  # no floor to restore: while the database is away, reads fail fast
                 max_size=readers,
                 timeout=settings.connect_timeout,
-                server_settings=dict(SERVER_SETTINGS),
+                server_settings=settings.session_settings(),
             )
         except BaseException:
             writer.terminate()

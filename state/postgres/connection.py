@@ -14,6 +14,7 @@ default is, so an answer given after a commit means durable.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -81,6 +82,19 @@ class ConnectSettings:
     give_up_after: float = 30.0
     """Seconds of failed attempts after which ``connect`` raises; 0 tries once."""
     server_settings: Mapping[str, str] = field(default_factory=dict)
+    idle_transaction_timeout: float | None = None
+    """Seconds a session may sit idle inside a transaction before the server ends it
+    (``idle_in_transaction_session_timeout``). A leader paused mid-transaction holds the
+    leadership row's share lock and with it every new term back: past this, the server ends
+    its session and the next term may begin. None: the server's setting."""
+
+    def session_settings(self) -> dict[str, str]:
+        """Every session setting a connection starts with."""
+        session = {**SERVER_SETTINGS, **self.server_settings}
+        if self.idle_transaction_timeout is not None:
+            milliseconds = max(1, math.ceil(self.idle_transaction_timeout * 1000))
+            session["idle_in_transaction_session_timeout"] = str(milliseconds)
+        return session
 
 
 class Connector:
@@ -140,7 +154,7 @@ class Connector:
             settings.dsn,
             password=password,  # a callable: the value is read only while authenticating
             timeout=settings.connect_timeout,
-            server_settings={**SERVER_SETTINGS, **settings.server_settings},
+            server_settings=settings.session_settings(),
         )
 
 

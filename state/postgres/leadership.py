@@ -20,7 +20,9 @@ from before the acquire or renew was sent, so it ends no later than the database
 leader checks ``Term.expired()`` before acting outside the database (a Mesos call).
 
 A leader whose transaction stays open (a paused process) would hold a new term back: its sessions
-should run with ``idle_in_transaction_session_timeout`` (``ConnectSettings.server_settings``).
+run with ``idle_in_transaction_session_timeout`` set to the lease
+(``ConnectSettings.idle_transaction_timeout``), so the server ends such a session once the
+lease has run out and the next term begins.
 
 Takeover: a lease alone makes a dead leader's successor wait for the lease to lapse. So the
 leader also holds a session advisory lock (``LEADERSHIP_LOCK_KEY``) on the connection it renews

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.pg_cluster import unavailable_reason
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(480)
 def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
     report = tmp_path / "RESULTS.md"
     done = subprocess.run(
@@ -28,7 +30,7 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=380,
+        timeout=460,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(report.with_suffix(".json").read_text())
@@ -91,8 +93,24 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
     assert retention["retain"] == results["B6"]["tasks"] // 5
     assert retention["pruned"] > 0, retention
     assert all("db_mb" in sample for sample in retention["samples"])
+    b5 = results["B5"]
+    assert "error" not in b5, b5
+    if unavailable_reason() is None:  # B5 needs a PostgreSQL server
+        assert b5["kills"] == 4, b5
+        assert b5["stops"] == 1, b5
+        assert b5["one_framework"] is True, b5
+        assert all(r["handover_s"] > 0 for r in b5["rounds"]), b5
     text = report.read_text()
-    for heading in ("## Targets", "## B1 ", "## B2 ", "## B3 ", "## B4 ", "## B6 ", "## Machine"):
+    for heading in (
+        "## Targets",
+        "## B1 ",
+        "## B2 ",
+        "## B3 ",
+        "## B4 ",
+        "## B5 ",
+        "## B6 ",
+        "## Machine",
+    ):
         assert heading in text
     assert "Failed:" not in text
     assert "| B6 retention: database growth once pruning caught up |" in text

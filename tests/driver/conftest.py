@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from driver_fakes import API_URL, FAST, FakeMaster, MakeDriver, MemoryIdStore, driver_config
@@ -38,7 +38,7 @@ async def second_master() -> AsyncIterator[FakeMaster]:
 @pytest.fixture
 async def make_driver() -> AsyncIterator[MakeDriver]:
     """``make_driver(*urls, store=, framework_id=, config=, settings=, detector=, clock=,
-    loop_share=)``."""
+    loop_share=, may_subscribe=)``."""
     made: list[NativeDriver] = []
 
     def make(
@@ -50,6 +50,7 @@ async def make_driver() -> AsyncIterator[MakeDriver]:
         detector: MasterDetector | None = None,
         clock: TimerClock | None = None,
         loop_share: LoopShare | None = None,
+        may_subscribe: Callable[[], bool] | None = None,
     ) -> NativeDriver:
         driver = create_native_driver(
             config or driver_config(),
@@ -60,6 +61,7 @@ async def make_driver() -> AsyncIterator[MakeDriver]:
             settings=settings,
             clock=clock,
             loop_share=loop_share,
+            may_subscribe=may_subscribe,
         )
         made.append(driver)
         return driver

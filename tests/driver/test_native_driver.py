@@ -133,6 +133,23 @@ async def test_stream_end_resubscribes_with_the_same_id(
     assert driver.status.subscribed
 
 
+async def test_no_resubscription_once_this_instance_no_longer_leads(
+    master: FakeMaster, make_driver: MakeDriver
+) -> None:
+    """``may_subscribe`` is asked before every SUBSCRIBE: a deposed leader whose stream ends
+    does not subscribe again (it would fail the new leader's subscription over)."""
+    leads = [True]
+    handler = RecordingHandler()
+    driver = make_driver(master.url, may_subscribe=lambda: leads[0])
+    await driver.start(handler)
+    await subscribed(driver, handler)
+    leads[0] = False
+    await master.close_streams()
+    await eventually(lambda: "does not lead" in (driver.status.last_error or ""))
+    assert len(master.subscribes) == 1
+    assert not driver.status.subscribed
+
+
 async def test_failed_save_keeps_the_id_and_retries(
     master: FakeMaster, make_driver: MakeDriver
 ) -> None:

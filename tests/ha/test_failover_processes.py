@@ -3,17 +3,34 @@ the simulator (see hakit for what is real and what stands in for the PostgreSQL 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+from auditkit import SIM, audit
 from daemonkit import Samples
-from hakit import LEASE, Instance, live_subscription, role_of, subscribed_framework, until
+from hakit import (
+    LEASE,
+    Fleet,
+    Instance,
+    Ledger,
+    live_subscription,
+    role_of,
+    shared_fleet,
+    submit_forever,
+    subscribed_framework,
+    terminate_backends_of,
+    until,
+)
 from pgserver import PgDatabase
 
-from scale_scheduler.simulator import SimulatedCluster
+from scale_scheduler.simulator import AgentSpec, SimulatedCluster
+from scale_scheduler.simulator.record import SubscriptionRecord
 
 
 @asynccontextmanager
@@ -173,44 +190,107 @@ async def test_failed_over_single_instance_keeps_exit_4(tmp_path: Path) -> None:
             second.process.stop_quietly()
 
 
+ROUNDS = 20
+FAULTS = ("kill -9", "SIGSTOP", "cut off")
+
+
+@pytest.mark.timeout(300)
 async def test_repeated_failovers_epochs_only_increase(
     tmp_path: Path, pg_database: PgDatabase
 ) -> None:
-    """Six failovers, alternately kill -9 and SIGSTOP (longer than the lease) of the leader,
-    each victim started again as systemd would (deposed: exit 7). After each: exactly one
-    leader, subscribed with the one framework id, in a higher epoch than before."""
-    async with _cluster(tmp_path, pg_database) as (sim, instances, framework_id):
-        epoch = 1
-        for round_ in range(6):
-            roles = {i.name: await role_of(i) for i in instances}
-            assert sorted(roles.values()) == ["leader", "standby", "standby"], roles
-            leader = next(i for i in instances if roles[i.name] == "leader")
+    """Twenty failovers of three instances sharing one PostgreSQL state, each fault picked at
+    random (the seed is printed; SCALE_TEST_FAILOVER_SEED replays it): the leader killed -9,
+    SIGSTOPped longer than the lease (then SIGCONT: it is deposed, exit 7), or cut off from
+    the database (``pg_terminate_backend`` of its sessions). Each victim is started again as
+    systemd would. Meanwhile a client submits through any running instance, standbys mostly.
+
+    After each round: exactly one leader, subscribed with the one framework id, in a higher
+    epoch. At the end the audit, and the simulator's record: never two subscriptions live at
+    once, no call of an old subscription accepted after the next one began, and the
+    subscriptions follow the order of the terms (their epochs only increase)."""
+    seed = int(os.environ.get("SCALE_TEST_FAILOVER_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"SCALE_TEST_FAILOVER_SEED={seed}")
+    rng = random.Random(seed)
+    agent = AgentSpec(cpus=4, mem=8192)
+    async with (
+        SimulatedCluster(agents=4, agent=agent, seed=seed % 10_000, **SIM) as sim,
+        shared_fleet(tmp_path, pg_database, sim) as (fleet, framework_id),
+    ):
+        ledger, stop, frozen = Ledger(), asyncio.Event(), set[str]()
+        client = asyncio.create_task(
+            submit_forever(fleet, ledger, stop, random.Random(seed + 1), frozen=frozen)
+        )
+        epoch, faults = 1, []
+        for round_ in range(ROUNDS):
+            leader = await fleet.leader()
             proc = leader.process.proc
             assert proc is not None
             old = live_subscription(sim)
-            if round_ % 2 == 0:
-                leader.process.kill9()
-            else:
+            fault = rng.choice(FAULTS)
+            faults.append(fault)
+            what = f"round {round_} ({fault} of {leader.name}), seed {seed}"
+            if fault == "kill -9":
+                await asyncio.to_thread(leader.process.kill9)
+            elif fault == "SIGSTOP":
+                frozen.add(leader.name)
                 os.kill(proc.pid, signal.SIGSTOP)
-            others = [i for i in instances if i is not leader]
+            else:
+                assert await terminate_backends_of(pg_database, proc.pid) >= 1, what
+            others = [i for i in fleet.instances if i is not leader]
             await until(
                 lambda others=others, old=old: _new_leader(others, sim, old),
-                LEASE + 5,
-                f"a new leader in round {round_}",
+                LEASE + 8,
+                f"a new leader in {what}",
             )
-            if round_ % 2 == 1:
+            if fault == "SIGSTOP":
                 os.kill(proc.pid, signal.SIGCONT)
-                assert await leader.exit_code() == 7, leader.process.logs()
+                frozen.discard(leader.name)
+            if fault != "kill -9":  # deposed: it stands down and exits 7
+                assert await leader.exit_code() == 7, (what, leader.process.logs())
             leader.start()  # Restart=on-failure: it comes back as a standby
-            await until(lambda leader=leader: role_of(leader), 15, "the old leader answers")
-            assert await role_of(leader) == "standby"
-            new = [i for i in others if await role_of(i) == "leader"]
-            assert len(new) == 1
-            _, view = await new[0].get("/leader/")
-            assert view["epoch"] > epoch
+            await until(lambda leader=leader: role_of(leader), 20, f"{leader.name} answers")
+            assert await role_of(leader) == "standby", what
+            _, view = await (await fleet.leader()).get("/leader/")
+            assert view["epoch"] > epoch, what
             epoch = view["epoch"]
-            assert subscribed_framework(sim) == framework_id
-        assert len(sim.frameworks()) == 1
+            assert subscribed_framework(sim) == framework_id, what
+        stop.set()
+        await client
+        print(f"faults: {faults}; acknowledged {len(ledger.acked)} tasks")
+
+        stored = {int(i): str(n) for i, n in await fleet.db("SELECT id, name FROM tasks")}
+        ledger.check_against(stored)
+        assert ledger.acked_through_standby > 0
+        await audit(fleet, sim, stored)
+        # One framework id throughout, in Mesos and in the database.
+        assert [fw.id for fw in sim.frameworks()] == [framework_id]
+        assert await fleet.db("SELECT framework_id FROM framework") == [(framework_id,)]
+        record = sim.record
+        assert {sub.framework_id for sub in record.subscriptions} == {framework_id}
+        assert record.overlapping_subscriptions() == []
+        assert record.calls_after_takeover() == []
+        assert _terms_in_order(fleet, record.subscriptions) >= ROUNDS + 1
+
+
+def _terms_in_order(fleet: Fleet, subscriptions: list[SubscriptionRecord]) -> int:
+    """Each subscription was made by the leader of a term no older than the previous
+    subscription's (the instances' ``leadership_acquired`` events, matched by the host name
+    each instance gives Mesos), and the terms' epochs only increase. Returns the terms."""
+    terms = sorted(
+        (event["epoch"], instance.name)
+        for instance in fleet.instances
+        for event in instance.events()
+        if event["event"] == "leadership_acquired"
+    )
+    epochs = [epoch for epoch, _ in terms]
+    assert epochs == list(range(1, len(terms) + 1)), f"epochs not one up each term: {epochs}"
+    at = 0
+    for sub in subscriptions:
+        name = (sub.hostname or "").removesuffix(".test")
+        while at < len(terms) and terms[at][1] != name:
+            at += 1
+        assert at < len(terms), f"a subscription of {name} out of the terms' order: {terms}"
+    return len(terms)
 
 
 async def _new_leader(others: list[Instance], sim: SimulatedCluster, old: object) -> bool:

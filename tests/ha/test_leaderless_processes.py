@@ -39,11 +39,6 @@ async def test_with_no_leader_a_standby_commits_writes_that_the_next_leader_laun
     tmp_path: Path, pg_database: PgDatabase
 ) -> None:
     observer = await pg_database.connect()
-    state = {
-        "backend": "postgresql",
-        "dsn": pg_database.dsn,
-        "password_file": str(pg_database.password_file),
-    }
     nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     async with SimulatedCluster(agents=2, heartbeat_interval=0.2, seed=7) as sim:
         b = Instance(
@@ -51,9 +46,7 @@ async def test_with_no_leader_a_standby_commits_writes_that_the_next_leader_laun
             "b",
             sim,
             pg_database,
-            state=state,
-            dsn=None,
-            password_file=None,
+            shared_state=True,
             lease_seconds=2 * RENEW,
             renew_seconds=RENEW,
         )

@@ -5,11 +5,15 @@ connection deposes, and epochs only increase."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import pytest
 from pgserver import PgDatabase
 
+from scale_scheduler.daemon.service import leadership as leadership_module
 from scale_scheduler.daemon.service.leadership import PostgresLeadership, SingleInstance
 from scale_scheduler.daemon.service.leadership_terms import Instance, Role
 from scale_scheduler.state.postgres.connection import Connector, ConnectSettings
@@ -47,6 +51,43 @@ async def _until(predicate: object, timeout: float = 10.0) -> None:
     while not predicate():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)  # poll interval of the wait for a role change
+
+
+async def test_stop_returns_even_if_a_step_loses_the_cancellation(
+    pg_database: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio's wait_for (before 3.12) can swallow a cancellation that arrives as the awaited
+    step completes. The loop then kept stepping: a stopping daemon hung in its shutdown and
+    went on to take a new term. Here every step swallows its cancellation."""
+    wait_for = asyncio.wait_for
+    steps = 0
+    in_step = asyncio.Event()
+
+    async def swallowing_wait_for(awaitable: Any, timeout: float | None) -> Any:
+        nonlocal steps
+        if getattr(awaitable, "__name__", "") != "_lead_or_stand_by":
+            return await wait_for(awaitable, timeout)
+        steps += 1
+        if steps >= 2:  # the loop's first step (the first was start()'s)
+            in_step.set()
+        # A step in flight, long enough for stop() to cancel the loop inside it; the
+        # cancellation is lost, as wait_for loses it when the step completes at that moment.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.5)  # deliberately slow: the step in flight
+        return await wait_for(awaitable, timeout)
+
+    monkeypatch.setattr(leadership_module.asyncio, "wait_for", swallowing_wait_for)
+    member = _leadership(pg_database, "a", renew=0.05)
+    await member.start()
+    assert member.role is Role.LEADER
+    await asyncio.wait_for(in_step.wait(), timeout=5)
+    stopping = asyncio.create_task(member.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)  # not wait_for: it would cancel stop()
+    if not done:
+        stopping.cancel()  # awaiting the loop's task, this cancels it again: it then ends
+        await asyncio.gather(stopping, return_exceptions=True)
+    assert done, "stop() did not return: the loop lost its cancellation and kept stepping"
+    assert member.role is Role.STANDBY
 
 
 async def test_one_leader_among_three_and_the_others_know_it(pg_database: PgDatabase) -> None:

@@ -187,14 +187,10 @@ async def test_a_paused_leaders_open_transaction_cannot_hold_a_takeover_back(
     db: PgDatabase,
 ) -> None:
     """A leader stopped inside a fenced transaction (SIGSTOP) is cut off by the server's
-    idle_in_transaction_session_timeout: the next term begins, and the paused write never
-    commits."""
+    idle_in_transaction_session_timeout (``idle_transaction_timeout``, the daemon's lease): the
+    next term begins, and the paused write never commits."""
     paused = await Connector(
-        ConnectSettings(
-            db.dsn,
-            Password(db.password),
-            server_settings={"idle_in_transaction_session_timeout": "300ms"},
-        )
+        ConnectSettings(db.dsn, Password(db.password), idle_transaction_timeout=0.3)
     ).connect()
     b_conn = await db.connect()
     a, b = Lease("a", SHORT), Lease("b", 30)

@@ -2,6 +2,7 @@
 against an in-process ``SimulatedCluster``, its REST API, a read-only view of its database, its
 JSON log, and the end-of-run audit ("every task is accounted for exactly once").
 
+The audit itself is ``auditkit``'s (shared with the scenarios of several instances).
 The simulator lives in the test's event loop, so its record (``launch_counts``, calls, SUBSCRIBEs)
 is read directly; the daemon is only reached the way an operator would reach it.
 """
@@ -11,30 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from auditkit import SIM, api_task_states, audit
 from daemon_process import DaemonProcess, write_config
 from pgserver import PgDatabase
 from ports import free_port
 
 from scale_scheduler.simulator import SimulatedCluster
-from scale_scheduler.state.tasks import parse_mesos_task_id
 
-SIM: dict[str, Any] = {
-    "heartbeat_interval": 0.2,
-    "allocation_interval": 0.05,
-    "task_duration": 0.05,
-    "task_start_delay": 0.02,
-    "status_update_retry": 0.3,
-    "agent_reregister_delay": 0.05,
-    "default_refuse_seconds": 0.2,
-}
-
-LIVE_STATES = ("QUEUED", "LAUNCHING", "STAGING", "STARTING", "RUNNING", "KILLING", "UNREACHABLE")
+__all__ = ["SIM", "Daemon", "audit", "launches", "task_body"]
 
 
 def task_body(name: str, **extra: Any) -> dict[str, Any]:
@@ -151,15 +141,7 @@ class Daemon:
 
     async def api_task_states(self) -> dict[int, str]:
         """Every task's state as ``GET /tasks/`` lists them, page by page."""
-        states: dict[int, str] = {}
-        page = 1
-        while True:
-            body = await self.get(f"/tasks/?page_size=10000&page={page}")
-            states.update((view["id"], view["state"]) for view in body["results"])
-            if body["next"] is None:
-                assert body["count"] == len(states)
-                return states
-            page += 1
+        return await api_task_states(self.get)
 
     async def node_id(self, hostname: str) -> int | None:
         body = await self.get(f"/nodes/?hostname={hostname}")
@@ -236,58 +218,3 @@ class Daemon:
 
 def launches(sim: SimulatedCluster) -> int:
     return sum(sim.record.launch_counts.values())
-
-
-def launches_per_task(sim: SimulatedCluster) -> Counter[int]:
-    """Launches on agents per daemon task id, summed over its attempts (``<id>-<attempt>``)."""
-    per_task: Counter[int] = Counter()
-    for mesos_id, count in sim.record.launch_counts.items():
-        parsed = parse_mesos_task_id(mesos_id)
-        assert parsed is not None, f"{mesos_id!r} is not a task id the daemon makes"
-        per_task[parsed[0]] += count
-    return per_task
-
-
-async def wait_drained(daemon: Daemon, sim: SimulatedCluster, timeout: float = 90) -> None:
-    """Until nothing is queued or live, in the API and in the database, and no agent runs ours."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    marks = ",".join("?" * len(LIVE_STATES))
-    while True:
-        status = await daemon.status()
-        live = await daemon.db(
-            f"SELECT state, COUNT(*) FROM tasks WHERE state IN ({marks}) GROUP BY state",
-            LIVE_STATES,
-        )
-        if status["queue_depth"] == 0 and not live and not sim.tasks():
-            return
-        if loop.time() > deadline:
-            raise AssertionError(
-                f"not drained: queue_depth={status['queue_depth']} live={live} "
-                f"sim_tasks={len(sim.tasks())} paused={status['scheduler']['is_paused']}"
-            )
-        await asyncio.sleep(0.1)  # poll interval of this wait on a condition
-
-
-async def audit(daemon: Daemon, sim: SimulatedCluster, expected: Iterable[int]) -> dict[int, str]:
-    """Every task is accounted for exactly once: each expected id ended FINISHED, no other task
-    exists, the database and the API agree, and each task ran on an agent exactly once (all
-    attempts together), with no Mesos task id ever launched twice. Returns the states."""
-    await wait_drained(daemon, sim)
-    db_states = await daemon.db_task_states()
-    api_states = await daemon.api_task_states()
-    assert api_states == db_states
-    expected_ids = set(expected)
-    missing = expected_ids - set(db_states)
-    assert not missing, f"{len(missing)} acknowledged tasks are missing, e.g. {sorted(missing)[:5]}"
-    not_finished = {i: s for i, s in db_states.items() if s != "FINISHED"}
-    assert not not_finished, f"tasks that did not finish: {dict(list(not_finished.items())[:10])}"
-    assert sim.record.launched_more_than_once() == {}
-    per_task = launches_per_task(sim)
-    assert set(per_task) == set(db_states), "launches of tasks the database does not know"
-    twice = {i: n for i, n in per_task.items() if n != 1}
-    assert not twice, f"tasks that ran more than once: {dict(list(twice.items())[:10])}"
-    status = await daemon.status()
-    assert status["queue_depth"] == 0
-    assert status["resources"]["scheduled"] == {"cpus": 0.0, "mem": 0.0, "disk": 0.0}
-    return db_states

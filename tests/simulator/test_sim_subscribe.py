@@ -85,6 +85,42 @@ async def test_resubscribe_keeps_tasks_and_closes_the_older_stream(
     await again.close()
 
 
+async def test_the_record_keeps_each_subscription_and_the_calls_accepted_on_it(
+    sim: SimulatedCluster, session: aiohttp.ClientSession, client: SchedulerClient
+) -> None:
+    """One subscription ends where the next of the same framework begins; a call on the old
+    stream id is refused and not recorded, so no call of an old subscription counts after the
+    new one began; launches are logged with their time."""
+    offer = (await client.next_event("OFFERS"))["offers"]["offers"][0]
+    await client.launch(offer, "logged")
+    again = SchedulerClient(session, sim.url)
+    assert await again.subscribe(framework_info(id={"value": client.framework_id})) == 200
+    assert (await client.call("REVIVE", {}))[0] == 400  # the old stream: refused
+    assert (await again.call("REVIVE", {}))[0] == 202
+    old, new = sim.record.subscriptions
+    assert (old.framework_id, new.framework_id) == (client.framework_id, client.framework_id)
+    assert old.ended is not None
+    assert old.ended <= new.began
+    assert new.ended is None
+    assert old.calls == 1  # the ACCEPT
+    assert old.last_call is not None
+    assert old.last_call <= new.began
+    assert new.calls == 1
+    assert new.first_call is not None
+    assert new.first_call >= new.began
+    assert sim.record.overlapping_subscriptions() == []
+    assert sim.record.calls_after_takeover() == []
+    assert [(task_id, host) for _, task_id, host in sim.record.launch_log] == [
+        ("logged", offer["hostname"])
+    ]
+    # A subscription left open while another takes over would be an overlap.
+    old.ended = None
+    assert sim.record.overlapping_subscriptions() == [(old, new)]
+    old.last_call = new.began + 1
+    assert sim.record.calls_after_takeover() == [(old, new)]
+    await again.close()
+
+
 async def test_failover_timeout_removes_framework_and_kills_tasks(
     sim: SimulatedCluster, session: aiohttp.ClientSession
 ) -> None:
