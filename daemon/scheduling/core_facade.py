@@ -265,6 +265,13 @@ class CoreFacade(Protocol):
         ...
 
     @property
+    def reports_scheduler_state(self) -> bool:
+        """The scheduler's state in memory (pause flag, tasks, nodes) is this instance's to
+        report: it leads and has loaded it (or serves its API alone, with no core). A standby's
+        copy is stale or empty; so is a new leader's until its load is done."""
+        ...
+
+    @property
     def answers_without_leader(self) -> bool:
         """Standing by, this instance can write and read durable state itself while no instance
         leads (the PostgreSQL backend)."""
@@ -423,6 +430,11 @@ class SchedulerFacade:
     def is_standby(self) -> bool:
         leadership = self._leadership
         return leadership is not None and leadership.role is Role.STANDBY
+
+    @property
+    def reports_scheduler_state(self) -> bool:
+        core = self._core
+        return not self.is_standby and (core is None or core.started)
 
     @property
     def answers_without_leader(self) -> bool:
