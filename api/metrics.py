@@ -8,6 +8,11 @@ histograms: API request latency (by route template, method and status), database
 group size (``observe_commit``, which ``api.app`` hands to the state's ``on_commit``), and
 event-loop lag (a probe task).
 
+Every instance exports its own process's figures (counters since it started, its connection,
+its role). The scheduler's state (the pause flag, the tasks by state and the queue depth, the
+nodes, the cluster's and the scheduled resources) is the leader's to report, once loaded: a
+standby leaves it out (``CoreFacade.reports_scheduler_state``).
+
 This module owns the metric names and their exposition; it changes no scheduling state.
 """
 
@@ -144,11 +149,12 @@ class LiveCollector(Collector):
         counters = core.counters()
         yield from self._leadership(core)
         yield from self._connection(core.connection)
-        yield from self._scheduler(core.status())
+        if core.reports_scheduler_state:
+            yield from self._scheduler_state(core.status(), counters)
+            yield from self._resources(counters)
         yield from self._core(counters)
         yield from self._flow(counters)
         yield from self._lifecycle(counters)
-        yield from self._resources(counters)
         yield from usage_metrics(core, PREFIX)
         yield from self._history()
 
@@ -254,13 +260,36 @@ class LiveCollector(Collector):
             status.reconnects,
         )
 
-    def _scheduler(self, status: StatusView) -> Iterator[Metric]:
+    def _scheduler_state(self, status: StatusView, counters: CoreCounters) -> Iterator[Metric]:
+        """The scheduler's state: the global pause flag, the tasks and the nodes. The leader's
+        to report once it has loaded them (it holds them in memory, as ``/status/`` shows
+        them); a standby has none loaded and leaves them out rather than show a stale or empty
+        copy, so a query over every instance finds them once, where ``scale_scheduler_leader``
+        is 1."""
         yield _gauge(
             "scheduler_paused",
             "1 while the scheduler is paused globally.",
             status.scheduler.is_paused,
         )
         yield _gauge("queue_depth", "Tasks queued, waiting for an offer.", status.queue_depth)
+        tasks = GaugeMetricFamily(
+            f"{PREFIX}_tasks",
+            "Live tasks by state (queued, or holding resources on an agent).",
+            labels=("state",),
+        )
+        for state in _LIVE_STATES:
+            if state is TaskState.QUEUED:
+                value = counters.queue_depth
+            else:
+                value = counters.launched.get(state, 0)
+            tasks.add_metric((state.value,), value)
+        yield tasks
+        nodes = GaugeMetricFamily(
+            f"{PREFIX}_nodes", "Known nodes (Mesos agents) by state.", labels=("state",)
+        )
+        for node_state in NodeState:
+            nodes.add_metric((node_state.value,), counters.nodes.get(node_state, 0))
+        yield nodes
 
     def _core(self, counters: CoreCounters) -> Iterator[Metric]:
         yield _counter("offers_received", "Offers received from Mesos.", counters.offers_received)
@@ -323,18 +352,6 @@ class LiveCollector(Collector):
             "Reconciliation rounds started (after each SUBSCRIBED, and periodically).",
             counters.reconcile_rounds,
         )
-        tasks = GaugeMetricFamily(
-            f"{PREFIX}_tasks",
-            "Live tasks by state (queued, or holding resources on an agent).",
-            labels=("state",),
-        )
-        for state in _LIVE_STATES:
-            if state is TaskState.QUEUED:
-                value = counters.queue_depth
-            else:
-                value = counters.launched.get(state, 0)
-            tasks.add_metric((state.value,), value)
-        yield tasks
         ended = CounterMetricFamily(
             f"{PREFIX}_tasks_ended",
             "Tasks that reached a terminal state since the daemon started, by state.",
@@ -343,12 +360,6 @@ class LiveCollector(Collector):
         for state in _ENDED_STATES:
             ended.add_metric((state.value,), counters.ended.get(state, 0))
         yield ended
-        nodes = GaugeMetricFamily(
-            f"{PREFIX}_nodes", "Known nodes (Mesos agents) by state.", labels=("state",)
-        )
-        for node_state in NodeState:
-            nodes.add_metric((node_state.value,), counters.nodes.get(node_state, 0))
-        yield nodes
 
     def _history(self) -> Iterator[Metric]:
         # The sizes are the pruner's last reading (taken off the loop after each pass), so a

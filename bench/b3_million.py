@@ -39,7 +39,8 @@ from bench.offer_stream import OfferStream, load_offers
 from bench.procs import rss_mb
 from scale_scheduler.daemon.mesos.mesos_types import decode_event
 from scale_scheduler.daemon.scheduling.matcher import MatchSettings, match
-from scale_scheduler.daemon.scheduling.task_tracker import TaskTracker
+from scale_scheduler.daemon.scheduling.task_board import TaskBoard
+from scale_scheduler.daemon.scheduling.task_path import build_task_path
 from scale_scheduler.daemon.service.config import parse_config
 from scale_scheduler.state.interface import StateStore
 from scale_scheduler.state.nodes import NodeRepository
@@ -103,7 +104,7 @@ class _GcWatch:
 
 
 def _timed_matches(
-    offers: list[Any], tracker: TaskTracker, repeats: int, watch: _GcWatch
+    offers: list[Any], board: TaskBoard, repeats: int, watch: _GcWatch
 ) -> dict[str, Any]:
     settings = MatchSettings(5.0, 120.0)
     durations: list[float] = []
@@ -113,7 +114,7 @@ def _timed_matches(
         watch.armed = True
         started = time.perf_counter()
         result = match(
-            offers, tracker.index, scheduler_paused=False, blocked_hosts={}, settings=settings
+            offers, board.index, scheduler_paused=False, blocked_hosts={}, settings=settings
         )
         durations.append((time.perf_counter() - started) * 1000)
         watch.armed = False
@@ -153,9 +154,10 @@ async def _load_and_match(open_state: Opener, settings: Settings) -> dict[str, A
     try:
         nodes = NodeRepository(store, time.time)
         await nodes.load()
-        tracker = TaskTracker(config.scheduler, store, None, nodes, time.time)  # type: ignore[arg-type]
+        tasks = build_task_path(config.scheduler, store, None, nodes, time.time, lambda: None)  # type: ignore[arg-type]
+        board = tasks.board
         started = time.perf_counter()
-        await tracker.load()
+        await tasks.tracker.load()
         load_s = time.perf_counter() - started
     finally:
         await store.close()
@@ -166,14 +168,14 @@ async def _load_and_match(open_state: Opener, settings: Settings) -> dict[str, A
     watch = _GcWatch()
     gc.callbacks.append(watch)
     try:
-        default = _timed_matches(offers, tracker, settings.b3_match_repeats, watch)
+        default = _timed_matches(offers, board, settings.b3_match_repeats, watch)
         gc.freeze()
-        frozen = _timed_matches(offers, tracker, settings.b3_match_repeats, watch)
+        frozen = _timed_matches(offers, board, settings.b3_match_repeats, watch)
     finally:
         gc.unfreeze()
         gc.callbacks.remove(watch)
     return {
-        "queued_loaded": tracker.queue_depth,
+        "queued_loaded": board.queue_depth,
         "load_s": load_s,
         "offers": len(offers),
         "gc_default": default,

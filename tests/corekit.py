@@ -25,7 +25,7 @@ from scale_scheduler.daemon.mesos.mesos_types import (
     Value,
 )
 from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
-from scale_scheduler.daemon.scheduling.task_tracker import NewTask
+from scale_scheduler.daemon.scheduling.task_values import NewTask
 from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.state.changes import Change
 from scale_scheduler.state.domain import TaskState, constraints_from
@@ -308,10 +308,10 @@ class CoreHarness:
 
     async def updates(self, *statuses: TaskStatus) -> None:
         """Deliver status updates as the driver would and wait until they are handled."""
-        before = self.c.tracker.updates_handled
+        before = self.c.intake.updates_handled
         for item in statuses:
             self.c.on_update(item)
-        await wait_for(lambda: self.c.tracker.updates_handled >= before + len(statuses))
+        await wait_for(lambda: self.c.intake.updates_handled >= before + len(statuses))
 
     async def submit(self, count: int = 1, **kwargs: Any) -> list[int]:
         views = await self.c.tracker.submit([new_task(f"t{i}", **kwargs) for i in range(count)])

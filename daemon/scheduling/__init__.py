@@ -4,7 +4,8 @@ Owns the pure matcher (``matcher`` and its parts: ``match_model``, ``offer_bins`
 ``placement_pass``, ``scoped_search``, ``wait_verdicts``; the constraints' model it applies is
 ``state.placement_constraints``), the queue index, the offer pipeline (match, persist intent,
 accept, revert), flow control, the task commands and their pure resolution, the tracker that
-commits them through the state interface and then applies them, status intake and
+commits them through the state interface and then applies them to the task board (the live
+records and counters everything else reads; ``task_path`` wires the two), status intake and
 acknowledgements, reconciliation and the reconciliation gate, the launch plans of an offer pass,
 retry back-off, run-time limits and kill grace (``lifecycle_timers``), the hosts a retry avoids,
 the usage poller, and the scheduling core with the facade the API reaches it through

@@ -1,8 +1,8 @@
 """The scheduling core as the API sees it: one narrow door, ``CoreFacade``.
 
 The REST views, the metrics and the dashboard read and write through this Protocol alone, never
-through the tracker's index, the pipeline's counters or the store. ``SchedulerFacade`` implements
-it over the ``SchedulerCore`` (attached while the core runs) and the state loaded at start-up;
+through the task board, the pipeline's counters or the store. ``SchedulerFacade`` implements it
+over the ``SchedulerCore`` (attached while the core runs) and the state loaded at start-up;
 without a core (the API served alone) the queue is empty, no node is known, and a submit or a
 cancel answers ``CoreUnavailableError``.
 
@@ -39,7 +39,7 @@ from scale_scheduler.daemon.scheduling.leaderless import Leaderless
 from scale_scheduler.daemon.scheduling.queue_waiting import RETRY_WAIT
 from scale_scheduler.daemon.scheduling.retry_backoff import MAX_BACKOFF_SECONDS, RetryBackoff
 from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
-from scale_scheduler.daemon.scheduling.task_tracker import DeleteOutcome, NewTask, TaskNotFoundError
+from scale_scheduler.daemon.scheduling.task_values import DeleteOutcome, NewTask, TaskNotFoundError
 from scale_scheduler.daemon.scheduling.usage_views import (
     TaskUsageView,
     UsageSampleView,
@@ -265,6 +265,13 @@ class CoreFacade(Protocol):
         ...
 
     @property
+    def reports_scheduler_state(self) -> bool:
+        """The scheduler's state in memory (pause flag, tasks, nodes) is this instance's to
+        report: it leads and has loaded it (or serves its API alone, with no core). A standby's
+        copy is stale or empty; so is a new leader's until its load is done."""
+        ...
+
+    @property
     def answers_without_leader(self) -> bool:
         """Standing by, this instance can write and read durable state itself while no instance
         leads (the PostgreSQL backend)."""
@@ -425,6 +432,11 @@ class SchedulerFacade:
         return leadership is not None and leadership.role is Role.STANDBY
 
     @property
+    def reports_scheduler_state(self) -> bool:
+        core = self._core
+        return not self.is_standby and (core is None or core.started)
+
+    @property
     def answers_without_leader(self) -> bool:
         return self._leaderless is not None
 
@@ -534,13 +546,14 @@ class SchedulerFacade:
         core = self._core
         if core is None:
             return CoreCounters()
-        tracker, pipeline, totals = core.tracker, core.pipeline, core.pipeline.totals
+        board, intake, timers = core.board, core.intake, core.timers
+        pipeline, totals = core.pipeline, core.pipeline.totals
         paused = self.is_paused
         by_state = dict.fromkeys(NodeState, 0)
         for node in core.nodes.by_id.values():
             by_state[node.state(paused)] += 1
         cluster_total, scheduled = core.nodes.totals()
-        latency = tracker.acks.latency
+        latency = intake.acks.latency
         return CoreCounters(
             offers_received=pipeline.offers_received,
             offers_accepted=totals.accepted,
@@ -551,35 +564,35 @@ class SchedulerFacade:
             launches=totals.launched,
             launches_reverted=totals.reverted,
             launches_unconfirmed=totals.unconfirmed,
-            status_updates=tracker.updates_handled,
-            status_updates_stale=tracker.stale_updates,
-            acknowledgements=tracker.acks_sent,
-            reconcile_rounds=tracker.reconcile_rounds,
-            in_flight=tracker.in_flight,
-            in_flight_bound=tracker.in_flight_bound,
-            update_backlog=tracker.update_backlog,
+            status_updates=intake.updates_handled,
+            status_updates_stale=intake.stale_updates,
+            acknowledgements=intake.acks.sent,
+            reconcile_rounds=core.reconciler.rounds,
+            in_flight=board.in_flight,
+            in_flight_bound=core.task_path.in_flight_bound(),
+            update_backlog=intake.backlog,
             ack_latency_buckets=tuple(latency.cumulative()),
             ack_latency_sum=latency.sum,
-            queue_depth=tracker.queue_depth,
-            launched=dict(tracker.launched_counts),
-            ended=dict(tracker.ended_counts),
+            queue_depth=board.queue_depth,
+            launched=dict(board.launched_counts),
+            ended=dict(board.ended_counts),
             nodes=by_state,
             cluster_total=cluster_total,
             scheduled=scheduled,
-            failures_by_class=dict(tracker.failures_by_class),
-            retries_delayed=tracker.timers.retries_delayed,
-            kills_past_grace=tracker.timers.kills_past_grace,
-            runtime_limits_enforced=tracker.timers.runtime_limits_enforced,
+            failures_by_class=dict(board.failures_by_class),
+            retries_delayed=timers.retries_delayed,
+            kills_past_grace=timers.kills_past_grace,
+            runtime_limits_enforced=timers.runtime_limits_enforced,
         )
 
     # -- tasks ----------------------------------------------------------------------------------
 
     def _waiting_reason(self, task_id: int) -> str | None:
         core = self._core
-        task = core.tracker.tasks.get(task_id) if core is not None else None
+        task = core.board.tasks.get(task_id) if core is not None else None
         if core is None or task is None:
             return None
-        return core.tracker.waiting_reason(task, self.is_paused)
+        return core.board.waiting_reason(task, self.is_paused)
 
     async def queue_page(self, offset: int, size: int) -> tuple[int, list[TaskView]]:
         leaderless = self._without_leader()
@@ -590,11 +603,11 @@ class SchedulerFacade:
         if core is None:
             return 0, []
         self._check_loaded(core)
-        tracker, paused = core.tracker, self.is_paused
+        board, paused = core.board, self.is_paused
         # The order from memory in one synchronous step, then the details from the database.
-        queued = list(itertools.islice(tracker.queued_in_order(), offset, offset + size))
-        reasons = {task.id: tracker.waiting_reason(task, paused) for task in queued}
-        count = tracker.queue_depth
+        queued = list(itertools.islice(board.queued_in_order(), offset, offset + size))
+        reasons = {task.id: board.waiting_reason(task, paused) for task in queued}
+        count = board.queue_depth
         views = await store.tasks_by_ids([task.id for task in queued])
         return count, [
             with_reason(views[task.id], reasons[task.id]) for task in queued if task.id in views
@@ -604,7 +617,7 @@ class SchedulerFacade:
         core = self._core
         if core is None:
             return []
-        tracker, paused = core.tracker, self.is_paused
+        board, paused = core.board, self.is_paused
         return [
             QueuedTask(
                 id=task.id,
@@ -612,9 +625,9 @@ class SchedulerFacade:
                 priority=task.priority,
                 shape=task.shape,
                 attempts=task.attempts,
-                waiting_reason=tracker.waiting_reason(task, paused),
+                waiting_reason=board.waiting_reason(task, paused),
             )
-            for task in itertools.islice(tracker.queued_in_order(), limit)
+            for task in itertools.islice(board.queued_in_order(), limit)
         ]
 
     async def task(self, task_id: int) -> TaskView | None:

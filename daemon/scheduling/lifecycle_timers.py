@@ -2,12 +2,13 @@
 enforce, kills that outlast their grace period.
 
 The tracker hands each timed event here when it applies it: a requeue with a back-off
-(``wait_out``: the task waits in ``retry_waits``, outside the queue index), a launch of a task
-with a ``max_runtime`` (``watch_runtime``), a kill with a grace period (``kill_asked``). ``check``,
-run every ``TIMER_INTERVAL``, enters the retries that came due into the queue index and asks for
-offers, and kills the launches past their limit, ending them FAILED through the status intake
-as Mesos would (so the end is committed by the tracker like any status). ``task_ended`` counts a
-kill whose task outlived its grace by more than ``KILL_GRACE_SLACK``.
+(``wait_out``: the task waits in the board's ``retry_waits``, outside the queue index), a launch
+of a task with a ``max_runtime`` (``watch_runtime``), a kill with a grace period
+(``kill_asked``). ``check``, run every ``TIMER_INTERVAL``, enters the retries that came due into
+the queue index and asks for offers, and kills the launches past their limit, ending them FAILED
+through the status intake as Mesos would (so the end is committed by the tracker like any
+status). ``task_ended`` counts a kill whose task outlived its grace by more than
+``KILL_GRACE_SLACK``.
 
 The counters (``retries_delayed``, ``runtime_limits_enforced``, ``kills_past_grace``) are read by
 the metrics at scrape time.
@@ -15,19 +16,18 @@ the metrics at scrape time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
 
 from scale_scheduler.daemon.scheduling import task_commands as commands
-from scale_scheduler.daemon.scheduling.queue_index import QueueIndex
-from scale_scheduler.daemon.scheduling.retry_waits import RetryWaits
 from scale_scheduler.daemon.scheduling.runtime_limits import (
     RuntimeLimits,
     max_runtime,
     runtime_limit_status,
 )
+from scale_scheduler.daemon.scheduling.task_board import TaskBoard
 from scale_scheduler.daemon.scheduling.task_calls import TaskCalls
 from scale_scheduler.state.tasks import Task
 
@@ -43,21 +43,19 @@ KILL_GRACE_SLACK = 5.0
 class LifecycleTimers:
     def __init__(
         self,
-        tasks: Mapping[int, Task],
-        index: QueueIndex,
+        board: TaskBoard,
         intake: StatusIntake,
         calls: TaskCalls,
         clock: Callable[[], float],
         notify_work: Callable[[], None],
     ) -> None:
-        self._tasks = tasks
-        self._index = index
+        self._tasks = board.tasks
+        self._index = board.index
+        self._retry_waits = board.retry_waits
         self._intake = intake
         self._calls = calls
         self._clock = clock
         self._notify_work = notify_work
-        self.retry_waits = RetryWaits()
-        """Queued tasks waiting out their retry back-off (outside the queue index)."""
         self.runtime_limits = RuntimeLimits()
         self._graceful_kills: dict[int, tuple[float, float]] = {}
         """Per task asked to die with a grace period: (when, grace). Only such tasks."""
@@ -71,7 +69,7 @@ class LifecycleTimers:
     def wait_out(self, task: Task, until: float) -> None:
         """A requeued task waits out its retry back-off until ``until``."""
         task.next_attempt_at = until
-        self.retry_waits.add(task)
+        self._retry_waits.add(task)
         self.retries_delayed += 1
 
     def watch_runtime(self, task: Task, attempt: int, launched: float) -> None:
@@ -104,7 +102,7 @@ class LifecycleTimers:
     def release_due_retries(self) -> int:
         """Enter the tasks whose retry back-off is over into the queue index (and ask for
         offers); how many."""
-        waits = self.retry_waits
+        waits = self._retry_waits
         if not waits:
             return 0
         due = waits.due(self._clock())

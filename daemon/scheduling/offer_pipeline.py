@@ -2,7 +2,7 @@
 
 One pass, in Marathon's order:
 1. take every pending offer (rescinded ones are already gone);
-2. match (pure), within the tracker's launch budget (flow control: tasks launched but not yet
+2. match (pure), within the task path's launch budget (flow control: tasks launched but not yet
    confirmed are bounded; offers left over at the bound are declined with no filter, never
    suppressed, and revived once updates are handled and launches may go again); if the matcher
    raises, decline
@@ -66,7 +66,7 @@ from scale_scheduler.daemon.scheduling.matcher import (
     match,
 )
 from scale_scheduler.daemon.scheduling.offer_nodes import NodeObserver
-from scale_scheduler.daemon.scheduling.task_tracker import TaskTracker
+from scale_scheduler.daemon.scheduling.task_path import TaskPath
 from scale_scheduler.daemon.service.config import SchedulerConfig
 from scale_scheduler.state.changes import Change
 from scale_scheduler.state.interface import StateStore
@@ -169,7 +169,7 @@ class OfferPipeline:
         roles: Sequence[str],
         store: StateStore,
         driver: SchedulerDriver,
-        tracker: TaskTracker,
+        tasks: TaskPath,
         nodes: NodeRepository,
         scheduler: SchedulerState,
         clock: Callable[[], float],
@@ -178,7 +178,9 @@ class OfferPipeline:
         self._roles = list(roles)
         self._store = store
         self._driver = driver
-        self._tracker = tracker
+        self._tasks = tasks
+        self._board = tasks.board
+        self._tracker = tasks.tracker
         self._nodes = nodes
         self._scheduler = scheduler
         self._clock = clock
@@ -289,7 +291,7 @@ class OfferPipeline:
             await self._decline(left, None, stats, "PASS_FAILED")
         finally:
             self._in_flight = {}
-            self._tracker.index.compact()
+            self._board.index.compact()
             self.passes += 1
             self.last_pass = stats
             self.totals.add(stats)
@@ -305,7 +307,7 @@ class OfferPipeline:
                 decline_reasons=stats.decline_reasons,
                 waiting_groups=stats.waiting_groups,
                 phase_ms=stats.phase_ms,
-                queue_depth=self._tracker.queue_depth,
+                queue_depth=self._board.queue_depth,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
             self.sync_interest()
@@ -324,18 +326,18 @@ class OfferPipeline:
             offers = [o for o in offers if o.id.value not in bad]
             await self._decline(list(bad), self._config.idle_refuse_seconds, stats, "MALFORMED")
         node_changes, node_apply = seen.changes, seen.apply
-        generation = self._tracker.index.generation
+        generation = self._board.index.generation
         started = time.perf_counter()
         try:
             result = match(
                 offers,
-                self._tracker.index,
+                self._board.index,
                 scheduler_paused=self._scheduler.is_paused,
                 blocked_hosts=seen.blocked,
                 settings=self._settings,
-                launch_budget=0 if self.launches_held() else self._tracker.launch_budget(),
+                launch_budget=0 if self.launches_held() else self._tasks.launch_budget(),
                 placement=self._nodes.placement,
-                avoid=self._tracker.failed_hosts.by_task,
+                avoid=self._board.failed_hosts.by_task,
             )
         except Exception:
             log.exception("offer_match_failed", offers=len(offers))
@@ -345,8 +347,8 @@ class OfferPipeline:
         stats.waiting_groups = len(result.waiting)
         stats.phase_ms["match"] = _ms_since(started)
         if any(d.reason is DeclineReason.FLOW_CONTROL for d in result.declines):
-            self._tracker.flow.held_back(now)
-        self._tracker.record_waiting(result.waiting)
+            self._tasks.flow.held_back(now)
+        self._board.record_waiting(result.waiting)
 
         plan = self._tracker.plan_launch(result.launches, now) if result.launches else None
         changes: list[Change] = list(node_changes)
@@ -376,7 +378,7 @@ class OfferPipeline:
                 await self._tracker.cancel_all(doomed)
                 return
         await self._send(
-            result, plan, stats, queue_changed=generation != self._tracker.index.generation
+            result, plan, stats, queue_changed=generation != self._board.index.generation
         )
 
     async def _send(
@@ -394,7 +396,7 @@ class OfferPipeline:
                 # Always: a task left busy would be skipped by the matcher and the launch timeout.
                 kills, cancels = finish_launches(plan)
                 if kills:
-                    await self._tracker.kill_now(kills)
+                    await self._tasks.calls.kill(kills)
                 if cancels:
                     await self._tracker.cancel_all(cancels)
 
@@ -480,7 +482,7 @@ class OfferPipeline:
         if unconfirmed:
             # The intent stands (the tasks stay LAUNCHING); the master's answer decides.
             stats.unconfirmed = len(unconfirmed)
-            await self._tracker.reconciler.reconcile_launches(unconfirmed)
+            await self._tasks.reconciler.reconcile_launches(unconfirmed)
         if failed:
             stats.reverted = len(failed)
             try:
@@ -506,7 +508,7 @@ class OfferPipeline:
     # -- offer interest: SUPPRESS and REVIVE -----------------------------------------------------
 
     def wants_offers(self) -> bool:
-        return not self._scheduler.is_paused and self._tracker.queue_depth > 0
+        return not self._scheduler.is_paused and self._board.queue_depth > 0
 
     def sync_interest(self) -> None:
         """Suppress when nothing can be launched; revive (rate-limited) when work waits."""
@@ -541,13 +543,13 @@ class OfferPipeline:
             self._revive_for_room()
 
     def _revive_for_room(self) -> None:
-        budget = self._tracker.launch_budget()
+        budget = self._tasks.launch_budget()
         now = self._clock()
         if budget is not None:
             # At most: the bound on tasks in flight, or the room under the backlog limit when
             # that is smaller (then the bound alone would never be half free, and offers came
             # back only with Mesos's next allocation cycle).
-            most = min(self._tracker.in_flight_bound, self._tracker.flow.backlog_limit(now))
+            most = min(self._tasks.in_flight_bound(), self._tasks.flow.backlog_limit(now))
             if budget < most // 2:
                 return
         self._flow_held = False
@@ -592,7 +594,7 @@ class OfferPipeline:
                 else:
                     await self._driver.revive(self._roles)
                     log.info(
-                        "offers_revived", roles=self._roles, queue_depth=self._tracker.queue_depth
+                        "offers_revived", roles=self._roles, queue_depth=self._board.queue_depth
                     )
             except DriverError as exc:
                 log.warning("offer_interest_failed", call=kind, error=str(exc))

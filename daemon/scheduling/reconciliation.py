@@ -17,6 +17,7 @@ import structlog
 
 from scale_scheduler.daemon.mesos.mesos_task_states import launch_timeout_status
 from scale_scheduler.daemon.scheduling.launch_plans import PlannedTask
+from scale_scheduler.daemon.scheduling.task_board import TaskBoard
 from scale_scheduler.daemon.scheduling.task_calls import TaskCalls
 from scale_scheduler.daemon.scheduling.task_commands import (
     due_launch_timeouts,
@@ -36,15 +37,14 @@ class Reconciler:
     def __init__(
         self,
         config: SchedulerConfig,
-        tasks: Mapping[int, Task],
-        launching: Mapping[int, Task],
+        board: TaskBoard,
         calls: TaskCalls,
         intake: StatusIntake,
         clock: Callable[[], float],
     ) -> None:
         self._config = config
-        self._tasks = tasks
-        self._launching = launching
+        self._tasks: Mapping[int, Task] = board.tasks
+        self._launching: Mapping[int, Task] = board.launching
         self._calls = calls
         self._intake = intake
         self._clock = clock

@@ -1,4 +1,4 @@
-"""The scheduling core: the driver's ``EventHandler``, tying tracker, pipeline and nodes together.
+"""The scheduling core: the driver's ``EventHandler``, tying task path, pipeline and nodes together.
 
 ``SchedulerCore(config, store, scheduler_repo, driver, clock)`` loads its state in ``start()``
 and runs its background work (offer passes, status bursts, reconciliation, launch timeouts, the
@@ -26,7 +26,7 @@ from scale_scheduler.daemon.mesos.driver import SchedulerDriver, Subscription
 from scale_scheduler.daemon.mesos.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.scheduling.offer_pipeline import OfferPipeline
 from scale_scheduler.daemon.scheduling.reconciliation_gate import ReconciliationGate
-from scale_scheduler.daemon.scheduling.task_tracker import TaskTracker
+from scale_scheduler.daemon.scheduling.task_path import build_task_path
 from scale_scheduler.daemon.scheduling.usage_poller import UsagePoller
 from scale_scheduler.daemon.service.config import Config
 from scale_scheduler.daemon.service.exit_codes import ExitCode
@@ -76,13 +76,22 @@ class SchedulerCore:
         self._fetch_agents = fetch_agents
         self._on_fatal = on_fatal
         self.nodes = NodeRepository(store, clock)
-        self.tracker = TaskTracker(config.scheduler, store, driver, self.nodes, clock)
+        self._taking_work = False
+        self.task_path = build_task_path(
+            config.scheduler, store, driver, self.nodes, clock, self._on_work
+        )
+        self.board = self.task_path.board
+        """The live task records and their counters (what the facade and the metrics read)."""
+        self.tracker = self.task_path.tracker
+        self.intake = self.task_path.intake
+        self.reconciler = self.task_path.reconciler
+        self.timers = self.task_path.timers
         self.pipeline = OfferPipeline(
             config.scheduler,
             config.mesos.roles,
             store,
             driver,
-            self.tracker,
+            self.task_path,
             self.nodes,
             scheduler_repo.state,
             clock,
@@ -95,7 +104,7 @@ class SchedulerCore:
             self.usage = UsagePoller(
                 config.usage,
                 self.nodes,
-                self.tracker.tasks,
+                self.board.tasks,
                 usage_client,
                 lambda: driver.status.framework_id,
                 clock,
@@ -112,18 +121,18 @@ class SchedulerCore:
         started = time.perf_counter()
         await self.nodes.load()
         await self.tracker.load()
-        self.tracker.work_listeners.append(self._on_work)
-        self.tracker.room_listeners.append(self.pipeline.on_room)
+        self._taking_work = True
+        self.intake.room_listeners.append(self.pipeline.on_room)
         settings = self._settings
         check = max(0.05, min(settings.launch_timeout / 2, 5.0))
         self._background = [
             self._spawn_loop(self.pipeline.run(), "offer-passes"),
-            self._spawn_loop(self.tracker.run_updates(), "status-updates"),
+            self._spawn_loop(self.intake.run(), "status-updates"),
             self._spawn_loop(
                 self._every(settings.reconcile_interval, self._periodic_reconcile), "reconcile"
             ),
-            self._spawn_loop(self._every(check, self.tracker.check_launch_timeouts), "timeouts"),
-            self._spawn_loop(self._every(TIMER_INTERVAL, self.tracker.timers.check), "timers"),
+            self._spawn_loop(self._every(check, self.reconciler.check_launch_timeouts), "timeouts"),
+            self._spawn_loop(self._every(TIMER_INTERVAL, self.timers.check), "timers"),
         ]
         if self._fetch_agents is not None:
             self._background.append(
@@ -136,8 +145,8 @@ class SchedulerCore:
         self._started = True
         log.info(
             "scheduler_core_started",
-            queue_depth=self.tracker.queue_depth,
-            live_tasks=len(self.tracker.tasks),
+            queue_depth=self.board.queue_depth,
+            live_tasks=len(self.board.tasks),
             nodes=len(self.nodes.by_id),
             seconds=round(time.perf_counter() - started, 3),
         )
@@ -150,10 +159,9 @@ class SchedulerCore:
 
     async def stop(self) -> None:
         """Stop taking work and cancel the background loops (the driver is stopped by its owner)."""
+        self._taking_work = False
         with contextlib.suppress(ValueError):
-            self.tracker.work_listeners.remove(self._on_work)
-        with contextlib.suppress(ValueError):
-            self.tracker.room_listeners.remove(self.pipeline.on_room)
+            self.intake.room_listeners.remove(self.pipeline.on_room)
         if self._gate_timer is not None:
             self._gate_timer.cancel()
         tasks = [*self._background, *self._oneshots]
@@ -166,7 +174,7 @@ class SchedulerCore:
                 await task
         self._background = []
         await self.pipeline.close()
-        await self.tracker.acks.close()
+        await self.intake.acks.close()
         self._started = False
 
     def _spawn_loop(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -194,7 +202,7 @@ class SchedulerCore:
             "scheduler_subscribed",
             framework_id=subscription.framework_id,
             resubscribed=subscription.resubscribed,
-            queue_depth=self.tracker.queue_depth,
+            queue_depth=self.board.queue_depth,
         )
         self.pipeline.on_subscribed()
         self._hold_launches_for_reconciliation()
@@ -209,7 +217,7 @@ class SchedulerCore:
         self.pipeline.rescind(offer_id)
 
     def on_update(self, status: TaskStatus) -> None:
-        self.tracker.on_update(status)
+        self.intake.on_update(status)
         if self._gate.heard(status.task_id.value):
             log.info("launches_released", reason="every launched task was heard of")
             self.pipeline.on_room()
@@ -217,7 +225,7 @@ class SchedulerCore:
             self.usage.note_status(status)
 
     def backlog_room(self) -> asyncio.Future[None] | None:
-        return self.tracker.backlog_room()
+        return self.intake.backlog_room()
 
     def on_failure(self, agent_id: str | None, executor_id: str | None) -> None:
         # A hint only: reconciliation and the tasks' own updates are the truth.
@@ -281,7 +289,9 @@ class SchedulerCore:
             self.pipeline.request_revive()
 
     def _on_work(self) -> None:
-        self.pipeline.request_revive()
+        """Tasks were queued or requeued: ask for offers (from start-up until ``stop``)."""
+        if self._taking_work:
+            self.pipeline.request_revive()
 
     # -- reconciliation and agents --------------------------------------------------------------
 
@@ -294,7 +304,7 @@ class SchedulerCore:
         loop = asyncio.get_running_loop()
         timeout = self._settings.reconcile_retry * 3
         awaited = self._gate.arm(
-            (task.mesos_task_id for task in self.tracker.launched_tasks()), loop.time(), timeout
+            (task.mesos_task_id for task in self.reconciler.launched_tasks()), loop.time(), timeout
         )
         if self._gate_timer is not None:
             self._gate_timer.cancel()
@@ -321,7 +331,7 @@ class SchedulerCore:
 
     async def _reconcile_quietly(self) -> None:
         try:
-            await self.tracker.reconcile()
+            await self.reconciler.reconcile()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -350,7 +360,7 @@ class SchedulerCore:
 
     @property
     def queue_depth(self) -> int:
-        return self.tracker.queue_depth
+        return self.board.queue_depth
 
     def resource_summary(self) -> ClusterResources | None:
         """The cluster's resources; None while no agent's totals are known. ``used`` is the

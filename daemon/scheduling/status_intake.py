@@ -2,7 +2,8 @@
 after their commit, with back-pressure on the event stream.
 
 Each burst (at most ``MAX_BURST`` updates) is resolved against memory by the pure
-``task_commands.resolve_burst``, committed and applied by the tracker in one write, then its
+``task_commands.resolve_burst`` against the board, committed and applied by the tracker in one
+write (``commit``), then its
 KILLs are sent and its acknowledgements (only updates that carry a uuid) handed to
 ``status_acks.AckSender``, which sends them in the background while the next burst is handled.
 When ``MAX_UPDATE_BACKLOG`` updates wait unacknowledged, the driver stops reading the event
@@ -12,19 +13,16 @@ stream (``backlog_room``), so TCP holds the rest at the master and memory stays 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
 from scale_scheduler.daemon.mesos.mesos_types import TaskStatus
 from scale_scheduler.daemon.scheduling.flow_control import LaunchFlow
 from scale_scheduler.daemon.scheduling.status_acks import AckSender
+from scale_scheduler.daemon.scheduling.task_board import TaskBoard
 from scale_scheduler.daemon.scheduling.task_calls import TaskCalls
-from scale_scheduler.daemon.scheduling.task_commands import resolve_burst
-
-if TYPE_CHECKING:
-    from scale_scheduler.daemon.scheduling.task_tracker import TaskTracker
+from scale_scheduler.daemon.scheduling.task_commands import RetryPolicy, WorkingTask, resolve_burst
 
 log = structlog.get_logger(__name__)
 
@@ -35,16 +33,23 @@ MAX_UPDATE_BACKLOG = 20_000
 """Updates received but not yet acknowledged at which the driver stops reading the event
 stream (``backlog_room``); it reads again once the backlog is down to half."""
 
+CommitStatuses = Callable[[Sequence[WorkingTask], float], Awaitable[None]]
+"""The tracker's write of a burst's resolved changes (commit, then apply to the board)."""
+
 
 class StatusIntake:
     def __init__(
         self,
-        tracker: TaskTracker,
+        board: TaskBoard,
+        policy: RetryPolicy,
+        commit: CommitStatuses,
         calls: TaskCalls,
         flow: LaunchFlow,
         clock: Callable[[], float],
     ) -> None:
-        self._tracker = tracker
+        self._board = board
+        self._policy = policy
+        self._commit = commit
         self._calls = calls
         self._flow = flow
         self._clock = clock
@@ -119,14 +124,14 @@ class StatusIntake:
         the daemon's own verdicts), counted as handled once their acknowledgements are
         answered."""
         now = self._clock()
-        tracker = self._tracker
+        board = self._board
         acks: list[tuple[str, str, str, float]] = []
         if arrivals is None:
             arrivals = [now] * len(burst)
         for status, arrived in zip(burst, arrivals, strict=True):
             if status.uuid and status.agent_id is not None and status.agent_id.value:
                 acks.append((status.agent_id.value, status.task_id.value, status.uuid, arrived))
-        resolution = resolve_burst(burst, tracker.tasks, tracker.ended, tracker.policy, now)
+        resolution = resolve_burst(burst, board.tasks, board.ended, self._policy, now)
         if self.heard is not None:
             self.heard.update(resolution.working)
         for status in resolution.stale:
@@ -144,7 +149,7 @@ class StatusIntake:
                 agent_id=status.agent_id.value if status.agent_id is not None else None,
             )
         if resolution.changed:
-            await tracker.commit_statuses(resolution.changed, now)
+            await self._commit(resolution.changed, now)
         if resolution.kills:
             await self._calls.kill(resolution.kills)
         if counted:

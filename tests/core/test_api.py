@@ -193,7 +193,7 @@ async def test_tasks_filter_by_state(client: Client) -> None:
     await client.post("/queue/", json=[TASK, TASK, {**TASK, "cpus": 100}])
     await offer_pass(client, make_offer("o1", "a1", cpus=2))
     core_of(client).on_update(status("1-1", "TASK_RUNNING"))
-    await core_of(client).tracker.process_pending_updates()
+    await core_of(client).intake.process_pending()
     running = await (await client.get("/tasks/?state=RUNNING")).json()
     assert [t["id"] for t in running["results"]] == [1]
     assert running["results"][0]["last_status"]["state"] == "TASK_RUNNING"

@@ -48,7 +48,7 @@ def grouped(
 
 async def running_hosts(daemon: Daemon, ids: list[int]) -> list[str]:
     """The hostnames of ``ids`` once every one of them runs."""
-    tasks = daemon.core.tracker.tasks
+    tasks = daemon.core.board.tasks
 
     def all_running() -> bool:
         return all(
@@ -75,15 +75,15 @@ async def test_unique_hostname_leaves_the_rest_waiting_and_names_the_constraint(
     daemon: Daemon,
 ) -> None:
     ids = await daemon.submit(grouped("u", "etl", [["hostname", "UNIQUE"]], AGENTS + 3))
-    tasks = daemon.core.tracker.tasks
+    tasks = daemon.core.board.tasks
     await daemon.until(
         lambda: sum(tasks[i].state is TaskState.RUNNING for i in ids if i in tasks) == AGENTS
     )
     waiting = [i for i in ids if tasks[i].state is TaskState.QUEUED]
     assert len(waiting) == 3
     expected = "UNIQUE hostname: every offering host already runs a task of group etl"
-    tracker = daemon.core.tracker
-    await daemon.until(lambda: tracker.waiting_reason(tasks[waiting[0]], False) == expected)
+    board = daemon.core.board
+    await daemon.until(lambda: board.waiting_reason(tasks[waiting[0]], False) == expected)
     assert (await daemon.task(waiting[0]))["waiting_reason"] == expected
     hosts = [tasks[i].hostname for i in ids if tasks[i].state is TaskState.RUNNING]
     assert len(set(hosts)) == AGENTS
@@ -98,7 +98,7 @@ async def test_group_by_rack_spreads_forty_tasks_evenly(daemon: Daemon) -> None:
 async def test_max_per_never_exceeds_its_bound(daemon: Daemon) -> None:
     # One batch, so one offer pass sees all twelve: the bound holds inside the pass too.
     ids = await daemon.submit(grouped("m", "capped", [["rack", "MAX_PER", "2"]], 12))
-    tasks = daemon.core.tracker.tasks
+    tasks = daemon.core.board.tasks
     await daemon.until(
         lambda: sum(tasks[i].state is TaskState.RUNNING for i in ids if i in tasks) == 8
     )

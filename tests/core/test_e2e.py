@@ -37,7 +37,7 @@ async def test_thousand_tasks_on_twenty_agents(daemon: Daemon) -> None:
         ids += await daemon.submit([task(f"t{i}") for i in range(start, start + 250)])
     assert len(set(ids)) == 1000
     core = daemon.core
-    await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks, timeout=60)
+    await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks, timeout=60)
     assert await daemon.count("FINISHED") == 1000
     assert await daemon.count("QUEUED") == 0
     record = daemon.sim.record
@@ -91,7 +91,7 @@ async def test_pause_stops_launches_suppresses_and_unpause_revives(daemon: Daemo
     revives = record.calls["REVIVE"]
     await client.patch("/scheduler/", json={"is_paused": False})
     await daemon.until(lambda: record.calls["REVIVE"] > revives)
-    await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks, timeout=60)
+    await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks, timeout=60)
     assert await daemon.count("FINISHED") == 400
     assert record.launched_more_than_once() == {}
     assert sorted(record.launch_counts) == sorted(f"{i}-1" for i in ids)
@@ -141,7 +141,7 @@ async def test_node_pause_leaves_other_nodes_working(daemon: Daemon) -> None:
         "PAUSED",
     )
     ids = await daemon.submit([task(f"n{i}") for i in range(300)])
-    await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks, timeout=60)
+    await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks, timeout=60)
     hosts = [(await daemon.task(i))["hostname"] for i in ids[::10]]
     assert "sim-agent-0" not in hosts
     row = await daemon.app[STORE].fetchone(
@@ -163,8 +163,8 @@ async def test_cancel_kill_and_retries(daemon: Daemon) -> None:
     (huge,) = await daemon.submit([task("huge", cpus=500)])
     await daemon.until(
         lambda: (
-            core.tracker.tasks.get(runner) is not None
-            and core.tracker.tasks[runner].state.value == "RUNNING"
+            core.board.tasks.get(runner) is not None
+            and core.board.tasks[runner].state.value == "RUNNING"
         )
     )
     cancel = await client.delete(f"/tasks/{huge}/")
@@ -172,7 +172,7 @@ async def test_cancel_kill_and_retries(daemon: Daemon) -> None:
     assert (await cancel.json())["state"] == "CANCELED"
     kill = await client.delete(f"/tasks/{runner}/")
     assert kill.status == 202
-    await daemon.until(lambda: runner not in core.tracker.tasks and flaky not in core.tracker.tasks)
+    await daemon.until(lambda: runner not in core.board.tasks and flaky not in core.board.tasks)
     assert (await daemon.task(runner))["state"] == "KILLED"
     flaky_view = await daemon.task(flaky)
     assert flaky_view["state"] == "FAILED"
@@ -198,7 +198,7 @@ async def test_restart_mid_run_loses_nothing_and_relaunches_nothing(daemon: Daem
     core = daemon.core
     assert core.queue_depth == queued_at_stop  # nothing queued was lost
     await daemon.until(lambda: record.calls["RECONCILE"] > reconciles)
-    await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks, timeout=60)
+    await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks, timeout=60)
     assert await daemon.count("FINISHED") == 400
     assert record.launched_more_than_once() == {}
     assert sorted(record.launch_counts) == sorted(f"{i}-1" for i in ids)

@@ -206,17 +206,17 @@ async def test_a_pass_at_the_bound_declines_briefly_then_revives_once_updates_gi
         await harness.offer_pass(
             make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
         )
-        assert core.tracker.in_flight == 4
+        assert core.board.in_flight == 4
         declines = harness.driver.of("decline")
         # No filter: Mesos stretches any other to an allocation interval (MESOS-4302), which
         # would keep the agent out of the next cycle.
         assert [(call[1], call[2]) for call in declines] == [(("o2",), 0.0)]
-        head = next(core.tracker.index.queued())
-        assert core.tracker.waiting_reason(head, False) == "launch flow control: 4 tasks in flight"
+        head = next(core.board.index.queued())
+        assert core.board.waiting_reason(head, False) == "launch flow control: 4 tasks in flight"
         revives = len(harness.driver.of("revive"))
-        launched = [i for i in ids if core.tracker.tasks[i].state.launched]
+        launched = [i for i in ids if core.board.tasks[i].state.launched]
         await harness.updates(*(status(f"{i}-1", "TASK_RUNNING", uuid=f"u{i}") for i in launched))
-        assert core.tracker.in_flight == 0
+        assert core.board.in_flight == 0
         await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
     finally:
         await core.stop()
@@ -249,7 +249,7 @@ async def test_offers_declined_at_the_bound_are_revived_even_after_a_pass_that_d
         await harness.updates(
             *(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in harness.driver.launched_ids()[1:])
         )
-        assert core.tracker.in_flight == 0
+        assert core.board.in_flight == 0
         await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
     finally:
         await core.stop()
@@ -276,7 +276,7 @@ async def test_room_freed_within_the_revive_interval_revives_once_it_has_passed(
             await harness.updates(
                 *(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in harness.driver.launched_ids())
             )
-            assert core.tracker.in_flight == 0
+            assert core.board.in_flight == 0
             await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)  # noqa: B023
     finally:
         await core.stop()
@@ -312,7 +312,7 @@ async def test_room_freed_while_a_pass_declines_at_the_bound_revives_after_its_d
             make_offer("o2", "a2", cpus=8, mem=8192), make_offer("o3", "a3", cpus=8, mem=8192)
         )
         assert freed
-        assert core.tracker.in_flight == 0
+        assert core.board.in_flight == 0
         await wait_for(lambda: harness.driver.kinds()[-1] == "revive")
         kinds = harness.driver.kinds()
         assert kinds.index("decline") < len(kinds) - 1 - kinds[::-1].index("revive")

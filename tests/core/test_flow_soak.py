@@ -1,7 +1,7 @@
 """Tasks through FINISHED against the simulator, in-process, with a small launch bound: the
 tasks in flight never exceed ``scheduler.max_in_flight``, and once every task has finished the
-tracker, the node repository and the offer pipeline hold nothing per task (structures and
-counts, not RSS, so the test cannot flake).
+task board, the status intake, the node repository and the offer pipeline hold nothing per
+task (structures and counts, not RSS, so the test cannot flake).
 
 CI runs 3,000 tasks; ``SCALE_SCHEDULER_SOAK_TASKS=20000`` runs issue 19's 20,000 (about a
 minute on a busy 2-core machine).
@@ -34,7 +34,7 @@ async def test_tasks_through_finished_within_the_bound_and_nothing_left_per_task
         scheduler={"max_in_flight": BOUND, "idle_refuse_seconds": 0.2},
     ) as daemon:
         core = daemon.core
-        tracker = core.tracker
+        board, intake = core.board, core.intake
         peak = 0
         waited = False
         reasons: set[str] = set()
@@ -44,11 +44,11 @@ async def test_tasks_through_finished_within_the_bound_and_nothing_left_per_task
             # Every loop turn: memory changes only inside callbacks, so no change goes unseen.
             nonlocal peak, waited
             while not stop.is_set():
-                peak = max(peak, tracker.in_flight)
-                if tracker.queue_depth:
-                    waited = waited or tracker.launch_budget() == 0
-                    head = next(tracker.index.queued(), None)
-                    reason = tracker.waiting_reason(head, False) if head is not None else None
+                peak = max(peak, board.in_flight)
+                if board.queue_depth:
+                    waited = waited or core.task_path.launch_budget() == 0
+                    head = next(board.index.queued(), None)
+                    reason = board.waiting_reason(head, False) if head is not None else None
                     if reason is not None:
                         reasons.add(reason.split(":")[0])
                 await asyncio.sleep(0)
@@ -66,8 +66,8 @@ async def test_tasks_through_finished_within_the_bound_and_nothing_left_per_task
                 )
             await daemon.until(
                 lambda: (
-                    tracker.ended_counts.get(TaskState.FINISHED, 0) >= TASKS
-                    and tracker.footprint()["acks_pending"] == 0
+                    board.ended_counts.get(TaskState.FINISHED, 0) >= TASKS
+                    and intake.footprint()["acks_pending"] == 0
                 ),
                 timeout=max(60.0, TASKS / 100),
             )
@@ -82,15 +82,16 @@ async def test_tasks_through_finished_within_the_bound_and_nothing_left_per_task
         assert "launch flow control" in reasons, reasons
         assert daemon.sim.record.launched_more_than_once() == {}
 
-        # Nothing per task is left: the tracker's structures are empty (the ended-attempts
-        # window is the one cap), every node is back to zero, the pipeline holds no plan.
-        footprint = tracker.footprint()
+        # Nothing per task is left: the board's and the status intake's structures are empty
+        # (the ended-attempts window is the one cap), every node is back to zero, the pipeline
+        # holds no plan.
+        footprint = {**board.footprint(), **intake.footprint()}
         assert footprint.pop("ended") == min(TASKS, ENDED_MEMORY)
         assert footprint == dict.fromkeys(footprint, 0)
-        assert tracker.in_flight == 0
-        assert tracker.queue_depth == 0
-        assert tracker.update_backlog == 0
-        assert all(count == 0 for count in tracker.launched_counts.values())
+        assert board.in_flight == 0
+        assert board.queue_depth == 0
+        assert intake.backlog == 0
+        assert all(count == 0 for count in board.launched_counts.values())
         assert len(core.nodes.by_id) == AGENTS
         for node in core.nodes.by_id.values():
             assert node.running_tasks == 0

@@ -1,7 +1,8 @@
 """A leader elected while standing by serves its API while it loads its state: until the load is
 done it answers writes, and the reads it serves from memory, 503 with ``Retry-After`` (a standby
 forwarding to it returns that answer unchanged), never from the empty memory of a core that has
-not loaded (task ids counted from 1 again, no nodes)."""
+not loaded (task ids counted from 1 again, no nodes). Its ``/metrics`` leaves the scheduler's
+state out until then too, rather than show an empty queue."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from corekit import Clock, FakeDriver
+from daemonkit import scrape
 
 from scale_scheduler.api.app import FACADE, SCHEDULER, SCHEDULER_CORE, STATE, build_app
 from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
@@ -57,8 +59,15 @@ async def test_writes_and_memory_reads_wait_for_the_load(client: Client) -> None
     # The pause flag is not memory the load fills: it is written and answered as ever.
     response = await client.patch("/scheduler/", json={"is_paused": True})
     assert response.status == 201
+    loading = await scrape(client)
+    assert loading.get("scale_scheduler_leader") == 1
+    assert "scale_scheduler_queue_depth" not in loading.types
+    assert "scale_scheduler_scheduler_paused" not in loading.types
     await core.start()
     response = await client.post("/queue/", json=TASK)
     assert response.status == 201, await response.text()
+    loaded = await scrape(client)
+    assert loaded.get("scale_scheduler_queue_depth") == 1
+    assert loaded.get("scale_scheduler_scheduler_paused") == 1
     response = await client.get("/nodes/")
     assert response.status == 200

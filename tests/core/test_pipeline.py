@@ -102,7 +102,7 @@ async def test_failed_intent_commit_declines_and_keeps_tasks_queued(harness: Cor
     assert harness.driver.of("accept") == []
     assert harness.driver.of("decline") == [("decline", ("o1",), None)]
     assert core.queue_depth == 2 == await harness.db_count("QUEUED")
-    assert all(not t.busy for t in core.tracker.tasks.values())
+    assert all(not t.busy for t in core.board.tasks.values())
 
 
 async def test_one_decline_call_carries_many_offers(harness: CoreHarness) -> None:
@@ -150,8 +150,8 @@ async def test_global_pause_declines_suppresses_and_unpause_revives(
     await harness.offer_pass(make_offer("o1", "a1"))
     assert harness.driver.of("accept") == []
     assert harness.driver.of("decline") == [("decline", ("o1",), 5.0)]
-    task = next(iter(core.tracker.tasks.values()))
-    assert core.tracker.waiting_reason(task, True) == "the scheduler is paused"
+    task = next(iter(core.board.tasks.values()))
+    assert core.board.waiting_reason(task, True) == "the scheduler is paused"
     await core.set_paused(False)
     await wait_for(lambda: bool(harness.driver.of("revive")))
     await harness.offer_pass(make_offer("o2", "a1"))
@@ -267,7 +267,7 @@ async def test_a_bug_after_matching_still_answers_every_offer(
     assert harness.driver.of("accept") == []
     # The task whose launch could not be built is queued again, not stuck as launching.
     assert core.queue_depth == 1 == await harness.db_count("QUEUED")
-    assert all(not t.busy for t in core.tracker.tasks.values())
+    assert all(not t.busy for t in core.board.tasks.values())
 
 
 async def test_tasks_queued_during_a_pass_are_not_hidden_by_a_long_filter(
@@ -350,8 +350,8 @@ async def test_an_accept_with_an_unknown_outcome_stays_launching_and_is_reconcil
     core, ids = await unconfirmed_launch(harness)
     assert commits_with(harness.log, REVERT) == []
     assert [await harness.db_state(i) for i in ids] == [("LAUNCHING", 1, 0, "a1", 0)] * 2
-    assert all(core.tracker.tasks[i].state is TaskState.LAUNCHING for i in ids)
-    assert all(not core.tracker.tasks[i].busy for i in ids)
+    assert all(core.board.tasks[i].state is TaskState.LAUNCHING for i in ids)
+    assert all(not core.board.tasks[i].busy for i in ids)
     assert core.queue_depth == 0
     # Explicit reconciliation of exactly those launches, right after the ACCEPT.
     kinds = harness.driver.kinds()
@@ -399,8 +399,8 @@ async def test_unknown_accept_and_a_silent_master_falls_back_on_the_launch_timeo
 ) -> None:
     core, ids = await unconfirmed_launch(harness)
     harness.clock.advance(31)
-    await core.tracker.check_launch_timeouts()
+    await core.reconciler.check_launch_timeouts()
     assert len(harness.driver.of("reconcile")) == 2
     harness.clock.advance(31)
-    await core.tracker.check_launch_timeouts()
+    await core.reconciler.check_launch_timeouts()
     assert [await harness.db_state(i) for i in ids] == [("QUEUED", 1, 0, None, 0)] * 2

@@ -63,7 +63,7 @@ async def test_the_tracker_keeps_the_counts_and_a_restart_restores_them(
     await again.start()
     # Restored from the live tasks: hostnames at once, attributes when the agents offer again.
     assert again.nodes.placement.group_counts("etl") == {"hostname": {"host-a1": 1, "host-a2": 1}}
-    queued = again.tracker.tasks[ids[2]]
+    queued = again.board.tasks[ids[2]]
     assert queued.shape.group == "etl"
     assert [c.operator for c in queued.shape.constraints] == [Operator.UNIQUE]
     await harness.offer_pass(make_offer("o3", "a1", cpus=4, attributes={"rack": "r1"}))

@@ -28,13 +28,13 @@ async def watch_live_rows(daemon: Daemon, stop: asyncio.Event) -> int:
     store = daemon.app[STORE]
     checks = 0
     while not stop.is_set():
-        live = list(daemon.core.tracker.tasks)
+        live = list(daemon.core.board.tasks)
         if live:
             rows = await store.fetchall(
                 f"SELECT COUNT(*) FROM tasks WHERE id IN ({','.join('?' * len(live))})", live
             )
             # A task may end (leave memory) between the two reads; never lose its row while live.
-            still_live = [i for i in live if i in daemon.core.tracker.tasks]
+            still_live = [i for i in live if i in daemon.core.board.tasks]
             assert rows[0][0] >= len(still_live), "a live task's row is gone"
             checks += 1
         await asyncio.sleep(0.005)  # poll interval of the watcher
@@ -54,12 +54,12 @@ async def test_pruning_while_tasks_launch_loses_nothing_and_keeps_counts_exact(
             await asyncio.sleep(0.02)  # paced: a steady feed, so pruning passes interleave with it
         core, pruner, store = daemon.core, daemon.app[PRUNER], daemon.app[STORE]
         assert pruner.pruned > 0, "no pruning pass ran while tasks were being fed"
-        await daemon.until(lambda: not core.tracker.tasks, timeout=60)
+        await daemon.until(lambda: not core.board.tasks, timeout=60)
         await daemon.until(lambda: pruner.pruned >= total - KEEP, timeout=20)
         stop.set()
         assert await watcher > 0
         assert pruner.pruned == total - KEEP
-        assert core.tracker.ended_counts == {TaskState.FINISHED: total}
+        assert core.board.ended_counts == {TaskState.FINISHED: total}
         assert await daemon.count("FINISHED") == KEEP
         mark = await SqliteState(store).retention_mark()
         assert mark.pruned_total == total - KEEP
@@ -97,7 +97,7 @@ async def test_a_pruned_task_answers_404_saying_retention_removed_it(tmp_path: P
 async def test_keyset_paging_of_tasks(tmp_path: Path) -> None:
     async with running_daemon(tmp_path) as daemon:
         ids = await daemon.submit([task(f"k{i}") for i in range(5)])
-        await daemon.until(lambda: not daemon.core.tracker.tasks)
+        await daemon.until(lambda: not daemon.core.board.tasks)
         client = daemon.client
         page = await (await client.get(f"/tasks/?state=finished&after={ids[0]}&page_size=2")).json()
         assert [t["id"] for t in page["results"]] == ids[1:3]

@@ -39,7 +39,7 @@ async def test_other_work_runs_while_a_batch_is_prepared(harness: CoreHarness) -
         probe.cancel()
     assert at_commit[0] - started >= 3  # at least once between each two of the four chunks
     assert [view.id for view in views] == list(range(views[0].id, views[0].id + 4 * SUBMIT_CHUNK))
-    assert core.tracker.queue_depth == 4 * SUBMIT_CHUNK
+    assert core.board.queue_depth == 4 * SUBMIT_CHUNK
 
 
 async def test_overlapping_batches_commit_in_id_order(harness: CoreHarness) -> None:
@@ -53,6 +53,6 @@ async def test_overlapping_batches_commit_in_id_order(harness: CoreHarness) -> N
     batches = [[new_task(f"{b}-{i}") for i in range(3 * SUBMIT_CHUNK)] for b in "abc"]
     answers = await asyncio.gather(*(core.tracker.submit(batch) for batch in batches))
     assert first_ids == sorted(first_ids)
-    launch_order = [task.id for task in core.tracker.index.queued()]
+    launch_order = [task.id for task in core.board.index.queued()]
     assert launch_order == sorted(launch_order)
     assert sorted(view.id for views in answers for view in views) == launch_order

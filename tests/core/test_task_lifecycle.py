@@ -105,7 +105,7 @@ async def test_a_retry_still_avoids_the_host_it_failed_on_after_a_restart(
     failing, other = views[0].id, views[1].id
     await harness.offer_pass(make_offer("o1", "a1"))
     await harness.updates(status(f"{failing}-1", "TASK_FAILED"))
-    assert core.tracker.failed_hosts.by_task == {failing: {"host-a1"}}
+    assert core.board.failed_hosts.by_task == {failing: {"host-a1"}}
     await core.stop()
 
     again = SchedulerCore(
@@ -113,13 +113,13 @@ async def test_a_retry_still_avoids_the_host_it_failed_on_after_a_restart(
     )
     harness.core = again
     await again.start()
-    assert again.tracker.failed_hosts.by_task == {failing: {"host-a1"}}  # not the running task's
+    assert again.board.failed_hosts.by_task == {failing: {"host-a1"}}  # not the running task's
     harness.clock.advance(5.0)
-    assert again.tracker.timers.release_due_retries() == 1
+    assert again.timers.release_due_retries() == 1
     await harness.offer_pass(make_offer("o2", "a1"), make_offer("o3", "a2"))
-    assert again.tracker.tasks[failing].attempts == 2
-    assert again.tracker.tasks[failing].hostname == "host-a2"  # first fit alone would take a1
-    assert again.tracker.tasks[other].hostname == "host-a1"
+    assert again.board.tasks[failing].attempts == 2
+    assert again.board.tasks[failing].hostname == "host-a2"  # first fit alone would take a1
+    assert again.board.tasks[other].hostname == "host-a1"
 
 
 # --- the retry waits ---------------------------------------------------------------------------
@@ -154,7 +154,7 @@ async def test_a_waiting_retry_survives_a_restart(harness: CoreHarness) -> None:
     await harness.offer_pass(make_offer("o1", "a1"))
     await harness.updates(status(f"{task_id}-1", "TASK_FAILED"))
     due = harness.clock.now + 60.0
-    assert core.tracker.tasks[task_id].next_attempt_at == due
+    assert core.board.tasks[task_id].next_attempt_at == due
     view = await harness.state.task(task_id)
     assert view is not None
     assert view.next_attempt_at is not None
@@ -165,15 +165,15 @@ async def test_a_waiting_retry_survives_a_restart(harness: CoreHarness) -> None:
     )
     harness.core = again
     await again.start()
-    assert task_id in again.tracker.timers.retry_waits
+    assert task_id in again.board.retry_waits
     assert again.queue_depth == 1
-    reason = again.tracker.waiting_reason(again.tracker.tasks[task_id], False)
+    reason = again.board.waiting_reason(again.board.tasks[task_id], False)
     assert reason is not None
     assert reason.startswith("retry back-off until ")
     await harness.offer_pass(make_offer("o2", "a1"))
     assert harness.driver.launched_ids() == [f"{task_id}-1"]  # still waiting
     harness.clock.advance(60.0)
-    assert again.tracker.timers.release_due_retries() == 1
+    assert again.timers.release_due_retries() == 1
     await harness.offer_pass(make_offer("o3", "a2"))
     assert harness.driver.launched_ids() == [f"{task_id}-1", f"{task_id}-2"]
 
@@ -194,11 +194,11 @@ async def test_the_daemon_ends_a_task_past_its_runtime_when_the_master_does_not(
     assert info.kill_policy.grace_period.nanoseconds == 2_000_000_000
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
     harness.clock.advance(10.0 + RUNTIME_LIMIT_MARGIN - 0.1)
-    await core.tracker.timers.enforce_runtime_limits()
-    assert core.tracker.tasks[task_id].state is TaskState.RUNNING  # not yet
+    await core.timers.enforce_runtime_limits()
+    assert core.board.tasks[task_id].state is TaskState.RUNNING  # not yet
     harness.clock.advance(0.1)
-    await core.tracker.timers.enforce_runtime_limits()
-    assert task_id not in core.tracker.tasks
+    await core.timers.enforce_runtime_limits()
+    assert task_id not in core.board.tasks
     view = await harness.state.task(task_id)
     assert view is not None
     assert view.state == "FAILED"
@@ -281,7 +281,7 @@ async def test_a_kill_that_ends_long_after_its_grace_period_is_counted(
     assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1", 1.0)]
     harness.clock.advance(after)  # the grace (1 s) plus the slack (5 s) is the limit
     await harness.updates(status(f"{task_id}-1", "TASK_KILLED"))
-    assert core.tracker.timers.kills_past_grace == late
+    assert core.timers.kills_past_grace == late
 
 
 def test_an_entry_left_in_the_index_does_not_launch_a_waiting_task() -> None:

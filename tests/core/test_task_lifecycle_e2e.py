@@ -29,8 +29,8 @@ def scripted(name: str, outcome: str, duration: float = 0.05, **extra: Any) -> d
 
 
 async def ended(daemon: Daemon, task_id: int, state: str, timeout: float = 20) -> dict[str, Any]:
-    tracker = daemon.core.tracker
-    await daemon.until(lambda: task_id not in tracker.tasks, timeout=timeout)
+    board = daemon.core.board
+    await daemon.until(lambda: task_id not in board.tasks, timeout=timeout)
     view = await daemon.task(task_id)
     assert view["state"] == state, view
     return view
@@ -42,9 +42,9 @@ async def test_failures_of_its_own_relaunch_after_growing_delays(tmp_path: Path)
         (task_id,) = await daemon.submit(
             [scripted("crash", "FAILED", max_attempts=4, retry_backoff=backoff)]
         )
-        tracker = daemon.core.tracker
+        board = daemon.core.board
         # While it waits, its view says until when, and it is not in the queue index.
-        await daemon.until(lambda: task_id in tracker.timers.retry_waits)
+        await daemon.until(lambda: task_id in board.retry_waits)
         waiting = await daemon.task(task_id)
         assert waiting["state"] == "QUEUED"
         assert waiting["next_attempt_at"] is not None
@@ -79,17 +79,17 @@ async def test_a_task_whose_agent_is_gone_retries_at_once_without_using_an_attem
 ) -> None:
     async with running_daemon(tmp_path, agents=2, sim=SIM) as daemon:
         (task_id,) = await daemon.submit([scripted("long", "RUNNING", max_attempts=1)])
-        tracker = daemon.core.tracker
-        await daemon.until(lambda: tracker.tasks[task_id].state is TaskState.RUNNING)
-        host = tracker.tasks[task_id].hostname
+        board = daemon.core.board
+        await daemon.until(lambda: board.tasks[task_id].state is TaskState.RUNNING)
+        host = board.tasks[task_id].hostname
         assert host is not None
         assert daemon.sim.remove_agent(host)
-        await daemon.until(lambda: tracker.tasks[task_id].state is TaskState.UNREACHABLE)
+        await daemon.until(lambda: board.tasks[task_id].state is TaskState.UNREACHABLE)
         assert daemon.sim.mark_agent_gone(host) == 1
         await daemon.until(
             lambda: (
-                tracker.tasks[task_id].attempts == 2
-                and tracker.tasks[task_id].state is TaskState.RUNNING
+                board.tasks[task_id].attempts == 2
+                and board.tasks[task_id].state is TaskState.RUNNING
             )
         )
         view = await daemon.task(task_id)
@@ -119,8 +119,8 @@ async def test_retries_go_to_hosts_they_have_not_failed_on(tmp_path: Path) -> No
 async def test_max_runtime_ends_a_long_task_with_the_masters_reason(tmp_path: Path) -> None:
     async with running_daemon(tmp_path, agents=1, sim=SIM) as daemon:
         (task_id,) = await daemon.submit([scripted("hung", "RUNNING", max_runtime=0.3)])
-        tracker = daemon.core.tracker
-        await daemon.until(lambda: tracker.tasks[task_id].state.launched)
+        board = daemon.core.board
+        await daemon.until(lambda: board.tasks[task_id].state.launched)
         info = daemon.sim.task(f"{task_id}-1")
         assert info is not None
         assert info.info["max_completion_time"] == {"nanoseconds": 300_000_000}
@@ -135,8 +135,8 @@ async def test_a_kill_with_a_grace_period_shows_killing_then_killed_after_it(
 ) -> None:
     async with running_daemon(tmp_path, agents=1, sim=SIM) as daemon:
         (task_id,) = await daemon.submit([scripted("graceful", "RUNNING", kill_grace_period=0.5)])
-        tracker = daemon.core.tracker
-        await daemon.until(lambda: tracker.tasks[task_id].state is TaskState.RUNNING)
+        board = daemon.core.board
+        await daemon.until(lambda: board.tasks[task_id].state is TaskState.RUNNING)
         info = daemon.sim.task(f"{task_id}-1")
         assert info is not None
         assert info.info["kill_policy"] == {"grace_period": {"nanoseconds": 500_000_000}}
@@ -144,7 +144,7 @@ async def test_a_kill_with_a_grace_period_shows_killing_then_killed_after_it(
         response = await daemon.client.delete(f"/tasks/{task_id}/")
         assert response.status == 202
         assert (await response.json())["state"] == "KILLING"
-        await daemon.until(lambda: tracker.tasks[task_id].state is TaskState.KILLING)
+        await daemon.until(lambda: board.tasks[task_id].state is TaskState.KILLING)
         assert (await daemon.task(task_id))["state"] == "KILLING"
         view = await ended(daemon, task_id, "KILLED")
         assert stamp(view["ended"]) - asked >= 0.5 - 0.002

@@ -150,7 +150,7 @@ async def test_burst_of_updates_is_one_commit_then_acks(harness: CoreHarness) ->
     assert kinds[0] == "commit"
     assert kinds.count("ack") == len(burst)
     assert await harness.db_count("FINISHED") == 20
-    assert not core.tracker.tasks  # terminal tasks leave memory
+    assert not core.board.tasks  # terminal tasks leave memory
 
 
 async def test_repeated_updates_are_harmless_and_only_uuid_updates_are_acked(
@@ -183,7 +183,7 @@ async def test_failed_task_is_retried_with_a_fresh_mesos_id(harness: CoreHarness
     await harness.offer_pass(make_offer("o2", "a2"))
     assert harness.driver.launched_ids() == [f"{task_id}-1"]
     harness.clock.advance(1.0)
-    assert core.tracker.timers.release_due_retries() == 1
+    assert core.timers.release_due_retries() == 1
     await harness.offer_pass(make_offer("o3", "a2"))
     assert harness.driver.launched_ids() == [f"{task_id}-1", f"{task_id}-2"]
     await harness.updates(status(f"{task_id}-2", "TASK_FAILED", agent="a2"))
@@ -224,13 +224,13 @@ async def test_launch_timeout_reconciles_then_marks_lost(harness: CoreHarness) -
     (task_id,) = await launch(harness)
     harness.log.clear()
     harness.clock.advance(29)
-    await core.tracker.check_launch_timeouts()
+    await core.reconciler.check_launch_timeouts()
     assert harness.driver.of("reconcile") == []
     harness.clock.advance(2)
-    await core.tracker.check_launch_timeouts()
+    await core.reconciler.check_launch_timeouts()
     assert harness.driver.of("reconcile") == [("reconcile", ((f"{task_id}-1", "a1"),))]
     harness.clock.advance(31)
-    await core.tracker.check_launch_timeouts()
+    await core.reconciler.check_launch_timeouts()
     # Lost before any agent reported: requeued without spending an attempt.
     assert await harness.db_state(task_id) == ("QUEUED", 1, 0, None, 0)
     assert core.queue_depth == 1
@@ -241,7 +241,7 @@ async def test_launch_timeout_does_nothing_once_a_status_arrived(harness: CoreHa
     (task_id,) = await launch(harness)
     await harness.updates(status(f"{task_id}-1", "TASK_STAGING"))
     harness.clock.advance(1000)
-    await core.tracker.check_launch_timeouts()
+    await core.reconciler.check_launch_timeouts()
     assert harness.driver.of("reconcile") == []
 
 
@@ -250,7 +250,7 @@ async def test_reconciliation_explicit_with_resends_then_implicit(harness: CoreH
     ids = await launch(harness, 3)
     await harness.updates(*(status(f"{i}-1", "TASK_RUNNING") for i in ids))
     harness.log.clear()
-    round_ = core.tracker.reconcile(retries=2)
+    round_ = core.reconciler.reconcile(retries=2)
     task = asyncio.get_running_loop().create_task(round_)
     await wait_for(lambda: len(harness.driver.of("reconcile")) == 1)
     first = harness.driver.of("reconcile")[0][1]
@@ -316,8 +316,8 @@ async def test_restart_reloads_queue_and_launched_tasks(harness: CoreHarness) ->
     harness.core = again
     await again.start()
     assert again.queue_depth == 3 == await harness.db_count("QUEUED")
-    assert again.tracker.tasks[ids[0]].state is TaskState.RUNNING
-    assert again.tracker.tasks[ids[1]].state is TaskState.LAUNCHING
+    assert again.board.tasks[ids[0]].state is TaskState.RUNNING
+    assert again.board.tasks[ids[1]].state is TaskState.LAUNCHING
     node = again.nodes.by_hostname["host-a1"]
     assert (node.scheduled.cpus, node.running_tasks) == (2.0, 2)
     # Queue order survives: the next launches are tasks 3 and 4.
@@ -334,12 +334,12 @@ async def test_a_resend_after_the_end_is_acknowledged_not_killed(harness: CoreHa
     core = await harness.start()
     (task_id,) = await launch(harness)
     await harness.updates(status(f"{task_id}-1", "TASK_FINISHED", uuid=None))
-    assert task_id not in core.tracker.tasks  # ended tasks leave memory
+    assert task_id not in core.board.tasks  # ended tasks leave memory
     harness.log.clear()
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING", uuid="cmVzZW50"))
     assert [entry[0] for entry in harness.log] == ["ack"]
     assert harness.log[0] == ("ack", "a1", f"{task_id}-1", "cmVzZW50")
-    assert core.tracker.stale_updates == 1
+    assert core.intake.stale_updates == 1
     assert (await harness.db_state(task_id))[0] == "FINISHED"
 
 
@@ -354,7 +354,7 @@ async def test_a_late_reconciliation_answer_after_the_end_draws_nothing(
         status(f"{task_id}-1", "TASK_RUNNING", uuid=None, reason="REASON_RECONCILIATION")
     )
     assert harness.log == []  # no uuid: no ack; ended for good: no kill
-    assert core.tracker.stale_updates == 1
+    assert core.intake.stale_updates == 1
 
 
 async def test_an_update_reordered_after_the_end_in_one_burst_is_not_killed(
@@ -379,7 +379,7 @@ async def test_a_failed_attempt_is_stale_until_the_task_moves_on_then_a_stray(
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))  # trails the failure
     assert harness.driver.of("kill") == []
     harness.clock.advance(1.0)  # its retry back-off
-    harness.c.tracker.timers.release_due_retries()
+    harness.c.timers.release_due_retries()
     await harness.offer_pass(make_offer("o2", "a2"))  # now on attempt 2
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
     assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1")]
@@ -403,9 +403,9 @@ async def test_a_launch_timed_out_as_lost_that_turns_up_running_is_killed(
     core = await harness.start()
     (task_id,) = await launch(harness)
     harness.clock.advance(31)
-    await core.tracker.check_launch_timeouts()
+    await core.reconciler.check_launch_timeouts()
     harness.clock.advance(31)
-    await core.tracker.check_launch_timeouts()  # lost by the scheduler's own verdict: requeued
+    await core.reconciler.check_launch_timeouts()  # lost by the scheduler's own verdict: requeued
     await harness.updates(status(f"{task_id}-1", "TASK_RUNNING"))
     assert harness.driver.of("kill") == [("kill", f"{task_id}-1", "a1")]
 
@@ -440,7 +440,7 @@ async def test_a_terminal_update_never_draws_a_kill(harness: CoreHarness, state:
         status(f"{task_id}-1", state),
     )
     assert harness.driver.of("kill") == []
-    assert task_id not in core.tracker.tasks
+    assert task_id not in core.board.tasks
 
 
 def test_ended_attempts_are_bounded_and_forget_the_oldest_first() -> None:

@@ -43,11 +43,11 @@ async def test_a_large_burst_is_acknowledged_a_bounded_number_at_a_time(
     core = await harness.start()
     ids = await launch(harness, 300)
     counting = CountingDriverAcks(harness)
-    before = core.tracker.acks_sent
+    before = core.intake.acks.sent
     await harness.updates(*(status(f"{i}-1", "TASK_STARTING", uuid=f"u{i}") for i in ids))
     acked = [(c[2], c[3]) for c in harness.driver.of("ack")]
     assert sorted(acked) == sorted((f"{i}-1", f"u{i}") for i in ids)
-    assert core.tracker.acks_sent - before == 300
+    assert core.intake.acks.sent - before == 300
     assert 1 < counting.max_in_flight <= ACK_WORKERS
 
 
@@ -57,7 +57,7 @@ async def test_failed_acknowledgements_are_counted_and_reported(harness: CoreHar
     harness.driver.fail.add("ack")
     with capture_logs() as logs:
         await harness.updates(*(status(f"{i}-1", "TASK_RUNNING") for i in ids))
-    assert core.tracker.acks_sent == 0
+    assert core.intake.acks.sent == 0
     (warning,) = [e for e in logs if e["event"] == "status_ack_failed"]
     assert (warning["count"], warning["total"]) == (5, 5)
 
@@ -66,7 +66,7 @@ async def test_a_full_backlog_holds_the_stream_until_half_of_it_is_handled(
     harness: CoreHarness,
 ) -> None:
     core = await harness.start()
-    tracker = core.tracker
+    intake = core.intake
     assert core.backlog_room() is None
     # Terminal updates of tasks this daemon does not know: stored as nothing, acknowledged.
     for i in range(MAX_UPDATE_BACKLOG - 1):
@@ -77,7 +77,7 @@ async def test_a_full_backlog_holds_the_stream_until_half_of_it_is_handled(
     assert room is not None
     assert core.backlog_room() is room
     await asyncio.wait_for(room, timeout=60)
-    assert tracker.update_backlog <= MAX_UPDATE_BACKLOG // 2
-    await wait_for(lambda: tracker.update_backlog == 0, timeout=60)
-    assert tracker.acks_sent == MAX_UPDATE_BACKLOG
+    assert intake.backlog <= MAX_UPDATE_BACKLOG // 2
+    await wait_for(lambda: intake.backlog == 0, timeout=60)
+    assert intake.acks.sent == MAX_UPDATE_BACKLOG
     assert core.backlog_room() is None

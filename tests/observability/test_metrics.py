@@ -229,15 +229,15 @@ async def test_counts_equal_what_happened_in_a_simulated_run(tmp_path: Path) -> 
             assert queued.get("scale_scheduler_scheduler_paused") == 1
             assert (await client.patch("/scheduler/", json={"is_paused": False})).status == 201
 
-            await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks)
+            await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks)
             await daemon.until(lambda: core.pipeline.suppressed and not sim.offers())
-            await daemon.until(lambda: spy.updates == core.tracker.updates_handled)
+            await daemon.until(lambda: spy.updates == core.intake.updates_handled)
             # The acknowledgements of the last updates have reached the master and are counted.
             await daemon.until(
                 lambda: (
                     sim.record.calls["ACKNOWLEDGE"]
                     == spy.updates_to_acknowledge
-                    == core.tracker.acks_sent
+                    == core.intake.acks.sent
                 )
             )
             samples = await daemon.scrape()
@@ -283,7 +283,7 @@ async def test_counts_equal_what_happened_in_a_simulated_run(tmp_path: Path) -> 
             # The master drops the stream: a reconnect, a second subscription, a second round.
             sim.close_stream()
             await daemon.until(lambda: core.driver.status.subscriptions == 2)
-            await daemon.until(lambda: core.tracker.reconcile_rounds == 2)
+            await daemon.until(lambda: core.reconciler.rounds == 2)
             samples = await daemon.scrape()
             assert samples.get("scale_scheduler_mesos_subscriptions_total") == 2
             assert samples.get("scale_scheduler_mesos_reconnects_total") == 1
@@ -302,7 +302,7 @@ async def test_reverted_launches_are_counted(tmp_path: Path) -> None:
             await daemon.until(lambda: core.driver.status.subscribed)
             sim.fail_calls(400, "ACCEPT", count=1)  # a sure refusal: reverted
             ids = await daemon.submit([task(f"r{i}") for i in range(4)])
-            await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks)
+            await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks)
             samples = await daemon.scrape()
             assert spy.refused_tasks > 0
             assert samples.get("scale_scheduler_task_launches_reverted_total") == spy.refused_tasks
@@ -322,7 +322,7 @@ async def test_unconfirmed_launches_are_counted(tmp_path: Path) -> None:
             await daemon.until(lambda: core.driver.status.subscribed)
             sim.fail_calls(500, "ACCEPT", count=1)  # the outcome is unknown: reconciled
             ids = await daemon.submit([task(f"u{i}") for i in range(4)])
-            await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks)
+            await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks)
             samples = await daemon.scrape()
             unconfirmed = samples.get("scale_scheduler_task_launches_unconfirmed_total")
             assert unconfirmed is not None

@@ -35,7 +35,7 @@ async def test_the_daemon_runs_on_pymesos_and_finishes_a_hundred_tasks(daemon: D
     assert status["scheduler"]["is_online"] is True
     assert status["master"]["port"] == int(daemon.sim.url.rsplit(":", 1)[1])
     ids = await daemon.submit([task(f"t{i}") for i in range(100)])
-    await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks, timeout=60)
+    await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks, timeout=60)
     assert await daemon.states(ids) == ["FINISHED"] * 100
     record = daemon.sim.record
     assert record.launched_more_than_once() == {}
@@ -63,7 +63,7 @@ async def test_pause_holds_launches_and_unpause_revives(daemon: Daemon) -> None:
     revives = record.calls["REVIVE"]
     await (await daemon.client.patch("/scheduler/", json={"is_paused": False})).read()
     await daemon.until(lambda: record.calls["REVIVE"] > revives)
-    await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks)
+    await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks)
     assert await daemon.states(ids) == ["FINISHED"] * 10
 
 
@@ -80,7 +80,7 @@ async def test_a_restart_resubscribes_with_the_same_framework_id(daemon: Daemon)
     core = daemon.core
     assert core.driver.status.framework_id == first_id
     assert sim.record.framework_infos[-1]["id"] == {"value": first_id}
-    await daemon.until(lambda: core.queue_depth == 0 and not core.tracker.tasks, timeout=60)
+    await daemon.until(lambda: core.queue_depth == 0 and not core.board.tasks, timeout=60)
     assert await daemon.states(ids) == ["FINISHED"] * 40
     assert sim.record.launched_more_than_once() == {}
     assert [f.id for f in sim.frameworks()] == [first_id]

@@ -238,9 +238,9 @@ async def _provoke_every_status(prober: Prober, daemon: Any, db_path: str) -> No
     await prober.expect(201, "POST", "/queue/", body=[task, task])
     await daemon.sim.wait_until(
         lambda: (
-            finished not in core.tracker.tasks
-            and running in core.tracker.tasks
-            and core.tracker.tasks[running].state is TaskState.RUNNING
+            finished not in core.board.tasks
+            and running in core.board.tasks
+            and core.board.tasks[running].state is TaskState.RUNNING
             and core.nodes.by_id
         ),
         timeout=10,

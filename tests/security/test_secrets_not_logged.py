@@ -137,7 +137,7 @@ async def test_the_mesos_secret_appears_in_no_log_event(tmp_path: Path) -> None:
                 assert response.status == 201
             # After SUBSCRIBE: ACCEPT, ACKNOWLEDGE and GET_AGENTS, each with the credentials.
             await daemon.sim.wait_until(
-                lambda: not core.tracker.tasks and len(core.nodes.by_id) == 2, timeout=10
+                lambda: not core.board.tasks and len(core.nodes.by_id) == 2, timeout=10
             )
     assert any(event["event"] == "mesos_framework_registered" for event in events)
     for form in _secret_forms(MESOS_SECRET):

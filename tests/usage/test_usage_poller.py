@@ -53,7 +53,7 @@ async def running(daemon: Daemon, ids: list[int]) -> None:
 
 
 def live(daemon: Daemon, ids: list[int]) -> list[Any]:
-    tasks = daemon.core.tracker.tasks
+    tasks = daemon.core.board.tasks
     return [tasks[i] for i in ids if i in tasks]
 
 
