@@ -71,6 +71,7 @@ class Bin:
         "cpus",
         "disk",
         "entries",
+        "fields",
         "gpus",
         "hostname",
         "labels",
@@ -86,6 +87,8 @@ class Bin:
         self.values = values
         self.labels = ((HOSTNAME, values.hostname), *values.attributes.items())
         """Every field a constraint may read, with the agent's value of it."""
+        self.fields = {**values.attributes, HOSTNAME: values.hostname}
+        """``values.text`` as a mapping (the hostname before an attribute of that name)."""
         self.admitted: dict[int, bool] = {}
         """Per shape's agent part (``Shape.fit``, by ``id``: the bin lives for one pass, which
         holds every shape it places): whether its static constraints admit this agent (they

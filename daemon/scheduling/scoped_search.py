@@ -24,9 +24,9 @@ from scale_scheduler.state.placement_constraints import (
 
 Counts = Mapping[str, Mapping[str, int]]
 """A group's tasks per field, per value."""
-_Checks = tuple[tuple[Constraint, str, bool, int], ...]
-"""Per scoped constraint of a shape: the constraint, its field, whether it is ``GROUP_BY``, and
-how many values of the field the cluster has (constant for the pass)."""
+_Checks = tuple[tuple[Constraint, str, bool, int, int], ...]
+"""Per scoped constraint of a shape: the constraint, its field, whether it is ``GROUP_BY``, how
+many values of the field the cluster has (constant for the pass), and ``_bound``."""
 
 
 class ScopedSearch:
@@ -108,17 +108,21 @@ class ScopedSearch:
         counts = self.counts_of(shape)
         # What each constraint reads, the same for every agent of this search.
         checks = []
-        for constraint, name, group_by, known in plan:
+        for constraint, name, group_by, known, bound in plan:
             values = counts.get(name, _NONE)
-            checks.append((constraint, values, known, spread_of(values) if group_by else None))
+            spread = spread_of(values) if group_by else None
+            checks.append((constraint, name, values, known, spread, bound))
         position = cursor
         found = None
         while position < count:
             bin_ = bins[position]
             if position == shared or bin_.fits(fit):  # the shared cursor's agent fits
-                agent = bin_.values
-                for constraint, values, known, spread in checks:
-                    if not admits(constraint, agent, values, known, spread):
+                for constraint, name, values, known, spread, bound in checks:
+                    if bound:  # UNIQUE, MAX_PER: admits' test, without its dispatch
+                        value = bin_.fields.get(name)
+                        if value is None or values.get(value, 0) >= bound:
+                            break
+                    elif not admits(constraint, bin_.values, values, known, spread):
                         break
                 else:
                     found = bin_
@@ -139,7 +143,7 @@ class ScopedSearch:
         ``CLUSTER`` without a value (another shape of the group may place a task on a value the
         group did not use yet)."""
         checks = tuple(
-            (c, c.field, c.operator is Operator.GROUP_BY, self.known_values(c.field))
+            (c, c.field, c.operator is Operator.GROUP_BY, self.known_values(c.field), _bound(c))
             for c in shape.scoped
         )
         final = all(c.operator in (Operator.UNIQUE, Operator.MAX_PER) for c in shape.scoped)
@@ -161,6 +165,17 @@ class AgentParts:
             fit = shape.fit
             part = self._by_shape[shape] = self._by_value.setdefault(fit, fit)
         return part
+
+
+def _bound(constraint: Constraint) -> int:
+    """The count a value must stay under for ``UNIQUE`` (1) and ``MAX_PER`` (n), the operators
+    whose test ``find`` makes itself, the way ``admits`` does (0: ``admits`` decides)."""
+    if constraint.operator is Operator.UNIQUE:
+        return 1
+    if constraint.operator is Operator.MAX_PER:
+        assert constraint.number is not None
+        return constraint.number
+    return 0
 
 
 _NONE: Mapping[str, int] = {}
