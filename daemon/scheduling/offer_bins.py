@@ -24,6 +24,20 @@ Needs = tuple[tuple[str, float], ...]
 """A shape's non-zero scalars, in ``SCALARS`` order."""
 
 
+def needs_of(shape: Shape) -> Needs:
+    """The shape's non-zero scalars, in ``SCALARS`` order."""
+    needs: list[tuple[str, float]] = []
+    if shape.cpus > 0:
+        needs.append(("cpus", float(shape.cpus)))
+    if shape.mem > 0:
+        needs.append(("mem", float(shape.mem)))
+    if shape.disk > 0:
+        needs.append(("disk", float(shape.disk)))
+    if shape.gpus > 0:
+        needs.append(("gpus", float(shape.gpus)))
+    return tuple(needs)
+
+
 class HostBlock(str, enum.Enum):
     PAUSED = "PAUSED"
     INACTIVE = "INACTIVE"

@@ -19,8 +19,10 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
+from scale_scheduler.daemon.mesos.mesos_types import Resource
 from scale_scheduler.daemon.scheduling.match_model import (
     GroupView,
     GroupWaiting,
@@ -29,7 +31,7 @@ from scale_scheduler.daemon.scheduling.match_model import (
     TaskPlacement,
     flow_waiting,
 )
-from scale_scheduler.daemon.scheduling.offer_bins import EPSILON, SCALARS, Bin, Needs
+from scale_scheduler.daemon.scheduling.offer_bins import EPSILON, Bin, Needs, needs_of
 from scale_scheduler.daemon.scheduling.scoped_search import AgentParts, ScopedSearch
 from scale_scheduler.daemon.scheduling.wait_verdicts import WaitVerdicts
 from scale_scheduler.state.domain import Shape
@@ -39,6 +41,15 @@ Placements = dict[int, list[TaskPlacement]]
 
 _new_tuple = tuple.__new__  # a TaskPlacement without its Python-level __new__ (once per task)
 _NO_LIMIT = 2**63
+
+
+def _placements(task_ids: list[int], resources: tuple[Resource, ...]) -> Iterator[TaskPlacement]:
+    """A run's placements, made without a bytecode per task (the run's tasks share their
+    resources): the largest cost of placing a queue of equal tasks after the bins."""
+    count = len(task_ids)
+    return map(
+        _new_tuple, repeat(TaskPlacement, count), zip(task_ids, repeat(resources), repeat(()))
+    )
 
 
 class _Lane:
@@ -124,9 +135,7 @@ class PlacementPass:
         shape = group.shape
         needs = self.needs.get(shape)
         if needs is None:
-            needs = self.needs[shape] = tuple(
-                (name, float(getattr(shape, name))) for name in SCALARS if getattr(shape, name) > 0
-            )
+            needs = self.needs[shape] = needs_of(shape)
         return _Lane(group, needs, self.agent_parts.of(shape))
 
     def next_avoided(self, task_id: int) -> int:
@@ -272,9 +281,7 @@ class PlacementPass:
                     else bin_.repeatable(shape, needs, available)
                 )
                 if times > 1:
-                    placed.extend(
-                        [_new_tuple(TaskPlacement, (i, same, ())) for i in run[at : at + times]]
-                    )
+                    placed.extend(_placements(run[at : at + times], same))
                     bin_.take_repeated(needs, times)
                     taken = times
                 else:
@@ -362,7 +369,7 @@ class PlacementPass:
                     if run[end - 1] >= stop:
                         end = bisect_left(run, stop, at, end)
                 taken = end - at
-                placed.extend([_new_tuple(TaskPlacement, (i, same, ())) for i in run[at:end]])
+                placed.extend(_placements(run[at:end], same))
                 bin_.take_repeated(needs, taken)
                 if group is not None:
                     count_placed(group, bin_, taken)

@@ -30,7 +30,7 @@ from scale_scheduler.state.tasks import Task
 
 _QUEUED = TaskState.QUEUED
 _GROWTH = 4
-_LONGEST_RUN = 256
+_LONGEST_RUN = 64
 
 
 class QueueGroup:

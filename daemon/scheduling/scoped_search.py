@@ -26,7 +26,9 @@ Counts = Mapping[str, Mapping[str, int]]
 """A group's tasks per field, per value."""
 _Checks = tuple[tuple[Constraint, str, bool, int, int], ...]
 """Per scoped constraint of a shape: the constraint, its field, whether it is ``GROUP_BY``, how
-many values of the field the cluster has (constant for the pass), and ``_bound``."""
+many values of the field the cluster has (constant for the pass), and the count a value must
+stay under for ``UNIQUE`` (1) and ``MAX_PER`` (n), whose test ``find`` makes itself the way
+``admits`` does (0: ``admits`` decides)."""
 
 
 class ScopedSearch:
@@ -106,19 +108,35 @@ class ScopedSearch:
             cursors[key] = cursor
             return None
         counts = self.counts_of(shape)
+        position = cursor
+        found = None
+        if len(plan) == 1 and plan[0][4]:
+            # One UNIQUE or MAX_PER (the usual plan; final): admits' test, without its dispatch.
+            _, name, _, _, bound = plan[0]
+            values = counts.get(name, _NONE)
+            while position < count:
+                bin_ = bins[position]
+                if position == shared or bin_.fits(fit):  # the shared cursor's agent fits
+                    value = bin_.fields.get(name)
+                    if value is not None and values.get(value, 0) < bound:
+                        found = bin_
+                        break
+                if position == cursor:
+                    cursor += 1
+                position += 1
+            cursors[key] = cursor
+            return found
         # What each constraint reads, the same for every agent of this search.
         checks = []
         for constraint, name, group_by, known, bound in plan:
             values = counts.get(name, _NONE)
             spread = spread_of(values) if group_by else None
             checks.append((constraint, name, values, known, spread, bound))
-        position = cursor
-        found = None
         while position < count:
             bin_ = bins[position]
             if position == shared or bin_.fits(fit):  # the shared cursor's agent fits
                 for constraint, name, values, known, spread, bound in checks:
-                    if bound:  # UNIQUE, MAX_PER: admits' test, without its dispatch
+                    if bound:  # UNIQUE, MAX_PER: as above
                         value = bin_.fields.get(name)
                         if value is None or values.get(value, 0) >= bound:
                             break
@@ -142,12 +160,22 @@ class ScopedSearch:
         admit an agent they refused. ``GROUP_BY`` may (the least used value changes), and so may
         ``CLUSTER`` without a value (another shape of the group may place a task on a value the
         group did not use yet)."""
-        checks = tuple(
-            (c, c.field, c.operator is Operator.GROUP_BY, self.known_values(c.field), _bound(c))
-            for c in shape.scoped
-        )
-        final = all(c.operator in (Operator.UNIQUE, Operator.MAX_PER) for c in shape.scoped)
-        return self.agent_parts.of(shape), checks, final
+        checks = []
+        final = True
+        for c in shape.scoped:
+            operator = c.operator
+            bound = 0
+            if operator is Operator.UNIQUE:
+                bound = 1
+            elif operator is Operator.MAX_PER:
+                assert c.number is not None
+                bound = c.number
+            else:
+                final = False
+            checks.append(
+                (c, c.field, operator is Operator.GROUP_BY, self.known_values(c.field), bound)
+            )
+        return self.agent_parts.of(shape), tuple(checks), final
 
 
 class AgentParts:
@@ -165,17 +193,6 @@ class AgentParts:
             fit = shape.fit
             part = self._by_shape[shape] = self._by_value.setdefault(fit, fit)
         return part
-
-
-def _bound(constraint: Constraint) -> int:
-    """The count a value must stay under for ``UNIQUE`` (1) and ``MAX_PER`` (n), the operators
-    whose test ``find`` makes itself, the way ``admits`` does (0: ``admits`` decides)."""
-    if constraint.operator is Operator.UNIQUE:
-        return 1
-    if constraint.operator is Operator.MAX_PER:
-        assert constraint.number is not None
-        return constraint.number
-    return 0
 
 
 _NONE: Mapping[str, int] = {}
