@@ -185,13 +185,17 @@ class AgentParts:
 
     def __init__(self) -> None:
         self._by_value: dict[Shape, Shape] = {}
-        self._by_shape: dict[Shape, Shape] = {}
+        self._by_shape: dict[int, tuple[Shape, Shape]] = {}
+        """By the shape's ``id`` (a ``Shape`` hashes in Python), with the shape kept beside its
+        part: the id cannot be reused while the entry holds it."""
 
     def of(self, shape: Shape) -> Shape:
-        part = self._by_shape.get(shape)
-        if part is None:
-            fit = shape.fit
-            part = self._by_shape[shape] = self._by_value.setdefault(fit, fit)
+        known = self._by_shape.get(id(shape))
+        if known is not None and known[0] is shape:
+            return known[1]
+        fit = shape.fit
+        part = self._by_value.setdefault(fit, fit)
+        self._by_shape[id(shape)] = (shape, part)
         return part
 
 
