@@ -109,7 +109,10 @@ class QueueView(Protocol[G]):
 
     def levels(self) -> Iterator[Sequence[G]]: ...
 
-    def eligible(self, group: G) -> Iterator[int]: ...
+    def eligible_runs(self, group: G) -> Iterator[list[int]]:
+        """The ids of the group's tasks that may be placed now, in id order, in non-empty lists
+        (the first one short: a group that fits nowhere is given up after its first id)."""
+        ...
 
 
 class PlacementView(Protocol):

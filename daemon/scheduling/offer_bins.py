@@ -20,8 +20,23 @@ from scale_scheduler.state.placement_constraints import HOSTNAME, AgentValues, a
 
 EPSILON = 1e-6
 SCALARS = ("cpus", "mem", "disk", "gpus")
+_SCALAR_NAMES = frozenset(SCALARS)
 Needs = tuple[tuple[str, float], ...]
 """A shape's non-zero scalars, in ``SCALARS`` order."""
+
+
+def needs_of(shape: Shape) -> Needs:
+    """The shape's non-zero scalars, in ``SCALARS`` order."""
+    needs: list[tuple[str, float]] = []
+    if shape.cpus > 0:
+        needs.append(("cpus", float(shape.cpus)))
+    if shape.mem > 0:
+        needs.append(("mem", float(shape.mem)))
+    if shape.disk > 0:
+        needs.append(("disk", float(shape.disk)))
+    if shape.gpus > 0:
+        needs.append(("gpus", float(shape.gpus)))
+    return tuple(needs)
 
 
 class HostBlock(str, enum.Enum):
@@ -71,6 +86,7 @@ class Bin:
         "cpus",
         "disk",
         "entries",
+        "fields",
         "gpus",
         "hostname",
         "labels",
@@ -86,6 +102,8 @@ class Bin:
         self.values = values
         self.labels = ((HOSTNAME, values.hostname), *values.attributes.items())
         """Every field a constraint may read, with the agent's value of it."""
+        self.fields = {**values.attributes, HOSTNAME: values.hostname}
+        """``values.text`` as a mapping (the hostname before an attribute of that name)."""
         self.admitted: dict[int, bool] = {}
         """Per shape's agent part (``Shape.fit``, by ``id``: the bin lives for one pass, which
         holds every shape it places): whether its static constraints admit this agent (they
@@ -95,31 +113,42 @@ class Bin:
         self.cpus = self.mem = self.disk = self.gpus = 0.0
         self.ports = 0
 
-    def add(self, resource: Resource) -> None:
-        if resource.revocable is not None or resource.disk is not None:
-            return  # revocable capacity and volumes are not for ordinary tasks
-        name = resource.name
-        scalar = resource.scalar
-        if scalar is not None and name in SCALARS and scalar.value > 0:
-            value = float(scalar.value)
-            entries = self.entries.get(name)
-            if entries is None:
-                self.entries[name] = [Entry(resource, value)]
-            else:
-                entries.append(Entry(resource, value))
-            if name == "cpus":
-                self.cpus += value
-            elif name == "mem":
-                self.mem += value
-            elif name == "disk":
-                self.disk += value
-            else:
-                self.gpus += value
-        elif name == "ports" and resource.ranges is not None:
-            free = [[r.begin, r.end] for r in resource.ranges.range if r.end >= r.begin]
-            if free:
-                self.port_entries.append(PortEntry(resource, free))
-                self.ports += sum(end - begin + 1 for begin, end in free)
+    def add(self, resources: Iterable[Resource]) -> None:
+        """An offer's resources (one loop for all of them: bins are made anew every pass)."""
+        entries = self.entries
+        for resource in resources:
+            if resource.revocable is not None or resource.disk is not None:
+                continue  # revocable capacity and volumes are not for ordinary tasks
+            name = resource.name
+            scalar = resource.scalar
+            if scalar is not None and name in _SCALAR_NAMES:
+                value = float(scalar.value)
+                if not value > 0:
+                    continue
+                same = entries.get(name)
+                if same is None:
+                    entries[name] = [Entry(resource, value)]
+                else:
+                    same.append(Entry(resource, value))
+                if name == "cpus":
+                    self.cpus += value
+                elif name == "mem":
+                    self.mem += value
+                elif name == "disk":
+                    self.disk += value
+                else:
+                    self.gpus += value
+            elif name == "ports" and resource.ranges is not None:
+                free = []
+                count = 0
+                for span in resource.ranges.range:  # usually one: a loop, not a comprehension
+                    begin, end = span.begin, span.end
+                    if end >= begin:
+                        free.append([begin, end])
+                        count += end - begin + 1
+                if free:
+                    self.port_entries.append(PortEntry(resource, free))
+                    self.ports += count
 
     def fits(self, shape: Shape) -> bool:
         return (
@@ -322,6 +351,5 @@ def group_offers(
         if bin_ is None:
             bin_ = bins_by_role[key] = Bin(len(agents) - 1, agent_values(offer))
             agent.bins.append(bin_)
-        for resource in offer.resources:
-            bin_.add(resource)
+        bin_.add(offer.resources)
     return list(agents.values())

@@ -17,11 +17,12 @@
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from itertools import islice
+from itertools import repeat
 from typing import Any
 
+from scale_scheduler.daemon.mesos.mesos_types import Resource
 from scale_scheduler.daemon.scheduling.match_model import (
     GroupView,
     GroupWaiting,
@@ -30,7 +31,7 @@ from scale_scheduler.daemon.scheduling.match_model import (
     TaskPlacement,
     flow_waiting,
 )
-from scale_scheduler.daemon.scheduling.offer_bins import EPSILON, SCALARS, Bin, Needs
+from scale_scheduler.daemon.scheduling.offer_bins import EPSILON, Bin, Needs, needs_of
 from scale_scheduler.daemon.scheduling.scoped_search import AgentParts, ScopedSearch
 from scale_scheduler.daemon.scheduling.wait_verdicts import WaitVerdicts
 from scale_scheduler.state.domain import Shape
@@ -42,10 +43,30 @@ _new_tuple = tuple.__new__  # a TaskPlacement without its Python-level __new__ (
 _NO_LIMIT = 2**63
 
 
+def _placements(task_ids: list[int], resources: tuple[Resource, ...]) -> Iterator[TaskPlacement]:
+    """A run's placements, made without a bytecode per task (the run's tasks share their
+    resources): the largest cost of placing a queue of equal tasks after the bins."""
+    count = len(task_ids)
+    return map(
+        _new_tuple, repeat(TaskPlacement, count), zip(task_ids, repeat(resources), repeat(()))
+    )
+
+
 class _Lane:
     """What placing one group needs, worked out once when the pass reaches the group."""
 
-    __slots__ = ("fit", "group", "group_name", "key", "needs", "scoped", "shape")
+    __slots__ = (
+        "at",
+        "fit",
+        "group",
+        "group_name",
+        "key",
+        "needs",
+        "run",
+        "runs",
+        "scoped",
+        "shape",
+    )
 
     def __init__(self, group: GroupView, needs: Needs, fit: Shape) -> None:
         shape = group.shape
@@ -59,6 +80,11 @@ class _Lane:
         self.group_name = shape.group
         """Set when the group's placements count for scoped constraints (of this or another
         shape of the group)."""
+        self.runs: Iterator[list[int]] = iter(())
+        """The group's eligible ids after ``run`` (``QueueView.eligible_runs``)."""
+        self.run: list[int] = []
+        self.at = 0
+        """The position in ``run`` of the group's next task."""
 
 
 class PlacementPass:
@@ -109,9 +135,7 @@ class PlacementPass:
         shape = group.shape
         needs = self.needs.get(shape)
         if needs is None:
-            needs = self.needs[shape] = tuple(
-                (name, float(getattr(shape, name))) for name in SCALARS if getattr(shape, name) > 0
-            )
+            needs = self.needs[shape] = needs_of(shape)
         return _Lane(group, needs, self.agent_parts.of(shape))
 
     def next_avoided(self, task_id: int) -> int:
@@ -139,12 +163,12 @@ class PlacementPass:
         waiting: list[GroupWaiting],
     ) -> bool:
         """Place one priority's groups, merged by task id; True if any group had tasks."""
-        heap: list[tuple[int, int, Iterator[int]]] = []
+        heap: list[tuple[int, int]] = []
         lanes: dict[int, _Lane] = {}
         had_work = False
         for position, group in enumerate(level):
-            ids = queue.eligible(group)
-            first = next(ids, None)
+            runs = queue.eligible_runs(group)
+            first = next(runs, None)
             if first is None:
                 continue
             had_work = True
@@ -155,22 +179,22 @@ class PlacementPass:
             if self.quick_reject(group.shape):
                 waiting.append(self.verdicts.explain(group))
                 continue
-            heap.append((first, position, ids))
-            lanes[position] = self.lane(group)
+            heap.append((first[0], position))
+            lane = lanes[position] = self.lane(group)
+            lane.runs, lane.run = runs, first
         if len(heap) == 1:
-            first, position, ids = heap[0]
-            lane = lanes[position]
+            lane = lanes[heap[0][1]]
             if lane.scoped:
-                self._place_scoped(lane, first, ids, placements, waiting)
+                self._place_scoped(lane, placements, waiting)
             else:
-                self._place_group(lane, first, ids, placements, waiting)
+                self._place_group(lane, placements, waiting)
         elif heap:
             self._merge(heap, lanes, placements, waiting)
         return had_work
 
     def _merge(
         self,
-        heap: list[tuple[int, int, Iterator[int]]],
+        heap: list[tuple[int, int]],
         lanes: dict[int, _Lane],
         placements: Placements,
         waiting: list[GroupWaiting],
@@ -178,7 +202,8 @@ class PlacementPass:
         """Several groups at one priority: the next task is always the lowest id of any group.
         A plain group's run of ids below every other group's is placed at once. The loop runs
         once per run or constrained task (B3's constrained match: about 700 times a pass), so
-        what it reads is kept in locals."""
+        what it reads is kept in locals; each lane's ids are read from its current list
+        (``_Lane.run`` from ``_Lane.at``), so a run is a slice."""
         heapq.heapify(heap)
         budget = self.budget
         bins, cursors = self.bins, self.cursors
@@ -187,15 +212,20 @@ class PlacementPass:
         count_placed, explain = self.scoped.count_placed, self.verdicts.explain
         heapreplace, heappop = heapq.heapreplace, heapq.heappop
         avoid = self.avoid
-        following: int | None
         while heap:
-            task_id, position, ids = heap[0]
+            task_id, position = heap[0]
             lane = lanes[position]
             if budget == 0:
                 self.budget_spent = True
                 waiting.extend(flow_waiting(lanes[item[1]].group) for item in heap)
                 break
             shape = lane.shape
+            size = len(heap)
+            if size > 2:
+                limit = heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]
+            else:
+                limit = heap[1][0] if size == 2 else _NO_LIMIT
+            run, at = lane.run, lane.at
             if lane.scoped:
                 found = find_scoped(shape)
                 if found is None:
@@ -209,7 +239,6 @@ class PlacementPass:
                     placed = placements[bin_.agent] = []
                 placed.append(_new_tuple(TaskPlacement, (task_id, resources, ports)))
                 taken = 1
-                following = next(ids, None)
             else:
                 fit = lane.fit
                 cursor = cursors.get(lane.key, 0)
@@ -221,14 +250,8 @@ class PlacementPass:
                     waiting.append(explain(lane.group))
                     continue
                 bin_ = bins[cursor]
-                # The group's next ids that come before every other group's: the same run of
-                # placements on this agent that one task at a time would make (_place_group).
-                size = len(heap)
-                if size > 2:
-                    limit = heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]
-                else:
-                    limit = heap[1][0] if size == 2 else _NO_LIMIT
                 single = False
+                cut = limit
                 if avoid is not None:
                     avoided = avoid.get(task_id)
                     if avoided is not None:
@@ -236,46 +259,57 @@ class PlacementPass:
                         if bin_.hostname in avoided:
                             bin_ = self.elsewhere(fit, cursor, avoided) or bin_
                     stop = self.next_avoided(task_id)
-                    if stop < limit:
-                        limit = stop
-                cap = limit - task_id
-                if 0 < budget < cap:
-                    cap = budget
+                    if stop < cut:
+                        cut = stop
+                # The group's next ids that come before every other group's: the same run of
+                # placements on this agent that one task at a time would make (_place_group).
+                end = len(run)
+                if cut - task_id < end - at:
+                    end = at + cut - task_id  # ids grow by at least 1: none past this is < cut
+                if 0 < budget < end - at:
+                    end = at + budget
+                if end - at > 1 and run[end - 1] >= cut:
+                    end = bisect_left(run, cut, at, end)
                 needs = lane.needs
                 placed = placements.get(bin_.agent)
                 if placed is None:
                     placed = placements[bin_.agent] = []
-                times, same = (0, ()) if single or cap <= 1 else bin_.repeatable(shape, needs, cap)
+                available = end - at
+                times, same = (
+                    (0, ())
+                    if single or available <= 1
+                    else bin_.repeatable(shape, needs, available)
+                )
                 if times > 1:
-                    taken = 0
-                    following = task_id
-                    while following is not None and taken < times and following < limit:
-                        placed.append(_new_tuple(TaskPlacement, (following, same, ())))
-                        taken += 1
-                        following = next(ids, None)
-                    bin_.take_repeated(needs, taken)
+                    placed.extend(_placements(run[at : at + times], same))
+                    bin_.take_repeated(needs, times)
+                    taken = times
                 else:
                     resources, ports = bin_.consume(shape, needs)
                     placed.append(_new_tuple(TaskPlacement, (task_id, resources, ports)))
                     taken = 1
-                    following = next(ids, None)
             if lane.group_name is not None:
                 count_placed(lane.group_name, bin_, taken)
             if budget > 0:
                 budget -= taken
-            if following is None:
-                heappop(heap)
+            at += taken
+            if at == len(run):
+                following = next(lane.runs, None)
+                if following is None:
+                    heappop(heap)
+                    continue
+                run = lane.run = following
+                at = 0
+            lane.at = at
+            following_id = run[at]
+            if following_id < limit:  # still the lowest: the heap's order holds
+                heap[0] = (following_id, position)
             else:
-                heapreplace(heap, (following, position, ids))
+                heapreplace(heap, (following_id, position))
         self.budget = budget
 
     def _place_group(
-        self,
-        lane: _Lane,
-        first: int,
-        ids: Iterator[int],
-        placements: Placements,
-        waiting: list[GroupWaiting],
+        self, lane: _Lane, placements: Placements, waiting: list[GroupWaiting]
     ) -> None:
         """The only group with tasks at its priority, a plain one: place them in id order, no
         merge, with the shape's cursor and the agent's list kept in locals (this loop runs once
@@ -286,11 +320,17 @@ class PlacementPass:
         cursor = self.cursors.get(id(fit), 0)
         agent = -1
         placed: list[TaskPlacement] = []
-        task_id: int | None = first
+        runs: Iterator[list[int]] = lane.runs
+        run: list[int] | None = lane.run
+        at = 0
         budget = self.budget
         avoid = self.avoid
         count_placed = self.scoped.count_placed
-        while task_id is not None:
+        while run is not None:
+            if at == len(run):
+                run, at = next(runs, None), 0
+                continue
+            task_id = run[at]
             if budget == 0:
                 self.budget_spent = True
                 waiting.append(flow_waiting(lane.group))
@@ -311,50 +351,43 @@ class PlacementPass:
                     if group is not None:
                         count_placed(group, other)
                     budget -= budget > 0
-                    task_id = next(ids, None)
+                    at += 1
                     continue
             if bin_.agent != agent:
                 agent = bin_.agent
                 placed = placements.setdefault(agent, [])
-            times, same = bin_.repeatable(shape, needs)
-            if budget > 0:
-                times = min(times, budget)
+            times, same = bin_.repeatable(shape, needs, budget)
             if times > 1:
-                if avoid is None:
-                    run = [task_id, *islice(ids, times - 1)]
-                    following = next(ids, None)
-                else:  # the run ends before a task to keep off some hosts
+                while len(run) - at < times:  # the run goes on in the group's next ids
+                    more = next(runs, None)
+                    if more is None:
+                        break
+                    run, at = run[at:] + more, 0
+                end = at + times if at + times < len(run) else len(run)
+                if avoid is not None:  # the run ends before a task to keep off some hosts
                     stop = self.next_avoided(task_id)
-                    run = [task_id]
-                    following = next(ids, None)
-                    while following is not None and len(run) < times and following < stop:
-                        run.append(following)
-                        following = next(ids, None)
-                placed.extend([_new_tuple(TaskPlacement, (i, same, ())) for i in run])
-                taken = len(run)
+                    if run[end - 1] >= stop:
+                        end = bisect_left(run, stop, at, end)
+                taken = end - at
+                placed.extend(_placements(run[at:end], same))
                 bin_.take_repeated(needs, taken)
                 if group is not None:
                     count_placed(group, bin_, taken)
                 if budget > 0:
                     budget -= taken
-                task_id = following
+                at = end
                 continue
             resources, ports = bin_.consume(shape, needs)
             placed.append(TaskPlacement(task_id, resources, ports))
             if group is not None:
                 count_placed(group, bin_)
             budget -= budget > 0
-            task_id = next(ids, None)
+            at += 1
         self.cursors[id(fit)] = cursor
         self.budget = budget
 
     def _place_scoped(
-        self,
-        lane: _Lane,
-        first: int,
-        ids: Iterator[int],
-        placements: Placements,
-        waiting: list[GroupWaiting],
+        self, lane: _Lane, placements: Placements, waiting: list[GroupWaiting]
     ) -> None:
         """The only group with tasks at its priority, with scoped constraints: one task at a
         time, each seeing the counts the ones before it left (hosts to avoid do not enter: the
@@ -362,18 +395,21 @@ class PlacementPass:
         shape, needs, group = lane.shape, lane.needs, lane.group_name
         assert group is not None
         find, count_placed = self.scoped.find, self.scoped.count_placed
-        task_id: int | None = first
-        while task_id is not None:
-            if self.budget == 0:
-                self.budget_spent = True
-                waiting.append(flow_waiting(lane.group))
-                return
-            bin_ = find(shape)
-            if bin_ is None:
-                waiting.append(self.verdicts.explain(lane.group))
-                return
-            resources, ports = bin_.consume(shape, needs)
-            placements.setdefault(bin_.agent, []).append(TaskPlacement(task_id, resources, ports))
-            count_placed(group, bin_)
-            self.budget -= self.budget > 0
-            task_id = next(ids, None)
+        run: list[int] | None = lane.run
+        while run is not None:
+            for task_id in run:
+                if self.budget == 0:
+                    self.budget_spent = True
+                    waiting.append(flow_waiting(lane.group))
+                    return
+                bin_ = find(shape)
+                if bin_ is None:
+                    waiting.append(self.verdicts.explain(lane.group))
+                    return
+                resources, ports = bin_.consume(shape, needs)
+                placements.setdefault(bin_.agent, []).append(
+                    TaskPlacement(task_id, resources, ports)
+                )
+                count_placed(group, bin_)
+                self.budget -= self.budget > 0
+            run = next(lane.runs, None)

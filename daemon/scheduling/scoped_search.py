@@ -24,9 +24,11 @@ from scale_scheduler.state.placement_constraints import (
 
 Counts = Mapping[str, Mapping[str, int]]
 """A group's tasks per field, per value."""
-_Checks = tuple[tuple[Constraint, str, bool, int], ...]
-"""Per scoped constraint of a shape: the constraint, its field, whether it is ``GROUP_BY``, and
-how many values of the field the cluster has (constant for the pass)."""
+_Checks = tuple[tuple[Constraint, str, bool, int, int], ...]
+"""Per scoped constraint of a shape: the constraint, its field, whether it is ``GROUP_BY``, how
+many values of the field the cluster has (constant for the pass), and the count a value must
+stay under for ``UNIQUE`` (1) and ``MAX_PER`` (n), whose test ``find`` makes itself the way
+``admits`` does (0: ``admits`` decides)."""
 
 
 class ScopedSearch:
@@ -106,19 +108,39 @@ class ScopedSearch:
             cursors[key] = cursor
             return None
         counts = self.counts_of(shape)
-        # What each constraint reads, the same for every agent of this search.
-        checks = []
-        for constraint, name, group_by, known in plan:
-            values = counts.get(name, _NONE)
-            checks.append((constraint, values, known, spread_of(values) if group_by else None))
         position = cursor
         found = None
+        if len(plan) == 1 and plan[0][4]:
+            # One UNIQUE or MAX_PER (the usual plan; final): admits' test, without its dispatch.
+            _, name, _, _, bound = plan[0]
+            values = counts.get(name, _NONE)
+            while position < count:
+                bin_ = bins[position]
+                if position == shared or bin_.fits(fit):  # the shared cursor's agent fits
+                    value = bin_.fields.get(name)
+                    if value is not None and values.get(value, 0) < bound:
+                        found = bin_
+                        break
+                if position == cursor:
+                    cursor += 1
+                position += 1
+            cursors[key] = cursor
+            return found
+        # What each constraint reads, the same for every agent of this search.
+        checks = []
+        for constraint, name, group_by, known, bound in plan:
+            values = counts.get(name, _NONE)
+            spread = spread_of(values) if group_by else None
+            checks.append((constraint, name, values, known, spread, bound))
         while position < count:
             bin_ = bins[position]
             if position == shared or bin_.fits(fit):  # the shared cursor's agent fits
-                agent = bin_.values
-                for constraint, values, known, spread in checks:
-                    if not admits(constraint, agent, values, known, spread):
+                for constraint, name, values, known, spread, bound in checks:
+                    if bound:  # UNIQUE, MAX_PER: as above
+                        value = bin_.fields.get(name)
+                        if value is None or values.get(value, 0) >= bound:
+                            break
+                    elif not admits(constraint, bin_.values, values, known, spread):
                         break
                 else:
                     found = bin_
@@ -138,12 +160,22 @@ class ScopedSearch:
         admit an agent they refused. ``GROUP_BY`` may (the least used value changes), and so may
         ``CLUSTER`` without a value (another shape of the group may place a task on a value the
         group did not use yet)."""
-        checks = tuple(
-            (c, c.field, c.operator is Operator.GROUP_BY, self.known_values(c.field))
-            for c in shape.scoped
-        )
-        final = all(c.operator in (Operator.UNIQUE, Operator.MAX_PER) for c in shape.scoped)
-        return self.agent_parts.of(shape), checks, final
+        checks = []
+        final = True
+        for c in shape.scoped:
+            operator = c.operator
+            bound = 0
+            if operator is Operator.UNIQUE:
+                bound = 1
+            elif operator is Operator.MAX_PER:
+                assert c.number is not None
+                bound = c.number
+            else:
+                final = False
+            checks.append(
+                (c, c.field, operator is Operator.GROUP_BY, self.known_values(c.field), bound)
+            )
+        return self.agent_parts.of(shape), tuple(checks), final
 
 
 class AgentParts:
@@ -153,13 +185,17 @@ class AgentParts:
 
     def __init__(self) -> None:
         self._by_value: dict[Shape, Shape] = {}
-        self._by_shape: dict[Shape, Shape] = {}
+        self._by_shape: dict[int, tuple[Shape, Shape]] = {}
+        """By the shape's ``id`` (a ``Shape`` hashes in Python), with the shape kept beside its
+        part: the id cannot be reused while the entry holds it."""
 
     def of(self, shape: Shape) -> Shape:
-        part = self._by_shape.get(shape)
-        if part is None:
-            fit = shape.fit
-            part = self._by_shape[shape] = self._by_value.setdefault(fit, fit)
+        known = self._by_shape.get(id(shape))
+        if known is not None and known[0] is shape:
+            return known[1]
+        fit = shape.fit
+        part = self._by_value.setdefault(fit, fit)
+        self._by_shape[id(shape)] = (shape, part)
         return part
 
 

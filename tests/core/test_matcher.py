@@ -336,10 +336,10 @@ class CountingQueue:
     def levels(self) -> Iterator[Sequence[GroupView]]:
         return self.inner.levels()
 
-    def eligible(self, group: GroupView) -> Iterator[int]:
-        for task_id in self.inner.eligible(group):  # type: ignore[arg-type]
-            self.pulled += 1
-            yield task_id
+    def eligible_runs(self, group: GroupView) -> Iterator[list[int]]:
+        for run in self.inner.eligible_runs(group):  # type: ignore[arg-type]
+            self.pulled += len(run)
+            yield run
 
 
 def test_a_pass_does_not_scan_the_queue() -> None:
@@ -434,7 +434,7 @@ def test_runs_of_equal_tasks_place_exactly_as_one_by_one(
         + [(task_id, later, 100) for task_id in range(count, count + rng.randrange(1, 200))]
     )
     batched = run(offers, queue)
-    monkeypatch.setattr(matcher._Bin, "repeatable", lambda self, shape, needs: (0, ()))
+    monkeypatch.setattr(matcher._Bin, "repeatable", lambda self, shape, needs, cap=-1: (0, ()))
     one_by_one = run(offers, queue)
     assert batched.placed > 0 or one_by_one.placed == 0
     assert batched == one_by_one
@@ -444,8 +444,8 @@ def test_a_run_of_equal_tasks_is_placed_at_once(monkeypatch: pytest.MonkeyPatch)
     runs: list[int] = []
     original = matcher._Bin.repeatable
 
-    def spy(self: matcher._Bin, shape: object, needs: object) -> object:
-        times, same = original(self, shape, needs)  # type: ignore[arg-type]
+    def spy(self: matcher._Bin, shape: object, needs: object, cap: int = -1) -> object:
+        times, same = original(self, shape, needs, cap)  # type: ignore[arg-type]
         runs.append(times)
         return times, same
 

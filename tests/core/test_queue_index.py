@@ -91,3 +91,28 @@ def test_large_prefix_is_reclaimed() -> None:
     assert group.head == 0
     assert len(group.main) == 5_000
     assert next(index.eligible(group)) == 15_001
+
+
+def test_eligible_runs_start_with_one_id_and_never_yield_an_empty_list() -> None:
+    # The matcher gives up a group that fits nowhere after its first id, and pulls the ids of a
+    # group it places as lists: the first list holds one id, none is empty, together they are
+    # eligible()'s ids in order, dead and busy entries skipped (here a whole list's worth).
+    tasks: dict[int, Task] = {}
+    index = QueueIndex(tasks)
+    for task_id in range(1, 301):
+        index.add(make(tasks, task_id))
+    for task_id in range(2, 30):
+        tasks[task_id].busy = True
+    index.add(make(tasks, 0))  # out of order: read through the merged path
+    (group,) = index.groups()
+    runs = list(index.eligible_runs(group))
+    assert runs[0] == [0]
+    assert all(runs)
+    expected = [0, 1, *range(30, 301)]
+    assert [task_id for run in runs for task_id in run] == expected == list(index.eligible(group))
+    tasks[0].state = TaskState.LAUNCHING
+    index.compact()
+    runs = list(index.eligible_runs(group))
+    assert runs[0] == [1]
+    assert all(runs)
+    assert [task_id for run in runs for task_id in run] == expected[1:]
