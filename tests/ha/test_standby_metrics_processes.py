@@ -34,14 +34,9 @@ async def _metrics(instance: Instance) -> Samples:
 async def test_the_scheduler_state_is_the_leaders_to_export_and_follows_a_failover(
     tmp_path: Path, pg_database: PgDatabase
 ) -> None:
-    state = {
-        "backend": "postgresql",
-        "dsn": pg_database.dsn,
-        "password_file": str(pg_database.password_file),
-    }
     async with SimulatedCluster(agents=2, heartbeat_interval=0.2, seed=17) as sim:
-        a = Instance(tmp_path, "a", sim, pg_database, state=state, dsn=None, password_file=None)
-        b = Instance(tmp_path, "b", sim, pg_database, state=state, dsn=None, password_file=None)
+        a = Instance(tmp_path, "a", sim, pg_database, shared_state=True)
+        b = Instance(tmp_path, "b", sim, pg_database, shared_state=True)
         try:
             a.start()
             await a.process.wait_ready()
