@@ -117,7 +117,13 @@ class NodeObserver:
             if summed is None:
                 malformed.extend(group or [offer])
                 continue
-            key = offer.resources_json if group is None else tuple(o.resources_json for o in group)
+            # Copies: a decoded Raw is a view that keeps its whole OFFERS record (85 KB for 100
+            # offers) alive, and a node keeps its key until its offers change.
+            key = (
+                offer.resources_json.copy()
+                if group is None
+                else tuple(o.resources_json.copy() for o in group)
+            )
             changed.append((host, key, summed, offer.url))
         changes, apply_new = nodes.plan_sightings(sightings, now) if sightings else ([], None)
 
@@ -129,7 +135,7 @@ class NodeObserver:
                 if node is not None:
                     nodes.offered(node, now, key, offered)
                     if url != node.url_key:  # rarely: a new node, or an agent's new address
-                        node.url_key = url
+                        node.url_key = url.copy()
                         node.agent_endpoint = endpoint_from_offer_url(url) or node.agent_endpoint
 
         agents = len(first) if not more else len({o.agent_id.value for o in offers})

@@ -5,6 +5,7 @@ cluster totals behind ``/status/`` always equal a node-by-node sum."""
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any
 
 import msgspec
@@ -151,6 +152,39 @@ async def test_the_agents_endpoint_is_read_from_the_url_only_when_a_node_changes
     )
     assert node.agent_endpoint == "http://10.0.0.9:5052/slave(2)"
     assert len(reads) == 2
+
+
+async def test_a_node_keeps_no_offers_event_alive(harness: CoreHarness) -> None:
+    """A decoded offer's raw fields are views of the whole OFFERS record: what a node keeps
+    (its offers' raw resources and url, until they change) is copied out of it."""
+    core = await harness.start()
+    offers = b",".join(
+        b'{"id":{"value":"o%d"},"framework_id":{"value":"f"},"agent_id":{"value":"a%d"},'
+        b'"hostname":"h%d","url":{"scheme":"http","address":{"hostname":"h%d",'
+        b'"ip":"10.0.0.9","port":5051},"path":"/slave(1)"},'
+        b'"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":2}}]}' % (i, i, i, i)
+        for i in range(2)
+    )
+    record = b'{"type":"OFFERS","offers":{"offers":[%s]}}' % offers
+    held = sys.getrefcount(record)
+    event = decode_event(record)
+    assert event.offers is not None
+    assert sys.getrefcount(record) > held  # the decoded offers refer to it
+    await harness.offer_pass(*event.offers.offers)
+    del event
+    node = core.nodes.by_hostname["h1"]
+    assert bytes(node.offer_key) == b'[{"name":"cpus","type":"SCALAR","scalar":{"value":2}}]'
+    assert node.agent_endpoint == "http://10.0.0.9:5051/slave(1)"
+    assert sys.getrefcount(record) == held
+    # Twice in one pass: the pair's key is copied too.
+    twice = record.replace(b'"h1"', b'"h0"')
+    held = sys.getrefcount(twice)
+    event = decode_event(twice)
+    assert event.offers is not None
+    await harness.offer_pass(*event.offers.offers)
+    del event
+    assert isinstance(core.nodes.by_hostname["h0"].offer_key, tuple)
+    assert sys.getrefcount(twice) == held
 
 
 async def test_get_agents_pid_names_the_agents_endpoint(harness: CoreHarness) -> None:
