@@ -57,7 +57,7 @@ from scale_scheduler.daemon.mesos.master_detector import (
     detector_from_config,
     normalize_master_url,
 )
-from scale_scheduler.daemon.mesos.mesos_types import Event, decode_event
+from scale_scheduler.daemon.mesos.mesos_types import Event, Value, decode_event
 from scale_scheduler.daemon.mesos.recordio import RecordIOError, RecordReader
 from scale_scheduler.daemon.mesos.subscription import (
     MAX_REDIRECTS,
@@ -72,7 +72,6 @@ from scale_scheduler.daemon.mesos.subscription import (
     acknowledge_payload,
     framework_preparer,
     kill_payload,
-    offer_id_values,
     reconcile_payload,
     rejected_call_error,
 )
@@ -85,6 +84,12 @@ SCHEDULER_PATH = "/api/v1/scheduler"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 _encoder = msgspec.json.Encoder()
+
+STREAM_READ_BUFFER = 1024 * 1024
+"""Bytes of the event stream buffered before reading from the socket pauses (aiohttp pauses at
+twice this). aiohttp's default of 64 KiB paused and resumed the socket every one or two OFFERS
+events of 100 offers (85 KB each): a selector unregister and register, and an extra loop turn,
+for every few events of a burst (B1 in ``bench/RESULTS.md``)."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,8 @@ class NativeDriver:
         await self._core.begin(handler, self._prepare)
         self._loop = asyncio.get_running_loop()
         self._stream_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=True)
+            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            read_bufsize=STREAM_READ_BUFFER,
         )
         await self._core.launch(self._on_detector_change, self._run_attempt, "mesos-driver")
 
@@ -179,7 +185,7 @@ class NativeDriver:
 
     async def accept(self, launch: Launch, refuse_seconds: float | None = None) -> None:
         payload: dict[str, Any] = {
-            "offer_ids": offer_id_values(launch.offer_ids),
+            "offer_ids": _offer_id_values(launch.offer_ids),
             "operations": [{"type": "LAUNCH", "launch": {"task_infos": list(launch.tasks)}}],
         }
         if refuse_seconds is not None:
@@ -189,7 +195,7 @@ class NativeDriver:
     async def decline(self, offer_ids: Sequence[str], refuse_seconds: float | None = None) -> None:
         if not offer_ids:
             return
-        payload: dict[str, Any] = {"offer_ids": offer_id_values(offer_ids)}
+        payload: dict[str, Any] = {"offer_ids": _offer_id_values(offer_ids)}
         if refuse_seconds is not None:
             payload["filters"] = {"refuse_seconds": refuse_seconds}
         await self._call("DECLINE", payload)
@@ -566,6 +572,12 @@ class NativeDriver:
         if self._core.credentials is not None:
             headers["Authorization"] = self._core.credentials.authorization()
         return headers
+
+
+def _offer_id_values(offer_ids: Sequence[str]) -> list[Value]:
+    """``OfferID`` messages of a call: structs built in C, encoded faster than dicts (a DECLINE
+    carries every offer of a pass)."""
+    return list(map(Value, offer_ids))
 
 
 def _ack_prefix(framework_id: str | None) -> bytes:

@@ -32,6 +32,13 @@ log = structlog.get_logger(__name__)
 USED_RESOURCES = frozenset({*SCALARS, "ports"})
 """Resource kinds a task can ask for; the matcher leaves any other kind in the offer."""
 
+SUMS_KEPT = 1024
+"""Distinct offered resources (the raw JSON of a node's offers in a pass) whose sums are kept,
+all forgotten when more come. Agents alike offer alike (idle ones of a size offer the same
+bytes), and a node offering twice in one pass then once is summed again each time: decoding
+the resources was a tenth of a paused daemon's time under an offer flood (B1 in
+``bench/RESULTS.md``)."""
+
 
 def _nothing() -> None:
     pass
@@ -55,6 +62,7 @@ class NodeObserver:
     def __init__(self, nodes: NodeRepository) -> None:
         self._nodes = nodes
         self._ignored_kinds: set[str] = set()
+        self._sums: dict[tuple[bytes, ...], tuple[float, float, float, float]] = {}
 
     def observe(self, offers: list[Offer], now: float) -> Sightings:
         """Record the offering nodes (new ones are created with this pass's commit).
@@ -109,7 +117,13 @@ class NodeObserver:
             if summed is None:
                 malformed.extend(group or [offer])
                 continue
-            key = offer.resources_json if group is None else tuple(o.resources_json for o in group)
+            # Copies: a decoded Raw is a view that keeps its whole OFFERS record (85 KB for 100
+            # offers) alive, and a node keeps its key until its offers change.
+            key = (
+                offer.resources_json.copy()
+                if group is None
+                else tuple(o.resources_json.copy() for o in group)
+            )
             changed.append((host, key, summed, offer.url))
         changes, apply_new = nodes.plan_sightings(sightings, now) if sightings else ([], None)
 
@@ -121,7 +135,7 @@ class NodeObserver:
                 if node is not None:
                     nodes.offered(node, now, key, offered)
                     if url != node.url_key:  # rarely: a new node, or an agent's new address
-                        node.url_key = url
+                        node.url_key = url.copy()
                         node.agent_endpoint = endpoint_from_offer_url(url) or node.agent_endpoint
 
         agents = len(first) if not more else len({o.agent_id.value for o in offers})
@@ -144,8 +158,21 @@ class NodeObserver:
         """The scalars of one agent's offers; None (and an error event) if one is malformed.
 
         Also says once per kind that offers hold resources no task can use (they are not launched
-        with, so the offer itself stays usable).
+        with, so the offer itself stays usable). Offers whose resources were summed before are
+        not decoded again (``SUMS_KEPT``): the same bytes hold the same kinds, already told.
         """
+        key = tuple(bytes(offer.resources_json) for offer in group)
+        kept = self._sums.get(key)
+        if kept is not None:
+            return Resources(*kept)  # a Resources of its own: the node keeps it
+        summed = self._decode_and_sum(group)
+        if summed is not None:
+            if len(self._sums) >= SUMS_KEPT:
+                self._sums.clear()
+            self._sums[key] = (summed.cpus, summed.mem, summed.disk, summed.gpus)
+        return summed
+
+    def _decode_and_sum(self, group: list[Offer]) -> Resources | None:
         resources: list[Resource] = []
         for offer in group:
             try:

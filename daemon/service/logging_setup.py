@@ -10,8 +10,10 @@ loggers (aiohttp, aiosqlite, kazoo, pymesos) go through the same processors via
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -117,16 +119,48 @@ class _NamedWriteLoggerFactory:
 _json_encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+"""Value types that cannot be bytes: an event holding only these is encoded as it is."""
+
+
 def _json_dumps(event: dict[str, Any], **_kw: Any) -> str:
     """One event as a JSON line, by msgspec (a third of the standard library's cost per event).
 
     Objects JSON has no type for are rendered with ``repr``, as structlog's default does; bytes
-    too (msgspec would write them as Base64).
+    too (msgspec would write them as Base64). Most events hold strings and numbers only, told
+    in one pass in C (the access log writes one per API request: B4 in ``bench/RESULTS.md``).
     """
-    for key, value in event.items():
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            event[key] = repr(bytes(value))
+    if not _PLAIN_TYPES.issuperset(map(type, event.values())):
+        for key, value in event.items():
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                event[key] = repr(bytes(value))
     return _json_encoder.encode(event).decode()
+
+
+class UtcIsoStamper:
+    """``structlog.processors.TimeStamper(fmt="iso", utc=True)``, formatting each second once.
+
+    The same ``timestamp`` (``2026-12-07T07:47:17.115916Z``; no fraction at a whole second, as
+    ``datetime.isoformat`` writes it), at a third of the cost: ``isoformat`` with a time zone
+    was a third of an access-log event, which every API request writes (B4 in
+    ``bench/RESULTS.md``). Safe in any thread: the second and its text are swapped together.
+    """
+
+    __slots__ = ("_second",)
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(self, _logger: Any, _name: str, event_dict: Any) -> Any:
+        second, nanos = divmod(time.time_ns(), 1_000_000_000)
+        cached = self._second
+        if cached[0] != second:
+            text = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+            cached = (second, text.strftime("%Y-%m-%dT%H:%M:%S"))
+            self._second = cached
+        micros = nanos // 1000
+        event_dict["timestamp"] = f"{cached[1]}.{micros:06d}Z" if micros else f"{cached[1]}Z"
+        return event_dict
 
 
 def _takes_unicode(stream: Any) -> bool:
@@ -143,7 +177,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        UtcIsoStamper(),
         structlog.processors.StackInfoRenderer(),
     ]
     if use_json(fmt, stream):

@@ -5,6 +5,7 @@ cluster totals behind ``/status/`` always equal a node-by-node sum."""
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any
 
 import msgspec
@@ -13,6 +14,7 @@ import structlog
 from corekit import CoreHarness, make_offer, status
 
 from scale_scheduler.daemon.mesos.mesos_types import Offer, decode_event
+from scale_scheduler.daemon.scheduling import offer_nodes
 from scale_scheduler.state.domain import Shape
 from scale_scheduler.state.nodes import AgentTotals, NodeRepository, Resources, _clean
 
@@ -55,7 +57,7 @@ async def test_unchanged_offer_is_not_decoded_again(
     harness: CoreHarness, decodes: list[str]
 ) -> None:
     core = await harness.start()
-    await harness.offer_pass(make_offer("o1", "a1"), make_offer("o2", "a2"))
+    await harness.offer_pass(make_offer("o1", "a1"), make_offer("o2", "a2", cpus=3))
     assert decodes == ["o1", "o2"]
     node = core.nodes.by_hostname["host-a1"]
     first_seen = node.last_offer
@@ -77,8 +79,39 @@ async def test_unchanged_offer_is_noted_again_when_scheduled_resources_changed(
     # Something of ours now runs there: the same offer means the agent is bigger than it looked.
     node.scheduled.add_shape(Shape(cpus=2.0, mem=0.0))
     await harness.offer_pass(make_offer("o2", "a1", cpus=4))
-    assert decodes == ["o1", "o2"]
+    assert decodes == ["o1"]  # noted again from the kept sum: the same bytes are not decoded
     assert node.seen_total.cpus == 6.0
+
+
+async def test_alike_offers_are_decoded_once(harness: CoreHarness, decodes: list[str]) -> None:
+    """Agents alike offer the same bytes; a node offering twice in a pass, then once, sums
+    each shape once."""
+    core = await harness.start()
+    await harness.offer_pass(*(make_offer(f"o{i}", f"a{i}") for i in range(3)))
+    assert decodes == ["o0"]
+    await harness.offer_pass(make_offer("p1", "a1"), make_offer("p2", "a1"))
+    assert decodes == ["o0", "p1", "p2"]
+    await harness.offer_pass(make_offer("q1", "a1"))
+    await harness.offer_pass(make_offer("r1", "a1"), make_offer("r2", "a1"))
+    assert decodes == ["o0", "p1", "p2"]
+    nodes = [core.nodes.by_hostname[f"host-a{i}"] for i in range(3)]
+    assert nodes[1].offered == Resources(8.0, 8192.0, 20000.0, 0.0)
+    assert nodes[0].offered == nodes[2].offered == Resources(4.0, 4096.0, 10000.0, 0.0)
+    assert nodes[0].offered is not nodes[2].offered  # each node holds its own
+    assert nodes[1].seen_total == Resources(8.0, 8192.0, 20000.0, 0.0)
+
+
+async def test_kept_sums_are_bounded(
+    harness: CoreHarness, decodes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = await harness.start()
+    monkeypatch.setattr(offer_nodes, "SUMS_KEPT", 2)
+    for cpus in (1, 2, 3):
+        await harness.offer_pass(make_offer(f"o{cpus}", "a1", cpus=cpus))
+    # Full at the third: forgotten, so the first shape is decoded again.
+    await harness.offer_pass(make_offer("o4", "a1", cpus=1))
+    assert decodes == ["o1", "o2", "o3", "o4"]
+    assert core.nodes.by_hostname["host-a1"].offered == Resources(1.0, 4096.0, 10000.0, 0.0)
 
 
 def with_url(offer: Offer, port: int, pid: str = "slave(1)") -> Offer:
@@ -121,6 +154,39 @@ async def test_the_agents_endpoint_is_read_from_the_url_only_when_a_node_changes
     assert len(reads) == 2
 
 
+async def test_a_node_keeps_no_offers_event_alive(harness: CoreHarness) -> None:
+    """A decoded offer's raw fields are views of the whole OFFERS record: what a node keeps
+    (its offers' raw resources and url, until they change) is copied out of it."""
+    core = await harness.start()
+    offers = b",".join(
+        b'{"id":{"value":"o%d"},"framework_id":{"value":"f"},"agent_id":{"value":"a%d"},'
+        b'"hostname":"h%d","url":{"scheme":"http","address":{"hostname":"h%d",'
+        b'"ip":"10.0.0.9","port":5051},"path":"/slave(1)"},'
+        b'"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":2}}]}' % (i, i, i, i)
+        for i in range(2)
+    )
+    record = b'{"type":"OFFERS","offers":{"offers":[%s]}}' % offers
+    held = sys.getrefcount(record)
+    event = decode_event(record)
+    assert event.offers is not None
+    assert sys.getrefcount(record) > held  # the decoded offers refer to it
+    await harness.offer_pass(*event.offers.offers)
+    del event
+    node = core.nodes.by_hostname["h1"]
+    assert bytes(node.offer_key) == b'[{"name":"cpus","type":"SCALAR","scalar":{"value":2}}]'
+    assert node.agent_endpoint == "http://10.0.0.9:5051/slave(1)"
+    assert sys.getrefcount(record) == held
+    # Twice in one pass: the pair's key is copied too.
+    twice = record.replace(b'"h1"', b'"h0"')
+    held = sys.getrefcount(twice)
+    event = decode_event(twice)
+    assert event.offers is not None
+    await harness.offer_pass(*event.offers.offers)
+    del event
+    assert isinstance(core.nodes.by_hostname["h0"].offer_key, tuple)
+    assert sys.getrefcount(twice) == held
+
+
 async def test_get_agents_pid_names_the_agents_endpoint(harness: CoreHarness) -> None:
     from scale_scheduler.daemon.mesos.operator_api import parse_get_agents
 
@@ -152,6 +218,20 @@ async def test_malformed_offer_is_declined_alone(harness: CoreHarness) -> None:
     assert "name" in event["error"]
     assert core.pipeline.last_pass is not None
     assert core.pipeline.last_pass.decline_reasons == {"MALFORMED": 1}
+
+
+async def test_a_malformed_offer_is_declined_every_time(harness: CoreHarness) -> None:
+    """Only good sums are kept: the same malformed bytes are refused again."""
+    core = await harness.start()
+    raw = msgspec.Raw(b'[{"name": 5}]')
+    for attempt in ("b1", "b2"):
+        harness.log.clear()
+        await harness.offer_pass(
+            msgspec.structs.replace(make_offer(attempt, "a1"), resources_json=raw)
+        )
+        assert ("decline", (attempt,), 120.0) in harness.log
+        assert core.pipeline.last_pass is not None
+        assert core.pipeline.last_pass.decline_reasons == {"MALFORMED": 1}
 
 
 def summed_totals(nodes: NodeRepository) -> tuple[Resources | None, Resources]:
