@@ -4,6 +4,7 @@ round happens, or in the background where the test is about the loop itself."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -388,3 +389,39 @@ async def test_a_task_is_found_by_the_container_id_its_updates_carry(tmp_path: P
         await store.close()
     samples = poller.task_samples(7)
     assert [(s.cpus, s.mem) for s in samples] == [(None, 10.0), (0.25, 10.0)]
+
+
+class TimedAgents(ScriptedAgents):
+    """Notes the loop's time of each request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float] = []
+
+    async def fetch(self, endpoint: str) -> list[ContainerReading]:
+        self.asked.append(asyncio.get_running_loop().time())
+        return []
+
+
+async def test_a_round_spreads_its_requests_over_the_spread(tmp_path: Path) -> None:
+    """The n-th of N requests waits for n/N of the spread: a round over thousands of agents
+    does not take the loop from the offer path in one burst."""
+    store = await Store.open(tmp_path / "state.db")
+    try:
+        nodes = NodeRepository(store, lambda: 0.0)
+        for i in range(1, 6):
+            nodes.by_id[i] = Node(
+                i, f"h{i}", f"a{i}", online=True, agent_endpoint=f"http://h{i}:5051/slave(1)"
+            )
+        agents = TimedAgents()
+        poller = UsagePoller(UsageConfig(concurrency=5), nodes, {}, agents, lambda: "fw")
+        begun = asyncio.get_running_loop().time()
+        snapshot = await poller.poll_once(spread=0.25)
+    finally:
+        await store.close()
+    assert snapshot.agents_answered == 5
+    offsets = [t - begun for t in agents.asked]
+    assert offsets == sorted(offsets)
+    # Not before its slot (0, 0.05, 0.1, 0.15, 0.2 s), whatever the five workers could do at once.
+    assert all(offset >= 0.05 * n - 0.005 for n, offset in enumerate(offsets))
+    assert offsets[-1] >= 0.195
