@@ -103,6 +103,9 @@ async def test_a_session_terminated_mid_write_is_reconnected_and_the_write_made_
 ) -> None:
     """``pg_terminate_backend`` of the writer's session while its transaction waits on a lock."""
     holder = await pg_database.connect()
+    # Another session than the holder's: pg_stat_activity is read once per transaction, so
+    # polled from the holder's open transaction it would keep its first, stale snapshot.
+    observer = await pg_database.connect()
     applied: list[bool] = []
     try:
         locked = holder.transaction()
@@ -116,15 +119,16 @@ async def test_a_session_terminated_mid_write_is_reconnected_and_the_write_made_
             "AND query LIKE 'UPDATE scheduler%'"
         )
         for _ in range(500):
-            pids = [row["pid"] for row in await holder.fetch(waiting_sql)]
+            pids = [row["pid"] for row in await observer.fetch(waiting_sql)]
             if pids:
                 break
             await asyncio.sleep(0.01)  # poll interval of this wait on a condition
         assert len(pids) == 1
-        assert await holder.fetchval("SELECT pg_terminate_backend($1)", pids[0])
+        assert await observer.fetchval("SELECT pg_terminate_backend($1)", pids[0])
         await locked.rollback()
         await asyncio.wait_for(write, timeout=10)
     finally:
+        await observer.close()
         await holder.close()
     assert applied == [True]
     scheduler = await state.load_scheduler()
