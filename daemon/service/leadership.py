@@ -390,6 +390,9 @@ def election_settings(config: Config, this: Instance) -> ConnectSettings | None:
         backoff_max=config.ha.renew_seconds,
         give_up_after=max(30.0, config.ha.lease_seconds * 3),
         server_settings={"application_name": f"scale-scheduler leadership {this.instance}"[:63]},
+        # A leader paused inside its renewal holds the leadership row: the server ends that
+        # session once the lease is over, so the next term is not held back until it wakes.
+        idle_transaction_timeout=config.ha.lease_seconds,
     )
 
 

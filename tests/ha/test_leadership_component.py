@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,12 @@ import pytest
 from pgserver import PgDatabase
 
 from scale_scheduler.daemon.service import leadership as leadership_module
-from scale_scheduler.daemon.service.leadership import PostgresLeadership, SingleInstance
+from scale_scheduler.daemon.service.config import parse_config
+from scale_scheduler.daemon.service.leadership import (
+    PostgresLeadership,
+    SingleInstance,
+    election_settings,
+)
 from scale_scheduler.daemon.service.leadership_terms import Instance, Role
 from scale_scheduler.state.postgres.connection import Connector, ConnectSettings
 from scale_scheduler.state.postgres.password import Password
@@ -193,3 +199,46 @@ async def test_a_single_instance_always_leads_in_epoch_1() -> None:
         True,
     )
     assert view.since is not None
+
+
+async def test_a_leader_paused_inside_its_renewal_does_not_hold_the_row_past_its_lease(
+    pg_database: PgDatabase,
+) -> None:
+    """The election's sessions run with the lease as ``idle_in_transaction_session_timeout``: a
+    leader stopped (SIGSTOP) inside its renewal's transaction, holding the leadership row,
+    is ended by the server once the lease is over, and the next contender's lock goes through."""
+    config = parse_config(
+        {
+            "api": {"port": 8000},
+            "ha": {"dsn": pg_database.dsn, "lease_seconds": 1.0, "renew_seconds": 0.25},
+        },
+        environ={},
+    )
+    settings = election_settings(config, _instance("paused"))
+    assert settings is not None
+    paused = await Connector(
+        dataclasses.replace(settings, password=Password(pg_database.password))
+    ).connect()
+    other = await pg_database.connect()
+    try:
+        await other.execute("CREATE TABLE row_of_the_term (id int PRIMARY KEY)")
+        await other.execute("INSERT INTO row_of_the_term VALUES (1)")
+        await paused.execute("BEGIN")
+        await paused.execute("SELECT * FROM row_of_the_term WHERE id = 1 FOR UPDATE")
+        # The paused session now sends nothing; the other's lock waits for the server to end it.
+        async with other.transaction():
+            await asyncio.wait_for(
+                other.execute("SELECT * FROM row_of_the_term WHERE id = 1 FOR UPDATE"), 10
+            )
+        assert paused.is_closed() or not await _alive(paused)
+    finally:
+        paused.terminate()
+        await other.close()
+
+
+async def _alive(connection: Any) -> bool:
+    try:
+        await connection.fetchval("SELECT 1")
+    except Exception:
+        return False
+    return True
