@@ -716,14 +716,19 @@ def _check_state_backend(state: StateConfig) -> None:
             "e.g. postgresql://scheduler@db1:5432/scale",
             "state.dsn",
         )
-    problem = dsn_problem(state.dsn)
+    _check_dsn("state", state.dsn, state.password_file)
+
+
+def _check_dsn(section: str, dsn: str, password_file: str) -> None:
+    """``<section>.dsn`` parses, and holds no password beside ``<section>.password_file``."""
+    problem = dsn_problem(dsn)
     if problem:
-        raise ConfigError(f"state.dsn: {problem}; got {redact_dsn(state.dsn)!r}", "state.dsn")
-    if state.password_file and dsn_has_password(state.dsn):
+        raise ConfigError(f"{section}.dsn: {problem}; got {redact_dsn(dsn)!r}", f"{section}.dsn")
+    if password_file and dsn_has_password(dsn):
         raise ConfigError(
-            "state.password_file: state.dsn holds a password too; keep the one in the file and "
-            f"remove it from state.dsn ({redact_dsn(state.dsn)!r})",
-            "state.password_file",
+            f"{section}.password_file: {section}.dsn holds a password too; keep the one in the "
+            f"file and remove it from {section}.dsn ({redact_dsn(dsn)!r})",
+            f"{section}.password_file",
         )
 
 
@@ -744,15 +749,7 @@ def _check_ha(config: Config) -> None:
                 "state.dsn; remove ha.dsn",
                 "ha.dsn",
             )
-        problem = dsn_problem(ha.dsn)
-        if problem:
-            raise ConfigError(f"ha.dsn: {problem}; got {redact_dsn(ha.dsn)!r}", "ha.dsn")
-        if ha.password_file and dsn_has_password(ha.dsn):
-            raise ConfigError(
-                "ha.password_file: ha.dsn holds a password too; keep the one in the file and "
-                f"remove it from ha.dsn ({redact_dsn(ha.dsn)!r})",
-                "ha.password_file",
-            )
+        _check_dsn("ha", ha.dsn, ha.password_file)
         if config.api.port == 0 and not ha.advertise_url:
             raise ConfigError(
                 "ha.advertise_url: required when api.port is 0 (a port chosen at start-up "
