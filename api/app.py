@@ -31,12 +31,12 @@ from scale_scheduler.api.metrics import METRICS, metrics_context, setup_metrics
 from scale_scheduler.api.request_guard import setup_request_guard
 from scale_scheduler.api.routes import setup_routes
 from scale_scheduler.api.views_status import setup_status
-from scale_scheduler.daemon.mesos.agent_usage_api import AgentUsageClient
 from scale_scheduler.daemon.mesos.driver import ConnectionStatus, SchedulerDriver
 from scale_scheduler.daemon.mesos.driver_factory import create_driver
 from scale_scheduler.daemon.mesos.framework_info import read_credentials
 from scale_scheduler.daemon.mesos.loop_share import LoopShare
 from scale_scheduler.daemon.mesos.operator_api import make_agents_fetcher
+from scale_scheduler.daemon.mesos.usage_worker_client import AgentUsageWorker
 from scale_scheduler.daemon.scheduling.core_facade import SchedulerFacade
 from scale_scheduler.daemon.scheduling.leaderless import Leaderless
 from scale_scheduler.daemon.scheduling.scheduler_core import SchedulerCore
@@ -238,16 +238,11 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         lambda: credentials.authorization() if credentials else None,
         config.mesos.request_timeout,
     )
-    # For agents without the v1 API (/monitor/statistics): its own connections, at most
-    # usage.concurrency, closed after each answer (kept-alive ones would hold a socket per
-    # agent between rounds). GET_CONTAINERS goes over the lean client, closed alike.
-    usage_session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=config.usage.concurrency, force_close=True)
-    )
-    usage_client = AgentUsageClient(
-        lambda: usage_session,
-        lambda: credentials.authorization() if credentials else None,
+    # The agents are asked for their usage by a worker process, off this loop.
+    usage_client = AgentUsageWorker(
         config.usage.timeout,
+        config.usage.concurrency,
+        lambda: credentials.authorization() if credentials else None,
     )
     core = SchedulerCore(
         config,
@@ -306,7 +301,7 @@ async def core_context(app: web.Application) -> AsyncIterator[None]:
         await core.stop()
         app[FACADE].detach_core()
         await session.close()
-        await usage_session.close()
+        await usage_client.close()
 
 
 def build_app(config: Config, *, connect_mesos: bool = True) -> web.Application:

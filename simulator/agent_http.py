@@ -64,6 +64,8 @@ async def _agent(request: web.Request) -> Agent | web.Response:
     agent = pool.by_index.get(int(match.group(1)) - 1) if match else None
     if agent is None or agent.removed:
         return _text(404, "")
+    endpoint = request.path.split("/", 2)[2].removesuffix(".json")
+    agent.http_requests[endpoint] += 1
     if agent.http_mode == "silent":
         await asyncio.Event().wait()  # never answers: the client's timeout ends the request
     return agent

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -139,6 +139,8 @@ class Agent:
     ``v0`` (an old agent: /monitor/statistics only, 404 on /api/v1), ``silent`` (never)."""
     statistics_next: float = 0.0
     """When /monitor/statistics may next be served (the agent's limiter: 2 per second)."""
+    http_requests: Counter[str] = field(default_factory=Counter)
+    """Requests its endpoints received, by endpoint (``api/v1``, ``monitor/statistics``)."""
 
     @property
     def pid_id(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 import aiohttp
 import msgspec
@@ -172,6 +173,15 @@ def endpoint_from_pid(pid: str, scheme: str = "http") -> str | None:
 
 
 # --- the client -------------------------------------------------------------------------------
+
+
+class AgentUsageFetcher(Protocol):
+    """What the usage poller asks through: this module's client in the daemon's process, or the
+    usage worker process (``usage_worker_client``) in production."""
+
+    async def fetch(self, endpoint: str) -> list[ContainerReading]:
+        """The agent's containers with statistics; raises ``AgentUsageError``."""
+        ...
 
 
 class AgentUsageClient:

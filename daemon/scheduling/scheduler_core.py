@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from scale_scheduler.daemon.mesos.agent_usage_api import AgentUsageClient
+from scale_scheduler.daemon.mesos.agent_usage_api import AgentUsageFetcher
 from scale_scheduler.daemon.mesos.driver import SchedulerDriver, Subscription
 from scale_scheduler.daemon.mesos.mesos_types import Offer, TaskStatus
 from scale_scheduler.daemon.scheduling.offer_pipeline import OfferPipeline
@@ -61,7 +61,7 @@ class SchedulerCore:
         clock: Callable[[], float] = time.time,
         *,
         fetch_agents: AgentsFetcher | None = None,
-        usage_client: AgentUsageClient | None = None,
+        usage_client: AgentUsageFetcher | None = None,
         on_fatal: Callable[[ExitCode, str], None] | None = None,
     ) -> None:
         """``on_fatal(code, message)`` stops the daemon when the driver stops subscribing for

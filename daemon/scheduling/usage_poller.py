@@ -2,7 +2,7 @@
 containers really use; the latest complete round is what the API, metrics and dashboard show.
 
 A round asks each online node's agent (``Node.agent_endpoint``, noted from offers and
-GET_AGENTS) through ``AgentUsageClient``, at most ``usage.concurrency`` at a time, each within
+GET_AGENTS) through ``AgentUsageFetcher``, at most ``usage.concurrency`` at a time, each within
 ``usage.timeout``. An agent that does not answer, answers an error or garbage, or whose address
 is not known yet, is *unknown* for that round: it adds nothing to the sums and is named in
 ``UsageSnapshot.agents_unknown`` (never counted as zero use). ``usage_math`` does the
@@ -11,10 +11,10 @@ executor id of the command executor is the task's Mesos id; a container id from 
 status updates also names it) and keeps each task's last ``TASK_SAMPLES`` samples.
 
 It runs in its own task, never on the offer path; the event loop serves everything else between
-two agents' answers. The requests of a round are spread over ``ROUND_SPREAD`` of the interval
-rather than sent as fast as the agents answer: a round over 2,000 agents costs about half a
-second of the loop, which sent at once took a third off the offer rate while it lasted
-(``bench``, B1 with ``--usage-interval 2``); spread, the same work is a few percent at any time.
+two agents' answers. The HTTP work is the usage worker process's (``usage_worker_client``): the
+loop only sends each request and reads each reply. The requests of a round are spread over
+``ROUND_SPREAD`` of the interval rather than sent as fast as the agents answer, so even that
+share is steady rather than a burst (``bench``, B7).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import structlog
 
 from scale_scheduler.daemon.mesos.agent_usage_api import (
     AgentGarbageError,
-    AgentUsageClient,
     AgentUsageError,
+    AgentUsageFetcher,
 )
 from scale_scheduler.daemon.mesos.mesos_types import TaskStatus
 from scale_scheduler.daemon.mesos.usage_math import (
@@ -50,9 +50,9 @@ log = structlog.get_logger(__name__)
 TASK_SAMPLES = 15
 """Samples kept per task (Singularity keeps as many)."""
 ENDED_TASKS_KEPT = 1_000
+"""Tasks that ended keep their samples while they are among this many most recent."""
 ROUND_SPREAD = 0.8
 """The share of ``usage.interval`` over which a round's requests are spread."""
-"""Tasks that ended keep their samples while they are among this many most recent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ class UsagePoller:
         settings: UsageConfig,
         nodes: NodeRepository,
         tasks: Mapping[int, Task],
-        client: AgentUsageClient,
+        client: AgentUsageFetcher,
         framework_id: Callable[[], str | None],
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -175,11 +175,9 @@ async def test_an_old_agent_is_read_on_monitor_statistics(tmp_path: Path) -> Non
         assert usage["used"]["mem"] == pytest.approx(100.0)
         latest = (await get(daemon, f"/tasks/{ids[0]}/"))["usage"]["latest"]
         assert latest["cpus"] == pytest.approx(0.5, rel=0.05)
-        node = daemon.core.nodes.by_hostname[agent.hostname]
-        assert node.agent_endpoint is not None
-        assert daemon.core.usage is not None
-        client = daemon.core.usage.client
-        assert client.v0_endpoints == {node.agent_endpoint}
+        # The 404 to the v1 call is remembered: later rounds go to /monitor/statistics only.
+        assert agent.http_requests["api/v1"] == 1
+        assert agent.http_requests["monitor/statistics"] == 2
 
 
 async def test_the_framework_credentials_are_sent_to_the_agents(tmp_path: Path) -> None:
