@@ -28,8 +28,12 @@ from bench.profiles import profile_summary
 VARIANTS = ("native_paused", "native_unpaused", "pymesos_daemon", "pymesos_bare")
 
 
-def start_master(settings: Settings, work: Path, mode: str = "offers") -> Child:
-    agents_api = ["--agents-api"] if settings.usage_interval is not None else []
+def start_master(
+    settings: Settings, work: Path, mode: str = "offers", *, agents_api: bool = False
+) -> Child:
+    """``agents_api``: the recorded agents answer GET_CONTAINERS too (always with
+    ``--usage-interval``)."""
+    agents_flag = ["--agents-api"] if agents_api or settings.usage_interval is not None else []
     return Child(
         [
             python_for(),
@@ -39,7 +43,7 @@ def start_master(settings: Settings, work: Path, mode: str = "offers") -> Child:
             str(settings.offers_path),
             "--mode",
             mode,
-            *agents_api,
+            *agents_flag,
         ],
         work / "fake-master.log",
     )

@@ -29,7 +29,8 @@ from bench.procs import Child, python_for
 CONCURRENCY = 32
 
 
-def _load(url: str, settings: Settings, work: Path, name: str) -> dict[str, Any]:
+def load(url: str, seconds: float, work: Path, name: str) -> dict[str, Any]:
+    """``bench.loadgen`` against ``url`` for ``seconds``: its result line."""
     child = Child(
         [
             python_for(),
@@ -39,12 +40,12 @@ def _load(url: str, settings: Settings, work: Path, name: str) -> dict[str, Any]
             "--concurrency",
             str(CONCURRENCY),
             "--seconds",
-            str(settings.b4_seconds),
+            str(seconds),
         ],
         work / f"loadgen-{name}.log",
         ready_line=False,
     )
-    child.proc.wait(settings.b4_seconds + 60)
+    child.proc.wait(seconds + 60)
     child.stop()
     import json
 
@@ -58,7 +59,7 @@ def measure_bare(settings: Settings, work: Path) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     server = Child([python_for(), "-m", "bench.bare_api"], work / "bare-api.log")
     try:
-        return _load(server.info["url"] + "/status/", settings, work, "bare")
+        return load(server.info["url"] + "/status/", settings.b4_seconds, work, "bare")
     finally:
         server.stop()
 
@@ -79,7 +80,7 @@ def measure_daemon(settings: Settings, work: Path) -> dict[str, Any]:
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        result = _load(daemon.url + "/status/", settings, work, "daemon")
+        result = load(daemon.url + "/status/", settings.b4_seconds, work, "daemon")
         sampler.join()
         result["offers_per_s_meanwhile"] = offers.get("offers_per_s")
         return result

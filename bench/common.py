@@ -37,7 +37,12 @@ class Settings:
     b5_stops: int = 3
     work: Path = Path()
     out: Path = Path()
-    only: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6")
+    b7_interval: float = 15.0
+    """B7's ``usage.interval`` with the poller on (the daemon's default)."""
+    b7_window: float = 15.0
+    """B7's measured window: one interval holds one round's work whatever its phase."""
+    b7_rounds: int = 2
+    only: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
     usage_interval: float | None = None
     """``--usage-interval``: B1's and B4's daemons poll the agents' usage this often, from
     the fake master, which then serves every recorded agent's GET_CONTAINERS (None: the
@@ -84,6 +89,9 @@ class Settings:
             b6_deadline=120.0,
             b5_kills=4,
             b5_stops=1,
+            b7_interval=1.0,
+            b7_window=1.0,
+            b7_rounds=1,
         )
 
     @property
@@ -139,6 +147,7 @@ class Rate:
                 name: 100 * (cpu1[name] - cpu0[name]) / (t1 - t0) for name in self.pids
             },
             "calls": last["calls"],
+            "agent_calls": last.get("agent_calls", 0) - first.get("agent_calls", 0),
         }
 
 

@@ -11,10 +11,13 @@ from functools import partial
 from typing import Any
 
 from bench.analysis import explain
+from bench.b7_usage import FIGURES
 from bench.calibration import REFERENCE_DECODE_RATE, bracket_rate, speed_factor
 from bench.common import num, summary
 from bench.decode_limit import LAZY_DECODER, TYPED_DECODER
+from bench.fake_master import AGENT_CONTAINERS
 from bench.targets import b5_targets, b6_targets, targets
+from scale_scheduler.daemon.service.config import UsageConfig
 
 B1_LABELS = {
     "native_paused": "daemon, native driver, paused (declines all)",
@@ -156,6 +159,8 @@ def render(results: dict[str, Any]) -> str:
         lines += _own_run(results["B5"], _b5(results["B5"]))
     if "B6" in results:
         lines += b6_section(results["B6"], results["B6"].get("run", results))
+    if "B7" in results:
+        lines += _own_run(results["B7"], _b7(results["B7"]))
     lines += explain(results)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -584,6 +589,62 @@ def _b5(data: dict[str, Any]) -> list[str]:
         f"of {num(data['tasks'])}.",
         "",
     ]
+    return lines
+
+
+def _b7(data: dict[str, Any]) -> list[str]:
+    failed = _error("B7 usage poller", data)
+    if failed:
+        return failed
+    interval, window = data["interval"], data["window"]
+    lines = [
+        "## B7 usage poller",
+        "",
+        f"B1 and B4 against a cluster of {num(data['agents'])} agents that each answer "
+        f"GET_CONTAINERS ({AGENT_CONTAINERS} containers), with the daemon's usage poller off "
+        f"(`usage.interval: 0`) and on (`usage.interval: {interval:g}`"
+        f"{', the default' if interval == UsageConfig().interval else ''}), one "
+        f"{window:g} s window each, opened once the first round is under way: a round's "
+        "requests are spread over most of the interval and rounds repeat every interval, so "
+        "one interval's window holds one round's work whatever its phase. On and off run one "
+        "after the other, their order alternating by round. `rounds` is how many rounds "
+        "completed in the window (`GET /usage/`), `agent calls` how many GET_CONTAINERS the "
+        "agents answered in it.",
+        "",
+        "| round | measure | off | on | on / off | rounds, agent calls (on) |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for index, row in enumerate(data["rounds"], 1):
+        for variant, figures in FIGURES.items():
+            pair = row.get(variant, {})
+            on, off = pair.get("on", {}), pair.get("off", {})
+            for key, label in figures:
+                a, b = off.get(key), on.get(key)
+                share = (
+                    f"{num(100 * b / a, 1)} %"
+                    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a
+                    else (on.get("error") or off.get("error") or "n/a")
+                )
+                digits = 2 if key.startswith("p99") else 0
+                lines.append(
+                    f"| {index} ({row.get('order', '')}) | {label} | {num(a, digits)} "
+                    f"| {num(b, digits)} | {share} "
+                    f"| {num(on.get('usage_rounds_in_window'))}, {num(on.get('agent_calls'))} |"
+                )
+    cost = data.get("round_cost", {})
+    if "rounds" in cost:
+        lines += [
+            "",
+            f"One round of the poller alone over {num(cost['agents'])} agents "
+            f"(`python -m bench.usage_poll`, {len(cost['rounds'])} rounds, unspread): "
+            f"{num(cost['median_cpu_seconds'], 3)} CPU seconds of the daemon's loop "
+            f"(median), {num(cost['median_round_seconds'], 2)} s wall; at the default "
+            f"interval that is {num(100 * cost['median_cpu_seconds'] / interval, 1)} % of "
+            "one core on average.",
+        ]
+    elif cost:
+        lines += ["", f"The poller's round alone could not be timed: {cost.get('error')}."]
+    lines.append("")
     return lines
 
 

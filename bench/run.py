@@ -1,4 +1,4 @@
-"""``python -m bench``: run B1-B6 and write the report (``bench/RESULTS.md`` by default).
+"""``python -m bench``: run B1-B7 and write the report (``bench/RESULTS.md`` by default).
 
 ``--quick`` runs every scenario once at small sizes in about a minute (CI runs it to report,
 never to assert) and writes ``bench/out/RESULTS-quick.md``. ``--only B1,B3`` picks scenarios;
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import b1_offers, b2_launch, b3_million, b4_api, b5_failover, b6_soak
+from bench import b1_offers, b2_launch, b3_million, b4_api, b5_failover, b6_soak, b7_usage
 from bench.common import Settings
 from bench.environment import describe
 from bench.history_at_size import history_section
@@ -33,6 +33,7 @@ SCENARIOS = {
     "B4": b4_api.run,
     "B5": b5_failover.run,
     "B6": b6_soak.run,
+    "B7": b7_usage.run,
 }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench.b7_usage import FIGURES, LIMIT, ratios
 from bench.calibration import bracket_rate, scale_duration, scale_rate
 from bench.common import num, summary
 
@@ -286,6 +287,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
             Target(name, goal, shown, "—", "as measured (hand-over times are not scaled)", verdict)
             for name, goal, shown, verdict in b5_targets(results["B5"])
         ]
+    if "rounds" in results.get("B7", {}):
+        rows += b7_targets(results["B7"])
     if "runs" in results.get("B6", {}):
         rows += [
             Target(name, goal, shown, "—", "as measured (no calibration in B6)", verdict)
@@ -381,4 +384,24 @@ def b6_targets(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             if not run.get("completed"):
                 verdict = "**missed** (the feed did not complete)"
             rows.append((f"B6 {feed}: {label}", goal, shown, verdict))
+    return rows
+
+
+def b7_targets(data: dict[str, Any]) -> list[Target]:
+    """The poller on against off, per round: a throughput keeps >= 95 %, a p99 grows <= 5 %."""
+    rows = []
+    for variant, figures in FIGURES.items():
+        for key, label in figures:
+            lower_better = key.startswith("p99")
+            rows.append(
+                measured(
+                    f"B7 {label}, usage poller on vs off",
+                    1 + LIMIT if lower_better else 1 - LIMIT,
+                    "%",
+                    ratios(data, variant, key),
+                    higher=not lower_better,
+                    digits=1,
+                    scale=100.0,
+                )
+            )
     return rows

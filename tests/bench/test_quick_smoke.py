@@ -93,6 +93,12 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
     assert retention["retain"] == results["B6"]["tasks"] // 5
     assert retention["pruned"] > 0, retention
     assert all("db_mb" in sample for sample in retention["samples"])
+    b7 = results["B7"]["rounds"][0]
+    for variant in ("b1_paused", "b1_unpaused", "b4"):
+        # The agents were asked with the poller on, never with it off.
+        assert b7[variant]["on"]["agent_calls"] > 0, b7[variant]
+        assert b7[variant]["off"]["agent_calls"] == 0, b7[variant]
+    assert results["B7"]["round_cost"]["median_cpu_seconds"] > 0, results["B7"]
     b5 = results["B5"]
     assert "error" not in b5, b5
     if unavailable_reason() is None:  # B5 needs a PostgreSQL server
@@ -109,12 +115,15 @@ def test_quick_mode_writes_a_complete_report(tmp_path: Path) -> None:
         "## B4 ",
         "## B5 ",
         "## B6 ",
+        "## B7 ",
         "## Machine",
     ):
         assert heading in text
     assert "Failed:" not in text
     assert "| B6 retention: database growth once pruning caught up |" in text
-    assert text.count("| B1 ") == 4
+    targets_rows = text.split("## Targets", 1)[1].split("\n## ", 1)[0].splitlines()
+    assert sum(line.startswith("| B1 ") for line in targets_rows) == 4
+    assert sum(line.startswith("| B7 ") for line in targets_rows) == 5
     assert "## Calibration" in text
     assert "| daemon / bare launcher |" in text
     header = "| target | goal | raw (median) | calibration: typed decode, offers/s "
