@@ -18,6 +18,7 @@ from scale_scheduler.state.domain import ShapeInterner, TaskState
 from scale_scheduler.state.interface import (
     MaintainedState,
     NodeRecord,
+    PageUsage,
     RetentionMark,
     SchedulerRecord,
     StorageSizes,
@@ -178,17 +179,30 @@ class SqliteState:
         rows = await self.store.fetchall(sr.WALK_SQL, (after, limit))
         return [TaskEnd(*row) for row in rows]
 
-    async def reclaim_space(self) -> None:
-        """Give freed pages back, ``VACUUM_PAGES`` at a time, when the database is in
-        ``auto_vacuum = INCREMENTAL`` mode (older databases keep theirs: see the README)."""
-        row = await self.store.fetchone("PRAGMA auto_vacuum")
-        if row is None or int(row[0]) != INCREMENTAL:
-            return
+    async def page_usage(self) -> PageUsage:
+        row = await self.store.fetchone(
+            "SELECT page_count, freelist_count FROM pragma_page_count, pragma_freelist_count"
+        )
+        if row is None:
+            return PageUsage()
+        pages, free = int(row[0]), int(row[1])
+        return PageUsage(pages - free, free)
+
+    async def reclaim_space(self, keep_free: int = 0) -> int:
+        """Give free pages beyond ``keep_free`` back, ``VACUUM_PAGES`` at a time, when the
+        database is in ``auto_vacuum = INCREMENTAL`` mode (older databases keep theirs: see the
+        README). Returns the pages given back."""
+        if not await self.incremental_vacuum():
+            return 0
+        given = 0
         while True:
-            row = await self.store.fetchone("PRAGMA freelist_count")
-            if row is None or int(row[0]) == 0:
-                return
-            await self.store.maintain(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
+            free = (await self.page_usage()).free
+            excess = free - max(0, keep_free)
+            if excess <= 0:
+                return given
+            step = min(excess, VACUUM_PAGES)
+            await self.store.maintain(f"PRAGMA incremental_vacuum({step})")
+            given += step
             await asyncio.sleep(0)
 
     async def incremental_vacuum(self) -> bool:
