@@ -2,10 +2,11 @@
 
 At steady state the writes between two passes (new tasks, their updates) take about as many pages
 as the next pass frees. Handing all of those back (``incremental_vacuum``) and letting the writes
-grow the file again moves pages to the file's end and writes each twice: measured on B6's
-retention feed, it more than doubled the WAL written per pass. So a pass keeps as many free pages
-as the writes took between two passes (the most over the last ``window`` passes, for bursts) and
-gives back only what lies beyond. After a large prune, or when the writes slow down, the excess
+grow the file again moves pages into the holes and writes them twice: in a steady-state loop
+(5,000 tasks inserted, finished and pruned per pass, 40,000 kept) it took the WAL written per pass
+from 993 to 1,254 frames. So a pass keeps as many free pages as the writes took between two
+passes (the most over the last ``window`` passes, for bursts) and gives back only what lies
+beyond. After a large prune, or when the writes slow down, the excess
 still goes back to the file system.
 """
 

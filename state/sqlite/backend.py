@@ -189,21 +189,21 @@ class SqliteState:
         return PageUsage(pages - free, free)
 
     async def reclaim_space(self, keep_free: int = 0) -> int:
-        """Give free pages beyond ``keep_free`` back, ``VACUUM_PAGES`` at a time, when the
+        """Give free pages beyond ``keep_free`` back, ``VACUUM_PAGES`` per write, when the
         database is in ``auto_vacuum = INCREMENTAL`` mode (older databases keep theirs: see the
-        README). Returns the pages given back."""
+        README). Returns how far the free list shrank."""
         if not await self.incremental_vacuum():
             return 0
-        given = 0
-        while True:
-            free = (await self.page_usage()).free
-            excess = free - max(0, keep_free)
-            if excess <= 0:
-                return given
-            step = min(excess, VACUUM_PAGES)
-            await self.store.maintain(f"PRAGMA incremental_vacuum({step})")
-            given += step
-            await asyncio.sleep(0)
+        keep = max(0, keep_free)
+        free = first = (await self.page_usage()).free
+        while free > keep:
+            await self.store.incremental_vacuum(min(free - keep, VACUUM_PAGES))
+            left = (await self.page_usage()).free
+            if left >= free:  # nothing given back (writes took the pages meanwhile): done
+                break
+            free = left
+            await asyncio.sleep(0)  # let requests in between two steps
+        return max(0, first - free)
 
     async def incremental_vacuum(self) -> bool:
         row = await self.store.fetchone("PRAGMA auto_vacuum")
