@@ -107,6 +107,14 @@ class StorageSizes(NamedTuple):
     """The write-ahead log's bytes."""
 
 
+class PageUsage(NamedTuple):
+    """The database file's pages: holding data, and free for reuse (zero where the backend
+    manages its own space)."""
+
+    in_use: int = 0
+    free: int = 0
+
+
 class Writes(Protocol):
     async def commit(
         self, changes: Sequence[Change], apply: Callable[[], T] | None = None
@@ -229,8 +237,12 @@ class Maintenance(Protocol):
         """Up to ``limit`` tasks with ids above ``after``, in id order."""
         ...
 
-    async def reclaim_space(self) -> None:
-        """Give the space freed by deletes back to the file system, where the backend can."""
+    async def page_usage(self) -> PageUsage: ...
+
+    async def reclaim_space(self, keep_free: int = 0) -> int:
+        """Give the space freed by deletes back to the file system, where the backend can,
+        except ``keep_free`` free pages kept for the writes to come. Returns the pages given
+        back."""
         ...
 
     async def checkpoint(self) -> None:

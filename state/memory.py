@@ -27,6 +27,7 @@ from scale_scheduler.state.interface import (
     MaintainedState,
     MissingRowError,
     NodeRecord,
+    PageUsage,
     RetentionMark,
     SchedulerRecord,
     StateClosedError,
@@ -464,8 +465,11 @@ class MemoryState:
             for i in ids
         ]
 
-    async def reclaim_space(self) -> None:
-        return None
+    async def page_usage(self) -> PageUsage:
+        return PageUsage()
+
+    async def reclaim_space(self, keep_free: int = 0) -> int:
+        return 0
 
     async def checkpoint(self) -> None:
         return None

@@ -120,7 +120,7 @@ class Store:
         return await asyncio.shield(self._writer.submit(statements, apply))
 
     async def maintain(self, *statements: str) -> list[tuple[Any, ...]]:
-        """Run statements (a ``PRAGMA wal_checkpoint``, ``incremental_vacuum``) on the writer
+        """Run statements (a ``PRAGMA wal_checkpoint``) on the writer
         connection, in turn with the writes and outside any transaction; the last one's rows."""
         return (await self._maintain(statements))[-1]
 
@@ -136,6 +136,19 @@ class Store:
             return rows
 
         return await self._writer.between(run)
+
+    async def incremental_vacuum(self, pages: int) -> None:
+        """Give up to ``pages`` free pages back to the file system: one write on the writer
+        connection, in turn with the others. Run as a script: through ``execute`` the pragma
+        stops after its first page (the sqlite3 module steps a statement without result columns
+        once), so a step of N pages gave back one."""
+        if self._closing:
+            raise StoreClosedError("the store is shutting down; the statement was not run")
+
+        async def run() -> None:
+            await self._db.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+
+        await self._writer.between(run)
 
     async def truncate_wal(self, wait_ms: int) -> bool:
         """Checkpoint the whole WAL and cut its file to zero bytes, waiting at most ``wait_ms``

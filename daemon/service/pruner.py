@@ -8,7 +8,8 @@ Every ``state.retention_interval`` seconds a pass:
    write through the store's single writer, and the pass yields to the loop between batches, so
    API requests and status bursts interleave with it;
 2. when the database is in ``auto_vacuum = INCREMENTAL`` mode, gives freed pages back to the file
-   system, a batch of pages at a time;
+   system, a batch of pages at a time, except a margin the writes until the next pass will reuse
+   (``state.free_pages``: at steady state nothing is shrunk only to be grown again);
 3. checkpoints the WAL (``PASSIVE``: it never waits for readers; with the store's
    ``journal_size_limit`` the WAL file is cut back when it restarts), and if the WAL is still
    over that limit (readers kept it from restarting), a ``TRUNCATE`` checkpoint that waits at
@@ -30,6 +31,7 @@ from collections.abc import Callable
 import structlog
 
 from scale_scheduler.state.changes import TasksPruned
+from scale_scheduler.state.free_pages import ReuseMargin
 from scale_scheduler.state.interface import MaintainedState, StorageSizes
 from scale_scheduler.state.retention import DAY, PassPlan, RetentionPolicy
 
@@ -61,6 +63,7 @@ class Pruner:
         self.pruned = 0
         """Tasks pruned by this process (the metric's counter)."""
         self.sizes = StorageSizes()
+        self._margin = ReuseMargin()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -110,9 +113,13 @@ class Pruner:
     async def run_pass(self) -> int:
         """Prune what is due now, give the space back, checkpoint, sample the sizes. Returns
         how many tasks were pruned."""
+        self._margin.pass_started(await self._store.page_usage())
         pruned = await self.prune() if self.policy.enabled else 0
         if pruned:
-            await self._store.reclaim_space()
+            given = await self._store.reclaim_space(self._margin.keep)
+            if given:
+                log.info("space_reclaimed", pages=given, kept_free=self._margin.keep)
+        self._margin.pass_ended(await self._store.page_usage())
         await self._store.checkpoint()
         await self._sample_sizes()
         if self.sizes.wal > self._store.log_limit:

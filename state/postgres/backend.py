@@ -48,6 +48,7 @@ from scale_scheduler.state.interface import (
     MaintainedState,
     MissingRowError,
     NodeRecord,
+    PageUsage,
     RetentionMark,
     SchedulerRecord,
     StateClosedError,
@@ -484,9 +485,14 @@ class PostgresState:
     async def task_ends(self, after: int, limit: int) -> list[TaskEnd]:
         return [TaskEnd(*row) for row in await self._fetch(q.WALK_SQL, after, limit)]
 
-    async def reclaim_space(self) -> None:
+    async def page_usage(self) -> PageUsage:
+        """Nothing to report: the server manages its own pages."""
+        return PageUsage()
+
+    async def reclaim_space(self, keep_free: int = 0) -> int:
         """Nothing: autovacuum makes deleted rows' space reusable (a ``VACUUM (ANALYZE)`` by
         the operator after a large prune is the README's advice; VACUUM FULL locks the table)."""
+        return 0
 
     async def checkpoint(self) -> None:
         """Nothing: PostgreSQL checkpoints its own WAL."""

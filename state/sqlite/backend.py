@@ -18,6 +18,7 @@ from scale_scheduler.state.domain import ShapeInterner, TaskState
 from scale_scheduler.state.interface import (
     MaintainedState,
     NodeRecord,
+    PageUsage,
     RetentionMark,
     SchedulerRecord,
     StorageSizes,
@@ -178,18 +179,31 @@ class SqliteState:
         rows = await self.store.fetchall(sr.WALK_SQL, (after, limit))
         return [TaskEnd(*row) for row in rows]
 
-    async def reclaim_space(self) -> None:
-        """Give freed pages back, ``VACUUM_PAGES`` at a time, when the database is in
-        ``auto_vacuum = INCREMENTAL`` mode (older databases keep theirs: see the README)."""
-        row = await self.store.fetchone("PRAGMA auto_vacuum")
-        if row is None or int(row[0]) != INCREMENTAL:
-            return
-        while True:
-            row = await self.store.fetchone("PRAGMA freelist_count")
-            if row is None or int(row[0]) == 0:
-                return
-            await self.store.maintain(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
-            await asyncio.sleep(0)
+    async def page_usage(self) -> PageUsage:
+        row = await self.store.fetchone(
+            "SELECT page_count, freelist_count FROM pragma_page_count, pragma_freelist_count"
+        )
+        if row is None:
+            return PageUsage()
+        pages, free = int(row[0]), int(row[1])
+        return PageUsage(pages - free, free)
+
+    async def reclaim_space(self, keep_free: int = 0) -> int:
+        """Give free pages beyond ``keep_free`` back, ``VACUUM_PAGES`` per write, when the
+        database is in ``auto_vacuum = INCREMENTAL`` mode (older databases keep theirs: see the
+        README). Returns how far the free list shrank."""
+        if not await self.incremental_vacuum():
+            return 0
+        keep = max(0, keep_free)
+        free = first = (await self.page_usage()).free
+        while free > keep:
+            await self.store.incremental_vacuum(min(free - keep, VACUUM_PAGES))
+            left = (await self.page_usage()).free
+            if left >= free:  # nothing given back (writes took the pages meanwhile): done
+                break
+            free = left
+            await asyncio.sleep(0)  # let requests in between two steps
+        return max(0, first - free)
 
     async def incremental_vacuum(self) -> bool:
         row = await self.store.fetchone("PRAGMA auto_vacuum")

@@ -13,7 +13,7 @@ from corekit import Clock, CoreHarness, make_offer, status
 
 from scale_scheduler.daemon.service.pruner import Pruner
 from scale_scheduler.state.domain import TaskState
-from scale_scheduler.state.interface import RetentionMark
+from scale_scheduler.state.interface import PageUsage, RetentionMark
 from scale_scheduler.state.migrations import MIGRATIONS
 from scale_scheduler.state.retention import DAY, RetentionPolicy
 from scale_scheduler.state.sqlite import SqliteState
@@ -205,6 +205,39 @@ async def test_space_is_given_back_and_the_wal_checkpointed(
     assert await harness.store.truncate_wal(wait_ms=50)
     await p.run_pass()  # reads the sizes again
     assert p.sizes.wal == 0
+
+
+async def pages(store: Store) -> PageUsage:
+    return await SqliteState(store).page_usage()
+
+
+async def test_at_steady_state_freed_pages_are_kept_for_reuse_and_a_large_prune_gives_back(
+    harness: CoreHarness, clock: Clock
+) -> None:
+    """Each round ends as many tasks as the pass then prunes: the pages a pass frees are what
+    the next round's writes take, so the file keeps its size (no shrinking only to grow again).
+    A prune far beyond that demand still gives the excess back."""
+    await harness.start()
+    big = "x" * 4000
+    round_size = 40
+    p = pruner(harness.store, clock, max_tasks=2 * round_size, batch=25)
+    sizes: list[int] = []
+    for _ in range(6):
+        await run_to(harness, "TASK_FINISHED", round_size, env={"PAD": big})
+        await p.run_pass()
+        usage = await pages(harness.store)
+        sizes.append(usage.in_use + usage.free)
+    # The first passes learn the demand (the first keeps nothing); then the file holds steady
+    # and the freed pages wait for the next round instead of going back.
+    assert usage.free >= round_size
+    assert max(sizes[-3:]) - min(sizes[-3:]) <= 2, sizes  # a page either way (index splits)
+
+    p.policy = RetentionPolicy(0, 1)
+    assert await p.run_pass() == 2 * round_size - 1
+    after = await pages(harness.store)
+    assert after.free < round_size * 2  # at most one round's demand (and its index pages) kept
+    assert after.in_use + after.free < sizes[-1] - round_size
+    await assert_counts_exact(harness.store)
 
 
 def _version_2_database(path: Path) -> None:

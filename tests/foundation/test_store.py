@@ -278,3 +278,33 @@ async def test_a_read_after_an_acknowledged_write_sees_it(tmp_path: Path) -> Non
 
 def _filler(count: int) -> list[tuple[int]]:
     return [(k,) for k in range(count)]
+
+
+async def free_pages(store: Store) -> int:
+    row = await store.fetchone("PRAGMA freelist_count")
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_vacuum_step_gives_back_as_many_pages_as_it_names(tmp_path: Path) -> None:
+    """One write per step: run through ``execute``, the pragma gave back a single page."""
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        await store.write([CREATE])
+        await store.write(
+            [Statement("INSERT INTO t VALUES (?, ?)", [(k, "x" * 3000) for k in range(400)])]
+        )
+        await store.write([Statement("DELETE FROM t")])
+        free = await free_pages(store)
+        assert free >= 400
+        await store.incremental_vacuum(150)
+        assert await free_pages(store) == free - 150
+        pages = await SqliteState(store).page_usage()
+        assert pages.free == free - 150
+
+        assert await SqliteState(store).reclaim_space(keep_free=20) == free - 170
+        assert await free_pages(store) == 20
+        assert await SqliteState(store).reclaim_space() == 20
+        assert await free_pages(store) == 0
+    finally:
+        await store.close()
