@@ -12,6 +12,7 @@ from scale_scheduler.daemon.mesos.driver import (
     DriverError,
     EventHandler,
     Launch,
+    acknowledge_each,
 )
 from scale_scheduler.daemon.mesos.mesos_types import (
     AllocationInfo,
@@ -97,15 +98,7 @@ class FakeDriver:
     async def acknowledge_many(
         self, acks: Sequence[tuple[str, str, str]]
     ) -> list[DriverError | None]:
-        out: list[DriverError | None] = []
-        for agent_id, task_id, uuid in acks:
-            try:
-                await self.acknowledge(agent_id, task_id, uuid)
-            except DriverError as exc:
-                out.append(exc)
-            else:
-                out.append(None)
-        return out
+        return await acknowledge_each(self.acknowledge, acks)
 
     async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
         self._record("reconcile", tuple(tasks))

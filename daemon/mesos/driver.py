@@ -12,7 +12,7 @@ This module holds interfaces and small value types only.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -166,3 +166,20 @@ class SchedulerDriver(Protocol):
     async def teardown(self) -> None:
         """Remove the framework and kill every task. Only on an operator's explicit request."""
         ...
+
+
+async def acknowledge_each(
+    acknowledge: Callable[[str, str, str], Awaitable[None]],
+    acks: Sequence[tuple[str, str, str]],
+) -> list[DriverError | None]:
+    """``acknowledge_many`` for a driver that sends one call at a time: each in turn, each
+    one's error kept (None: acknowledged), none raised."""
+    out: list[DriverError | None] = []
+    for agent_id, task_id, uuid in acks:
+        try:
+            await acknowledge(agent_id, task_id, uuid)
+        except DriverError as exc:
+            out.append(exc)
+        else:
+            out.append(None)
+    return out

@@ -56,6 +56,7 @@ from scale_scheduler.daemon.mesos.driver import (
     FrameworkIdStore,
     Launch,
     NotConnectedError,
+    acknowledge_each,
 )
 from scale_scheduler.daemon.mesos.framework_info import Credentials, CredentialsError
 from scale_scheduler.daemon.mesos.master_detector import MasterDetector, detector_from_config
@@ -255,15 +256,7 @@ class PymesosDriver:
         self, acks: Sequence[tuple[str, str, str]]
     ) -> list[DriverError | None]:
         # pymesos sends one blocking call at a time on its call thread: one after the other.
-        out: list[DriverError | None] = []
-        for agent_id, task_id, uuid in acks:
-            try:
-                await self.acknowledge(agent_id, task_id, uuid)
-            except DriverError as exc:
-                out.append(exc)
-            else:
-                out.append(None)
-        return out
+        return await acknowledge_each(self.acknowledge, acks)
 
     async def reconcile(self, tasks: Sequence[tuple[str, str | None]]) -> None:
         # pymesos's reconcileTasks drops the agent ids, which decide the master's answer.
