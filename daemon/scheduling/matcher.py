@@ -48,7 +48,6 @@ from scale_scheduler.daemon.scheduling.match_model import (
 )
 from scale_scheduler.daemon.scheduling.offer_bins import (
     SCALARS,
-    Bin,
     HostBlock,
     agent_values,
     group_offers,
@@ -73,10 +72,6 @@ __all__ = [
     "group_offers",
     "match",
 ]
-
-_Bin = Bin
-"""The bin class under its former name: tests/core/test_matcher.py compares batched placement
-with one task at a time by patching it (tests/foundation/test_test_hygiene.py lists the patch)."""
 
 
 def match(

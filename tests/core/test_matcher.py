@@ -9,7 +9,6 @@ import pytest
 from corekit import make_offer
 
 from scale_scheduler.daemon.mesos.mesos_types import AllocationInfo, Offer, Resource, Scalar, Value
-from scale_scheduler.daemon.scheduling import matcher
 from scale_scheduler.daemon.scheduling.matcher import (
     DeclineReason,
     GroupView,
@@ -19,6 +18,7 @@ from scale_scheduler.daemon.scheduling.matcher import (
     WaitReason,
     match,
 )
+from scale_scheduler.daemon.scheduling.offer_bins import Bin
 from scale_scheduler.daemon.scheduling.queue_index import QueueIndex
 from scale_scheduler.state.domain import ShapeInterner, TaskState, constraints_from
 from scale_scheduler.state.tasks import Task
@@ -434,7 +434,7 @@ def test_runs_of_equal_tasks_place_exactly_as_one_by_one(
         + [(task_id, later, 100) for task_id in range(count, count + rng.randrange(1, 200))]
     )
     batched = run(offers, queue)
-    monkeypatch.setattr(matcher._Bin, "repeatable", lambda self, shape, needs, cap=-1: (0, ()))
+    monkeypatch.setattr(Bin, "repeatable", lambda self, shape, needs, cap=-1: (0, ()))
     one_by_one = run(offers, queue)
     assert batched.placed > 0 or one_by_one.placed == 0
     assert batched == one_by_one
@@ -442,14 +442,14 @@ def test_runs_of_equal_tasks_place_exactly_as_one_by_one(
 
 def test_a_run_of_equal_tasks_is_placed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     runs: list[int] = []
-    original = matcher._Bin.repeatable
+    original = Bin.repeatable
 
-    def spy(self: matcher._Bin, shape: object, needs: object, cap: int = -1) -> object:
+    def spy(self: Bin, shape: object, needs: object, cap: int = -1) -> object:
         times, same = original(self, shape, needs, cap)  # type: ignore[arg-type]
         runs.append(times)
         return times, same
 
-    monkeypatch.setattr(matcher._Bin, "repeatable", spy)
+    monkeypatch.setattr(Bin, "repeatable", spy)
     result = run(
         [make_offer("o1", "a1", cpus=32, mem=32 * 128)],
         Q([(i, small(), 100) for i in range(1, 41)]),

@@ -24,11 +24,7 @@ JUSTIFICATIONS = (
 )
 
 # Patches of private attributes that remain, each with the seam it is waiting for.
-KNOWN_PRIVATE_PATCHES = {
-    # Batched placement against one-at-a-time, and a spy on the runs placed: the matcher has no
-    # public switch or counter for either (a per-task branch in B3's hot loop otherwise).
-    ("core/test_matcher.py", "matcher._Bin"),
-}
+KNOWN_PRIVATE_PATCHES: set[tuple[str, str]] = set()
 
 
 def _sources() -> Iterator[tuple[str, ast.Module, list[str]]]:
