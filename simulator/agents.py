@@ -441,5 +441,6 @@ class AgentPool:
     def _resend(self, task: SimTask, gen: int) -> None:
         if gen != task.retry_gen or not task.pending or task.agent.removed:
             return
+        log.debug("sim_update_resent", task_id=task.task_id, after_s=task.retry_delay)
         task.retry_delay = min(task.retry_delay * 2, self.config.status_update_retry_max)
         self._send_head(task)

@@ -33,6 +33,10 @@ from __future__ import annotations
 
 import math
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 HORIZON = 2.0
 """Seconds of confirmations the bound allows in flight."""
 ACK_TARGET = 0.3
@@ -135,10 +139,19 @@ class BacklogLimit:
     def roll(self, now: float) -> None:
         if now - self._start < WINDOW:
             return
+        previous = self.limit
         if self._worst > ACK_TARGET:
             self.limit = max(float(BACKLOG_FLOOR), self.limit * CUT)
         elif self._filled:
             self.limit = min(float(BACKLOG_MAX), self.limit * GROWTH)
+        if self.limit != previous or self._worst > ACK_TARGET:
+            log.info(
+                "backlog_limit_moved",
+                limit=int(self.limit),
+                previous=int(previous),
+                worst_ack_s=round(self._worst, 3),
+                held_back=self._filled,
+            )
         self._start = now
         self._worst = 0.0
         self._filled = False

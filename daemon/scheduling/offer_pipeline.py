@@ -145,6 +145,9 @@ class PassStats:
     rescinded: int = 0
     waiting_groups: int = 0
     decline_reasons: dict[str, int] = field(default_factory=dict)
+    flow: dict[str, int] = field(default_factory=dict)
+    """Flow control as the pass saw it: ``budget`` (launches it allowed), ``in_flight``,
+    ``bound``, ``backlog`` and ``backlog_limit`` (empty when flow control is off)."""
     phase_ms: dict[str, float] = field(default_factory=dict)
     """Where the pass's time went: ``match``, ``commit`` (the launch intents, waiting for the
     store's writer included) and ``calls`` (the ACCEPTs and DECLINEs answered)."""
@@ -305,6 +308,7 @@ class OfferPipeline:
                 declined=stats.declined,
                 rescinded=stats.rescinded,
                 decline_reasons=stats.decline_reasons,
+                flow=stats.flow,
                 waiting_groups=stats.waiting_groups,
                 phase_ms=stats.phase_ms,
                 queue_depth=self._board.queue_depth,
@@ -327,6 +331,15 @@ class OfferPipeline:
             await self._decline(list(bad), self._config.idle_refuse_seconds, stats, "MALFORMED")
         node_changes, node_apply = seen.changes, seen.apply
         generation = self._board.index.generation
+        budget = 0 if self.launches_held() else self._tasks.launch_budget()
+        if budget is not None:
+            stats.flow = {
+                "budget": budget,
+                "in_flight": self._board.in_flight,
+                "bound": self._tasks.in_flight_bound(),
+                "backlog": self._tasks.intake.backlog,
+                "backlog_limit": self._tasks.flow.backlog_limit(now),
+            }
         started = time.perf_counter()
         try:
             result = match(
@@ -335,7 +348,7 @@ class OfferPipeline:
                 scheduler_paused=self._scheduler.is_paused,
                 blocked_hosts=seen.blocked,
                 settings=self._settings,
-                launch_budget=0 if self.launches_held() else self._tasks.launch_budget(),
+                launch_budget=budget,
                 placement=self._nodes.placement,
                 avoid=self._board.failed_hosts.by_task,
             )
