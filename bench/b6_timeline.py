@@ -5,7 +5,8 @@ tasks. Around each of the longest, this lines up in time order the daemon's offe
 (launched, declined and why, flow control's budget, tasks in flight, update backlog and its
 limit), its REVIVE and SUPPRESS calls, the backlog limit's moves (with the slowest
 acknowledgement of the window), bursts of state changes, and, if the run was traced
-(``python -m bench.b6_soak --trace``), the simulator's offer cycles and update resends.
+(``python -m bench.b6_soak --trace``), the simulator's offer cycles, update resends and
+garbage collections over 10 ms.
 
     python -m bench.b6_timeline bench/out/work-b6 [--stalls 3] [--before 2.0]
 """
@@ -95,6 +96,8 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"{kind}"
     if kind == "sim_offers_made":
         return f"sim       offers={event.get('offers')} periodic={event.get('periodic')}"
+    if kind == "sim_gc":
+        return f"sim       gc generation={event.get('generation')} ms={event.get('ms')}"
     if kind == "sim_update_resent":
         return f"sim       resent task={event.get('task_id')} after={event.get('after_s')}"
     if kind == "task_states_changed":
