@@ -53,7 +53,9 @@ RETENTION_INTERVAL = 1.0
 """The retention feed's ``state.retention_interval`` (seconds)."""
 
 
-def start_simulator(work: Path) -> Child:
+def start_simulator(work: Path, *, trace: bool = False) -> Child:
+    """``trace``: the simulator logs its offer cycles and update resends (for
+    ``bench.b6_timeline``)."""
     return procs.start_simulator(
         work,
         seed=6,
@@ -61,6 +63,7 @@ def start_simulator(work: Path) -> Child:
         cpus=AGENT_CPUS,
         mem=AGENT_CPUS * 4096,
         task_duration=TASK_DURATION,
+        **({"log_level": "debug"} if trace else {}),
     )
 
 
@@ -140,9 +143,16 @@ class Feeder(threading.Thread):
 
 
 def measure(
-    work: Path, tasks: int, feed: str, deadline: float, *, profile: bool = False
+    work: Path,
+    tasks: int,
+    feed: str,
+    deadline: float,
+    *,
+    profile: bool = False,
+    trace: bool = False,
 ) -> dict[str, Any]:
-    """One feed; ``profile``: the daemon runs under cProfile (``daemon.prof`` in ``work``)."""
+    """One feed; ``profile``: the daemon runs under cProfile (``daemon.prof`` in ``work``);
+    ``trace``: the simulator logs its offer cycles and resends (``simulator.log``)."""
     work.mkdir(parents=True, exist_ok=True)
     floor, batch = FEEDS[feed]
     keep = max(1, round(tasks * RETAIN_SHARE)) if feed == "retention" else None
@@ -151,7 +161,7 @@ def measure(
         if keep is not None
         else None
     )
-    sim = start_simulator(work)
+    sim = start_simulator(work, trace=trace)
     daemon: Daemon | None = None
     samples: list[dict[str, float]] = []
     try:
@@ -360,8 +370,20 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="run the daemon under cProfile (daemon.prof)"
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="the simulator logs its offer cycles and resends (see bench.b6_timeline)",
+    )
     args = parser.parse_args()
-    result = measure(Path(args.work), args.tasks, args.feed, args.deadline, profile=args.profile)
+    result = measure(
+        Path(args.work),
+        args.tasks,
+        args.feed,
+        args.deadline,
+        profile=args.profile,
+        trace=args.trace,
+    )
     (Path(args.work) / "samples.json").write_text(json.dumps(result.pop("samples")))
     print(json.dumps(result, indent=1))
 

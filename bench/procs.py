@@ -100,7 +100,8 @@ class Child:
 
 def start_simulator(work: Path, *, seed: int, **options: object) -> Child:
     """``scale-scheduler sim`` on a free port, quiet, with steady 5 s heartbeats; ``options``
-    are its flags (``task_duration=0.2`` is ``--task-duration 0.2``)."""
+    are its flags (``task_duration=0.2`` is ``--task-duration 0.2``; ``log_level="debug"``
+    makes it talk)."""
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
     return Child(
         [
@@ -108,10 +109,10 @@ def start_simulator(work: Path, *, seed: int, **options: object) -> Child:
             "-m",
             "scale_scheduler.simulator",
             "--port=0",
+            "--log-level=warning",
             *flags,
             "--heartbeat-interval=5",
             f"--seed={seed}",
-            "--log-level=warning",
         ],
         work / "simulator.log",
     )

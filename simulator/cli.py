@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from typing import Any
 
 import aiohttp
@@ -279,6 +280,30 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        gc.callbacks.append(_GcTimer())
+
+
+class _GcTimer:
+    """At debug level: each collection over 10 ms (the simulator's loop stands still while it
+    runs) is logged as ``sim_gc`` with its generation and duration."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        if took > 0.01:
+            log = structlog.get_logger(__name__)
+            log.debug(
+                "sim_gc",
+                generation=info["generation"],
+                ms=round(took * 1000, 1),
+                collected=info["collected"],
+            )
 
 
 async def serve(config: SimConfig) -> None:

@@ -818,7 +818,7 @@ class Master:
 
     def _allocate_now(self) -> None:
         self._allocation_scheduled = False
-        self.allocate()
+        self.allocate(periodic=False)
 
     def available(self, agent: Agent) -> Resources:
         avail = agent.total - agent.allocated
@@ -827,8 +827,9 @@ class Master:
             avail.subtract_in_place(offered)
         return avail
 
-    def allocate(self) -> int:
-        """One allocation cycle; returns the number of offers made."""
+    def allocate(self, *, periodic: bool = True) -> int:
+        """One allocation cycle; returns the number of offers made. ``periodic``: the
+        allocation interval's (else one asked for at once: a REVIVE, a new agent)."""
         if not self.leading:
             return 0
         candidates = [
@@ -865,6 +866,7 @@ class Master:
             if sub is not None:
                 sub.send(protocol.offers_event(offers))
                 made += len(offers)
+        log.debug("sim_offers_made", offers=made, periodic=periodic)
         return made
 
     def _make_offer(self, fw: Framework, agent: Agent, role: str, avail: Resources) -> Offer:

@@ -14,7 +14,8 @@ the backlog into memory, delays every acknowledgement and ends in resends and st
 - the update backlog (received, not yet acknowledged) is kept under a limit that follows the
   acknowledgement latency, the figure an agent cares about (``BacklogLimit``): a pass launches
   no more tasks than there is room left under it, since each launched task soon has an update
-  waiting (one at a time: the agent sends the next once the previous is acknowledged). The
+  waiting (one at a time: the agent sends the next once the previous is acknowledged), and
+  one pass fills at most ``PASS_SHARE`` of the limit (smaller waves, one after another). The
   limit grows by half each ``WINDOW`` in which it held a pass's launches back (``held_back``)
   and no acknowledgement
   took longer than ``ACK_TARGET``, and halves in a window in which one did (additive increase
@@ -33,6 +34,10 @@ from __future__ import annotations
 
 import math
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 HORIZON = 2.0
 """Seconds of confirmations the bound allows in flight."""
 ACK_TARGET = 0.3
@@ -49,6 +54,14 @@ CUT = 0.5
 """Factor of the backlog limit after a window with a late acknowledgement."""
 WINDOW = 0.5
 """Seconds over which events are counted before an average moves."""
+PASS_SHARE = 0.5
+"""Share of the backlog limit one offer pass may fill. A wave of launches moves in step: its
+updates arrive together, are stored in one burst and acknowledged together, so its first task
+finishes only once the whole wave has gone through each state, and the pass that launches it
+(intents, ACCEPTs) holds up the updates of the waves before it. Filled by one pass, the limit
+made waves of up to 5,000 tasks that took over a second to finish a first task, launched into
+a pipeline the previous wave had just left empty (B6's gaps without a finished task, up to
+2.4 s); two or more smaller waves under the same limit keep tasks finishing all the time."""
 SMOOTHING = 0.5
 """Weight of the newest window in an average."""
 FLOOR = 500
@@ -119,15 +132,20 @@ class BacklogLimit:
         self._worst = max(self._worst, worst)
 
     def room(self, backlog: int, wanted: int, now: float) -> int:
-        """Launches the backlog leaves room for, of the ``wanted`` the bound allows."""
+        """Launches the backlog leaves room for, of the ``wanted`` the bound allows (in one
+        pass: at most ``PASS_SHARE`` of the limit)."""
         self.roll(now)
-        room = max(0, int(self.limit) - backlog)
+        room = min(max(0, int(self.limit) - backlog), self.per_pass())
         self._binding = room < wanted
         return room
 
+    def per_pass(self) -> int:
+        """Most launches one pass may make under the limit."""
+        return int(self.limit * PASS_SHARE)
+
     def held_back(self, now: float) -> None:
         """A pass left tasks queued that its offers would have taken (only a limit that
-        holds launches back is grown)."""
+        holds launches back, by its room or by a pass's share of it, is grown)."""
         self.roll(now)
         if self._binding:
             self._filled = True
@@ -135,10 +153,19 @@ class BacklogLimit:
     def roll(self, now: float) -> None:
         if now - self._start < WINDOW:
             return
+        previous = self.limit
         if self._worst > ACK_TARGET:
             self.limit = max(float(BACKLOG_FLOOR), self.limit * CUT)
         elif self._filled:
             self.limit = min(float(BACKLOG_MAX), self.limit * GROWTH)
+        if self.limit != previous or self._worst > ACK_TARGET:
+            log.info(
+                "backlog_limit_moved",
+                limit=int(self.limit),
+                previous=int(previous),
+                worst_ack_s=round(self._worst, 3),
+                held_back=self._filled,
+            )
         self._start = now
         self._worst = 0.0
         self._filled = False
@@ -188,6 +215,11 @@ class LaunchFlow:
         """Update backlog up to which launches may fill."""
         self.backlog.roll(now)
         return int(self.backlog.limit)
+
+    def most(self, now: float) -> int:
+        """Most launches one pass could make with nothing in flight and no backlog."""
+        self.backlog.roll(now)
+        return min(self.bound(now), self.backlog.per_pass())
 
     def budget(self, in_flight: int, now: float, backlog: int = 0) -> int | None:
         """How many tasks may be launched now (None: no limit, ``max_in_flight`` 0)."""

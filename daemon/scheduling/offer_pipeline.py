@@ -84,11 +84,19 @@ other filter lasts at least one allocation interval (Mesos's allocator stretches
 never expires before the next allocation, MESOS-4302): the 0.5 s filter used before kept the
 declined agents out of the next cycle, and the cluster sat idle for up to two intervals with
 work queued."""
-FLOW_REVIVE_INTERVAL = 0.5
+FLOW_REVIVE_INTERVAL = 0.25
 """Least seconds between two REVIVEs asking for offers back once flow control lets launches
-go again (``revive_interval`` paces the others). As long as the filter on the offers declined
-at the bound: a wave of launches is confirmed in well under a second (B6), and with 1 s the
-cluster sat idle for most of one waiting for offers."""
+go again (``revive_interval`` paces the others). Offers come back only with a REVIVE or Mesos's
+next allocation cycle, so this paces the waves of launches: each pass launches the room there
+is, and a wave's updates arrive, are stored and acknowledged together, so the first of its
+tasks finishes only once most of the wave has moved through each state. With 0.5 s the
+pipeline emptied between waves (B6: nearly half the passes that launched found nothing in
+flight) and waves of 4,000 launched into it took over a second to finish their first task:
+the gaps without a finished task reached 2.4 s."""
+FLOW_REVIVE_ROOM = 0.25
+"""Share of what one pass may launch at most that must be free before such a REVIVE: a new wave
+starts while the previous one is still in flight, smaller and sooner (at a half, the room came
+only once a wave had nearly finished)."""
 
 
 def build_task_info(item: PlannedTask, agent_id: str) -> TaskInfo:
@@ -145,6 +153,9 @@ class PassStats:
     rescinded: int = 0
     waiting_groups: int = 0
     decline_reasons: dict[str, int] = field(default_factory=dict)
+    flow: dict[str, int] = field(default_factory=dict)
+    """Flow control as the pass saw it: ``budget`` (launches it allowed), ``in_flight``,
+    ``bound``, ``backlog`` and ``backlog_limit`` (empty when flow control is off)."""
     phase_ms: dict[str, float] = field(default_factory=dict)
     """Where the pass's time went: ``match``, ``commit`` (the launch intents, waiting for the
     store's writer included) and ``calls`` (the ACCEPTs and DECLINEs answered)."""
@@ -305,6 +316,7 @@ class OfferPipeline:
                 declined=stats.declined,
                 rescinded=stats.rescinded,
                 decline_reasons=stats.decline_reasons,
+                flow=stats.flow,
                 waiting_groups=stats.waiting_groups,
                 phase_ms=stats.phase_ms,
                 queue_depth=self._board.queue_depth,
@@ -327,6 +339,15 @@ class OfferPipeline:
             await self._decline(list(bad), self._config.idle_refuse_seconds, stats, "MALFORMED")
         node_changes, node_apply = seen.changes, seen.apply
         generation = self._board.index.generation
+        budget = 0 if self.launches_held() else self._tasks.launch_budget()
+        if budget is not None:
+            stats.flow = {
+                "budget": budget,
+                "in_flight": self._board.in_flight,
+                "bound": self._tasks.in_flight_bound(),
+                "backlog": self._tasks.intake.backlog,
+                "backlog_limit": self._tasks.flow.backlog_limit(now),
+            }
         started = time.perf_counter()
         try:
             result = match(
@@ -335,7 +356,7 @@ class OfferPipeline:
                 scheduler_paused=self._scheduler.is_paused,
                 blocked_hosts=seen.blocked,
                 settings=self._settings,
-                launch_budget=0 if self.launches_held() else self._tasks.launch_budget(),
+                launch_budget=budget,
                 placement=self._nodes.placement,
                 avoid=self._board.failed_hosts.by_task,
             )
@@ -521,8 +542,9 @@ class OfferPipeline:
 
     def on_room(self) -> None:
         """Updates were handled: if offers were declined for flow control and a pass could
-        now launch half of what one may launch at most, ask for offers back at once (or, within
-        ``FLOW_REVIVE_INTERVAL`` of the last such REVIVE, once it has passed)."""
+        now launch ``FLOW_REVIVE_ROOM`` of what one may launch at most, ask for offers back at
+        once (or, within ``FLOW_REVIVE_INTERVAL`` of the last such REVIVE, once it has
+        passed)."""
         if not self._flow_held or self.suppressed or not self.wants_offers():
             return
         if self._flow_revive_timer is not None:
@@ -546,11 +568,11 @@ class OfferPipeline:
         budget = self._tasks.launch_budget()
         now = self._clock()
         if budget is not None:
-            # At most: the bound on tasks in flight, or the room under the backlog limit when
-            # that is smaller (then the bound alone would never be half free, and offers came
-            # back only with Mesos's next allocation cycle).
-            most = min(self._tasks.in_flight_bound(), self._tasks.flow.backlog_limit(now))
-            if budget < most // 2:
+            # At most: the bound on tasks in flight, or a pass's share of the backlog limit
+            # when that is smaller (against the bound alone, the room would never be free
+            # enough, and offers came back only with Mesos's next allocation cycle).
+            most = self._tasks.flow.most(now)
+            if budget < most * FLOW_REVIVE_ROOM:
                 return
         self._flow_held = False
         self._last_flow_revive = now

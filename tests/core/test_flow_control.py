@@ -17,6 +17,7 @@ from scale_scheduler.daemon.scheduling.flow_control import (
     FLOOR,
     GROWTH,
     HORIZON,
+    PASS_SHARE,
     WINDOW,
     LaunchFlow,
 )
@@ -142,12 +143,29 @@ def test_launches_fill_only_the_room_under_the_backlog_limit() -> None:
     now = confirm_steadily(flow, 10_000, 2.0, 0.0)  # the bound (2 s of those) is not binding
     limit = flow.backlog_limit(now)
     assert limit == BACKLOG_FLOOR  # where it starts
-    assert flow.budget(in_flight=0, now=now, backlog=limit - 700) == 700
+    assert flow.budget(in_flight=0, now=now, backlog=limit - 300) == 300
     assert flow.budget(in_flight=0, now=now, backlog=limit + 1) == 0
     # Before any rate is known, the floors leave room.
     assert LaunchFlow(20_000, now=0.0).budget(in_flight=0, now=0.0, backlog=0) == min(
         FLOOR, BACKLOG_FLOOR
     )
+
+
+def test_one_pass_fills_at_most_a_share_of_the_backlog_limit() -> None:
+    # Filled by one pass, the limit made one wave of the whole room: its updates moved in step,
+    # its first task finished over a second after its launch, and the pipeline sat empty
+    # before it (B6's gaps without a finished task).
+    flow = LaunchFlow(20_000, now=0.0)
+    now = confirm_steadily(flow, 10_000, 2.0, 0.0)  # the bound (2 s of those) is not binding
+    limit = flow.backlog_limit(now)
+    share = int(limit * PASS_SHARE)
+    assert 0 < share < limit
+    assert flow.budget(in_flight=0, now=now, backlog=0) == share
+    assert flow.budget(in_flight=0, now=now, backlog=limit - share // 2) == share // 2
+    # A pass held back by its share grows the limit as one held back by the room does.
+    flow.held_back(now)
+    flow.handled(now, ACK_TARGET / 2)
+    assert flow.backlog_limit(now + WINDOW) == int(limit * GROWTH)
 
 
 def run_windows(
@@ -228,22 +246,22 @@ async def test_offers_declined_at_the_bound_are_revived_even_after_a_pass_that_d
     # A pass between the decline and the room (here one offer that launches all the budget
     # allows) used to forget the declined agents: no REVIVE followed, and they came back only
     # with Mesos's next allocation cycle while the cluster sat idle.
-    config = make_config(scheduler={"max_in_flight": 4, "revive_interval": 3600.0})
+    config = make_config(scheduler={"max_in_flight": 8, "revive_interval": 3600.0})
     harness = CoreHarness(config, SqliteState(store), clock)
     core = await harness.start()
     try:
-        await harness.submit(10)
+        await harness.submit(20)
         await harness.offer_pass(
             make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
         )
         assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
         launched = harness.driver.launched_ids()
-        assert len(launched) == 4
-        # One confirmation frees room for one launch: not yet worth a REVIVE (under half).
+        assert len(launched) == 8
+        # One confirmation frees room for one launch: not yet worth a REVIVE (under a quarter).
         await harness.updates(status(launched[0], "TASK_RUNNING", uuid="u0"))
         revives = len(harness.driver.of("revive"))
         await harness.offer_pass(make_offer("o3", "a3", cpus=1, mem=1024))
-        assert len(harness.driver.launched_ids()) == 5
+        assert len(harness.driver.launched_ids()) == 9
         assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
         clock.advance(1.0)
         await harness.updates(
@@ -316,5 +334,29 @@ async def test_room_freed_while_a_pass_declines_at_the_bound_revives_after_its_d
         await wait_for(lambda: harness.driver.kinds()[-1] == "revive")
         kinds = harness.driver.kinds()
         assert kinds.index("decline") < len(kinds) - 1 - kinds[::-1].index("revive")
+    finally:
+        await core.stop()
+
+
+async def test_offers_declined_at_the_bound_are_revived_once_a_quarter_of_the_bound_is_free(
+    make_config: Callable[..., Config], store: Store, clock: Clock
+) -> None:
+    # At a half, a wave had nearly finished before offers were asked back, and the next wave
+    # was launched into an empty pipeline: B6's gaps without a finished task (up to 2.4 s).
+    config = make_config(scheduler={"max_in_flight": 8, "revive_interval": 3600.0})
+    harness = CoreHarness(config, SqliteState(store), clock)
+    core = await harness.start()
+    try:
+        await harness.submit(20)
+        await harness.offer_pass(
+            make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
+        )
+        assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
+        launched = harness.driver.launched_ids()
+        assert len(launched) == 8
+        revives = len(harness.driver.of("revive"))
+        await harness.updates(*(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in launched[:2]))
+        assert core.board.in_flight == 6
+        await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
     finally:
         await core.stop()

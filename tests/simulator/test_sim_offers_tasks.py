@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import aiohttp
@@ -9,6 +10,7 @@ import pytest
 from sim_client import FAST, SchedulerClient, framework_info, task_info
 
 from scale_scheduler.simulator import AgentSpec, SimulatedCluster
+from scale_scheduler.simulator.agents import SimTask
 
 
 def _offers(event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -266,6 +268,28 @@ async def test_update_is_resent_until_acknowledged_and_next_waits(
     await client.ack(first)
     nxt = await client.update()
     assert nxt["state"] == "TASK_RUNNING"
+
+
+async def test_a_task_acknowledged_in_full_is_not_kept_for_its_resends(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Every update is sent with a resend due status_update_retry later, which cannot be
+    # cancelled: it kept the task (TaskInfo, statuses) alive that long after its last
+    # acknowledgement. Under B6, ten seconds of finished tasks that every garbage collection of
+    # the simulator walked, standing its loop still for up to a second.
+    config = {**FAST, "status_update_retry": 60.0, "max_completed_tasks": 0}
+    async with SimulatedCluster(**config) as sim:
+        client = SchedulerClient(session, sim.url)
+        assert await client.subscribe() == 200
+        offer = _offers(await client.next_event("OFFERS"))[0]
+        assert await client.launch(offer, "done") == (202, "")
+        for _ in range(3):
+            await client.ack(await client.update())
+        await sim.wait_until(lambda: sim.task("done") is None)
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, SimTask) and o.task_id == "done"]
+        assert alive == []
+        await client.close()
 
 
 async def test_kill_with_killing_state(sim: SimulatedCluster, client: SchedulerClient) -> None:
