@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from bench.analysis import explain
-from bench.b7_usage import FIGURES
+from bench.b7_usage import FIGURES, REPORTED
 from bench.calibration import REFERENCE_DECODE_RATE, bracket_rate, speed_factor
 from bench.common import num, summary
 from bench.decode_limit import LAZY_DECODER, TYPED_DECODER
@@ -615,7 +615,8 @@ def _b7(data: dict[str, Any]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for index, row in enumerate(data["rounds"], 1):
-        for variant, figures in FIGURES.items():
+        for variant in FIGURES:
+            figures = FIGURES[variant] + REPORTED[variant]
             pair = row.get(variant, {})
             on, off = pair.get("on", {}), pair.get("off", {})
             for key, label in figures:
