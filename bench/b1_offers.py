@@ -29,11 +29,13 @@ VARIANTS = ("native_paused", "native_unpaused", "pymesos_daemon", "pymesos_bare"
 
 
 def start_master(
-    settings: Settings, work: Path, mode: str = "offers", *, agents_api: bool = False
+    settings: Settings, work: Path, mode: str = "offers", *, agents_port: int = 0
 ) -> Child:
-    """``agents_api``: the recorded agents answer GET_CONTAINERS too (always with
-    ``--usage-interval``)."""
-    agents_flag = ["--agents-api"] if agents_api or settings.usage_interval is not None else []
+    """``agents_port``: the offers' url names it (``bench.fake_agents`` listening there);
+    with ``--usage-interval`` the master answers the agents' GET_CONTAINERS itself."""
+    agents_flag = ["--agents-port", str(agents_port)] if agents_port else []
+    if settings.usage_interval is not None:
+        agents_flag = ["--agents-api"]
     return Child(
         [
             python_for(),

@@ -1,7 +1,9 @@
 """B7, the usage poller's cost to the offer path: B1 and B4 with the poller on against off.
 
 A cluster of 2,000 agents (the recorded offers' agents, each answering GET_CONTAINERS with
-``AGENT_CONTAINERS`` containers from the fake master, ``--agents-api``), measured three ways,
+``AGENT_CONTAINERS`` containers from ``bench.fake_agents``, a process of its own: real agents are
+other machines, and a fake master serving them too would slow the very offer stream measured),
+measured three ways,
 each once with ``usage.interval: 0`` (off) and once at the daemon's default interval (on):
 
 - ``b1_paused`` and ``b1_unpaused``: B1's native daemon (offers answered per second);
@@ -28,9 +30,9 @@ from typing import Any
 
 from bench import b4_api
 from bench.b1_offers import start_daemon, start_master
-from bench.common import Rate, Settings
+from bench.common import Rate, Settings, get_json
 from bench.offer_stream import load_offers
-from bench.procs import ROOT, Daemon, clean_env, python_for
+from bench.procs import ROOT, Child, Daemon, clean_env, python_for
 
 VARIANTS = ("b1_paused", "b1_unpaused", "b4")
 FIGURES = {
@@ -69,6 +71,10 @@ WARMUP_AFTER_FIRST_ROUND = 1.0
 """Seconds into the first round before a window opens (its requests are under way)."""
 
 
+def _agent_calls(agents: Child) -> int:
+    return int(get_json(agents.info["url"] + "/bench/stats")["agent_calls"])
+
+
 def _usage_rounds(daemon: Daemon) -> int:
     return int(daemon.request("GET", "/usage/", timeout=10)["rounds"])
 
@@ -76,7 +82,8 @@ def _usage_rounds(daemon: Daemon) -> int:
 def measure(settings: Settings, variant: str, interval: float, work: Path) -> dict[str, Any]:
     """One daemon, poller at ``interval`` (0: off), one window of ``settings.b7_window``."""
     work.mkdir(parents=True, exist_ok=True)
-    master = start_master(settings, work, agents_api=True)
+    agents = Child([python_for(), "-m", "bench.fake_agents"], work / "fake-agents.log")
+    master = start_master(settings, work, agents_port=int(agents.info["port"]))
     daemon = start_daemon(work, master.info["url"], usage={"interval": interval})
     try:
         daemon.wait(subscribed=True, timeout=60)
@@ -85,7 +92,10 @@ def measure(settings: Settings, variant: str, interval: float, work: Path) -> di
         # The first round begins one interval after start-up (off: the same wait, for parity).
         time.sleep(settings.b7_interval + WARMUP_AFTER_FIRST_ROUND)
         rounds_before = _usage_rounds(daemon)
-        rate = Rate(master.info["url"], {"daemon": daemon.pid, "master": master.pid})
+        calls_before = _agent_calls(agents)
+        rate = Rate(
+            master.info["url"], {"daemon": daemon.pid, "master": master.pid, "agents": agents.pid}
+        )
         if variant == "b4":
             offers: dict[str, Any] = {}
 
@@ -99,11 +109,11 @@ def measure(settings: Settings, variant: str, interval: float, work: Path) -> di
             )
             sampler.join()
             result["offers_per_s_meanwhile"] = offers.get("offers_per_s")
-            result["agent_calls"] = offers.get("agent_calls")
             result["cpu_percent"] = offers.get("cpu_percent")
         else:
             result = rate.measure(settings.b7_window)
         result["usage_rounds_in_window"] = _usage_rounds(daemon) - rounds_before
+        result["agent_calls"] = _agent_calls(agents) - calls_before
         rate_key = "offers_per_s_meanwhile" if variant == "b4" else "offers_per_s"
         daemon_cpu = (result.get("cpu_percent") or {}).get("daemon")
         if daemon_cpu and result.get(rate_key):
@@ -112,6 +122,7 @@ def measure(settings: Settings, variant: str, interval: float, work: Path) -> di
     finally:
         daemon.stop()
         master.stop()
+        agents.stop()
 
 
 def poller_round_cost(agents: int, work: Path) -> dict[str, Any]:

@@ -12,7 +12,8 @@
   then 202 at once. The offer ids of DECLINE and ACCEPT and the tasks of LAUNCH are counted;
 - ``POST /api/v1`` (operator API): GET_AGENTS answers no agents; ``GET /version`` for pymesos;
 - with ``--agents-api``, every recorded agent's ``POST /slave(N)/api/v1``: GET_CONTAINERS with
-  ``AGENT_CONTAINERS`` containers (CPU time accruing), the offers' ``url`` pointing here;
+  ``AGENT_CONTAINERS`` containers (CPU time accruing), the offers' ``url`` pointing here; with
+  ``--agents-port P`` the offers' ``url`` points at port P instead (``bench.fake_agents``);
 - ``GET /bench/stats``: the counters and a monotonic timestamp (rates are taken between two reads).
 
 It keeps no offer state and validates nothing: it exists to measure the client, not to be Mesos.
@@ -222,11 +223,13 @@ async def serve(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", args.port)
     await site.start()
     port = runner.addresses[0][1]
-    if args.agents_api:  # the agents' endpoints are here: the offers' url says so
+    agents_port = port if args.agents_api else args.agents_port
+    if agents_port:  # the offers' url names where the agents' endpoints are
         for offer in offers:
             url = offer.get("url")
             if isinstance(url, dict):
-                url["address"] = {**url.get("address", {}), "ip": "127.0.0.1", "port": port}
+                address = url.get("address", {})
+                url["address"] = {**address, "ip": "127.0.0.1", "port": agents_port}
         master.stream = OfferStream(offers, per_event=args.per_event)
     print(json.dumps({"url": f"http://127.0.0.1:{port}"}), flush=True)
     stop = asyncio.Event()
@@ -249,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=float, default=1.0)
     parser.add_argument(
         "--agents-api", action="store_true", help="serve the agents' GET_CONTAINERS too"
+    )
+    parser.add_argument(
+        "--agents-port",
+        type=int,
+        default=0,
+        help="the offers' url names this port (``bench.fake_agents`` serving the agents)",
     )
     args = parser.parse_args(argv)
     asyncio.run(serve(args))

@@ -15,7 +15,7 @@ from bench.b7_usage import FIGURES, REPORTED
 from bench.calibration import REFERENCE_DECODE_RATE, bracket_rate, speed_factor
 from bench.common import num, summary
 from bench.decode_limit import LAZY_DECODER, TYPED_DECODER
-from bench.fake_master import AGENT_CONTAINERS
+from bench.fake_agents import AGENT_CONTAINERS
 from bench.targets import b5_targets, b6_targets, targets
 from scale_scheduler.daemon.service.config import UsageConfig
 
@@ -601,7 +601,8 @@ def _b7(data: dict[str, Any]) -> list[str]:
         "## B7 usage poller",
         "",
         f"B1 and B4 against a cluster of {num(data['agents'])} agents that each answer "
-        f"GET_CONTAINERS ({AGENT_CONTAINERS} containers), with the daemon's usage poller off "
+        f"GET_CONTAINERS ({AGENT_CONTAINERS} containers; `bench.fake_agents`, a process apart "
+        "from the fake master, as agents are other machines), with the daemon's usage poller off "
         f"(`usage.interval: 0`) and on (`usage.interval: {interval:g}`"
         f"{', the default' if interval == UsageConfig().interval else ''}), one "
         f"{window:g} s window each, opened once the first round is under way: a round's "

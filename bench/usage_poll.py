@@ -1,13 +1,14 @@
 """The usage poller's cost: rounds over thousands of agents, timed in the daemon's own code.
 
-``python -m bench.usage_poll --agents 2000 --containers 10 --rounds 5`` starts a child process
-serving every agent's ``POST /slave(N)/api/v1`` GET_CONTAINERS (``containers`` containers each,
-CPU time accruing, one port for all, as the simulator serves its agents), then runs the
-daemon's ``UsagePoller`` in this process over that many online nodes, asking through the usage
-worker process as the daemon does (``--client inline``: through ``AgentUsageClient`` in this
-process, as before the worker existed). Per round it reports the wall time, this process's CPU
-seconds (what a round takes from the daemon's one loop), the worker's CPU seconds, and the
-event loop's lag while the round runs (a 5 ms probe timer's lateness).
+``python -m bench.usage_poll --agents 2000 --containers 10 --rounds 5`` starts
+``bench.fake_agents`` (every agent's ``POST /slave(N)/api/v1`` GET_CONTAINERS, ``containers``
+containers each, CPU time accruing, one port for all, as the simulator serves its agents),
+then runs the daemon's ``UsagePoller`` in this process over that many online nodes, asking
+through the usage worker process as the daemon does (``--client inline``: through
+``AgentUsageClient`` in this process, as before the worker existed). Per round it reports the
+wall time, this process's CPU seconds (what a round takes from the daemon's one loop), the
+worker's CPU seconds, and the event loop's lag while the round runs (a 5 ms probe timer's
+lateness).
 """
 
 from __future__ import annotations
@@ -33,44 +34,6 @@ from scale_scheduler.state.nodes import Node, NodeRepository
 from scale_scheduler.state.store import Store
 
 PROBE_INTERVAL = 0.005
-
-_SERVER = r"""
-import sys, time, msgspec
-from aiohttp import web
-containers = int(sys.argv[1])
-started = time.time()
-def body(pid):
-    now = time.time()
-    cpu = 0.5 * (now - started)
-    items = [{
-        "framework_id": {"value": "fw-" + str(i % 3)},
-        "executor_id": {"value": pid + "-" + str(i)},
-        "executor_name": "Command Executor",
-        "container_id": {"value": pid + "-c" + str(i)},
-        "resource_statistics": {
-            "timestamp": now, "processes": 1, "threads": 1,
-            "cpus_user_time_secs": cpu * 0.8, "cpus_system_time_secs": cpu * 0.2,
-            "cpus_limit": 1.1, "mem_rss_bytes": 134217728, "mem_total_bytes": 134217728,
-            "mem_limit_bytes": 301989888, "disk_used_bytes": 1048576,
-        },
-    } for i in range(containers)]
-    return msgspec.json.encode(
-        {"type": "GET_CONTAINERS", "get_containers": {"containers": items}})
-async def api(request):
-    await request.read()
-    return web.Response(body=body(request.match_info["pid"]), content_type="application/json")
-app = web.Application()
-app.router.add_post("/{pid}/api/v1", api)
-async def main():
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(runner.addresses[0][1], flush=True)
-    await asyncio.Event().wait()
-import asyncio
-asyncio.run(main())
-"""
 
 
 async def _probe(lags: list[float], stop: asyncio.Event) -> None:
@@ -175,11 +138,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     server = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, str(args.containers)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bench.fake_agents", "--containers", str(args.containers)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None
-        port = int(server.stdout.readline())
+        port = int(json.loads(server.stdout.readline())["port"])
         result = asyncio.run(
             measure(
                 port,

@@ -85,10 +85,14 @@ class AgentUsageWorker:
             stdin = worker.process.stdin
             assert stdin is not None
             stdin.write(frame(FetchRequest(request_id, endpoint, self._authorization())))
+            # A timer on the future, not wait_for: no extra task per agent of every round.
+            late = asyncio.get_running_loop().call_later(
+                self._settings.timeout + ANSWER_GRACE, _give_up, answer
+            )
             try:
-                reply = await asyncio.wait_for(answer, self._settings.timeout + ANSWER_GRACE)
-            except asyncio.TimeoutError:
-                raise AgentUsageError("the usage worker did not answer in time") from None
+                reply = await answer
+            finally:
+                late.cancel()
         finally:
             worker.pending.pop(request_id, None)
         if reply.readings is not None:
@@ -170,3 +174,8 @@ class AgentUsageWorker:
                 await stdin.wait_closed()
         if worker.reader is not None:
             await worker.reader
+
+
+def _give_up(answer: asyncio.Future[FetchReply]) -> None:
+    if not answer.done():
+        answer.set_exception(AgentUsageError("the usage worker did not answer in time"))
