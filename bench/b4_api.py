@@ -24,13 +24,16 @@ from bench.b1_offers import start_daemon, start_master
 from bench.batch_latency import measure_fresh_daemon
 from bench.calibration import Calibrator
 from bench.common import Rate, Settings
-from bench.procs import Child, python_for
+from bench.procs import Child, pin, python_for
 
 CONCURRENCY = 32
 
 
-def load(url: str, seconds: float, work: Path, name: str) -> dict[str, Any]:
-    """``bench.loadgen`` against ``url`` for ``seconds``: its result line."""
+def load(
+    url: str, seconds: float, work: Path, name: str, cpus: set[int] | None = None
+) -> dict[str, Any]:
+    """``bench.loadgen`` against ``url`` for ``seconds``: its result line (``cpus``: the load
+    generator runs on these only)."""
     child = Child(
         [
             python_for(),
@@ -45,6 +48,8 @@ def load(url: str, seconds: float, work: Path, name: str) -> dict[str, Any]:
         work / f"loadgen-{name}.log",
         ready_line=False,
     )
+    if cpus is not None:
+        pin(child.pid, cpus)
     child.proc.wait(seconds + 60)
     child.stop()
     import json

@@ -3,8 +3,8 @@
 A cluster of 2,000 agents (the recorded offers' agents, each answering GET_CONTAINERS with
 ``AGENT_CONTAINERS`` containers from ``bench.fake_agents``, a process of its own: real agents are
 other machines, and a fake master serving them too would slow the very offer stream measured),
-measured three ways,
-each once with ``usage.interval: 0`` (off) and once at the daemon's default interval (on):
+measured three ways, each once with ``usage.interval: 0`` (off) and once at the daemon's
+default interval (on):
 
 - ``b1_paused`` and ``b1_unpaused``: B1's native daemon (offers answered per second);
 - ``b4``: B4's ``GET /status/`` load at concurrency 32 while the daemon takes the offer stream
@@ -13,15 +13,25 @@ each once with ``usage.interval: 0`` (off) and once at the daemon's default inte
 A round's requests are spread over most of the interval and rounds repeat every interval from
 one start to the next, so a window of exactly one interval, opened once the first round has
 begun, holds one round's work whatever its phase: the cost an operator's daemon pays on
-average. Each window is checked to have seen a round (the agents' calls counted at the master,
+average. Each window is checked to have seen a round (the calls the agents answered,
 ``GET /usage/``'s round count); the order of on and off alternates from round to round so a
-drift of the shared machine does not favour one side. ``python -m bench.usage_poll`` times one
-round of the poller alone (its CPU seconds: what a round takes from the daemon's loop).
+drift of the shared machine does not favour one side.
+
+On a machine of two cores or more the daemon's threads are pinned to core 0 and everything
+else (fake master, fake agents, the usage worker once started, the load generator) to core 1,
+on and off alike: the agents and the master stand for other machines, the worker for the
+daemon host's other cores, so the comparison is of the daemon's own loop. Unpinned on a 2-core
+machine, the worker, the agents' server and their loopback traffic take turns on the daemon's
+core, and B1 lost 6-16 % to that alone (pinned, the same pairs differed by 1-2 %).
+
+``python -m bench.usage_poll`` times one round of the poller alone (its CPU seconds: what a
+round takes from the daemon's loop).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -32,7 +42,7 @@ from bench import b4_api
 from bench.b1_offers import start_daemon, start_master
 from bench.common import Rate, Settings, get_json
 from bench.offer_stream import load_offers
-from bench.procs import ROOT, Child, Daemon, clean_env, python_for
+from bench.procs import ROOT, Child, Daemon, children, clean_env, pin, python_for
 
 VARIANTS = ("b1_paused", "b1_unpaused", "b4")
 FIGURES = {
@@ -67,6 +77,8 @@ def ratios(data: dict[str, Any], variant: str, key: str) -> list[float]:
     return out
 
 
+DAEMON_CPUS = {0}
+OTHER_CPUS = {1}
 WARMUP_AFTER_FIRST_ROUND = 1.0
 """Seconds into the first round before a window opens (its requests are under way)."""
 
@@ -85,12 +97,20 @@ def measure(settings: Settings, variant: str, interval: float, work: Path) -> di
     agents = Child([python_for(), "-m", "bench.fake_agents"], work / "fake-agents.log")
     master = start_master(settings, work, agents_port=int(agents.info["port"]))
     daemon = start_daemon(work, master.info["url"], usage={"interval": interval})
+    pinned = (os.cpu_count() or 1) >= 2
     try:
         daemon.wait(subscribed=True, timeout=60)
+        if pinned:
+            pin(daemon.pid, DAEMON_CPUS)
+            for other in (master.pid, agents.pid):
+                pin(other, OTHER_CPUS)
         if variant == "b1_paused":
             daemon.pause(True)
         # The first round begins one interval after start-up (off: the same wait, for parity).
         time.sleep(settings.b7_interval + WARMUP_AFTER_FIRST_ROUND)
+        if pinned:
+            for worker in children(daemon.pid):  # the usage worker, started by the first round
+                pin(worker, OTHER_CPUS)
         rounds_before = _usage_rounds(daemon)
         calls_before = _agent_calls(agents)
         rate = Rate(
@@ -105,13 +125,18 @@ def measure(settings: Settings, variant: str, interval: float, work: Path) -> di
             sampler = threading.Thread(target=sample)
             sampler.start()
             result = b4_api.load(
-                daemon.url + "/status/", settings.b7_window, work, f"usage-{interval:g}"
+                daemon.url + "/status/",
+                settings.b7_window,
+                work,
+                f"usage-{interval:g}",
+                cpus=OTHER_CPUS if pinned else None,
             )
             sampler.join()
             result["offers_per_s_meanwhile"] = offers.get("offers_per_s")
             result["cpu_percent"] = offers.get("cpu_percent")
         else:
             result = rate.measure(settings.b7_window)
+        result["pinned"] = pinned
         result["usage_rounds_in_window"] = _usage_rounds(daemon) - rounds_before
         result["agent_calls"] = _agent_calls(agents) - calls_before
         rate_key = "offers_per_s_meanwhile" if variant == "b4" else "offers_per_s"

@@ -118,6 +118,26 @@ def start_simulator(work: Path, *, seed: int, **options: object) -> Child:
     )
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (and the threads it starts later) runs on ``cpus`` only."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except (ProcessLookupError, PermissionError):  # a thread that just ended
+            continue
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (its threads' children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """Resident and peak resident memory (VmRSS, VmHWM) of ``pid`` in MB (10**6 bytes)."""
     values: dict[str, float] = {}

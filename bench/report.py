@@ -592,6 +592,15 @@ def _b5(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _b7_pinned(data: dict[str, Any]) -> bool:
+    return any(
+        side.get("pinned")
+        for row in data["rounds"]
+        for variant in FIGURES
+        for side in row.get(variant, {}).values()
+    )
+
+
 def _b7(data: dict[str, Any]) -> list[str]:
     failed = _error("B7 usage poller", data)
     if failed:
@@ -610,7 +619,15 @@ def _b7(data: dict[str, Any]) -> list[str]:
         "one interval's window holds one round's work whatever its phase. On and off run one "
         "after the other, their order alternating by round. `rounds` is how many rounds "
         "completed in the window (`GET /usage/`), `agent calls` how many GET_CONTAINERS the "
-        "agents answered in it.",
+        "agents answered in it. "
+        + (
+            "The daemon's threads ran on core 0 and every other process (fake master, fake "
+            "agents, the usage worker, the load generator) on core 1, on and off alike: the "
+            "agents and the master stand for other machines and the worker for the daemon "
+            "host's other cores, so the comparison is of the daemon's own loop."
+            if _b7_pinned(data)
+            else "Nothing was pinned to a core (a machine of one core)."
+        ),
         "",
         "| round | measure | off | on | on / off | rounds, agent calls (on) |",
         "| --- | --- | ---: | ---: | ---: | --- |",
@@ -640,9 +657,10 @@ def _b7(data: dict[str, Any]) -> list[str]:
             f"One round of the poller alone over {num(cost['agents'])} agents "
             f"(`python -m bench.usage_poll`, {len(cost['rounds'])} rounds, unspread): "
             f"{num(cost['median_cpu_seconds'], 3)} CPU seconds of the daemon's loop "
-            f"(median), {num(cost['median_round_seconds'], 2)} s wall; at the default "
-            f"interval that is {num(100 * cost['median_cpu_seconds'] / interval, 1)} % of "
-            "one core on average.",
+            f"(median; the worker process spent {num(cost.get('median_worker_cpu_seconds'), 3)} "
+            f"on its own core), {num(cost['median_round_seconds'], 2)} s wall; at B7's "
+            f"{interval:g} s interval that is {num(100 * cost['median_cpu_seconds'] / interval, 1)}"
+            " % of the loop on average.",
         ]
     elif cost:
         lines += ["", f"The poller's round alone could not be timed: {cost.get('error')}."]
