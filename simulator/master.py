@@ -866,7 +866,8 @@ class Master:
             if sub is not None:
                 sub.send(protocol.offers_event(offers))
                 made += len(offers)
-        log.debug("sim_offers_made", offers=made, periodic=periodic)
+        if made or not periodic:  # an allocation cycle with nothing to offer is not news
+            log.debug("sim_offers_made", offers=made, periodic=periodic)
         return made
 
     def _make_offer(self, fw: Framework, agent: Agent, role: str, avail: Resources) -> Offer:

@@ -271,7 +271,14 @@ async def terminate_backends_of(db: PgDatabase, pid: int) -> int:
     return sum(1 for row in ended if row[0])
 
 
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+async def until(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    detail: Callable[[], str] | None = None,
+) -> None:
+    """Wait for ``predicate``; on timeout fail naming ``what`` (and ``detail()``, e.g. the
+    instances' log tails, so a failure in CI can be read without a replay)."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -279,7 +286,9 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str) -> None
             result = await result
         if result:
             return
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        if time.monotonic() >= deadline:
+            extra = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"not within {timeout}s: {what}{extra}")
         await asyncio.sleep(0.05)  # poll interval of the wait for the condition
 
 

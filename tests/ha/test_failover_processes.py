@@ -241,6 +241,9 @@ async def test_repeated_failovers_epochs_only_increase(
                 lambda others=others, old=old: _new_leader(others, sim, old),
                 LEASE + 8,
                 f"a new leader in {what}",
+                detail=lambda others=others: "\n".join(
+                    f"--- {i.name}:\n{i.process.logs()}" for i in others
+                ),
             )
             if fault == "SIGSTOP":
                 os.kill(proc.pid, signal.SIGCONT)
