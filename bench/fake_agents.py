@@ -28,8 +28,10 @@ AGENT_CONTAINERS = 10
 
 
 class FakeAgents:
-    def __init__(self, containers: int) -> None:
+    def __init__(self, containers: int, framework_id: str | None = None) -> None:
+        """``framework_id``: every container's (else ``fw-0``..``fw-2`` in turn)."""
         self.containers = containers
+        self.framework_id = framework_id
         self.started = time.time()
         self.calls = 0
 
@@ -38,7 +40,7 @@ class FakeAgents:
         cpu = 0.5 * (now - self.started)
         items = [
             {
-                "framework_id": {"value": f"fw-{i % 3}"},
+                "framework_id": {"value": self.framework_id or f"fw-{i % 3}"},
                 "executor_id": {"value": f"{pid}-{i}"},
                 "executor_name": "Command Executor",
                 "container_id": {"value": f"{pid}-c{i}"},

@@ -33,10 +33,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from bench.fake_agents import AGENT_CONTAINERS, FakeAgents
 from bench.offer_stream import FRAMEWORK_ID, OfferStream, load_offers
 
 EVENTS_PER_WRITE = 4
-AGENT_CONTAINERS = 10
 
 
 class _Id(msgspec.Struct):
@@ -86,7 +86,7 @@ class FakeMaster:
         self.mode = mode
         self.heartbeat = heartbeat
         self.generation = 0
-        self.started = time.time()
+        self._agents = FakeAgents(AGENT_CONTAINERS, FRAMEWORK_ID)
         self.stats: dict[str, Any] = {
             "subscribes": 0,
             "offers_sent": 0,
@@ -180,29 +180,9 @@ class FakeMaster:
         """One agent's GET_CONTAINERS: its containers use half a CPU each since start-up."""
         await request.read()
         self.stats["agent_calls"] = self.stats.get("agent_calls", 0) + 1
-        pid = request.match_info["pid"]
-        now = time.time()
-        cpu = 0.5 * (now - self.started)
-        containers = [
-            {
-                "framework_id": {"value": FRAMEWORK_ID},
-                "executor_id": {"value": f"{pid}-{i}"},
-                "container_id": {"value": f"{pid}-c{i}"},
-                "resource_statistics": {
-                    "timestamp": now,
-                    "cpus_user_time_secs": cpu * 0.8,
-                    "cpus_system_time_secs": cpu * 0.2,
-                    "cpus_limit": 1.1,
-                    "mem_rss_bytes": 134217728,
-                    "mem_total_bytes": 134217728,
-                    "mem_limit_bytes": 301989888,
-                    "disk_used_bytes": 1048576,
-                },
-            }
-            for i in range(AGENT_CONTAINERS)
-        ]
-        body = {"type": "GET_CONTAINERS", "get_containers": {"containers": containers}}
-        return web.Response(body=_encode(body), content_type="application/json")
+        return web.Response(
+            body=self._agents.body(request.match_info["pid"]), content_type="application/json"
+        )
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)

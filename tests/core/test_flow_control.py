@@ -246,17 +246,14 @@ async def test_offers_declined_at_the_bound_are_revived_even_after_a_pass_that_d
     # A pass between the decline and the room (here one offer that launches all the budget
     # allows) used to forget the declined agents: no REVIVE followed, and they came back only
     # with Mesos's next allocation cycle while the cluster sat idle.
-    config = make_config(scheduler={"max_in_flight": 8, "revive_interval": 3600.0})
-    harness = CoreHarness(config, SqliteState(store), clock)
+    harness = CoreHarness(
+        make_config(scheduler={"max_in_flight": 8, "revive_interval": 3600.0}),
+        SqliteState(store),
+        clock,
+    )
     core = await harness.start()
     try:
-        await harness.submit(20)
-        await harness.offer_pass(
-            make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
-        )
-        assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
-        launched = harness.driver.launched_ids()
-        assert len(launched) == 8
+        launched = await _fill_the_bound_of_eight(harness)
         # One confirmation frees room for one launch: not yet worth a REVIVE (under a quarter).
         await harness.updates(status(launched[0], "TASK_RUNNING", uuid="u0"))
         revives = len(harness.driver.of("revive"))
@@ -343,20 +340,30 @@ async def test_offers_declined_at_the_bound_are_revived_once_a_quarter_of_the_bo
 ) -> None:
     # At a half, a wave had nearly finished before offers were asked back, and the next wave
     # was launched into an empty pipeline: B6's gaps without a finished task (up to 2.4 s).
-    config = make_config(scheduler={"max_in_flight": 8, "revive_interval": 3600.0})
-    harness = CoreHarness(config, SqliteState(store), clock)
+    harness = CoreHarness(
+        make_config(scheduler={"max_in_flight": 8, "revive_interval": 3600.0}),
+        SqliteState(store),
+        clock,
+    )
     core = await harness.start()
     try:
-        await harness.submit(20)
-        await harness.offer_pass(
-            make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
-        )
-        assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
-        launched = harness.driver.launched_ids()
-        assert len(launched) == 8
+        launched = await _fill_the_bound_of_eight(harness)
         revives = len(harness.driver.of("revive"))
         await harness.updates(*(status(i, "TASK_RUNNING", uuid=f"u{i}") for i in launched[:2]))
         assert core.board.in_flight == 6
         await wait_for(lambda: len(harness.driver.of("revive")) == revives + 1)
     finally:
         await core.stop()
+
+
+async def _fill_the_bound_of_eight(harness: CoreHarness) -> list[str]:
+    """Twenty queued, two agents offered: the first takes the bound's eight launches, the
+    second is declined for flow control. Returns the launched ids."""
+    await harness.submit(20)
+    await harness.offer_pass(
+        make_offer("o1", "a1", cpus=8, mem=8192), make_offer("o2", "a2", cpus=8, mem=8192)
+    )
+    assert [call[1] for call in harness.driver.of("decline")] == [("o2",)]
+    launched = harness.driver.launched_ids()
+    assert len(launched) == 8
+    return launched
