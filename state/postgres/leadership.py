@@ -22,7 +22,15 @@ leader checks ``Term.expired()`` before acting outside the database (a Mesos cal
 A leader whose transaction stays open (a paused process) would hold a new term back: its sessions
 run with ``idle_in_transaction_session_timeout`` set to the lease
 (``ConnectSettings.idle_transaction_timeout``), so the server ends such a session once the
-lease has run out and the next term begins.
+lease has run out and the next term begins. That timeout does not cover a session the server
+counts as active: a process paused in the middle of a pipelined ``executemany`` (no Sync sent
+yet) or of a COPY leaves its session "active", waiting on ClientRead, for as long as the pause
+lasts. So a contender given a ``lock_wait`` waits that long for the row, and when the wait runs
+out ends (``pg_terminate_backend``) the sessions holding it back that can only be stale: those
+locking the leadership table in a transaction begun before the lapsed lease ended (the lapsed
+leader's), or more than a lease ago. Then it tries once more. The database role needs the right
+to end those sessions (the same role, or ``pg_signal_backend``); without it the contender waits
+for the paused process as before, and says so in the log.
 
 Takeover: a lease alone makes a dead leader's successor wait for the lease to lapse. So the
 leader also holds a session advisory lock (``LEADERSHIP_LOCK_KEY``) on the connection it renews
@@ -52,6 +60,7 @@ commits. The row lock orders it with everything else on the row:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -59,9 +68,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import structlog
 
 from scale_scheduler.state.interface import LeaderLiveError
 from scale_scheduler.state.postgres.errors import FencedError
+
+log = structlog.get_logger(__name__)
 
 _COLUMNS = "epoch, holder, lease_until, since, api_url, hostname, holder_pid"
 
@@ -106,6 +118,25 @@ UPDATE leadership
    SET epoch = epoch + 1, holder = NULL, holder_pid = NULL, api_url = NULL, hostname = NULL,
        since = clock_timestamp()
  WHERE id = 1 AND holder IS NOT NULL AND lease_until <= clock_timestamp()
+"""
+
+# Sessions holding back a contender's new term that can only be stale: a lock on the leadership
+# table (this database's, not a reader's AccessShareLock) in a transaction that began before
+# the lapsed lease ended, or more than a lease ago. Nothing while the lease is live.
+_END_STALE_SQL = """
+SELECT a.pid, pg_terminate_backend(a.pid) AS ended
+  FROM pg_stat_activity a
+ WHERE a.pid <> pg_backend_pid()
+   AND a.pid IN (SELECT l.pid FROM pg_locks l
+                  WHERE l.locktype = 'relation' AND l.granted
+                    AND l.database = (SELECT oid FROM pg_database
+                                       WHERE datname = current_database())
+                    AND l.relation = 'leadership'::regclass
+                    AND l.mode <> 'AccessShareLock')
+   AND EXISTS (SELECT 1 FROM leadership
+                WHERE id = 1 AND lease_until <= clock_timestamp()
+                  AND (a.xact_start < lease_until
+                       OR a.xact_start < clock_timestamp() - make_interval(secs => $1)))
 """
 
 _READ_SQL = (
@@ -154,14 +185,20 @@ class Lease:
         *,
         api_url: str = "",
         hostname: str = "",
+        lock_wait: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not holder:
             raise ValueError("a lease holder needs a name")
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        if lock_wait is not None and lock_wait <= 0:
+            raise ValueError("lock_wait must be positive (or None: wait as long as it takes)")
         self.holder = holder
         self.lease_seconds = lease_seconds
+        self.lock_wait = lock_wait
+        """Seconds ``acquire`` waits for a lapsed lease's row before ending the stale sessions
+        that hold it (module docstring); None waits for them however long they take."""
         self.api_url = api_url
         self.hostname = hostname
         self._clock = clock
@@ -174,10 +211,33 @@ class Lease:
         session is gone, and this session is recorded as the one holding it.
         """
         sent = self._clock()
-        row = await connection.fetchrow(
-            _ACQUIRE_SQL, self.holder, self.lease_seconds, self.api_url, self.hostname, locked
-        )
+        if self.lock_wait is None:
+            row = await connection.fetchrow(
+                _ACQUIRE_SQL, self.holder, self.lease_seconds, self.api_url, self.hostname, locked
+            )
+            return None if row is None else self._term(row, sent)
+        try:
+            row = await self._acquire_waiting(connection, locked)
+        except asyncpg.exceptions.LockNotAvailableError:
+            if not await end_stale_sessions(connection, self.lease_seconds):
+                return None
+            try:
+                row = await self._acquire_waiting(connection, locked)
+            except asyncpg.exceptions.LockNotAvailableError:
+                return None
         return None if row is None else self._term(row, sent)
+
+    async def _acquire_waiting(
+        self, connection: asyncpg.Connection, locked: bool
+    ) -> asyncpg.Record | None:
+        assert self.lock_wait is not None
+        milliseconds = max(1, math.ceil(self.lock_wait * 1000))
+        async with connection.transaction():
+            await connection.execute(f"SET LOCAL lock_timeout = {milliseconds}")
+            row: asyncpg.Record | None = await connection.fetchrow(
+                _ACQUIRE_SQL, self.holder, self.lease_seconds, self.api_url, self.hostname, locked
+            )
+            return row
 
     async def renew(
         self, connection: asyncpg.Connection, term: Term, *, locked: bool = False
@@ -203,6 +263,29 @@ class Lease:
             since=row["since"],
             valid_until=sent + self.lease_seconds,
         )
+
+
+async def end_stale_sessions(connection: asyncpg.Connection, lease_seconds: float) -> list[int]:
+    """End the sessions that hold a lapsed lease's row and can only be stale (module
+    docstring); their backend pids. Logged: each is a paused or hung process's transaction,
+    rolled back. Empty while the lease is live, or when this role may not end them (logged)."""
+    try:
+        rows = await connection.fetch(_END_STALE_SQL, lease_seconds)
+    except asyncpg.exceptions.InsufficientPrivilegeError as exc:
+        log.warning(
+            "leadership_stale_session_not_ended",
+            reason="the database role may not end other sessions (grant pg_signal_backend)",
+            error=str(exc),
+        )
+        return []
+    ended = [int(row["pid"]) for row in rows if row["ended"]]
+    if ended:
+        log.warning(
+            "leadership_stale_session_ended",
+            pids=ended,
+            reason="it held the lapsed lease's row back from a new term",
+        )
+    return ended
 
 
 async def try_lock(connection: asyncpg.Connection) -> bool:

@@ -4,6 +4,7 @@ leader fail and change nothing, expiry hands over with a higher epoch."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -49,6 +50,21 @@ async def _acquire_when_lapsed(lease: Lease, connection: asyncpg.Connection) -> 
             return term
         await asyncio.sleep(0.02)  # poll interval of the wait for the lease to lapse
     raise AssertionError("the lease never lapsed")
+
+
+async def _until_waiting_on_its_client(observer: asyncpg.Connection, query_like: str) -> None:
+    """Until a backend running ``query_like`` is active and waiting for its client's next
+    message (what a paused process's COPY or pipelined executemany looks like)."""
+    for _ in range(500):
+        waiting = await observer.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1 "
+            "AND state = 'active' AND wait_event = 'ClientRead')",
+            query_like,
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)  # poll interval of the wait for the COPY to stall
+    raise AssertionError(f"no backend running {query_like!r} ever waited on its client")
 
 
 async def test_two_contenders_one_wins_and_the_loser_cannot_write(db: PgDatabase) -> None:
@@ -213,3 +229,64 @@ async def test_a_paused_leaders_open_transaction_cannot_hold_a_takeover_back(
     finally:
         paused.terminate()
         await b_conn.close()
+
+
+async def test_a_leader_paused_mid_copy_is_ended_so_the_next_term_begins(db: PgDatabase) -> None:
+    """A leader paused in the middle of a COPY (or of a pipelined executemany, before its Sync)
+    leaves a session the server counts as active, waiting on ClientRead: the idle-in-transaction
+    timeout never ends it, and its share lock on the row would hold every new term back for as
+    long as the pause lasts. A contender with a ``lock_wait`` ends that session once the lease
+    has lapsed and takes the term; the paused write never commits."""
+    paused = await Connector(
+        ConnectSettings(db.dsn, Password(db.password), idle_transaction_timeout=0.3)
+    ).connect()
+    b_conn, observer = await db.connect(), await db.connect()
+    a, b = Lease("a", SHORT), Lease("b", 30, lock_wait=0.1)
+    never = asyncio.Event()
+
+    async def rows_then_pause() -> AsyncIterator[bytes]:
+        yield b"a-paused\t1\n"
+        await never.wait()  # the process is paused: no more data, no end of the COPY
+
+    async def write_then_pause(term: Term) -> None:
+        async with fenced(paused, term.epoch):
+            await paused.copy_to_table("marks", source=rows_then_pause())
+
+    try:
+        term = await a.acquire(paused)
+        assert term is not None
+        writing = asyncio.ensure_future(write_then_pause(term))
+        await _until_waiting_on_its_client(observer, "COPY%marks%")
+        taken = await asyncio.wait_for(_acquire_when_lapsed(b, b_conn), timeout=10)
+        assert taken.epoch == term.epoch + 1
+        with pytest.raises(Exception) as lost:  # noqa: PT011 - the loss surfaces as one of several
+            await asyncio.wait_for(writing, timeout=10)
+        assert is_connection_loss(lost.value, paused), repr(lost.value)
+        assert await _marks(observer) == []
+    finally:
+        never.set()
+        paused.terminate()
+        await b_conn.close()
+        await observer.close()
+
+
+async def test_a_live_leaders_open_transaction_is_left_alone(db: PgDatabase) -> None:
+    """While the lease is live a contender neither waits for the row nor ends anything: the
+    leader's open transaction commits."""
+    a_conn, b_conn = await db.connect(), await db.connect()
+    a, b = Lease("a", 30), Lease("b", 30, lock_wait=0.05)
+    try:
+        term = await a.acquire(a_conn)
+        assert term is not None
+        async with fenced(a_conn, term.epoch):
+            await a_conn.execute("INSERT INTO marks VALUES ('a', $1)", term.epoch)
+            assert await b.acquire(b_conn) is None
+        assert await _marks(b_conn) == [("a", term.epoch)]
+    finally:
+        await a_conn.close()
+        await b_conn.close()
+
+
+def test_a_lock_wait_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="lock_wait"):
+        Lease("a", 10, lock_wait=0)
