@@ -619,7 +619,7 @@ def _b7(data: dict[str, Any]) -> list[str]:
         "one interval's window holds one round's work whatever its phase. On and off run one "
         "after the other, their order alternating by round. `rounds` is how many rounds "
         "completed in the window (`GET /usage/`), `agent calls` how many GET_CONTAINERS the "
-        "agents answered in it. "
+        "agents answered in it. The targets judge the median of the rounds' on / off ratios. "
         + (
             "The daemon's threads ran on core 0 and every other process (fake master, fake "
             "agents, the usage worker, the load generator) on core 1, on and off alike: the "
