@@ -3,26 +3,28 @@
 A cluster of 2,000 agents (the recorded offers' agents, each answering GET_CONTAINERS with
 ``AGENT_CONTAINERS`` containers from ``bench.fake_agents``, a process of its own: real agents are
 other machines, and a fake master serving them too would slow the very offer stream measured),
-measured three ways, each once with ``usage.interval: 0`` (off) and once at the daemon's
-default interval (on):
+measured three ways, each with two daemons at once, one with ``usage.interval: 0`` (off) and
+one at the daemon's default interval (on), each with its own fake master:
 
 - ``b1_paused`` and ``b1_unpaused``: B1's native daemon (offers answered per second);
-- ``b4``: B4's ``GET /status/`` load at concurrency 32 while the daemon takes the offer stream
-  (requests per second, p99, and the offers/s it kept meanwhile).
+- ``b4``: B4's ``GET /status/`` load at concurrency 32 on each daemon while it takes the offer
+  stream (requests per second, p99, and the offers/s it kept meanwhile).
 
 A round's requests are spread over most of the interval and rounds repeat every interval from
 one start to the next, so a window of exactly one interval, opened once the first round has
 begun, holds one round's work whatever its phase: the cost an operator's daemon pays on
 average. Each window is checked to have seen a round (the calls the agents answered,
-``GET /usage/``'s round count); the order of on and off alternates from round to round so a
-drift of the shared machine does not favour one side.
+``GET /usage/``'s round count).
 
-On a machine of two cores or more the daemon's threads are pinned to core 0 and everything
-else (fake master, fake agents, the usage worker once started, the load generator) to core 1,
-on and off alike: the agents and the master stand for other machines, the worker for the
-daemon host's other cores, so the comparison is of the daemon's own loop. Unpinned on a 2-core
-machine, the worker, the agents' server and their loopback traffic take turns on the daemon's
-core, and B1 lost 6-16 % to that alone (pinned, the same pairs differed by 1-2 %).
+Why at once, on one core: measured one after the other, the same daemon's rate moved by up to
+48 % between two 15 s windows on this shared machine, far more than the 5 % judged; and load on
+the second core slowed a daemon on the first (a 15 % busy loop pinned to core 1 cost B1
+unpaused 13 % and 19 % in two pairs), so the agents' answers and the worker's HTTP, which stand
+for other machines, counted against the poller-on side alone. So on a machine of two cores or
+more both daemons are pinned to core 0, where they share the same moments of the same machine,
+and everything else (fake masters, fake agents, the usage worker, the load generators) to core
+1. Each has about half a core, so a round's fixed cost weighs twice what it does for a daemon
+with a whole core: the comparison leans against the poller.
 
 ``python -m bench.usage_poll`` times one round of the poller alone (its CPU seconds: what a
 round takes from the daemon's loop).
@@ -56,12 +58,21 @@ FIGURES = {
 }
 """Per variant, the figures compared on against off: (key, label). p99 is lower-better."""
 REPORTED = {
-    "b1_paused": (("offers_per_cpu_s", "B1 native paused: offers per daemon CPU second"),),
-    "b1_unpaused": (("offers_per_cpu_s", "B1 native unpaused: offers per daemon CPU second"),),
-    "b4": (("offers_per_cpu_s", "B4 offers per daemon CPU second"),),
+    "b1_paused": (
+        ("offers_per_cpu_s", "B1 native paused: offers per daemon CPU second"),
+        ("daemon_cpu_percent", "B1 native paused: daemon CPU %"),
+    ),
+    "b1_unpaused": (
+        ("offers_per_cpu_s", "B1 native unpaused: offers per daemon CPU second"),
+        ("daemon_cpu_percent", "B1 native unpaused: daemon CPU %"),
+    ),
+    "b4": (
+        ("offers_per_cpu_s", "B4 offers per daemon CPU second"),
+        ("daemon_cpu_percent", "B4 daemon CPU %"),
+    ),
 }
-"""Shown beside them, not judged: the daemon's own cost per offer, which a busy machine moves
-less than the rate (the rate also depends on how much CPU the other processes leave)."""
+"""Shown beside them, not judged: each daemon's own cost per offer, and its share of the core
+the two share."""
 LIMIT = 0.05
 """The poller on may cost at most this share of a figure (issue 18)."""
 
@@ -91,63 +102,98 @@ def _usage_rounds(daemon: Daemon) -> int:
     return int(daemon.request("GET", "/usage/", timeout=10)["rounds"])
 
 
-def measure(settings: Settings, variant: str, interval: float, work: Path) -> dict[str, Any]:
-    """One daemon, poller at ``interval`` (0: off), one window of ``settings.b7_window``."""
+SIDES = ("off", "on")
+
+
+def measure_pair(settings: Settings, variant: str, work: Path) -> dict[str, dict[str, Any]]:
+    """Two daemons at once, poller off and on, each with its own fake master, both answering
+    ``variant``'s load over the same window of ``settings.b7_window`` seconds."""
     work.mkdir(parents=True, exist_ok=True)
-    agents = Child([python_for(), "-m", "bench.fake_agents"], work / "fake-agents.log")
-    master = start_master(settings, work, agents_port=int(agents.info["port"]))
-    daemon = start_daemon(work, master.info["url"], usage={"interval": interval})
     pinned = (os.cpu_count() or 1) >= 2
+    started: list[tuple[str, Child, Daemon]] = []
+    masters: list[Child] = []
+    agents: dict[str, Child] = {}
     try:
-        daemon.wait(subscribed=True, timeout=60)
+        for side in SIDES:
+            place = work / side
+            place.mkdir(exist_ok=True)
+            # Each side's own agents, so each side's calls are counted (the off side's: none).
+            agents[side] = Child([python_for(), "-m", "bench.fake_agents"], place / "agents.log")
+            port = int(agents[side].info["port"])
+            masters.append(start_master(settings, place, agents_port=port))
+            master = masters[-1]
+            interval = settings.b7_interval if side == "on" else 0.0
+            daemon = start_daemon(place, master.info["url"], usage={"interval": interval})
+            started.append((side, master, daemon))
+        for _, master, daemon in started:
+            daemon.wait(subscribed=True, timeout=60)
+            if pinned:
+                pin(daemon.pid, DAEMON_CPUS)
+                pin(master.pid, OTHER_CPUS)
+            if variant == "b1_paused":
+                daemon.pause(True)
         if pinned:
-            pin(daemon.pid, DAEMON_CPUS)
-            for other in (master.pid, agents.pid):
-                pin(other, OTHER_CPUS)
-        if variant == "b1_paused":
-            daemon.pause(True)
-        # The first round begins one interval after start-up (off: the same wait, for parity).
+            for child in agents.values():
+                pin(child.pid, OTHER_CPUS)
+        # The first round begins one interval after start-up.
         time.sleep(settings.b7_interval + WARMUP_AFTER_FIRST_ROUND)
+        on_daemon = started[1][2]
         if pinned:
-            for worker in children(daemon.pid):  # the usage worker, started by the first round
+            for worker in children(on_daemon.pid):  # the usage worker, started by the round
                 pin(worker, OTHER_CPUS)
-        rounds_before = _usage_rounds(daemon)
-        calls_before = _agent_calls(agents)
-        rate = Rate(
-            master.info["url"], {"daemon": daemon.pid, "master": master.pid, "agents": agents.pid}
-        )
-        if variant == "b4":
-            offers: dict[str, Any] = {}
+        rounds_before = _usage_rounds(on_daemon)
+        calls_before = {side: _agent_calls(child) for side, child in agents.items()}
+        results: dict[str, dict[str, Any]] = {side: {} for side in SIDES}
 
-            def sample() -> None:
-                offers.update(rate.measure(settings.b7_window))
+        def offers(side: str, master: Child, daemon: Daemon) -> None:
+            rate = Rate(master.info["url"], {"daemon": daemon.pid, "master": master.pid})
+            results[side]["offers"] = rate.measure(settings.b7_window)
 
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            result = b4_api.load(
+        def status_load(side: str, daemon: Daemon) -> None:
+            results[side]["load"] = b4_api.load(
                 daemon.url + "/status/",
                 settings.b7_window,
                 work,
-                f"usage-{interval:g}",
+                f"status-{side}",
                 cpus=OTHER_CPUS if pinned else None,
             )
-            sampler.join()
-            result["offers_per_s_meanwhile"] = offers.get("offers_per_s")
-            result["cpu_percent"] = offers.get("cpu_percent")
-        else:
-            result = rate.measure(settings.b7_window)
-        result["pinned"] = pinned
-        result["usage_rounds_in_window"] = _usage_rounds(daemon) - rounds_before
-        result["agent_calls"] = _agent_calls(agents) - calls_before
-        rate_key = "offers_per_s_meanwhile" if variant == "b4" else "offers_per_s"
-        daemon_cpu = (result.get("cpu_percent") or {}).get("daemon")
-        if daemon_cpu and result.get(rate_key):
-            result["offers_per_cpu_s"] = result[rate_key] / (daemon_cpu / 100)
-        return result
+
+        threads = [threading.Thread(target=offers, args=(s, m, d)) for s, m, d in started]
+        if variant == "b4":
+            threads += [threading.Thread(target=status_load, args=(s, d)) for s, _, d in started]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        rounds = _usage_rounds(on_daemon) - rounds_before
+        out = {side: _side_result(variant, results[side], pinned) for side in SIDES}
+        for side, child in agents.items():
+            out[side]["agent_calls"] = _agent_calls(child) - calls_before[side]
+        out["on"]["usage_rounds_in_window"] = rounds
+        return out
     finally:
-        daemon.stop()
-        master.stop()
-        agents.stop()
+        for _, _, daemon in started:
+            daemon.stop()
+        for child in [*masters, *agents.values()]:
+            child.stop()
+
+
+def _side_result(variant: str, measured: dict[str, Any], pinned: bool) -> dict[str, Any]:
+    offers = measured.get("offers", {})
+    if variant == "b4":
+        result = dict(measured.get("load", {}))
+        result["offers_per_s_meanwhile"] = offers.get("offers_per_s")
+        rate = result["offers_per_s_meanwhile"]
+    else:
+        result = dict(offers)
+        rate = offers.get("offers_per_s")
+    result["cpu_percent"] = offers.get("cpu_percent")
+    result["pinned"] = pinned
+    daemon_cpu = (offers.get("cpu_percent") or {}).get("daemon")
+    result["daemon_cpu_percent"] = daemon_cpu
+    if daemon_cpu and rate:
+        result["offers_per_cpu_s"] = rate / (daemon_cpu / 100)
+    return result
 
 
 def poller_round_cost(agents: int, work: Path) -> dict[str, Any]:
@@ -172,20 +218,14 @@ def run(settings: Settings) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     for index in range(settings.b7_rounds):
         row: dict[str, Any] = {}
-        # Alternate which side goes first: a machine getting busier must not favour one.
-        order = (0.0, settings.b7_interval) if index % 2 == 0 else (settings.b7_interval, 0.0)
         for variant in VARIANTS:
-            pair: dict[str, Any] = {}
-            for interval in order:
-                side = "on" if interval else "off"
-                try:
-                    pair[side] = measure(
-                        settings, variant, interval, settings.work / f"b7-{index}-{variant}-{side}"
-                    )
-                except Exception as exc:  # one broken daemon must not lose the whole run
-                    pair[side] = {"error": f"{exc!r}"[:400]}
-            row[variant] = pair
-        row["order"] = "off, on" if order[0] == 0.0 else "on, off"
+            try:
+                row[variant] = measure_pair(
+                    settings, variant, settings.work / f"b7-{index}-{variant}"
+                )
+            except Exception as exc:  # one broken daemon must not lose the whole run
+                error = {"error": f"{exc!r}"[:400]}
+                row[variant] = {"off": error, "on": error}
         rounds.append(row)
     agents = len({offer["agent_id"]["value"] for offer in load_offers(settings.offers_path)})
     result: dict[str, Any] = {

@@ -611,20 +611,27 @@ def _b7(data: dict[str, Any]) -> list[str]:
         "",
         f"B1 and B4 against a cluster of {num(data['agents'])} agents that each answer "
         f"GET_CONTAINERS ({AGENT_CONTAINERS} containers; `bench.fake_agents`, a process apart "
-        "from the fake master, as agents are other machines), with the daemon's usage poller off "
-        f"(`usage.interval: 0`) and on (`usage.interval: {interval:g}`"
-        f"{', the default' if interval == UsageConfig().interval else ''}), one "
-        f"{window:g} s window each, opened once the first round is under way: a round's "
+        "from the fake masters, as agents are other machines), with the daemon's usage poller "
+        f"off (`usage.interval: 0`) and on (`usage.interval: {interval:g}`"
+        f"{', the default' if interval == UsageConfig().interval else ''}). The two daemons "
+        "run at once, each with its own fake master and the same load, and are measured over "
+        f"the same {window:g} s window, opened once the first round is under way: a round's "
         "requests are spread over most of the interval and rounds repeat every interval, so "
-        "one interval's window holds one round's work whatever its phase. On and off run one "
-        "after the other, their order alternating by round. `rounds` is how many rounds "
-        "completed in the window (`GET /usage/`), `agent calls` how many GET_CONTAINERS the "
-        "agents answered in it. The targets judge the median of the rounds' on / off ratios. "
+        "one interval's window holds one round's work whatever its phase. `rounds` is how many "
+        "rounds completed in the window (`GET /usage/`), `agent calls` how many GET_CONTAINERS "
+        "the agents answered in it. The targets judge the median of the rounds' on / off "
+        "ratios. "
         + (
-            "The daemon's threads ran on core 0 and every other process (fake master, fake "
-            "agents, the usage worker, the load generator) on core 1, on and off alike: the "
-            "agents and the master stand for other machines and the worker for the daemon "
-            "host's other cores, so the comparison is of the daemon's own loop."
+            "Both daemons ran on core 0, sharing it (each had about half of it: the `daemon "
+            "CPU %` rows), and every other process (the fake masters, the fake agents, the "
+            "usage worker, the load generators) on core 1. Sharing one core, the two sides see "
+            "the same machine at the same moments: measured one after the other, 15 s apart, "
+            "the same daemon moved by up to 48 %, and load on core 1 alone slowed a daemon on "
+            "core 0 (a 15 % busy loop pinned there cost B1 unpaused 13 % and 19 % in two pairs), "
+            "so the agents' traffic, which stands for other machines, weighed on the poller-on "
+            "side only. With half a core each, a round's fixed cost is twice the share of a "
+            "daemon's time that it is with a whole core: the comparison leans against the "
+            "poller."
             if _b7_pinned(data)
             else "Nothing was pinned to a core (a machine of one core)."
         ),
@@ -646,7 +653,7 @@ def _b7(data: dict[str, Any]) -> list[str]:
                 )
                 digits = 2 if key.startswith("p99") else 0
                 lines.append(
-                    f"| {index} ({row.get('order', '')}) | {label} | {num(a, digits)} "
+                    f"| {index} | {label} | {num(a, digits)} "
                     f"| {num(b, digits)} | {share} "
                     f"| {num(on.get('usage_rounds_in_window'))}, {num(on.get('agent_calls'))} |"
                 )
