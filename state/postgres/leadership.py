@@ -28,9 +28,10 @@ yet) or of a COPY leaves its session "active", waiting on ClientRead, for as lon
 lasts. So a contender given a ``lock_wait`` waits that long for the row, and when the wait runs
 out ends (``pg_terminate_backend``) the sessions holding it back that can only be stale: those
 locking the leadership table in a transaction begun before the lapsed lease ended (the lapsed
-leader's), or more than a lease ago. Then it tries once more. The database role needs the right
-to end those sessions (the same role, or ``pg_signal_backend``); without it the contender waits
-for the paused process as before, and says so in the log.
+leader's), or more than a lease ago, and that wait for their client (idle in the transaction,
+or mid-statement on ClientRead; a session at work is left alone). Then it tries once more. The
+database role needs the right to end those sessions (the same role, or ``pg_signal_backend``);
+without it the contender waits for the paused process as before, and says so in the log.
 
 Takeover: a lease alone makes a dead leader's successor wait for the lease to lapse. So the
 leader also holds a session advisory lock (``LEADERSHIP_LOCK_KEY``) on the connection it renews
@@ -122,11 +123,16 @@ UPDATE leadership
 
 # Sessions holding back a contender's new term that can only be stale: a lock on the leadership
 # table (this database's, not a reader's AccessShareLock) in a transaction that began before
-# the lapsed lease ended, or more than a lease ago. Nothing while the lease is live.
+# the lapsed lease ended, or more than a lease ago, and waiting for their client (idle in the
+# transaction, or mid-statement on ClientRead): the process, not the server, is stuck. A
+# session at work (a migration's DDL, say) is left to finish. Nothing while the lease is live.
 _END_STALE_SQL = """
 SELECT a.pid, pg_terminate_backend(a.pid) AS ended
   FROM pg_stat_activity a
  WHERE a.pid <> pg_backend_pid()
+   AND (a.state LIKE 'idle in transaction%'
+        OR (a.state = 'active' AND a.wait_event_type = 'Client'
+            AND a.wait_event = 'ClientRead'))
    AND a.pid IN (SELECT l.pid FROM pg_locks l
                   WHERE l.locktype = 'relation' AND l.granted
                     AND l.database = (SELECT oid FROM pg_database

@@ -287,6 +287,33 @@ async def test_a_live_leaders_open_transaction_is_left_alone(db: PgDatabase) -> 
         await b_conn.close()
 
 
+async def test_a_lapsed_leaders_session_at_work_is_left_to_finish(db: PgDatabase) -> None:
+    """A session holding the row while the server works for it (here a slow statement, as a
+    migration's DDL would be) is not ended: the contender waits, the write commits (before the
+    next term, as the fence orders it), and the term follows."""
+    a_conn, b_conn = await db.connect(), await db.connect()
+    a, b = Lease("a", SHORT), Lease("b", 30, lock_wait=0.05)
+    try:
+        term = await a.acquire(a_conn)
+        assert term is not None
+
+        async def slow_write() -> None:
+            async with fenced(a_conn, term.epoch):
+                await a_conn.execute("INSERT INTO marks VALUES ('a-slow', $1)", term.epoch)
+                await a_conn.execute("SELECT pg_sleep(1.5)")  # at work past the lease
+
+        writing = asyncio.ensure_future(slow_write())
+        await asyncio.sleep(SHORT + 0.3)  # past the lease; the statement still runs for ~1 s
+        assert await b.acquire(b_conn) is None
+        await asyncio.wait_for(writing, timeout=10)
+        taken = await asyncio.wait_for(_acquire_when_lapsed(b, b_conn), timeout=10)
+        assert taken.epoch == term.epoch + 1
+        assert await _marks(b_conn) == [("a-slow", term.epoch)]
+    finally:
+        await a_conn.close()
+        await b_conn.close()
+
+
 def test_a_lock_wait_must_be_positive() -> None:
     with pytest.raises(ValueError, match="lock_wait"):
         Lease("a", 10, lock_wait=0)
