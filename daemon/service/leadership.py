@@ -153,9 +153,10 @@ class PostgresLeadership:
             lease_seconds,
             api_url=this.api_url,
             hostname=this.hostname,
-            # Two waits for a lapsed lease's row (before and after ending the stale sessions
-            # that hold it) fit in one step, which gives up after renew_seconds.
-            lock_wait=renew_seconds / 4,
+            # The waits for a lapsed lease's row (an UPDATE can wait on the tuple, then on the
+            # transaction; once before ending the stale sessions that hold it, once after) and
+            # the ending itself fit in one step, which gives up after renew_seconds.
+            lock_wait=renew_seconds / 6,
             clock=clock,
         )
         self._renew_seconds = renew_seconds

@@ -30,8 +30,13 @@ out ends (``pg_terminate_backend``) the sessions holding it back that can only b
 locking the leadership table in a transaction begun before the lapsed lease ended (the lapsed
 leader's), or more than a lease ago, and that wait for their client (idle in the transaction,
 or mid-statement on ClientRead; a session at work is left alone). Then it tries once more. The
-database role needs the right to end those sessions (the same role, or ``pg_signal_backend``);
-without it the contender waits for the paused process as before, and says so in the log.
+database role needs the right to see and end those sessions (every instance logging in as one
+role; else ``pg_read_all_stats`` and ``pg_signal_backend``); without it the contender waits for
+the paused process as before, and says so in the log. What can be ended that was not stuck: a
+lapsed leader's or a standby's write still streaming a COPY (also active on ClientRead) in a
+transaction as old as that, or a contender's own acquire caught between its statements; each
+rolls back unacknowledged and is retried or answered as a lost connection: availability, never
+an acknowledged write.
 
 Takeover: a lease alone makes a dead leader's successor wait for the lease to lapse. So the
 leader also holds a session advisory lock (``LEADERSHIP_LOCK_KEY``) on the connection it renews
@@ -127,22 +132,23 @@ UPDATE leadership
 # transaction, or mid-statement on ClientRead): the process, not the server, is stuck. A
 # session at work (a migration's DDL, say) is left to finish. Nothing while the lease is live.
 _END_STALE_SQL = """
-SELECT a.pid, pg_terminate_backend(a.pid) AS ended
-  FROM pg_stat_activity a
+SELECT a.pid, a.state IS NULL AS hidden,
+       CASE WHEN (a.state LIKE 'idle in transaction%'
+                  OR (a.state = 'active' AND a.wait_event_type = 'Client'
+                      AND a.wait_event = 'ClientRead'))
+             AND (a.xact_start < lapsed.lease_until
+                  OR a.xact_start < clock_timestamp() - make_interval(secs => $1))
+            THEN pg_terminate_backend(a.pid) END AS ended
+  FROM pg_stat_activity a,
+       (SELECT lease_until FROM leadership
+         WHERE id = 1 AND lease_until <= clock_timestamp()) AS lapsed
  WHERE a.pid <> pg_backend_pid()
-   AND (a.state LIKE 'idle in transaction%'
-        OR (a.state = 'active' AND a.wait_event_type = 'Client'
-            AND a.wait_event = 'ClientRead'))
    AND a.pid IN (SELECT l.pid FROM pg_locks l
                   WHERE l.locktype = 'relation' AND l.granted
                     AND l.database = (SELECT oid FROM pg_database
                                        WHERE datname = current_database())
                     AND l.relation = 'leadership'::regclass
                     AND l.mode <> 'AccessShareLock')
-   AND EXISTS (SELECT 1 FROM leadership
-                WHERE id = 1 AND lease_until <= clock_timestamp()
-                  AND (a.xact_start < lease_until
-                       OR a.xact_start < clock_timestamp() - make_interval(secs => $1)))
 """
 
 _READ_SQL = (
@@ -225,7 +231,7 @@ class Lease:
         try:
             row = await self._acquire_waiting(connection, locked)
         except asyncpg.exceptions.LockNotAvailableError:
-            if not await end_stale_sessions(connection, self.lease_seconds):
+            if not await end_stale_sessions(connection, self.lease_seconds, self.lock_wait):
                 return None
             try:
                 row = await self._acquire_waiting(connection, locked)
@@ -237,9 +243,8 @@ class Lease:
         self, connection: asyncpg.Connection, locked: bool
     ) -> asyncpg.Record | None:
         assert self.lock_wait is not None
-        milliseconds = max(1, math.ceil(self.lock_wait * 1000))
         async with connection.transaction():
-            await connection.execute(f"SET LOCAL lock_timeout = {milliseconds}")
+            await connection.execute(f"SET LOCAL lock_timeout = {_milliseconds(self.lock_wait)}")
             row: asyncpg.Record | None = await connection.fetchrow(
                 _ACQUIRE_SQL, self.holder, self.lease_seconds, self.api_url, self.hostname, locked
             )
@@ -271,19 +276,35 @@ class Lease:
         )
 
 
-async def end_stale_sessions(connection: asyncpg.Connection, lease_seconds: float) -> list[int]:
+async def end_stale_sessions(
+    connection: asyncpg.Connection, lease_seconds: float, lock_wait: float
+) -> list[int]:
     """End the sessions that hold a lapsed lease's row and can only be stale (module
     docstring); their backend pids. Logged: each is a paused or hung process's transaction,
-    rolled back. Empty while the lease is live, or when this role may not end them (logged)."""
+    rolled back. Empty while the lease is live, and when this role may not end them or cannot
+    see their state (logged: the grants it needs)."""
     try:
-        rows = await connection.fetch(_END_STALE_SQL, lease_seconds)
+        async with connection.transaction():
+            await connection.execute(f"SET LOCAL lock_timeout = {_milliseconds(lock_wait)}")
+            rows = await connection.fetch(_END_STALE_SQL, lease_seconds)
     except asyncpg.exceptions.InsufficientPrivilegeError as exc:
         log.warning(
             "leadership_stale_session_not_ended",
-            reason="the database role may not end other sessions (grant pg_signal_backend)",
+            reason="the database role may not end other roles' sessions: log in as one role, "
+            "or grant pg_signal_backend",
             error=str(exc),
         )
         return []
+    except asyncpg.exceptions.LockNotAvailableError:  # the table itself is locked (DDL)
+        return []
+    hidden = [int(row["pid"]) for row in rows if row["hidden"]]
+    if hidden:
+        log.warning(
+            "leadership_stale_session_not_ended",
+            pids=hidden,
+            reason="the database role cannot see other roles' sessions' state: log in as one "
+            "role, or grant pg_read_all_stats and pg_signal_backend",
+        )
     ended = [int(row["pid"]) for row in rows if row["ended"]]
     if ended:
         log.warning(
@@ -292,6 +313,10 @@ async def end_stale_sessions(connection: asyncpg.Connection, lease_seconds: floa
             reason="it held the lapsed lease's row back from a new term",
         )
     return ended
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
 
 
 async def try_lock(connection: asyncpg.Connection) -> bool:

@@ -16,7 +16,13 @@ from scale_scheduler.state.postgres.connection import (
     is_connection_loss,
 )
 from scale_scheduler.state.postgres.errors import FencedError
-from scale_scheduler.state.postgres.leadership import Lease, Term, fenced, read_leadership
+from scale_scheduler.state.postgres.leadership import (
+    Lease,
+    Term,
+    end_stale_sessions,
+    fenced,
+    read_leadership,
+)
 from scale_scheduler.state.postgres.migrations import migrate
 from scale_scheduler.state.postgres.password import Password
 
@@ -255,12 +261,18 @@ async def test_a_leader_paused_mid_copy_is_ended_so_the_next_term_begins(db: PgD
     try:
         term = await a.acquire(paused)
         assert term is not None
+        pid = paused.get_server_pid()
         writing = asyncio.ensure_future(write_then_pause(term))
         await _until_waiting_on_its_client(observer, "COPY%marks%")
         taken = await asyncio.wait_for(_acquire_when_lapsed(b, b_conn), timeout=10)
         assert taken.epoch == term.epoch + 1
+        assert not await observer.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pid
+        )
+        never.set()  # the process wakes (SIGCONT): its session is gone
         with pytest.raises(Exception) as lost:  # noqa: PT011 - the loss surfaces as one of several
             await asyncio.wait_for(writing, timeout=10)
+        assert not isinstance(lost.value, asyncio.TimeoutError), repr(lost.value)
         assert is_connection_loss(lost.value, paused), repr(lost.value)
         assert await _marks(observer) == []
     finally:
@@ -281,6 +293,8 @@ async def test_a_live_leaders_open_transaction_is_left_alone(db: PgDatabase) -> 
         async with fenced(a_conn, term.epoch):
             await a_conn.execute("INSERT INTO marks VALUES ('a', $1)", term.epoch)
             assert await b.acquire(b_conn) is None
+            # Idle in its transaction, holding the row: still nothing to end.
+            assert await end_stale_sessions(b_conn, 30, 0.05) == []
         assert await _marks(b_conn) == [("a", term.epoch)]
     finally:
         await a_conn.close()
@@ -300,10 +314,10 @@ async def test_a_lapsed_leaders_session_at_work_is_left_to_finish(db: PgDatabase
         async def slow_write() -> None:
             async with fenced(a_conn, term.epoch):
                 await a_conn.execute("INSERT INTO marks VALUES ('a-slow', $1)", term.epoch)
-                await a_conn.execute("SELECT pg_sleep(1.5)")  # at work past the lease
+                await a_conn.execute("SELECT pg_sleep(3)")  # at work well past the lease
 
         writing = asyncio.ensure_future(slow_write())
-        await asyncio.sleep(SHORT + 0.3)  # past the lease; the statement still runs for ~1 s
+        await asyncio.sleep(SHORT + 0.3)  # past the lease; the statement runs for 2.5 s more
         assert await b.acquire(b_conn) is None
         await asyncio.wait_for(writing, timeout=10)
         taken = await asyncio.wait_for(_acquire_when_lapsed(b, b_conn), timeout=10)
