@@ -73,6 +73,19 @@ async def _until_waiting_on_its_client(observer: asyncpg.Connection, query_like:
     raise AssertionError(f"no backend running {query_like!r} ever waited on its client")
 
 
+async def _until_working(observer: asyncpg.Connection, query_like: str) -> None:
+    """Until a backend runs ``query_like`` (active, the server working for it)."""
+    for _ in range(500):
+        if await observer.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1 "
+            "AND state = 'active')",
+            query_like,
+        ):
+            return
+        await asyncio.sleep(0.01)  # poll interval of the wait for the statement to start
+    raise AssertionError(f"no backend ever ran {query_like!r}")
+
+
 async def test_two_contenders_one_wins_and_the_loser_cannot_write(db: PgDatabase) -> None:
     a_conn, b_conn = await db.connect(), await db.connect()
     a, b = Lease("a", 30), Lease("b", 30)
@@ -317,7 +330,11 @@ async def test_a_lapsed_leaders_session_at_work_is_left_to_finish(db: PgDatabase
                 await a_conn.execute("SELECT pg_sleep(3)")  # at work well past the lease
 
         writing = asyncio.ensure_future(slow_write())
-        await asyncio.sleep(SHORT + 0.3)  # past the lease; the statement runs for 2.5 s more
+        for _ in range(500):  # until the lease has lapsed (the statement runs on for seconds)
+            if not (await read_leadership(b_conn)).live:
+                break
+            await asyncio.sleep(0.01)  # poll interval of the wait for the lease to lapse
+        await _until_working(b_conn, "SELECT pg_sleep%")
         assert await b.acquire(b_conn) is None
         await asyncio.wait_for(writing, timeout=10)
         taken = await asyncio.wait_for(_acquire_when_lapsed(b, b_conn), timeout=10)
