@@ -110,7 +110,7 @@ def measure_pair(settings: Settings, variant: str, work: Path) -> dict[str, dict
     ``variant``'s load over the same window of ``settings.b7_window`` seconds."""
     work.mkdir(parents=True, exist_ok=True)
     pinned = (os.cpu_count() or 1) >= 2
-    started: list[tuple[str, Child, Daemon]] = []
+    started: list[tuple[str, Child, Daemon]] = []  # (side, its master, its daemon)
     masters: list[Child] = []
     agents: dict[str, Child] = {}
     try:
@@ -137,7 +137,7 @@ def measure_pair(settings: Settings, variant: str, work: Path) -> dict[str, dict
                 pin(child.pid, OTHER_CPUS)
         # The first round begins one interval after start-up.
         time.sleep(settings.b7_interval + WARMUP_AFTER_FIRST_ROUND)
-        on_daemon = started[1][2]
+        on_daemon = next(daemon for side, _, daemon in started if side == "on")
         if pinned:
             for worker in children(on_daemon.pid):  # the usage worker, started by the round
                 pin(worker, OTHER_CPUS)

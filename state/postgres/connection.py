@@ -70,6 +70,11 @@ def is_connection_loss(exc: BaseException, connection: asyncpg.Connection | None
     )
 
 
+def milliseconds(seconds: float) -> int:
+    """A duration setting's value (PostgreSQL takes milliseconds; 0 would mean no limit)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
 @dataclass(frozen=True)
 class ConnectSettings:
     """How to reach the database and how long to keep trying."""
@@ -92,8 +97,9 @@ class ConnectSettings:
         """Every session setting a connection starts with."""
         session = {**SERVER_SETTINGS, **self.server_settings}
         if self.idle_transaction_timeout is not None:
-            milliseconds = max(1, math.ceil(self.idle_transaction_timeout * 1000))
-            session["idle_in_transaction_session_timeout"] = str(milliseconds)
+            session["idle_in_transaction_session_timeout"] = str(
+                milliseconds(self.idle_transaction_timeout)
+            )
         return session
 
 

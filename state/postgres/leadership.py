@@ -66,7 +66,6 @@ commits. The row lock orders it with everything else on the row:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -77,6 +76,7 @@ import asyncpg
 import structlog
 
 from scale_scheduler.state.interface import LeaderLiveError
+from scale_scheduler.state.postgres.connection import milliseconds
 from scale_scheduler.state.postgres.errors import FencedError
 
 log = structlog.get_logger(__name__)
@@ -223,32 +223,20 @@ class Lease:
         session is gone, and this session is recorded as the one holding it.
         """
         sent = self._clock()
-        if self.lock_wait is None:
-            row = await connection.fetchrow(
-                _ACQUIRE_SQL, self.holder, self.lease_seconds, self.api_url, self.hostname, locked
-            )
-            return None if row is None else self._term(row, sent)
+        args = (self.holder, self.lease_seconds, self.api_url, self.hostname, locked)
         try:
-            row = await self._acquire_waiting(connection, locked)
+            async with lock_wait(connection, self.lock_wait):
+                row = await connection.fetchrow(_ACQUIRE_SQL, *args)
         except asyncpg.exceptions.LockNotAvailableError:
+            assert self.lock_wait is not None  # only a lock wait times out
             if not await end_stale_sessions(connection, self.lease_seconds, self.lock_wait):
                 return None
             try:
-                row = await self._acquire_waiting(connection, locked)
+                async with lock_wait(connection, self.lock_wait):
+                    row = await connection.fetchrow(_ACQUIRE_SQL, *args)
             except asyncpg.exceptions.LockNotAvailableError:
                 return None
         return None if row is None else self._term(row, sent)
-
-    async def _acquire_waiting(
-        self, connection: asyncpg.Connection, locked: bool
-    ) -> asyncpg.Record | None:
-        assert self.lock_wait is not None
-        async with connection.transaction():
-            await connection.execute(f"SET LOCAL lock_timeout = {_milliseconds(self.lock_wait)}")
-            row: asyncpg.Record | None = await connection.fetchrow(
-                _ACQUIRE_SQL, self.holder, self.lease_seconds, self.api_url, self.hostname, locked
-            )
-            return row
 
     async def renew(
         self, connection: asyncpg.Connection, term: Term, *, locked: bool = False
@@ -277,15 +265,14 @@ class Lease:
 
 
 async def end_stale_sessions(
-    connection: asyncpg.Connection, lease_seconds: float, lock_wait: float
+    connection: asyncpg.Connection, lease_seconds: float, wait: float
 ) -> list[int]:
     """End the sessions that hold a lapsed lease's row and can only be stale (module
     docstring); their backend pids. Logged: each is a paused or hung process's transaction,
     rolled back. Empty while the lease is live, and when this role may not end them or cannot
     see their state (logged: the grants it needs)."""
     try:
-        async with connection.transaction():
-            await connection.execute(f"SET LOCAL lock_timeout = {_milliseconds(lock_wait)}")
+        async with lock_wait(connection, wait):
             rows = await connection.fetch(_END_STALE_SQL, lease_seconds)
     except asyncpg.exceptions.InsufficientPrivilegeError as exc:
         log.warning(
@@ -315,8 +302,16 @@ async def end_stale_sessions(
     return ended
 
 
-def _milliseconds(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1000))
+@asynccontextmanager
+async def lock_wait(connection: asyncpg.Connection, seconds: float | None) -> AsyncIterator[None]:
+    """Statements inside wait at most ``seconds`` for a lock (``LockNotAvailableError``), in a
+    transaction of their own; None: as long as it takes, as they are (no transaction)."""
+    if seconds is None:
+        yield
+        return
+    async with connection.transaction():
+        await connection.execute(f"SET LOCAL lock_timeout = {milliseconds(seconds)}")
+        yield
 
 
 async def try_lock(connection: asyncpg.Connection) -> bool:

@@ -4,11 +4,13 @@ leader fail and change nothing, expiry hands over with a higher epoch."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from pgserver import PgDatabase
+from structlog.testing import capture_logs
 
 from scale_scheduler.state.postgres.connection import (
     Connector,
@@ -348,3 +350,54 @@ async def test_a_lapsed_leaders_session_at_work_is_left_to_finish(db: PgDatabase
 def test_a_lock_wait_must_be_positive() -> None:
     with pytest.raises(ValueError, match="lock_wait"):
         Lease("a", 10, lock_wait=0)
+
+
+@pytest.mark.parametrize(
+    ("grant", "reason"),
+    [
+        ("", "cannot see other roles' sessions' state"),
+        ("GRANT pg_read_all_stats TO {role}", "may not end other roles' sessions"),
+    ],
+    ids=["state hidden", "may not end"],
+)
+async def test_a_contender_that_may_not_end_a_stale_session_says_so(
+    db: PgDatabase, grant: str, reason: str
+) -> None:
+    """Under a role that cannot see the stale session's state, or sees it but may not end it
+    (here the stale session is a superuser's), nothing is ended and the log says what grant is
+    missing; the stale session lives on."""
+    role = f"contender_{os.getpid()}"
+    secret = "contender-password"
+    admin = await db.connect()
+    await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{secret}'")
+    await admin.execute(f"GRANT SELECT, UPDATE ON leadership TO {role}")
+    if grant:
+        await admin.execute(grant.format(role=role))
+    contender = await asyncpg.connect(db.dsn.replace("//scale@", f"//{role}@"), password=secret)
+    paused = await db.connect()
+    try:
+        term = await Lease("a", SHORT).acquire(paused)
+        assert term is not None
+        pid = paused.get_server_pid()
+        async with fenced(paused, term.epoch):
+            # Idle in its transaction past the lease: stale, and a superuser's.
+            for _ in range(500):
+                if not (await read_leadership(admin)).live:
+                    break
+                await asyncio.sleep(0.01)  # poll interval of the wait for the lease to lapse
+            with capture_logs() as logs:
+                assert await end_stale_sessions(contender, 30, 0.5) == []
+            assert await admin.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pid
+            )
+        said = [e for e in logs if e["event"] == "leadership_stale_session_not_ended"]
+        assert len(said) == 1, logs
+        assert reason in said[0]["reason"]
+    finally:
+        await contender.close()
+        await paused.close()
+        await admin.execute(f"DROP OWNED BY {role}")
+        if grant:
+            await admin.execute(f"REVOKE pg_read_all_stats FROM {role}")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
